@@ -1,0 +1,17 @@
+"""Recurrent cells. Each module holds one cell's recurrence over a chunk.
+
+Every cell module exposes the same contract, so ``model.py`` can stack any of them:
+
+- ``GATES``: how many H-sized blocks its input pre-activation has (rows of ``Wxh``).
+- ``STATE``: the names of the arrays it carries from chunk to chunk (``("h",)`` or ``("h", "c")``).
+- ``forward(xa, state0, Whh) -> (hs, state, cache)``
+- ``backward(dhs, dstate, cache) -> (dxa, dWhh, dstate0)``
+
+``xa`` is the input pre-activation ``Wxh x_t + bh`` for all T steps at once, (T, B, GATES*H):
+it does not depend on the recurrence, so the caller computes it in one gather or one matrix
+product, and the time loop here holds only what truly is sequential.
+"""
+
+from charrnn.cells import rnn
+
+CELLS = {"rnn": rnn}

@@ -1,0 +1,89 @@
+"""The vanilla RNN cell of min-char-rnn (seeds 000, 002, 004).
+
+    h_t = tanh(Wxh x_t + Whh h_{t-1} + bh)
+
+Backward, with ``dh`` the gradient arriving at h_t from the output layer (and from the
+layer above) and ``dhnext`` the gradient flowing back from step t+1:
+
+    dh     = dhs[t] + dhnext
+    dhraw  = (1 - h_t²) ⊙ dh            (tanh' = 1 - tanh²)
+    dWhh  += dhraw h_{t-1}ᵀ             (summed after the loop in one product)
+    dhnext = Whhᵀ dhraw
+
+Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
+``Whh h`` is written ``h @ Whh.T``.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+GATES = 1
+STATE = ("h",)
+
+
+class Cache(NamedTuple):
+    hs: np.ndarray  # (T+1, B, H): hs[0] = h_{-1} (the carried state), hs[t+1] = h_t
+    Whh: np.ndarray  # (H, H)
+
+
+def forward(xa, state0, Whh):
+    """Run the recurrence over one chunk.
+
+    Parameters
+    ----------
+    xa : (T, B, H) input pre-activations ``Wxh x_t + bh``.
+    state0 : ``(h0,)`` with h0 (B, H), the state carried in from the previous chunk.
+    Whh : (H, H) recurrent weights.
+
+    Returns
+    -------
+    hs : (T, B, H) hidden states h_0 .. h_{T-1}.
+    state : ``(h_{T-1},)``, to carry into the next chunk.
+    cache : Cache for ``backward``.
+    """
+    T = xa.shape[0]
+    (h0,) = state0
+    hs = np.empty((T + 1,) + h0.shape, dtype=xa.dtype)
+    hs[0] = h0
+    WhhT = Whh.T
+    for t in range(T):
+        h = hs[t + 1]
+        np.matmul(hs[t], WhhT, out=h)  # Whh h_{t-1}
+        h += xa[t]  # + Wxh x_t + bh
+        np.tanh(h, out=h)
+    return hs[1:], (hs[T],), Cache(hs, Whh)
+
+
+def backward(dhs, dstate, cache):
+    """Backpropagate through the chunk, carrying ``dhnext`` from step t+1 to t.
+
+    Parameters
+    ----------
+    dhs : (T, B, H) gradient of the loss with respect to each h_t from outside the
+        recurrence (the output layer, or the layer above).
+    dstate : ``(dh,)`` gradient with respect to the last state from after the chunk
+        (zeros in truncated BPTT).
+    cache : from ``forward``.
+
+    Returns
+    -------
+    dxa : (T, B, H) gradient with respect to the pre-activations (``dhraw``), from which
+        the caller gets dWxh, dbh and the gradient for the layer below.
+    dWhh : (H, H).
+    dstate0 : ``(dh_{-1},)`` gradient with respect to the carried-in state.
+    """
+    hs, Whh = cache
+    T = dhs.shape[0]
+    dxa = np.empty_like(dhs)
+    (dhnext,) = dstate
+    for t in reversed(range(T)):
+        h = hs[t + 1]
+        dhraw = dxa[t]
+        np.add(dhs[t], dhnext, out=dhraw)  # dh = dhs[t] + dhnext
+        dhraw *= 1 - h * h  # (1 - h_t²) ⊙ dh
+        dhnext = dhraw @ Whh  # Whhᵀ dhraw, in row form
+    TB = dxa.shape[0] * dxa.shape[1]
+    # Σ_t dhraw_t h_{t-1}ᵀ over all steps and streams in one product.
+    dWhh = dxa.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1)
+    return dxa, dWhh, (dhnext,)

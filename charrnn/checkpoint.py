@@ -1,0 +1,164 @@
+"""Checkpoints: one self-describing ``.npz`` file that resumes a run exactly.
+
+Written atomically (a temporary file in the same directory, flushed and fsynced, then
+``os.replace``), so a crash or Ctrl-C leaves either the previous checkpoint or the new one,
+never half of one. Read with ``allow_pickle=False``: a checkpoint is data, never code.
+Every array is read and validated before anything is returned, so a damaged file is
+reported in one line and never half-loaded.
+
+Keys (see the README for the full table):
+
+- the parameters under their names (``Wxh``, ``Whh``, ``bh``, ``Why``, ``by``, ``Wxh_1``, ...)
+- ``optim.<slot>.<param>``: optimizer state (e.g. ``optim.mem.Wxh`` for Adagrad)
+- ``state.<layer>.<h|c>``: the carried hidden state, (B, H)
+- ``vocab``: int32 code points in index order; ``config``: the resolved config as JSON
+- ``step``, ``position``, ``epoch``, ``smooth_loss``, ``elapsed_s``, ``rng`` (the training
+  random generator's state as JSON), ``format_version``
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from charrnn import config as C
+from charrnn import optim
+from charrnn.errors import CharrnnError, UsageError
+from charrnn.model import ModelSpec, param_shapes
+
+FORMAT_VERSION = 1
+SCALARS = ("step", "position", "epoch", "smooth_loss", "elapsed_s")
+
+
+@dataclass
+class Checkpoint:
+    params: dict  # name -> array
+    optim_state: dict  # "<slot>.<param>" -> array
+    state: list  # per layer, tuple of (B, H) arrays
+    vocab: np.ndarray  # (V,) int32 code points
+    config: C.Config
+    spec: ModelSpec
+    step: int
+    position: int
+    epoch: int
+    smooth_loss: float  # min-char-rnn's smoothed loss (per chunk, as it keeps it)
+    elapsed_s: float
+    rng_state: dict  # numpy bit generator state
+
+
+def atomic_write(path, write):
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save(path, ck):
+    """Write checkpoint ``ck`` to ``path`` atomically."""
+    arrays = dict(ck.params)
+    arrays.update({f"optim.{k}": v for k, v in ck.optim_state.items()})
+    for layer, arrs in enumerate(ck.state):
+        for name, a in zip(ck.spec.module.STATE, arrs):
+            arrays[f"state.{layer}.{name}"] = a
+    arrays["vocab"] = np.asarray(ck.vocab, dtype=np.int32)
+    arrays["config"] = np.array(json.dumps(C.to_dict(ck.config)))
+    arrays["rng"] = np.array(json.dumps(ck.rng_state))
+    arrays["format_version"] = np.int64(FORMAT_VERSION)
+    for k in SCALARS:
+        arrays[k] = np.array(getattr(ck, k))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _read_all(path):
+    """Every array of the file, read eagerly; one-line errors for damaged files."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise CharrnnError(f"{path}: not a charrnn checkpoint (a single .npy array, not an .npz archive)")
+            return {k: z[k] for k in z.files}
+    except CharrnnError:
+        raise
+    except FileNotFoundError:
+        raise UsageError(f"{path}: checkpoint file not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory; give the checkpoint file, e.g. RUN/ckpt.npz") from None
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise CharrnnError(
+                f"{path}: refused to load: the file holds pickled Python objects, and a charrnn "
+                "checkpoint is plain arrays (loading pickles could run code)"
+            ) from None
+        raise CharrnnError(f"{path}: not a charrnn checkpoint or damaged ({e})") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
+        raise CharrnnError(f"{path}: damaged or truncated checkpoint ({type(e).__name__}: {e})") from None
+
+
+def load(path):
+    """Read and validate a checkpoint. Raises CharrnnError with a one-line reason."""
+    z = _read_all(path)
+
+    def need(key):
+        if key not in z:
+            raise CharrnnError(f"{path}: not a charrnn checkpoint (no '{key}' array)")
+        return z[key]
+
+    version = need("format_version")
+    if version.shape != () or int(version) != FORMAT_VERSION:
+        raise CharrnnError(f"{path}: checkpoint format version {version} is not supported (expected {FORMAT_VERSION})")
+    try:
+        raw_config = json.loads(str(need("config")))
+        rng_state = json.loads(str(need("rng")))
+    except json.JSONDecodeError as e:
+        raise CharrnnError(f"{path}: damaged checkpoint: its config or rng is not valid JSON ({e})") from None
+    try:
+        cfg = C.from_dict(raw_config, f"{path} (stored config)")
+    except UsageError as e:
+        raise CharrnnError(str(e)) from None
+    vocab = need("vocab")
+    if vocab.ndim != 1 or vocab.dtype != np.int32 or len(vocab) < 1 or np.any(np.diff(vocab) <= 0):
+        raise CharrnnError(f"{path}: damaged checkpoint: 'vocab' must be sorted distinct int32 code points")
+    spec = ModelSpec(cfg.model.cell, len(vocab), cfg.model.hidden_size, cfg.model.layers, cfg.model.dropout)
+    dtype = np.dtype(cfg.model.dtype)
+
+    def checked(key, shape):
+        a = need(key)
+        if a.shape != tuple(shape) or a.dtype != dtype:
+            raise CharrnnError(
+                f"{path}: '{key}' is {a.dtype}{list(a.shape)}, but the stored config needs {dtype}{list(shape)}"
+            )
+        if not np.all(np.isfinite(a)):
+            raise CharrnnError(f"{path}: '{key}' holds NaN or infinite values")
+        return a
+
+    shapes = param_shapes(spec)
+    params = {k: checked(k, s) for k, s in shapes.items()}
+    slots = optim.from_config(cfg.optim).slots
+    optim_state = {f"{slot}.{k}": checked(f"optim.{slot}.{k}", s) for slot in slots for k, s in shapes.items()}
+    state_shape = (cfg.train.batch_size, cfg.model.hidden_size)
+    state = [
+        tuple(checked(f"state.{layer}.{name}", state_shape) for name in spec.module.STATE)
+        for layer in range(spec.layers)
+    ]
+    scalars = {}
+    for k in SCALARS:
+        a = need(k)
+        if a.shape != ():
+            raise CharrnnError(f"{path}: damaged checkpoint: '{k}' must be a scalar")
+        scalars[k] = a.item()
+    return Checkpoint(params, optim_state, state, vocab, cfg, spec, rng_state=rng_state,
+                      step=int(scalars["step"]), position=int(scalars["position"]), epoch=int(scalars["epoch"]),
+                      smooth_loss=float(scalars["smooth_loss"]), elapsed_s=float(scalars["elapsed_s"]))

@@ -1,0 +1,244 @@
+"""The run configuration: a typed schema of nested dataclasses, loaded from YAML.
+
+Every field has a type, an allowed range and a one-line meaning (used by the README's
+config reference). Loading is strict: an unknown key is rejected with its dotted path and
+the closest valid key, a wrong type or an out-of-range value with the key, the value and
+what is allowed. Precedence: ``--set`` overrides > the YAML file > the defaults here.
+Paths in the file are resolved relative to the file itself, so a config works from any
+working directory.
+"""
+
+import dataclasses
+import difflib
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+from charrnn.errors import UsageError
+
+
+def opt(default, kind, doc, *, lo=None, lo_open=False, hi=None, hi_open=False,
+        choices=None, nullable=False, path=False):
+    """A schema field: its default, type, allowed range and meaning."""
+    meta = dict(kind=kind, doc=doc, lo=lo, lo_open=lo_open, hi=hi, hi_open=hi_open,
+                choices=choices, nullable=nullable, path=path)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = opt(None, str, "UTF-8 text file to train on (relative to the config file)", path=True)
+
+
+@dataclass
+class ModelConfig:
+    cell: str = opt("rnn", str, "recurrent cell", choices=("rnn", "lstm", "gru"))
+    hidden_size: int = opt(100, int, "hidden units per layer (H)", lo=1)
+    layers: int = opt(1, int, "stacked recurrent layers", lo=1, hi=16)
+    dropout: float = opt(0.0, float, "dropout between layers and before the output (0 disables)", lo=0.0, hi=1.0, hi_open=True)
+    init_std: float = opt(0.01, float, "weights start as N(0, 1) · init_std (min-char-rnn: 0.01); biases start at 0", lo=0.0, lo_open=True)
+    dtype: str = opt("float32", str, "floating-point type of parameters and training", choices=("float32", "float64"))
+
+
+@dataclass
+class OptimConfig:
+    name: str = opt("adagrad", str, "optimizer", choices=("adagrad",))
+    lr: float = opt(0.1, float, "learning rate", lo=0.0, lo_open=True)
+    eps: float = opt(1e-8, float, "Adagrad's epsilon in sqrt(mem + eps)", lo=0.0, lo_open=True)
+    clip_value: Optional[float] = opt(5.0, float, "clip every gradient element into [-v, v] (min-char-rnn: 5); 0 or null disables", lo=0.0, nullable=True)
+    clip_norm: Optional[float] = opt(None, float, "rescale gradients to this global L2 norm at most; 0 or null disables", lo=0.0, nullable=True)
+
+
+@dataclass
+class TrainConfig:
+    seq_length: int = opt(25, int, "characters per chunk of truncated BPTT (T)", lo=1)
+    batch_size: int = opt(1, int, "parallel streams of the corpus (B)", lo=1)
+    steps: int = opt(10000, int, "total optimizer steps of the run", lo=1)
+    seed: int = opt(42, int, "seed for initialisation, dropout and preview samples", lo=0)
+    out_dir: Optional[str] = opt(None, str, "run directory (relative to the config file); null: runs/<config name> in the working directory", nullable=True, path=True)
+    log_every: int = opt(100, int, "append a line to metrics.jsonl every this many steps", lo=1)
+    sample_every: int = opt(1000, int, "print a preview sample to stderr every this many steps; 0 disables", lo=0)
+    checkpoint_every: int = opt(1000, int, "write RUN/ckpt.npz every this many steps (and always at the end); 0: only at the end", lo=0)
+
+
+@dataclass
+class SampleConfig:
+    length: int = opt(200, int, "characters in a preview sample (and the default of `charrnn sample --length`)", lo=1)
+    temperature: float = opt(1.0, float, "softmax temperature of previews (and the default of `charrnn sample`)", lo=0.0, lo_open=True)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
+
+
+def _describe(meta):
+    kind = {int: "an integer", float: "a number", str: "a string"}[meta["kind"]]
+    if meta["choices"]:
+        kind = "one of " + ", ".join(meta["choices"])
+    parts = []
+    if meta["lo"] is not None:
+        parts.append(("> " if meta["lo_open"] else "≥ ") + repr(meta["lo"]))
+    if meta["hi"] is not None:
+        parts.append(("< " if meta["hi_open"] else "≤ ") + repr(meta["hi"]))
+    text = kind + (" " + " and ".join(parts) if parts else "")
+    return text + (", or null" if meta["nullable"] else "")
+
+
+def _check_value(key, value, meta, source):
+    """The value converted to the field's type, or a UsageError naming key, value and rule."""
+    def bad():
+        return UsageError(f"{source}: {key} must be {_describe(meta)}, got {value!r}")
+
+    if value is None:
+        if meta["nullable"]:
+            return None
+        raise bad()
+    kind = meta["kind"]
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+    elif kind is float:
+        if isinstance(value, str):
+            # PyYAML follows YAML 1.1, which reads 1e-8 (no dot) as a string: accept it.
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad() from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad()
+        value = float(value)
+    elif kind is str:
+        if not isinstance(value, str) or not value:
+            raise bad()
+    if meta["choices"] and value not in meta["choices"]:
+        raise bad()
+    lo, hi = meta["lo"], meta["hi"]
+    if lo is not None and (value < lo or (meta["lo_open"] and value == lo)):
+        raise bad()
+    if hi is not None and (value > hi or (meta["hi_open"] and value == hi)):
+        raise bad()
+    return value
+
+
+def _unknown(key, valid, source):
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else f"; valid keys: {', '.join(valid)}"
+    return UsageError(f"{source}: unknown key '{key}'{hint}")
+
+
+def all_keys():
+    """Every dotted key of the schema: ``model.hidden_size``, ..."""
+    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def from_dict(data, source, base_dir=None):
+    """Validate a nested mapping into a ``Config``.
+
+    ``source`` names where the data came from (the file) in every error message;
+    ``base_dir`` is where relative paths are resolved (None: leave them as they are).
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
+    sections = {}
+    for sname, section in data.items():
+        if sname not in SECTIONS:
+            raise _unknown(str(sname), list(SECTIONS) + all_keys(), source)
+        cls = SECTIONS[sname]
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise UsageError(f"{source}: {sname} must be a mapping of keys, got {section!r}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in section.items():
+            dotted = f"{sname}.{key}"
+            if key not in fields:
+                raise _unknown(dotted, all_keys(), source)
+            meta = fields[key].metadata
+            value = _check_value(dotted, value, meta, source)
+            if meta["path"] and value is not None and base_dir is not None:
+                value = os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
+            values[key] = value
+        sections[sname] = cls(**values)
+    return Config(**sections)
+
+
+def to_dict(cfg):
+    return dataclasses.asdict(cfg)
+
+
+def parse_override(text):
+    """``"optim.lr=0.002"`` -> ``("optim.lr", 0.002)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--set {text!r}: expected KEY=VALUE, e.g. --set optim.lr=0.002")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def apply_overrides(data, overrides):
+    """Merge ``KEY=VALUE`` overrides into the raw mapping (validation happens after)."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (data or {}).items()}
+    for text in overrides:
+        key, value = parse_override(text)
+        section, dot, name = key.partition(".")
+        if not dot or section not in SECTIONS:
+            raise _unknown(key, all_keys(), "--set")
+        fields = [f.name for f in dataclasses.fields(SECTIONS[section])]
+        if name not in fields:
+            raise _unknown(key, all_keys(), "--set")
+        meta = next(f.metadata for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
+        if meta["path"] and isinstance(value, str):
+            value = os.path.abspath(value)  # a path given on the command line is relative to the working directory
+        sec = data.setdefault(section, {})
+        if not isinstance(sec, dict):
+            sec = data[section] = {}
+        sec[name] = value
+    return data
+
+
+def load(path, overrides=()):
+    """Read, merge overrides into and validate a YAML config file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: cannot read config file: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise UsageError(f"{path}: not valid YAML{where}: {problem}") from None
+    if data is not None and not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
+    data = apply_overrides(data, overrides)
+    base = os.path.dirname(os.path.abspath(path))
+    cfg = from_dict(data, str(path), base_dir=base)
+    if cfg.data.path is None:
+        raise UsageError(f"{path}: data.path is required (the UTF-8 text file to train on)")
+    if cfg.train.out_dir is None:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        cfg.train.out_dir = os.path.abspath(os.path.join("runs", stem))
+    return cfg
+
+
+def dump_yaml(cfg):
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,105 @@
+"""The corpus: reading it, its vocabulary, and its layout as B contiguous streams.
+
+The vocabulary is the sorted set of the text's Unicode code points, so it is the same
+on every run and machine (min-char-rnn's ``list(set(data))`` is not). Text is encoded
+as a compact integer array of indices into it.
+"""
+
+import numpy as np
+
+from charrnn.errors import CharrnnError
+
+
+def read_text(path):
+    """Read a UTF-8 text file, with one-line errors for the ways that can fail."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise CharrnnError(f"{path}: corpus file not found") from None
+    except IsADirectoryError:
+        raise CharrnnError(f"{path}: is a directory, expected a UTF-8 text file") from None
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read corpus: {e.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CharrnnError(
+            f"{path}: not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            "convert it to UTF-8 first"
+        ) from None
+
+
+def code_points(text):
+    """(N,) int32 array of the text's Unicode code points."""
+    return np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.int32)
+
+
+def build_vocab(text):
+    """The sorted distinct code points of ``text``, (V,) int32."""
+    return np.unique(code_points(text))
+
+
+def index_dtype(vocab_size):
+    return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.int32
+
+
+def describe_chars(cps, limit=20):
+    """Human-readable list of characters, e.g. ``'é' (U+00E9), '\\t' (U+0009)``."""
+    shown = ", ".join(f"{chr(c)!r} (U+{c:04X})" for c in cps[:limit])
+    return shown + (f" and {len(cps) - limit} more" if len(cps) > limit else "")
+
+
+def encode(text, vocab):
+    """Indices of ``text``'s characters in ``vocab``, as a compact unsigned array.
+
+    Raises CharrnnError listing the characters that are not in the vocabulary.
+    """
+    cps = code_points(text)
+    idx = np.searchsorted(vocab, cps)
+    idx_c = np.minimum(idx, len(vocab) - 1)
+    unknown = vocab[idx_c] != cps
+    if unknown.any():
+        missing = np.unique(cps[unknown])
+        raise CharrnnError(
+            f"{len(missing)} character(s) not in the model's vocabulary: {describe_chars(missing)}"
+        )
+    return idx.astype(index_dtype(len(vocab)))
+
+
+def decode(indices, vocab):
+    """The text for a sequence of indices."""
+    return "".join(map(chr, vocab[np.asarray(indices, dtype=np.int64)]))
+
+
+class Streams:
+    """The training text laid out as B contiguous streams, torch-rnn style.
+
+    Stream i starts at ``i · (N // B)`` and is ``L = N // B`` characters long, so row i of one
+    batch continues row i of the previous one and the carried hidden state stays correct.
+    Each step reads the next T characters of every stream (targets shifted by one). When a
+    stream would run past its end, all streams go back to their start and the state is reset:
+    for B = 1 this is exactly min-char-rnn's rule ``if p + seq_length + 1 >= len(data)``.
+    """
+
+    def __init__(self, data, batch_size, seq_length):
+        N = len(data)
+        self.data = data
+        self.B, self.T = batch_size, seq_length
+        self.L = N // batch_size
+        if self.L < seq_length + 1:
+            raise CharrnnError(
+                f"the training text has {N} characters; batch_size {batch_size} × "
+                f"(seq_length {seq_length} + 1) = {batch_size * (seq_length + 1)} are needed at least"
+            )
+        self.starts = np.arange(batch_size, dtype=np.int64) * self.L
+        self._offsets = np.arange(seq_length + 1, dtype=np.int64)[:, None] + self.starts[None, :]
+
+    def wraps(self, p):
+        """True when the batch at position ``p`` would run past the end of a stream."""
+        return p + self.T + 1 >= self.L
+
+    def batch(self, p):
+        """Inputs and targets at position ``p``: two (T, B) int arrays."""
+        chunk = self.data[self._offsets + p]  # (T+1, B)
+        return chunk[:-1], chunk[1:]

@@ -1,0 +1,17 @@
+"""The two kinds of failure the command line reports without a traceback.
+
+Library code raises these with a one-line message that names the file, key or
+value at fault and says what would be right; ``cli.py`` turns them into exit codes.
+"""
+
+
+class CharrnnError(Exception):
+    """Something is wrong with a file or a run (corpus, checkpoint, divergence): exit 1."""
+
+    exit_code = 1
+
+
+class UsageError(CharrnnError):
+    """Something is wrong with what the user asked for (config key or value, option): exit 2."""
+
+    exit_code = 2

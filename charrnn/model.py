@@ -1,0 +1,238 @@
+"""The character model: input lookup, a stack of recurrent cells, softmax output.
+
+    x_t  = column y_{t-1} of the identity (a character index; never built as a one-hot)
+    h_t  = cell(Wxh x_t + bh, h_{t-1})          for each layer; layer l>0 reads layer l-1's h_t
+    p_t  = softmax(Why h_t + by)                (top layer)
+    loss = -Σ_t log p_t[y_t], averaged over the B streams
+
+Letters used in every docstring: T time steps in a chunk, B streams (batch), V vocabulary
+size, H hidden units, G gate blocks of the cell (1 rnn, 4 lstm, 3 gru), L layers.
+
+Parameters are a dict of arrays keyed by name. Layer 0 uses min-char-rnn's names
+``Wxh`` (G·H, V), ``Whh`` (G·H, H), ``bh`` (G·H,); layer l ≥ 1 adds ``_l``: ``Wxh_1`` (G·H, H),
+``Whh_1``, ``bh_1``. The output layer is ``Why`` (V, H), ``by`` (V,). A one-layer vanilla
+model therefore has exactly min-char-rnn's five arrays, and its weights carry over.
+
+The carried state is a list with one tuple per layer, holding the arrays named by the
+cell's ``STATE`` (``(h,)`` or ``(h, c)``), each (B, H).
+"""
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from charrnn.cells import CELLS
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The architecture: everything needed to build, check or run a set of parameters."""
+
+    cell: str  # "rnn" | "lstm" | "gru"
+    vocab_size: int  # V
+    hidden_size: int  # H
+    layers: int = 1  # L
+    dropout: float = 0.0  # on non-recurrent connections only (between layers, before output)
+
+    @property
+    def module(self):
+        return CELLS[self.cell]
+
+
+def pname(base, layer):
+    """Name of a layer's parameter: ``Wxh`` for layer 0, ``Wxh_1`` for layer 1, ..."""
+    return base if layer == 0 else f"{base}_{layer}"
+
+
+def param_shapes(spec):
+    """Name -> shape of every parameter of ``spec``, in a fixed order."""
+    G, H, V = spec.module.GATES, spec.hidden_size, spec.vocab_size
+    shapes = {}
+    for layer in range(spec.layers):
+        D = V if layer == 0 else H
+        shapes[pname("Wxh", layer)] = (G * H, D)
+        shapes[pname("Whh", layer)] = (G * H, H)
+        shapes[pname("bh", layer)] = (G * H,)
+    shapes["Why"] = (V, H)
+    shapes["by"] = (V,)
+    return shapes
+
+
+def init_params(spec, rng, dtype=np.float32, std=0.01):
+    """min-char-rnn's initialisation: weights ``N(0, 1) · std``, biases zero.
+
+    Cells may adjust their own biases afterwards (``cell.init_bias``, e.g. the LSTM's
+    forget gate), so that the same initial weights serve every cell type.
+    """
+    params = {}
+    for name, shape in param_shapes(spec).items():
+        if name.startswith("b"):
+            params[name] = np.zeros(shape, dtype=dtype)
+        else:
+            params[name] = (rng.standard_normal(shape) * std).astype(dtype)
+    init_bias = getattr(spec.module, "init_bias", None)
+    if init_bias is not None:
+        for layer in range(spec.layers):
+            init_bias(params[pname("bh", layer)])
+    return params
+
+
+def zero_state(spec, batch_size, dtype=np.float32):
+    """The state at the start of a stream: zeros, one tuple per layer."""
+    H = spec.hidden_size
+    return [
+        tuple(np.zeros((batch_size, H), dtype=dtype) for _ in spec.module.STATE)
+        for _ in range(spec.layers)
+    ]
+
+
+def dropout_masks(spec, shape, rng, dtype):
+    """Inverted-dropout masks, one per layer output, each (T, B, H): 0 or 1/(1-p)."""
+    keep = 1.0 - spec.dropout
+    return [
+        (rng.random(shape) < keep).astype(dtype) / dtype(keep) for _ in range(spec.layers)
+    ]
+
+
+class Cache(NamedTuple):
+    X: np.ndarray  # (T, B) input indices
+    layer_inputs: list  # per layer l>0: (T, B, H) input (the masked output of layer l-1)
+    cell_caches: list  # per layer: the cell's cache
+    masks: list  # per layer: (T, B, H) dropout mask or None
+    top: np.ndarray  # (T·B, H) the (masked) top-layer output read by the softmax
+
+
+def forward(params, spec, X, state0, masks=None):
+    """Forward pass over a chunk, up to the logits.
+
+    Parameters
+    ----------
+    params : dict name -> array (see ``param_shapes``).
+    spec : ModelSpec.
+    X : (T, B) int input character indices.
+    state0 : carried state, a list of L tuples of (B, H) arrays.
+    masks : None (no dropout: evaluation, sampling) or a list of L (T, B, H) dropout masks.
+
+    Returns
+    -------
+    logits : (T·B, V), position t·B + b.
+    state : the state after the last step, to carry into the next chunk.
+    cache : for ``backward``.
+    """
+    cell = spec.module
+    T, B = X.shape
+    state, layer_inputs, cell_caches = [], [], []
+    x = None
+    for layer in range(spec.layers):
+        Wxh, Whh, bh = (params[pname(n, layer)] for n in ("Wxh", "Whh", "bh"))
+        if layer == 0:
+            # Wxh x_t for a one-hot x_t is column x_t of Wxh: gather rows of a
+            # contiguous copy of Wxhᵀ, for all T·B positions at once.
+            xa = np.ascontiguousarray(Wxh.T)[X]  # (T, B, G·H)
+        else:
+            layer_inputs.append(x)
+            xa = (x.reshape(T * B, -1) @ Wxh.T).reshape(T, B, -1)  # (T, B, G·H)
+        xa += bh
+        hs, s, c = cell.forward(xa, state0[layer], Whh)
+        state.append(s)
+        cell_caches.append(c)
+        x = hs if masks is None or masks[layer] is None else hs * masks[layer]
+    top = x.reshape(T * B, -1)
+    logits = top @ params["Why"].T
+    logits += params["by"]
+    return logits, state, Cache(X, layer_inputs, cell_caches, masks, top)
+
+
+def softmax_cross_entropy(logits, Y):
+    """Loss ``-Σ log p[y]`` over all positions, and the probabilities.
+
+    logits : (N, V); Y : (N,) targets. Computed through log-sum-exp, so no probability
+    under- or overflows. Returns (loss summed over positions as a Python float, probs (N, V)).
+    """
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1, keepdims=True)
+    logp_y = z[np.arange(len(Y)), Y] - np.log(s[:, 0])
+    return -float(logp_y.sum(dtype=np.float64)), e / s
+
+
+def backward(params, spec, Y, cache, probs, dstate=None):
+    """Backward pass over the chunk.
+
+    Parameters
+    ----------
+    Y : (T, B) target indices.
+    cache : from ``forward``; probs : (T·B, V) softmax probabilities.
+    dstate : gradient with respect to the final state (None: zeros, as truncated BPTT).
+
+    Returns
+    -------
+    grads : dict with the same keys and shapes as ``params``.
+    dstate0 : gradient with respect to ``state0``, same structure as the state.
+    """
+    cell = spec.module
+    T, B = Y.shape
+    N = T * B
+    # dy = p - onehot(y): the exact gradient of softmax + cross-entropy, / B because
+    # the loss is averaged over the streams.
+    dy = probs.copy()
+    dy[np.arange(N), Y.reshape(-1)] -= 1
+    dy /= B
+    grads = {"Why": dy.T @ cache.top, "by": dy.sum(axis=0)}
+    dx = (dy @ params["Why"]).reshape(T, B, -1)  # gradient at the top layer's output
+    dstate0 = [None] * spec.layers
+    for layer in reversed(range(spec.layers)):
+        if cache.masks is not None and cache.masks[layer] is not None:
+            dx *= cache.masks[layer]
+        ds = (
+            dstate[layer]
+            if dstate is not None
+            else tuple(np.zeros_like(dx[0]) for _ in cell.STATE)
+        )
+        dxa, dWhh, dstate0[layer] = cell.backward(dx, ds, cache.cell_caches[layer])
+        dxa2 = dxa.reshape(N, -1)  # (T·B, G·H)
+        grads[pname("Whh", layer)] = dWhh
+        grads[pname("bh", layer)] = dxa2.sum(axis=0)
+        Wxh = params[pname("Wxh", layer)]
+        if layer == 0:
+            # dWxh[:, v] = Σ of dxa over the positions whose input is v. As one product with
+            # a (T·B, V) one-hot: several times faster than np.add.at at these sizes.
+            onehot = np.zeros((N, spec.vocab_size), dtype=dxa.dtype)
+            onehot[np.arange(N), cache.X.reshape(-1)] = 1
+            grads[pname("Wxh", layer)] = dxa2.T @ onehot
+        else:
+            x2 = cache.layer_inputs[layer - 1].reshape(N, -1)
+            grads[pname("Wxh", layer)] = dxa2.T @ x2
+            dx = (dxa2 @ Wxh).reshape(T, B, -1)
+    return grads, dstate0
+
+
+class StepResult(NamedTuple):
+    loss: float  # -Σ_t log p_t[y_t], averaged over streams (per chunk, not per character)
+    grads: dict
+    state: list  # state after the chunk, to carry forward
+    dstate0: list  # gradient with respect to the carried-in state
+
+
+def loss_and_grads(params, spec, X, Y, state0, masks=None, dstate=None):
+    """min-char-rnn's ``lossFun(inputs, targets, hprev)`` for B streams and any cell stack.
+
+    The loss is the **sum over the T steps** of ``-log p_t[y_t]``, **averaged over the B
+    streams**. For B = 1 this is exactly min-char-rnn's loss (a sum over the chunk), so its
+    learning rates carry over; divide by T for nats per character.
+
+    X, Y : (T, B) int inputs and targets; state0 : carried state; masks : dropout masks or None.
+    Returns a ``StepResult(loss, grads, state, dstate0)``.
+    """
+    logits, state, cache = forward(params, spec, X, state0, masks)
+    loss, probs = softmax_cross_entropy(logits, Y.reshape(-1))
+    grads, dstate0 = backward(params, spec, Y, cache, probs, dstate)
+    return StepResult(loss / X.shape[1], grads, state, dstate0)
+
+
+def loss_only(params, spec, X, Y, state0, masks=None):
+    """The loss and the final state, without the backward pass (evaluation)."""
+    logits, state, _ = forward(params, spec, X, state0, masks)
+    loss, _ = softmax_cross_entropy(logits, Y.reshape(-1))
+    return loss / X.shape[1], state

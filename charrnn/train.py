@@ -1,0 +1,254 @@
+"""The training loop: config -> data -> model -> optimizer -> loop, top to bottom.
+
+min-char-rnn's loop over B streams: take the next T characters of every stream, run
+``loss_and_grads`` from the carried state, clip, update, carry the state on; when the
+streams wrap, reset the state. Progress goes to stderr (tqdm), metrics to
+``RUN/metrics.jsonl``, checkpoints to ``RUN/ckpt.npz`` (atomically). Ctrl-C finishes the
+step in progress, saves a checkpoint and stops.
+"""
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+from tqdm import tqdm
+
+from charrnn import checkpoint as ckpt_io
+from charrnn import config as C
+from charrnn import data as D
+from charrnn import model as M
+from charrnn import optim
+from charrnn import sampling
+from charrnn.errors import CharrnnError
+
+SMOOTHING = 0.999  # min-char-rnn: smooth_loss = smooth_loss * 0.999 + loss * 0.001
+
+
+class Interrupted(CharrnnError):
+    exit_code = 130
+
+
+@dataclass
+class Summary:
+    run_dir: str
+    step: int
+    loss: float  # smoothed loss per character, nats
+    chars_per_s: float
+    interrupted: bool = False
+
+
+def _write_text(path, text):
+    ckpt_io.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _load_corpus(cfg, vocab=None, source=None):
+    text = D.read_text(cfg.data.path)
+    if not text:
+        raise CharrnnError(f"{cfg.data.path}: corpus is empty")
+    if vocab is None:
+        vocab = D.build_vocab(text)
+    try:
+        data = D.encode(text, vocab)
+    except CharrnnError as e:
+        raise CharrnnError(f"{cfg.data.path}: does not match the vocabulary of {source}: {e}") from None
+    return vocab, data
+
+
+def _truncate_metrics(path, step):
+    """Drop metric lines logged after ``step`` (a run that crashed after its last checkpoint)."""
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line from a crash
+    if len(keep) != len(lines):
+        _write_text(path, "".join(keep))
+
+
+def _preview(params, spec, vocab, state, first, cfg, step):
+    """A short sample from stream 0's carried state, seeded by (seed, step) so it never
+    touches the training generator: previews on or off, the run is the same."""
+    rng = np.random.default_rng([cfg.train.seed, step])
+    state0 = [tuple(a[:1] for a in s) for s in state]
+    out = sampling.generate(params, spec, int(first), state0, cfg.sample.length, rng, cfg.sample.temperature)
+    return D.decode(list(out), vocab)
+
+
+class _StopFlag:
+    """SIGINT sets a flag checked between steps, so the checkpoint is always of a whole
+    step; a second Ctrl-C interrupts at once (the last checkpoint stays intact)."""
+
+    def __init__(self):
+        self.set = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not in the main thread: leave Ctrl-C alone
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=None):
+    """Train according to ``cfg`` (or continue the run in checkpoint ``resume``).
+
+    steps : train until this total step count (a resumed run stops where an uninterrupted
+        one would). out_dir : run directory (default ``cfg.train.out_dir``).
+    Returns a Summary.
+    """
+    ck = None
+    if resume is not None:
+        ck = ckpt_io.load(resume)
+        cfg = ck.config
+        out_dir = out_dir or os.path.dirname(os.path.abspath(resume))
+    if steps is not None:
+        cfg = replace(cfg, train=replace(cfg.train, steps=steps))
+    out_dir = out_dir or cfg.train.out_dir
+    cfg = replace(cfg, train=replace(cfg.train, out_dir=os.path.abspath(out_dir)))
+    tc, mc = cfg.train, cfg.model
+    dtype = np.dtype(mc.dtype)
+
+    # Data.
+    if ck is not None:
+        vocab, data = _load_corpus(cfg, ck.vocab, resume)
+    else:
+        vocab, data = _load_corpus(cfg)
+    streams = D.Streams(data, tc.batch_size, tc.seq_length)
+    spec = M.ModelSpec(mc.cell, len(vocab), mc.hidden_size, mc.layers, mc.dropout)
+
+    # Model, optimizer and loop state.
+    optimizer = optim.from_config(cfg.optim)
+    if ck is not None:
+        params, opt_state, state = ck.params, ck.optim_state, ck.state
+        rng = np.random.default_rng()
+        rng.bit_generator.state = ck.rng_state
+        step, p, epoch, smooth_loss, elapsed = ck.step, ck.position, ck.epoch, ck.smooth_loss, ck.elapsed_s
+    else:
+        rng = np.random.default_rng(tc.seed)
+        params = M.init_params(spec, rng, dtype, mc.init_std)
+        if init_from is not None:
+            params = _weights_from(init_from, spec, vocab, dtype)
+        opt_state = optimizer.init_state(params)
+        state = M.zero_state(spec, tc.batch_size, dtype)
+        step, p, epoch, elapsed = 0, 0, 0, 0.0
+        smooth_loss = -math.log(1.0 / len(vocab)) * tc.seq_length  # min-char-rnn's start
+
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        _write_text(os.path.join(out_dir, "config.yaml"), C.dump_yaml(cfg))
+    except OSError as e:
+        raise CharrnnError(f"{out_dir}: cannot write the run directory: {e.strerror}") from None
+    ckpt_path = os.path.join(out_dir, "ckpt.npz")
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    if ck is not None:
+        _truncate_metrics(metrics_path, step)
+    elif os.path.exists(metrics_path):
+        os.replace(metrics_path, metrics_path + ".old")  # a fresh run starts a fresh log
+
+    def save():
+        ckpt_io.save(ckpt_path, ckpt_io.Checkpoint(
+            params, opt_state, state, vocab, cfg, spec, step, p, epoch, smooth_loss,
+            elapsed, rng.bit_generator.state))
+
+    T, B = tc.seq_length, tc.batch_size
+    lr = cfg.optim.lr
+    clip_value, clip_norm = cfg.optim.clip_value, cfg.optim.clip_norm
+    bar = tqdm(total=tc.steps, initial=step, file=sys.stderr, disable=quiet, unit="step",
+               dynamic_ncols=True, mininterval=0.5)
+    window_t, window_steps = time.perf_counter(), 0
+    chars_per_s = 0.0
+    last_saved = step if ck is not None else None
+    with _StopFlag() as stop, open(metrics_path, "a", encoding="utf-8") as metrics:
+        try:
+            while step < tc.steps and not stop.set:
+                t0 = time.perf_counter()
+                if streams.wraps(p):
+                    p, epoch = 0, epoch + 1
+                    state = M.zero_state(spec, B, dtype)
+                X, Y = streams.batch(p)
+                masks = M.dropout_masks(spec, (T, B, mc.hidden_size), rng, dtype) if mc.dropout > 0 else None
+                loss, grads, new_state, _ = M.loss_and_grads(params, spec, X, Y, state, masks)
+                if not math.isfinite(loss) or not all(np.isfinite(g).all() for g in grads.values()):
+                    what = "loss" if not math.isfinite(loss) else "gradient"
+                    raise CharrnnError(
+                        f"training diverged at step {step + 1}: the {what} is not finite "
+                        f"(loss {loss}); no checkpoint was written for it, the last good one "
+                        f"is {ckpt_path if last_saved is not None else 'none (none was written yet)'}; "
+                        "try a lower optim.lr or enable clipping"
+                    )
+                state = new_state
+                smooth_loss = smooth_loss * SMOOTHING + loss * (1 - SMOOTHING)
+                if clip_value:
+                    optim.clip_by_value(grads, clip_value)
+                if clip_norm:
+                    optim.clip_by_norm(grads, clip_norm)
+                optimizer.update(params, grads, opt_state, lr)
+                p += T
+                step += 1
+                window_steps += 1
+                elapsed += time.perf_counter() - t0
+                bar.update(1)
+
+                if step % tc.log_every == 0 or step == tc.steps:
+                    now = time.perf_counter()
+                    chars_per_s = window_steps * T * B / max(now - window_t, 1e-9)
+                    window_t, window_steps = now, 0
+                    bar.set_postfix(loss=f"{smooth_loss / T:.4f}", chars_s=f"{chars_per_s:,.0f}", refresh=False)
+                    metrics.write(json.dumps({
+                        "step": step, "epoch": epoch, "loss": loss / T, "smooth_loss": smooth_loss / T,
+                        "lr": lr, "chars_per_s": round(chars_per_s, 1), "elapsed_s": round(elapsed, 3),
+                    }) + "\n")
+                    metrics.flush()
+                if tc.sample_every and step % tc.sample_every == 0 and not quiet:
+                    text = _preview(params, spec, vocab, state, Y[-1, 0], cfg, step)
+                    bar.write(f"----- sample at step {step} -----\n{text}\n-----", file=sys.stderr)
+                if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+                    save()
+                    last_saved = step
+        finally:
+            bar.close()
+        if last_saved != step:
+            save()
+    if stop.set and step < tc.steps:
+        raise Interrupted(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; "
+                          f"continue with: charrnn train --resume {ckpt_path}")
+    return Summary(out_dir, step, smooth_loss / T, chars_per_s)
+
+
+def _weights_from(path, spec, vocab, dtype):
+    """The parameters of checkpoint ``path``, for a new run on this corpus and model."""
+    src = ckpt_io.load(path)
+    if not np.array_equal(src.vocab, vocab):
+        extra = np.setdiff1d(vocab, src.vocab)
+        detail = f"; the corpus has {D.describe_chars(extra)} that it lacks" if len(extra) else ""
+        raise CharrnnError(
+            f"{path}: its vocabulary ({len(src.vocab)} characters) does not match the corpus "
+            f"({len(vocab)} characters){detail}; --init-from needs the same vocabulary"
+        )
+    if replace(src.spec, dropout=0.0) != replace(spec, dropout=0.0):  # dropout may change
+        raise CharrnnError(
+            f"{path}: its model ({src.spec.cell}, {src.spec.layers} layer(s) of {src.spec.hidden_size}) "
+            f"does not match the config's ({spec.cell}, {spec.layers} layer(s) of {spec.hidden_size})"
+        )
+    return {k: v.astype(dtype) for k, v in src.params.items()}
