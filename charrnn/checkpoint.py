@@ -86,23 +86,26 @@ def save(path, ck):
 def _read_all(path):
     """Every array of the file, read eagerly; one-line errors for damaged files."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not isinstance(z, np.lib.npyio.NpzFile):
-                raise CharrnnError(f"{path}: not a charrnn checkpoint (a single .npy array, not an .npz archive)")
-            return {k: z[k] for k in z.files}
-    except CharrnnError:
-        raise
+        with open(path, "rb") as f:
+            magic = f.read(4)
     except FileNotFoundError:
         raise UsageError(f"{path}: checkpoint file not found") from None
     except IsADirectoryError:
         raise UsageError(f"{path}: is a directory; give the checkpoint file, e.g. RUN/ckpt.npz") from None
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read checkpoint: {e.strerror}") from None
+    if magic != b"PK\x03\x04":  # every .npz is a zip archive
+        raise CharrnnError(f"{path}: not a charrnn checkpoint (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
     except ValueError as e:
         if "pickle" in str(e):
             raise CharrnnError(
                 f"{path}: refused to load: the file holds pickled Python objects, and a charrnn "
                 "checkpoint is plain arrays (loading pickles could run code)"
             ) from None
-        raise CharrnnError(f"{path}: not a charrnn checkpoint or damaged ({e})") from None
+        raise CharrnnError(f"{path}: damaged or truncated checkpoint ({e})") from None
     except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
         raise CharrnnError(f"{path}: damaged or truncated checkpoint ({type(e).__name__}: {e})") from None
 

@@ -30,7 +30,7 @@ def opt(default, kind, doc, *, lo=None, lo_open=False, hi=None, hi_open=False,
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = opt(None, str, "UTF-8 text file to train on (relative to the config file)", path=True)
+    path: Optional[str] = opt(None, str, "UTF-8 text file to train on (relative to the config file); required", path=True, nullable=True)
 
 
 @dataclass
@@ -131,9 +131,34 @@ def _check_value(key, value, meta, source):
     return value
 
 
+# Names other trainers use (char-rnn, torch-rnn, nanoGPT, PyTorch) for our keys.
+ALIASES = {
+    "learning_rate": "lr", "rnn_size": "hidden_size", "hidden": "hidden_size", "n_embd": "hidden_size",
+    "num_layers": "layers", "n_layer": "layers", "model_type": "cell", "seq_len": "seq_length",
+    "block_size": "seq_length", "batch": "batch_size", "grad_clip": "clip_value", "max_iters": "steps",
+    "iterations": "steps", "max_epochs": "steps", "eval_interval": "checkpoint_every",
+    "print_every": "log_every", "log_interval": "log_every", "checkpoint_every_steps": "checkpoint_every",
+    "input_file": "path", "data_dir": "path"
+}
+
+
 def _unknown(key, valid, source):
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    hint = f" (did you mean '{close[0]}'?)" if close else f"; valid keys: {', '.join(valid)}"
+    """An error for an unknown key, suggesting the closest valid one."""
+    section, _, leaf = key.rpartition(".")
+    same_section = [k for k in valid if k.rpartition(".")[0] == section]
+    leaves = {k.rpartition(".")[2]: k for k in same_section}
+    target = ALIASES.get(leaf, leaf)
+    elsewhere = [k for k in valid if k.rpartition(".")[2] == target and "." in k]
+    close = []
+    if target in leaves:
+        close = [leaves[target]]
+    elif elsewhere:  # a key of another section, e.g. train.lr -> optim.lr
+        close = elsewhere
+    elif leaves:
+        close = [leaves[m] for m in difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)]
+    if not close:
+        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.75)
+    hint = f" (did you mean '{close[0]}'?)" if close else f"; valid keys: {', '.join(same_section or valid)}"
     return UsageError(f"{source}: unknown key '{key}'{hint}")
 
 

@@ -90,9 +90,8 @@ def zero_state(spec, batch_size, dtype=np.float32):
 def dropout_masks(spec, shape, rng, dtype):
     """Inverted-dropout masks, one per layer output, each (T, B, H): 0 or 1/(1-p)."""
     keep = 1.0 - spec.dropout
-    return [
-        (rng.random(shape) < keep).astype(dtype) / dtype(keep) for _ in range(spec.layers)
-    ]
+    scale = np.asarray(1.0 / keep, dtype=dtype)
+    return [(rng.random(shape) < keep).astype(dtype) * scale for _ in range(spec.layers)]
 
 
 class Cache(NamedTuple):

@@ -113,8 +113,8 @@ class _StopFlag:
 def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=None):
     """Train according to ``cfg`` (or continue the run in checkpoint ``resume``).
 
-    steps : train until this total step count (a resumed run stops where an uninterrupted
-        one would). out_dir : run directory (default ``cfg.train.out_dir``).
+    steps : stop at this total step count (default ``train.steps``); a run stopped early
+        and resumed ends exactly as an uninterrupted one. out_dir : run directory (default ``cfg.train.out_dir``).
     Returns a Summary.
     """
     ck = None
@@ -122,8 +122,11 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
         ck = ckpt_io.load(resume)
         cfg = ck.config
         out_dir = out_dir or os.path.dirname(os.path.abspath(resume))
-    if steps is not None:
+    # --steps N stops this invocation at step N; the run's plan (train.steps, which
+    # schedules and the final log line follow) changes only when N extends it.
+    if steps is not None and steps > cfg.train.steps:
         cfg = replace(cfg, train=replace(cfg.train, steps=steps))
+    stop_at = cfg.train.steps if steps is None else steps
     out_dir = out_dir or cfg.train.out_dir
     cfg = replace(cfg, train=replace(cfg.train, out_dir=os.path.abspath(out_dir)))
     tc, mc = cfg.train, cfg.model
@@ -174,14 +177,14 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     T, B = tc.seq_length, tc.batch_size
     lr = cfg.optim.lr
     clip_value, clip_norm = cfg.optim.clip_value, cfg.optim.clip_norm
-    bar = tqdm(total=tc.steps, initial=step, file=sys.stderr, disable=quiet, unit="step",
+    bar = tqdm(total=stop_at, initial=step, file=sys.stderr, disable=quiet, unit="step",
                dynamic_ncols=True, mininterval=0.5)
     window_t, window_steps = time.perf_counter(), 0
     chars_per_s = 0.0
     last_saved = step if ck is not None else None
     with _StopFlag() as stop, open(metrics_path, "a", encoding="utf-8") as metrics:
         try:
-            while step < tc.steps and not stop.set:
+            while step < stop_at and not stop.set:
                 t0 = time.perf_counter()
                 if streams.wraps(p):
                     p, epoch = 0, epoch + 1
@@ -230,7 +233,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
             bar.close()
         if last_saved != step:
             save()
-    if stop.set and step < tc.steps:
+    if stop.set and step < stop_at:
         raise Interrupted(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; "
                           f"continue with: charrnn train --resume {ckpt_path}")
     return Summary(out_dir, step, smooth_loss / T, chars_per_s)

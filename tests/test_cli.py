@@ -1,0 +1,315 @@
+"""The command line end to end, through Click's CliRunner (and one real subprocess)."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn import checkpoint as ckpt_io
+from charrnn.cli import cli
+from conftest import CONFIGS, CORPUS, ROOT
+
+SMOKE = os.path.join(CONFIGS, "smoke.yaml")
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    return result
+
+
+def one_line_error(result, code, *fragments):
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = [l for l in result.stderr.splitlines() if l.startswith("Error")]
+    assert len(lines) == 1, result.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+def small_config(write_config, corpus, **train):
+    settings = dict(seq_length=8, batch_size=2, steps=20, log_every=1, sample_every=0, checkpoint_every=5)
+    settings.update(train)
+    lines = "\n".join(f"  {k}: {v}" for k, v in settings.items())
+    return write_config(
+        f"data:\n  path: {corpus}\nmodel:\n  hidden_size: 16\ntrain:\n{lines}\n  out_dir: run\n"
+    )
+
+
+def test_smoke_config_trains_and_samples(tmp_path):
+    out = tmp_path / "smoke"
+    r = run("train", "--config", SMOKE, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert r.stdout == ""  # progress, previews and the summary all go to stderr
+    assert "sample at step 30" in r.stderr
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == list(range(10, 61, 10))
+    for key in ("step", "loss", "smooth_loss", "lr", "chars_per_s", "elapsed_s"):
+        assert key in lines[0]
+    assert (out / "config.yaml").exists()
+    ck = ckpt_io.load(str(out / "ckpt.npz"))
+    assert ck.step == 60
+    r = run("sample", "--checkpoint", out / "ckpt.npz", "--length", 50, "--seed", 3, "--prime", "KING")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("KING") and len(r.stdout) == 4 + 50 + 1
+    again = run("sample", "--checkpoint", out / "ckpt.npz", "--length", 50, "--seed", 3, "--prime", "KING")
+    assert again.stdout == r.stdout  # same seed, same text
+
+
+def test_non_ascii_corpus_trains_and_samples_with_non_ascii_prime(tmp_path, write_config):
+    corpus = tmp_path / "zh.txt"
+    corpus.write_text("春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。Café crème, naïve façade.\n" * 30, encoding="utf-8")
+    cfg = small_config(write_config, corpus)
+    assert run("train", "--config", cfg, "--quiet").exit_code == 0
+    r = run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--prime", "春眠", "-n", 20, "--seed", 0)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("春眠")
+    assert set(r.stdout.strip()) <= set(corpus.read_text(encoding="utf-8"))
+
+
+def test_prime_with_unknown_characters_is_a_usage_error(tmp_path):
+    run("train", "--config", SMOKE, "--out", tmp_path, "--quiet", "--steps", 5)
+    r = run("sample", "--checkpoint", tmp_path / "ckpt.npz", "--prime", "Zoë ☃")
+    one_line_error(r, 2, "--prime", "'ë' (U+00EB)", "'☃' (U+2603)")
+
+
+def read_metrics(path):
+    return [{k: m[k] for k in ("step", "epoch", "loss", "smooth_loss", "lr")} for m in map(json.loads, open(path))]
+
+
+@pytest.mark.parametrize("extra", [[], ["--set", "model.layers=2", "--set", "model.dropout=0.3"]], ids=["rnn", "rnn-2-layers-dropout"])
+def test_resume_is_bitwise_exact(tmp_path, write_config, extra):
+    # 1,200 characters in 2 streams of 8: the streams wrap (and the state resets) mid-run.
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(1200), encoding="utf-8")
+    cfg = small_config(write_config, corpus, steps=120, checkpoint_every=7)
+    whole, half = tmp_path / "whole", tmp_path / "half"
+    assert run("train", "--config", cfg, "--out", whole, "-q", *extra).exit_code == 0
+    assert run("train", "--config", cfg, "--out", half, "-q", "--steps", 60, *extra).exit_code == 0
+    assert run("train", "--resume", half / "ckpt.npz", "-q").exit_code == 0
+    a, b = ckpt_io.load(str(whole / "ckpt.npz")), ckpt_io.load(str(half / "ckpt.npz"))
+    assert a.step == b.step == 120 and a.epoch == b.epoch >= 1
+    for k in a.params:
+        assert np.array_equal(a.params[k], b.params[k]), k
+    for k in a.optim_state:
+        assert np.array_equal(a.optim_state[k], b.optim_state[k]), k
+    for sa, sb in zip(a.state, b.state):
+        assert all(np.array_equal(x, y) for x, y in zip(sa, sb))
+    assert (a.position, a.smooth_loss, a.rng_state) == (b.position, b.smooth_loss, b.rng_state)
+    assert read_metrics(whole / "metrics.jsonl") == read_metrics(half / "metrics.jsonl")
+
+
+def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, write_config):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(3000), encoding="utf-8")
+    cfg = small_config(write_config, corpus, steps=20, checkpoint_every=5)
+    out = tmp_path / "run"
+    run("train", "--config", cfg, "-q", "--steps", 10)
+    saved = tmp_path / "saved.npz"
+    shutil.copy(out / "ckpt.npz", saved)  # as if the run crashed after step 10 was logged
+    run("train", "--config", cfg, "-q", "--steps", 13)
+    os.replace(saved, out / "ckpt.npz")
+    ckpt_io.save(str(out / "ckpt.npz"), ckpt_io.load(str(out / "ckpt.npz")))
+    run("train", "--resume", out / "ckpt.npz", "-q", "--steps", 12)
+    assert [m["step"] for m in read_metrics(out / "metrics.jsonl")] == list(range(1, 13))
+
+
+def test_init_from_starts_a_new_run_from_the_weights(tmp_path, write_config):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(3000), encoding="utf-8")
+    cfg = small_config(write_config, corpus, steps=10)
+    run("train", "--config", cfg, "-q", "--out", tmp_path / "a")
+    r = run("train", "--config", cfg, "-q", "--out", tmp_path / "b", "--init-from", tmp_path / "a" / "ckpt.npz", "--steps", 3)
+    assert r.exit_code == 0, r.output
+    assert ckpt_io.load(str(tmp_path / "b" / "ckpt.npz")).step == 3
+
+
+def test_init_from_with_another_vocabulary_is_refused(tmp_path, write_config):
+    run("train", "--config", SMOKE, "--out", tmp_path / "a", "-q", "--steps", 3)
+    other = tmp_path / "other.txt"
+    other.write_text("completely different text, with a ü and a 你 in it.\n" * 40, encoding="utf-8")
+    cfg = small_config(write_config, other, steps=3)
+    r = run("train", "--config", cfg, "--init-from", tmp_path / "a" / "ckpt.npz", "-q")
+    one_line_error(r, 1, "vocabulary", "does not match", "'ü' (U+00FC)")
+    assert not (tmp_path / "run" / "ckpt.npz").exists()
+
+
+@pytest.mark.parametrize(
+    "setup, code, fragments",
+    [
+        ("missing", 1, ["missing.txt", "corpus file not found"]),
+        ("empty", 1, ["corpus is empty"]),
+        ("short", 1, ["needed at least"]),
+        ("latin1", 1, ["not UTF-8"]),
+    ],
+)
+def test_corpus_errors(tmp_path, write_config, setup, code, fragments):
+    corpus = tmp_path / ("missing.txt" if setup == "missing" else "c.txt")
+    if setup == "empty":
+        corpus.write_text("")
+    elif setup == "short":
+        corpus.write_text("too short")
+    elif setup == "latin1":
+        corpus.write_bytes("déjà vu ".encode("latin-1") * 50)
+    r = run("train", "--config", small_config(write_config, corpus), "-q")
+    one_line_error(r, code, *fragments)
+
+
+@pytest.mark.parametrize(
+    "yaml_extra, fragment",
+    [
+        ("model:\n  hiden_size: 5\n", "did you mean 'model.hidden_size'"),
+        ("model:\n  hidden_size: big\n", "model.hidden_size must be an integer ≥ 1, got 'big'"),
+        ("optim:\n  clip_value: -1\n", "optim.clip_value must be a number ≥ 0.0, or null, got -1"),
+    ],
+)
+def test_config_errors_are_usage_errors(write_config, yaml_extra, fragment):
+    cfg = write_config(f"data:\n  path: {CORPUS}\n" + yaml_extra)
+    one_line_error(run("train", "--config", cfg), 2, fragment, "cfg.yaml")
+
+
+def test_set_errors_are_one_line(tmp_path):
+    r = run("train", "--config", SMOKE, "--out", tmp_path, "--set", "optim.learning_rate=0.1")
+    one_line_error(r, 2, "optim.learning_rate", "did you mean 'optim.lr'")
+    r = run("train", "--config", SMOKE, "--out", tmp_path, "--set", "train.steps=-3")
+    one_line_error(r, 2, "train.steps must be an integer ≥ 1, got -3")
+
+
+def test_bad_cli_arguments_exit_2(tmp_path):
+    assert run("train").exit_code == 2
+    assert run("train", "--config", SMOKE, "--steps", 0).exit_code == 2
+    assert run("sample", "--checkpoint", tmp_path / "nope.npz").exit_code == 2
+    assert run("sample").exit_code == 2
+
+
+@pytest.fixture
+def trained(tmp_path):
+    run("train", "--config", SMOKE, "--out", tmp_path / "good", "-q", "--steps", 5)
+    return tmp_path / "good" / "ckpt.npz"
+
+
+def damaged(kind, good, path):
+    if kind == "truncated":
+        data = good.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "text":
+        path.write_text("this is not a checkpoint\n")
+    elif kind == "pickle":
+        z = dict(np.load(good, allow_pickle=False))
+        z["vocab"] = np.array([{"evil": "object"}], dtype=object)
+        np.savez(path, **z, allow_pickle=True)
+    elif kind == "missing-key":
+        z = dict(np.load(good, allow_pickle=False))
+        del z["Whh"]
+        np.savez(path, **z)
+    elif kind == "wrong-shape":
+        z = dict(np.load(good, allow_pickle=False))
+        z["Whh"] = z["Whh"][:3]
+        np.savez(path, **z)
+    elif kind == "npy":
+        with open(path, "wb") as f:
+            np.save(f, np.zeros(3))
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, fragment",
+    [
+        ("truncated", "damaged or truncated"),
+        ("text", "not a charrnn checkpoint"),
+        ("pickle", "pickled Python objects"),
+        ("missing-key", "no 'Whh' array"),
+        ("wrong-shape", "'Whh' is float32[3, 32], but the stored config needs float32[32, 32]"),
+        ("npy", "not a charrnn checkpoint"),
+    ],
+)
+def test_damaged_checkpoints_are_refused_in_one_line(tmp_path, trained, kind, fragment):
+    bad = damaged(kind, trained, tmp_path / "bad.npz")
+    for args in (["sample", "--checkpoint", bad], ["train", "--resume", bad], ["train", "--config", SMOKE, "--init-from", bad, "--out", tmp_path / "x"]):
+        one_line_error(run(*args), 1, fragment, "bad.npz")
+    assert not (tmp_path / "x" / "ckpt.npz").exists()
+
+
+def test_pickled_checkpoint_is_never_unpickled(tmp_path, trained, monkeypatch):
+    import pickle
+
+    def boom(*a, **k):
+        raise AssertionError("unpickling was attempted")
+
+    monkeypatch.setattr(pickle, "load", boom)
+    monkeypatch.setattr(pickle, "loads", boom)
+    bad = damaged("pickle", trained, tmp_path / "bad.npz")
+    one_line_error(run("sample", "--checkpoint", bad), 1, "pickled")
+
+
+def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, trained, monkeypatch):
+    before = trained.read_bytes()
+    ck = ckpt_io.load(str(trained))
+
+    def crash(f, **arrays):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt_io.save(str(trained), ck)
+    assert trained.read_bytes() == before
+    assert sorted(os.listdir(trained.parent)) == ["ckpt.npz", "config.yaml", "metrics.jsonl"]  # no temporary left
+
+
+def test_gradcheck_command_prints_a_table_and_fails_above_tolerance():
+    r = run("gradcheck", "--cell", "rnn")
+    assert r.exit_code == 0, r.output
+    assert "Whh" in r.stdout and "state0.0.h" in r.stdout and "gradcheck passed" in r.stdout
+    r = run("gradcheck", "--cell", "rnn", "--layers", "1", "--tol", "1e-30")
+    assert r.exit_code == 1 and "gradcheck FAILED" in r.stdout
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "charrnn", "train", "--config", SMOKE, "--out", str(out), "--steps", "1000000",
+         "--set", "train.checkpoint_every=0", "--set", "train.sample_every=0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True,
+    )
+    deadline = time.time() + 60
+    while not (out / "metrics.jsonl").exists() or (out / "metrics.jsonl").stat().st_size == 0:
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "interrupted at step" in stderr and "--resume" in stderr
+    ck = ckpt_io.load(str(out / "ckpt.npz"))
+    assert ck.step >= 10
+    logged = [json.loads(l)["step"] for l in open(out / "metrics.jsonl")]
+    assert logged[-1] <= ck.step
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, write_config):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(5000), encoding="utf-8")
+    cfg = small_config(write_config, corpus, steps=50, checkpoint_every=1)
+    out = tmp_path / "run"
+    run("train", "--config", cfg, "-q", "--steps", 2)
+    good = (out / "ckpt.npz").read_bytes()
+    r = run("train", "--resume", out / "ckpt.npz", "-q", "--steps", 50)
+    assert r.exit_code == 0  # sane settings: no divergence
+    # Now a learning rate that blows the weights up, with clipping off.
+    r = run("train", "--config", cfg, "-q", "--out", tmp_path / "boom", "--set", "optim.lr=1e38",
+            "--set", "optim.clip_value=0", "--set", "train.checkpoint_every=1")
+    line = one_line_error(r, 1, "diverged at step", "not finite")
+    step = int(line.split("diverged at step ")[1].split(":")[0])
+    ck = ckpt_io.load(str(tmp_path / "boom" / "ckpt.npz"))  # loads: all of its values are finite
+    assert ck.step == step - 1
+    assert all(np.isfinite(p).all() for p in ck.params.values())
+    assert good  # the first run's checkpoint was written

@@ -1,0 +1,99 @@
+import os
+
+import pytest
+
+from charrnn import config as C
+from charrnn.errors import UsageError
+from conftest import CONFIGS
+
+GOOD = """
+data:
+  path: corpus.txt
+model:
+  hidden_size: 16
+"""
+
+
+def test_paths_are_resolved_relative_to_the_config_file(write_config, tmp_path):
+    cfg = C.load(write_config(GOOD))
+    assert cfg.data.path == str(tmp_path / "corpus.txt")
+    assert cfg.model.hidden_size == 16
+    assert cfg.model.cell == "rnn" and cfg.optim.clip_value == 5.0  # defaults
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(CONFIGS)))
+def test_shipped_configs_load(name):
+    cfg = C.load(os.path.join(CONFIGS, name))
+    assert os.path.exists(cfg.data.path)
+
+
+def test_minchar_config_is_min_char_rnn():
+    cfg = C.load(os.path.join(CONFIGS, "minchar.yaml"))
+    assert (cfg.model.cell, cfg.model.hidden_size, cfg.model.layers, cfg.model.dtype) == ("rnn", 100, 1, "float64")
+    assert (cfg.train.seq_length, cfg.train.batch_size) == (25, 1)
+    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.clip_value, cfg.optim.clip_norm) == ("adagrad", 0.1, 5.0, None)
+    assert (cfg.train.sample_every, cfg.sample.length, cfg.model.init_std) == (100, 200, 0.01)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("model:\n  hiden_size: 3\n", r"unknown key 'model.hiden_size' \(did you mean 'model.hidden_size'\?\)"),
+        ("train:\n  zzz: 3\n", r"unknown key 'train.zzz'; valid keys: train.seq_length, train.batch_size"),
+        ("modle:\n  hidden_size: 3\n", r"unknown key 'modle' \(did you mean 'model'\?\)"),
+        ("train:\n  learning_rate: 3\n", r"unknown key 'train.learning_rate' \(did you mean 'optim.lr'\?\)"),
+        ("optim:\n  learning_rate: 3\n", r"unknown key 'optim.learning_rate' \(did you mean 'optim.lr'\?\)"),
+        ("model:\n  hidden_size: lots\n", r"model.hidden_size must be an integer ≥ 1, got 'lots'"),
+        ("model:\n  hidden_size: 2.5\n", r"model.hidden_size must be an integer"),
+        ("model:\n  hidden_size: true\n", r"model.hidden_size must be an integer"),
+        ("model:\n  hidden_size: 0\n", r"model.hidden_size must be an integer ≥ 1, got 0"),
+        ("model:\n  dropout: 1.0\n", r"model.dropout must be a number ≥ 0.0 and < 1.0, got 1.0"),
+        ("model:\n  cell: transformer\n", r"model.cell must be one of rnn, lstm, gru, got 'transformer'"),
+        ("optim:\n  lr: -1\n", r"optim.lr must be a number > 0.0, got -1"),
+        ("optim:\n  lr: .nan\n", r"optim.lr must be a number"),
+        ("train: 5\n", r"train must be a mapping"),
+        ("- a\n- b\n", r"expected a mapping of sections"),
+        ("model: [unclosed\n", r"not valid YAML at line \d+, column \d+"),
+    ],
+)
+def test_bad_configs_give_one_line_errors(write_config, text, message):
+    path = write_config("data:\n  path: x.txt\n" + text if not text.startswith("-") else text)
+    with pytest.raises(UsageError, match=message) as e:
+        C.load(path)
+    assert "\n" not in str(e.value)
+    assert str(e.value).startswith(path)
+
+
+def test_yaml_1_1_exponent_without_dot_is_accepted(write_config):
+    cfg = C.load(write_config(GOOD + "optim:\n  eps: 1e-6\n"))
+    assert cfg.optim.eps == 1e-6
+
+
+def test_missing_data_path_and_missing_file(write_config, tmp_path):
+    with pytest.raises(UsageError, match="data.path is required"):
+        C.load(write_config("model:\n  hidden_size: 4\n"))
+    with pytest.raises(UsageError, match="config file not found"):
+        C.load(str(tmp_path / "nope.yaml"))
+
+
+def test_overrides_are_validated_like_the_file(write_config):
+    path = write_config(GOOD)
+    cfg = C.load(path, ["optim.lr=0.002", "model.hidden_size=256", "model.cell=lstm"])
+    assert (cfg.optim.lr, cfg.model.hidden_size, cfg.model.cell) == (0.002, 256, "lstm")
+    with pytest.raises(UsageError, match=r"--set: unknown key 'optim.learning_rate'.*did you mean 'optim.lr'"):
+        C.load(path, ["optim.learning_rate=1"])
+    with pytest.raises(UsageError, match=r"model.layers must be an integer ≥ 1 and ≤ 16, got 'two'"):
+        C.load(path, ["model.layers=two"])
+    with pytest.raises(UsageError, match="expected KEY=VALUE"):
+        C.load(path, ["optim.lr"])
+
+
+def test_round_trip_through_dict():
+    cfg = C.Config()
+    assert C.from_dict(C.to_dict(cfg), "x") == cfg
+
+
+def test_readme_documents_every_config_key():
+    readme = open(os.path.join(os.path.dirname(CONFIGS), "README.md"), encoding="utf-8").read()
+    missing = [k for k in C.all_keys() if f"| `{k}` |" not in readme]
+    assert not missing, f"config keys missing from the README's reference: {missing}"

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from charrnn import data as D
+from charrnn.errors import CharrnnError
+
+
+def test_vocab_is_sorted_code_points_and_round_trips():
+    text = "héllo wörld 你好\n"
+    vocab = D.build_vocab(text)
+    assert list(vocab) == sorted(set(map(ord, text)))
+    idx = D.encode(text, vocab)
+    assert idx.dtype == np.uint8
+    assert D.decode(idx, vocab) == text
+
+
+def test_encode_lists_unknown_characters():
+    vocab = D.build_vocab("abc")
+    with pytest.raises(CharrnnError, match=r"'z' \(U\+007A\).*'é' \(U\+00E9\)"):
+        D.encode("abzé", vocab)
+
+
+def test_read_text_errors(tmp_path):
+    with pytest.raises(CharrnnError, match="not found"):
+        D.read_text(str(tmp_path / "missing.txt"))
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(CharrnnError, match="not UTF-8.*0xe9 at offset 3"):
+        D.read_text(str(bad))
+
+
+def test_streams_are_contiguous_and_continue_row_by_row():
+    data = np.arange(100)
+    s = D.Streams(data, batch_size=4, seq_length=5)
+    X0, Y0 = s.batch(0)
+    X1, _ = s.batch(5)
+    assert X0.shape == (5, 4)
+    assert list(X0[:, 1]) == [25, 26, 27, 28, 29]  # stream 1 starts at 1 * 100 // 4
+    assert list(Y0[:, 1]) == [26, 27, 28, 29, 30]
+    assert list(X1[:, 1]) == [30, 31, 32, 33, 34]  # row 1 continues row 1
+
+
+def test_wrap_rule_is_min_char_rnns_for_one_stream():
+    data = np.arange(60)
+    T = 25
+    s = D.Streams(data, batch_size=1, seq_length=T)
+    for p in range(0, 60):
+        assert s.wraps(p) == (p + T + 1 >= len(data))
+
+
+def test_too_short_corpus_is_a_clear_error():
+    with pytest.raises(CharrnnError, match="needs|needed"):
+        D.Streams(np.arange(20), batch_size=2, seq_length=10)
