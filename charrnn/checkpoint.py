@@ -12,8 +12,9 @@ Keys (see the README for the full table):
 - ``optim.<slot>.<param>``: optimizer state (e.g. ``optim.mem.Wxh`` for Adagrad)
 - ``state.<layer>.<h|c>``: the carried hidden state, (B, H)
 - ``vocab``: int32 code points in index order; ``config``: the resolved config as JSON
-- ``step``, ``position``, ``epoch``, ``smooth_loss``, ``elapsed_s``, ``rng`` (the training
-  random generator's state as JSON), ``format_version``
+- ``step``, ``position``, ``epoch``, ``smooth_loss``, ``elapsed_s``, ``val_loss``,
+  ``best_val_loss``, ``evals_since_best``, ``rng`` (the training random generator's state as
+  JSON), ``format_version``
 """
 
 import json
@@ -30,7 +31,7 @@ from charrnn.errors import CharrnnError, UsageError
 from charrnn.model import ModelSpec, param_shapes
 
 FORMAT_VERSION = 1
-SCALARS = ("step", "position", "epoch", "smooth_loss", "elapsed_s")
+SCALARS = ("step", "position", "epoch", "smooth_loss", "elapsed_s", "val_loss", "best_val_loss", "evals_since_best")
 
 
 @dataclass
@@ -45,8 +46,11 @@ class Checkpoint:
     position: int
     epoch: int
     smooth_loss: float  # min-char-rnn's smoothed loss (per chunk, as it keeps it)
-    elapsed_s: float
+    elapsed_s: float  # wall time of training so far, across resumes
     rng_state: dict  # numpy bit generator state
+    val_loss: float = float("nan")  # last validation loss, nats per character (nan: none yet)
+    best_val_loss: float = float("inf")  # lowest validation loss seen (the one in best.npz)
+    evals_since_best: int = 0  # evaluations since it, for early stopping
 
 
 def atomic_write(path, write):
@@ -162,6 +166,6 @@ def load(path):
         if a.shape != ():
             raise CharrnnError(f"{path}: damaged checkpoint: '{k}' must be a scalar")
         scalars[k] = a.item()
-    return Checkpoint(params, optim_state, state, vocab, cfg, spec, rng_state=rng_state,
-                      step=int(scalars["step"]), position=int(scalars["position"]), epoch=int(scalars["epoch"]),
-                      smooth_loss=float(scalars["smooth_loss"]), elapsed_s=float(scalars["elapsed_s"]))
+    ints = ("step", "position", "epoch", "evals_since_best")
+    scalars = {k: int(v) if k in ints else float(v) for k, v in scalars.items()}
+    return Checkpoint(params, optim_state, state, vocab, cfg, spec, rng_state=rng_state, **scalars)

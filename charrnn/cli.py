@@ -5,6 +5,7 @@ divergence, failed gradient check); 2 a usage error (bad option, config key or v
 130 interrupted by Ctrl-C after saving a checkpoint.
 """
 
+import math
 import os
 import sys
 
@@ -63,20 +64,41 @@ def train(config_path, out_dir, steps, seed, resume, init_from, overrides, quiet
         sets = list(overrides) + ([f"train.seed={seed}"] if seed is not None else [])
         cfg = C.load(config_path, sets)
     summary = run_training(cfg, resume=resume, init_from=init_from, steps=steps, quiet=quiet, out_dir=out_dir)
+    val = "" if math.isnan(summary.val_loss) else (
+        f", validation {summary.val_loss:.4f} nats/char ({summary.val_loss / math.log(2):.4f} bits/char)")
+    why = "" if summary.stopped == "done" else f" ({summary.stopped})"
     click.echo(
-        f"step {summary.step}: loss {summary.loss:.4f} nats/char, {summary.chars_per_s:,.0f} chars/s; "
+        f"step {summary.step}{why}: training loss {summary.loss:.4f} nats/char{val}, "
+        f"{summary.chars_per_s:,.0f} chars/s, {summary.elapsed_s:.0f} s; "
         f"checkpoint {os.path.join(summary.run_dir, 'ckpt.npz')}",
         err=True,
     )
 
 
+def _write(text):
+    """Write generated text to stdout at once; a closed pipe (``| head``) ends quietly."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush does not complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+
+
 @cli.command()
-@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Checkpoint to sample from, e.g. RUN/ckpt.npz.")
-@click.option("--length", "-n", type=click.IntRange(min=0), help="Characters to generate (default: sample.length of the run's config).")
-@click.option("--temperature", "-t", type=click.FloatRange(min=0, min_open=True), help="Softmax temperature: < 1 more conservative, > 1 more varied (default: the run's sample.temperature).")
+@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Checkpoint to sample from, e.g. RUN/ckpt.npz or RUN/best.npz.")
+@click.option("--length", "-n", type=click.IntRange(min=0), help="Characters to generate per sample (default: sample.length of the run's config).")
+@click.option("--temperature", "-t", type=click.FloatRange(min=0), help="Softmax temperature: below 1 more conservative, above 1 more varied, 0 greedy (default: the run's sample.temperature).")
+@click.option("--top-k", type=click.IntRange(min=1), help="Draw only from the k most likely characters.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="Draw only from the smallest set of most likely characters whose probability reaches p (nucleus sampling).")
+@click.option("--greedy", is_flag=True, help="Always take the most likely character (same as --temperature 0).")
 @click.option("--prime", default="", help="Text to feed the model first; it is printed before the continuation.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True, help="Independent samples, each from the prime, separated by a line of dashes.")
+@click.option("--stop", "stop_text", help="Stop a sample right after it produces this text.")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed for the draws (default: fresh randomness).")
-def sample(ckpt_path, length, temperature, prime, seed):
+def sample(ckpt_path, length, temperature, top_k, top_p, greedy, prime, num_samples, stop_text, seed):
     """Generate text from a checkpoint, streamed to stdout."""
     from charrnn import checkpoint as ckpt_io
     from charrnn import data as D
@@ -94,16 +116,87 @@ def sample(ckpt_path, length, temperature, prime, seed):
         # No prime: start as if after a newline (not printed), or the first character.
         nl = np.searchsorted(ck.vocab, ord("\n"))
         indices = [int(nl) if nl < len(ck.vocab) and ck.vocab[nl] == ord("\n") else 0]
-    state = sampling.prime(ck.params, ck.spec, indices)
+    state0 = sampling.prime(ck.params, ck.spec, indices)
     rng = np.random.default_rng(seed)
-    out = sys.stdout
-    out.write(prime)
-    out.flush()
-    for index in sampling.generate(ck.params, ck.spec, int(indices[-1]), state, length, rng, temperature):
-        out.write(chr(ck.vocab[index]))
-        out.flush()
-    out.write("\n")
-    out.flush()
+    for n in range(num_samples):
+        if n:
+            _write("\n" + "-" * 40 + "\n")
+        _write(prime)
+        produced = ""
+        for index in sampling.generate(ck.params, ck.spec, int(indices[-1]), state0, length, rng,
+                                       temperature, top_k, top_p, greedy):
+            ch = chr(ck.vocab[index])
+            _write(ch)
+            if stop_text:
+                produced = (produced + ch)[-len(stop_text):]
+                if produced == stop_text:
+                    break
+        _write("\n")
+
+
+@cli.command(name="eval")
+@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Checkpoint to evaluate.")
+@click.option("--text", "text_path", type=click.Path(dir_okay=False), help="UTF-8 text file (default: the validation split of the run's corpus).")
+@click.option("--skip-unknown", is_flag=True, help="Drop characters that are not in the model's vocabulary (and count them) instead of failing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def eval_(ckpt_path, text_path, skip_unknown, as_json):
+    """Loss of a model on a text: nats and bits per character, perplexity."""
+    import json
+
+    from charrnn import checkpoint as ckpt_io
+    from charrnn import data as D
+    from charrnn.evaluate import evaluate
+    from charrnn.train import load_corpus
+
+    ck = ckpt_io.load(ckpt_path)
+    skipped = 0
+    if text_path is None:
+        if ck.config.data.val_fraction == 0:
+            raise click.UsageError(f"{ckpt_path}: the run has no validation split (data.val_fraction 0); give --text FILE")
+        _, _, data = load_corpus(ck.config, ck.vocab, ckpt_path)
+        source = f"validation split of {ck.config.data.path}"
+    else:
+        text = D.read_text(text_path)
+        if skip_unknown:
+            cps = D.code_points(text)
+            known = np.isin(cps, ck.vocab)
+            skipped = int((~known).sum())
+            text = "".join(map(chr, cps[known]))
+        try:
+            data = D.encode(text, ck.vocab)
+        except CharrnnError as e:
+            raise CharrnnError(f"{text_path}: {e}; pass --skip-unknown to drop them") from None
+        source = text_path
+    if len(data) < 2:
+        raise CharrnnError(f"{source}: fewer than 2 characters to evaluate")
+    r = evaluate(ck.params, ck.spec, data)
+    if as_json:
+        click.echo(json.dumps({"text": source, "chars": r.chars, "skipped": skipped, "nats_per_char": r.nats,
+                               "bits_per_char": r.bits, "perplexity": r.perplexity}))
+    else:
+        click.echo(f"{source}: {r.chars} characters predicted" + (f", {skipped} unknown skipped" if skipped else ""))
+        click.echo(f"loss {r.nats:.4f} nats/char, {r.bits:.4f} bits/char, perplexity {r.perplexity:.3f}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="PNG file to write (default: RUN/loss.png).")
+def plot(run_dir, out_path):
+    """Plot training and validation loss of a run (needs matplotlib: pip install 'charrnn[plot]')."""
+    import yaml
+
+    from charrnn.plot import plot_run
+
+    out_path = out_path or os.path.join(run_dir, "loss.png")
+    chars_per_step = None
+    try:  # B·T from the run's resolved config, for the characters-seen axis
+        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as f:
+            t = yaml.safe_load(f)["train"]
+        chars_per_step = int(t["batch_size"]) * int(t["seq_length"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        pass
+    plot_run(os.path.join(run_dir, "metrics.jsonl"), out_path, chars_per_step)
+    click.echo(f"wrote {out_path}", err=True)
 
 
 @cli.command()

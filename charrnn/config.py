@@ -21,16 +21,21 @@ from charrnn.errors import UsageError
 
 
 def opt(default, kind, doc, *, lo=None, lo_open=False, hi=None, hi_open=False,
-        choices=None, nullable=False, path=False):
-    """A schema field: its default, type, allowed range and meaning."""
+        choices=None, nullable=False, path=False, only=None, only_schedule=None):
+    """A schema field: its default, type, allowed range and meaning.
+
+    ``only`` / ``only_schedule``: the optimizers / schedules the key applies to; setting it
+    for another one is an error rather than silently ignored.
+    """
     meta = dict(kind=kind, doc=doc, lo=lo, lo_open=lo_open, hi=hi, hi_open=hi_open,
-                choices=choices, nullable=nullable, path=path)
+                choices=choices, nullable=nullable, path=path, only=only, only_schedule=only_schedule)
     return field(default=default, metadata=meta)
 
 
 @dataclass
 class DataConfig:
     path: Optional[str] = opt(None, str, "UTF-8 text file to train on (relative to the config file); required", path=True, nullable=True)
+    val_fraction: float = opt(0.1, float, "the last fraction of the corpus, held out for validation (0: none)", lo=0.0, hi=0.5)
 
 
 @dataclass
@@ -43,13 +48,26 @@ class ModelConfig:
     dtype: str = opt("float32", str, "floating-point type of parameters and training", choices=("float32", "float64"))
 
 
+# The learning rate each optimizer starts from when optim.lr is not given.
+DEFAULT_LR = {"adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3, "sgd": 0.1}
+
+
 @dataclass
 class OptimConfig:
-    name: str = opt("adagrad", str, "optimizer", choices=("adagrad",))
-    lr: float = opt(0.1, float, "learning rate", lo=0.0, lo_open=True)
-    eps: float = opt(1e-8, float, "Adagrad's epsilon in sqrt(mem + eps)", lo=0.0, lo_open=True)
+    name: str = opt("adagrad", str, "optimizer: adagrad (min-char-rnn), rmsprop (char-rnn), adam (torch-rnn, nanoGPT), sgd (with momentum)", choices=("adagrad", "rmsprop", "adam", "sgd"))
+    lr: Optional[float] = opt(None, float, "learning rate; null: the optimizer's usual one (adagrad 0.1, rmsprop 0.002, adam 0.002, sgd 0.1)", lo=0.0, lo_open=True, nullable=True)
+    eps: float = opt(1e-8, float, "epsilon of adagrad, rmsprop and adam", lo=0.0, lo_open=True, only=("adagrad", "rmsprop", "adam"))
+    decay: float = opt(0.95, float, "rmsprop: decay of the mean square (char-rnn: 0.95)", lo=0.0, hi=1.0, hi_open=True, only=("rmsprop",))
+    beta1: float = opt(0.9, float, "adam: decay of the first moment", lo=0.0, hi=1.0, hi_open=True, only=("adam",))
+    beta2: float = opt(0.999, float, "adam: decay of the second moment", lo=0.0, hi=1.0, hi_open=True, only=("adam",))
+    momentum: float = opt(0.9, float, "sgd: momentum (0: plain SGD)", lo=0.0, hi=1.0, hi_open=True, only=("sgd",))
     clip_value: Optional[float] = opt(5.0, float, "clip every gradient element into [-v, v] (min-char-rnn: 5); 0 or null disables", lo=0.0, nullable=True)
     clip_norm: Optional[float] = opt(None, float, "rescale gradients to this global L2 norm at most; 0 or null disables", lo=0.0, nullable=True)
+    schedule: str = opt("constant", str, "learning-rate schedule: constant, step (char-rnn: × decay_rate per epoch from decay_after on), cosine (nanoGPT: linear warm-up, then cosine to min_lr at train.steps)", choices=("constant", "step", "cosine"))
+    decay_rate: float = opt(0.97, float, "step schedule: factor per epoch (char-rnn: 0.97)", lo=0.0, lo_open=True, hi=1.0, only_schedule=("step",))
+    decay_after: int = opt(10, int, "step schedule: first epoch at whose end the rate decays (char-rnn: 10)", lo=0, only_schedule=("step",))
+    warmup_steps: int = opt(0, int, "cosine schedule: steps of linear warm-up from 0", lo=0, only_schedule=("cosine",))
+    min_lr: Optional[float] = opt(None, float, "cosine schedule: final learning rate; null: lr / 10", lo=0.0, nullable=True, only_schedule=("cosine",))
 
 
 @dataclass
@@ -62,6 +80,9 @@ class TrainConfig:
     log_every: int = opt(100, int, "append a line to metrics.jsonl every this many steps", lo=1)
     sample_every: int = opt(1000, int, "print a preview sample to stderr every this many steps; 0 disables", lo=0)
     checkpoint_every: int = opt(1000, int, "write RUN/ckpt.npz every this many steps (and always at the end); 0: only at the end", lo=0)
+    eval_every: int = opt(1000, int, "evaluate the validation text every this many steps (and at the end); 0: only at the end", lo=0)
+    patience: Optional[int] = opt(None, int, "stop early after this many evaluations without a new best validation loss; null: never", lo=1, nullable=True)
+    max_minutes: Optional[float] = opt(None, float, "stop (with a checkpoint and a final evaluation) after this much training time; null: no limit", lo=0.0, lo_open=True, nullable=True)
 
 
 @dataclass
@@ -177,7 +198,7 @@ def from_dict(data, source, base_dir=None):
         data = {}
     if not isinstance(data, dict):
         raise UsageError(f"{source}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
-    sections = {}
+    sections, given = {}, {}
     for sname, section in data.items():
         if sname not in SECTIONS:
             raise _unknown(str(sname), list(SECTIONS) + all_keys(), source)
@@ -198,11 +219,44 @@ def from_dict(data, source, base_dir=None):
                 value = os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
             values[key] = value
         sections[sname] = cls(**values)
+        given[sname] = values
+    sections["optim"] = _resolve_optim(sections.get("optim", OptimConfig()), given.get("optim", {}), source)
     return Config(**sections)
 
 
+def _resolve_optim(o, given, source):
+    """Refuse settings of another optimizer or schedule; fill in the per-optimizer defaults."""
+    for f in dataclasses.fields(OptimConfig):
+        if f.name not in given:
+            continue
+        if _applies(f.metadata, o):
+            continue
+        only = f.metadata["only"]
+        if only and o.name not in only:
+            raise UsageError(f"{source}: optim.{f.name} applies to {' and '.join(only)} only, not to optim.name {o.name}")
+        schedules = " and ".join(f.metadata["only_schedule"])
+        raise UsageError(f"{source}: optim.{f.name} applies to optim.schedule {schedules} only, not {o.schedule}")
+    if o.lr is None:
+        o = dataclasses.replace(o, lr=DEFAULT_LR[o.name])
+    if o.schedule == "cosine" and o.min_lr is None:
+        o = dataclasses.replace(o, min_lr=o.lr / 10)
+    if o.schedule == "cosine" and o.min_lr > o.lr:
+        raise UsageError(f"{source}: optim.min_lr ({o.min_lr}) must not exceed optim.lr ({o.lr})")
+    return o
+
+
+def _applies(meta, o):
+    return (not meta["only"] or o.name in meta["only"]) and (
+        not meta["only_schedule"] or o.schedule in meta["only_schedule"])
+
+
 def to_dict(cfg):
-    return dataclasses.asdict(cfg)
+    """The config as plain data, without the settings of optimizers and schedules not chosen."""
+    d = dataclasses.asdict(cfg)
+    for f in dataclasses.fields(OptimConfig):
+        if not _applies(f.metadata, cfg.optim):
+            del d["optim"][f.name]
+    return d
 
 
 def parse_override(text):

@@ -143,17 +143,22 @@ def forward(params, spec, X, state0, masks=None):
     return logits, state, Cache(X, layer_inputs, cell_caches, masks, top)
 
 
-def softmax_cross_entropy(logits, Y):
-    """Loss ``-Σ log p[y]`` over all positions, and the probabilities.
+def target_log_probs(logits, Y):
+    """log p[y] at each position, and the probabilities.
 
     logits : (N, V); Y : (N,) targets. Computed through log-sum-exp, so no probability
-    under- or overflows. Returns (loss summed over positions as a Python float, probs (N, V)).
+    under- or overflows. Returns (log p[y] (N,), probs (N, V)).
     """
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     s = e.sum(axis=1, keepdims=True)
-    logp_y = z[np.arange(len(Y)), Y] - np.log(s[:, 0])
-    return -float(logp_y.sum(dtype=np.float64)), e / s
+    return z[np.arange(len(Y)), Y] - np.log(s[:, 0]), e / s
+
+
+def softmax_cross_entropy(logits, Y):
+    """Loss ``-Σ log p[y]`` over all positions (a Python float), and the probabilities."""
+    logp_y, probs = target_log_probs(logits, Y)
+    return -float(logp_y.sum(dtype=np.float64)), probs
 
 
 def backward(params, spec, Y, cache, probs, dstate=None):

@@ -1,9 +1,12 @@
-"""Gradient clipping and optimizers, on name-keyed dicts of arrays, updating in place.
+"""Gradient clipping, optimizers and learning-rate schedules, on name-keyed dicts.
 
-An optimizer's state is a plain dict of arrays keyed ``"<slot>.<param>"`` (e.g.
-``"mem.Wxh"``), created by ``init_state`` and passed in to every ``update``: it is saved
-in checkpoints as it is, so a resumed run continues exactly.
+Parameters and gradients are dicts of arrays keyed by parameter name. An optimizer's state
+is a plain dict of arrays keyed ``"<slot>.<param>"`` (e.g. ``"mem.Wxh"``), created by
+``init_state`` and passed in to every ``update``, which changes parameters and state in
+place. It is saved in checkpoints as it is, so a resumed run continues exactly.
 """
+
+import math
 
 import numpy as np
 
@@ -45,18 +48,112 @@ class Adagrad:
         self.eps = eps
 
     def init_state(self, params):
-        return {f"mem.{k}": np.zeros_like(p) for k, p in params.items()}
+        return {f"{s}.{k}": np.zeros_like(p) for s in self.slots for k, p in params.items()}
 
-    def update(self, params, grads, state, lr):
-        eps = self.eps
+    def update(self, params, grads, state, lr, step):
         for k, p in params.items():
             g, mem = grads[k], state[f"mem.{k}"]
             mem += g * g
-            p += -lr * g / np.sqrt(mem + eps)
+            p += -lr * g / np.sqrt(mem + self.eps)
 
 
-def from_config(ocfg):
+class RMSProp(Adagrad):
+    """char-rnn's RMSProp (Tieleman & Hinton)::
+
+        ms    = decay · ms + (1 - decay) · g²
+        param -= lr · g / (sqrt(ms) + eps)
+    """
+
+    slots = ("ms",)
+
+    def __init__(self, decay=0.95, eps=1e-8):
+        self.decay, self.eps = decay, eps
+
+    def update(self, params, grads, state, lr, step):
+        d = self.decay
+        for k, p in params.items():
+            g, ms = grads[k], state[f"ms.{k}"]
+            ms *= d
+            ms += (1 - d) * g * g
+            p += -lr * g / (np.sqrt(ms) + self.eps)
+
+
+class Adam(Adagrad):
+    """Adam with bias correction (Kingma & Ba; torch-rnn, nanoGPT)::
+
+        m = β1 m + (1 - β1) g;   v = β2 v + (1 - β2) g²
+        param -= lr · (m / (1 - β1ᵗ)) / (sqrt(v / (1 - β2ᵗ)) + eps)
+
+    ``step`` is t, the number of this update, counted from 1.
+    """
+
+    slots = ("m", "v")
+
+    def __init__(self, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+
+    def update(self, params, grads, state, lr, step):
+        b1, b2 = self.beta1, self.beta2
+        c1, c2 = 1 - b1**step, 1 - b2**step
+        for k, p in params.items():
+            g, m, v = grads[k], state[f"m.{k}"], state[f"v.{k}"]
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            v += (1 - b2) * g * g
+            p += -(lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+
+
+class SGD(Adagrad):
+    """SGD with (heavy-ball) momentum, as PyTorch's ``optim.SGD``::
+
+        buf = momentum · buf + g;   param -= lr · buf
+    """
+
+    slots = ("buf",)
+
+    def __init__(self, momentum=0.9):
+        self.momentum = momentum
+
+    def update(self, params, grads, state, lr, step):
+        for k, p in params.items():
+            buf = state[f"buf.{k}"]
+            buf *= self.momentum
+            buf += grads[k]
+            p += -lr * buf
+
+
+def from_config(o):
     """The optimizer named by an ``optim`` config section (any object with its attributes)."""
-    if ocfg.name == "adagrad":
-        return Adagrad(eps=ocfg.eps)
-    raise ValueError(f"unknown optimizer {ocfg.name!r}")
+    if o.name == "adagrad":
+        return Adagrad(eps=o.eps)
+    if o.name == "rmsprop":
+        return RMSProp(decay=o.decay, eps=o.eps)
+    if o.name == "adam":
+        return Adam(beta1=o.beta1, beta2=o.beta2, eps=o.eps)
+    if o.name == "sgd":
+        return SGD(momentum=o.momentum)
+    raise ValueError(f"unknown optimizer {o.name!r}")
+
+
+def learning_rate(o, step, epoch, total_steps):
+    """The learning rate for update number ``step`` (from 1) of ``total_steps``.
+
+    constant: ``lr``.
+    step (char-rnn): ``lr · decay^k`` where k counts the completed epochs from ``decay_after`` on
+        (char-rnn multiplies by ``learning_rate_decay`` at the end of every epoch ≥ decay_after).
+    cosine (nanoGPT): linear warm-up from 0 over ``warmup_steps``, then a half cosine from
+        ``lr`` down to ``min_lr`` at ``total_steps``.
+    """
+    if o.schedule == "constant":
+        return o.lr
+    if o.schedule == "step":
+        first = max(1, o.decay_after)  # the first epoch at whose end the rate decays
+        return o.lr * o.decay_rate ** max(0, epoch - first + 1)
+    if o.schedule == "cosine":
+        if step <= o.warmup_steps:
+            return o.lr * step / o.warmup_steps
+        span = max(1, total_steps - o.warmup_steps)
+        progress = min(1.0, (step - o.warmup_steps) / span)
+        return o.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (o.lr - o.min_lr)
+    raise ValueError(f"unknown schedule {o.schedule!r}")

@@ -1,6 +1,7 @@
 """Generating text from a model, one character at a time.
 
-    p = softmax(logits / temperature);  next ~ p
+    p = softmax(logits / temperature), restricted to the top k and/or the nucleus top p,
+    next ~ p   (or argmax p, greedy)
 
 Draws with one uniform number against the cumulative distribution (``np.random.choice``
 costs several times more per call, and sampling is a per-character loop).
@@ -29,24 +30,57 @@ def prime(params, spec, indices):
     return state
 
 
-def probabilities(logits, temperature):
-    """softmax(logits / temperature) in float64."""
+def probabilities(logits, temperature=1.0, top_k=None, top_p=None):
+    """The distribution to draw from, (V,) float64.
+
+    softmax(logits / temperature); then, with ``top_k``, only the k most likely characters
+    keep their probability; with ``top_p``, only the smallest set of most likely characters
+    whose probability adds up to at least p (the nucleus; always at least one). The rest
+    get 0 and the kept ones are renormalised.
+    """
     z = np.asarray(logits, dtype=np.float64) / temperature
     z -= z.max()
-    e = np.exp(z)
-    return e / e.sum()
+    p = np.exp(z)
+    p /= p.sum()
+    order = None
+    if top_k is not None and top_k < len(p):
+        order = np.argsort(-p, kind="stable")
+        p = _keep(p, order[:top_k])  # exactly k, even with ties
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-p, kind="stable") if order is None else order
+        cum = np.cumsum(p[order])
+        n = int(np.searchsorted(cum, top_p * cum[-1])) + 1  # smallest prefix reaching top_p
+        p = _keep(p, order[:n])
+    return p
+
+
+def _keep(p, kept):
+    """``p`` with everything but the indices ``kept`` set to 0, renormalised."""
+    q = np.zeros_like(p)
+    q[kept] = p[kept]
+    return q / q.sum()
 
 
 def draw(p, rng):
     """One index drawn from distribution ``p``: the first whose cumulative sum passes u."""
     c = np.cumsum(p)
-    return int(min(np.searchsorted(c, rng.random() * c[-1], side="right"), len(p) - 1))
+    i = min(int(np.searchsorted(c, rng.random() * c[-1], side="right")), len(p) - 1)
+    while p[i] == 0:  # only when rounding put u at the very end, after zero-probability entries
+        i -= 1
+    return i
 
 
-def generate(params, spec, first, state, length, rng, temperature=1.0):
+def next_index(logits, rng, temperature=1.0, top_k=None, top_p=None, greedy=False):
+    """The next character: argmax when greedy (or temperature 0), else a draw."""
+    if greedy or temperature == 0:
+        return int(np.argmax(logits))
+    return draw(probabilities(logits, temperature, top_k, top_p), rng)
+
+
+def generate(params, spec, first, state, length, rng, temperature=1.0, top_k=None, top_p=None, greedy=False):
     """Yield ``length`` character indices, starting by feeding index ``first`` in ``state``."""
     index = first
     for _ in range(length):
         logits, state = step(params, spec, index, state)
-        index = draw(probabilities(logits, temperature), rng)
+        index = next_index(logits, rng, temperature, top_k, top_p, greedy)
         yield index

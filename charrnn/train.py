@@ -2,7 +2,8 @@
 
 min-char-rnn's loop over B streams: take the next T characters of every stream, run
 ``loss_and_grads`` from the carried state, clip, update, carry the state on; when the
-streams wrap, reset the state. Progress goes to stderr (tqdm), metrics to
+streams wrap, reset the state. Every ``eval_every`` steps the held-out text is evaluated
+and the best model kept as ``RUN/best.npz``. Progress goes to stderr (tqdm), metrics to
 ``RUN/metrics.jsonl``, checkpoints to ``RUN/ckpt.npz`` (atomically). Ctrl-C finishes the
 step in progress, saves a checkpoint and stops.
 """
@@ -25,6 +26,7 @@ from charrnn import model as M
 from charrnn import optim
 from charrnn import sampling
 from charrnn.errors import CharrnnError
+from charrnn.evaluate import evaluate
 
 SMOOTHING = 0.999  # min-char-rnn: smooth_loss = smooth_loss * 0.999 + loss * 0.001
 
@@ -37,26 +39,41 @@ class Interrupted(CharrnnError):
 class Summary:
     run_dir: str
     step: int
-    loss: float  # smoothed loss per character, nats
+    loss: float  # smoothed training loss per character, nats
+    val_loss: float  # last validation loss per character, nats (nan: no validation text)
+    best_val_loss: float
     chars_per_s: float
-    interrupted: bool = False
+    elapsed_s: float
+    stopped: str  # "done", "early stopping", "time budget"
 
 
 def _write_text(path, text):
     ckpt_io.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def _load_corpus(cfg, vocab=None, source=None):
-    text = D.read_text(cfg.data.path)
+def load_corpus(cfg, vocab=None, source=None):
+    """(vocab, train indices, validation indices) for ``cfg.data``.
+
+    The vocabulary comes from the whole corpus (so the held-out text has no unknown
+    characters), or is given (a resumed run), in which case the corpus must fit it.
+    """
+    path = cfg.data.path
+    text = D.read_text(path)
     if not text:
-        raise CharrnnError(f"{cfg.data.path}: corpus is empty")
+        raise CharrnnError(f"{path}: corpus is empty")
     if vocab is None:
         vocab = D.build_vocab(text)
     try:
         data = D.encode(text, vocab)
     except CharrnnError as e:
-        raise CharrnnError(f"{cfg.data.path}: does not match the vocabulary of {source}: {e}") from None
-    return vocab, data
+        raise CharrnnError(f"{path}: does not match the vocabulary of {source}: {e}") from None
+    n_val = int(len(data) * cfg.data.val_fraction)
+    if cfg.data.val_fraction > 0 and n_val < 2:
+        raise CharrnnError(
+            f"{path}: data.val_fraction {cfg.data.val_fraction} of {len(data)} characters leaves "
+            f"{n_val} for validation, 2 are needed; use a longer corpus or data.val_fraction 0"
+        )
+    return vocab, data[: len(data) - n_val], data[len(data) - n_val:]
 
 
 def _truncate_metrics(path, step):
@@ -114,7 +131,8 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     """Train according to ``cfg`` (or continue the run in checkpoint ``resume``).
 
     steps : stop at this total step count (default ``train.steps``); a run stopped early
-        and resumed ends exactly as an uninterrupted one. out_dir : run directory (default ``cfg.train.out_dir``).
+        and resumed ends exactly as an uninterrupted one.
+    out_dir : run directory (default ``cfg.train.out_dir``, or the checkpoint's directory).
     Returns a Summary.
     """
     ck = None
@@ -127,17 +145,14 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     if steps is not None and steps > cfg.train.steps:
         cfg = replace(cfg, train=replace(cfg.train, steps=steps))
     stop_at = cfg.train.steps if steps is None else steps
-    out_dir = out_dir or cfg.train.out_dir
-    cfg = replace(cfg, train=replace(cfg.train, out_dir=os.path.abspath(out_dir)))
+    out_dir = os.path.abspath(out_dir or cfg.train.out_dir)
+    cfg = replace(cfg, train=replace(cfg.train, out_dir=out_dir))
     tc, mc = cfg.train, cfg.model
     dtype = np.dtype(mc.dtype)
 
     # Data.
-    if ck is not None:
-        vocab, data = _load_corpus(cfg, ck.vocab, resume)
-    else:
-        vocab, data = _load_corpus(cfg)
-    streams = D.Streams(data, tc.batch_size, tc.seq_length)
+    vocab, train_data, val_data = load_corpus(cfg, ck.vocab if ck else None, resume)
+    streams = D.Streams(train_data, tc.batch_size, tc.seq_length)
     spec = M.ModelSpec(mc.cell, len(vocab), mc.hidden_size, mc.layers, mc.dropout)
 
     # Model, optimizer and loop state.
@@ -146,7 +161,8 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
         params, opt_state, state = ck.params, ck.optim_state, ck.state
         rng = np.random.default_rng()
         rng.bit_generator.state = ck.rng_state
-        step, p, epoch, smooth_loss, elapsed = ck.step, ck.position, ck.epoch, ck.smooth_loss, ck.elapsed_s
+        step, p, epoch, smooth_loss, elapsed0 = ck.step, ck.position, ck.epoch, ck.smooth_loss, ck.elapsed_s
+        val_loss, best_val, evals_since_best = ck.val_loss, ck.best_val_loss, ck.evals_since_best
     else:
         rng = np.random.default_rng(tc.seed)
         params = M.init_params(spec, rng, dtype, mc.init_std)
@@ -154,8 +170,9 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
             params = _weights_from(init_from, spec, vocab, dtype)
         opt_state = optimizer.init_state(params)
         state = M.zero_state(spec, tc.batch_size, dtype)
-        step, p, epoch, elapsed = 0, 0, 0, 0.0
+        step, p, epoch, elapsed0 = 0, 0, 0, 0.0
         smooth_loss = -math.log(1.0 / len(vocab)) * tc.seq_length  # min-char-rnn's start
+        val_loss, best_val, evals_since_best = math.nan, math.inf, 0
 
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -163,35 +180,71 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     except OSError as e:
         raise CharrnnError(f"{out_dir}: cannot write the run directory: {e.strerror}") from None
     ckpt_path = os.path.join(out_dir, "ckpt.npz")
+    best_path = os.path.join(out_dir, "best.npz")
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
     if ck is not None:
         _truncate_metrics(metrics_path, step)
     elif os.path.exists(metrics_path):
         os.replace(metrics_path, metrics_path + ".old")  # a fresh run starts a fresh log
 
-    def save():
-        ckpt_io.save(ckpt_path, ckpt_io.Checkpoint(
+    t_start = time.perf_counter()
+
+    def elapsed():
+        return elapsed0 + time.perf_counter() - t_start
+
+    def save(path):
+        ckpt_io.save(path, ckpt_io.Checkpoint(
             params, opt_state, state, vocab, cfg, spec, step, p, epoch, smooth_loss,
-            elapsed, rng.bit_generator.state))
+            elapsed(), rng.bit_generator.state, val_loss, best_val, evals_since_best))
 
     T, B = tc.seq_length, tc.batch_size
-    lr = cfg.optim.lr
     clip_value, clip_norm = cfg.optim.clip_value, cfg.optim.clip_norm
     bar = tqdm(total=stop_at, initial=step, file=sys.stderr, disable=quiet, unit="step",
                dynamic_ncols=True, mininterval=0.5)
     window_t, window_steps = time.perf_counter(), 0
     chars_per_s = 0.0
     last_saved = step if ck is not None else None
+    last_eval = step if ck is not None and not math.isnan(val_loss) else None
+    stopped = "done"
+    postfix = {}
     with _StopFlag() as stop, open(metrics_path, "a", encoding="utf-8") as metrics:
+
+        def log(record):
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+
+        def run_eval():
+            """Validation loss now; keeps best.npz; True when patience has run out."""
+            nonlocal val_loss, best_val, evals_since_best, last_eval, last_saved
+            val_loss = evaluate(params, spec, val_data).nats
+            last_eval = step
+            improved = val_loss < best_val
+            if improved:
+                best_val, evals_since_best = val_loss, 0
+            else:
+                evals_since_best += 1
+            log({"step": step, "epoch": epoch, "val_loss": val_loss, "val_bpc": val_loss / math.log(2),
+                 "best_val_loss": best_val, "elapsed_s": round(elapsed(), 3)})
+            postfix["val_bpc"] = f"{val_loss / math.log(2):.3f}"
+            bar.set_postfix(postfix, refresh=False)
+            save(ckpt_path)  # the checkpoint always agrees with the metrics and best.npz
+            last_saved = step
+            if improved:
+                save(best_path)
+            return tc.patience is not None and evals_since_best >= tc.patience
+
         try:
             while step < stop_at and not stop.set:
-                t0 = time.perf_counter()
+                if tc.max_minutes is not None and elapsed() >= 60 * tc.max_minutes:
+                    stopped = "time budget"
+                    break
                 if streams.wraps(p):
                     p, epoch = 0, epoch + 1
                     state = M.zero_state(spec, B, dtype)
                 X, Y = streams.batch(p)
                 masks = M.dropout_masks(spec, (T, B, mc.hidden_size), rng, dtype) if mc.dropout > 0 else None
-                loss, grads, new_state, _ = M.loss_and_grads(params, spec, X, Y, state, masks)
+                with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked just below
+                    loss, grads, new_state, _ = M.loss_and_grads(params, spec, X, Y, state, masks)
                 if not math.isfinite(loss) or not all(np.isfinite(g).all() for g in grads.values()):
                     what = "loss" if not math.isfinite(loss) else "gradient"
                     raise CharrnnError(
@@ -206,37 +259,44 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
                     optim.clip_by_value(grads, clip_value)
                 if clip_norm:
                     optim.clip_by_norm(grads, clip_norm)
-                optimizer.update(params, grads, opt_state, lr)
+                lr = optim.learning_rate(cfg.optim, step + 1, epoch, tc.steps)
+                optimizer.update(params, grads, opt_state, lr, step + 1)
                 p += T
                 step += 1
                 window_steps += 1
-                elapsed += time.perf_counter() - t0
                 bar.update(1)
 
                 if step % tc.log_every == 0 or step == tc.steps:
                     now = time.perf_counter()
                     chars_per_s = window_steps * T * B / max(now - window_t, 1e-9)
                     window_t, window_steps = now, 0
-                    bar.set_postfix(loss=f"{smooth_loss / T:.4f}", chars_s=f"{chars_per_s:,.0f}", refresh=False)
-                    metrics.write(json.dumps({
-                        "step": step, "epoch": epoch, "loss": loss / T, "smooth_loss": smooth_loss / T,
-                        "lr": lr, "chars_per_s": round(chars_per_s, 1), "elapsed_s": round(elapsed, 3),
-                    }) + "\n")
-                    metrics.flush()
+                    postfix.update(loss=f"{smooth_loss / T:.4f}", chars_s=f"{chars_per_s:,.0f}")
+                    bar.set_postfix(postfix, refresh=False)
+                    log({"step": step, "epoch": epoch, "loss": loss / T, "smooth_loss": smooth_loss / T,
+                         "lr": lr, "chars_per_s": round(chars_per_s, 1), "elapsed_s": round(elapsed(), 3)})
                 if tc.sample_every and step % tc.sample_every == 0 and not quiet:
                     text = _preview(params, spec, vocab, state, Y[-1, 0], cfg, step)
                     bar.write(f"----- sample at step {step} -----\n{text}\n-----", file=sys.stderr)
-                if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-                    save()
+                if len(val_data) and tc.eval_every and step % tc.eval_every == 0:
+                    if run_eval():
+                        stopped = "early stopping"
+                        break
+                    window_t = time.perf_counter()  # evaluation time is not training speed
+                if tc.checkpoint_every and step % tc.checkpoint_every == 0 and last_saved != step:
+                    save(ckpt_path)
                     last_saved = step
         finally:
             bar.close()
+        interrupted = stop.set and step < stop_at and stopped == "done"
+        finished = step >= tc.steps or stopped == "time budget"  # not a pause at --steps N
+        if len(val_data) and last_eval != step and finished:
+            run_eval()  # a finished run ends with the validation loss of its final weights
         if last_saved != step:
-            save()
-    if stop.set and step < stop_at:
+            save(ckpt_path)
+    if interrupted:
         raise Interrupted(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; "
                           f"continue with: charrnn train --resume {ckpt_path}")
-    return Summary(out_dir, step, smooth_loss / T, chars_per_s)
+    return Summary(out_dir, step, smooth_loss / T, val_loss, best_val, chars_per_s, elapsed(), stopped)
 
 
 def _weights_from(path, spec, vocab, dtype):

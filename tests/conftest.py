@@ -1,6 +1,9 @@
 import os
 
 import pytest
+from click.testing import CliRunner
+
+from charrnn.cli import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -17,3 +20,28 @@ def write_config(tmp_path):
         return str(path)
 
     return write
+
+
+def run(*args):
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    return result
+
+
+def one_line_error(result, code, *fragments):
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = [l for l in result.stderr.splitlines() if l.startswith("Error")]
+    assert len(lines) == 1, result.stderr
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])
+    return lines[0]
+
+
+def small_config(write_config, corpus, **train):
+    settings = dict(seq_length=8, batch_size=2, steps=20, log_every=1, sample_every=0, checkpoint_every=5)
+    settings.update(train)
+    lines = "\n".join(f"  {k}: {v}" for k, v in settings.items())
+    return write_config(
+        f"data:\n  path: {corpus}\nmodel:\n  hidden_size: 16\ntrain:\n{lines}\n  out_dir: run\n"
+    )

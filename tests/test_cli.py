@@ -10,38 +10,10 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-
 from charrnn import checkpoint as ckpt_io
-from charrnn.cli import cli
-from conftest import CONFIGS, CORPUS, ROOT
+from conftest import CONFIGS, CORPUS, ROOT, one_line_error, run, small_config
 
 SMOKE = os.path.join(CONFIGS, "smoke.yaml")
-
-
-def run(*args):
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert "Traceback" not in result.output
-    return result
-
-
-def one_line_error(result, code, *fragments):
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = [l for l in result.stderr.splitlines() if l.startswith("Error")]
-    assert len(lines) == 1, result.stderr
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
-    return lines[0]
-
-
-def small_config(write_config, corpus, **train):
-    settings = dict(seq_length=8, batch_size=2, steps=20, log_every=1, sample_every=0, checkpoint_every=5)
-    settings.update(train)
-    lines = "\n".join(f"  {k}: {v}" for k, v in settings.items())
-    return write_config(
-        f"data:\n  path: {corpus}\nmodel:\n  hidden_size: 16\ntrain:\n{lines}\n  out_dir: run\n"
-    )
 
 
 def test_smoke_config_trains_and_samples(tmp_path):
@@ -51,7 +23,8 @@ def test_smoke_config_trains_and_samples(tmp_path):
     assert r.stdout == ""  # progress, previews and the summary all go to stderr
     assert "sample at step 30" in r.stderr
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in lines] == list(range(10, 61, 10))
+    assert [m["step"] for m in lines if "loss" in m] == list(range(10, 61, 10))
+    assert [m["step"] for m in lines if "val_loss" in m] == [60]  # eval_every 1000 > steps: at the end
     for key in ("step", "loss", "smooth_loss", "lr", "chars_per_s", "elapsed_s"):
         assert key in lines[0]
     assert (out / "config.yaml").exists()
@@ -82,7 +55,8 @@ def test_prime_with_unknown_characters_is_a_usage_error(tmp_path):
 
 
 def read_metrics(path):
-    return [{k: m[k] for k in ("step", "epoch", "loss", "smooth_loss", "lr")} for m in map(json.loads, open(path))]
+    """Every metrics line without its timings."""
+    return [{k: v for k, v in m.items() if k not in ("chars_per_s", "elapsed_s")} for m in map(json.loads, open(path))]
 
 
 @pytest.mark.parametrize("extra", [[], ["--set", "model.layers=2", "--set", "model.dropout=0.3"]], ids=["rnn", "rnn-2-layers-dropout"])
@@ -119,7 +93,7 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, write_config
     os.replace(saved, out / "ckpt.npz")
     ckpt_io.save(str(out / "ckpt.npz"), ckpt_io.load(str(out / "ckpt.npz")))
     run("train", "--resume", out / "ckpt.npz", "-q", "--steps", 12)
-    assert [m["step"] for m in read_metrics(out / "metrics.jsonl")] == list(range(1, 13))
+    assert [m["step"] for m in read_metrics(out / "metrics.jsonl") if "loss" in m] == list(range(1, 13))
 
 
 def test_init_from_starts_a_new_run_from_the_weights(tmp_path, write_config):
@@ -159,8 +133,15 @@ def test_corpus_errors(tmp_path, write_config, setup, code, fragments):
         corpus.write_text("too short")
     elif setup == "latin1":
         corpus.write_bytes("déjà vu ".encode("latin-1") * 50)
-    r = run("train", "--config", small_config(write_config, corpus), "-q")
+    r = run("train", "--config", small_config(write_config, corpus), "-q", "--set", "data.val_fraction=0")
     one_line_error(r, code, *fragments)
+
+
+def test_too_small_validation_split_is_a_clear_error(tmp_path, write_config):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("twelve chars")
+    r = run("train", "--config", small_config(write_config, corpus, batch_size=1), "-q")
+    one_line_error(r, 1, "data.val_fraction 0.1 of 12 characters leaves 1 for validation")
 
 
 @pytest.mark.parametrize(

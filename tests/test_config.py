@@ -49,7 +49,7 @@ def test_minchar_config_is_min_char_rnn():
         ("model:\n  hidden_size: 0\n", r"model.hidden_size must be an integer ≥ 1, got 0"),
         ("model:\n  dropout: 1.0\n", r"model.dropout must be a number ≥ 0.0 and < 1.0, got 1.0"),
         ("model:\n  cell: transformer\n", r"model.cell must be one of rnn, lstm, gru, got 'transformer'"),
-        ("optim:\n  lr: -1\n", r"optim.lr must be a number > 0.0, got -1"),
+        ("optim:\n  lr: -1\n", r"optim.lr must be a number > 0.0, or null, got -1"),
         ("optim:\n  lr: .nan\n", r"optim.lr must be a number"),
         ("train: 5\n", r"train must be a mapping"),
         ("- a\n- b\n", r"expected a mapping of sections"),
@@ -89,8 +89,9 @@ def test_overrides_are_validated_like_the_file(write_config):
 
 
 def test_round_trip_through_dict():
-    cfg = C.Config()
-    assert C.from_dict(C.to_dict(cfg), "x") == cfg
+    for raw in ({}, {"optim": {"name": "adam", "schedule": "cosine", "warmup_steps": 10}}, {"optim": {"name": "sgd"}}):
+        cfg = C.from_dict(raw, "x")
+        assert C.from_dict(C.to_dict(cfg), "x") == cfg
 
 
 def test_readme_documents_every_config_key():

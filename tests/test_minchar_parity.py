@@ -92,7 +92,7 @@ def charrnn_training(data, weights, steps, spec):
         loss, grads, state, _ = M.loss_and_grads(params, spec, X, Y, state)
         losses.append(loss)
         optim.clip_by_value(grads, 5.0)
-        opt.update(params, grads, opt_state, LR)
+        opt.update(params, grads, opt_state, LR, 1)
         p += T
     return losses, params
 

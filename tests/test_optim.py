@@ -8,12 +8,12 @@ def test_adagrad_matches_hand_computation():
     g = {"w": np.array([0.5, 0.25])}
     opt = optim.Adagrad(eps=1e-8)
     state = opt.init_state(p)
-    opt.update(p, g, state, lr=0.1)
+    opt.update(p, g, state, lr=0.1, step=1)
     mem = np.array([0.25, 0.0625])
     expect = np.array([1.0, -2.0]) - 0.1 * np.array([0.5, 0.25]) / np.sqrt(mem + 1e-8)
     np.testing.assert_allclose(state["mem.w"], mem, rtol=0, atol=0)
     np.testing.assert_allclose(p["w"], expect, rtol=1e-15)
-    opt.update(p, g, state, lr=0.1)  # memory accumulates
+    opt.update(p, g, state, lr=0.1, step=1)  # memory accumulates
     np.testing.assert_allclose(state["mem.w"], 2 * mem)
 
 
@@ -32,3 +32,76 @@ def test_clip_by_norm_scales_all_gradients_together():
     small = {"a": np.array([0.1])}
     optim.clip_by_norm(small, 1.0)
     assert small["a"][0] == 0.1
+
+
+def one_update(opt, p0, g, steps=1, lr=0.01):
+    p = {"w": np.array(p0, dtype=np.float64)}
+    grads = {"w": np.array(g, dtype=np.float64)}
+    state = opt.init_state(p)
+    for t in range(1, steps + 1):
+        opt.update(p, {"w": grads["w"].copy()}, state, lr, t)
+    return p["w"], state
+
+
+def test_rmsprop_matches_hand_computation():
+    w, state = one_update(optim.RMSProp(decay=0.95, eps=1e-8), [1.0, 2.0], [0.5, -1.0], steps=2)
+    g = np.array([0.5, -1.0])
+    ms1 = 0.05 * g**2
+    w1 = np.array([1.0, 2.0]) - 0.01 * g / (np.sqrt(ms1) + 1e-8)
+    ms2 = 0.95 * ms1 + 0.05 * g**2
+    w2 = w1 - 0.01 * g / (np.sqrt(ms2) + 1e-8)
+    np.testing.assert_allclose(state["ms.w"], ms2, rtol=1e-15)
+    np.testing.assert_allclose(w, w2, rtol=1e-15)
+
+
+def test_adam_matches_hand_computation_with_bias_correction():
+    w, state = one_update(optim.Adam(beta1=0.9, beta2=0.999, eps=1e-8), [1.0, 2.0], [0.5, -1.0], steps=2)
+    g = np.array([0.5, -1.0])
+    p = np.array([1.0, 2.0])
+    m = v = np.zeros(2)
+    for t in (1, 2):
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g**2
+        p = p - 0.01 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    np.testing.assert_allclose(w, p, rtol=1e-14)
+    np.testing.assert_allclose(state["m.w"], m, rtol=1e-15)
+    # the first step of Adam moves every weight by about lr, whatever the gradient's size
+    w1, _ = one_update(optim.Adam(), [0.0], [1e-3])
+    assert np.isclose(w1[0], -0.01, rtol=1e-4)
+
+
+def test_sgd_momentum_matches_hand_computation():
+    w, state = one_update(optim.SGD(momentum=0.9), [1.0], [2.0], steps=3)
+    buf, p = 0.0, 1.0
+    for _ in range(3):
+        buf = 0.9 * buf + 2.0
+        p -= 0.01 * buf
+    assert np.isclose(w[0], p, rtol=1e-15) and np.isclose(state["buf.w"][0], buf)
+
+
+class O:
+    """A stand-in optim config section."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(dict(lr=0.1, schedule="constant", decay_rate=0.5, decay_after=2, warmup_steps=10, min_lr=0.01))
+        self.__dict__.update(kw)
+
+
+def test_constant_schedule():
+    assert optim.learning_rate(O(), 1, 0, 100) == 0.1 == optim.learning_rate(O(), 100, 7, 100)
+
+
+def test_step_schedule_decays_at_the_end_of_each_epoch_from_decay_after_on():
+    o = O(schedule="step")
+    # epochs completed: 0, 1 -> no decay; at the end of epoch 2 (decay_after) the first; then one per epoch
+    assert [optim.learning_rate(o, 1, e, 100) for e in range(5)] == [0.1, 0.1, 0.05, 0.025, 0.0125]
+
+
+def test_cosine_schedule_warms_up_linearly_then_decays_to_min_lr():
+    o = O(schedule="cosine")
+    assert optim.learning_rate(o, 1, 0, 110) == 0.01
+    assert optim.learning_rate(o, 5, 0, 110) == 0.05
+    assert optim.learning_rate(o, 10, 0, 110) == 0.1
+    assert np.isclose(optim.learning_rate(o, 60, 0, 110), (0.1 + 0.01) / 2)
+    assert np.isclose(optim.learning_rate(o, 110, 0, 110), 0.01)
+    assert np.isclose(optim.learning_rate(o, 500, 0, 110), 0.01)  # past the end: stays at min_lr

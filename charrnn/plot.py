@@ -1,0 +1,62 @@
+"""``charrnn plot``: loss curves of a run from its metrics.jsonl (matplotlib, optional)."""
+
+import json
+
+from charrnn.checkpoint import atomic_write
+from charrnn.errors import CharrnnError
+
+
+def read_metrics(path):
+    """Training lines and evaluation lines of a metrics.jsonl, skipping a torn last line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        raise CharrnnError(f"{path}: no metrics file (is this a run directory?)") from None
+    train, val = [], []
+    for line in lines:
+        try:
+            m = json.loads(line)
+        except ValueError:
+            continue
+        if "loss" in m:
+            train.append(m)
+        elif "val_loss" in m:
+            val.append(m)
+    if not train and not val:
+        raise CharrnnError(f"{path}: no metrics to plot yet")
+    return train, val
+
+
+def plot_run(metrics_path, out_path, chars_per_step=None):
+    """Draw loss (raw, smoothed) and validation loss against steps into the PNG ``out_path``.
+
+    ``chars_per_step`` (B·T) adds a second axis with the characters seen.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CharrnnError(
+            "charrnn plot needs matplotlib: pip install 'charrnn[plot]' (or pip install matplotlib)"
+        ) from None
+    train, val = read_metrics(metrics_path)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    if train:
+        steps = [m["step"] for m in train]
+        ax.plot(steps, [m["loss"] for m in train], lw=0.6, alpha=0.4, label="training loss (step)")
+        ax.plot(steps, [m["smooth_loss"] for m in train], lw=1.5, label="training loss (smoothed)")
+    if val:
+        ax.plot([m["step"] for m in val], [m["val_loss"] for m in val], "o-", lw=1.5, ms=3, label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per character)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if chars_per_step:
+        top = ax.secondary_xaxis("top", functions=(lambda s: s * chars_per_step / 1e6, lambda c: c * 1e6 / chars_per_step))
+        top.set_xlabel("characters seen (millions)")
+    fig.tight_layout()
+    atomic_write(out_path, lambda f: fig.savefig(f, format="png"))
+    plt.close(fig)

@@ -1,0 +1,29 @@
+import sys
+
+import pytest
+
+from conftest import CONFIGS, one_line_error, run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    run("train", "--config", f"{CONFIGS}/smoke.yaml", "--out", out, "-q", "--set", "train.eval_every=20")
+    return out
+
+
+def test_plot_writes_a_png(run_dir, tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is the [plot] extra (and part of [test])")
+    out = tmp_path / "curve.png"
+    r = run("plot", run_dir, "--out", out)
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10000
+
+
+def test_plot_without_matplotlib_exits_1_with_an_install_hint(run_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    one_line_error(run("plot", run_dir), 1, "pip install 'charrnn[plot]'")
+
+
+def test_plot_of_a_directory_without_metrics(tmp_path):
+    one_line_error(run("plot", tmp_path), 1, "no metrics file")

@@ -1,0 +1,133 @@
+"""Training features through the CLI: validation, best checkpoint, early stopping,
+time budget, and exact resume for every optimizer and schedule."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from charrnn import checkpoint as ckpt_io
+from charrnn.evaluate import evaluate
+from charrnn.train import load_corpus
+from conftest import CORPUS, one_line_error, run, small_config
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(open(CORPUS, encoding="utf-8").read(4000), encoding="utf-8")
+    return path
+
+
+def metrics(run_dir):
+    return [json.loads(l) for l in open(run_dir / "metrics.jsonl")]
+
+
+def test_validation_is_deterministic_and_matches_charrnn_eval(tmp_path, write_config, corpus):
+    cfg = small_config(write_config, corpus, steps=30, eval_every=10)
+    run("train", "--config", cfg, "-q", "--out", tmp_path / "a")
+    run("train", "--config", cfg, "-q", "--out", tmp_path / "b")
+    va = [m["val_loss"] for m in metrics(tmp_path / "a") if "val_loss" in m]
+    vb = [m["val_loss"] for m in metrics(tmp_path / "b") if "val_loss" in m]
+    assert len(va) == 3 and va == vb
+    assert all(math.isclose(m["val_bpc"], m["val_loss"] / math.log(2)) for m in metrics(tmp_path / "a") if "val_loss" in m)
+    r = run("eval", "--checkpoint", tmp_path / "a" / "ckpt.npz", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["nats_per_char"] == va[-1]  # the same number, to the last bit
+    assert out["chars"] == int(4000 * 0.1) - 1
+    ck = ckpt_io.load(str(tmp_path / "a" / "ckpt.npz"))
+    assert ck.val_loss == va[-1]
+
+
+def test_best_checkpoint_is_the_one_with_the_lowest_validation_loss(tmp_path, write_config):
+    # A tiny corpus and a high learning rate: validation loss goes down, then up again.
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(1000), encoding="utf-8")
+    cfg = small_config(write_config, corpus, steps=200, eval_every=5)
+    run("train", "--config", cfg, "-q", "--set", "optim.lr=0.3")
+    vals = [m for m in metrics(tmp_path / "run") if "val_loss" in m]
+    best = min(vals, key=lambda m: m["val_loss"])
+    assert best["step"] != vals[-1]["step"], "the test needs a run whose last evaluation is not its best"
+    ck = ckpt_io.load(str(tmp_path / "run" / "best.npz"))
+    assert ck.step == best["step"] and ck.best_val_loss == best["val_loss"]
+    _, _, val = load_corpus(ck.config, ck.vocab)
+    assert evaluate(ck.params, ck.spec, val).nats == best["val_loss"]
+
+
+def test_patience_stops_early(tmp_path, write_config, corpus):
+    cfg = small_config(write_config, corpus, steps=1000, eval_every=5, patience=2)
+    r = run("train", "--config", cfg, "-q", "--set", "optim.lr=0.3")
+    assert r.exit_code == 0 and "(early stopping)" in r.stderr
+    vals = [m["val_loss"] for m in metrics(tmp_path / "run") if "val_loss" in m]
+    i = int(np.argmin(vals))
+    assert len(vals) == i + 3  # two evaluations after the best, then stop
+    assert ckpt_io.load(str(tmp_path / "run" / "ckpt.npz")).step == 5 * len(vals) < 1000
+
+
+def test_time_budget_stops_the_run_with_a_checkpoint_and_an_evaluation(tmp_path, write_config, corpus):
+    cfg = small_config(write_config, corpus, steps=10**6, eval_every=0)
+    r = run("train", "--config", cfg, "-q", "--set", "train.max_minutes=0.02")
+    assert r.exit_code == 0 and "(time budget)" in r.stderr
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    assert 0 < ck.step < 10**6 and ck.elapsed_s >= 1.2
+    assert metrics(tmp_path / "run")[-1]["step"] == ck.step and "val_loss" in metrics(tmp_path / "run")[-1]
+
+
+def timeless(run_dir):
+    return [{k: v for k, v in m.items() if k not in ("chars_per_s", "elapsed_s")} for m in metrics(run_dir)]
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["optim.name=adam", "optim.schedule=cosine", "optim.warmup_steps=10"],
+        ["optim.name=rmsprop", "optim.schedule=step", "optim.decay_after=1", "optim.decay_rate=0.5"],
+        ["optim.name=sgd", "optim.momentum=0.5", "optim.clip_norm=1.0"],
+        ["optim.name=adagrad", "model.dropout=0.2", "model.layers=2"],
+    ],
+    ids=["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout"],
+)
+def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, sets):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(600), encoding="utf-8")  # wraps: epochs pass
+    cfg = small_config(write_config, corpus, steps=100, checkpoint_every=9, eval_every=20)
+    extra = [a for s in sets for a in ("--set", s)]
+    run("train", "--config", cfg, "-q", "--out", tmp_path / "whole", *extra)
+    run("train", "--config", cfg, "-q", "--out", tmp_path / "half", "--steps", 47, *extra)
+    run("train", "--resume", tmp_path / "half" / "ckpt.npz", "-q")
+    a, b = (ckpt_io.load(str(tmp_path / d / "ckpt.npz")) for d in ("whole", "half"))
+    assert a.step == b.step == 100 and a.epoch >= 2
+    for k in a.params:
+        assert np.array_equal(a.params[k], b.params[k]), k
+    assert a.optim_state.keys() == b.optim_state.keys()
+    for k in a.optim_state:
+        assert np.array_equal(a.optim_state[k], b.optim_state[k]), k
+    assert timeless(tmp_path / "whole") == timeless(tmp_path / "half")
+    lrs = {m["lr"] for m in metrics(tmp_path / "whole") if "lr" in m}
+    assert len(lrs) > 1 or "schedule" not in " ".join(sets)  # the schedules do change the rate
+    best_a, best_b = (ckpt_io.load(str(tmp_path / d / "best.npz")) for d in ("whole", "half"))
+    assert best_a.step == best_b.step and all(np.array_equal(best_a.params[k], best_b.params[k]) for k in best_a.params)
+
+
+def test_settings_of_another_optimizer_are_refused(write_config, corpus):
+    cfg = small_config(write_config, corpus)
+    r = run("train", "--config", cfg, "--set", "optim.momentum=0.5")
+    one_line_error(r, 2, "optim.momentum applies to sgd only, not to optim.name adagrad")
+
+
+def test_eval_command(tmp_path, write_config, corpus):
+    cfg = small_config(write_config, corpus, steps=5)
+    run("train", "--config", cfg, "-q")
+    ckpt = tmp_path / "run" / "ckpt.npz"
+    other = tmp_path / "other.txt"
+    other.write_text("The quick brown fox. Ünïcödé ☃!\n", encoding="utf-8")
+    r = run("eval", "--checkpoint", ckpt, "--text", other)
+    one_line_error(r, 1, "other.txt", "not in the model's vocabulary", "'☃' (U+2603)", "--skip-unknown")
+    r = run("eval", "--checkpoint", ckpt, "--text", other, "--skip-unknown", "--json")
+    out = json.loads(r.stdout)
+    assert out["skipped"] > 0 and out["chars"] == len("The quick brown fox. Ünïcödé ☃!\n") - out["skipped"] - 1
+    assert math.isclose(out["perplexity"], math.exp(out["nats_per_char"]))
+    r = run("eval", "--checkpoint", ckpt)
+    assert r.exit_code == 0 and "bits/char" in r.stdout and "perplexity" in r.stdout
