@@ -12,6 +12,6 @@ it does not depend on the recurrence, so the caller computes it in one gather or
 product, and the time loop here holds only what truly is sequential.
 """
 
-from charrnn.cells import rnn
+from charrnn.cells import gru, lstm, rnn
 
-CELLS = {"rnn": rnn}
+CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}

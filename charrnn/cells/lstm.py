@@ -1,0 +1,177 @@
+"""The LSTM cell (Hochreiter & Schmidhuber 1997, with a forget gate; seed 001).
+
+    i_t = σ(W_i h_{t-1} + U_i x_t + b_i)        input gate
+    f_t = σ(W_f h_{t-1} + U_f x_t + b_f)        forget gate
+    g_t = tanh(W_c h_{t-1} + U_c x_t + b_c)     candidate c̃_t
+    o_t = σ(W_o h_{t-1} + U_o x_t + b_o)        output gate
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+    h_t = o_t ⊙ tanh(c_t)
+
+The four gates are stored fused, row blocks in the order **i, f, g, o** (PyTorch's
+``nn.LSTM`` order, so the weights map onto torch one to one): ``Wxh`` (4H, D) stacks the
+U's, ``Whh`` (4H, H) the W's and ``bh`` (4H,) the b's. One step is then a single
+(B, H) @ (H, 4H) product for all four gates.
+
+Backward, with ``dh = dhs[t] + dhnext`` and ``dcnext`` the gradient reaching c_t from
+step t+1 (σ' = σ(1 - σ), tanh' = 1 - tanh²):
+
+    do     = dh ⊙ tanh(c_t)                 dao = do ⊙ o(1 - o)
+    dc     = dcnext + dh ⊙ o ⊙ (1 - tanh²(c_t))
+    di     = dc ⊙ g                         dai = di ⊙ i(1 - i)
+    df     = dc ⊙ c_{t-1}                   daf = df ⊙ f(1 - f)
+    dg     = dc ⊙ i                         dag = dg ⊙ (1 - g²)
+    dcnext = dc ⊙ f
+    dhnext = Whhᵀ [dai, daf, dag, dao]
+    dWhh  += [dai, daf, dag, dao] h_{t-1}ᵀ   (summed after the loop in one product)
+
+Both h and c are carried from chunk to chunk, so both get a carried gradient.
+
+Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
+``Whh h`` is written ``h @ Whh.T``.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+GATES = 4
+STATE = ("h", "c")
+
+
+class Cache(NamedTuple):
+    hs: np.ndarray  # (T+1, B, H): hs[0] = h_{-1} (carried in), hs[t+1] = h_t
+    cs: np.ndarray  # (T+1, B, H): cs[0] = c_{-1} (carried in), cs[t+1] = c_t
+    gates: np.ndarray  # (T, B, 4H): i, f, g, o after their nonlinearities
+    tcs: np.ndarray  # (T, B, H): tanh(c_t)
+    Whh: np.ndarray  # (4H, H)
+
+
+def init_bias(bh):
+    """Set the forget-gate block of ``bh`` (4H,) to 1, in place.
+
+    With f ≈ σ(1) ≈ 0.73 instead of σ(0) = 0.5 the cell remembers by default, so the
+    gradient through c survives many steps early in training, before the gate has learnt
+    when to forget (Gers et al. 2000; Jozefowicz et al. 2015; char-rnn does the same).
+    """
+    H = bh.shape[0] // GATES
+    bh[H : 2 * H] = 1.0
+
+
+def _activation_coefficients(H, dtype):
+    """(4H,) arrays s, k such that ``s ⊙ tanh(s ⊙ a) + k`` is each gate's nonlinearity.
+
+    σ(a) = 0.5 tanh(a/2) + 0.5 on the i, f, o blocks (s = k = 0.5): the same values as
+    1 / (1 + exp(-a)) but never overflowing; tanh(a) on the g block (s = 1, k = 0). One
+    pass of each operation over the whole contiguous (B, 4H) row is faster than separate
+    passes over the blocks, which are strided column slices.
+    """
+    s = np.full(GATES * H, 0.5, dtype=dtype)
+    k = np.full(GATES * H, 0.5, dtype=dtype)
+    s[2 * H : 3 * H] = 1
+    k[2 * H : 3 * H] = 0
+    return s, k
+
+
+def forward(xa, state0, Whh):
+    """Run the recurrence over one chunk.
+
+    Parameters
+    ----------
+    xa : (T, B, 4H) input pre-activations ``Wxh x_t + bh``, blocks i, f, g, o.
+    state0 : ``(h0, c0)``, each (B, H), the state carried in from the previous chunk.
+    Whh : (4H, H) recurrent weights.
+
+    Returns
+    -------
+    hs : (T, B, H) hidden states h_0 .. h_{T-1}.
+    state : ``(h_{T-1}, c_{T-1})``, to carry into the next chunk.
+    cache : Cache for ``backward``.
+    """
+    T, B, G = xa.shape
+    H = G // GATES
+    h0, c0 = state0
+    hs = np.empty((T + 1, B, H), dtype=xa.dtype)
+    cs = np.empty((T + 1, B, H), dtype=xa.dtype)
+    gates = np.empty((T, B, G), dtype=xa.dtype)
+    tcs = np.empty((T, B, H), dtype=xa.dtype)
+    ig = np.empty((B, H), dtype=xa.dtype)  # scratch for i ⊙ g
+    s, k = _activation_coefficients(H, xa.dtype)
+    hs[0] = h0
+    cs[0] = c0
+    # A contiguous copy of Whhᵀ: BLAS multiplies by it ~10% faster than by the transposed
+    # view at these sizes, and the copy is paid once per chunk, not once per step.
+    WhhT = np.ascontiguousarray(Whh.T)  # (H, 4H)
+    for t in range(T):
+        a = gates[t]
+        np.matmul(hs[t], WhhT, out=a)  # W h_{t-1}, all four blocks in one product
+        a += xa[t]  # + U x_t + b
+        # i, f, o = σ(·) and g = c̃ = tanh(·), all as s ⊙ tanh(s ⊙ ·) + k, in place
+        a *= s
+        np.tanh(a, out=a)
+        a *= s
+        a += k
+        i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        c = cs[t + 1]
+        np.multiply(f, cs[t], out=c)  # c_t = f ⊙ c_{t-1}
+        c += np.multiply(i, g, out=ig)  #      + i ⊙ g
+        np.tanh(c, out=tcs[t])
+        np.multiply(o, tcs[t], out=hs[t + 1])  # h_t = o ⊙ tanh(c_t)
+    return hs[1:], (hs[T], cs[T]), Cache(hs, cs, gates, tcs, Whh)
+
+
+def backward(dhs, dstate, cache):
+    """Backpropagate through the chunk, carrying ``dhnext`` and ``dcnext`` from t+1 to t.
+
+    Parameters
+    ----------
+    dhs : (T, B, H) gradient of the loss with respect to each h_t from outside the
+        recurrence (the output layer, or the layer above).
+    dstate : ``(dh, dc)``, each (B, H): gradient with respect to the last state from after
+        the chunk (zeros in truncated BPTT).
+    cache : from ``forward``.
+
+    Returns
+    -------
+    dxa : (T, B, 4H) gradient with respect to the pre-activations (blocks i, f, g, o),
+        from which the caller gets dWxh, dbh and the gradient for the layer below.
+    dWhh : (4H, H).
+    dstate0 : ``(dh_{-1}, dc_{-1})`` gradient with respect to the carried-in state.
+    """
+    hs, cs, gates, tcs, Whh = cache
+    T, B, H = dhs.shape
+    dxa = np.empty((T, B, GATES * H), dtype=dhs.dtype)
+    dh = np.empty((B, H), dtype=dhs.dtype)
+    dc = np.empty((B, H), dtype=dhs.dtype)
+    tmp = np.empty((B, H), dtype=dhs.dtype)
+    dhnext, dcnext = dstate
+    for t in reversed(range(T)):
+        a, da, tc = gates[t], dxa[t], tcs[t]
+        i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+        dai, daf, dag, dao = da[:, :H], da[:, H : 2 * H], da[:, 2 * H : 3 * H], da[:, 3 * H :]
+        np.add(dhs[t], dhnext, out=dh)  # dh = dhs[t] + dhnext
+        # h_t = o ⊙ tanh(c_t)
+        np.multiply(dh, tc, out=dao)  # do = dh ⊙ tanh(c_t)
+        dao *= o
+        dao *= 1 - o  # dao = do ⊙ o(1 - o)
+        np.multiply(dh, o, out=dc)
+        np.multiply(tc, tc, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        dc *= tmp
+        dc += dcnext  # dc = dcnext + dh ⊙ o ⊙ (1 - tanh²(c_t))
+        # c_t = f ⊙ c_{t-1} + i ⊙ g
+        np.multiply(dc, g, out=dai)
+        dai *= i
+        dai *= 1 - i  # dai = dc ⊙ g ⊙ i(1 - i)
+        np.multiply(dc, cs[t], out=daf)
+        daf *= f
+        daf *= 1 - f  # daf = dc ⊙ c_{t-1} ⊙ f(1 - f)
+        np.multiply(g, g, out=tmp)
+        np.subtract(1, tmp, out=tmp)
+        np.multiply(dc, i, out=dag)
+        dag *= tmp  # dag = dc ⊙ i ⊙ (1 - g²)
+        dcnext = dc * f  # through c_t = f ⊙ c_{t-1}
+        dhnext = da @ Whh  # Whhᵀ [dai, daf, dag, dao], in row form: all blocks at once
+    TB = T * B
+    # Σ_t da_t h_{t-1}ᵀ over all steps and streams in one product.
+    dWhh = dxa.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1)
+    return dxa, dWhh, (dhnext, dcnext)

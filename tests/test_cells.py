@@ -1,0 +1,279 @@
+"""Tests of the recurrent cells (rnn, lstm, gru) through the model that stacks them.
+
+- numeric gradient checks (float64) for 1 and 2 layers, with and without dropout;
+- carried state: two chunks of T with the state carried equal one chunk of 2T, forward
+  and, with the carried gradient fed back, backward;
+- cross-checks against PyTorch autograd: ``nn.RNN`` and ``nn.LSTM`` with our weights
+  copied in, and the seed's GRU written by hand with torch operations.
+
+Sizes are small (V=7, H=5) so the whole file runs in a few seconds.
+"""
+
+import numpy as np
+import pytest
+
+from charrnn import model as M
+from charrnn.cells import CELLS, lstm
+from charrnn.gradcheck import check_gradients
+
+V, H = 7, 5  # vocabulary, hidden units
+CELL_NAMES = ["rnn", "lstm", "gru"]
+
+
+def random_problem(spec, T, B, seed=0, std=0.5):
+    """float64 parameters with non-zero biases, inputs, targets and a non-zero state."""
+    rng = np.random.default_rng(seed)
+    params = M.init_params(spec, rng, dtype=np.float64, std=std)
+    for name, p in params.items():
+        if name.startswith("b"):
+            p += rng.standard_normal(p.shape) * std
+    X = rng.integers(0, spec.vocab_size, size=(T, B))
+    Y = rng.integers(0, spec.vocab_size, size=(T, B))
+    state0 = [
+        tuple(rng.standard_normal((B, spec.hidden_size)) * 0.5 for _ in s)
+        for s in M.zero_state(spec, B, np.float64)
+    ]
+    return params, X, Y, state0
+
+
+def assert_close(ours, ref, what, rel=1e-6):
+    """``max |ours - ref| ≤ rel · max |ref|``, with a message that shows both."""
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape}, reference {ref.shape}"
+    err, scale = float(np.abs(ours - ref).max()), float(np.abs(ref).max())
+    assert err <= rel * scale, (
+        f"{what}: max |ours - reference| = {err:.3e} > {rel:g} · max |reference| "
+        f"= {rel * scale:.3e}\nours:\n{ours}\nreference:\n{ref}"
+    )
+
+
+# ---------------------------------------------------------------- gradient checks
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_gradients_match_finite_differences(cell, layers, dropout):
+    rows = check_gradients(M.ModelSpec(cell, V, H, layers=layers, dropout=dropout))
+    expected = {*M.param_shapes(M.ModelSpec(cell, V, H, layers=layers))}
+    expected |= {f"state0.{l}.{s}" for l in range(layers) for s in CELLS[cell].STATE}
+    assert {r.name for r in rows} == expected
+    bad = [r for r in rows if not r.max_rel_error <= 1e-6]
+    assert not bad, "max relative error above 1e-6:\n" + "\n".join(
+        f"  {r.name} {r.shape}: {r.max_rel_error:.3e}" for r in bad
+    )
+
+
+# ---------------------------------------------------------------- carried state
+
+
+def _hidden_states(cache, T, B):
+    """Every layer's output as (T, B, H) arrays, from the model's cache."""
+    return [x for x in cache.layer_inputs] + [cache.top.reshape(T, B, -1)]
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_two_chunks_with_carried_state_equal_one_long_chunk(cell, layers, dropout):
+    T, B = 4, 3
+    spec = M.ModelSpec(cell, V, H, layers=layers, dropout=dropout)
+    params, X, Y, state0 = random_problem(spec, 2 * T, B, seed=1)
+    masks = (
+        M.dropout_masks(spec, (2 * T, B, H), np.random.default_rng(2), np.float64)
+        if dropout
+        else None
+    )
+
+    def chunk(masks, part):
+        return None if masks is None else [m[part] for m in masks]
+
+    first, second = slice(0, T), slice(T, 2 * T)
+
+    # Forward: hidden states of every layer, final state, loss.
+    logits, state_full, cache_full = M.forward(params, spec, X, state0, masks)
+    _, state_mid, cache_a = M.forward(params, spec, X[first], state0, chunk(masks, first))
+    _, state_end, cache_b = M.forward(params, spec, X[second], state_mid, chunk(masks, second))
+    for layer, (full, a, b) in enumerate(
+        zip(
+            _hidden_states(cache_full, 2 * T, B),
+            _hidden_states(cache_a, T, B),
+            _hidden_states(cache_b, T, B),
+        )
+    ):
+        assert_close(np.concatenate([a, b]), full, f"layer {layer} hidden states", 1e-12)
+    for layer in range(layers):
+        for name, ours, ref in zip(spec.module.STATE, state_end[layer], state_full[layer]):
+            assert_close(ours, ref, f"final state layer {layer} {name}", 1e-12)
+
+    # Loss and gradients: with the second chunk's dstate0 fed into the first chunk's
+    # backward, the sum of the chunks' gradients is the full 2T gradient.
+    full = M.loss_and_grads(params, spec, X, Y, state0, masks)
+    b = M.loss_and_grads(params, spec, X[second], Y[second], state_mid, chunk(masks, second))
+    a = M.loss_and_grads(
+        params, spec, X[first], Y[first], state0, chunk(masks, first), dstate=b.dstate0
+    )
+    assert abs(a.loss + b.loss - full.loss) <= 1e-12 * abs(full.loss), (
+        f"loss: chunks {a.loss} + {b.loss} = {a.loss + b.loss}, one chunk {full.loss}"
+    )
+    for name, g in full.grads.items():
+        assert_close(a.grads[name] + b.grads[name], g, f"grad {name}", 1e-10)
+    for layer in range(layers):
+        for name, ours, ref in zip(spec.module.STATE, a.dstate0[layer], full.dstate0[layer]):
+            assert_close(ours, ref, f"dstate0 layer {layer} {name}", 1e-10)
+
+
+# ---------------------------------------------------------------- dtype and numerics
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_float32_stays_float32_and_saturation_raises_no_warning(cell):
+    spec = M.ModelSpec(cell, V, H, layers=2)
+    rng = np.random.default_rng(3)
+    # std=50: pre-activations in the hundreds saturate every gate; the sigmoid must not
+    # overflow (1 / (1 + exp(-x)) would, in float32, from x < -88).
+    params = M.init_params(spec, rng, dtype=np.float32, std=50.0)
+    X = rng.integers(0, V, size=(6, 2))
+    state0 = M.zero_state(spec, 2, np.float32)
+    # Underflow is allowed: exp of a very negative logit is rightly 0 in the softmax.
+    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        result = M.loss_and_grads(params, spec, X, X, state0)
+    for name, g in result.grads.items():
+        assert g.dtype == np.float32, f"grad {name} is {g.dtype}, expected float32"
+    for layer, (s, ds) in enumerate(zip(result.state, result.dstate0)):
+        for a in s + ds:
+            assert a.dtype == np.float32, f"layer {layer} state is {a.dtype}"
+        assert all(np.isfinite(a).all() for a in s + ds)
+
+
+def test_lstm_forget_bias_starts_at_one():
+    spec = M.ModelSpec("lstm", V, H, layers=2)
+    params = M.init_params(spec, np.random.default_rng(0))
+    for name in ("bh", "bh_1"):
+        i, f, g, o = params[name].reshape(4, H)
+        assert (f == 1).all(), f"{name} forget block {f}, expected ones"
+        assert not i.any() and not g.any() and not o.any(), f"{name}: other blocks not zero"
+
+
+# ---------------------------------------------------------------- PyTorch cross-checks
+
+
+
+@pytest.fixture
+def torch():
+    # Per test, not at import: without torch only these tests are skipped.
+    return pytest.importorskip(
+        "torch", reason="PyTorch is not installed: the autograd cross-checks are skipped"
+    )
+
+
+def _torch_loss(torch, logits, Y):
+    """Our loss in torch: Σ over time of cross-entropy, averaged over the B streams."""
+    T, B = Y.shape
+    targets = torch.from_numpy(Y).reshape(-1)
+    ce = torch.nn.functional.cross_entropy(logits.reshape(T * B, -1), targets, reduction="sum")
+    return ce / B
+
+
+def _compare(spec, ours, loss, grads, dstate0):
+    assert_close(ours.loss, loss, "loss")
+    assert set(grads) == set(ours.grads)
+    for name, ref in grads.items():
+        assert_close(ours.grads[name], ref, f"grad {name}")
+    for layer in range(spec.layers):
+        for name, a, ref in zip(spec.module.STATE, ours.dstate0[layer], dstate0[layer]):
+            assert_close(a, ref, f"dstate0 layer {layer} {name}")
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_matches_torch_nn_module(torch, cell, layers):
+    """Our weights copied into nn.RNN (tanh) / nn.LSTM (gate order i, f, g, o): same loss,
+    same gradients, including those of the initial state."""
+    T, B = 6, 3
+    spec = M.ModelSpec(cell, V, H, layers=layers)
+    params, X, Y, state0 = random_problem(spec, T, B, seed=4)
+    ours = M.loss_and_grads(params, spec, X, Y, state0)
+
+    if cell == "rnn":
+        net = torch.nn.RNN(V, H, num_layers=layers, nonlinearity="tanh")
+    else:
+        net = torch.nn.LSTM(V, H, num_layers=layers)
+    net = net.double()
+    out = torch.nn.Linear(H, V).double()
+    with torch.no_grad():
+        for l in range(layers):
+            getattr(net, f"weight_ih_l{l}").copy_(torch.from_numpy(params[M.pname("Wxh", l)]))
+            getattr(net, f"weight_hh_l{l}").copy_(torch.from_numpy(params[M.pname("Whh", l)]))
+            getattr(net, f"bias_ih_l{l}").copy_(torch.from_numpy(params[M.pname("bh", l)]))
+            getattr(net, f"bias_hh_l{l}").zero_()  # we have one bias; torch's two add up
+        out.weight.copy_(torch.from_numpy(params["Why"]))
+        out.bias.copy_(torch.from_numpy(params["by"]))
+    # (L, B, H) per state array, as torch takes them.
+    s0 = [
+        torch.from_numpy(np.stack([s[k] for s in state0])).requires_grad_()
+        for k in range(len(spec.module.STATE))
+    ]
+    x = torch.nn.functional.one_hot(torch.from_numpy(X), V).double()  # (T, B, V)
+    hs, _ = net(x, s0[0] if cell == "rnn" else tuple(s0))
+    loss = _torch_loss(torch, out(hs), Y)
+    loss.backward()
+
+    grads = {"Why": out.weight.grad.numpy(), "by": out.bias.grad.numpy()}
+    for l in range(layers):
+        grads[M.pname("Wxh", l)] = getattr(net, f"weight_ih_l{l}").grad.numpy()
+        grads[M.pname("Whh", l)] = getattr(net, f"weight_hh_l{l}").grad.numpy()
+        grads[M.pname("bh", l)] = getattr(net, f"bias_ih_l{l}").grad.numpy()
+    dstate0 = [tuple(s.grad[l].numpy() for s in s0) for l in range(layers)]
+    _compare(spec, ours, loss.item(), grads, dstate0)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_gru_matches_torch_autograd_of_the_seed_equations(torch, layers):
+    """torch.nn.GRU computes a different cell (reset after the product), so the seed's
+    equations are written out with torch operations and differentiated by autograd."""
+    T, B = 6, 3
+    spec = M.ModelSpec("gru", V, H, layers=layers)
+    params, X, Y, state0 = random_problem(spec, T, B, seed=5)
+    ours = M.loss_and_grads(params, spec, X, Y, state0)
+
+    P = {name: torch.from_numpy(p.copy()).requires_grad_() for name, p in params.items()}
+    h0 = [torch.from_numpy(s[0].copy()).requires_grad_() for s in state0]
+    inputs = torch.nn.functional.one_hot(torch.from_numpy(X), V).double()  # (T, B, V)
+    for l in range(layers):
+        U, W, b = (P[M.pname(n, l)] for n in ("Wxh", "Whh", "bh"))
+        U_r, U_z, U_h = U[:H], U[H : 2 * H], U[2 * H :]
+        W_r, W_z, W_h = W[:H], W[H : 2 * H], W[2 * H :]
+        b_r, b_z, b_h = b[:H], b[H : 2 * H], b[2 * H :]
+        h, hs = h0[l], []
+        for t in range(T):
+            x = inputs[t]
+            r = torch.sigmoid(h @ W_r.T + x @ U_r.T + b_r)
+            z = torch.sigmoid(h @ W_z.T + x @ U_z.T + b_z)
+            h_cand = torch.tanh((r * h) @ W_h.T + x @ U_h.T + b_h)
+            h = z * h + (1 - z) * h_cand
+            hs.append(h)
+        inputs = torch.stack(hs)
+    loss = _torch_loss(torch, inputs @ P["Why"].T + P["by"], Y)
+    loss.backward()
+
+    grads = {name: p.grad.numpy() for name, p in P.items()}
+    dstate0 = [(h.grad.numpy(),) for h in h0]
+    _compare(spec, ours, loss.item(), grads, dstate0)
+
+
+def test_lstm_init_bias_is_torch_forget_block(torch):
+    """The block init_bias sets is the one torch's nn.LSTM uses as its forget gate: with
+    every weight zero, that block's bias at +30 and the others at -30, f ≈ 1 and i ≈ 0,
+    so torch's cell keeps c_t = c_{t-1}."""
+    net = torch.nn.LSTM(V, H).double()
+    bh = np.zeros(4 * H)
+    lstm.init_bias(bh)  # 1 on the forget block, 0 elsewhere
+    bh = 60 * bh - 30
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.bias_ih_l0.copy_(torch.from_numpy(bh))
+    c0 = torch.randn(1, 2, H, dtype=torch.float64)
+    _, (_, c1) = net(torch.zeros(1, 2, V, dtype=torch.float64), (torch.zeros_like(c0), c0))
+    assert torch.allclose(c1, c0, atol=1e-12), "init_bias's block is not torch's forget gate"
