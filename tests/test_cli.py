@@ -294,3 +294,14 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert ck.step == step - 1
     assert all(np.isfinite(p).all() for p in ck.params.values())
     assert good  # the first run's checkpoint was written
+
+
+def test_shell_completion_uses_clicks_mechanism():
+    env = dict(os.environ, _CHARRNN_COMPLETE="bash_complete", COMP_WORDS="charrnn sample --to", COMP_CWORD="2")
+    out = subprocess.run([sys.executable, "-c", "from charrnn.cli import main; main()"], env=env,
+                         capture_output=True, text=True, cwd=ROOT).stdout
+    assert out.split() == ["plain,--top-k", "plain,--top-p"]
+    env["_CHARRNN_COMPLETE"] = "bash_source"
+    script = subprocess.run([sys.executable, "-c", "from charrnn.cli import main; main()"], env=env,
+                            capture_output=True, text=True, cwd=ROOT).stdout
+    assert "_charrnn_completion" in script

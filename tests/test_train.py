@@ -86,8 +86,10 @@ def timeless(run_dir):
         ["optim.name=rmsprop", "optim.schedule=step", "optim.decay_after=1", "optim.decay_rate=0.5"],
         ["optim.name=sgd", "optim.momentum=0.5", "optim.clip_norm=1.0"],
         ["optim.name=adagrad", "model.dropout=0.2", "model.layers=2"],
+        ["model.cell=lstm", "model.layers=2", "model.dropout=0.1", "optim.name=adam"],
+        ["model.cell=gru", "model.layers=2", "optim.name=rmsprop"],
     ],
-    ids=["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout"],
+    ids=["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout", "lstm-2-layers", "gru-2-layers"],
 )
 def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, sets):
     corpus = tmp_path / "c.txt"
@@ -131,3 +133,28 @@ def test_eval_command(tmp_path, write_config, corpus):
     assert math.isclose(out["perplexity"], math.exp(out["nats_per_char"]))
     r = run("eval", "--checkpoint", ckpt)
     assert r.exit_code == 0 and "bits/char" in r.stdout and "perplexity" in r.stdout
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_two_layer_gated_models_learn_and_sample(tmp_path, write_config, corpus, cell):
+    cfg = small_config(write_config, corpus, steps=150, eval_every=150, log_every=1)
+    r = run("train", "--config", cfg, "-q", "--set", f"model.cell={cell}", "--set", "model.layers=2",
+            "--set", "model.hidden_size=32", "--set", "optim.name=adam", "--set", "optim.lr=0.01")
+    assert r.exit_code == 0, r.output
+    losses = [m["loss"] for m in metrics(tmp_path / "run") if "loss" in m]
+    start = math.log(len(set(corpus.read_text(encoding="utf-8"))))  # a uniform guess
+    late = float(np.mean(losses[-10:]))
+    assert abs(losses[0] - start) < 0.05 and late < start - 0.8, (losses[0], late)
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    assert ck.spec.cell == cell and set(ck.params) >= {"Wxh", "Whh", "bh", "Wxh_1", "Whh_1", "bh_1", "Why", "by"}
+    G = {"lstm": 4, "gru": 3}[cell]
+    assert ck.params["Whh_1"].shape == (G * 32, 32)
+    assert len(ck.state) == 2 and len(ck.state[0]) == (2 if cell == "lstm" else 1)
+    s = run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "-n", 100, "--seed", 0, "--prime", "The ")
+    assert s.exit_code == 0 and s.stdout.startswith("The ") and len(s.stdout) == 4 + 100 + 1
+    # and a new run can start from these weights
+    r = run("train", "--config", cfg, "-q", "--out", tmp_path / "next", "--init-from", tmp_path / "run" / "ckpt.npz",
+            "--set", f"model.cell={cell}", "--set", "model.layers=2", "--set", "model.hidden_size=32", "--steps", 2)
+    assert r.exit_code == 0, r.output
+    r = run("train", "--config", cfg, "-q", "--out", tmp_path / "bad", "--init-from", tmp_path / "run" / "ckpt.npz")
+    one_line_error(r, 1, "does not match the config's (rnn, 1 layer(s) of 16)")
