@@ -30,6 +30,9 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except CharrnnError as e:
             raise _Failure(str(e), e.exit_code) from None
+        except OSError as e:  # e.g. a full disk or a read-only run directory while writing
+            where = f"{e.filename}: " if e.filename else ""
+            raise _Failure(f"{where}{e.strerror or e}", 1) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,7 +44,7 @@ def cli():
 @cli.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file (not needed with --resume).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default: train.out_dir of the config; with --resume, the checkpoint's directory).")
-@click.option("--steps", type=click.IntRange(min=1), help="Train until this total step count (a resumed run stops where an uninterrupted one would).")
+@click.option("--steps", type=click.IntRange(min=1), help="Stop at this total step count (default: train.steps); a run stopped early and resumed ends exactly as an uninterrupted one.")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides train.seed).")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False), help="Continue the run saved in this checkpoint exactly.")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), help="Start a new run from this checkpoint's weights (same vocabulary and model shape).")

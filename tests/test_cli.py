@@ -305,3 +305,10 @@ def test_shell_completion_uses_clicks_mechanism():
     script = subprocess.run([sys.executable, "-c", "from charrnn.cli import main; main()"], env=env,
                             capture_output=True, text=True, cwd=ROOT).stdout
     assert "_charrnn_completion" in script
+
+
+def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    r = run("train", "--config", SMOKE, "--out", blocker / "run", "-q")
+    one_line_error(r, 1, "run")
