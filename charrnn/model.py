@@ -102,7 +102,22 @@ class Cache(NamedTuple):
     top: np.ndarray  # (T·B, H) the (masked) top-layer output read by the softmax
 
 
-def forward(params, spec, X, state0, masks=None):
+def prepare(params, spec, batch_size):
+    """What ``forward`` derives from the weights before its time loop, per layer.
+
+    Layer 0's input table ``Wxhᵀ`` (V, G·H) as a contiguous copy, whose rows the inputs
+    gather, and each cell's ``prepare(Whh, batch_size)``. ``forward`` computes it for every chunk (the
+    weights change between chunks); sampling computes it once per generated text, where
+    it would otherwise be most of the cost of each character.
+    """
+    cell = spec.module
+    return {
+        "WxhT": np.ascontiguousarray(params["Wxh"].T),
+        "cells": [cell.prepare(params[pname("Whh", layer)], batch_size) for layer in range(spec.layers)],
+    }
+
+
+def forward(params, spec, X, state0, masks=None, prepared=None):
     """Forward pass over a chunk, up to the logits.
 
     Parameters
@@ -112,6 +127,7 @@ def forward(params, spec, X, state0, masks=None):
     X : (T, B) int input character indices.
     state0 : carried state, a list of L tuples of (B, H) arrays.
     masks : None (no dropout: evaluation, sampling) or a list of L (T, B, H) dropout masks.
+    prepared : ``prepare(params, spec, B)`` for these weights, or None to compute it here.
 
     Returns
     -------
@@ -121,6 +137,8 @@ def forward(params, spec, X, state0, masks=None):
     """
     cell = spec.module
     T, B = X.shape
+    if prepared is None:
+        prepared = prepare(params, spec, B)
     state, layer_inputs, cell_caches = [], [], []
     x = None
     for layer in range(spec.layers):
@@ -128,12 +146,12 @@ def forward(params, spec, X, state0, masks=None):
         if layer == 0:
             # Wxh x_t for a one-hot x_t is column x_t of Wxh: gather rows of a
             # contiguous copy of Wxhᵀ, for all T·B positions at once.
-            xa = np.ascontiguousarray(Wxh.T)[X]  # (T, B, G·H)
+            xa = prepared["WxhT"][X]  # (T, B, G·H)
         else:
             layer_inputs.append(x)
             xa = (x.reshape(T * B, -1) @ Wxh.T).reshape(T, B, -1)  # (T, B, G·H)
         xa += bh
-        hs, s, c = cell.forward(xa, state0[layer], Whh)
+        hs, s, c = cell.forward(xa, state0[layer], Whh, prepared["cells"][layer])
         state.append(s)
         cell_caches.append(c)
         x = hs if masks is None or masks[layer] is None else hs * masks[layer]

@@ -40,6 +40,10 @@ class Adagrad:
 
         mem   += g²
         param -= lr · g / sqrt(mem + eps)
+
+    Every optimizer here computes its update with the same operations in the same order as
+    the formula, written into two scratch buffers per parameter (kept by the optimizer,
+    not part of its state) instead of a fresh temporary for every operation.
     """
 
     slots = ("mem",)
@@ -50,11 +54,23 @@ class Adagrad:
     def init_state(self, params):
         return {f"{s}.{k}": np.zeros_like(p) for s in self.slots for k, p in params.items()}
 
+    def _scratch(self, k, p):
+        """Two work arrays shaped like parameter ``k``, reused from update to update."""
+        bufs = self.__dict__.setdefault("_bufs", {})
+        u = bufs.get(k)
+        if u is None or u[0].shape != p.shape or u[0].dtype != p.dtype:
+            u = bufs[k] = (np.empty_like(p), np.empty_like(p))
+        return u
+
     def update(self, params, grads, state, lr, step):
         for k, p in params.items():
             g, mem = grads[k], state[f"mem.{k}"]
-            mem += g * g
-            p += -lr * g / np.sqrt(mem + self.eps)
+            u, r = self._scratch(k, p)
+            mem += np.multiply(g, g, out=u)  # mem += g²
+            np.sqrt(np.add(mem, self.eps, out=r), out=r)  # sqrt(mem + eps)
+            np.multiply(g, -lr, out=u)  # -lr · g
+            u /= r
+            p += u
 
 
 class RMSProp(Adagrad):
@@ -73,9 +89,16 @@ class RMSProp(Adagrad):
         d = self.decay
         for k, p in params.items():
             g, ms = grads[k], state[f"ms.{k}"]
+            u, r = self._scratch(k, p)
             ms *= d
-            ms += (1 - d) * g * g
-            p += -lr * g / (np.sqrt(ms) + self.eps)
+            np.multiply(g, 1 - d, out=u)
+            u *= g
+            ms += u  # + (1 - decay) · g²
+            np.sqrt(ms, out=r)
+            r += self.eps
+            np.multiply(g, -lr, out=u)
+            u /= r
+            p += u
 
 
 class Adam(Adagrad):
@@ -97,11 +120,19 @@ class Adam(Adagrad):
         c1, c2 = 1 - b1**step, 1 - b2**step
         for k, p in params.items():
             g, m, v = grads[k], state[f"m.{k}"], state[f"v.{k}"]
+            u, r = self._scratch(k, p)
             m *= b1
-            m += (1 - b1) * g
+            m += np.multiply(g, 1 - b1, out=u)
             v *= b2
-            v += (1 - b2) * g * g
-            p += -(lr / c1) * m / (np.sqrt(v / c2) + self.eps)
+            np.multiply(g, 1 - b2, out=u)
+            u *= g
+            v += u  # + (1 - β2) · g²
+            np.divide(v, c2, out=r)
+            np.sqrt(r, out=r)
+            r += self.eps
+            np.multiply(m, -(lr / c1), out=u)
+            u /= r
+            p += u
 
 
 class SGD(Adagrad):
@@ -120,7 +151,8 @@ class SGD(Adagrad):
             buf = state[f"buf.{k}"]
             buf *= self.momentum
             buf += grads[k]
-            p += -lr * buf
+            u, _ = self._scratch(k, p)
+            p += np.multiply(buf, -lr, out=u)
 
 
 def from_config(o):

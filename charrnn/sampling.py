@@ -12,9 +12,13 @@ import numpy as np
 from charrnn import model as M
 
 
-def step(params, spec, index, state):
-    """Feed one character through the model. Returns (logits (V,), new state)."""
-    logits, state, _ = M.forward(params, spec, np.array([[index]]), state)
+def step(params, spec, index, state, prepared=None):
+    """Feed one character through the model. Returns (logits (V,), new state).
+
+    ``prepared``: ``model.prepare(params, spec, 1)``, when feeding many characters through the
+    same weights (it holds transposed copies of them that would cost more than the step).
+    """
+    logits, state, _ = M.forward(params, spec, np.array([[index]]), state, prepared=prepared)
     return logits[0], state
 
 
@@ -78,9 +82,14 @@ def next_index(logits, rng, temperature=1.0, top_k=None, top_p=None, greedy=Fals
 
 
 def generate(params, spec, first, state, length, rng, temperature=1.0, top_k=None, top_p=None, greedy=False):
-    """Yield ``length`` character indices, starting by feeding index ``first`` in ``state``."""
+    """Yield ``length`` character indices, starting by feeding index ``first`` in ``state``.
+
+    The weights are read once, when the first index is asked for (``model.prepare``):
+    changing ``params`` while iterating does not change this sample.
+    """
     index = first
+    prepared = M.prepare(params, spec, 1)  # the weights do not change while generating
     for _ in range(length):
-        logits, state = step(params, spec, index, state)
+        logits, state = step(params, spec, index, state, prepared)
         index = next_index(logits, rng, temperature, top_k, top_p, greedy)
         yield index

@@ -30,6 +30,7 @@ Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
 ``Whh h`` is written ``h @ Whh.T``.
 """
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -57,22 +58,35 @@ def init_bias(bh):
     bh[H : 2 * H] = 1.0
 
 
+@functools.lru_cache(maxsize=None)
 def _activation_coefficients(H, dtype):
     """(4H,) arrays s, k such that ``s ⊙ tanh(s ⊙ a) + k`` is each gate's nonlinearity.
 
     σ(a) = 0.5 tanh(a/2) + 0.5 on the i, f, o blocks (s = k = 0.5): the same values as
     1 / (1 + exp(-a)) but never overflowing; tanh(a) on the g block (s = 1, k = 0). One
     pass of each operation over the whole contiguous (B, 4H) row is faster than separate
-    passes over the blocks, which are strided column slices.
+    passes over the blocks, which are strided column slices. Cached (read-only): sampling
+    calls ``forward`` once per character.
     """
+    dtype = np.dtype(dtype)
     s = np.full(GATES * H, 0.5, dtype=dtype)
     k = np.full(GATES * H, 0.5, dtype=dtype)
     s[2 * H : 3 * H] = 1
     k[2 * H : 3 * H] = 0
+    s.flags.writeable = k.flags.writeable = False
     return s, k
 
 
-def forward(xa, state0, Whh):
+def prepare(Whh, batch_size):
+    """Whhᵀ (H, 4H) as a contiguous copy, the operand the time loop multiplies by.
+
+    BLAS multiplies by it ~10% faster than by the transposed view at these sizes; the copy
+    is made once per chunk, or once per ``sampling.generate`` (for any ``batch_size``).
+    """
+    return np.ascontiguousarray(Whh.T)
+
+
+def forward(xa, state0, Whh, prepared=None):
     """Run the recurrence over one chunk.
 
     Parameters
@@ -80,6 +94,8 @@ def forward(xa, state0, Whh):
     xa : (T, B, 4H) input pre-activations ``Wxh x_t + bh``, blocks i, f, g, o.
     state0 : ``(h0, c0)``, each (B, H), the state carried in from the previous chunk.
     Whh : (4H, H) recurrent weights.
+    prepared : ``prepare(Whh, B)`` if the caller already has it (sampling reuses it for every
+        character); None computes it here.
 
     Returns
     -------
@@ -98,24 +114,24 @@ def forward(xa, state0, Whh):
     s, k = _activation_coefficients(H, xa.dtype)
     hs[0] = h0
     cs[0] = c0
-    # A contiguous copy of Whhᵀ: BLAS multiplies by it ~10% faster than by the transposed
-    # view at these sizes, and the copy is paid once per chunk, not once per step.
-    WhhT = np.ascontiguousarray(Whh.T)  # (H, 4H)
+    WhhT = prepare(Whh, B) if prepared is None else prepared  # (H, 4H)
+    # np.dot rather than np.matmul: the same BLAS call with less overhead per call
+    dot, multiply, tanh = np.dot, np.multiply, np.tanh
     for t in range(T):
         a = gates[t]
-        np.matmul(hs[t], WhhT, out=a)  # W h_{t-1}, all four blocks in one product
+        dot(hs[t], WhhT, out=a)  # W h_{t-1}, all four blocks in one product
         a += xa[t]  # + U x_t + b
         # i, f, o = σ(·) and g = c̃ = tanh(·), all as s ⊙ tanh(s ⊙ ·) + k, in place
         a *= s
-        np.tanh(a, out=a)
+        tanh(a, out=a)
         a *= s
         a += k
         i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
         c = cs[t + 1]
-        np.multiply(f, cs[t], out=c)  # c_t = f ⊙ c_{t-1}
-        c += np.multiply(i, g, out=ig)  #      + i ⊙ g
-        np.tanh(c, out=tcs[t])
-        np.multiply(o, tcs[t], out=hs[t + 1])  # h_t = o ⊙ tanh(c_t)
+        multiply(f, cs[t], out=c)  # c_t = f ⊙ c_{t-1}
+        c += multiply(i, g, out=ig)  #      + i ⊙ g
+        tanh(c, out=tcs[t])
+        multiply(o, tcs[t], out=hs[t + 1])  # h_t = o ⊙ tanh(c_t)
     return hs[1:], (hs[T], cs[T]), Cache(hs, cs, gates, tcs, Whh)
 
 
@@ -139,38 +155,42 @@ def backward(dhs, dstate, cache):
     """
     hs, cs, gates, tcs, Whh = cache
     T, B, H = dhs.shape
-    dxa = np.empty((T, B, GATES * H), dtype=dhs.dtype)
-    dh = np.empty((B, H), dtype=dhs.dtype)
-    dc = np.empty((B, H), dtype=dhs.dtype)
-    tmp = np.empty((B, H), dtype=dhs.dtype)
+    dt = dhs.dtype
+    dxa = np.empty((T, B, GATES * H), dtype=dt)
+    dh, dc, q = (np.empty((B, H), dtype=dt) for _ in range(3))
+    dhbuf, dcbuf = np.empty((B, H), dtype=dt), np.empty((B, H), dtype=dt)
     dhnext, dcnext = dstate
+    add, subtract, multiply, dot = np.add, np.subtract, np.multiply, np.dot
     for t in reversed(range(T)):
         a, da, tc = gates[t], dxa[t], tcs[t]
         i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-        dai, daf, dag, dao = da[:, :H], da[:, H : 2 * H], da[:, 2 * H : 3 * H], da[:, 3 * H :]
-        np.add(dhs[t], dhnext, out=dh)  # dh = dhs[t] + dhnext
-        # h_t = o ⊙ tanh(c_t)
-        np.multiply(dh, tc, out=dao)  # do = dh ⊙ tanh(c_t)
-        dao *= o
-        dao *= 1 - o  # dao = do ⊙ o(1 - o)
-        np.multiply(dh, o, out=dc)
-        np.multiply(tc, tc, out=tmp)
-        np.subtract(1, tmp, out=tmp)
-        dc *= tmp
-        dc += dcnext  # dc = dcnext + dh ⊙ o ⊙ (1 - tanh²(c_t))
-        # c_t = f ⊙ c_{t-1} + i ⊙ g
-        np.multiply(dc, g, out=dai)
-        dai *= i
-        dai *= 1 - i  # dai = dc ⊙ g ⊙ i(1 - i)
-        np.multiply(dc, cs[t], out=daf)
-        daf *= f
-        daf *= 1 - f  # daf = dc ⊙ c_{t-1} ⊙ f(1 - f)
-        np.multiply(g, g, out=tmp)
-        np.subtract(1, tmp, out=tmp)
-        np.multiply(dc, i, out=dag)
-        dag *= tmp  # dag = dc ⊙ i ⊙ (1 - g²)
-        dcnext = dc * f  # through c_t = f ⊙ c_{t-1}
-        dhnext = da @ Whh  # Whhᵀ [dai, daf, dag, dao], in row form: all blocks at once
+        Ki, Kf, Kg, Ko = da[:, :H], da[:, H : 2 * H], da[:, 2 * H : 3 * H], da[:, 3 * H :]
+        # First each gate's local derivative times the factor it meets, in da's memory:
+        #   K = [g ⊙ i(1-i), c_{t-1} ⊙ f(1-f), i ⊙ (1-g²), tanh(c_t) ⊙ o(1-o)]
+        subtract(1, i, out=Ki)
+        Ki *= i
+        Ki *= g
+        subtract(1, f, out=Kf)
+        Kf *= f
+        Kf *= cs[t]
+        multiply(g, g, out=Kg)
+        subtract(1, Kg, out=Kg)
+        Kg *= i
+        subtract(1, o, out=Ko)
+        Ko *= o
+        Ko *= tc
+        add(dhs[t], dhnext, out=dh)  # dh = dhs[t] + dhnext
+        # h_t = o ⊙ tanh(c_t):  dc = dcnext + dh ⊙ o ⊙ (1 - tanh²(c_t))
+        multiply(tc, tc, out=q)
+        subtract(1, q, out=q)
+        q *= o
+        multiply(dh, q, out=dc)
+        dc += dcnext
+        # then da = [dc, dc, dc, dh] ⊙ K: dai, daf, dag through c_t = f ⊙ c_{t-1} + i ⊙ g, dao through h_t
+        da.reshape(B, GATES, H)[:, :3] *= dc[:, None, :]
+        Ko *= dh
+        dcnext = multiply(dc, f, out=dcbuf)  # through c_t = f ⊙ c_{t-1}
+        dhnext = dot(da, Whh, out=dhbuf)  # Whhᵀ [dai, daf, dag, dao], in row form: all blocks at once
     TB = T * B
     # Σ_t da_t h_{t-1}ᵀ over all steps and streams in one product.
     dWhh = dxa.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1)
