@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from charrnn import __version__
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, Interrupted
 
 
 class _Failure(click.ClickException):
@@ -28,6 +28,9 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except Interrupted as e:  # not an error: the run is saved and can be resumed
+            click.echo(str(e), err=True)
+            ctx.exit(e.exit_code)
         except CharrnnError as e:
             raise _Failure(str(e), e.exit_code) from None
         except OSError as e:  # e.g. a full disk or a read-only run directory while writing

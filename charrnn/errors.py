@@ -15,3 +15,9 @@ class UsageError(CharrnnError):
     """Something is wrong with what the user asked for (config key or value, option): exit 2."""
 
     exit_code = 2
+
+
+class Interrupted(CharrnnError):
+    """Stopped by Ctrl-C after saving a checkpoint: exit 130, as a shell does for SIGINT."""
+
+    exit_code = 130

@@ -25,14 +25,10 @@ from charrnn import data as D
 from charrnn import model as M
 from charrnn import optim
 from charrnn import sampling
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, Interrupted
 from charrnn.evaluate import evaluate
 
 SMOOTHING = 0.999  # min-char-rnn: smooth_loss = smooth_loss * 0.999 + loss * 0.001
-
-
-class Interrupted(CharrnnError):
-    exit_code = 130
 
 
 @dataclass
