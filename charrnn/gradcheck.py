@@ -52,6 +52,25 @@ def max_relative_error(analytic, numeric):
     return float(rel.max()) if rel.size else 0.0
 
 
+def random_problem(spec, T, B, rng, std=0.5):
+    """A float64 model and a chunk to check it on: (params, X, Y, state0).
+
+    Weights N(0, 1) · std and non-zero biases too (so their paths matter), random (T, B)
+    inputs and targets, and a random non-zero carried state (h, and c for the LSTM).
+    """
+    params = M.init_params(spec, rng, dtype=np.float64, std=std)
+    for name, p in params.items():
+        if name.startswith("b"):
+            p += rng.standard_normal(p.shape) * std
+    X = rng.integers(0, spec.vocab_size, size=(T, B))
+    Y = rng.integers(0, spec.vocab_size, size=(T, B))
+    state0 = [
+        tuple(rng.standard_normal((B, spec.hidden_size)) * 0.5 for _ in s)
+        for s in M.zero_state(spec, B, np.float64)
+    ]
+    return params, X, Y, state0
+
+
 def check_gradients(
     spec,
     *,
@@ -76,16 +95,7 @@ def check_gradients(
     Returns a list of ``Row`` (one per parameter, then one per initial-state array).
     """
     rng = np.random.default_rng(seed)
-    params = M.init_params(spec, rng, dtype=np.float64, std=std)
-    for name, p in params.items():  # non-zero biases too, so their paths matter
-        if name.startswith("b"):
-            p += rng.standard_normal(p.shape) * std
-    X = rng.integers(0, spec.vocab_size, size=(T, B))
-    Y = rng.integers(0, spec.vocab_size, size=(T, B))
-    state0 = [
-        tuple(rng.standard_normal((B, spec.hidden_size)) * 0.5 for _ in s)
-        for s in M.zero_state(spec, B, np.float64)
-    ]
+    params, X, Y, state0 = random_problem(spec, T, B, rng, std)
     masks = (
         M.dropout_masks(spec, (T, B, spec.hidden_size), rng, np.float64)
         if spec.dropout > 0

@@ -12,6 +12,7 @@ Sizes are small (V=7, H=5) so the whole file runs in a few seconds.
 import numpy as np
 import pytest
 
+from charrnn import gradcheck
 from charrnn import model as M
 from charrnn.cells import CELLS, lstm
 from charrnn.gradcheck import check_gradients
@@ -22,18 +23,7 @@ CELL_NAMES = ["rnn", "lstm", "gru"]
 
 def random_problem(spec, T, B, seed=0, std=0.5):
     """float64 parameters with non-zero biases, inputs, targets and a non-zero state."""
-    rng = np.random.default_rng(seed)
-    params = M.init_params(spec, rng, dtype=np.float64, std=std)
-    for name, p in params.items():
-        if name.startswith("b"):
-            p += rng.standard_normal(p.shape) * std
-    X = rng.integers(0, spec.vocab_size, size=(T, B))
-    Y = rng.integers(0, spec.vocab_size, size=(T, B))
-    state0 = [
-        tuple(rng.standard_normal((B, spec.hidden_size)) * 0.5 for _ in s)
-        for s in M.zero_state(spec, B, np.float64)
-    ]
-    return params, X, Y, state0
+    return gradcheck.random_problem(spec, T, B, np.random.default_rng(seed), std)
 
 
 def assert_close(ours, ref, what, rel=1e-6):
