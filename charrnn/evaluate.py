@@ -44,10 +44,11 @@ def evaluate(params, spec, data, batch_size=32, seq_length=128):
     safe = np.where(valid, idx, 0)
     X, Y = data[safe], data[safe + 1]
     state = M.zero_state(spec, B, params["Why"].dtype)
+    prepared = M.prepare(params, spec, B)  # the weights do not change between chunks here
     total = 0.0
     for t0 in range(0, L, seq_length):
         x, y, v = X[t0:t0 + seq_length], Y[t0:t0 + seq_length], valid[t0:t0 + seq_length]
-        logits, state, _ = M.forward(params, spec, x, state)
+        logits, state, _ = M.forward(params, spec, x, state, prepared=prepared)
         logp_y, _ = M.target_log_probs(logits, y.reshape(-1))
         total -= float(logp_y[v.reshape(-1)].sum(dtype=np.float64))
     return EvalResult(total / pairs, pairs)

@@ -50,13 +50,14 @@ class Adagrad:
 
     def __init__(self, eps=1e-8):
         self.eps = eps
+        self._bufs = {}  # scratch arrays per parameter, not optimizer state
 
     def init_state(self, params):
         return {f"{s}.{k}": np.zeros_like(p) for s in self.slots for k, p in params.items()}
 
     def _scratch(self, k, p):
         """Two work arrays shaped like parameter ``k``, reused from update to update."""
-        bufs = self.__dict__.setdefault("_bufs", {})
+        bufs = self._bufs
         u = bufs.get(k)
         if u is None or u[0].shape != p.shape or u[0].dtype != p.dtype:
             u = bufs[k] = (np.empty_like(p), np.empty_like(p))
@@ -84,6 +85,7 @@ class RMSProp(Adagrad):
 
     def __init__(self, decay=0.95, eps=1e-8):
         self.decay, self.eps = decay, eps
+        self._bufs = {}  # scratch arrays per parameter, not optimizer state
 
     def update(self, params, grads, state, lr, step):
         d = self.decay
@@ -114,6 +116,7 @@ class Adam(Adagrad):
 
     def __init__(self, beta1=0.9, beta2=0.999, eps=1e-8):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self._bufs = {}  # scratch arrays per parameter, not optimizer state
 
     def update(self, params, grads, state, lr, step):
         b1, b2 = self.beta1, self.beta2
@@ -145,6 +148,7 @@ class SGD(Adagrad):
 
     def __init__(self, momentum=0.9):
         self.momentum = momentum
+        self._bufs = {}  # scratch arrays per parameter, not optimizer state
 
     def update(self, params, grads, state, lr, step):
         for k, p in params.items():
