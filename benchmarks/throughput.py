@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 from charrnn import model as M  # noqa: E402
 from charrnn import optim, sampling  # noqa: E402
 from charrnn.data import Streams, build_vocab, encode, read_text  # noqa: E402
+from charrnn.runtime import tune_allocator  # noqa: E402
 
 CORPUS = ROOT / "data" / "shakespeare_tiny.txt"
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -454,6 +455,8 @@ def main(argv=None):
         args.repeats, args.steps, args.warmup, args.sample_chars, args.rss_steps = 3, 3, 1, 1000, 10
     rows_wanted = {int(r) for r in args.rows.split(",")}
 
+    # As the charrnn CLI does. It is process-wide, so the PyTorch side gets it too.
+    tuned = tune_allocator()
     blas, threads = blas_info()
     if torch is not None:
         torch.set_num_threads(threads)  # the same cores for both sides
@@ -467,6 +470,8 @@ def main(argv=None):
         "OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE": " / ".join(
             os.environ.get(k, "unset") for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")),
         "command": " ".join(["python", "benchmarks/throughput.py"] + (argv if argv is not None else sys.argv[1:])),
+        "allocator": "glibc heap kept mapped (charrnn.runtime.tune_allocator), both sides"
+        if tuned else "system default",
         "method": f"{args.repeats} interleaved turns per side, median; {args.warmup} warm-up steps",
     }
     text = read_text(CORPUS)

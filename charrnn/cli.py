@@ -42,6 +42,9 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="charrnn")
 def cli():
     """charrnn: character-level RNN, LSTM and GRU training in plain NumPy."""
+    from charrnn.runtime import tune_allocator
+
+    tune_allocator()  # before any large array exists: see runtime.py for why
 
 
 @cli.command()
