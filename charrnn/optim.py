@@ -12,9 +12,14 @@ import numpy as np
 
 
 def clip_by_value(grads, limit):
-    """min-char-rnn's clipping: every element into [-limit, limit], in place."""
+    """min-char-rnn's clipping: every element into [-limit, limit], in place.
+
+    As np.minimum then np.maximum: the same values (NaN stays NaN) as ``np.clip``, which
+    costs several microseconds more per call, a tenth of a step at min-char-rnn's sizes.
+    """
     for g in grads.values():
-        np.clip(g, -limit, limit, out=g)
+        np.minimum(g, limit, out=g)
+        np.maximum(g, -limit, out=g)
 
 
 def global_norm(grads):

@@ -21,6 +21,13 @@ def test_clip_by_value_is_elementwise():
     g = {"a": np.array([-7.0, 3.0, 9.0])}
     optim.clip_by_value(g, 5.0)
     assert list(g["a"]) == [-5.0, 3.0, 5.0]
+    # the same as np.clip, in the gradient's own dtype, NaN included
+    x = np.random.default_rng(0).standard_normal((4, 50)).astype(np.float32) * 10
+    x[0, 0] = np.nan
+    g = {"x": x.copy()}
+    optim.clip_by_value(g, 5.0)
+    assert g["x"].dtype == np.float32
+    np.testing.assert_array_equal(g["x"], np.clip(x, -5.0, 5.0))
 
 
 def test_clip_by_norm_scales_all_gradients_together():
