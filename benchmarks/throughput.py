@@ -450,13 +450,15 @@ def main(argv=None):
     ap.add_argument("--peak-gflops", type=float, default=300.0, help="the machine's float32 peak")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 3 repeats, few steps, 1,000 sampled chars")
     ap.add_argument("--json", dest="json_path", help="also write the table as JSON to this file")
+    ap.add_argument("--default-allocator", action="store_true",
+                    help="leave glibc's malloc settings alone (the CLI tunes them; see charrnn/runtime.py)")
     args = ap.parse_args(argv)
     if args.quick:
         args.repeats, args.steps, args.warmup, args.sample_chars, args.rss_steps = 3, 3, 1, 1000, 10
     rows_wanted = {int(r) for r in args.rows.split(",")}
 
     # As the charrnn CLI does. It is process-wide, so the PyTorch side gets it too.
-    tuned = tune_allocator()
+    tuned = False if args.default_allocator else tune_allocator()
     blas, threads = blas_info()
     if torch is not None:
         torch.set_num_threads(threads)  # the same cores for both sides
