@@ -1,4 +1,4 @@
-import ctypes.util
+import platform
 import subprocess
 import sys
 
@@ -34,7 +34,7 @@ def faults_per_step(mode):
 
 
 @pytest.mark.skipif(
-    not sys.platform.startswith("linux") or "libc" not in (ctypes.util.find_library("c") or ""),
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
     reason="the allocator setting is for glibc on Linux",
 )
 def test_tuned_allocator_reuses_mapped_memory_across_steps():
