@@ -49,11 +49,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # minchar_gist: min-char-rnn's lossFun, shared with its test
 
 from charrnn import model as M  # noqa: E402
 from charrnn import optim, sampling  # noqa: E402
 from charrnn.data import Streams, build_vocab, encode, read_text  # noqa: E402
 from charrnn.runtime import tune_allocator  # noqa: E402
+from minchar_gist import loss_fun as minchar_loss_fun  # noqa: E402
 
 CORPUS = ROOT / "data" / "shakespeare_tiny.txt"
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -126,37 +128,6 @@ def fastest(runs, warmup, turns=3):
 
 # ----------------------------------------------------------------------------------------
 # Row 1: min-char-rnn's loop, as the gist writes it.
-
-
-def minchar_loss_fun(inputs, targets, hprev, Wxh, Whh, Why, bh, by):
-    V = Wxh.shape[1]
-    xs, hs, ys, ps = {}, {}, {}, {}
-    hs[-1] = np.copy(hprev)
-    loss = 0
-    for t in range(len(inputs)):
-        xs[t] = np.zeros((V, 1))
-        xs[t][inputs[t]] = 1
-        hs[t] = np.tanh(np.dot(Wxh, xs[t]) + np.dot(Whh, hs[t - 1]) + bh)
-        ys[t] = np.dot(Why, hs[t]) + by
-        ps[t] = np.exp(ys[t]) / np.sum(np.exp(ys[t]))
-        loss += -np.log(ps[t][targets[t], 0])
-    dWxh, dWhh, dWhy = np.zeros_like(Wxh), np.zeros_like(Whh), np.zeros_like(Why)
-    dbh, dby = np.zeros_like(bh), np.zeros_like(by)
-    dhnext = np.zeros_like(hs[0])
-    for t in reversed(range(len(inputs))):
-        dy = np.copy(ps[t])
-        dy[targets[t]] -= 1
-        dWhy += np.dot(dy, hs[t].T)
-        dby += dy
-        dh = np.dot(Why.T, dy) + dhnext
-        dhraw = (1 - hs[t] * hs[t]) * dh
-        dbh += dhraw
-        dWxh += np.dot(dhraw, xs[t].T)
-        dWhh += np.dot(dhraw, hs[t - 1].T)
-        dhnext = np.dot(Whh.T, dhraw)
-    for dparam in [dWxh, dWhh, dWhy, dbh, dby]:
-        np.clip(dparam, -5, 5, out=dparam)
-    return loss, dWxh, dWhh, dWhy, dbh, dby, hs[len(inputs) - 1]
 
 
 class MinCharLoop:

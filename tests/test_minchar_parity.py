@@ -1,8 +1,8 @@
 """charrnn's core against min-char-rnn itself.
 
-The reference below is min-char-rnn's algorithm written out plainly, as the gist does it:
-column vectors, one-hot inputs, a Python loop over time, float64, its pointer rule and its
-exact clipping and Adagrad update. charrnn (batched, time-major, gathers instead of
+The reference (``minchar_gist.loss_fun`` and the loop below) is min-char-rnn written out
+as the gist does it: column vectors, one-hot inputs, a Python loop over time, float64, its
+pointer rule and its exact clipping and Adagrad update. charrnn (batched, time-major, gathers instead of
 one-hot products) must reproduce it step for step.
 """
 
@@ -12,6 +12,7 @@ from charrnn import model as M
 from charrnn import optim
 from charrnn.data import Streams, build_vocab, encode
 from conftest import CORPUS
+from minchar_gist import loss_fun
 
 STEPS = 150
 H, T, LR = 24, 25, 0.1
@@ -22,37 +23,6 @@ H, T, LR = 24, 25, 0.1
 # implementations that sum in different orders (a BLAS product against a Python loop) do
 # the same. At 0.05 the run is well-conditioned and the comparison is a real one.
 INIT_STD = 0.05
-
-
-def reference_loss_fun(inputs, targets, hprev, Wxh, Whh, Why, bh, by):
-    V = Wxh.shape[1]
-    xs, hs, ps = {}, {}, {}
-    hs[-1] = np.copy(hprev)
-    loss = 0.0
-    for t in range(len(inputs)):
-        xs[t] = np.zeros((V, 1))
-        xs[t][inputs[t]] = 1
-        hs[t] = np.tanh(np.dot(Wxh, xs[t]) + np.dot(Whh, hs[t - 1]) + bh)
-        ys = np.dot(Why, hs[t]) + by
-        ps[t] = np.exp(ys) / np.sum(np.exp(ys))
-        loss += -np.log(ps[t][targets[t], 0])
-    dWxh, dWhh, dWhy = np.zeros_like(Wxh), np.zeros_like(Whh), np.zeros_like(Why)
-    dbh, dby = np.zeros_like(bh), np.zeros_like(by)
-    dhnext = np.zeros_like(hs[0])
-    for t in reversed(range(len(inputs))):
-        dy = np.copy(ps[t])
-        dy[targets[t]] -= 1
-        dWhy += np.dot(dy, hs[t].T)
-        dby += dy
-        dh = np.dot(Why.T, dy) + dhnext
-        dhraw = (1 - hs[t] * hs[t]) * dh
-        dbh += dhraw
-        dWxh += np.dot(dhraw, xs[t].T)
-        dWhh += np.dot(dhraw, hs[t - 1].T)
-        dhnext = np.dot(Whh.T, dhraw)
-    for dparam in [dWxh, dWhh, dWhy, dbh, dby]:
-        np.clip(dparam, -5, 5, out=dparam)
-    return loss, dWxh, dWhh, dWhy, dbh, dby, hs[len(inputs) - 1]
 
 
 def reference_training(data, weights, steps):
@@ -68,7 +38,7 @@ def reference_training(data, weights, steps):
             p = 0
         inputs = [int(c) for c in data[p:p + T]]
         targets = [int(c) for c in data[p + 1:p + T + 1]]
-        loss, dWxh, dWhh, dWhy, dbh, dby, hprev = reference_loss_fun(inputs, targets, hprev, Wxh, Whh, Why, bh, by)
+        loss, dWxh, dWhh, dWhy, dbh, dby, hprev = loss_fun(inputs, targets, hprev, Wxh, Whh, Why, bh, by)
         losses.append(loss)
         for param, dparam, mem in zip([Wxh, Whh, Why, bh, by], [dWxh, dWhh, dWhy, dbh, dby], mems):
             mem += dparam * dparam
