@@ -145,6 +145,20 @@ def test_lstm_forget_bias_starts_at_one():
         assert not i.any() and not g.any() and not o.any(), f"{name}: other blocks not zero"
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_masks_are_inverted_dropout_in_the_model_dtype(dtype):
+    p = 0.2
+    spec = M.ModelSpec("gru", V, 64, layers=2, dropout=p)
+    masks = M.dropout_masks(spec, (50, 40, 64), np.random.default_rng(0), dtype)
+    assert len(masks) == 2 and not np.array_equal(masks[0], masks[1])
+    for m in masks:
+        assert m.dtype == dtype and m.shape == (50, 40, 64)
+        kept = m != 0
+        # kept units are scaled by 1/(1-p), so the expected activation is unchanged
+        np.testing.assert_allclose(m[kept], dtype(1 / (1 - p)), rtol=1e-6)
+        assert abs((~kept).mean() - p) < 0.01, f"dropped {(~kept).mean():.4f}, expected {p}"
+
+
 # ---------------------------------------------------------------- PyTorch cross-checks
 
 
