@@ -10,6 +10,8 @@ Keys (see the README for the full table):
 
 - the parameters under their names (``Wxh``, ``Whh``, ``bh``, ``Why``, ``by``, ``Wxh_1``, ...)
 - ``optim.<slot>.<param>``: optimizer state (e.g. ``optim.mem.Wxh`` for Adagrad)
+- ``ema.<param>``: the moving average of the weights, when ``optim.ema`` is set (not yet
+  bias-corrected; ``weights`` gives the average itself)
 - ``state.<layer>.<h|c>``: the carried hidden state, (B, H)
 - ``vocab``: int32 code points in index order; ``config``: the resolved config as JSON
 - ``step``, ``position``, ``epoch``, ``smooth_loss``, ``elapsed_s``, ``val_loss``,
@@ -51,6 +53,15 @@ class Checkpoint:
     val_loss: float = float("nan")  # last validation loss, nats per character (nan: none yet)
     best_val_loss: float = float("inf")  # lowest validation loss seen (the one in best.npz)
     evals_since_best: int = 0  # evaluations since it, for early stopping
+    ema: dict = None  # name -> array: the weights' moving average accumulator (optim.ema), or None
+
+
+def weights(ck):
+    """The weights to evaluate and sample with: the moving average of the weights when the
+    run keeps one (``optim.ema``) and has taken a step, otherwise the trained parameters."""
+    if ck.ema is None or ck.step == 0:
+        return ck.params
+    return optim.averaged_weights(ck.ema, ck.config.optim.ema, ck.step)
 
 
 def atomic_write(path, write):
@@ -75,6 +86,8 @@ def save(path, ck):
     """Write checkpoint ``ck`` to ``path`` atomically."""
     arrays = dict(ck.params)
     arrays.update({f"optim.{k}": v for k, v in ck.optim_state.items()})
+    if ck.ema is not None:
+        arrays.update({f"ema.{k}": v for k, v in ck.ema.items()})
     for layer, arrs in enumerate(ck.state):
         for name, a in zip(ck.spec.module.STATE, arrs):
             arrays[f"state.{layer}.{name}"] = a
@@ -155,6 +168,7 @@ def load(path):
     params = {k: checked(k, s) for k, s in shapes.items()}
     slots = optim.from_config(cfg.optim).slots
     optim_state = {f"{slot}.{k}": checked(f"optim.{slot}.{k}", s) for slot in slots for k, s in shapes.items()}
+    ema = {k: checked(f"ema.{k}", s) for k, s in shapes.items()} if cfg.optim.ema is not None else None
     state_shape = (cfg.train.batch_size, cfg.model.hidden_size)
     state = [
         tuple(checked(f"state.{layer}.{name}", state_shape) for name in spec.module.STATE)
@@ -168,4 +182,4 @@ def load(path):
         scalars[k] = a.item()
     ints = ("step", "position", "epoch", "evals_since_best")
     scalars = {k: int(v) if k in ints else float(v) for k, v in scalars.items()}
-    return Checkpoint(params, optim_state, state, vocab, cfg, spec, rng_state=rng_state, **scalars)
+    return Checkpoint(params, optim_state, state, vocab, cfg, spec, rng_state=rng_state, ema=ema, **scalars)

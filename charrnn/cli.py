@@ -125,14 +125,15 @@ def sample(ckpt_path, length, temperature, top_k, top_p, greedy, prime, num_samp
         # No prime: start as if after a newline (not printed), or the first character.
         nl = np.searchsorted(ck.vocab, ord("\n"))
         indices = [int(nl) if nl < len(ck.vocab) and ck.vocab[nl] == ord("\n") else 0]
-    state0 = sampling.prime(ck.params, ck.spec, indices)
+    params = ckpt_io.weights(ck)  # the moving average of the weights, when the run keeps one
+    state0 = sampling.prime(params, ck.spec, indices)
     rng = np.random.default_rng(seed)
     for n in range(num_samples):
         if n:
             _write("\n" + "-" * 40 + "\n")
         _write(prime)
         produced = ""
-        for index in sampling.generate(ck.params, ck.spec, int(indices[-1]), state0, length, rng,
+        for index in sampling.generate(params, ck.spec, int(indices[-1]), state0, length, rng,
                                        temperature, top_k, top_p, greedy):
             ch = chr(ck.vocab[index])
             _write(ch)
@@ -178,7 +179,7 @@ def eval_(ckpt_path, text_path, skip_unknown, as_json):
         source = text_path
     if len(data) < 2:
         raise CharrnnError(f"{source}: fewer than 2 characters to evaluate")
-    r = evaluate(ck.params, ck.spec, data)
+    r = evaluate(ckpt_io.weights(ck), ck.spec, data)
     if as_json:
         click.echo(json.dumps({"text": source, "chars": r.chars, "skipped": skipped, "nats_per_char": r.nats,
                                "bits_per_char": r.bits, "perplexity": r.perplexity}))

@@ -68,6 +68,7 @@ class OptimConfig:
     decay_after: int = opt(10, int, "step schedule: first epoch at whose end the rate decays (char-rnn: 10)", lo=0, only_schedule=("step",))
     warmup_steps: int = opt(0, int, "cosine schedule: steps of linear warm-up from 0", lo=0, only_schedule=("cosine",))
     min_lr: Optional[float] = opt(None, float, "cosine schedule: final learning rate; null: lr / 10", lo=0.0, nullable=True, only_schedule=("cosine",))
+    ema: Optional[float] = opt(None, float, "decay of an exponential moving average of the weights (e.g. 0.999, about the last 1,000 steps), which validation, best.npz, sample and eval use; null: off", lo=0.0, lo_open=True, hi=1.0, hi_open=True, nullable=True)
 
 
 @dataclass

@@ -164,6 +164,31 @@ class SGD(Adagrad):
             p += np.multiply(buf, -lr, out=u)
 
 
+def ema_update(avg, params, decay):
+    """One step of the exponential moving average of the weights (Polyak averaging), in place::
+
+        avg = decay · avg + (1 - decay) · param
+
+    ``avg`` starts at zeros, like Adam's moments; ``averaged_weights`` removes the bias
+    toward zero that this leaves, as Adam's bias correction does.
+    """
+    for k, p in params.items():
+        a = avg[k]
+        a *= decay
+        a += (1 - decay) * p
+
+
+def averaged_weights(avg, decay, steps):
+    """The average after ``steps`` updates: ``avg / (1 - decay^steps)``.
+
+    That is the mean of the weights after each update s = 1..steps, weighted by
+    ``decay^(steps - s)``: recent weights count most, and weights older than about
+    ``1 / (1 - decay)`` steps hardly at all. A new dict; ``avg`` is not changed.
+    """
+    norm = 1 - decay**steps
+    return {k: a / norm for k, a in avg.items()}
+
+
 def from_config(o):
     """The optimizer named by an ``optim`` config section (any object with its attributes)."""
     if o.name == "adagrad":

@@ -3,7 +3,8 @@
 min-char-rnn's loop over B streams: take the next T characters of every stream, run
 ``loss_and_grads`` from the carried state, clip, update, carry the state on; when the
 streams wrap, reset the state. Every ``eval_every`` steps the held-out text is evaluated
-and the best model kept as ``RUN/best.npz``. Progress goes to stderr (tqdm), metrics to
+(with ``optim.ema``, by the moving average of the weights, updated after every step) and
+the best model kept as ``RUN/best.npz``. Progress goes to stderr (tqdm), metrics to
 ``RUN/metrics.jsonl``, checkpoints to ``RUN/ckpt.npz`` (atomically). Ctrl-C finishes the
 step in progress, saves a checkpoint and stops.
 """
@@ -154,7 +155,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     # Model, optimizer and loop state.
     optimizer = optim.from_config(cfg.optim)
     if ck is not None:
-        params, opt_state, state = ck.params, ck.optim_state, ck.state
+        params, opt_state, state, ema = ck.params, ck.optim_state, ck.state, ck.ema
         rng = np.random.default_rng()
         rng.bit_generator.state = ck.rng_state
         step, p, epoch, smooth_loss, elapsed0 = ck.step, ck.position, ck.epoch, ck.smooth_loss, ck.elapsed_s
@@ -165,6 +166,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
         if init_from is not None:
             params = _weights_from(init_from, spec, vocab, dtype)
         opt_state = optimizer.init_state(params)
+        ema = {k: np.zeros_like(v) for k, v in params.items()} if cfg.optim.ema is not None else None
         state = M.zero_state(spec, tc.batch_size, dtype)
         step, p, epoch, elapsed0 = 0, 0, 0, 0.0
         smooth_loss = -math.log(1.0 / len(vocab)) * tc.seq_length  # min-char-rnn's start
@@ -191,7 +193,13 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     def save(path):
         ckpt_io.save(path, ckpt_io.Checkpoint(
             params, opt_state, state, vocab, cfg, spec, step, p, epoch, smooth_loss,
-            elapsed(), rng.bit_generator.state, val_loss, best_val, evals_since_best))
+            elapsed(), rng.bit_generator.state, val_loss, best_val, evals_since_best, ema))
+
+    def eval_weights():
+        """What validation and previews use: the moving average of the weights, if kept."""
+        if ema is None or step == 0:
+            return params
+        return optim.averaged_weights(ema, cfg.optim.ema, step)
 
     T, B = tc.seq_length, tc.batch_size
     clip_value, clip_norm = cfg.optim.clip_value, cfg.optim.clip_norm
@@ -212,7 +220,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
         def run_eval():
             """Validation loss now; keeps best.npz; True when patience has run out."""
             nonlocal val_loss, best_val, evals_since_best, last_eval, last_saved
-            val_loss = evaluate(params, spec, val_data).nats
+            val_loss = evaluate(eval_weights(), spec, val_data).nats
             last_eval = step
             improved = val_loss < best_val
             if improved:
@@ -257,6 +265,8 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
                     optim.clip_by_norm(grads, clip_norm)
                 lr = optim.learning_rate(cfg.optim, step + 1, epoch, tc.steps)
                 optimizer.update(params, grads, opt_state, lr, step + 1)
+                if ema is not None:
+                    optim.ema_update(ema, params, cfg.optim.ema)
                 p += T
                 step += 1
                 window_steps += 1
@@ -271,7 +281,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
                     log({"step": step, "epoch": epoch, "loss": loss / T, "smooth_loss": smooth_loss / T,
                          "lr": lr, "chars_per_s": round(chars_per_s, 1), "elapsed_s": round(elapsed(), 3)})
                 if tc.sample_every and step % tc.sample_every == 0 and not quiet:
-                    text = _preview(params, spec, vocab, state, Y[-1, 0], cfg, step)
+                    text = _preview(eval_weights(), spec, vocab, state, Y[-1, 0], cfg, step)
                     bar.write(f"----- sample at step {step} -----\n{text}\n-----", file=sys.stderr)
                 if len(val_data) and tc.eval_every and step % tc.eval_every == 0:
                     if run_eval():
@@ -310,4 +320,4 @@ def _weights_from(path, spec, vocab, dtype):
             f"{path}: its model ({src.spec.cell}, {src.spec.layers} layer(s) of {src.spec.hidden_size}) "
             f"does not match the config's ({spec.cell}, {spec.layers} layer(s) of {spec.hidden_size})"
         )
-    return {k: v.astype(dtype) for k, v in src.params.items()}
+    return {k: v.astype(dtype) for k, v in ckpt_io.weights(src).items()}

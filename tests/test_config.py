@@ -51,6 +51,7 @@ def test_minchar_config_is_min_char_rnn():
         ("model:\n  cell: transformer\n", r"model.cell must be one of rnn, lstm, gru, got 'transformer'"),
         ("optim:\n  lr: -1\n", r"optim.lr must be a number > 0.0, or null, got -1"),
         ("optim:\n  lr: .nan\n", r"optim.lr must be a number"),
+        ("optim:\n  ema: 1.0\n", r"optim.ema must be a number > 0.0 and < 1.0, or null, got 1.0"),
         ("train: 5\n", r"train must be a mapping"),
         ("- a\n- b\n", r"expected a mapping of sections"),
         ("model: [unclosed\n", r"not valid YAML at line \d+, column \d+"),

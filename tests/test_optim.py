@@ -112,3 +112,21 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_min_lr():
     assert np.isclose(optim.learning_rate(o, 60, 0, 110), (0.1 + 0.01) / 2)
     assert np.isclose(optim.learning_rate(o, 110, 0, 110), 0.01)
     assert np.isclose(optim.learning_rate(o, 500, 0, 110), 0.01)  # past the end: stays at min_lr
+
+
+def test_ema_is_the_bias_corrected_weighted_mean_of_the_iterates():
+    # Three updates with decay 0.9, from zeros: avg = 0.1 (0.81 p1 + 0.9 p2 + p3), and the
+    # average is that over 1 - 0.9³ = 0.271, i.e. weights 0.081, 0.09, 0.1 over 0.271.
+    iterates = [np.array([1.0, -2.0]), np.array([3.0, 0.0]), np.array([-1.0, 4.0])]
+    avg = {"w": np.zeros(2)}
+    for p in iterates:
+        optim.ema_update(avg, {"w": p}, 0.9)
+    np.testing.assert_allclose(avg["w"], 0.081 * iterates[0] + 0.09 * iterates[1] + 0.1 * iterates[2], rtol=1e-14)
+    got = optim.averaged_weights(avg, 0.9, 3)["w"]
+    expect = (0.081 * iterates[0] + 0.09 * iterates[1] + 0.1 * iterates[2]) / 0.271
+    np.testing.assert_allclose(got, expect, rtol=1e-14)
+    np.testing.assert_allclose(optim.averaged_weights({"w": 0.1 * iterates[0]}, 0.9, 1)["w"], iterates[0], rtol=1e-15)
+    assert avg["w"] is not got  # the accumulator itself is left as it is
+    f32 = {"w": np.zeros(3, np.float32)}
+    optim.ema_update(f32, {"w": np.ones(3, np.float32)}, 0.999)
+    assert f32["w"].dtype == np.float32 and optim.averaged_weights(f32, 0.999, 1)["w"].dtype == np.float32

@@ -88,8 +88,10 @@ def timeless(run_dir):
         ["optim.name=adagrad", "model.dropout=0.2", "model.layers=2"],
         ["model.cell=lstm", "model.layers=2", "model.dropout=0.1", "optim.name=adam"],
         ["model.cell=gru", "model.layers=2", "optim.name=rmsprop"],
+        ["optim.name=adam", "optim.ema=0.9"],
     ],
-    ids=["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout", "lstm-2-layers", "gru-2-layers"],
+    ids=["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout", "lstm-2-layers", "gru-2-layers",
+         "adam-ema"],
 )
 def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, sets):
     corpus = tmp_path / "c.txt"
@@ -106,11 +108,40 @@ def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, s
     assert a.optim_state.keys() == b.optim_state.keys()
     for k in a.optim_state:
         assert np.array_equal(a.optim_state[k], b.optim_state[k]), k
+    assert (a.ema is None) == (b.ema is None) == ("optim.ema=0.9" not in sets)
+    for k in a.ema or {}:
+        assert np.array_equal(a.ema[k], b.ema[k]), k
     assert timeless(tmp_path / "whole") == timeless(tmp_path / "half")
     lrs = {m["lr"] for m in metrics(tmp_path / "whole") if "lr" in m}
     assert len(lrs) > 1 or "schedule" not in " ".join(sets)  # the schedules do change the rate
     best_a, best_b = (ckpt_io.load(str(tmp_path / d / "best.npz")) for d in ("whole", "half"))
     assert best_a.step == best_b.step and all(np.array_equal(best_a.params[k], best_b.params[k]) for k in best_a.params)
+
+
+def test_the_moving_average_of_the_weights_is_what_validation_eval_and_sample_use(tmp_path, write_config, corpus):
+    from charrnn import data as D
+    from charrnn import sampling
+
+    cfg = small_config(write_config, corpus, steps=40, eval_every=20)
+    run("train", "--config", cfg, "-q", "--set", "optim.name=adam", "--set", "optim.lr=0.01", "--set", "optim.ema=0.9")
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    avg = ckpt_io.weights(ck)
+    np.testing.assert_array_equal(avg["Whh"], ck.ema["Whh"] / (1 - 0.9**40))
+    _, _, val = load_corpus(ck.config, ck.vocab)
+    vals = [m["val_loss"] for m in metrics(tmp_path / "run") if "val_loss" in m]
+    assert evaluate(avg, ck.spec, val).nats == vals[-1] == ck.val_loss
+    assert evaluate(ck.params, ck.spec, val).nats != vals[-1]  # the averaged weights are another model
+    r = run("eval", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--json")
+    assert json.loads(r.stdout)["nats_per_char"] == vals[-1]
+
+    def greedy(params):
+        idx = D.encode("Th", ck.vocab)
+        state = sampling.prime(params, ck.spec, idx)
+        return "Th" + D.decode(list(sampling.generate(params, ck.spec, int(idx[-1]), state, 60, None, greedy=True)), ck.vocab)
+
+    r = run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--greedy", "-n", 60, "--prime", "Th")
+    assert greedy(avg) != greedy(ck.params), "the test needs the two models to write different text"
+    assert r.stdout.rstrip("\n") == greedy(avg)
 
 
 def test_settings_of_another_optimizer_are_refused(write_config, corpus):
