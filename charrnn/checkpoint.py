@@ -24,6 +24,7 @@ import os
 import tempfile
 import zipfile
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -53,15 +54,13 @@ class Checkpoint:
     val_loss: float = float("nan")  # last validation loss, nats per character (nan: none yet)
     best_val_loss: float = float("inf")  # lowest validation loss seen (the one in best.npz)
     evals_since_best: int = 0  # evaluations since it, for early stopping
-    ema: dict = None  # name -> array: the weights' moving average accumulator (optim.ema), or None
+    ema: Optional[dict] = None  # name -> array: the weights' moving average accumulator (optim.ema)
 
 
 def weights(ck):
     """The weights to evaluate and sample with: the moving average of the weights when the
     run keeps one (``optim.ema``) and has taken a step, otherwise the trained parameters."""
-    if ck.ema is None or ck.step == 0:
-        return ck.params
-    return optim.averaged_weights(ck.ema, ck.config.optim.ema, ck.step)
+    return optim.eval_weights(ck.params, ck.ema, ck.config.optim.ema, ck.step)
 
 
 def atomic_write(path, write):

@@ -189,6 +189,14 @@ def averaged_weights(avg, decay, steps):
     return {k: a / norm for k, a in avg.items()}
 
 
+def eval_weights(params, avg, decay, steps):
+    """The weights to evaluate and sample with: the average (``averaged_weights``) when one
+    is kept (``avg`` not None) and a step has been taken, otherwise ``params`` themselves."""
+    if avg is None or steps == 0:
+        return params
+    return averaged_weights(avg, decay, steps)
+
+
 def from_config(o):
     """The optimizer named by an ``optim`` config section (any object with its attributes)."""
     if o.name == "adagrad":

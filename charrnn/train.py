@@ -197,9 +197,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
 
     def eval_weights():
         """What validation and previews use: the moving average of the weights, if kept."""
-        if ema is None or step == 0:
-            return params
-        return optim.averaged_weights(ema, cfg.optim.ema, step)
+        return optim.eval_weights(params, ema, cfg.optim.ema, step)
 
     T, B = tc.seq_length, tc.batch_size
     clip_value, clip_norm = cfg.optim.clip_value, cfg.optim.clip_norm

@@ -130,3 +130,10 @@ def test_ema_is_the_bias_corrected_weighted_mean_of_the_iterates():
     f32 = {"w": np.zeros(3, np.float32)}
     optim.ema_update(f32, {"w": np.ones(3, np.float32)}, 0.999)
     assert f32["w"].dtype == np.float32 and optim.averaged_weights(f32, 0.999, 1)["w"].dtype == np.float32
+
+
+def test_eval_weights_are_the_average_only_when_one_is_kept_and_a_step_was_taken():
+    params, avg = {"w": np.array([2.0])}, {"w": np.array([0.1])}
+    assert optim.eval_weights(params, None, 0.9, 5) is params
+    assert optim.eval_weights(params, avg, 0.9, 0) is params  # nothing averaged yet
+    np.testing.assert_allclose(optim.eval_weights(params, avg, 0.9, 1)["w"], [1.0])
