@@ -1,0 +1,95 @@
+"""Where a training step's time goes: line_profiler over charrnn's training step.
+
+The step is the one ``benchmarks/throughput.py`` times (and ``charrnn/train.py`` runs):
+batch, ``model.loss_and_grads``, clipping at ±5, Adagrad, on the bundled corpus. It is
+timed first without the profiler, then profiled line by line in the cell's forward and
+backward, the model's forward and backward, the softmax, clipping and the update. Times
+are printed per training step, in milliseconds (microseconds for steps under 5 ms).
+
+    python benchmarks/profile_step.py lstm --hidden 512 --seq 64 --batch 32      # row 3
+    python benchmarks/profile_step.py gru --hidden 512 --seq 64 --batch 32       # row 4
+    python benchmarks/profile_step.py rnn --hidden 100 --seq 25 --batch 1 --dtype float64 --steps 3000   # row 1
+
+Needs ``pip install -e ".[bench]"`` (line_profiler).
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from charrnn import model as M  # noqa: E402
+from charrnn import optim  # noqa: E402
+from charrnn.data import Streams, build_vocab, encode, read_text  # noqa: E402
+from charrnn.runtime import tune_allocator  # noqa: E402
+
+CORPUS = ROOT / "data" / "shakespeare_tiny.txt"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("cell", choices=("rnn", "lstm", "gru"))
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    ap.add_argument("--steps", type=int, default=30, help="profiled steps (and timed steps before)")
+    args = ap.parse_args(argv)
+    try:
+        from line_profiler import LineProfiler
+    except ImportError:
+        sys.exit('profile_step.py needs line_profiler: pip install -e ".[bench]"')
+
+    tune_allocator()  # as the CLI does
+    text = read_text(CORPUS)
+    vocab = build_vocab(text)
+    streams = Streams(encode(text, vocab), args.batch, args.seq)
+    spec = M.ModelSpec(args.cell, len(vocab), args.hidden)
+    dtype = np.dtype(args.dtype)
+    params = M.init_params(spec, np.random.default_rng(0), dtype)
+    opt = optim.Adagrad()
+    opt_state = opt.init_state(params)
+    loop = {"p": 0, "n": 0, "state": M.zero_state(spec, args.batch, dtype)}
+
+    def step():
+        if streams.wraps(loop["p"]):
+            loop["p"], loop["state"] = 0, M.zero_state(spec, args.batch, dtype)
+        X, Y = streams.batch(loop["p"])
+        _, grads, loop["state"], _ = M.loss_and_grads(params, spec, X, Y, loop["state"])
+        optim.clip_by_value(grads, 5.0)
+        loop["n"] += 1
+        opt.update(params, grads, opt_state, 0.1 if args.batch == 1 else 2e-3, loop["n"])
+        loop["p"] += args.seq
+
+    def steps():
+        for _ in range(args.steps):
+            step()
+
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    steps()
+    per_step = (time.perf_counter() - t0) / args.steps
+    print(f"{args.cell} H={args.hidden} T={args.seq} B={args.batch} {args.dtype}: "
+          f"{per_step * 1e3:.3f} ms per step without the profiler "
+          f"({args.seq * args.batch / per_step:,.0f} chars/s)")
+
+    lp = LineProfiler()
+    for f in (spec.module.forward, spec.module.backward, M.forward, M.backward,
+              M.target_log_probs, optim.clip_by_value, opt.update):
+        lp.add_function(f)
+    lp.runcall(steps)
+    # The "Time" column per training step (the profiled total / steps): in milliseconds, or
+    # in microseconds for steps shorter than 5 ms, where milliseconds would round to 0.
+    unit = 1e-3 if per_step >= 5e-3 else 1e-6
+    print(f"Time below: {'ms' if unit == 1e-3 else 'µs'} per training step, with the profiler's own overhead")
+    lp.print_stats(output_unit=unit * args.steps, stripzeros=True)
+
+
+if __name__ == "__main__":
+    main()
