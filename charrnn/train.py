@@ -304,7 +304,8 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
 
 
 def _weights_from(path, spec, vocab, dtype):
-    """The parameters of checkpoint ``path``, for a new run on this corpus and model."""
+    """The weights of checkpoint ``path`` (its moving average, if it keeps one), for a new
+    run on this corpus and model."""
     src = ckpt_io.load(path)
     if not np.array_equal(src.vocab, vocab):
         extra = np.setdiff1d(vocab, src.vocab)

@@ -143,6 +143,13 @@ def test_the_moving_average_of_the_weights_is_what_validation_eval_and_sample_us
     assert greedy(avg) != greedy(ck.params), "the test needs the two models to write different text"
     assert r.stdout.rstrip("\n") == greedy(avg)
 
+    # --init-from starts from the averaged weights too (one step at a negligible rate).
+    run("train", "--config", cfg, "-q", "--out", tmp_path / "next", "--init-from", tmp_path / "run" / "ckpt.npz",
+        "--set", "train.steps=1", "--set", "optim.lr=1e-12")
+    start = ckpt_io.load(str(tmp_path / "next" / "ckpt.npz")).params
+    for k in avg:
+        np.testing.assert_allclose(start[k], avg[k], rtol=0, atol=1e-6, err_msg=k)
+
 
 def test_settings_of_another_optimizer_are_refused(write_config, corpus):
     cfg = small_config(write_config, corpus)
