@@ -1,7 +1,8 @@
 """Where a training step's time goes: line_profiler over charrnn's training step.
 
-The step is the one ``benchmarks/throughput.py`` times (and ``charrnn/train.py`` runs):
-batch, ``model.loss_and_grads``, clipping at ±5, Adagrad, on the bundled corpus. It is
+The step is the one ``benchmarks/throughput.py`` times (its ``CharrnnTrainer``, which runs
+what ``charrnn/train.py`` runs): batch, ``model.loss_and_grads``, clipping at ±5, Adagrad,
+on the bundled corpus. It is
 timed first without the profiler, then profiled line by line in the cell's forward and
 backward, the model's forward and backward, the softmax, clipping and the update. Times
 are printed per training step, in milliseconds (microseconds for steps under 5 ms).
@@ -25,10 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from charrnn import model as M  # noqa: E402
 from charrnn import optim  # noqa: E402
-from charrnn.data import Streams, build_vocab, encode, read_text  # noqa: E402
+from charrnn.data import build_vocab, encode, read_text  # noqa: E402
 from charrnn.runtime import tune_allocator  # noqa: E402
-
-CORPUS = ROOT / "data" / "shakespeare_tiny.txt"
+from throughput import CORPUS, CharrnnTrainer  # noqa: E402  (this folder: the benchmark's own step)
 
 
 def main(argv=None):
@@ -45,26 +45,13 @@ def main(argv=None):
     except ImportError:
         sys.exit('profile_step.py needs line_profiler: pip install -e ".[bench]"')
 
-    tune_allocator()  # as the CLI does
+    tune_allocator()  # as the CLI and the benchmark do
     text = read_text(CORPUS)
     vocab = build_vocab(text)
-    streams = Streams(encode(text, vocab), args.batch, args.seq)
-    spec = M.ModelSpec(args.cell, len(vocab), args.hidden)
-    dtype = np.dtype(args.dtype)
-    params = M.init_params(spec, np.random.default_rng(0), dtype)
-    opt = optim.Adagrad()
-    opt_state = opt.init_state(params)
-    loop = {"p": 0, "n": 0, "state": M.zero_state(spec, args.batch, dtype)}
-
-    def step():
-        if streams.wraps(loop["p"]):
-            loop["p"], loop["state"] = 0, M.zero_state(spec, args.batch, dtype)
-        X, Y = streams.batch(loop["p"])
-        _, grads, loop["state"], _ = M.loss_and_grads(params, spec, X, Y, loop["state"])
-        optim.clip_by_value(grads, 5.0)
-        loop["n"] += 1
-        opt.update(params, grads, opt_state, 0.1 if args.batch == 1 else 2e-3, loop["n"])
-        loop["p"] += args.seq
+    # The learning rates of the benchmark: row 1's 0.1 for one stream, rows 2-4's 0.05 else.
+    trainer = CharrnnTrainer(encode(text, vocab), len(vocab), args.cell, args.hidden, args.seq,
+                             args.batch, np.dtype(args.dtype), lr=0.1 if args.batch == 1 else 0.05)
+    step = trainer.step
 
     def steps():
         for _ in range(args.steps):
@@ -80,8 +67,9 @@ def main(argv=None):
           f"({args.seq * args.batch / per_step:,.0f} chars/s)")
 
     lp = LineProfiler()
-    for f in (spec.module.forward, spec.module.backward, M.forward, M.backward,
-              M.target_log_probs, optim.clip_by_value, opt.update):
+    cell = trainer.spec.module
+    for f in (cell.forward, cell.backward, M.forward, M.backward,
+              M.target_log_probs, optim.clip_by_value, trainer.opt.update):
         lp.add_function(f)
     lp.runcall(steps)
     # The "Time" column per training step (the profiled total / steps): in milliseconds, or
