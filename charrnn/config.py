@@ -60,14 +60,15 @@ class OptimConfig:
     decay: float = opt(0.95, float, "rmsprop: decay of the mean square (char-rnn: 0.95)", lo=0.0, hi=1.0, hi_open=True, only=("rmsprop",))
     beta1: float = opt(0.9, float, "adam: decay of the first moment", lo=0.0, hi=1.0, hi_open=True, only=("adam",))
     beta2: float = opt(0.999, float, "adam: decay of the second moment", lo=0.0, hi=1.0, hi_open=True, only=("adam",))
+    weight_decay: float = opt(0.0, float, "adam: decoupled weight decay of the weight matrices, not the biases (AdamW; nanoGPT: 0.1); 0: plain Adam", lo=0.0, only=("adam",))
     momentum: float = opt(0.9, float, "sgd: momentum (0: plain SGD)", lo=0.0, hi=1.0, hi_open=True, only=("sgd",))
     clip_value: Optional[float] = opt(5.0, float, "clip every gradient element into [-v, v] (min-char-rnn: 5); 0 or null disables", lo=0.0, nullable=True)
     clip_norm: Optional[float] = opt(None, float, "rescale gradients to this global L2 norm at most; 0 or null disables", lo=0.0, nullable=True)
-    schedule: str = opt("constant", str, "learning-rate schedule: constant, step (char-rnn: × decay_rate per epoch from decay_after on), cosine (nanoGPT: linear warm-up, then cosine to min_lr at train.steps)", choices=("constant", "step", "cosine"))
+    schedule: str = opt("constant", str, "learning-rate schedule: constant, step (char-rnn: × decay_rate per epoch from decay_after on), cosine (nanoGPT: linear warm-up, then cosine to min_lr at train.steps), linear (linear warm-up, then a straight line to min_lr at train.steps)", choices=("constant", "step", "cosine", "linear"))
     decay_rate: float = opt(0.97, float, "step schedule: factor per epoch (char-rnn: 0.97)", lo=0.0, lo_open=True, hi=1.0, only_schedule=("step",))
     decay_after: int = opt(10, int, "step schedule: first epoch at whose end the rate decays (char-rnn: 10)", lo=0, only_schedule=("step",))
-    warmup_steps: int = opt(0, int, "cosine schedule: steps of linear warm-up from 0", lo=0, only_schedule=("cosine",))
-    min_lr: Optional[float] = opt(None, float, "cosine schedule: final learning rate; null: lr / 10", lo=0.0, nullable=True, only_schedule=("cosine",))
+    warmup_steps: int = opt(0, int, "cosine and linear schedules: steps of linear warm-up from 0", lo=0, only_schedule=("cosine", "linear"))
+    min_lr: Optional[float] = opt(None, float, "cosine and linear schedules: final learning rate; null: lr / 10", lo=0.0, nullable=True, only_schedule=("cosine", "linear"))
     ema: Optional[float] = opt(None, float, "decay of an exponential moving average of the weights (e.g. 0.999, about the last 1,000 steps), which validation, best.npz, sample and eval use; null: off", lo=0.0, lo_open=True, hi=1.0, hi_open=True, nullable=True)
 
 
@@ -239,9 +240,9 @@ def _resolve_optim(o, given, source):
         raise UsageError(f"{source}: optim.{f.name} applies to optim.schedule {schedules} only, not {o.schedule}")
     if o.lr is None:
         o = dataclasses.replace(o, lr=DEFAULT_LR[o.name])
-    if o.schedule == "cosine" and o.min_lr is None:
+    if o.schedule in ("cosine", "linear") and o.min_lr is None:
         o = dataclasses.replace(o, min_lr=o.lr / 10)
-    if o.schedule == "cosine" and o.min_lr > o.lr:
+    if o.schedule in ("cosine", "linear") and o.min_lr > o.lr:
         raise UsageError(f"{source}: optim.min_lr ({o.min_lr}) must not exceed optim.lr ({o.lr})")
     return o
 

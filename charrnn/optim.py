@@ -114,13 +114,17 @@ class Adam(Adagrad):
         m = β1 m + (1 - β1) g;   v = β2 v + (1 - β2) g²
         param -= lr · (m / (1 - β1ᵗ)) / (sqrt(v / (1 - β2ᵗ)) + eps)
 
-    ``step`` is t, the number of this update, counted from 1.
+    ``step`` is t, the number of this update, counted from 1. With ``weight_decay`` wd > 0
+    it is AdamW (Loshchilov & Hutter; nanoGPT): each weight matrix first shrinks by
+    ``param -= lr · wd · param``, outside the adaptive scaling; biases (1-D parameters) do
+    not decay, as in nanoGPT.
     """
 
     slots = ("m", "v")
 
-    def __init__(self, beta1=0.9, beta2=0.999, eps=1e-8):
+    def __init__(self, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.weight_decay = weight_decay
         self._bufs = {}  # scratch arrays per parameter, not optimizer state
 
     def update(self, params, grads, state, lr, step):
@@ -129,6 +133,8 @@ class Adam(Adagrad):
         for k, p in params.items():
             g, m, v = grads[k], state[f"m.{k}"], state[f"v.{k}"]
             u, r = self._scratch(k, p)
+            if self.weight_decay and p.ndim >= 2:
+                p *= p.dtype.type(1 - lr * self.weight_decay)  # AdamW's decoupled decay
             m *= b1
             m += np.multiply(g, 1 - b1, out=u)
             v *= b2
@@ -204,7 +210,7 @@ def from_config(o):
     if o.name == "rmsprop":
         return RMSProp(decay=o.decay, eps=o.eps)
     if o.name == "adam":
-        return Adam(beta1=o.beta1, beta2=o.beta2, eps=o.eps)
+        return Adam(beta1=o.beta1, beta2=o.beta2, eps=o.eps, weight_decay=o.weight_decay)
     if o.name == "sgd":
         return SGD(momentum=o.momentum)
     raise ValueError(f"unknown optimizer {o.name!r}")
@@ -218,16 +224,19 @@ def learning_rate(o, step, epoch, total_steps):
         (char-rnn multiplies by ``learning_rate_decay`` at the end of every epoch ≥ decay_after).
     cosine (nanoGPT): linear warm-up from 0 over ``warmup_steps``, then a half cosine from
         ``lr`` down to ``min_lr`` at ``total_steps``.
+    linear: the same warm-up, then a straight line from ``lr`` down to ``min_lr`` at
+        ``total_steps`` (with min_lr near 0, the "decay to zero" of Bergsma et al., 2025).
     """
     if o.schedule == "constant":
         return o.lr
     if o.schedule == "step":
         first = max(1, o.decay_after)  # the first epoch at whose end the rate decays
         return o.lr * o.decay_rate ** max(0, epoch - first + 1)
-    if o.schedule == "cosine":
+    if o.schedule in ("cosine", "linear"):
         if step <= o.warmup_steps:
             return o.lr * step / o.warmup_steps
         span = max(1, total_steps - o.warmup_steps)
         progress = min(1.0, (step - o.warmup_steps) / span)
-        return o.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (o.lr - o.min_lr)
+        left = 0.5 * (1 + math.cos(math.pi * progress)) if o.schedule == "cosine" else 1 - progress
+        return o.min_lr + left * (o.lr - o.min_lr)
     raise ValueError(f"unknown schedule {o.schedule!r}")

@@ -1,6 +1,6 @@
 import numpy as np
 
-from charrnn import optim
+from charrnn import config, optim
 
 
 def test_adagrad_matches_hand_computation():
@@ -77,6 +77,37 @@ def test_adam_matches_hand_computation_with_bias_correction():
     assert np.isclose(w1[0], -0.01, rtol=1e-4)
 
 
+def test_adamw_decays_weight_matrices_not_biases_outside_the_adaptive_step():
+    W0, b0, g = np.array([[1.0, -2.0]]), np.array([3.0]), np.array([[0.5, -1.0]])
+    params = {"W": W0.copy(), "b": b0.copy()}
+    grads = {"W": g.copy(), "b": np.array([0.25])}
+    opt = optim.Adam(beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1)
+    state = opt.init_state(params)
+    lr = 0.01
+    W, b, m, v = W0.copy(), b0.copy(), np.zeros_like(W0), np.zeros_like(W0)
+    mb, vb = np.zeros(1), np.zeros(1)
+    for t in (1, 2):
+        opt.update(params, grads, state, lr, t)
+        W = W * (1 - lr * 0.1)  # decoupled: the decay is not divided by sqrt(v)
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g**2
+        W = W - lr * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
+        mb, vb = 0.9 * mb + 0.1 * 0.25, 0.999 * vb + 0.001 * 0.25**2
+        b = b - lr * (mb / (1 - 0.9**t)) / (np.sqrt(vb / (1 - 0.999**t)) + 1e-8)  # no decay
+    np.testing.assert_allclose(params["W"], W, rtol=1e-14)
+    np.testing.assert_allclose(params["b"], b, rtol=1e-14)
+    # with a zero gradient only the decay moves a matrix
+    p0 = {"W": np.array([[2.0]])}
+    opt0 = optim.Adam(weight_decay=0.5)
+    opt0.update(p0, {"W": np.array([[0.0]])}, opt0.init_state(p0), 0.1, 1)
+    assert p0["W"][0, 0] == 2.0 * (1 - 0.1 * 0.5)
+
+
+def test_weight_decay_reaches_adam_from_the_config():
+    cfg = config.from_dict({"optim": {"name": "adam", "weight_decay": 0.1}}, "cfg.yaml")
+    assert optim.from_config(cfg.optim).weight_decay == 0.1
+    assert optim.from_config(config.from_dict({"optim": {"name": "adam"}}, "cfg.yaml").optim).weight_decay == 0.0
+
+
 def test_sgd_momentum_matches_hand_computation():
     w, state = one_update(optim.SGD(momentum=0.9), [1.0], [2.0], steps=3)
     buf, p = 0.0, 1.0
@@ -112,6 +143,15 @@ def test_cosine_schedule_warms_up_linearly_then_decays_to_min_lr():
     assert np.isclose(optim.learning_rate(o, 60, 0, 110), (0.1 + 0.01) / 2)
     assert np.isclose(optim.learning_rate(o, 110, 0, 110), 0.01)
     assert np.isclose(optim.learning_rate(o, 500, 0, 110), 0.01)  # past the end: stays at min_lr
+
+
+def test_linear_schedule_warms_up_then_falls_in_a_straight_line_to_min_lr():
+    o = O(schedule="linear")
+    assert optim.learning_rate(o, 5, 0, 110) == 0.05 and optim.learning_rate(o, 10, 0, 110) == 0.1
+    # after warm-up (step 10), 100 steps from 0.1 to 0.01: 0.0009 less per step
+    for s in (20, 35, 60, 85, 110):
+        assert np.isclose(optim.learning_rate(o, s, 0, 110), 0.1 - (s - 10) * 0.0009), s
+    assert np.isclose(optim.learning_rate(o, 500, 0, 110), 0.01)
 
 
 def test_ema_is_the_bias_corrected_weighted_mean_of_the_iterates():

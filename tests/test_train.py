@@ -89,9 +89,11 @@ def timeless(run_dir):
         ["model.cell=lstm", "model.layers=2", "model.dropout=0.1", "optim.name=adam"],
         ["model.cell=gru", "model.layers=2", "optim.name=rmsprop"],
         ["optim.name=adam", "optim.ema=0.9"],
+        ["optim.name=adam", "optim.weight_decay=0.1", "optim.schedule=linear", "optim.warmup_steps=10",
+         "optim.min_lr=0"],
     ],
     ids=["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout", "lstm-2-layers", "gru-2-layers",
-         "adam-ema"],
+         "adam-ema", "adamw-linear"],
 )
 def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, sets):
     corpus = tmp_path / "c.txt"
