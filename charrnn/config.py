@@ -48,6 +48,9 @@ class ModelConfig:
     dtype: str = opt("float32", str, "floating-point type of parameters and training", choices=("float32", "float64"))
 
 
+# The schedules that warm up and then decay to optim.min_lr at train.steps.
+DECAYING = ("cosine", "linear")
+
 # The learning rate each optimizer starts from when optim.lr is not given.
 DEFAULT_LR = {"adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3, "sgd": 0.1}
 
@@ -67,8 +70,8 @@ class OptimConfig:
     schedule: str = opt("constant", str, "learning-rate schedule: constant, step (char-rnn: × decay_rate per epoch from decay_after on), cosine (nanoGPT: linear warm-up, then cosine to min_lr at train.steps), linear (linear warm-up, then a straight line to min_lr at train.steps)", choices=("constant", "step", "cosine", "linear"))
     decay_rate: float = opt(0.97, float, "step schedule: factor per epoch (char-rnn: 0.97)", lo=0.0, lo_open=True, hi=1.0, only_schedule=("step",))
     decay_after: int = opt(10, int, "step schedule: first epoch at whose end the rate decays (char-rnn: 10)", lo=0, only_schedule=("step",))
-    warmup_steps: int = opt(0, int, "cosine and linear schedules: steps of linear warm-up from 0", lo=0, only_schedule=("cosine", "linear"))
-    min_lr: Optional[float] = opt(None, float, "cosine and linear schedules: final learning rate; null: lr / 10", lo=0.0, nullable=True, only_schedule=("cosine", "linear"))
+    warmup_steps: int = opt(0, int, "cosine and linear schedules: steps of linear warm-up from 0", lo=0, only_schedule=DECAYING)
+    min_lr: Optional[float] = opt(None, float, "cosine and linear schedules: final learning rate; null: lr / 10", lo=0.0, nullable=True, only_schedule=DECAYING)
     ema: Optional[float] = opt(None, float, "decay of an exponential moving average of the weights (e.g. 0.999, about the last 1,000 steps), which validation, best.npz, sample and eval use; null: off", lo=0.0, lo_open=True, hi=1.0, hi_open=True, nullable=True)
 
 
@@ -240,9 +243,9 @@ def _resolve_optim(o, given, source):
         raise UsageError(f"{source}: optim.{f.name} applies to optim.schedule {schedules} only, not {o.schedule}")
     if o.lr is None:
         o = dataclasses.replace(o, lr=DEFAULT_LR[o.name])
-    if o.schedule in ("cosine", "linear") and o.min_lr is None:
+    if o.schedule in DECAYING and o.min_lr is None:
         o = dataclasses.replace(o, min_lr=o.lr / 10)
-    if o.schedule in ("cosine", "linear") and o.min_lr > o.lr:
+    if o.schedule in DECAYING and o.min_lr > o.lr:
         raise UsageError(f"{source}: optim.min_lr ({o.min_lr}) must not exceed optim.lr ({o.lr})")
     return o
 
