@@ -18,6 +18,7 @@ from typing import Optional
 import yaml
 
 from charrnn.errors import UsageError
+from charrnn.optim import DECAYING
 
 
 def opt(default, kind, doc, *, lo=None, lo_open=False, hi=None, hi_open=False,
@@ -47,9 +48,6 @@ class ModelConfig:
     init_std: float = opt(0.01, float, "weights start as N(0, 1) · init_std (min-char-rnn: 0.01); biases start at 0", lo=0.0, lo_open=True)
     dtype: str = opt("float32", str, "floating-point type of parameters and training", choices=("float32", "float64"))
 
-
-# The schedules that warm up and then decay to optim.min_lr at train.steps.
-DECAYING = ("cosine", "linear")
 
 # The learning rate each optimizer starts from when optim.lr is not given.
 DEFAULT_LR = {"adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3, "sgd": 0.1}

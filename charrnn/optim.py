@@ -216,6 +216,10 @@ def from_config(o):
     raise ValueError(f"unknown optimizer {o.name!r}")
 
 
+# The schedules that warm up and then decay to ``min_lr`` at the last step.
+DECAYING = ("cosine", "linear")
+
+
 def learning_rate(o, step, epoch, total_steps):
     """The learning rate for update number ``step`` (from 1) of ``total_steps``.
 
@@ -232,7 +236,7 @@ def learning_rate(o, step, epoch, total_steps):
     if o.schedule == "step":
         first = max(1, o.decay_after)  # the first epoch at whose end the rate decays
         return o.lr * o.decay_rate ** max(0, epoch - first + 1)
-    if o.schedule in ("cosine", "linear"):
+    if o.schedule in DECAYING:
         if step <= o.warmup_steps:
             return o.lr * step / o.warmup_steps
         span = max(1, total_steps - o.warmup_steps)
