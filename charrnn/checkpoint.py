@@ -150,7 +150,7 @@ def load(path):
     vocab = need("vocab")
     if vocab.ndim != 1 or vocab.dtype != np.int32 or len(vocab) < 1 or np.any(np.diff(vocab) <= 0):
         raise CharrnnError(f"{path}: damaged checkpoint: 'vocab' must be sorted distinct int32 code points")
-    spec = ModelSpec(cfg.model.cell, len(vocab), cfg.model.hidden_size, cfg.model.layers, cfg.model.dropout)
+    spec = ModelSpec.of(cfg.model, len(vocab))
     dtype = np.dtype(cfg.model.dtype)
 
     def checked(key, shape):

@@ -5,6 +5,7 @@ divergence, failed gradient check); 2 a usage error (bad option, config key or v
 130 interrupted by Ctrl-C after saving a checkpoint.
 """
 
+import itertools
 import math
 import os
 import sys
@@ -225,16 +226,16 @@ def gradcheck(cell, layers, dropout, tol, seed):
     depths = [layers] if layers else [1, 2]
     drops = [0.0] + ([dropout] if dropout > 0 else [])
     worst = 0.0
-    click.echo(f"{'model':<22} {'parameter':<14} {'shape':<10} {'max rel error':>14}")
+    click.echo(f"{'model':<26} {'parameter':<14} {'shape':<10} {'max rel error':>14}")
     for c in cells:
         for n in depths:
-            for d in drops:
-                label = f"{c} x{n}" + (f" dropout {d:g}" if d else "")
-                for row in check_gradients(ModelSpec(c, 7, 5, n, d), seed=seed):
+            for d, mult in itertools.product(drops, (False, True)):
+                label = f"{c} x{n}" + (" mult" if mult else "") + (f" dropout {d:g}" if d else "")
+                for row in check_gradients(ModelSpec(c, 7, 5, n, d, mult), seed=seed):
                     flag = "" if row.max_rel_error <= tol else "  FAIL"
                     worst = max(worst, row.max_rel_error)
                     shape = "x".join(map(str, row.shape))
-                    click.echo(f"{label:<22} {row.name:<14} {shape:<10} {row.max_rel_error:>14.2e}{flag}")
+                    click.echo(f"{label:<26} {row.name:<14} {shape:<10} {row.max_rel_error:>14.2e}{flag}")
     verdict = "passed" if worst <= tol else "FAILED"
     click.echo(f"gradcheck {verdict}: largest relative error {worst:.2e} (tolerance {tol:g})")
     if worst > tol:

@@ -45,6 +45,7 @@ class ModelConfig:
     hidden_size: int = opt(100, int, "hidden units per layer (H)", lo=1)
     layers: int = opt(1, int, "stacked recurrent layers", lo=1, hi=16)
     dropout: float = opt(0.0, float, "dropout between layers and before the output (0 disables)", lo=0.0, hi=1.0, hi_open=True)
+    multiplicative: bool = opt(False, bool, "multiplicative integration (Wu et al. 2016): each recurrent product scaled unit by unit by Wmx x_t + bm, a gain chosen by the input character")
     init_std: float = opt(0.01, float, "weights start as N(0, 1) · init_std (min-char-rnn: 0.01); biases start at 0", lo=0.0, lo_open=True)
     dtype: str = opt("float32", str, "floating-point type of parameters and training", choices=("float32", "float64"))
 
@@ -107,7 +108,7 @@ SECTIONS = {f.name: f.default_factory for f in dataclasses.fields(Config)}
 
 
 def _describe(meta):
-    kind = {int: "an integer", float: "a number", str: "a string"}[meta["kind"]]
+    kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[meta["kind"]]
     if meta["choices"]:
         kind = "one of " + ", ".join(meta["choices"])
     parts = []
@@ -144,6 +145,9 @@ def _check_value(key, value, meta, source):
         value = float(value)
     elif kind is str:
         if not isinstance(value, str) or not value:
+            raise bad()
+    elif kind is bool:
+        if not isinstance(value, bool):
             raise bad()
     if meta["choices"] and value not in meta["choices"]:
         raise bad()

@@ -13,6 +13,19 @@ Parameters are a dict of arrays keyed by name. Layer 0 uses min-char-rnn's names
 ``Whh_1``, ``bh_1``. The output layer is ``Why`` (V, H), ``by`` (V,). A one-layer vanilla
 model therefore has exactly min-char-rnn's five arrays, and its weights carry over.
 
+**Multiplicative integration** (``multiplicative``; Wu et al. 2016, "On Multiplicative
+Integration with Recurrent Neural Networks"): every recurrent product is scaled, unit by unit,
+by a vector computed from the input,
+
+    m_t  = Wmx x_t + bm                         (G·H,), bm starting at 1
+    cell pre-activations  m_t ⊙ (W h_{t-1}) + Wxh x_t + bh   instead of   W h_{t-1} + Wxh x_t + bh
+
+so that the character just read chooses how strongly each unit listens to the past
+(for a one-hot x_t, column x_t of Wmx is a per-character gain on Whh's rows; this is the
+paper's ``α ⊙ Wx ⊙ Uh + β₁ ⊙ Uh + β₂ ⊙ Wx + b`` with its two input vectors untied). The
+cells apply m_t inside their time loop (``xm``); each layer adds ``Wmx`` (G·H, D) and
+``bm`` (G·H,). With m_t = 1 it is the plain cell exactly.
+
 The carried state is a list with one tuple per layer, holding the arrays named by the
 cell's ``STATE`` (``(h,)`` or ``(h, c)``), each (B, H).
 """
@@ -34,6 +47,18 @@ class ModelSpec:
     hidden_size: int  # H
     layers: int = 1  # L
     dropout: float = 0.0  # on non-recurrent connections only (between layers, before output)
+    multiplicative: bool = False  # multiplicative integration (see the module docstring)
+
+    @classmethod
+    def of(cls, model_config, vocab_size):
+        """The spec of a config's ``model`` section, for a vocabulary of ``vocab_size``."""
+        mc = model_config
+        return cls(mc.cell, vocab_size, mc.hidden_size, mc.layers, mc.dropout, mc.multiplicative)
+
+    def describe(self):
+        """``gru, 1 layer(s) of 384`` (``, multiplicative`` when it is): for messages."""
+        return (f"{self.cell}, {self.layers} layer(s) of {self.hidden_size}"
+                + (", multiplicative" if self.multiplicative else ""))
 
     @property
     def module(self):
@@ -54,20 +79,26 @@ def param_shapes(spec):
         shapes[pname("Wxh", layer)] = (G * H, D)
         shapes[pname("Whh", layer)] = (G * H, H)
         shapes[pname("bh", layer)] = (G * H,)
+        if spec.multiplicative:
+            shapes[pname("Wmx", layer)] = (G * H, D)
+            shapes[pname("bm", layer)] = (G * H,)
     shapes["Why"] = (V, H)
     shapes["by"] = (V,)
     return shapes
 
 
 def init_params(spec, rng, dtype=np.float32, std=0.01):
-    """min-char-rnn's initialisation: weights ``N(0, 1) · std``, biases zero.
+    """min-char-rnn's initialisation: weights ``N(0, 1) · std``, biases zero (but the
+    multipliers' ``bm``, one: a multiplicative model starts close to the plain one).
 
     Cells may adjust their own biases afterwards (``cell.init_bias``, e.g. the LSTM's
     forget gate), so that the same initial weights serve every cell type.
     """
     params = {}
     for name, shape in param_shapes(spec).items():
-        if name.startswith("b"):
+        if name.startswith("bm"):
+            params[name] = np.ones(shape, dtype=dtype)
+        elif name.startswith("b"):
             params[name] = np.zeros(shape, dtype=dtype)
         else:
             params[name] = (rng.standard_normal(shape) * std).astype(dtype)
@@ -107,14 +138,17 @@ class Cache(NamedTuple):
 def prepare(params, spec, batch_size):
     """What ``forward`` derives from the weights before its time loop, per layer.
 
-    Layer 0's input table ``Wxhᵀ`` (V, G·H) as a contiguous copy, whose rows the inputs
-    gather, and each cell's ``prepare(Whh, batch_size)``. ``forward`` computes it for every chunk (the
+    Layer 0's input table ``Wxhᵀ + bh`` (V, G·H), whose rows the inputs gather (the same
+    sums as adding bh after the gather, one pass fewer), ``Wmxᵀ + bm`` likewise for a
+    multiplicative model, and each cell's ``prepare(Whh, batch_size)``. ``forward``
+    computes it for every chunk (the
     weights change between chunks); sampling computes it once per generated text, where
     it would otherwise be most of the cost of each character.
     """
     cell = spec.module
     return {
-        "WxhT": np.ascontiguousarray(params["Wxh"].T),
+        "xa_table": params["Wxh"].T + params["bh"],  # (V, G·H), row v: Wxh x + bh for x = v
+        "xm_table": params["Wmx"].T + params["bm"] if spec.multiplicative else None,  # Wmx x + bm
         "cells": [cell.prepare(params[pname("Whh", layer)], batch_size) for layer in range(spec.layers)],
     }
 
@@ -146,14 +180,21 @@ def forward(params, spec, X, state0, masks=None, prepared=None):
     for layer in range(spec.layers):
         Wxh, Whh, bh = (params[pname(n, layer)] for n in ("Wxh", "Whh", "bh"))
         if layer == 0:
-            # Wxh x_t for a one-hot x_t is column x_t of Wxh: gather rows of a
-            # contiguous copy of Wxhᵀ, for all T·B positions at once.
-            xa = prepared["WxhT"][X]  # (T, B, G·H)
+            # Wxh x_t for a one-hot x_t is column x_t of Wxh: gather rows of Wxhᵀ + bh
+            # (a contiguous table), for all T·B positions at once.
+            xa = prepared["xa_table"][X]  # (T, B, G·H)
         else:
             layer_inputs.append(x)
             xa = (x.reshape(T * B, -1) @ Wxh.T).reshape(T, B, -1)  # (T, B, G·H)
-        xa += bh
-        hs, s, c = cell.forward(xa, state0[layer], Whh, prepared["cells"][layer])
+            xa += bh
+        xm = None  # m_t = Wmx x_t + bm, (T, B, G·H), the same way as xa
+        if spec.multiplicative:
+            if layer == 0:
+                xm = prepared["xm_table"][X]
+            else:
+                xm = (x.reshape(T * B, -1) @ params[pname("Wmx", layer)].T).reshape(T, B, -1)
+                xm += params[pname("bm", layer)]
+        hs, s, c = cell.forward(xa, state0[layer], Whh, prepared["cells"][layer], xm=xm)
         state.append(s)
         cell_caches.append(c)
         x = hs if masks is None or masks[layer] is None else hs * masks[layer]
@@ -214,10 +255,13 @@ def backward(params, spec, Y, cache, probs, dstate=None):
             if dstate is not None
             else tuple(np.zeros_like(dx[0]) for _ in cell.STATE)
         )
-        dxa, dWhh, dstate0[layer] = cell.backward(dx, ds, cache.cell_caches[layer])
+        dxa, dWhh, dstate0[layer], dxm = cell.backward(dx, ds, cache.cell_caches[layer])
         dxa2 = dxa.reshape(N, -1)  # (T·B, G·H)
         grads[pname("Whh", layer)] = dWhh
         grads[pname("bh", layer)] = dxa2.sum(axis=0)
+        if spec.multiplicative:  # m_t enters like xa: the same two gradients, from dxm
+            dxm2 = dxm.reshape(N, -1)
+            grads[pname("bm", layer)] = dxm2.sum(axis=0)
         Wxh = params[pname("Wxh", layer)]
         if layer == 0:
             # dWxh[:, v] = Σ of dxa over the positions whose input is v. As one product with
@@ -225,10 +269,17 @@ def backward(params, spec, Y, cache, probs, dstate=None):
             onehot = np.zeros((N, spec.vocab_size), dtype=dxa.dtype)
             onehot[np.arange(N), cache.X.reshape(-1)] = 1
             grads[pname("Wxh", layer)] = dxa2.T @ onehot
+            if spec.multiplicative:
+                grads[pname("Wmx", layer)] = dxm2.T @ onehot
         else:
             x2 = cache.layer_inputs[layer - 1].reshape(N, -1)
             grads[pname("Wxh", layer)] = dxa2.T @ x2
-            dx = (dxa2 @ Wxh).reshape(T, B, -1)
+            dx = dxa2 @ Wxh
+            if spec.multiplicative:
+                Wmx = params[pname("Wmx", layer)]
+                grads[pname("Wmx", layer)] = dxm2.T @ x2
+                dx += dxm2 @ Wmx
+            dx = dx.reshape(T, B, -1)
     return grads, dstate0
 
 

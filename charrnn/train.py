@@ -150,7 +150,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     # Data.
     vocab, train_data, val_data = load_corpus(cfg, ck.vocab if ck else None, resume)
     streams = D.Streams(train_data, tc.batch_size, tc.seq_length)
-    spec = M.ModelSpec(mc.cell, len(vocab), mc.hidden_size, mc.layers, mc.dropout)
+    spec = M.ModelSpec.of(mc, len(vocab))
 
     # Model, optimizer and loop state.
     optimizer = optim.from_config(cfg.optim)
@@ -316,7 +316,6 @@ def _weights_from(path, spec, vocab, dtype):
         )
     if replace(src.spec, dropout=0.0) != replace(spec, dropout=0.0):  # dropout may change
         raise CharrnnError(
-            f"{path}: its model ({src.spec.cell}, {src.spec.layers} layer(s) of {src.spec.hidden_size}) "
-            f"does not match the config's ({spec.cell}, {spec.layers} layer(s) of {spec.hidden_size})"
+            f"{path}: its model ({src.spec.describe()}) does not match the config's ({spec.describe()})"
         )
     return {k: v.astype(dtype) for k, v in ckpt_io.weights(src).items()}

@@ -1,6 +1,7 @@
 """Tests of the recurrent cells (rnn, lstm, gru) through the model that stacks them.
 
-- numeric gradient checks (float64) for 1 and 2 layers, with and without dropout;
+- numeric gradient checks (float64) for 1 and 2 layers, with and without dropout, plain
+  and with multiplicative integration;
 - carried state: two chunks of T with the state carried equal one chunk of 2T, forward
   and, with the carried gradient fed back, backward;
 - cross-checks against PyTorch autograd: ``nn.RNN`` and ``nn.LSTM`` with our weights
@@ -40,12 +41,14 @@ def assert_close(ours, ref, what, rel=1e-6):
 # ---------------------------------------------------------------- gradient checks
 
 
+@pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", CELL_NAMES)
-def test_gradients_match_finite_differences(cell, layers, dropout):
-    rows = check_gradients(M.ModelSpec(cell, V, H, layers=layers, dropout=dropout))
-    expected = {*M.param_shapes(M.ModelSpec(cell, V, H, layers=layers))}
+def test_gradients_match_finite_differences(cell, layers, dropout, multiplicative):
+    rows = check_gradients(M.ModelSpec(cell, V, H, layers, dropout, multiplicative))
+    expected = {*M.param_shapes(M.ModelSpec(cell, V, H, layers, 0.0, multiplicative))}
+    assert multiplicative == ("Wmx" in expected)
     expected |= {f"state0.{l}.{s}" for l in range(layers) for s in CELLS[cell].STATE}
     assert {r.name for r in rows} == expected
     bad = [r for r in rows if not r.max_rel_error <= 1e-6]
@@ -62,12 +65,13 @@ def _hidden_states(cache, T, B):
     return [x for x in cache.layer_inputs] + [cache.top.reshape(T, B, -1)]
 
 
+@pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", CELL_NAMES)
-def test_two_chunks_with_carried_state_equal_one_long_chunk(cell, layers, dropout):
+def test_two_chunks_with_carried_state_equal_one_long_chunk(cell, layers, dropout, multiplicative):
     T, B = 4, 3
-    spec = M.ModelSpec(cell, V, H, layers=layers, dropout=dropout)
+    spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative)
     params, X, Y, state0 = random_problem(spec, 2 * T, B, seed=1)
     masks = (
         M.dropout_masks(spec, (2 * T, B, H), np.random.default_rng(2), np.float64)
@@ -113,12 +117,53 @@ def test_two_chunks_with_carried_state_equal_one_long_chunk(cell, layers, dropou
             assert_close(ours, ref, f"dstate0 layer {layer} {name}", 1e-10)
 
 
+# ---------------------------------------------------------------- multiplicative integration
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_multiplicative_with_unit_multipliers_is_the_plain_cell(cell, layers):
+    """With Wmx = 0 and bm = 1 every m_t is 1: the same loss, gradients and state as the
+    plain model with the same other weights; and dbm is then Σ_t dxa ⊙ (W h_{t-1}),
+    which is not zero, so the multipliers do learn."""
+    plain = M.ModelSpec(cell, V, H, layers)
+    mult = M.ModelSpec(cell, V, H, layers, 0.0, True)
+    params, X, Y, state0 = random_problem(plain, 5, 3, seed=6)
+    pm = dict(params)
+    for layer in range(layers):
+        G_H = params[M.pname("bh", layer)].shape[0]
+        D = params[M.pname("Wxh", layer)].shape[1]
+        pm[M.pname("Wmx", layer)] = np.zeros((G_H, D))
+        pm[M.pname("bm", layer)] = np.ones(G_H)
+    a = M.loss_and_grads(params, plain, X, Y, state0)
+    b = M.loss_and_grads(pm, mult, X, Y, state0)
+    assert a.loss == b.loss
+    for name, g in a.grads.items():
+        assert np.array_equal(g, b.grads[name]), name
+    for sa, sb in zip(a.state + a.dstate0, b.state + b.dstate0):
+        assert all(np.array_equal(x, y) for x, y in zip(sa, sb))
+    for layer in range(layers):
+        assert np.abs(b.grads[M.pname("bm", layer)]).max() > 1e-3
+        assert np.abs(b.grads[M.pname("Wmx", layer)]).max() > 1e-3
+
+
+def test_multiplicative_model_starts_with_unit_multiplier_biases():
+    spec = M.ModelSpec("gru", V, H, 2, 0.0, True)
+    params = M.init_params(spec, np.random.default_rng(0), np.float32, std=0.05)
+    for layer in range(2):
+        assert np.array_equal(params[M.pname("bm", layer)], np.ones(3 * H, np.float32))
+        assert params[M.pname("bh", layer)].max() == 0
+        w = params[M.pname("Wmx", layer)]
+        assert w.dtype == np.float32 and 0.03 < w.std() < 0.07
+
+
 # ---------------------------------------------------------------- dtype and numerics
 
 
+@pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("cell", CELL_NAMES)
-def test_float32_stays_float32_and_saturation_raises_no_warning(cell):
-    spec = M.ModelSpec(cell, V, H, layers=2)
+def test_float32_stays_float32_and_saturation_raises_no_warning(cell, multiplicative):
+    spec = M.ModelSpec(cell, V, H, 2, 0.0, multiplicative)
     rng = np.random.default_rng(3)
     # std=50: pre-activations in the hundreds saturate every gate; the sigmoid must not
     # overflow (1 / (1 + exp(-x)) would, in float32, from x < -88).
@@ -232,12 +277,14 @@ def test_matches_torch_nn_module(torch, cell, layers):
     _compare(spec, ours, loss.item(), grads, dstate0)
 
 
+@pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_gru_matches_torch_autograd_of_the_seed_equations(torch, layers):
+def test_gru_matches_torch_autograd_of_the_seed_equations(torch, layers, multiplicative):
     """torch.nn.GRU computes a different cell (reset after the product), so the seed's
-    equations are written out with torch operations and differentiated by autograd."""
+    equations are written out with torch operations and differentiated by autograd; with
+    multiplicative integration, each recurrent product times m_t = Wmx x_t + bm."""
     T, B = 6, 3
-    spec = M.ModelSpec("gru", V, H, layers=layers)
+    spec = M.ModelSpec("gru", V, H, layers, 0.0, multiplicative)
     params, X, Y, state0 = random_problem(spec, T, B, seed=5)
     ours = M.loss_and_grads(params, spec, X, Y, state0)
 
@@ -252,9 +299,14 @@ def test_gru_matches_torch_autograd_of_the_seed_equations(torch, layers):
         h, hs = h0[l], []
         for t in range(T):
             x = inputs[t]
-            r = torch.sigmoid(h @ W_r.T + x @ U_r.T + b_r)
-            z = torch.sigmoid(h @ W_z.T + x @ U_z.T + b_z)
-            h_cand = torch.tanh((r * h) @ W_h.T + x @ U_h.T + b_h)
+            if multiplicative:
+                m = x @ P[M.pname("Wmx", l)].T + P[M.pname("bm", l)]
+                m_r, m_z, m_h = m[:, :H], m[:, H : 2 * H], m[:, 2 * H :]
+            else:
+                m_r = m_z = m_h = 1.0
+            r = torch.sigmoid(m_r * (h @ W_r.T) + x @ U_r.T + b_r)
+            z = torch.sigmoid(m_z * (h @ W_z.T) + x @ U_z.T + b_z)
+            h_cand = torch.tanh(m_h * ((r * h) @ W_h.T) + x @ U_h.T + b_h)
             h = z * h + (1 - z) * h_cand
             hs.append(h)
         inputs = torch.stack(hs)

@@ -49,6 +49,8 @@ def test_minchar_config_is_min_char_rnn():
         ("model:\n  hidden_size: 0\n", r"model.hidden_size must be an integer ≥ 1, got 0"),
         ("model:\n  dropout: 1.0\n", r"model.dropout must be a number ≥ 0.0 and < 1.0, got 1.0"),
         ("model:\n  cell: transformer\n", r"model.cell must be one of rnn, lstm, gru, got 'transformer'"),
+        ("model:\n  multiplicative: 1\n", r"model.multiplicative must be true or false, got 1"),
+        ("model:\n  multiplicative: sometimes\n", r"model.multiplicative must be true or false, got 'sometimes'"),
         ("optim:\n  lr: -1\n", r"optim.lr must be a number > 0.0, or null, got -1"),
         ("optim:\n  lr: .nan\n", r"optim.lr must be a number"),
         ("optim:\n  ema: 1.0\n", r"optim.ema must be a number > 0.0 and < 1.0, or null, got 1.0"),

@@ -91,9 +91,10 @@ def timeless(run_dir):
         ["optim.name=adam", "optim.ema=0.9"],
         ["optim.name=adam", "optim.weight_decay=0.1", "optim.schedule=linear", "optim.warmup_steps=10",
          "optim.min_lr=0"],
+        ["model.cell=gru", "model.multiplicative=true", "model.layers=2", "optim.name=adam", "optim.ema=0.9"],
     ],
     ids=["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout", "lstm-2-layers", "gru-2-layers",
-         "adam-ema", "adamw-linear"],
+         "adam-ema", "adamw-linear", "gru-multiplicative"],
 )
 def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, sets):
     corpus = tmp_path / "c.txt"
@@ -111,6 +112,7 @@ def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, s
     for k in a.optim_state:
         assert np.array_equal(a.optim_state[k], b.optim_state[k]), k
     assert (a.ema is None) == (b.ema is None) == ("optim.ema=0.9" not in sets)
+    assert ("Wmx_1" in a.params) == ("model.multiplicative=true" in sets)
     for k in a.ema or {}:
         assert np.array_equal(a.ema[k], b.ema[k]), k
     assert timeless(tmp_path / "whole") == timeless(tmp_path / "half")
@@ -198,3 +200,8 @@ def test_two_layer_gated_models_learn_and_sample(tmp_path, write_config, corpus,
     assert r.exit_code == 0, r.output
     r = run("train", "--config", cfg, "-q", "--out", tmp_path / "bad", "--init-from", tmp_path / "run" / "ckpt.npz")
     one_line_error(r, 1, "does not match the config's (rnn, 1 layer(s) of 16)")
+    r = run("train", "--config", cfg, "-q", "--out", tmp_path / "bad", "--init-from", tmp_path / "run" / "ckpt.npz",
+            "--set", f"model.cell={cell}", "--set", "model.layers=2", "--set", "model.hidden_size=32",
+            "--set", "model.multiplicative=true")
+    one_line_error(r, 1, f"its model ({cell}, 2 layer(s) of 32) does not match the config's "
+                         f"({cell}, 2 layer(s) of 32, multiplicative)")

@@ -4,8 +4,12 @@ Every cell module exposes the same contract, so ``model.py`` can stack any of th
 
 - ``GATES``: how many H-sized blocks its input pre-activation has (rows of ``Wxh``).
 - ``STATE``: the names of the arrays it carries from chunk to chunk (``("h",)`` or ``("h", "c")``).
-- ``forward(xa, state0, Whh) -> (hs, state, cache)``
-- ``backward(dhs, dstate, cache) -> (dxa, dWhh, dstate0)``
+- ``forward(xa, state0, Whh, prepared=None, xm=None) -> (hs, state, cache)``
+- ``backward(dhs, dstate, cache) -> (dxa, dWhh, dstate0, dxm)``
+
+``xm`` (T, B, GATES*H), or None: the multipliers of multiplicative integration (see
+``model.py``), by which the cell scales its recurrent products, block by block, before
+adding ``xa``; ``dxm`` is their gradient (None without them).
 
 ``xa`` is the input pre-activation ``Wxh x_t + bh`` for all T steps at once, (T, B, GATES*H):
 it does not depend on the recurrence, so the caller computes it in one gather or one matrix

@@ -26,6 +26,15 @@ Backward, with ``dh = dhs[t] + dhnext`` (σ' = σ(1 - σ), tanh' = 1 - tanh²):
     dhnext = dh ⊙ z + drh ⊙ r + W_rzᵀ [dar, daz]
     dW_rz += [dar, daz] h_{t-1}ᵀ,  dW_h += dah̃ (r ⊙ h_{t-1})ᵀ   (after the loop)
 
+With multiplicative integration (``xm`` given, see ``model.py``) each product is scaled
+by its block of m_t before the input is added:
+
+    r_t = σ(m_r ⊙ (W_r h_{t-1}) + U_r x_t + b_r),  z_t likewise with m_z,
+    h̃_t = tanh(m_h ⊙ (W_h (r_t ⊙ h_{t-1})) + U_h x_t + b_h)
+
+Backward, the gradient at each product is m ⊙ (its da) (it takes da's place in drh,
+dhnext and dWhh), and ``dm = da ⊙ (the product)``.
+
 Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
 ``Whh h`` is written ``h @ Whh.T``.
 """
@@ -44,6 +53,10 @@ class Cache(NamedTuple):
     hcs: np.ndarray  # (T, B, H): h̃
     rhs: np.ndarray  # (T, B, H): r_t ⊙ h_{t-1}, the candidate's recurrent input
     Whh: np.ndarray  # (3H, H)
+    mrz: np.ndarray = None  # (T, B, 2H) multipliers of the r, z products (only with xm)
+    mh: np.ndarray = None  # (T, B, H) multiplier of the candidate's product (only with xm)
+    arz: np.ndarray = None  # (T, B, 2H) W_rz h_{t-1} (only with xm)
+    ah: np.ndarray = None  # (T, B, H) W_h (r ⊙ h_{t-1}) (only with xm)
 
 
 def _sigmoid_(a):
@@ -65,12 +78,13 @@ def prepare(Whh, batch_size):
     return np.ascontiguousarray(Whh[: 2 * H].T), np.ascontiguousarray(Whh[2 * H :].T)
 
 
-def forward(xa, state0, Whh, prepared=None):
+def forward(xa, state0, Whh, prepared=None, xm=None):
     """Run the recurrence over one chunk.
 
     Parameters
     ----------
     xa : (T, B, 3H) input pre-activations ``Wxh x_t + bh``, blocks r, z, h̃.
+    xm : (T, B, 3H) multipliers m_t of multiplicative integration, or None.
     state0 : ``(h0,)`` with h0 (B, H), the state carried in from the previous chunk.
     Whh : (3H, H) recurrent weights.
     prepared : ``prepare(Whh, B)`` if the caller already has it (sampling reuses it for every
@@ -93,14 +107,28 @@ def forward(xa, state0, Whh, prepared=None):
     rhs = np.empty((T, B, H), dtype=xa.dtype)
     hs[0] = h0
     WrzT, WhT = prepare(Whh, B) if prepared is None else prepared  # (H, 2H), (H, H)
+    mi = xm is not None
+    if mi:
+        arz = np.empty((T, B, 2 * H), dtype=xa.dtype)
+        ah = np.empty((T, B, H), dtype=xa.dtype)
+        mrz = np.ascontiguousarray(xm[:, :, : 2 * H])
+        mh = np.ascontiguousarray(xm[:, :, 2 * H :])
     for t in range(T):
         rz, hc, hprev = rzs[t], hcs[t], hs[t]
-        np.dot(hprev, WrzT, out=rz)  # W_r h_{t-1}, W_z h_{t-1} in one product
+        if mi:
+            np.dot(hprev, WrzT, out=arz[t])
+            np.multiply(arz[t], mrz[t], out=rz)
+        else:
+            np.dot(hprev, WrzT, out=rz)  # W_r h_{t-1}, W_z h_{t-1} in one product
         rz += xa[t, :, : 2 * H]  # + U x_t + b
         _sigmoid_(rz)  # r, z
         r, z = rz[:, :H], rz[:, H:]
         np.multiply(r, hprev, out=rhs[t])  # r ⊙ h_{t-1}
-        np.dot(rhs[t], WhT, out=hc)  # h̃ = tanh(W_h (r ⊙ h_{t-1})
+        if mi:
+            np.dot(rhs[t], WhT, out=ah[t])
+            np.multiply(ah[t], mh[t], out=hc)
+        else:
+            np.dot(rhs[t], WhT, out=hc)  # h̃ = tanh(W_h (r ⊙ h_{t-1})
         hc += xa[t, :, 2 * H :]  #            + U_h x_t + b_h)
         np.tanh(hc, out=hc)
         h = hs[t + 1]
@@ -108,6 +136,8 @@ def forward(xa, state0, Whh, prepared=None):
         np.subtract(hprev, hc, out=h)
         h *= z
         h += hc
+    if mi:
+        return hs[1:], (hs[T],), Cache(hs, rzs, hcs, rhs, Whh, mrz, mh, arz, ah)
     return hs[1:], (hs[T],), Cache(hs, rzs, hcs, rhs, Whh)
 
 
@@ -128,9 +158,14 @@ def backward(dhs, dstate, cache):
         from which the caller gets dWxh, dbh and the gradient for the layer below.
     dWhh : (3H, H).
     dstate0 : ``(dh_{-1},)`` gradient with respect to the carried-in state.
+    dxm : (T, B, 3H) gradient with respect to the multipliers ``xm``, or None without them.
     """
-    hs, rzs, hcs, rhs, Whh = cache
+    hs, rzs, hcs, rhs, Whh, mrz, mh, arz, ah = cache
+    mi = mrz is not None
     T, B, H = dhs.shape
+    if mi:
+        grz, gh = np.empty_like(arz), np.empty_like(ah)  # m ⊙ da: the gradients at the products
+        dxm = np.empty((T, B, GATES * H), dtype=dhs.dtype)
     Wrz, Wh = Whh[: 2 * H], Whh[2 * H :]  # (2H, H), (H, H)
     dxa = np.empty((T, B, GATES * H), dtype=dhs.dtype)
     dh = np.empty((B, H), dtype=dhs.dtype)
@@ -152,19 +187,26 @@ def backward(dhs, dstate, cache):
         dahc *= dh
         dahc *= tmp  # dah̃ = dh ⊙ (1 - z) ⊙ (1 - h̃²)
         # h̃ = tanh(W_h (r ⊙ h_{t-1}) + ...)
-        drh = dahc @ Wh  # W_hᵀ dah̃, in row form
+        drh = (np.multiply(dahc, mh[t], out=gh[t]) if mi else dahc) @ Wh  # W_hᵀ dah̃, in row form
         np.multiply(drh, hprev, out=dar)
         dar *= r
         dar *= 1 - r  # dar = drh ⊙ h_{t-1} ⊙ r(1 - r)
         # h_{t-1} reaches the loss through the interpolation, r ⊙ h_{t-1}, and r and z.
         dhnext = dh * z
         dhnext += np.multiply(drh, r, out=tmp)
-        dhnext += da[:, : 2 * H] @ Wrz  # W_rzᵀ [dar, daz], one product for both gates
+        dhnext += (np.multiply(da[:, : 2 * H], mrz[t], out=grz[t]) if mi else da[:, : 2 * H]) @ Wrz
+        if mi:  # dm = da ⊙ (the product), here while da is in cache
+            np.multiply(da[:, : 2 * H], arz[t], out=dxm[t, :, : 2 * H])
+            np.multiply(dahc, ah[t], out=dxm[t, :, 2 * H :])
     TB = T * B
-    dxa2 = dxa.reshape(TB, -1)
     dWhh = np.empty_like(Whh)
+    if mi:
+        np.matmul(grz.reshape(TB, -1).T, hs[:-1].reshape(TB, -1), out=dWhh[: 2 * H])
+        np.matmul(gh.reshape(TB, -1).T, rhs.reshape(TB, -1), out=dWhh[2 * H :])
+        return dxa, dWhh, (dhnext,), dxm
+    dxa2 = dxa.reshape(TB, -1)
     # Σ_t of the outer products over all steps and streams: the r, z blocks saw
     # h_{t-1}, the candidate saw r ⊙ h_{t-1}.
     np.matmul(dxa2[:, : 2 * H].T, hs[:-1].reshape(TB, -1), out=dWhh[: 2 * H])
     np.matmul(dxa2[:, 2 * H :].T, rhs.reshape(TB, -1), out=dWhh[2 * H :])
-    return dxa, dWhh, (dhnext,)
+    return dxa, dWhh, (dhnext,), None

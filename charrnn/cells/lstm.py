@@ -26,6 +26,10 @@ step t+1 (σ' = σ(1 - σ), tanh' = 1 - tanh²):
 
 Both h and c are carried from chunk to chunk, so both get a carried gradient.
 
+With multiplicative integration (``xm`` given, see ``model.py``) the product is scaled by
+m_t, block by block: ``a_t = m_t ⊙ (W h_{t-1}) + U x_t + b``. Then the gradient at the
+product is ``m_t ⊙ da`` (it takes da's place in dWhh and dhnext), and ``dm_t = da ⊙ W h_{t-1}``.
+
 Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
 ``Whh h`` is written ``h @ Whh.T``.
 """
@@ -45,6 +49,8 @@ class Cache(NamedTuple):
     gates: np.ndarray  # (T, B, 4H): i, f, g, o after their nonlinearities
     tcs: np.ndarray  # (T, B, H): tanh(c_t)
     Whh: np.ndarray  # (4H, H)
+    xm: np.ndarray = None  # (T, B, 4H) multipliers m_t, or None
+    rec: np.ndarray = None  # (T, B, 4H) Whh h_{t-1} before the multiplier (only with xm)
 
 
 def init_bias(bh):
@@ -86,12 +92,13 @@ def prepare(Whh, batch_size):
     return np.ascontiguousarray(Whh.T)
 
 
-def forward(xa, state0, Whh, prepared=None):
+def forward(xa, state0, Whh, prepared=None, xm=None):
     """Run the recurrence over one chunk.
 
     Parameters
     ----------
     xa : (T, B, 4H) input pre-activations ``Wxh x_t + bh``, blocks i, f, g, o.
+    xm : (T, B, 4H) multipliers m_t of multiplicative integration, or None.
     state0 : ``(h0, c0)``, each (B, H), the state carried in from the previous chunk.
     Whh : (4H, H) recurrent weights.
     prepared : ``prepare(Whh, B)`` if the caller already has it (sampling reuses it for every
@@ -117,9 +124,14 @@ def forward(xa, state0, Whh, prepared=None):
     WhhT = prepare(Whh, B) if prepared is None else prepared  # (H, 4H)
     # np.dot rather than np.matmul: the same BLAS call with less overhead per call
     dot, multiply, tanh = np.dot, np.multiply, np.tanh
+    rec = None if xm is None else np.empty_like(xa)
     for t in range(T):
         a = gates[t]
-        dot(hs[t], WhhT, out=a)  # W h_{t-1}, all four blocks in one product
+        if xm is None:
+            dot(hs[t], WhhT, out=a)  # W h_{t-1}, all four blocks in one product
+        else:
+            dot(hs[t], WhhT, out=rec[t])
+            multiply(rec[t], xm[t], out=a)  # m_t ⊙ W h_{t-1}
         a += xa[t]  # + U x_t + b
         # i, f, o = σ(·) and g = c̃ = tanh(·), all as s ⊙ tanh(s ⊙ ·) + k, in place
         a *= s
@@ -132,7 +144,7 @@ def forward(xa, state0, Whh, prepared=None):
         c += multiply(i, g, out=ig)  #      + i ⊙ g
         tanh(c, out=tcs[t])
         multiply(o, tcs[t], out=hs[t + 1])  # h_t = o ⊙ tanh(c_t)
-    return hs[1:], (hs[T], cs[T]), Cache(hs, cs, gates, tcs, Whh)
+    return hs[1:], (hs[T], cs[T]), Cache(hs, cs, gates, tcs, Whh, xm, rec)
 
 
 def backward(dhs, dstate, cache):
@@ -152,8 +164,9 @@ def backward(dhs, dstate, cache):
         from which the caller gets dWxh, dbh and the gradient for the layer below.
     dWhh : (4H, H).
     dstate0 : ``(dh_{-1}, dc_{-1})`` gradient with respect to the carried-in state.
+    dxm : (T, B, 4H) gradient with respect to the multipliers ``xm``, or None without them.
     """
-    hs, cs, gates, tcs, Whh = cache
+    hs, cs, gates, tcs, Whh, xm, rec = cache
     T, B, H = dhs.shape
     dt = dhs.dtype
     dxa = np.empty((T, B, GATES * H), dtype=dt)
@@ -161,6 +174,8 @@ def backward(dhs, dstate, cache):
     dhbuf, dcbuf = np.empty((B, H), dtype=dt), np.empty((B, H), dtype=dt)
     dhnext, dcnext = dstate
     add, subtract, multiply, dot = np.add, np.subtract, np.multiply, np.dot
+    # With multipliers, the gradient at the product W h_{t-1} is m_t ⊙ da.
+    drec = dxa if xm is None else np.empty_like(dxa)
     for t in reversed(range(T)):
         a, da, tc = gates[t], dxa[t], tcs[t]
         i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
@@ -190,8 +205,11 @@ def backward(dhs, dstate, cache):
         da.reshape(B, GATES, H)[:, :3] *= dc[:, None, :]
         Ko *= dh
         dcnext = multiply(dc, f, out=dcbuf)  # through c_t = f ⊙ c_{t-1}
-        dhnext = dot(da, Whh, out=dhbuf)  # Whhᵀ [dai, daf, dag, dao], in row form: all blocks at once
+        if xm is not None:
+            multiply(da, xm[t], out=drec[t])
+        dhnext = dot(drec[t], Whh, out=dhbuf)  # Whhᵀ [dai, daf, dag, dao], in row form: all blocks at once
     TB = T * B
     # Σ_t da_t h_{t-1}ᵀ over all steps and streams in one product.
-    dWhh = dxa.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1)
-    return dxa, dWhh, (dhnext, dcnext)
+    dWhh = drec.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1)
+    dxm = None if xm is None else dxa * rec  # dm_t = da ⊙ W h_{t-1}
+    return dxa, dWhh, (dhnext, dcnext), dxm

@@ -10,6 +10,10 @@ layer above) and ``dhnext`` the gradient flowing back from step t+1:
     dWhh  += dhraw h_{t-1}ᵀ             (summed after the loop in one product)
     dhnext = Whhᵀ dhraw
 
+With multiplicative integration (``xm`` given, see ``model.py``) the product is scaled by
+m_t: ``h_t = tanh(m_t ⊙ (Whh h_{t-1}) + Wxh x_t + bh)``. Then the gradient at the product
+is ``m_t ⊙ dhraw`` (it takes dhraw's place in dWhh and dhnext), and ``dm_t = dhraw ⊙ Whh h_{t-1}``.
+
 Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
 ``Whh h`` is written ``h @ Whh.T``.
 """
@@ -25,6 +29,8 @@ STATE = ("h",)
 class Cache(NamedTuple):
     hs: np.ndarray  # (T+1, B, H): hs[0] = h_{-1} (the carried state), hs[t+1] = h_t
     Whh: np.ndarray  # (H, H)
+    xm: np.ndarray = None  # (T, B, H) multipliers m_t, or None
+    rec: np.ndarray = None  # (T, B, H) Whh h_{t-1} before the multiplier (only with xm)
 
 
 def prepare(Whh, batch_size):
@@ -38,12 +44,13 @@ def prepare(Whh, batch_size):
     return Whh.T if batch_size == 1 else np.ascontiguousarray(Whh.T)
 
 
-def forward(xa, state0, Whh, prepared=None):
+def forward(xa, state0, Whh, prepared=None, xm=None):
     """Run the recurrence over one chunk.
 
     Parameters
     ----------
     xa : (T, B, H) input pre-activations ``Wxh x_t + bh``.
+    xm : (T, B, H) multipliers m_t of multiplicative integration, or None.
     state0 : ``(h0,)`` with h0 (B, H), the state carried in from the previous chunk.
     Whh : (H, H) recurrent weights.
     prepared : ``prepare(Whh, B)`` if the caller already has it (sampling reuses it for every
@@ -63,12 +70,21 @@ def forward(xa, state0, Whh, prepared=None):
     # Local names, and np.dot rather than np.matmul (same BLAS call, less overhead per
     # call): at B = 1 the calls in this loop are most of the cost.
     dot, tanh = np.dot, np.tanh
+    if xm is None:
+        for t in range(T):
+            h = hs[t + 1]
+            dot(hs[t], WhhT, out=h)  # Whh h_{t-1}
+            h += xa[t]  # + Wxh x_t + bh
+            tanh(h, out=h)
+        return hs[1:], (hs[T],), Cache(hs, Whh)
+    rec = np.empty_like(xa)
     for t in range(T):
         h = hs[t + 1]
-        dot(hs[t], WhhT, out=h)  # Whh h_{t-1}
+        dot(hs[t], WhhT, out=rec[t])  # Whh h_{t-1}
+        np.multiply(rec[t], xm[t], out=h)  # m_t ⊙ Whh h_{t-1}
         h += xa[t]  # + Wxh x_t + bh
         tanh(h, out=h)
-    return hs[1:], (hs[T],), Cache(hs, Whh)
+    return hs[1:], (hs[T],), Cache(hs, Whh, xm, rec)
 
 
 def backward(dhs, dstate, cache):
@@ -88,8 +104,9 @@ def backward(dhs, dstate, cache):
         the caller gets dWxh, dbh and the gradient for the layer below.
     dWhh : (H, H).
     dstate0 : ``(dh_{-1},)`` gradient with respect to the carried-in state.
+    dxm : (T, B, H) gradient with respect to the multipliers ``xm``, or None without them.
     """
-    hs, Whh = cache
+    hs, Whh, xm, rec = cache
     T = dhs.shape[0]
     # tanh' = 1 - h_t² for all steps at once: it does not depend on the recurrence.
     dxa = np.multiply(hs[1:], hs[1:])
@@ -97,11 +114,16 @@ def backward(dhs, dstate, cache):
     (dhnext,) = dstate
     buf = np.empty_like(dhs[0])  # dhnext lives here from the first step on
     dot, add = np.dot, np.add
+    # With multipliers, the gradient at the product Whh h_{t-1} is m_t ⊙ dhraw.
+    drec = dxa if xm is None else np.empty_like(dxa)
     for t in reversed(range(T)):
         dhraw = dxa[t]  # holds 1 - h_t² until overwritten here
         dhraw *= add(dhs[t], dhnext, out=buf)  # (1 - h_t²) ⊙ (dhs[t] + dhnext)
-        dhnext = dot(dhraw, Whh, out=buf)  # Whhᵀ dhraw, in row form
+        if xm is not None:
+            np.multiply(dhraw, xm[t], out=drec[t])
+        dhnext = dot(drec[t], Whh, out=buf)  # Whhᵀ dhraw, in row form
     TB = dxa.shape[0] * dxa.shape[1]
     # Σ_t dhraw_t h_{t-1}ᵀ over all steps and streams in one product.
-    dWhh = dxa.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1)
-    return dxa, dWhh, (dhnext,)
+    dWhh = drec.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1)
+    dxm = None if xm is None else dxa * rec  # dm_t = dhraw ⊙ Whh h_{t-1}
+    return dxa, dWhh, (dhnext,), dxm
