@@ -162,8 +162,8 @@ class MinCharLoop:
 
 
 class CharrnnTrainer:
-    def __init__(self, data, V, cell, H, T, B, dtype, lr, clip=5.0, seed=0):
-        self.spec = M.ModelSpec(cell, V, H)
+    def __init__(self, data, V, cell, H, T, B, dtype, lr, clip=5.0, seed=0, multiplicative=False):
+        self.spec = M.ModelSpec(cell, V, H, multiplicative=multiplicative)
         self.params = M.init_params(self.spec, np.random.default_rng(seed), dtype)
         self.opt = optim.Adagrad()
         self.opt_state = self.opt.init_state(self.params)
