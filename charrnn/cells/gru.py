@@ -163,6 +163,7 @@ def backward(dhs, dstate, cache):
     hs, rzs, hcs, rhs, Whh, mrz, mh, arz, ah = cache
     mi = mrz is not None
     T, B, H = dhs.shape
+    dxm = None
     if mi:
         grz, gh = np.empty_like(arz), np.empty_like(ah)  # m ⊙ da: the gradients at the products
         dxm = np.empty((T, B, GATES * H), dtype=dhs.dtype)
@@ -199,14 +200,14 @@ def backward(dhs, dstate, cache):
             np.multiply(da[:, : 2 * H], arz[t], out=dxm[t, :, : 2 * H])
             np.multiply(dahc, ah[t], out=dxm[t, :, 2 * H :])
     TB = T * B
-    dWhh = np.empty_like(Whh)
-    if mi:
-        np.matmul(grz.reshape(TB, -1).T, hs[:-1].reshape(TB, -1), out=dWhh[: 2 * H])
-        np.matmul(gh.reshape(TB, -1).T, rhs.reshape(TB, -1), out=dWhh[2 * H :])
-        return dxa, dWhh, (dhnext,), dxm
-    dxa2 = dxa.reshape(TB, -1)
     # Σ_t of the outer products over all steps and streams: the r, z blocks saw
-    # h_{t-1}, the candidate saw r ⊙ h_{t-1}.
-    np.matmul(dxa2[:, : 2 * H].T, hs[:-1].reshape(TB, -1), out=dWhh[: 2 * H])
-    np.matmul(dxa2[:, 2 * H :].T, rhs.reshape(TB, -1), out=dWhh[2 * H :])
-    return dxa, dWhh, (dhnext,), None
+    # h_{t-1}, the candidate saw r ⊙ h_{t-1} (of da, or with multipliers of m ⊙ da).
+    if mi:
+        drz2, dhc2 = grz.reshape(TB, -1), gh.reshape(TB, -1)
+    else:
+        dxa2 = dxa.reshape(TB, -1)
+        drz2, dhc2 = dxa2[:, : 2 * H], dxa2[:, 2 * H :]
+    dWhh = np.empty_like(Whh)
+    np.matmul(drz2.T, hs[:-1].reshape(TB, -1), out=dWhh[: 2 * H])
+    np.matmul(dhc2.T, rhs.reshape(TB, -1), out=dWhh[2 * H :])
+    return dxa, dWhh, (dhnext,), dxm
