@@ -63,11 +63,24 @@ def weights(ck):
     return optim.eval_weights(ck.params, ck.ema, ck.config.optim.ema, ck.step)
 
 
+def _new_file_mode():
+    """The mode ``open(path, "w")`` gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path, write):
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place."""
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place.
+
+    mkstemp creates the temporary file readable by its owner only (0600); it gets the mode a
+    plainly written file would have, so that a run's checkpoints, config and plots are as
+    readable as its metrics.jsonl.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
+        os.chmod(tmp, _new_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -246,6 +246,24 @@ def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, trained, 
     assert sorted(os.listdir(trained.parent)) == ["ckpt.npz", "config.yaml", "metrics.jsonl"]  # no temporary left
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_files_are_written_with_the_mode_of_a_plainly_written_file(tmp_path, trained):
+    """mkstemp's temporary files are 0600; what replaces them gets 0666 less the umask, as
+    metrics.jsonl (written with open()) does."""
+    old = os.umask(0o022)
+    try:
+        ckpt_io.save(str(tmp_path / "a.npz"), ckpt_io.load(str(trained)))
+        assert (tmp_path / "a.npz").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        ckpt_io.save(str(tmp_path / "b.npz"), ckpt_io.load(str(trained)))
+        assert (tmp_path / "b.npz").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+    for name in ("ckpt.npz", "config.yaml"):
+        mode = (trained.parent / name).stat().st_mode & 0o777
+        assert mode == (trained.parent / "metrics.jsonl").stat().st_mode & 0o777, name
+
+
 def test_gradcheck_command_prints_a_table_and_fails_above_tolerance():
     r = run("gradcheck", "--cell", "rnn")
     assert r.exit_code == 0, r.output
