@@ -108,6 +108,7 @@ def forward(xa, state0, Whh, prepared=None, xm=None):
     hs[0] = h0
     WrzT, WhT = prepare(Whh, B) if prepared is None else prepared  # (H, 2H), (H, H)
     mi = xm is not None
+    mrz = mh = arz = ah = None
     if mi:
         arz = np.empty((T, B, 2 * H), dtype=xa.dtype)
         ah = np.empty((T, B, H), dtype=xa.dtype)
@@ -136,9 +137,7 @@ def forward(xa, state0, Whh, prepared=None, xm=None):
         np.subtract(hprev, hc, out=h)
         h *= z
         h += hc
-    if mi:
-        return hs[1:], (hs[T],), Cache(hs, rzs, hcs, rhs, Whh, mrz, mh, arz, ah)
-    return hs[1:], (hs[T],), Cache(hs, rzs, hcs, rhs, Whh)
+    return hs[1:], (hs[T],), Cache(hs, rzs, hcs, rhs, Whh, mrz, mh, arz, ah)
 
 
 def backward(dhs, dstate, cache):
