@@ -38,29 +38,42 @@ SCALARS = ("step", "position", "epoch", "smooth_loss", "elapsed_s", "val_loss", 
 
 
 @dataclass
-class Checkpoint:
+class RunState:
+    """Everything that changes while a run trains, and that resuming needs: one object that a
+    training step updates and a checkpoint saves and loads whole.
+
+    Arrays live on the run's device (NumPy here); the carried state holds all B streams.
+    """
+
     params: dict  # name -> array
-    optim_state: dict  # "<slot>.<param>" -> array
-    state: list  # per layer, tuple of (B, H) arrays
-    vocab: np.ndarray  # (V,) int32 code points
-    config: C.Config
-    spec: ModelSpec
-    step: int
-    position: int
-    epoch: int
-    smooth_loss: float  # min-char-rnn's smoothed loss (per chunk, as it keeps it)
-    elapsed_s: float  # wall time of training so far, across resumes
-    rng_state: dict  # numpy bit generator state
+    opt_state: dict  # "<slot>.<param>" -> array: the optimizer's state by parameter name
+    ema: Optional[dict]  # name -> array: the weights' moving average accumulator (optim.ema), or None
+    state: list  # carried hidden state: per layer, a tuple of (B, H) arrays
+    rng: np.random.Generator  # draws the dropout masks
+    step: int = 0  # optimizer steps taken
+    position: int = 0  # offset of the next chunk in every stream
+    epoch: int = 0  # times the streams have wrapped
+    smooth_loss: float = float("nan")  # min-char-rnn's smoothed loss (per chunk, as it keeps it)
+    elapsed_s: float = 0.0  # wall time of training so far, across resumes
     val_loss: float = float("nan")  # last validation loss, nats per character (nan: none yet)
     best_val_loss: float = float("inf")  # lowest validation loss seen (the one in best.npz)
     evals_since_best: int = 0  # evaluations since it, for early stopping
-    ema: Optional[dict] = None  # name -> array: the weights' moving average accumulator (optim.ema)
+
+
+@dataclass
+class Checkpoint:
+    """A run's state and what it describes: the vocabulary, the resolved config, the model."""
+
+    run: RunState
+    vocab: np.ndarray  # (V,) int32 code points
+    config: C.Config
+    spec: ModelSpec
 
 
 def weights(ck):
     """The weights to evaluate and sample with: the moving average of the weights when the
     run keeps one (``optim.ema``) and has taken a step, otherwise the trained parameters."""
-    return optim.eval_weights(ck.params, ck.ema, ck.config.optim.ema, ck.step)
+    return optim.eval_weights(ck.run.params, ck.run.ema, ck.config.optim.ema, ck.run.step)
 
 
 def _new_file_mode():
@@ -96,19 +109,20 @@ def atomic_write(path, write):
 
 def save(path, ck):
     """Write checkpoint ``ck`` to ``path`` atomically."""
-    arrays = dict(ck.params)
-    arrays.update({f"optim.{k}": v for k, v in ck.optim_state.items()})
-    if ck.ema is not None:
-        arrays.update({f"ema.{k}": v for k, v in ck.ema.items()})
-    for layer, arrs in enumerate(ck.state):
+    run = ck.run
+    arrays = dict(run.params)
+    arrays.update({f"optim.{k}": v for k, v in run.opt_state.items()})
+    if run.ema is not None:
+        arrays.update({f"ema.{k}": v for k, v in run.ema.items()})
+    for layer, arrs in enumerate(run.state):
         for name, a in zip(ck.spec.module.STATE, arrs):
             arrays[f"state.{layer}.{name}"] = a
     arrays["vocab"] = np.asarray(ck.vocab, dtype=np.int32)
     arrays["config"] = np.array(json.dumps(C.to_dict(ck.config)))
-    arrays["rng"] = np.array(json.dumps(ck.rng_state))
+    arrays["rng"] = np.array(json.dumps(run.rng.bit_generator.state))
     arrays["format_version"] = np.int64(FORMAT_VERSION)
     for k in SCALARS:
-        arrays[k] = np.array(getattr(ck, k))
+        arrays[k] = np.array(getattr(run, k))
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
@@ -194,4 +208,10 @@ def load(path):
         scalars[k] = a.item()
     ints = ("step", "position", "epoch", "evals_since_best")
     scalars = {k: int(v) if k in ints else float(v) for k, v in scalars.items()}
-    return Checkpoint(params, optim_state, state, vocab, cfg, spec, rng_state=rng_state, ema=ema, **scalars)
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = rng_state
+    except (TypeError, ValueError, KeyError) as e:
+        raise CharrnnError(f"{path}: damaged checkpoint: 'rng' is not a random generator state ({e})") from None
+    run = RunState(params, optim_state, ema, state, rng, **scalars)
+    return Checkpoint(run, vocab, cfg, spec)

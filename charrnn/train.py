@@ -124,6 +124,114 @@ class _StopFlag:
             signal.signal(signal.SIGINT, self._old)
 
 
+def new_run(cfg, spec, optimizer, vocab, init_from=None):
+    """The state of a run at step 0: min-char-rnn's initial weights (or those of checkpoint
+    ``init_from``), fresh optimizer state, zero carried state, the generator seeded."""
+    tc, dtype = cfg.train, np.dtype(cfg.model.dtype)
+    rng = np.random.default_rng(tc.seed)
+    params = M.init_params(spec, rng, dtype, cfg.model.init_std)
+    if init_from is not None:
+        params = _weights_from(init_from, spec, vocab, dtype)
+    return ckpt_io.RunState(
+        params=params,
+        opt_state=optimizer.init_state(params),
+        ema={k: np.zeros_like(v) for k, v in params.items()} if cfg.optim.ema is not None else None,
+        state=M.zero_state(spec, tc.batch_size, dtype),
+        rng=rng,
+        smooth_loss=-math.log(1.0 / len(vocab)) * tc.seq_length,  # min-char-rnn's start
+    )
+
+
+def next_batch(run, streams, spec):
+    """The chunk at the run's position, (X, Y) each (T, B); when the streams would run past
+    their end, they start again (a new epoch) from a zero state."""
+    if streams.wraps(run.position):
+        run.position, run.epoch = 0, run.epoch + 1
+        run.state = M.zero_state(spec, streams.B, run.state[0][0].dtype)
+    return streams.batch(run.position)
+
+
+class Diverged(Exception):
+    """A step's loss or gradients are not finite; the run state is left as before the step."""
+
+    def __init__(self, step, what, loss):
+        super().__init__(f"training diverged at step {step}: the {what} is not finite (loss {loss})")
+
+
+def train_step(run, X, Y, spec, optimizer, cfg):
+    """One step of truncated BPTT on the chunk (X, Y) from the carried state: loss and
+    gradients, clipping, the optimizer's update, the weight average; the state is carried on.
+
+    Updates ``run`` in place and returns (loss of the chunk, learning rate used).
+    Raises Diverged (and changes nothing) when the loss or a gradient is not finite.
+    """
+    T, B = X.shape
+    dtype = run.params["Why"].dtype
+    masks = M.dropout_masks(spec, (T, B, spec.hidden_size), run.rng, dtype) if spec.dropout > 0 else None
+    with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked just below
+        loss, grads, state, _ = M.loss_and_grads(run.params, spec, X, Y, run.state, masks)
+    if not math.isfinite(loss) or not all(np.isfinite(g).all() for g in grads.values()):
+        raise Diverged(run.step + 1, "loss" if not math.isfinite(loss) else "gradient", loss)
+    run.state = state
+    run.smooth_loss = run.smooth_loss * SMOOTHING + loss * (1 - SMOOTHING)
+    if cfg.optim.clip_value:
+        optim.clip_by_value(grads, cfg.optim.clip_value)
+    if cfg.optim.clip_norm:
+        optim.clip_by_norm(grads, cfg.optim.clip_norm)
+    lr = optim.learning_rate(cfg.optim, run.step + 1, run.epoch, cfg.train.steps)
+    optimizer.update(run.params, grads, run.opt_state, lr, run.step + 1)
+    if run.ema is not None:
+        optim.ema_update(run.ema, run.params, cfg.optim.ema)
+    run.position += T
+    run.step += 1
+    return loss, lr
+
+
+class RunDir:
+    """The run directory's files: the checkpoint, the best model, the metrics log."""
+
+    def __init__(self, out_dir):
+        self.path = out_dir
+        self.ckpt = os.path.join(out_dir, "ckpt.npz")
+        self.best = os.path.join(out_dir, "best.npz")
+        self.metrics = os.path.join(out_dir, "metrics.jsonl")
+        self.config = os.path.join(out_dir, "config.yaml")
+
+    def create(self, cfg):
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            _write_text(self.config, C.dump_yaml(cfg))
+        except OSError as e:
+            raise CharrnnError(f"{self.path}: cannot write the run directory: {e.strerror}") from None
+
+
+class Progress:
+    """What the run tells the user and the log: the progress bar and preview samples on
+    stderr, one JSON line per record in metrics.jsonl."""
+
+    def __init__(self, metrics_file, total, initial, quiet):
+        self.file = metrics_file
+        self.quiet = quiet
+        self.bar = tqdm(total=total, initial=initial, file=sys.stderr, disable=quiet, unit="step",
+                        dynamic_ncols=True, mininterval=0.5)
+        self.postfix = {}
+
+    def log(self, record):
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def show(self, **fields):
+        self.postfix.update(fields)
+        self.bar.set_postfix(self.postfix, refresh=False)
+
+    def write(self, text):
+        if not self.quiet:
+            self.bar.write(text, file=sys.stderr)
+
+    def close(self):
+        self.bar.close()
+
+
 def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=None):
     """Train according to ``cfg`` (or continue the run in checkpoint ``resume``).
 
@@ -132,9 +240,9 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     out_dir : run directory (default ``cfg.train.out_dir``, or the checkpoint's directory).
     Returns a Summary.
     """
-    ck = None
-    if resume is not None:
-        ck = ckpt_io.load(resume)
+    # The plan: the config (a resumed run's own), where to stop, where to write.
+    ck = ckpt_io.load(resume) if resume is not None else None
+    if ck is not None:
         cfg = ck.config
         out_dir = out_dir or os.path.dirname(os.path.abspath(resume))
     # --steps N stops this invocation at step N; the run's plan (train.steps, which
@@ -144,163 +252,111 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     stop_at = cfg.train.steps if steps is None else steps
     out_dir = os.path.abspath(out_dir or cfg.train.out_dir)
     cfg = replace(cfg, train=replace(cfg.train, out_dir=out_dir))
-    tc, mc = cfg.train, cfg.model
-    dtype = np.dtype(mc.dtype)
+    tc = cfg.train
 
-    # Data.
+    # Data: the vocabulary, the training text as B streams, the held-out text.
     vocab, train_data, val_data = load_corpus(cfg, ck.vocab if ck else None, resume)
     streams = D.Streams(train_data, tc.batch_size, tc.seq_length)
-    spec = M.ModelSpec.of(mc, len(vocab))
 
-    # Model, optimizer and loop state.
+    # Model, optimizer, and the run's state: resumed whole, or new.
+    spec = M.ModelSpec.of(cfg.model, len(vocab))
     optimizer = optim.from_config(cfg.optim)
-    if ck is not None:
-        params, opt_state, state, ema = ck.params, ck.optim_state, ck.state, ck.ema
-        rng = np.random.default_rng()
-        rng.bit_generator.state = ck.rng_state
-        step, p, epoch, smooth_loss, elapsed0 = ck.step, ck.position, ck.epoch, ck.smooth_loss, ck.elapsed_s
-        val_loss, best_val, evals_since_best = ck.val_loss, ck.best_val_loss, ck.evals_since_best
-    else:
-        rng = np.random.default_rng(tc.seed)
-        params = M.init_params(spec, rng, dtype, mc.init_std)
-        if init_from is not None:
-            params = _weights_from(init_from, spec, vocab, dtype)
-        opt_state = optimizer.init_state(params)
-        ema = {k: np.zeros_like(v) for k, v in params.items()} if cfg.optim.ema is not None else None
-        state = M.zero_state(spec, tc.batch_size, dtype)
-        step, p, epoch, elapsed0 = 0, 0, 0, 0.0
-        smooth_loss = -math.log(1.0 / len(vocab)) * tc.seq_length  # min-char-rnn's start
-        val_loss, best_val, evals_since_best = math.nan, math.inf, 0
+    run = ck.run if ck is not None else new_run(cfg, spec, optimizer, vocab, init_from)
 
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        _write_text(os.path.join(out_dir, "config.yaml"), C.dump_yaml(cfg))
-    except OSError as e:
-        raise CharrnnError(f"{out_dir}: cannot write the run directory: {e.strerror}") from None
-    ckpt_path = os.path.join(out_dir, "ckpt.npz")
-    best_path = os.path.join(out_dir, "best.npz")
-    metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    if ck is not None:
-        _truncate_metrics(metrics_path, step)
-    elif os.path.exists(metrics_path):
-        os.replace(metrics_path, metrics_path + ".old")  # a fresh run starts a fresh log
+    def save(path):
+        run.elapsed_s = elapsed()
+        ckpt_io.save(path, ckpt_io.Checkpoint(run, vocab, cfg, spec))
 
-    t_start = time.perf_counter()
+    def eval_weights():
+        """What validation and previews use: the moving average of the weights, if kept."""
+        return optim.eval_weights(run.params, run.ema, cfg.optim.ema, run.step)
+
+    def validate():
+        """Validation loss now, logged; keeps best.npz; True when patience has run out."""
+        run.val_loss = evaluate(eval_weights(), spec, val_data).nats
+        improved = run.val_loss < run.best_val_loss
+        if improved:
+            run.best_val_loss, run.evals_since_best = run.val_loss, 0
+        else:
+            run.evals_since_best += 1
+        progress.log({"step": run.step, "epoch": run.epoch, "val_loss": run.val_loss,
+                      "val_bpc": run.val_loss / math.log(2), "best_val_loss": run.best_val_loss,
+                      "elapsed_s": round(elapsed(), 3)})
+        progress.show(val_bpc=f"{run.val_loss / math.log(2):.3f}")
+        save(files.ckpt)  # the checkpoint always agrees with the metrics and best.npz
+        if improved:
+            save(files.best)
+        return tc.patience is not None and run.evals_since_best >= tc.patience
+
+    # The run directory; a resumed run's log is cut back to its checkpoint.
+    files = RunDir(out_dir)
+    files.create(cfg)
+    if ck is not None:
+        _truncate_metrics(files.metrics, run.step)
+    elif os.path.exists(files.metrics):
+        os.replace(files.metrics, files.metrics + ".old")  # a fresh run starts a fresh log
+
+    elapsed0, t_start = run.elapsed_s, time.perf_counter()
 
     def elapsed():
         return elapsed0 + time.perf_counter() - t_start
 
-    def save(path):
-        ckpt_io.save(path, ckpt_io.Checkpoint(
-            params, opt_state, state, vocab, cfg, spec, step, p, epoch, smooth_loss,
-            elapsed(), rng.bit_generator.state, val_loss, best_val, evals_since_best, ema))
-
-    def eval_weights():
-        """What validation and previews use: the moving average of the weights, if kept."""
-        return optim.eval_weights(params, ema, cfg.optim.ema, step)
-
-    T, B = tc.seq_length, tc.batch_size
-    clip_value, clip_norm = cfg.optim.clip_value, cfg.optim.clip_norm
-    bar = tqdm(total=stop_at, initial=step, file=sys.stderr, disable=quiet, unit="step",
-               dynamic_ncols=True, mininterval=0.5)
-    window_t, window_steps = time.perf_counter(), 0
-    chars_per_s = 0.0
-    last_saved = step if ck is not None else None
-    last_eval = step if ck is not None and not math.isnan(val_loss) else None
+    last_saved = run.step if ck is not None else None
+    last_eval = run.step if ck is not None and not math.isnan(run.val_loss) else None
+    window_t, window_steps, chars_per_s = time.perf_counter(), 0, 0.0
     stopped = "done"
-    postfix = {}
-    with _StopFlag() as stop, open(metrics_path, "a", encoding="utf-8") as metrics:
-
-        def log(record):
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
-
-        def run_eval():
-            """Validation loss now; keeps best.npz; True when patience has run out."""
-            nonlocal val_loss, best_val, evals_since_best, last_eval, last_saved
-            val_loss = evaluate(eval_weights(), spec, val_data).nats
-            last_eval = step
-            improved = val_loss < best_val
-            if improved:
-                best_val, evals_since_best = val_loss, 0
-            else:
-                evals_since_best += 1
-            log({"step": step, "epoch": epoch, "val_loss": val_loss, "val_bpc": val_loss / math.log(2),
-                 "best_val_loss": best_val, "elapsed_s": round(elapsed(), 3)})
-            postfix["val_bpc"] = f"{val_loss / math.log(2):.3f}"
-            bar.set_postfix(postfix, refresh=False)
-            save(ckpt_path)  # the checkpoint always agrees with the metrics and best.npz
-            last_saved = step
-            if improved:
-                save(best_path)
-            return tc.patience is not None and evals_since_best >= tc.patience
-
+    with _StopFlag() as stop, open(files.metrics, "a", encoding="utf-8") as metrics_file:
+        progress = Progress(metrics_file, stop_at, run.step, quiet)
         try:
-            while step < stop_at and not stop.set:
+            while run.step < stop_at and not stop.set:
                 if tc.max_minutes is not None and elapsed() >= 60 * tc.max_minutes:
                     stopped = "time budget"
                     break
-                if streams.wraps(p):
-                    p, epoch = 0, epoch + 1
-                    state = M.zero_state(spec, B, dtype)
-                X, Y = streams.batch(p)
-                masks = M.dropout_masks(spec, (T, B, mc.hidden_size), rng, dtype) if mc.dropout > 0 else None
-                with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked just below
-                    loss, grads, new_state, _ = M.loss_and_grads(params, spec, X, Y, state, masks)
-                if not math.isfinite(loss) or not all(np.isfinite(g).all() for g in grads.values()):
-                    what = "loss" if not math.isfinite(loss) else "gradient"
-                    raise CharrnnError(
-                        f"training diverged at step {step + 1}: the {what} is not finite "
-                        f"(loss {loss}); no checkpoint was written for it, the last good one "
-                        f"is {ckpt_path if last_saved is not None else 'none (none was written yet)'}; "
-                        "try a lower optim.lr or enable clipping"
-                    )
-                state = new_state
-                smooth_loss = smooth_loss * SMOOTHING + loss * (1 - SMOOTHING)
-                if clip_value:
-                    optim.clip_by_value(grads, clip_value)
-                if clip_norm:
-                    optim.clip_by_norm(grads, clip_norm)
-                lr = optim.learning_rate(cfg.optim, step + 1, epoch, tc.steps)
-                optimizer.update(params, grads, opt_state, lr, step + 1)
-                if ema is not None:
-                    optim.ema_update(ema, params, cfg.optim.ema)
-                p += T
-                step += 1
+                X, Y = next_batch(run, streams, spec)
+                try:
+                    loss, lr = train_step(run, X, Y, spec, optimizer, cfg)
+                except Diverged as e:
+                    last = files.ckpt if last_saved is not None else "none (none was written yet)"
+                    raise CharrnnError(f"{e}; no checkpoint was written for it, the last good one is "
+                                       f"{last}; try a lower optim.lr or enable clipping") from None
                 window_steps += 1
-                bar.update(1)
+                progress.bar.update(1)
 
-                if step % tc.log_every == 0 or step == tc.steps:
+                if run.step % tc.log_every == 0 or run.step == tc.steps:
                     now = time.perf_counter()
-                    chars_per_s = window_steps * T * B / max(now - window_t, 1e-9)
+                    chars_per_s = window_steps * X.size / max(now - window_t, 1e-9)
                     window_t, window_steps = now, 0
-                    postfix.update(loss=f"{smooth_loss / T:.4f}", chars_s=f"{chars_per_s:,.0f}")
-                    bar.set_postfix(postfix, refresh=False)
-                    log({"step": step, "epoch": epoch, "loss": loss / T, "smooth_loss": smooth_loss / T,
-                         "lr": lr, "chars_per_s": round(chars_per_s, 1), "elapsed_s": round(elapsed(), 3)})
-                if tc.sample_every and step % tc.sample_every == 0 and not quiet:
-                    text = _preview(eval_weights(), spec, vocab, state, Y[-1, 0], cfg, step)
-                    bar.write(f"----- sample at step {step} -----\n{text}\n-----", file=sys.stderr)
-                if len(val_data) and tc.eval_every and step % tc.eval_every == 0:
-                    if run_eval():
+                    T = tc.seq_length
+                    progress.show(loss=f"{run.smooth_loss / T:.4f}", chars_s=f"{chars_per_s:,.0f}")
+                    progress.log({"step": run.step, "epoch": run.epoch, "loss": loss / T,
+                                  "smooth_loss": run.smooth_loss / T, "lr": lr,
+                                  "chars_per_s": round(chars_per_s, 1), "elapsed_s": round(elapsed(), 3)})
+                if tc.sample_every and run.step % tc.sample_every == 0 and not quiet:
+                    text = _preview(eval_weights(), spec, vocab, run.state, Y[-1, 0], cfg, run.step)
+                    progress.write(f"----- sample at step {run.step} -----\n{text}\n-----")
+                if len(val_data) and tc.eval_every and run.step % tc.eval_every == 0:
+                    last_eval = last_saved = run.step
+                    if validate():
                         stopped = "early stopping"
                         break
                     window_t = time.perf_counter()  # evaluation time is not training speed
-                if tc.checkpoint_every and step % tc.checkpoint_every == 0 and last_saved != step:
-                    save(ckpt_path)
-                    last_saved = step
+                if tc.checkpoint_every and run.step % tc.checkpoint_every == 0 and last_saved != run.step:
+                    save(files.ckpt)
+                    last_saved = run.step
         finally:
-            bar.close()
-        interrupted = stop.set and step < stop_at and stopped == "done"
-        finished = step >= tc.steps or stopped == "time budget"  # not a pause at --steps N
-        if len(val_data) and last_eval != step and finished:
-            run_eval()  # a finished run ends with the validation loss of its final weights
-        if last_saved != step:
-            save(ckpt_path)
+            progress.close()
+        interrupted = stop.set and run.step < stop_at and stopped == "done"
+        finished = run.step >= tc.steps or stopped == "time budget"  # not a pause at --steps N
+        if len(val_data) and last_eval != run.step and finished:
+            validate()  # a finished run ends with the validation loss of its final weights
+            last_saved = run.step
+        if last_saved != run.step:
+            save(files.ckpt)
     if interrupted:
-        raise Interrupted(f"interrupted at step {step}; checkpoint saved to {ckpt_path}; "
-                          f"continue with: charrnn train --resume {ckpt_path}")
-    return Summary(out_dir, step, smooth_loss / T, val_loss, best_val, chars_per_s, elapsed(), stopped)
+        raise Interrupted(f"interrupted at step {run.step}; checkpoint saved to {files.ckpt}; "
+                          f"continue with: charrnn train --resume {files.ckpt}")
+    return Summary(out_dir, run.step, run.smooth_loss / tc.seq_length, run.val_loss, run.best_val_loss,
+                   chars_per_s, elapsed(), stopped)
 
 
 def _weights_from(path, spec, vocab, dtype):

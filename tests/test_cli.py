@@ -29,7 +29,7 @@ def test_smoke_config_trains_and_samples(tmp_path):
         assert key in lines[0]
     assert (out / "config.yaml").exists()
     ck = ckpt_io.load(str(out / "ckpt.npz"))
-    assert ck.step == 60
+    assert ck.run.step == 60
     r = run("sample", "--checkpoint", out / "ckpt.npz", "--length", 50, "--seed", 3, "--prime", "KING")
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("KING") and len(r.stdout) == 4 + 50 + 1
@@ -70,14 +70,14 @@ def test_resume_is_bitwise_exact(tmp_path, write_config, extra):
     assert run("train", "--config", cfg, "--out", half, "-q", "--steps", 60, *extra).exit_code == 0
     assert run("train", "--resume", half / "ckpt.npz", "-q").exit_code == 0
     a, b = ckpt_io.load(str(whole / "ckpt.npz")), ckpt_io.load(str(half / "ckpt.npz"))
-    assert a.step == b.step == 120 and a.epoch == b.epoch >= 1
-    for k in a.params:
-        assert np.array_equal(a.params[k], b.params[k]), k
-    for k in a.optim_state:
-        assert np.array_equal(a.optim_state[k], b.optim_state[k]), k
-    for sa, sb in zip(a.state, b.state):
+    assert a.run.step == b.run.step == 120 and a.run.epoch == b.run.epoch >= 1
+    for k in a.run.params:
+        assert np.array_equal(a.run.params[k], b.run.params[k]), k
+    for k in a.run.opt_state:
+        assert np.array_equal(a.run.opt_state[k], b.run.opt_state[k]), k
+    for sa, sb in zip(a.run.state, b.run.state):
         assert all(np.array_equal(x, y) for x, y in zip(sa, sb))
-    assert (a.position, a.smooth_loss, a.rng_state) == (b.position, b.smooth_loss, b.rng_state)
+    assert (a.run.position, a.run.smooth_loss, a.run.rng.bit_generator.state) == (b.run.position, b.run.smooth_loss, b.run.rng.bit_generator.state)
     assert read_metrics(whole / "metrics.jsonl") == read_metrics(half / "metrics.jsonl")
 
 
@@ -103,7 +103,7 @@ def test_init_from_starts_a_new_run_from_the_weights(tmp_path, write_config):
     run("train", "--config", cfg, "-q", "--out", tmp_path / "a")
     r = run("train", "--config", cfg, "-q", "--out", tmp_path / "b", "--init-from", tmp_path / "a" / "ckpt.npz", "--steps", 3)
     assert r.exit_code == 0, r.output
-    assert ckpt_io.load(str(tmp_path / "b" / "ckpt.npz")).step == 3
+    assert ckpt_io.load(str(tmp_path / "b" / "ckpt.npz")).run.step == 3
 
 
 def test_init_from_with_another_vocabulary_is_refused(tmp_path, write_config):
@@ -289,9 +289,9 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "Traceback" not in stderr
     assert "interrupted at step" in stderr and "--resume" in stderr
     ck = ckpt_io.load(str(out / "ckpt.npz"))
-    assert ck.step >= 10
+    assert ck.run.step >= 10
     logged = [json.loads(l)["step"] for l in open(out / "metrics.jsonl")]
-    assert logged[-1] <= ck.step
+    assert logged[-1] <= ck.run.step
 
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, write_config):
@@ -309,8 +309,8 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     line = one_line_error(r, 1, "diverged at step", "not finite")
     step = int(line.split("diverged at step ")[1].split(":")[0])
     ck = ckpt_io.load(str(tmp_path / "boom" / "ckpt.npz"))  # loads: all of its values are finite
-    assert ck.step == step - 1
-    assert all(np.isfinite(p).all() for p in ck.params.values())
+    assert ck.run.step == step - 1
+    assert all(np.isfinite(p).all() for p in ck.run.params.values())
     assert good  # the first run's checkpoint was written
 
 

@@ -38,7 +38,7 @@ def test_validation_is_deterministic_and_matches_charrnn_eval(tmp_path, write_co
     assert out["nats_per_char"] == va[-1]  # the same number, to the last bit
     assert out["chars"] == int(4000 * 0.1) - 1
     ck = ckpt_io.load(str(tmp_path / "a" / "ckpt.npz"))
-    assert ck.val_loss == va[-1]
+    assert ck.run.val_loss == va[-1]
 
 
 def test_best_checkpoint_is_the_one_with_the_lowest_validation_loss(tmp_path, write_config):
@@ -51,9 +51,9 @@ def test_best_checkpoint_is_the_one_with_the_lowest_validation_loss(tmp_path, wr
     best = min(vals, key=lambda m: m["val_loss"])
     assert best["step"] != vals[-1]["step"], "the test needs a run whose last evaluation is not its best"
     ck = ckpt_io.load(str(tmp_path / "run" / "best.npz"))
-    assert ck.step == best["step"] and ck.best_val_loss == best["val_loss"]
+    assert ck.run.step == best["step"] and ck.run.best_val_loss == best["val_loss"]
     _, _, val = load_corpus(ck.config, ck.vocab)
-    assert evaluate(ck.params, ck.spec, val).nats == best["val_loss"]
+    assert evaluate(ck.run.params, ck.spec, val).nats == best["val_loss"]
 
 
 def test_patience_stops_early(tmp_path, write_config, corpus):
@@ -63,7 +63,7 @@ def test_patience_stops_early(tmp_path, write_config, corpus):
     vals = [m["val_loss"] for m in metrics(tmp_path / "run") if "val_loss" in m]
     i = int(np.argmin(vals))
     assert len(vals) == i + 3  # two evaluations after the best, then stop
-    assert ckpt_io.load(str(tmp_path / "run" / "ckpt.npz")).step == 5 * len(vals) < 1000
+    assert ckpt_io.load(str(tmp_path / "run" / "ckpt.npz")).run.step == 5 * len(vals) < 1000
 
 
 def test_time_budget_stops_the_run_with_a_checkpoint_and_an_evaluation(tmp_path, write_config, corpus):
@@ -71,8 +71,8 @@ def test_time_budget_stops_the_run_with_a_checkpoint_and_an_evaluation(tmp_path,
     r = run("train", "--config", cfg, "-q", "--set", "train.max_minutes=0.02")
     assert r.exit_code == 0 and "(time budget)" in r.stderr
     ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
-    assert 0 < ck.step < 10**6 and ck.elapsed_s >= 1.2
-    assert metrics(tmp_path / "run")[-1]["step"] == ck.step and "val_loss" in metrics(tmp_path / "run")[-1]
+    assert 0 < ck.run.step < 10**6 and ck.run.elapsed_s >= 1.2
+    assert metrics(tmp_path / "run")[-1]["step"] == ck.run.step and "val_loss" in metrics(tmp_path / "run")[-1]
 
 
 def timeless(run_dir):
@@ -105,21 +105,21 @@ def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, s
     run("train", "--config", cfg, "-q", "--out", tmp_path / "half", "--steps", 47, *extra)
     run("train", "--resume", tmp_path / "half" / "ckpt.npz", "-q")
     a, b = (ckpt_io.load(str(tmp_path / d / "ckpt.npz")) for d in ("whole", "half"))
-    assert a.step == b.step == 100 and a.epoch >= 2
-    for k in a.params:
-        assert np.array_equal(a.params[k], b.params[k]), k
-    assert a.optim_state.keys() == b.optim_state.keys()
-    for k in a.optim_state:
-        assert np.array_equal(a.optim_state[k], b.optim_state[k]), k
-    assert (a.ema is None) == (b.ema is None) == ("optim.ema=0.9" not in sets)
-    assert ("Wmx_1" in a.params) == ("model.multiplicative=true" in sets)
-    for k in a.ema or {}:
-        assert np.array_equal(a.ema[k], b.ema[k]), k
+    assert a.run.step == b.run.step == 100 and a.run.epoch >= 2
+    for k in a.run.params:
+        assert np.array_equal(a.run.params[k], b.run.params[k]), k
+    assert a.run.opt_state.keys() == b.run.opt_state.keys()
+    for k in a.run.opt_state:
+        assert np.array_equal(a.run.opt_state[k], b.run.opt_state[k]), k
+    assert (a.run.ema is None) == (b.run.ema is None) == ("optim.ema=0.9" not in sets)
+    assert ("Wmx_1" in a.run.params) == ("model.multiplicative=true" in sets)
+    for k in a.run.ema or {}:
+        assert np.array_equal(a.run.ema[k], b.run.ema[k]), k
     assert timeless(tmp_path / "whole") == timeless(tmp_path / "half")
     lrs = {m["lr"] for m in metrics(tmp_path / "whole") if "lr" in m}
     assert len(lrs) > 1 or "schedule" not in " ".join(sets)  # the schedules do change the rate
     best_a, best_b = (ckpt_io.load(str(tmp_path / d / "best.npz")) for d in ("whole", "half"))
-    assert best_a.step == best_b.step and all(np.array_equal(best_a.params[k], best_b.params[k]) for k in best_a.params)
+    assert best_a.run.step == best_b.run.step and all(np.array_equal(best_a.run.params[k], best_b.run.params[k]) for k in best_a.run.params)
 
 
 def test_the_moving_average_of_the_weights_is_what_validation_eval_and_sample_use(tmp_path, write_config, corpus):
@@ -130,11 +130,11 @@ def test_the_moving_average_of_the_weights_is_what_validation_eval_and_sample_us
     run("train", "--config", cfg, "-q", "--set", "optim.name=adam", "--set", "optim.lr=0.01", "--set", "optim.ema=0.9")
     ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
     avg = ckpt_io.weights(ck)
-    np.testing.assert_array_equal(avg["Whh"], ck.ema["Whh"] / (1 - 0.9**40))
+    np.testing.assert_array_equal(avg["Whh"], ck.run.ema["Whh"] / (1 - 0.9**40))
     _, _, val = load_corpus(ck.config, ck.vocab)
     vals = [m["val_loss"] for m in metrics(tmp_path / "run") if "val_loss" in m]
-    assert evaluate(avg, ck.spec, val).nats == vals[-1] == ck.val_loss
-    assert evaluate(ck.params, ck.spec, val).nats != vals[-1]  # the averaged weights are another model
+    assert evaluate(avg, ck.spec, val).nats == vals[-1] == ck.run.val_loss
+    assert evaluate(ck.run.params, ck.spec, val).nats != vals[-1]  # the averaged weights are another model
     r = run("eval", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--json")
     assert json.loads(r.stdout)["nats_per_char"] == vals[-1]
 
@@ -144,13 +144,13 @@ def test_the_moving_average_of_the_weights_is_what_validation_eval_and_sample_us
         return "Th" + D.decode(list(sampling.generate(params, ck.spec, int(idx[-1]), state, 60, None, greedy=True)), ck.vocab)
 
     r = run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--greedy", "-n", 60, "--prime", "Th")
-    assert greedy(avg) != greedy(ck.params), "the test needs the two models to write different text"
+    assert greedy(avg) != greedy(ck.run.params), "the test needs the two models to write different text"
     assert r.stdout.rstrip("\n") == greedy(avg)
 
     # --init-from starts from the averaged weights too (one step at a negligible rate).
     run("train", "--config", cfg, "-q", "--out", tmp_path / "next", "--init-from", tmp_path / "run" / "ckpt.npz",
         "--set", "train.steps=1", "--set", "optim.lr=1e-12")
-    start = ckpt_io.load(str(tmp_path / "next" / "ckpt.npz")).params
+    start = ckpt_io.load(str(tmp_path / "next" / "ckpt.npz")).run.params
     for k in avg:
         np.testing.assert_allclose(start[k], avg[k], rtol=0, atol=1e-6, err_msg=k)
 
@@ -188,10 +188,10 @@ def test_two_layer_gated_models_learn_and_sample(tmp_path, write_config, corpus,
     late = float(np.mean(losses[-10:]))
     assert abs(losses[0] - start) < 0.05 and late < start - 0.8, (losses[0], late)
     ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
-    assert ck.spec.cell == cell and set(ck.params) >= {"Wxh", "Whh", "bh", "Wxh_1", "Whh_1", "bh_1", "Why", "by"}
+    assert ck.spec.cell == cell and set(ck.run.params) >= {"Wxh", "Whh", "bh", "Wxh_1", "Whh_1", "bh_1", "Why", "by"}
     G = {"lstm": 4, "gru": 3}[cell]
-    assert ck.params["Whh_1"].shape == (G * 32, 32)
-    assert len(ck.state) == 2 and len(ck.state[0]) == (2 if cell == "lstm" else 1)
+    assert ck.run.params["Whh_1"].shape == (G * 32, 32)
+    assert len(ck.run.state) == 2 and len(ck.run.state[0]) == (2 if cell == "lstm" else 1)
     s = run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "-n", 100, "--seed", 0, "--prime", "The ")
     assert s.exit_code == 0 and s.stdout.startswith("The ") and len(s.stdout) == 4 + 100 + 1
     # and a new run can start from these weights
