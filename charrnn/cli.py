@@ -284,7 +284,8 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
         if ck.config.data.val_fraction == 0:
             raise click.UsageError(f"{ckpt_path}: the run has no validation split (data.val_fraction 0); give --text FILE or --prime/--length")
         _, _, val = load_corpus(ck.config, ck.vocab, ckpt_path)
-        corpus = os.path.relpath(ck.config.data.path) if not os.path.relpath(ck.config.data.path).startswith("..") else ck.config.data.path
+        rel = os.path.relpath(ck.config.data.path)  # shorter in the page's header, where it is below here
+        corpus = ck.config.data.path if rel.startswith("..") else rel
         text, source = D.decode(val[:chars], ck.vocab), f"validation split of {corpus}"
     val_loss = None if math.isnan(ck.val_loss) else f"{ck.val_loss:.3f} nats/char ({ck.val_loss / math.log(2):.3f} bits)"
     header = {"checkpoint": ckpt_path, "model": ck.spec.describe(), "step": ck.step, "val_loss": val_loss, "source": source}
