@@ -261,8 +261,8 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
 
     if text_path and (prime is not None or length):
         raise click.UsageError("--text runs the model over a file; --prime and --length sample a text instead: give one or the other")
-    if prime is not None and not length:
-        raise click.UsageError("--prime needs --length N, the characters to sample after it")
+    if (prime is not None or temperature is not None or seed is not None) and not length:
+        raise click.UsageError("--prime, --temperature and --seed sample a text: give --length N, the characters to sample")
     try:
         layer_list = None if layers is None else [int(x) for x in layers.split(",")]
     except ValueError:
@@ -272,7 +272,8 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
     if text_path:
         text, source = D.read_text(text_path)[:chars], text_path
     elif length:
-        prime = prime or "\n"  # as charrnn sample starts: after a line break
+        if not prime:  # as charrnn sample starts: after a line break (or the first character)
+            prime = "\n" if ord("\n") in ck.vocab else chr(ck.vocab[0])
         try:
             indices = D.encode(prime, ck.vocab)
         except CharrnnError as e:

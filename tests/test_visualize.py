@@ -182,6 +182,11 @@ def test_sampled_text_is_the_sample_commands_text(tmp_path, write_config, corpus
     s = run("sample", "--checkpoint", path, "--prime", "KING", "--length", 60, "--seed", 5, "-t", 0.9)
     assert data["text"] == s.stdout[:-1] and len(data["text"]) == 64
     assert data["source"] == "sampled at temperature 0.9, seed 5"
+    # Without a prime, as charrnn sample: after a line break, which the page shows.
+    r = run("visualize", "--checkpoint", path, "--length", 30, "--seed", 2, "--out", tmp_path / "p.html")
+    assert r.exit_code == 0, r.output
+    s = run("sample", "--checkpoint", path, "--length", 30, "--seed", 2)
+    assert Page((tmp_path / "p.html").read_text(encoding="utf-8")).data["text"] == "\n" + s.stdout[:-1]
 
 
 def test_default_text_is_the_start_of_the_validation_split(tmp_path, write_config, corpus):
@@ -202,6 +207,7 @@ def test_usage_errors(tmp_path, write_config, corpus):
     one_line_error(run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--prime", "a", "--length", 3,
                        "--out", out), 2, "--text", "--prime")
     one_line_error(run("visualize", "--checkpoint", path, "--prime", "a", "--out", out), 2, "--length")
+    one_line_error(run("visualize", "--checkpoint", path, "--seed", 1, "--out", out), 2, "--length")
     one_line_error(run("visualize", "--checkpoint", path, "--layers", "2", "--out", out), 2, "layer 2", "1 to 1")
     one_line_error(run("visualize", "--checkpoint", path, "--layers", "one", "--out", out), 2, "--layers")
     (tmp_path / "u.txt").write_text("snow ☃", encoding="utf-8")
