@@ -6,7 +6,7 @@ never half of one. Read with ``allow_pickle=False``: a checkpoint is data, never
 Every array is read and validated before anything is returned, so a damaged file is
 reported in one line and never half-loaded.
 
-Keys (see the README for the full table):
+Keys (docs/checkpoints.md has the full table):
 
 - the parameters under their names (``Wxh``, ``Whh``, ``bh``, ``Why``, ``by``, ``Wxh_1``, ...)
 - ``optim.<slot>.<param>``: optimizer state (e.g. ``optim.mem.Wxh`` for Adagrad)

@@ -242,5 +242,58 @@ def gradcheck(cell, layers, dropout, tol, seed):
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Checkpoint whose model to look into.")
+@click.option("--text", "text_path", type=click.Path(dir_okay=False), help="UTF-8 text to run the model over (default: the start of the run's validation split).")
+@click.option("--prime", help="Sample the text instead, from this prime (with --length).")
+@click.option("--length", "-n", type=click.IntRange(min=1), help="Characters to sample after --prime (or after a line break).")
+@click.option("--temperature", "-t", type=click.FloatRange(min=0), help="Temperature of the sampled text (default: the run's sample.temperature).")
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed of the sampled text.")
+@click.option("--chars", type=click.IntRange(min=2), default=2000, show_default=True, help="Use at most this many characters of the text.")
+@click.option("--layers", help="Layers to show, counted from 1, e.g. 1,2 (default: all); each adds about 1.33·chars·H bytes to the page (twice for the LSTM's h and c).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="HTML page to write.")
+def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, layers, out_path):
+    """Write a web page showing hidden units and predictions over a text."""
+    from charrnn import checkpoint as ckpt_io
+    from charrnn import data as D
+    from charrnn import visualize as V
+    from charrnn.train import load_corpus
+
+    if text_path and (prime is not None or length):
+        raise click.UsageError("--text runs the model over a file; --prime and --length sample a text instead: give one or the other")
+    if (prime is not None or temperature is not None or seed is not None) and not length:
+        raise click.UsageError("--prime, --temperature and --seed sample a text: give --length N, the characters to sample")
+    try:
+        layer_list = None if layers is None else [int(x) for x in layers.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{layers!r}: give layer numbers separated by commas, e.g. 1,2", param_hint="'--layers'") from None
+    ck = ckpt_io.load(ckpt_path)
+    params = ckpt_io.weights(ck)
+    if text_path:
+        text, source = D.read_text(text_path)[:chars], text_path
+    elif length:
+        if not prime:  # as charrnn sample starts: after a line break (or the first character)
+            prime = "\n" if ord("\n") in ck.vocab else chr(ck.vocab[0])
+        try:
+            indices = D.encode(prime, ck.vocab)
+        except CharrnnError as e:
+            raise click.BadParameter(str(e), param_hint="'--prime'") from None
+        temperature = ck.config.sample.temperature if temperature is None else temperature
+        text = V.sample_text(params, ck.spec, ck.vocab, indices, length, np.random.default_rng(seed), temperature)[:chars]
+        source = f"sampled at temperature {temperature:g}" + (f", seed {seed}" if seed is not None else "")
+    else:
+        if ck.config.data.val_fraction == 0:
+            raise click.UsageError(f"{ckpt_path}: the run has no validation split (data.val_fraction 0); give --text FILE or --prime/--length")
+        _, _, val = load_corpus(ck.config, ck.vocab, ckpt_path)
+        rel = os.path.relpath(ck.config.data.path)  # shorter in the page's header, where it is below here
+        corpus = ck.config.data.path if rel.startswith("..") else rel
+        text, source = D.decode(val[:chars], ck.vocab), f"validation split of {corpus}"
+    val_loss = None if math.isnan(ck.val_loss) else f"{ck.val_loss:.3f} nats/char ({ck.val_loss / math.log(2):.3f} bits)"
+    header = {"checkpoint": ckpt_path, "model": ck.spec.describe(), "step": ck.step, "val_loss": val_loss, "source": source}
+    page, _ = V.build(params, ck.spec, ck.vocab, text, header, layer_list)
+    ckpt_io.atomic_write(out_path, lambda f: f.write(page.encode("utf-8")))
+    click.echo(f"wrote {out_path}: {len(text):,} characters, {len(page.encode('utf-8')) / 1e6:.2f} MB", err=True)
+
+
 def main():
     cli(prog_name="charrnn")

@@ -1,7 +1,7 @@
 """The run configuration: a typed schema of nested dataclasses, loaded from YAML.
 
-Every field has a type, an allowed range and a one-line meaning (used by the README's
-config reference). Loading is strict: an unknown key is rejected with its dotted path and
+Every field has a type, an allowed range and a one-line meaning (docs/config.md lists
+them). Loading is strict: an unknown key is rejected with its dotted path and
 the closest valid key, a wrong type or an out-of-range value with the key, the value and
 what is allowed. Precedence: ``--set`` overrides > the YAML file > the defaults here.
 Paths in the file are resolved relative to the file itself, so a config works from any

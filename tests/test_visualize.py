@@ -1,0 +1,304 @@
+"""charrnn visualize: the page's structure and data, escaping of hostile text, every cell,
+and the ranking of units. The page is parsed with the standard library's html.parser,
+which ends a <script> element at the first "</script" exactly as browsers do; no browser
+is needed."""
+
+import base64
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from charrnn import checkpoint as ckpt_io
+from charrnn import data as D
+from charrnn import model as M
+from charrnn import sampling
+from charrnn import visualize as V
+from charrnn.train import load_corpus
+from conftest import CORPUS, one_line_error, run, small_config
+
+HOSTILE = (
+    'He said "</script><script>alert(1)</script>" and <img src=x onerror=alert(2)>\n'
+    "<!-- not a comment --> & &amp; 'single' \"double\" </SCRIPT > <style>*{}</style>\n"
+)
+
+
+class Page(HTMLParser):
+    """Every element the HTML parser sees, and the content of each <script>."""
+
+    def __init__(self, text):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.scripts, self._script = [], [], None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "script":
+            self._script = [dict(attrs), ""]
+
+    def handle_data(self, data):
+        if self._script is not None:
+            self._script[1] += data
+
+    def handle_endtag(self, tag):
+        if tag == "script" and self._script is not None:
+            self.scripts.append(tuple(self._script))
+            self._script = None
+
+    @property
+    def data(self):
+        (content,) = [c for attrs, c in self.scripts if attrs.get("type") == "application/json"]
+        return json.loads(content)
+
+
+def decode(b64, dtype):
+    return np.frombuffer(base64.b64decode(b64), dtype=dtype)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(open(CORPUS, encoding="utf-8").read(3000) + HOSTILE, encoding="utf-8")
+    return path
+
+
+def train(tmp_path, write_config, corpus, cell="rnn", layers=1, multiplicative=False, out="run"):
+    cfg = small_config(write_config, corpus, steps=3)
+    r = run("train", "--config", cfg, "-q", "--out", tmp_path / out, "--set", f"model.cell={cell}",
+            "--set", f"model.layers={layers}", "--set", f"model.multiplicative={str(multiplicative).lower()}",
+            "--set", "model.init_std=0.3")  # large weights: activations spread over [-1, 1]
+    assert r.exit_code == 0, r.output
+    return tmp_path / out / "ckpt.npz"
+
+
+def check_page(html, ck, text, layers):
+    """The structure, and every number against the model run one character at a time."""
+    page = Page(html)
+    tags = {t for t, _ in page.tags}
+    assert tags <= {"html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "div", "label",
+                    "select", "option", "button", "input", "span", "main", "pre", "aside", "p", "ol", "script"}, tags
+    # Self-contained: nothing is fetched from anywhere.
+    assert not [a for _, attrs in page.tags for a in attrs if a in ("src", "href", "srcset", "action")]
+    assert "url(" not in html and "@import" not in html and "http" not in html.lower()
+    assert [attrs for attrs, _ in page.scripts] == [{"type": "application/json", "id": "data"}, {}]
+    for f in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "Function("):
+        assert f not in html, f  # user text reaches the screen through textContent only
+    data = page.data
+    assert data["text"] == text
+    assert (data["step"], data["model"]) == (ck.step, ck.spec.describe())
+    N, H, spec = len(text), ck.spec.hidden_size, ck.spec
+    assert [(a["layer"], a["state"]) for a in data["arrays"]] == [(l, s) for l in layers for s in spec.module.STATE]
+    # The reference: the model fed one character at a time (sampling.step), its state kept.
+    params, idx = ckpt_io.weights(ck), D.encode(text, ck.vocab)
+    state, states, logits = M.zero_state(spec, 1, params["Why"].dtype), [], []
+    for i in idx:
+        lg, state = sampling.step(params, spec, int(i), state)
+        states.append(state)
+        logits.append(np.asarray(lg, dtype=np.float64))
+    for a in data["arrays"]:
+        q = decode(a["q"], np.uint8).reshape(H, N)  # unit-major: every unit of the layer, every character
+        scale = np.ones(H) if a["scale"] is None else np.array(a["scale"])
+        values = (q.astype(np.float64) - 128) / 127 * scale[:, None]
+        which = spec.module.STATE.index(a["state"])
+        ref = np.array([s[a["layer"] - 1][which][0] for s in states]).T  # (H, N)
+        # within half a code step of each unit
+        err = np.abs(values - ref) / (0.5 / 127 * scale[:, None] + 1e-6)
+        assert err.max() <= 1, f"{a['layer']} {a['state']}: quantized value off by {err.max():.2f} half-steps"
+        assert len(a["corr"]) == H and all(len(row) == len(data["features"]) for row in a["corr"])
+    K = data["top"]["k"]
+    top = decode(data["top"]["idx"], np.uint8 if data["top"]["dtype"] == "u8" else "<u2").reshape(N, K)
+    p = decode(data["top"]["p"], "<u2").reshape(N, K) / 65535
+    probs = np.exp(np.array(logits) - np.max(logits, axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    assert K == 5
+    assert np.array_equal(top, np.argsort(-probs, axis=1, kind="stable")[:, :5])
+    np.testing.assert_allclose(p, np.take_along_axis(probs, top, axis=1), atol=0.5 / 65535 + 1e-7)
+    loss = decode(data["loss"], "<u2")
+    assert loss[0] == V.NO_LOSS
+    np.testing.assert_allclose(loss[1:] / 1000, -np.log(probs[np.arange(N - 1), idx[1:]]), atol=5e-4 + 1e-6)
+    return data
+
+
+@pytest.mark.parametrize("cell, layers, multiplicative",
+                         [("rnn", 1, False), ("rnn", 2, True), ("lstm", 2, False), ("lstm", 1, True),
+                          ("gru", 2, True), ("gru", 1, False)])
+def test_page_holds_text_activations_and_predictions_for_every_cell(tmp_path, write_config, corpus, cell, layers, multiplicative):
+    path = train(tmp_path, write_config, corpus, cell, layers, multiplicative)
+    text = open(CORPUS, encoding="utf-8").read()[5000:5300]  # more than one 256-character chunk
+    (tmp_path / "t.txt").write_text(text, encoding="utf-8")
+    r = run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--out", tmp_path / "p.html")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "" and "wrote" in r.stderr
+    check_page((tmp_path / "p.html").read_text(encoding="utf-8"), ckpt_io.load(str(path)), text,
+               range(1, layers + 1))
+
+
+def test_layers_option_keeps_only_the_chosen_layers(tmp_path, write_config, corpus):
+    path = train(tmp_path, write_config, corpus, "lstm", 2)
+    (tmp_path / "t.txt").write_text("ROMEO.\nAy me!\n", encoding="utf-8")
+    r = run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--layers", "2", "--out", tmp_path / "p.html")
+    assert r.exit_code == 0, r.output
+    data = check_page((tmp_path / "p.html").read_text(encoding="utf-8"), ckpt_io.load(str(path)), "ROMEO.\nAy me!\n", [2])
+    assert data["arrays"][1]["scale"] is not None  # c is unbounded: a scale per unit
+
+
+def test_hostile_text_and_file_names_stay_text(tmp_path, write_config, corpus):
+    path = train(tmp_path, write_config, corpus)
+    # A checkpoint path that reads as markup too: directory "x<", file "script><img ...>.npz".
+    (tmp_path / "x<").mkdir()
+    evil_ckpt = tmp_path / "x<" / "script><img src=y onerror=alert(3)>.npz"
+    evil_ckpt.write_bytes(path.read_bytes())
+    assert "</script>" in str(evil_ckpt)
+    (tmp_path / "evil.txt").write_text(HOSTILE, encoding="utf-8")
+    for extra in (["--text", tmp_path / "evil.txt"], ["--prime", HOSTILE, "--length", 20, "--seed", 0]):
+        r = run("visualize", "--checkpoint", evil_ckpt, *extra, "--out", tmp_path / "p.html")
+        assert r.exit_code == 0, r.output
+        html = (tmp_path / "p.html").read_text(encoding="utf-8")
+        page = Page(html)
+        assert "img" not in {t for t, _ in page.tags}
+        assert [t for t, _ in page.tags].count("script") == 2 and [t for t, _ in page.tags].count("style") == 1
+        assert "<img" not in html and "<!--" not in html and html.lower().count("</script") == 2  # the page's own two
+        data = page.data
+        assert data["text"].startswith(HOSTILE) and data["checkpoint"] == str(evil_ckpt)
+        # Outside the data, the name appears once, escaped, in the title.
+        assert "&lt;img src=y" in html.split("<title>")[1].split("</title>")[0]
+    check_page(html, ckpt_io.load(str(path)), data["text"], [1])
+
+
+def test_json_for_script_escapes_what_could_end_the_element():
+    s = V.json_for_script({"t": "</script><!--<script>&\u2028"})
+    assert "<" not in s and ">" not in s and "&" not in s
+    assert json.loads(s) == {"t": "</script><!--<script>&\u2028"}
+
+
+def test_sampled_text_is_the_sample_commands_text(tmp_path, write_config, corpus):
+    path = train(tmp_path, write_config, corpus)
+    r = run("visualize", "--checkpoint", path, "--prime", "KING", "--length", 60, "--seed", 5, "-t", 0.9,
+            "--out", tmp_path / "p.html")
+    assert r.exit_code == 0, r.output
+    data = Page((tmp_path / "p.html").read_text(encoding="utf-8")).data
+    s = run("sample", "--checkpoint", path, "--prime", "KING", "--length", 60, "--seed", 5, "-t", 0.9)
+    assert data["text"] == s.stdout[:-1] and len(data["text"]) == 64
+    assert data["source"] == "sampled at temperature 0.9, seed 5"
+    # Without a prime, as charrnn sample: after a line break, which the page shows.
+    r = run("visualize", "--checkpoint", path, "--length", 30, "--seed", 2, "--out", tmp_path / "p.html")
+    assert r.exit_code == 0, r.output
+    s = run("sample", "--checkpoint", path, "--length", 30, "--seed", 2)
+    assert Page((tmp_path / "p.html").read_text(encoding="utf-8")).data["text"] == "\n" + s.stdout[:-1]
+
+
+def test_default_text_is_the_start_of_the_validation_split(tmp_path, write_config, corpus):
+    path = train(tmp_path, write_config, corpus)
+    r = run("visualize", "--checkpoint", path, "--chars", 100, "--out", tmp_path / "p.html")
+    assert r.exit_code == 0, r.output
+    ck = ckpt_io.load(str(path))
+    _, _, val = load_corpus(ck.config, ck.vocab)
+    data = Page((tmp_path / "p.html").read_text(encoding="utf-8")).data
+    assert data["text"] == D.decode(val[:100], ck.vocab)
+    assert data["source"].startswith("validation split of")
+
+
+def test_usage_errors(tmp_path, write_config, corpus):
+    path = train(tmp_path, write_config, corpus)
+    out = tmp_path / "p.html"
+    (tmp_path / "t.txt").write_text("ab", encoding="utf-8")
+    one_line_error(run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--prime", "a", "--length", 3,
+                       "--out", out), 2, "--text", "--prime")
+    one_line_error(run("visualize", "--checkpoint", path, "--prime", "a", "--out", out), 2, "--length")
+    one_line_error(run("visualize", "--checkpoint", path, "--seed", 1, "--out", out), 2, "--length")
+    one_line_error(run("visualize", "--checkpoint", path, "--layers", "2", "--out", out), 2, "layer 2", "1 to 1")
+    one_line_error(run("visualize", "--checkpoint", path, "--layers", "one", "--out", out), 2, "--layers")
+    (tmp_path / "u.txt").write_text("snow ☃", encoding="utf-8")
+    one_line_error(run("visualize", "--checkpoint", path, "--text", tmp_path / "u.txt", "--out", out), 1,
+                   "u.txt", "'☃' (U+2603)")
+    one_line_error(run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--chars", 1, "--out", out), 2, "--chars")
+    assert not out.exists()
+
+
+def test_trace_does_not_depend_on_the_chunk_length():
+    spec = M.ModelSpec("lstm", 9, 6, 2, multiplicative=True)
+    params = M.init_params(spec, np.random.default_rng(0), np.float64, std=0.5)
+    idx = np.random.default_rng(1).integers(0, 9, size=40)
+    a, b = V.trace(params, spec, idx, chunk=7), V.trace(params, spec, idx, chunk=1000)
+    for key in a.arrays:
+        np.testing.assert_allclose(a.arrays[key], b.arrays[key], rtol=1e-12, atol=1e-14)
+    assert np.array_equal(a.top_idx, b.top_idx)
+    np.testing.assert_allclose(a.loss[1:], b.loss[1:], rtol=1e-12)
+
+
+def test_quantize_round_trips_within_half_a_step():
+    rng = np.random.default_rng(0)
+    h = np.tanh(rng.standard_normal((50, 4)) * 2)
+    c = rng.standard_normal((50, 4)) * [1, 10, 100, 0]
+    for a, name in ((h, "h"), (c, "c")):
+        scale = V.state_scale(a, name)
+        q = V.quantize(a, scale)
+        assert q.shape == (4, 50) and q.dtype == np.uint8
+        back = (q.T.astype(np.float64) - 128) / 127 * scale
+        assert np.all(np.abs(back - a) <= 0.5 / 127 * scale + 1e-12)
+    assert V.quantize(np.zeros((1, 1)), np.ones(1))[0, 0] == 128
+
+
+def test_features_follow_the_text():
+    f = V.features('ab "cd" [e(f)]\nKING.\nx')
+    assert list(f["inside quotes"][:8]) == [0, 0, 0, 1, 1, 1, 1, 0]
+    assert list(f["inside brackets"][7:15]) == [0, 1, 1, 1, 1, 1, 1, 0]
+    assert list(f["position in line"][13:17]) == [14, 0, 1, 2]
+    assert list(f["position in word"][:4]) == [1, 2, 0, 0]
+    assert list(f["line in capitals"][14:22]) == [0, 1, 1, 1, 1, 1, 0, 0]
+
+
+def latch_model(vocab):
+    """A vanilla RNN with two units built by hand, and four random ones.
+
+    Unit 0 is a latch: '[' drives it to +1, ']' to -1, and a self-weight of 3 with a bias of
+    -1 holds it there (tanh(3 - 1) = 0.96, tanh(-3 - 1) = -0.999; it starts outside), so it
+    follows "inside brackets". Unit 1 is a counter: a line break drives it to -1 and every
+    other character moves it up (h ← tanh(h + 0.03)), so it rises with the position in the line.
+    """
+    V_, H = len(vocab), 6
+    spec = M.ModelSpec("rnn", V_, H)
+    params = M.init_params(spec, np.random.default_rng(0), np.float64, std=0.3)
+    ix = {chr(c): i for i, c in enumerate(vocab)}
+    for u in (0, 1):
+        params["Whh"][u] = 0
+        params["Whh"][:, u] = 0  # the random units do not read the two hand-built ones
+        params["Wxh"][u] = 0
+    params["Whh"][0, 0], params["Wxh"][0, ix["["]], params["Wxh"][0, ix["]"]] = 3.0, 10.0, -10.0
+    params["Whh"][1, 1], params["bh"][1], params["Wxh"][1, ix["\n"]] = 1.0, 0.03, -30.0
+    params["bh"][0] = -1.0
+    return spec, params
+
+
+def test_ranking_finds_the_hand_built_units():
+    text = open(CORPUS, encoding="utf-8").read()[100000:106000]  # 16 stage directions in [...]
+    assert text.count("[") > 10
+    vocab = D.build_vocab(text)
+    spec, params = latch_model(vocab)
+    tr = V.trace(params, spec, D.encode(text, vocab))
+    data = V.page_data(text, vocab, tr, {"checkpoint": "hand-built"})
+    first = data["ranking"][0]
+    assert (first["unit"], first["feature"]) == (0, "inside brackets") and first["r"] > 0.95, data["ranking"]
+    line = [p for p in data["ranking"] if p["unit"] == 1]
+    assert line and line[0]["feature"] == "position in line" and line[0]["r"] > 0.9, data["ranking"]
+    rs = [abs(p["r"]) for p in data["ranking"]]
+    assert rs == sorted(rs, reverse=True) and len(rs) == 3 * 4  # three units for each feature in the text
+    assert [p["unit"] for p in data["ranking"] if p["feature"] == "position in line"][0] == 1
+    # Not in the text: quotes (so no unit is ranked for them).
+    assert not {f["name"] for f in data["features"] if not f["present"]} - {"inside quotes"}
+    assert all(p["feature"] != "inside quotes" for p in data["ranking"])
+
+
+def test_correlations_of_constructed_activations():
+    rng = np.random.default_rng(0)
+    feats = {"a": rng.random(200), "flat": np.ones(200), "b": rng.random(200)}
+    acts = np.stack([rng.random(200), -3 * feats["b"] + 1, np.zeros(200), feats["a"] + 0.01 * rng.random(200)], axis=1)
+    r = V.correlations(acts, feats)
+    assert r.shape == (4, 3) and np.all(np.isnan(r[:, 1]))
+    assert r[1, 2] == pytest.approx(-1) and r[3, 0] > 0.99 and r[2, 0] == 0 and abs(r[0, 0]) < 0.3
+    picks = V.rank_units({(0, "h"): r, (1, "h"): r[::-1] * 0.5}, list(feats), per_feature=2)
+    assert [(p.array, p.unit, p.feature) for p in picks[:2]] == [((0, "h"), 1, "b"), ((0, "h"), 3, "a")]
+    assert [(p.array, p.unit) for p in picks[2:]] == [((1, "h"), 2), ((1, "h"), 0)]  # r[::-1]: units reversed
+    assert [p.r for p in picks[2:]] == [r[1, 2] * 0.5, r[3, 0] * 0.5] and len(picks) == 4
