@@ -288,8 +288,8 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
         rel = os.path.relpath(ck.config.data.path)  # shorter in the page's header, where it is below here
         corpus = ck.config.data.path if rel.startswith("..") else rel
         text, source = D.decode(val[:chars], ck.vocab), f"validation split of {corpus}"
-    val_loss = None if math.isnan(ck.val_loss) else f"{ck.val_loss:.3f} nats/char ({ck.val_loss / math.log(2):.3f} bits)"
-    header = {"checkpoint": ckpt_path, "model": ck.spec.describe(), "step": ck.step, "val_loss": val_loss, "source": source}
+    val_loss = None if math.isnan(ck.run.val_loss) else f"{ck.run.val_loss:.3f} nats/char ({ck.run.val_loss / math.log(2):.3f} bits)"
+    header = {"checkpoint": ckpt_path, "model": ck.spec.describe(), "step": ck.run.step, "val_loss": val_loss, "source": source}
     page, _ = V.build(params, ck.spec, ck.vocab, text, header, layer_list)
     ckpt_io.atomic_write(out_path, lambda f: f.write(page.encode("utf-8")))
     click.echo(f"wrote {out_path}: {len(text):,} characters, {len(page.encode('utf-8')) / 1e6:.2f} MB", err=True)

@@ -87,7 +87,7 @@ def check_page(html, ck, text, layers):
         assert f not in html, f  # user text reaches the screen through textContent only
     data = page.data
     assert data["text"] == text
-    assert (data["step"], data["model"]) == (ck.step, ck.spec.describe())
+    assert (data["step"], data["model"]) == (ck.run.step, ck.spec.describe())
     N, H, spec = len(text), ck.spec.hidden_size, ck.spec
     assert [(a["layer"], a["state"]) for a in data["arrays"]] == [(l, s) for l in layers for s in spec.module.STATE]
     # The reference: the model fed one character at a time (sampling.step), its state kept.
