@@ -25,6 +25,8 @@ import contextlib
 import functools
 import sys
 
+from charrnn.device import array_module
+
 _enabled = True
 
 
@@ -180,8 +182,6 @@ def gru_backward_state(dhs_t, dhnext, hprev, hc, rz, dh, da):
 
 def gru_backward_gates(drh, hprev, dh, rz, da):
     """``gru._backward_gates`` in one kernel: dar into da; returns dh ⊙ z + drh ⊙ r, (B, H)."""
-    import cupy
-
-    dhn = cupy.empty_like(dh)
+    dhn = array_module(dh).empty_like(dh)
     _kernel("gru_backward_gates")(drh, hprev, dh, rz, hprev.shape[1], da, dhn)
     return dhn
