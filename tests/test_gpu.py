@@ -146,7 +146,9 @@ def test_evaluate_on_the_gpu_equals_the_cpu_in_float32(cell):
     vocab = build_vocab(text)
     data = encode(text, vocab)
     spec = M.ModelSpec(cell, len(vocab), 64, 2, multiplicative=cell == "gru")
-    params = M.init_params(spec, np.random.default_rng(2), np.float32, std=0.3)
+    # Weights of a trainable size (recurrent gain below 1): with std 0.3 at H = 64 the
+    # recurrence is chaotic, and one-ulp differences (another tanh) grow over the 1,250 steps.
+    params = M.init_params(spec, np.random.default_rng(2), np.float32, std=0.08)
     ref = evaluate(params, spec, data, batch_size=16, seq_length=64)
     ours = evaluate(on_gpu(params), spec, data, batch_size=16, seq_length=64)
     assert ours.chars == ref.chars
