@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from charrnn import device, kernels, optim, sampling  # noqa: E402
 from charrnn import model as M  # noqa: E402
 from charrnn.data import Streams, build_vocab, encode, read_text  # noqa: E402
+from charrnn.errors import CharrnnError  # noqa: E402
 
 CORPUS = ROOT / "data" / "shakespeare_tiny.txt"
 RESULTS_MD = ROOT / "benchmarks" / "results.md"
@@ -424,7 +425,10 @@ def main():
     ap.add_argument("--sample-chars", type=int, default=500)
     args = ap.parse_args()
     t_start = time.perf_counter()
-    xp = device.get_xp(args.device)
+    try:
+        xp = device.get_xp(args.device)
+    except CharrnnError as e:
+        sys.exit(f"benchmarks/gpu.py: {e}")
     tdev, args.torch_missing = torch_device(args)
     text = read_text(str(CORPUS))
     vocab = build_vocab(text)
