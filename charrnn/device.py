@@ -71,8 +71,9 @@ def _usable_cupy():
         raise
     except Exception as e:  # CUDARuntimeError, CUDADriverError, CompileException, ...
         raise CharrnnError(
-            f"device gpu: no usable CUDA GPU ({_first_line(e)}); check nvidia-smi and that the "
-            f"CuPy wheel matches the CUDA driver ({INSTALL_HINT}), or use device cpu"
+            f"device gpu: no usable CUDA GPU ({_first_line(e)}); check nvidia-smi, and that the "
+            "CuPy wheel suits the driver (cupy-cuda12x for CUDA 12, cupy-cuda13x for CUDA 13); "
+            "or use device cpu"
         ) from None
     return cupy
 
