@@ -28,6 +28,10 @@ cells apply m_t inside their time loop (``xm``); each layer adds ``Wmx`` (G·H, 
 
 The carried state is a list with one tuple per layer, holding the arrays named by the
 cell's ``STATE`` (``(h,)`` or ``(h, c)``), each (B, H).
+
+Every function takes its array module from the parameters (``charrnn.device``): with CuPy
+arrays the model runs on the GPU, and index arrays given from the host (X, Y) are copied
+over. ``init_params`` draws on the host; ``device.to_device`` moves the result.
 """
 
 from dataclasses import dataclass
@@ -36,6 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from charrnn.cells import CELLS
+from charrnn.device import array_module, lazy_float
 
 
 @dataclass(frozen=True)
@@ -109,22 +114,27 @@ def init_params(spec, rng, dtype=np.float32, std=0.01):
     return params
 
 
-def zero_state(spec, batch_size, dtype=np.float32):
-    """The state at the start of a stream: zeros, one tuple per layer."""
+def zero_state(spec, batch_size, dtype=np.float32, xp=np):
+    """The state at the start of a stream: zeros, one tuple per layer, in ``xp``'s memory."""
     H = spec.hidden_size
     return [
-        tuple(np.zeros((batch_size, H), dtype=dtype) for _ in spec.module.STATE)
+        tuple(xp.zeros((batch_size, H), dtype=dtype) for _ in spec.module.STATE)
         for _ in range(spec.layers)
     ]
 
 
-def dropout_masks(spec, shape, rng, dtype):
-    """Inverted-dropout masks, one per layer output, each (T, B, H): 0 or 1/(1-p)."""
+def dropout_masks(spec, shape, rng, dtype, xp=np):
+    """Inverted-dropout masks, one per layer output, each (T, B, H): 0 or 1/(1-p), in ``xp``'s memory.
+
+    ``rng``: anything with NumPy Generator's ``random(shape, dtype=)``: a NumPy Generator
+    (the host's training generator), or a ``device.CounterRNG`` that draws on the GPU.
+    """
     keep = 1.0 - spec.dropout
-    scale = np.asarray(1.0 / keep, dtype=dtype)
+    scale = np.dtype(dtype).type(1.0 / keep)
     # Uniforms drawn in the model's dtype: float32 ones take half the time of float64's,
     # which is otherwise several percent of a float32 training step.
-    return [(rng.random(shape, dtype=dtype) < keep).astype(dtype) * scale for _ in range(spec.layers)]
+    return [(xp.asarray(rng.random(shape, dtype=dtype)) < keep).astype(dtype) * scale
+            for _ in range(spec.layers)]
 
 
 class Cache(NamedTuple):
@@ -160,7 +170,7 @@ def forward(params, spec, X, state0, masks=None, prepared=None):
     ----------
     params : dict name -> array (see ``param_shapes``).
     spec : ModelSpec.
-    X : (T, B) int input character indices.
+    X : (T, B) int input character indices (host arrays are copied to the parameters' device).
     state0 : carried state, a list of L tuples of (B, H) arrays.
     masks : None (no dropout: evaluation, sampling) or a list of L (T, B, H) dropout masks.
     prepared : ``prepare(params, spec, B)`` for these weights, or None to compute it here.
@@ -173,6 +183,7 @@ def forward(params, spec, X, state0, masks=None, prepared=None):
     """
     cell = spec.module
     T, B = X.shape
+    X = array_module(params["Why"]).asarray(X)
     if prepared is None:
         prepared = prepare(params, spec, B)
     state, layer_inputs, cell_caches = [], [], []
@@ -210,16 +221,21 @@ def target_log_probs(logits, Y):
     logits : (N, V); Y : (N,) targets. Computed through log-sum-exp, so no probability
     under- or overflows. Returns (log p[y] (N,), probs (N, V)).
     """
+    xp = array_module(logits)
     z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
+    e = xp.exp(z)
     s = e.sum(axis=1, keepdims=True)
-    return z[np.arange(len(Y)), Y] - np.log(s[:, 0]), e / s
+    return z[xp.arange(len(Y)), Y] - xp.log(s[:, 0]), e / s
 
 
 def softmax_cross_entropy(logits, Y):
-    """Loss ``-Σ log p[y]`` over all positions (a Python float), and the probabilities."""
+    """Loss ``-Σ log p[y]`` over all positions, and the probabilities.
+
+    The loss is a Python float on the host; on a device a 0-d float64 array, left unread
+    (``device.lazy_float``): reading it would wait for the GPU every step.
+    """
     logp_y, probs = target_log_probs(logits, Y)
-    return -float(logp_y.sum(dtype=np.float64)), probs
+    return -lazy_float(logp_y.sum(dtype=np.float64)), probs
 
 
 def backward(params, spec, Y, cache, probs, dstate=None):
@@ -239,10 +255,11 @@ def backward(params, spec, Y, cache, probs, dstate=None):
     cell = spec.module
     T, B = Y.shape
     N = T * B
+    xp = array_module(probs)
     # dy = p - onehot(y): the exact gradient of softmax + cross-entropy, / B because
     # the loss is averaged over the streams.
     dy = probs.copy()
-    dy[np.arange(N), Y.reshape(-1)] -= 1
+    dy[xp.arange(N), Y.reshape(-1)] -= 1
     dy /= B
     grads = {"Why": dy.T @ cache.top, "by": dy.sum(axis=0)}
     dx = (dy @ params["Why"]).reshape(T, B, -1)  # gradient at the top layer's output
@@ -253,7 +270,7 @@ def backward(params, spec, Y, cache, probs, dstate=None):
         ds = (
             dstate[layer]
             if dstate is not None
-            else tuple(np.zeros_like(dx[0]) for _ in cell.STATE)
+            else tuple(xp.zeros_like(dx[0]) for _ in cell.STATE)
         )
         dxa, dWhh, dstate0[layer], dxm = cell.backward(dx, ds, cache.cell_caches[layer])
         dxa2 = dxa.reshape(N, -1)  # (T·B, G·H)
@@ -266,8 +283,8 @@ def backward(params, spec, Y, cache, probs, dstate=None):
         if layer == 0:
             # dWxh[:, v] = Σ of dxa over the positions whose input is v. As one product with
             # a (T·B, V) one-hot: several times faster than np.add.at at these sizes.
-            onehot = np.zeros((N, spec.vocab_size), dtype=dxa.dtype)
-            onehot[np.arange(N), cache.X.reshape(-1)] = 1
+            onehot = xp.zeros((N, spec.vocab_size), dtype=dxa.dtype)
+            onehot[xp.arange(N), cache.X.reshape(-1)] = 1
             grads[pname("Wxh", layer)] = dxa2.T @ onehot
             if spec.multiplicative:
                 grads[pname("Wmx", layer)] = dxm2.T @ onehot
@@ -284,7 +301,7 @@ def backward(params, spec, Y, cache, probs, dstate=None):
 
 
 class StepResult(NamedTuple):
-    loss: float  # -Σ_t log p_t[y_t], averaged over streams (per chunk, not per character)
+    loss: float  # -Σ_t log p_t[y_t], averaged over streams (per chunk, not per character); 0-d on a device
     grads: dict
     state: list  # state after the chunk, to carry forward
     dstate0: list  # gradient with respect to the carried-in state
@@ -297,9 +314,12 @@ def loss_and_grads(params, spec, X, Y, state0, masks=None, dstate=None):
     streams**. For B = 1 this is exactly min-char-rnn's loss (a sum over the chunk), so its
     learning rates carry over; divide by T for nats per character.
 
-    X, Y : (T, B) int inputs and targets; state0 : carried state; masks : dropout masks or None.
-    Returns a ``StepResult(loss, grads, state, dstate0)``.
+    X, Y : (T, B) int inputs and targets (host arrays are copied to the parameters' device);
+    state0 : carried state; masks : dropout masks or None.
+    Returns a ``StepResult(loss, grads, state, dstate0)``; the loss is a float on the host, a
+    0-d array on a device (see ``softmax_cross_entropy``).
     """
+    Y = array_module(params["Why"]).asarray(Y)
     logits, state, cache = forward(params, spec, X, state0, masks)
     loss, probs = softmax_cross_entropy(logits, Y.reshape(-1))
     grads, dstate0 = backward(params, spec, Y, cache, probs, dstate)
@@ -308,6 +328,7 @@ def loss_and_grads(params, spec, X, Y, state0, masks=None, dstate=None):
 
 def loss_only(params, spec, X, Y, state0, masks=None):
     """The loss and the final state, without the backward pass (evaluation)."""
+    Y = array_module(params["Why"]).asarray(Y)
     logits, state, _ = forward(params, spec, X, state0, masks)
     loss, _ = softmax_cross_entropy(logits, Y.reshape(-1))
     return loss / X.shape[1], state

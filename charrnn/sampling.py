@@ -5,11 +5,17 @@
 
 Draws with one uniform number against the cumulative distribution (``np.random.choice``
 costs several times more per call, and sampling is a per-character loop).
+
+Sampling runs on the host, whatever device trained the weights: ``prime`` and ``generate``
+copy device arrays to the host first (``device.to_host``; host arrays are used as they
+are). One character at a time is a chain of tiny kernels on a GPU, each waiting for the
+last (the next input is the draw from this output), so a GPU would be slower than the CPU.
 """
 
 import numpy as np
 
 from charrnn import model as M
+from charrnn.device import to_host
 
 
 def step(params, spec, index, state, prepared=None):
@@ -26,7 +32,9 @@ def prime(params, spec, indices):
     """Run the model over ``indices`` (all but the last) from a zero state.
 
     Returns the state after them; the last index is the first input of generation.
+    Runs on the host (``params`` on a device are copied over).
     """
+    params = to_host(params)
     state = M.zero_state(spec, 1, params["Why"].dtype)
     if len(indices) > 1:
         X = np.asarray(indices[:-1], dtype=np.int64).reshape(-1, 1)
@@ -85,8 +93,10 @@ def generate(params, spec, first, state, length, rng, temperature=1.0, top_k=Non
     """Yield ``length`` character indices, starting by feeding index ``first`` in ``state``.
 
     The weights are read once, when the first index is asked for (``model.prepare``):
-    changing ``params`` while iterating does not change this sample.
+    changing ``params`` while iterating does not change this sample. Runs on the host
+    (``params`` and ``state`` on a device are copied over).
     """
+    params, state = to_host(params), to_host(state)
     index = first
     prepared = M.prepare(params, spec, 1)  # the weights do not change while generating
     for _ in range(length):

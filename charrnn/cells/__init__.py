@@ -14,6 +14,11 @@ adding ``xa``; ``dxm`` is their gradient (None without them).
 ``xa`` is the input pre-activation ``Wxh x_t + bh`` for all T steps at once, (T, B, GATES*H):
 it does not depend on the recurrence, so the caller computes it in one gather or one matrix
 product, and the time loop here holds only what truly is sequential.
+
+The cells take their array module from their inputs (``charrnn.device.array_module``):
+NumPy on the host, CuPy on a GPU, the same lines for both. On CuPy the LSTM and the GRU
+run each step's gate arithmetic as one fused kernel (``charrnn.kernels``); their NumPy
+step functions (``_forward_step`` and so on) are what those kernels are checked against.
 """
 
 from charrnn.cells import gru, lstm, rnn

@@ -39,9 +39,13 @@ Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
 ``Whh h`` is written ``h @ Whh.T``.
 """
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
+
+from charrnn import kernels
+from charrnn.device import array_module
 
 GATES = 3
 STATE = ("h",)
@@ -59,10 +63,10 @@ class Cache(NamedTuple):
     ah: np.ndarray = None  # (T, B, H) W_h (r ⊙ h_{t-1}) (only with xm)
 
 
-def _sigmoid_(a):
+def _sigmoid_(a, xp):
     """σ(a) in place, as 0.5 (1 + tanh(a/2)): never overflows, unlike 1 / (1 + exp(-a))."""
     a *= 0.5
-    np.tanh(a, out=a)
+    xp.tanh(a, out=a)
     a += 1
     a *= 0.5
 
@@ -75,7 +79,35 @@ def prepare(Whh, batch_size):
     ``sampling.generate`` (for any ``batch_size``).
     """
     H = Whh.shape[1]
-    return np.ascontiguousarray(Whh[: 2 * H].T), np.ascontiguousarray(Whh[2 * H :].T)
+    xp = array_module(Whh)
+    return xp.ascontiguousarray(Whh[: 2 * H].T), xp.ascontiguousarray(Whh[2 * H :].T)
+
+
+def _forward_gates(xp, rz, xa_t, hprev, rh):
+    """The reset and update gates of one step (``kernels.gru_forward_gates`` in one kernel).
+
+    rz : (B, 2H) holds W_rz h_{t-1} (⊙ m_rz) on entry and r, z on exit.
+    xa_t : (B, 3H) U x_t + b.  hprev : (B, H) h_{t-1}.  rh : (B, H) receives r ⊙ h_{t-1}.
+    """
+    H = hprev.shape[1]
+    rz += xa_t[:, : 2 * H]  # + U x_t + b
+    _sigmoid_(rz, xp)  # r, z
+    xp.multiply(rz[:, :H], hprev, out=rh)  # r ⊙ h_{t-1}
+
+
+def _forward_state(xp, hc, xa_t, rz, hprev, h):
+    """The candidate and the new state of one step (``kernels.gru_forward_state`` in one kernel).
+
+    hc : (B, H) holds W_h (r ⊙ h_{t-1}) (⊙ m_h) on entry and h̃ on exit.
+    xa_t : (B, 3H) U x_t + b.  rz : (B, 2H) r, z.  hprev : (B, H).  h : (B, H) receives h_t.
+    """
+    H = hprev.shape[1]
+    hc += xa_t[:, 2 * H :]  # h̃ = tanh(W_h (r ⊙ h_{t-1}) + U_h x_t + b_h)
+    xp.tanh(hc, out=hc)
+    # h_t = z ⊙ h_{t-1} + (1 - z) ⊙ h̃, as h̃ + z ⊙ (h_{t-1} - h̃): one product fewer
+    xp.subtract(hprev, hc, out=h)
+    h *= rz[:, H:]
+    h += hc
 
 
 def forward(xa, state0, Whh, prepared=None, xm=None):
@@ -99,45 +131,83 @@ def forward(xa, state0, Whh, prepared=None, xm=None):
     T, B, G = xa.shape
     H = G // GATES
     (h0,) = state0
-    hs = np.empty((T + 1, B, H), dtype=xa.dtype)
+    xp = array_module(xa)
+    hs = xp.empty((T + 1, B, H), dtype=xa.dtype)
     # r, z and h̃ in separate buffers rather than one (T, B, 3H): every elementwise pass
     # then runs over contiguous memory instead of column slices (~20% faster forward).
-    rzs = np.empty((T, B, 2 * H), dtype=xa.dtype)
-    hcs = np.empty((T, B, H), dtype=xa.dtype)
-    rhs = np.empty((T, B, H), dtype=xa.dtype)
+    rzs = xp.empty((T, B, 2 * H), dtype=xa.dtype)
+    hcs = xp.empty((T, B, H), dtype=xa.dtype)
+    rhs = xp.empty((T, B, H), dtype=xa.dtype)
     hs[0] = h0
     WrzT, WhT = prepare(Whh, B) if prepared is None else prepared  # (H, 2H), (H, H)
+    fused = kernels.fused(xp)
+    gates = fused.gru_forward_gates if fused else functools.partial(_forward_gates, xp)
+    new_state = fused.gru_forward_state if fused else functools.partial(_forward_state, xp)
     mi = xm is not None
     mrz = mh = arz = ah = None
     if mi:
-        arz = np.empty((T, B, 2 * H), dtype=xa.dtype)
-        ah = np.empty((T, B, H), dtype=xa.dtype)
-        mrz = np.ascontiguousarray(xm[:, :, : 2 * H])
-        mh = np.ascontiguousarray(xm[:, :, 2 * H :])
+        arz = xp.empty((T, B, 2 * H), dtype=xa.dtype)
+        ah = xp.empty((T, B, H), dtype=xa.dtype)
+        mrz = xp.ascontiguousarray(xm[:, :, : 2 * H])
+        mh = xp.ascontiguousarray(xm[:, :, 2 * H :])
     for t in range(T):
         rz, hc, hprev = rzs[t], hcs[t], hs[t]
         if mi:
-            np.dot(hprev, WrzT, out=arz[t])
-            np.multiply(arz[t], mrz[t], out=rz)
+            xp.dot(hprev, WrzT, out=arz[t])
+            xp.multiply(arz[t], mrz[t], out=rz)
         else:
-            np.dot(hprev, WrzT, out=rz)  # W_r h_{t-1}, W_z h_{t-1} in one product
-        rz += xa[t, :, : 2 * H]  # + U x_t + b
-        _sigmoid_(rz)  # r, z
-        r, z = rz[:, :H], rz[:, H:]
-        np.multiply(r, hprev, out=rhs[t])  # r ⊙ h_{t-1}
+            xp.dot(hprev, WrzT, out=rz)  # W_r h_{t-1}, W_z h_{t-1} in one product
+        gates(rz, xa[t], hprev, rhs[t])  # r, z, and r ⊙ h_{t-1}
         if mi:
-            np.dot(rhs[t], WhT, out=ah[t])
-            np.multiply(ah[t], mh[t], out=hc)
+            xp.dot(rhs[t], WhT, out=ah[t])
+            xp.multiply(ah[t], mh[t], out=hc)
         else:
-            np.dot(rhs[t], WhT, out=hc)  # h̃ = tanh(W_h (r ⊙ h_{t-1})
-        hc += xa[t, :, 2 * H :]  #            + U_h x_t + b_h)
-        np.tanh(hc, out=hc)
-        h = hs[t + 1]
-        # h_t = z ⊙ h_{t-1} + (1 - z) ⊙ h̃, as h̃ + z ⊙ (h_{t-1} - h̃): one product fewer
-        np.subtract(hprev, hc, out=h)
-        h *= z
-        h += hc
+            xp.dot(rhs[t], WhT, out=hc)  # W_h (r ⊙ h_{t-1})
+        new_state(hc, xa[t], rz, hprev, hs[t + 1])  # h̃ and h_t
     return hs[1:], (hs[T],), Cache(hs, rzs, hcs, rhs, Whh, mrz, mh, arz, ah)
+
+
+def _backward_state(xp, tmp, dhs_t, dhnext, hprev, hc, rz, dh, da):
+    """Gradients through the interpolation of one step (``kernels.gru_backward_state``).
+
+    dhs_t, dhnext : (B, H) the gradients reaching h_t from outside and from step t+1.
+    hprev, hc : (B, H) h_{t-1}, h̃.  rz : (B, 2H) r, z.
+    dh : (B, H) receives dhs_t + dhnext.  da : (B, 3H) receives daz and dah̃ in its z and h̃
+    blocks.  tmp : (B, H) scratch.
+    """
+    H = dh.shape[1]
+    z = rz[:, H:]
+    daz, dahc = da[:, H : 2 * H], da[:, 2 * H :]
+    xp.add(dhs_t, dhnext, out=dh)  # dh = dhs[t] + dhnext
+    # h_t = z ⊙ h_{t-1} + (1 - z) ⊙ h̃
+    xp.subtract(hprev, hc, out=daz)
+    daz *= dh
+    daz *= z
+    daz *= 1 - z  # daz = dh ⊙ (h_{t-1} - h̃) ⊙ z(1 - z)
+    xp.multiply(hc, hc, out=tmp)
+    xp.subtract(1, tmp, out=tmp)
+    xp.subtract(1, z, out=dahc)
+    dahc *= dh
+    dahc *= tmp  # dah̃ = dh ⊙ (1 - z) ⊙ (1 - h̃²)
+
+
+def _backward_gates(xp, tmp, drh, hprev, dh, rz, da):
+    """The reset gate's gradient and most of dhnext, of one step (``kernels.gru_backward_gates``).
+
+    drh : (B, H) W_hᵀ dah̃, the gradient at r ⊙ h_{t-1}.  hprev, dh : (B, H).  rz : (B, 2H).
+    da : (B, 3H) receives dar in its r block.  Returns ``dh ⊙ z + drh ⊙ r`` (B, H), a new
+    array: dhnext before the W_rzᵀ [dar, daz] term.  tmp : (B, H) scratch.
+    """
+    H = dh.shape[1]
+    r, z = rz[:, :H], rz[:, H:]
+    dar = da[:, :H]
+    xp.multiply(drh, hprev, out=dar)
+    dar *= r
+    dar *= 1 - r  # dar = drh ⊙ h_{t-1} ⊙ r(1 - r)
+    # h_{t-1} reaches the loss through the interpolation, r ⊙ h_{t-1}, and r and z.
+    dhnext = dh * z
+    dhnext += xp.multiply(drh, r, out=tmp)
+    return dhnext
 
 
 def backward(dhs, dstate, cache):
@@ -162,42 +232,33 @@ def backward(dhs, dstate, cache):
     hs, rzs, hcs, rhs, Whh, mrz, mh, arz, ah = cache
     mi = mrz is not None
     T, B, H = dhs.shape
+    xp = array_module(dhs)
     dxm = None
     if mi:
-        grz, gh = np.empty_like(arz), np.empty_like(ah)  # m ⊙ da: the gradients at the products
-        dxm = np.empty((T, B, GATES * H), dtype=dhs.dtype)
+        grz, gh = xp.empty_like(arz), xp.empty_like(ah)  # m ⊙ da: the gradients at the products
+        dxm = xp.empty((T, B, GATES * H), dtype=dhs.dtype)
     Wrz, Wh = Whh[: 2 * H], Whh[2 * H :]  # (2H, H), (H, H)
-    dxa = np.empty((T, B, GATES * H), dtype=dhs.dtype)
-    dh = np.empty((B, H), dtype=dhs.dtype)
-    tmp = np.empty((B, H), dtype=dhs.dtype)
+    dxa = xp.empty((T, B, GATES * H), dtype=dhs.dtype)
+    dh = xp.empty((B, H), dtype=dhs.dtype)
+    fused = kernels.fused(xp)
+    if fused:
+        through_state, through_gates = fused.gru_backward_state, fused.gru_backward_gates
+    else:
+        tmp = xp.empty((B, H), dtype=dhs.dtype)
+        through_state = functools.partial(_backward_state, xp, tmp)
+        through_gates = functools.partial(_backward_gates, xp, tmp)
     (dhnext,) = dstate
     for t in reversed(range(T)):
-        da, hprev, hc = dxa[t], hs[t], hcs[t]
-        r, z = rzs[t, :, :H], rzs[t, :, H:]
-        dar, daz, dahc = da[:, :H], da[:, H : 2 * H], da[:, 2 * H :]
-        np.add(dhs[t], dhnext, out=dh)  # dh = dhs[t] + dhnext
-        # h_t = z ⊙ h_{t-1} + (1 - z) ⊙ h̃
-        np.subtract(hprev, hc, out=daz)
-        daz *= dh
-        daz *= z
-        daz *= 1 - z  # daz = dh ⊙ (h_{t-1} - h̃) ⊙ z(1 - z)
-        np.multiply(hc, hc, out=tmp)
-        np.subtract(1, tmp, out=tmp)
-        np.subtract(1, z, out=dahc)
-        dahc *= dh
-        dahc *= tmp  # dah̃ = dh ⊙ (1 - z) ⊙ (1 - h̃²)
+        da, hprev = dxa[t], hs[t]
+        dahc = da[:, 2 * H :]
+        through_state(dhs[t], dhnext, hprev, hcs[t], rzs[t], dh, da)  # dh; daz, dah̃
         # h̃ = tanh(W_h (r ⊙ h_{t-1}) + ...)
-        drh = (np.multiply(dahc, mh[t], out=gh[t]) if mi else dahc) @ Wh  # W_hᵀ dah̃, in row form
-        np.multiply(drh, hprev, out=dar)
-        dar *= r
-        dar *= 1 - r  # dar = drh ⊙ h_{t-1} ⊙ r(1 - r)
-        # h_{t-1} reaches the loss through the interpolation, r ⊙ h_{t-1}, and r and z.
-        dhnext = dh * z
-        dhnext += np.multiply(drh, r, out=tmp)
-        dhnext += (np.multiply(da[:, : 2 * H], mrz[t], out=grz[t]) if mi else da[:, : 2 * H]) @ Wrz
+        drh = (xp.multiply(dahc, mh[t], out=gh[t]) if mi else dahc) @ Wh  # W_hᵀ dah̃, in row form
+        dhnext = through_gates(drh, hprev, dh, rzs[t], da)  # dar; dh ⊙ z + drh ⊙ r
+        dhnext += (xp.multiply(da[:, : 2 * H], mrz[t], out=grz[t]) if mi else da[:, : 2 * H]) @ Wrz
         if mi:  # dm = da ⊙ (the product), here while da is in cache
-            np.multiply(da[:, : 2 * H], arz[t], out=dxm[t, :, : 2 * H])
-            np.multiply(dahc, ah[t], out=dxm[t, :, 2 * H :])
+            xp.multiply(da[:, : 2 * H], arz[t], out=dxm[t, :, : 2 * H])
+            xp.multiply(dahc, ah[t], out=dxm[t, :, 2 * H :])
     TB = T * B
     # Σ_t of the outer products over all steps and streams: the r, z blocks saw
     # h_{t-1}, the candidate saw r ⊙ h_{t-1} (of da, or with multipliers of m ⊙ da).
@@ -206,7 +267,7 @@ def backward(dhs, dstate, cache):
     else:
         dxa2 = dxa.reshape(TB, -1)
         drz2, dhc2 = dxa2[:, : 2 * H], dxa2[:, 2 * H :]
-    dWhh = np.empty_like(Whh)
-    np.matmul(drz2.T, hs[:-1].reshape(TB, -1), out=dWhh[: 2 * H])
-    np.matmul(dhc2.T, rhs.reshape(TB, -1), out=dWhh[2 * H :])
+    dWhh = xp.empty_like(Whh)
+    xp.matmul(drz2.T, hs[:-1].reshape(TB, -1), out=dWhh[: 2 * H])
+    xp.matmul(dhc2.T, rhs.reshape(TB, -1), out=dWhh[2 * H :])
     return dxa, dWhh, (dhnext,), dxm

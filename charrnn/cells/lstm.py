@@ -39,6 +39,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from charrnn import kernels
+from charrnn.device import array_module
+
 GATES = 4
 STATE = ("h", "c")
 
@@ -65,14 +68,14 @@ def init_bias(bh):
 
 
 @functools.lru_cache(maxsize=None)
-def _activation_coefficients(H, dtype):
+def _activation_coefficients(H, dtype, xp=np):
     """(4H,) arrays s, k such that ``s ⊙ tanh(s ⊙ a) + k`` is each gate's nonlinearity.
 
     σ(a) = 0.5 tanh(a/2) + 0.5 on the i, f, o blocks (s = k = 0.5): the same values as
     1 / (1 + exp(-a)) but never overflowing; tanh(a) on the g block (s = 1, k = 0). One
     pass of each operation over the whole contiguous (B, 4H) row is faster than separate
-    passes over the blocks, which are strided column slices. Cached (read-only): sampling
-    calls ``forward`` once per character.
+    passes over the blocks, which are strided column slices. Cached (read-only on the
+    host), per array module: sampling calls ``forward`` once per character.
     """
     dtype = np.dtype(dtype)
     s = np.full(GATES * H, 0.5, dtype=dtype)
@@ -80,7 +83,7 @@ def _activation_coefficients(H, dtype):
     s[2 * H : 3 * H] = 1
     k[2 * H : 3 * H] = 0
     s.flags.writeable = k.flags.writeable = False
-    return s, k
+    return xp.asarray(s), xp.asarray(k)
 
 
 def prepare(Whh, batch_size):
@@ -89,7 +92,29 @@ def prepare(Whh, batch_size):
     BLAS multiplies by it ~10% faster than by the transposed view at these sizes; the copy
     is made once per chunk, or once per ``sampling.generate`` (for any ``batch_size``).
     """
-    return np.ascontiguousarray(Whh.T)
+    return array_module(Whh).ascontiguousarray(Whh.T)
+
+
+def _forward_step(xp, s, k, ig, a, xa_t, c_prev, c, tc, h):
+    """One step's gate arithmetic (``kernels.lstm_forward_step`` is this in one kernel).
+
+    a : (B, 4H) holds W h_{t-1} (⊙ m_t) on entry and i, f, g, o on exit.
+    xa_t : (B, 4H) U x_t + b.  c_prev : (B, H) c_{t-1}.
+    c, tc, h : (B, H), receive c_t, tanh(c_t) and h_t.
+    s, k : ``_activation_coefficients``; ig : (B, H) scratch for i ⊙ g.
+    """
+    H = c.shape[1]
+    a += xa_t  # + U x_t + b
+    # i, f, o = σ(·) and g = c̃ = tanh(·), all as s ⊙ tanh(s ⊙ ·) + k, in place
+    a *= s
+    xp.tanh(a, out=a)
+    a *= s
+    a += k
+    i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+    xp.multiply(f, c_prev, out=c)  # c_t = f ⊙ c_{t-1}
+    c += xp.multiply(i, g, out=ig)  #      + i ⊙ g
+    xp.tanh(c, out=tc)
+    xp.multiply(o, tc, out=h)  # h_t = o ⊙ tanh(c_t)
 
 
 def forward(xa, state0, Whh, prepared=None, xm=None):
@@ -113,18 +138,23 @@ def forward(xa, state0, Whh, prepared=None, xm=None):
     T, B, G = xa.shape
     H = G // GATES
     h0, c0 = state0
-    hs = np.empty((T + 1, B, H), dtype=xa.dtype)
-    cs = np.empty((T + 1, B, H), dtype=xa.dtype)
-    gates = np.empty((T, B, G), dtype=xa.dtype)
-    tcs = np.empty((T, B, H), dtype=xa.dtype)
-    ig = np.empty((B, H), dtype=xa.dtype)  # scratch for i ⊙ g
-    s, k = _activation_coefficients(H, xa.dtype)
+    xp = array_module(xa)
+    hs = xp.empty((T + 1, B, H), dtype=xa.dtype)
+    cs = xp.empty((T + 1, B, H), dtype=xa.dtype)
+    gates = xp.empty((T, B, G), dtype=xa.dtype)
+    tcs = xp.empty((T, B, H), dtype=xa.dtype)
     hs[0] = h0
     cs[0] = c0
     WhhT = prepare(Whh, B) if prepared is None else prepared  # (H, 4H)
-    # np.dot rather than np.matmul: the same BLAS call with less overhead per call
-    dot, multiply, tanh = np.dot, np.multiply, np.tanh
-    rec = None if xm is None else np.empty_like(xa)
+    fused = kernels.fused(xp)
+    if fused:
+        step = fused.lstm_forward_step
+    else:
+        ig = xp.empty((B, H), dtype=xa.dtype)  # scratch for i ⊙ g
+        step = functools.partial(_forward_step, xp, *_activation_coefficients(H, xa.dtype, xp), ig)
+    # dot rather than matmul: the same BLAS call with less overhead per call
+    dot, multiply = xp.dot, xp.multiply
+    rec = None if xm is None else xp.empty_like(xa)
     for t in range(T):
         a = gates[t]
         if xm is None:
@@ -132,18 +162,7 @@ def forward(xa, state0, Whh, prepared=None, xm=None):
         else:
             dot(hs[t], WhhT, out=rec[t])
             multiply(rec[t], xm[t], out=a)  # m_t ⊙ W h_{t-1}
-        a += xa[t]  # + U x_t + b
-        # i, f, o = σ(·) and g = c̃ = tanh(·), all as s ⊙ tanh(s ⊙ ·) + k, in place
-        a *= s
-        tanh(a, out=a)
-        a *= s
-        a += k
-        i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-        c = cs[t + 1]
-        multiply(f, cs[t], out=c)  # c_t = f ⊙ c_{t-1}
-        c += multiply(i, g, out=ig)  #      + i ⊙ g
-        tanh(c, out=tcs[t])
-        multiply(o, tcs[t], out=hs[t + 1])  # h_t = o ⊙ tanh(c_t)
+        step(a, xa[t], cs[t], cs[t + 1], tcs[t], hs[t + 1])
     return hs[1:], (hs[T], cs[T]), Cache(hs, cs, gates, tcs, Whh, xm, rec)
 
 
@@ -169,47 +188,64 @@ def backward(dhs, dstate, cache):
     hs, cs, gates, tcs, Whh, xm, rec = cache
     T, B, H = dhs.shape
     dt = dhs.dtype
-    dxa = np.empty((T, B, GATES * H), dtype=dt)
-    dh, dc, q = (np.empty((B, H), dtype=dt) for _ in range(3))
-    dhbuf, dcbuf = np.empty((B, H), dtype=dt), np.empty((B, H), dtype=dt)
+    xp = array_module(dhs)
+    dxa = xp.empty((T, B, GATES * H), dtype=dt)
+    dhbuf, dcbuf = xp.empty((B, H), dtype=dt), xp.empty((B, H), dtype=dt)
     dhnext, dcnext = dstate
-    add, subtract, multiply, dot = np.add, np.subtract, np.multiply, np.dot
+    fused = kernels.fused(xp)
+    if fused:
+        step = fused.lstm_backward_step
+    else:
+        step = functools.partial(_backward_step, xp, *(xp.empty((B, H), dtype=dt) for _ in range(3)))
     # With multipliers, the gradient at the product W h_{t-1} is m_t ⊙ da.
-    drec = dxa if xm is None else np.empty_like(dxa)
+    drec = dxa if xm is None else xp.empty_like(dxa)
     for t in reversed(range(T)):
-        a, da, tc = gates[t], dxa[t], tcs[t]
-        i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-        Ki, Kf, Kg, Ko = da[:, :H], da[:, H : 2 * H], da[:, 2 * H : 3 * H], da[:, 3 * H :]
-        # First each gate's local derivative times the factor it meets, in da's memory:
-        #   K = [g ⊙ i(1-i), c_{t-1} ⊙ f(1-f), i ⊙ (1-g²), tanh(c_t) ⊙ o(1-o)]
-        subtract(1, i, out=Ki)
-        Ki *= i
-        Ki *= g
-        subtract(1, f, out=Kf)
-        Kf *= f
-        Kf *= cs[t]
-        multiply(g, g, out=Kg)
-        subtract(1, Kg, out=Kg)
-        Kg *= i
-        subtract(1, o, out=Ko)
-        Ko *= o
-        Ko *= tc
-        add(dhs[t], dhnext, out=dh)  # dh = dhs[t] + dhnext
-        # h_t = o ⊙ tanh(c_t):  dc = dcnext + dh ⊙ o ⊙ (1 - tanh²(c_t))
-        multiply(tc, tc, out=q)
-        subtract(1, q, out=q)
-        q *= o
-        multiply(dh, q, out=dc)
-        dc += dcnext
-        # then da = [dc, dc, dc, dh] ⊙ K: dai, daf, dag through c_t = f ⊙ c_{t-1} + i ⊙ g, dao through h_t
-        da.reshape(B, GATES, H)[:, :3] *= dc[:, None, :]
-        Ko *= dh
-        dcnext = multiply(dc, f, out=dcbuf)  # through c_t = f ⊙ c_{t-1}
+        dcnext = step(gates[t], cs[t], tcs[t], dhs[t], dhnext, dcnext, dxa[t], dcbuf)
         if xm is not None:
-            multiply(da, xm[t], out=drec[t])
-        dhnext = dot(drec[t], Whh, out=dhbuf)  # Whhᵀ [dai, daf, dag, dao], in row form: all blocks at once
+            xp.multiply(dxa[t], xm[t], out=drec[t])
+        dhnext = xp.dot(drec[t], Whh, out=dhbuf)  # Whhᵀ [dai, daf, dag, dao], in row form: all blocks at once
     TB = T * B
     # Σ_t da_t h_{t-1}ᵀ over all steps and streams in one product.
     dWhh = drec.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1)
     dxm = None if xm is None else dxa * rec  # dm_t = da ⊙ W h_{t-1}
     return dxa, dWhh, (dhnext, dcnext), dxm
+
+
+def _backward_step(xp, dh, dc, q, a, c_prev, tc, dhs_t, dhnext, dcnext, da, dcout):
+    """One step's gate gradients (``kernels.lstm_backward_step`` is this in one kernel).
+
+    a : (B, 4H) i, f, g, o of step t.  c_prev, tc : (B, H) c_{t-1} and tanh(c_t).
+    dhs_t, dhnext, dcnext : (B, H) the gradients reaching h_t from outside and from step t+1,
+        and reaching c_t from step t+1.
+    da : (B, 4H) receives [dai, daf, dag, dao].  dcout : (B, H) receives dcnext for step t-1,
+        and is returned.  dh, dc, q : (B, H) scratch.
+    """
+    H = dh.shape[1]
+    B = dh.shape[0]
+    i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+    Ki, Kf, Kg, Ko = da[:, :H], da[:, H : 2 * H], da[:, 2 * H : 3 * H], da[:, 3 * H :]
+    # First each gate's local derivative times the factor it meets, in da's memory:
+    #   K = [g ⊙ i(1-i), c_{t-1} ⊙ f(1-f), i ⊙ (1-g²), tanh(c_t) ⊙ o(1-o)]
+    xp.subtract(1, i, out=Ki)
+    Ki *= i
+    Ki *= g
+    xp.subtract(1, f, out=Kf)
+    Kf *= f
+    Kf *= c_prev
+    xp.multiply(g, g, out=Kg)
+    xp.subtract(1, Kg, out=Kg)
+    Kg *= i
+    xp.subtract(1, o, out=Ko)
+    Ko *= o
+    Ko *= tc
+    xp.add(dhs_t, dhnext, out=dh)  # dh = dhs[t] + dhnext
+    # h_t = o ⊙ tanh(c_t):  dc = dcnext + dh ⊙ o ⊙ (1 - tanh²(c_t))
+    xp.multiply(tc, tc, out=q)
+    xp.subtract(1, q, out=q)
+    q *= o
+    xp.multiply(dh, q, out=dc)
+    dc += dcnext
+    # then da = [dc, dc, dc, dh] ⊙ K: dai, daf, dag through c_t = f ⊙ c_{t-1} + i ⊙ g, dao through h_t
+    da.reshape(B, GATES, H)[:, :3] *= dc[:, None, :]
+    Ko *= dh
+    return xp.multiply(dc, f, out=dcout)  # dcnext, through c_t = f ⊙ c_{t-1}

@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from charrnn.device import array_module
+
 GATES = 1
 STATE = ("h",)
 
@@ -41,7 +43,7 @@ def prepare(Whh, batch_size):
     (min-char-rnn, sampling) the product is a matrix-vector one, as fast with the view, so
     no copy is worth making.
     """
-    return Whh.T if batch_size == 1 else np.ascontiguousarray(Whh.T)
+    return Whh.T if batch_size == 1 else array_module(Whh).ascontiguousarray(Whh.T)
 
 
 def forward(xa, state0, Whh, prepared=None, xm=None):
@@ -64,12 +66,13 @@ def forward(xa, state0, Whh, prepared=None, xm=None):
     """
     T = xa.shape[0]
     (h0,) = state0
-    hs = np.empty((T + 1,) + h0.shape, dtype=xa.dtype)
+    xp = array_module(xa)
+    hs = xp.empty((T + 1,) + h0.shape, dtype=xa.dtype)
     hs[0] = h0
     WhhT = prepare(Whh, h0.shape[0]) if prepared is None else prepared
-    # Local names, and np.dot rather than np.matmul (same BLAS call, less overhead per
+    # Local names, and dot rather than matmul (same BLAS call, less overhead per
     # call): at B = 1 the calls in this loop are most of the cost.
-    dot, tanh = np.dot, np.tanh
+    dot, tanh = xp.dot, xp.tanh
     # Two loops rather than a test per step: at min-char-rnn's B = 1 the calls in this loop
     # are most of the cost, so the plain one is kept exactly as it was.
     if xm is None:
@@ -79,11 +82,11 @@ def forward(xa, state0, Whh, prepared=None, xm=None):
             h += xa[t]  # + Wxh x_t + bh
             tanh(h, out=h)
         return hs[1:], (hs[T],), Cache(hs, Whh)
-    rec = np.empty_like(xa)
+    rec = xp.empty_like(xa)
     for t in range(T):
         h = hs[t + 1]
         dot(hs[t], WhhT, out=rec[t])  # Whh h_{t-1}
-        np.multiply(rec[t], xm[t], out=h)  # m_t ⊙ Whh h_{t-1}
+        xp.multiply(rec[t], xm[t], out=h)  # m_t ⊙ Whh h_{t-1}
         h += xa[t]  # + Wxh x_t + bh
         tanh(h, out=h)
     return hs[1:], (hs[T],), Cache(hs, Whh, xm, rec)
@@ -110,19 +113,20 @@ def backward(dhs, dstate, cache):
     """
     hs, Whh, xm, rec = cache
     T = dhs.shape[0]
+    xp = array_module(dhs)
     # tanh' = 1 - h_t² for all steps at once: it does not depend on the recurrence.
-    dxa = np.multiply(hs[1:], hs[1:])
-    np.subtract(1, dxa, out=dxa)  # (T, B, H)
+    dxa = xp.multiply(hs[1:], hs[1:])
+    xp.subtract(1, dxa, out=dxa)  # (T, B, H)
     (dhnext,) = dstate
-    buf = np.empty_like(dhs[0])  # dhnext lives here from the first step on
-    dot, add = np.dot, np.add
+    buf = xp.empty_like(dhs[0])  # dhnext lives here from the first step on
+    dot, add = xp.dot, xp.add
     # With multipliers, the gradient at the product Whh h_{t-1} is m_t ⊙ dhraw.
-    drec = dxa if xm is None else np.empty_like(dxa)
+    drec = dxa if xm is None else xp.empty_like(dxa)
     for t in reversed(range(T)):
         dhraw = dxa[t]  # holds 1 - h_t² until overwritten here
         dhraw *= add(dhs[t], dhnext, out=buf)  # (1 - h_t²) ⊙ (dhs[t] + dhnext)
         if xm is not None:
-            np.multiply(dhraw, xm[t], out=drec[t])
+            xp.multiply(dhraw, xm[t], out=drec[t])
         dhnext = dot(drec[t], Whh, out=buf)  # Whhᵀ dhraw, in row form
     TB = dxa.shape[0] * dxa.shape[1]
     # Σ_t dhraw_t h_{t-1}ᵀ over all steps and streams in one product.
