@@ -48,6 +48,8 @@ class _Group(click.Group):
         except OSError as e:  # e.g. a full disk or a read-only run directory while writing
             where = f"{e.filename}: " if e.filename else ""
             raise _Failure(f"{where}{e.strerror or e}", 1) from None
+        except MemoryError as e:  # e.g. a model.hidden_size far beyond the machine
+            raise _Failure(f"out of memory: {e or 'an allocation failed'}", 1) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -265,7 +265,12 @@ def _unknown(key, valid, source):
         close = [leaves[m] for m in difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)]
     if not close:
         close = difflib.get_close_matches(key, valid, n=1, cutoff=0.75)
-    hint = f" (did you mean '{close[0]}'?)" if close else f"; valid keys: {', '.join(same_section or valid)}"
+    if close:
+        hint = f" (did you mean '{close[0]}'?)"
+    elif same_section:
+        hint = f"; valid keys: {', '.join(same_section)}"
+    else:  # not even the section is known: name the sections rather than every key
+        hint = f"; keys are SECTION.KEY, with SECTION one of {', '.join(SECTIONS)}"
     return UsageError(f"{source}: unknown key '{key}'{hint}")
 
 
