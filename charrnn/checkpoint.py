@@ -145,9 +145,10 @@ def _check_members(path, zf):
                 else:
                     raise ValueError(f"unsupported .npy format version {version}")
                 header = f.tell()
-        except (ValueError, SyntaxError, tokenize.TokenError, RecursionError, MemoryError, TypeError) as e:
-            # numpy parses the header, a Python dict literal, with ast.literal_eval: a damaged
-            # one can raise any of these
+        except (ValueError, SyntaxError, tokenize.TokenError, RecursionError, MemoryError, TypeError):
+            # numpy parses the header, a Python dict literal, with ast.literal_eval, and its
+            # 'descr' with np.dtype (TypeError: "data type not understood"): a damaged one can
+            # raise any of these
             raise CharrnnError(f"{path}: damaged checkpoint: '{name}' has a damaged array header") from None
         if dtype.hasobject:
             raise CharrnnError(
