@@ -4,7 +4,9 @@ import os
 import signal
 import subprocess
 import sys
+import zipfile
 
+import numpy as np
 import pytest
 
 from charrnn import checkpoint as ckpt_io
@@ -146,3 +148,21 @@ def test_nothing_to_replace(tmp_path):
     assert (tmp_path / "metrics.jsonl").exists()
     folder = rundir.check_fresh(str(tmp_path), overwrite=True)  # but --overwrite still clears it
     assert os.listdir(folder) == ["metrics.jsonl"] and not (tmp_path / "metrics.jsonl").exists()
+
+
+class Inflated(BaseException):
+    """Raised past held_step's own error handling, so the test sees it."""
+
+
+def test_the_step_of_a_bomb_is_never_inflated(tmp_path, monkeypatch):
+    """Only the step is read for the message, and only if its entry is scalar-sized: a
+    checkpoint whose 'step' entry would inflate to anything large is called unreadable."""
+    with zipfile.ZipFile(tmp_path / "ckpt.npz", "w") as z:
+        z.writestr("step.npy", b"\0" * 4096, compress_type=zipfile.ZIP_DEFLATED)
+
+    def load(*a, **k):
+        raise Inflated
+
+    monkeypatch.setattr(np, "load", load)
+    with pytest.raises(CharrnnError, match=r"\(ckpt.npz, unreadable\)"):
+        rundir.check_fresh(str(tmp_path), overwrite=False)
