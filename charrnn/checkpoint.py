@@ -117,6 +117,8 @@ def save(path, ck):
 # A member that inflates more than this many times over, to more than BOMB_BYTES, is refused
 # before it is inflated: charrnn writes checkpoints uncompressed, and weights barely compress.
 BOMB_RATIO, BOMB_BYTES = 100, 64 * 2**20
+PICKLE_REFUSAL = ("refused to load: the file holds pickled Python objects, and a charrnn checkpoint "
+                  "is plain arrays (loading pickles could run code)")
 
 
 def _check_members(path, zf):
@@ -126,6 +128,8 @@ def _check_members(path, zf):
     file_size = os.path.getsize(path)
     for info in zf.infolist():
         name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if not name.isprintable():  # a message is one line, whatever the entry is called
+            name = name.encode("unicode_escape").decode("ascii")
         if not info.filename.endswith(".npy"):
             raise CharrnnError(f"{path}: damaged checkpoint: '{name}' is not an array (.npy) entry")
         if info.compress_type == zipfile.ZIP_STORED and info.header_offset + info.compress_size > file_size:
@@ -151,10 +155,7 @@ def _check_members(path, zf):
             # raise any of these
             raise CharrnnError(f"{path}: damaged checkpoint: '{name}' has a damaged array header") from None
         if dtype.hasobject:
-            raise CharrnnError(
-                f"{path}: refused to load: the file holds pickled Python objects, and a charrnn "
-                "checkpoint is plain arrays (loading pickles could run code)"
-            )
+            raise CharrnnError(f"{path}: {PICKLE_REFUSAL}")
         declared = math.prod(shape) * dtype.itemsize
         if header + declared != info.file_size:
             raise CharrnnError(
@@ -183,10 +184,7 @@ def _read_all(path):
             return {k: z[k] for k in z.files}
     except ValueError as e:
         if "pickle" in str(e):
-            raise CharrnnError(
-                f"{path}: refused to load: the file holds pickled Python objects, and a charrnn "
-                "checkpoint is plain arrays (loading pickles could run code)"
-            ) from None
+            raise CharrnnError(f"{path}: {PICKLE_REFUSAL}") from None
         raise CharrnnError(f"{path}: damaged or truncated checkpoint ({_one_line(e)})") from None
     except (zipfile.BadZipFile, EOFError, OSError, KeyError, NotImplementedError, RuntimeError, MemoryError) as e:
         # What zipfile and numpy's .npy reader raise on damage besides ValueError: a bad CRC or

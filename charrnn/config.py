@@ -181,7 +181,7 @@ class StrictLoader(yaml.SafeLoader):
 
 def yaml_load(stream):
     """``yaml.safe_load`` with duplicate keys refused (StrictLoader)."""
-    return yaml.load(stream, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(stream, Loader=StrictLoader)  # a SafeLoader: no Python objects, as safe_load
 
 
 def _printable(text):

@@ -101,6 +101,8 @@ def test_an_entry_that_is_not_an_array_is_refused(good, tmp_path):
     del members["step.npy"]
     members["step"] = (b"no array here", zipfile.ZIP_STORED)
     refused(zip_with(tmp_path / "raw.npz", members), "'step' is not an array (.npy) entry")
+    members["two\nlines"] = members.pop("step")  # refused's one-line check covers the name
+    refused(zip_with(tmp_path / "raw.npz", members), "'two\\nlines' is not an array (.npy) entry")
 
 
 def test_a_damaged_array_header_is_refused(good, tmp_path):
