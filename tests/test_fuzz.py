@@ -67,16 +67,16 @@ def invoke(*args):
 
 # --- configs and --set values -------------------------------------------------------
 
-FIELDS = {f"{s}.{f.name}": f.metadata for s, cls in C.SECTIONS.items() for f in dataclasses.fields(cls)}
-FLOAT_TEXT = st.text(max_size=8).filter(lambda s: not _is_float(s))
-
-
 def _is_float(text):
     try:
         float(text)
         return True
     except ValueError:
         return False
+
+
+FIELDS = {f"{s}.{f.name}": f.metadata for s, cls in C.SECTIONS.items() for f in dataclasses.fields(cls)}
+FLOAT_TEXT = st.text(max_size=8).filter(lambda s: not _is_float(s))  # never a number, even as text
 
 
 def valid_value(meta):
