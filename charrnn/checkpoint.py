@@ -20,8 +20,10 @@ Keys (docs/checkpoints.md has the full table):
 """
 
 import json
+import math
 import os
 import tempfile
+import tokenize
 import zipfile
 from dataclasses import dataclass
 from typing import Optional
@@ -126,6 +128,56 @@ def save(path, ck):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+# A member that inflates more than this many times over, to more than BOMB_BYTES, is refused
+# before it is inflated: charrnn writes checkpoints uncompressed, and weights barely compress.
+BOMB_RATIO, BOMB_BYTES = 100, 64 * 2**20
+PICKLE_REFUSAL = ("refused to load: the file holds pickled Python objects, and a charrnn checkpoint "
+                  "is plain arrays (loading pickles could run code)")
+
+
+def _check_members(path, zf):
+    """Refuse, before reading any array data, members that are not arrays or whose sizes do
+    not add up: a header declaring a huge shape (which would be allocated first), an entry
+    that inflates enormously (a zip bomb), or one that runs past the end of the file."""
+    file_size = os.path.getsize(path)
+    for info in zf.infolist():
+        name = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if not name.isprintable():  # a message is one line, whatever the entry is called
+            name = name.encode("unicode_escape").decode("ascii")
+        if not info.filename.endswith(".npy"):
+            raise CharrnnError(f"{path}: damaged checkpoint: '{name}' is not an array (.npy) entry")
+        if info.compress_type == zipfile.ZIP_STORED and info.header_offset + info.compress_size > file_size:
+            raise CharrnnError(f"{path}: damaged or truncated checkpoint: '{name}' runs past the end of the file")
+        if info.file_size > BOMB_BYTES and info.file_size > BOMB_RATIO * max(info.compress_size, 1):
+            raise CharrnnError(
+                f"{path}: refused: '{name}' unpacks to {info.file_size:,} bytes from {info.compress_size:,} "
+                "(a zip bomb?); charrnn writes checkpoints uncompressed"
+            )
+        try:
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                header = f.tell()
+        except (ValueError, SyntaxError, tokenize.TokenError, RecursionError, MemoryError, TypeError):
+            # numpy parses the header, a Python dict literal, with ast.literal_eval, and its
+            # 'descr' with np.dtype (TypeError: "data type not understood"): a damaged one can
+            # raise any of these
+            raise CharrnnError(f"{path}: damaged checkpoint: '{name}' has a damaged array header") from None
+        if dtype.hasobject:
+            raise CharrnnError(f"{path}: {PICKLE_REFUSAL}")
+        declared = math.prod(shape) * dtype.itemsize
+        if header + declared != info.file_size:
+            raise CharrnnError(
+                f"{path}: damaged checkpoint: '{name}' declares {dtype}{list(shape)} ({declared:,} bytes), "
+                f"but its entry holds {info.file_size - header:,} bytes of data"
+            )
+
+
 def _read_all(path):
     """Every array of the file, read eagerly; one-line errors for damaged files."""
     try:
@@ -140,17 +192,24 @@ def _read_all(path):
     if magic != b"PK\x03\x04":  # every .npz is a zip archive
         raise CharrnnError(f"{path}: not a charrnn checkpoint (not an .npz archive)")
     try:
+        with zipfile.ZipFile(path) as zf:
+            _check_members(path, zf)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except ValueError as e:
         if "pickle" in str(e):
-            raise CharrnnError(
-                f"{path}: refused to load: the file holds pickled Python objects, and a charrnn "
-                "checkpoint is plain arrays (loading pickles could run code)"
-            ) from None
-        raise CharrnnError(f"{path}: damaged or truncated checkpoint ({e})") from None
-    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as e:
-        raise CharrnnError(f"{path}: damaged or truncated checkpoint ({type(e).__name__}: {e})") from None
+            raise CharrnnError(f"{path}: {PICKLE_REFUSAL}") from None
+        raise CharrnnError(f"{path}: damaged or truncated checkpoint ({_one_line(e)})") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError, NotImplementedError, RuntimeError, MemoryError) as e:
+        # What zipfile and numpy's .npy reader raise on damage besides ValueError: a bad CRC or
+        # header (BadZipFile), an unknown compression method (NotImplementedError), a member
+        # flagged as encrypted (RuntimeError).
+        raise CharrnnError(f"{path}: damaged or truncated checkpoint ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _one_line(e, limit=200):
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def load(path):
@@ -163,20 +222,26 @@ def load(path):
         return z[key]
 
     version = need("format_version")
-    if version.shape != () or int(version) != FORMAT_VERSION:
-        raise CharrnnError(f"{path}: checkpoint format version {version} is not supported (expected {FORMAT_VERSION})")
-    try:
-        raw_config = json.loads(str(need("config")))
-        rng_state = json.loads(str(need("rng")))
-    except json.JSONDecodeError as e:
-        raise CharrnnError(f"{path}: damaged checkpoint: its config or rng is not valid JSON ({e})") from None
+    if version.shape != () or version.dtype.kind not in "iu":
+        raise CharrnnError(f"{path}: damaged checkpoint: 'format_version' must be an integer scalar")
+    if int(version) != FORMAT_VERSION:
+        raise CharrnnError(f"{path}: checkpoint format version {int(version)} is not supported (expected {FORMAT_VERSION})")
+    raw_config, rng_state = _json(path, need("config"), "config"), _json(path, need("rng"), "rng")
     try:
         cfg = C.from_dict(raw_config, f"{path} (stored config)")
     except UsageError as e:
         raise CharrnnError(str(e)) from None
+    if cfg.data.path is None:
+        raise CharrnnError(f"{path}: damaged checkpoint: its stored config has no data.path")
+    try:  # the generator must accept the state, or resuming would fail half-way in
+        np.random.default_rng().bit_generator.state = rng_state
+    except (TypeError, ValueError, KeyError, OverflowError) as e:
+        raise CharrnnError(f"{path}: damaged checkpoint: 'rng' is not a random generator state ({_one_line(e)})") from None
     vocab = need("vocab")
     if vocab.ndim != 1 or vocab.dtype != np.int32 or len(vocab) < 1 or np.any(np.diff(vocab) <= 0):
         raise CharrnnError(f"{path}: damaged checkpoint: 'vocab' must be sorted distinct int32 code points")
+    if vocab[0] < 0 or vocab[-1] > 0x10FFFF or np.any((vocab >= 0xD800) & (vocab <= 0xDFFF)):
+        raise CharrnnError(f"{path}: damaged checkpoint: 'vocab' holds values that are not Unicode characters")
     spec = ModelSpec.of(cfg.model, len(vocab))
     dtype = np.dtype(cfg.model.dtype)
 
@@ -200,18 +265,39 @@ def load(path):
         tuple(checked(f"state.{layer}.{name}", state_shape) for name in spec.module.STATE)
         for layer in range(spec.layers)
     ]
-    scalars = {}
-    for k in SCALARS:
-        a = need(k)
-        if a.shape != ():
-            raise CharrnnError(f"{path}: damaged checkpoint: '{k}' must be a scalar")
-        scalars[k] = a.item()
-    ints = ("step", "position", "epoch", "evals_since_best")
-    scalars = {k: int(v) if k in ints else float(v) for k, v in scalars.items()}
+    scalars = {k: _scalar(path, k, need(k)) for k in SCALARS}
     rng = np.random.default_rng()
+    rng.bit_generator.state = rng_state  # checked above
+    return Checkpoint(RunState(params, optim_state, ema, state, rng, **scalars), vocab, cfg, spec)
+
+
+def _json(path, a, key):
+    """The JSON text stored as a 0-d unicode array ``key``, parsed."""
+    if a.shape != () or a.dtype.kind != "U":
+        raise CharrnnError(f"{path}: damaged checkpoint: '{key}' must be a JSON text")
     try:
-        rng.bit_generator.state = rng_state
-    except (TypeError, ValueError, KeyError) as e:
-        raise CharrnnError(f"{path}: damaged checkpoint: 'rng' is not a random generator state ({e})") from None
-    run = RunState(params, optim_state, ema, state, rng, **scalars)
-    return Checkpoint(run, vocab, cfg, spec)
+        return json.loads(str(a))
+    except (json.JSONDecodeError, RecursionError) as e:
+        what = "nested too deeply" if isinstance(e, RecursionError) else _one_line(e)
+        raise CharrnnError(f"{path}: damaged checkpoint: its '{key}' is not valid JSON ({what})") from None
+
+
+# What each scalar may hold: counters are integers >= 0; a loss that nothing has measured yet
+# is nan (val_loss) or inf (best_val_loss).
+INT_SCALARS = ("step", "position", "epoch", "evals_since_best")
+MAY_BE = {"val_loss": "nan", "best_val_loss": "inf"}
+
+
+def _scalar(path, key, a):
+    """The scalar ``key`` as a Python int or float, checked for kind and range."""
+    if key in INT_SCALARS:
+        if a.shape != () or a.dtype.kind not in "iu" or int(a) < 0:
+            raise CharrnnError(f"{path}: damaged checkpoint: '{key}' must be an integer scalar ≥ 0")
+        return int(a)
+    if a.shape != () or a.dtype.kind != "f":
+        raise CharrnnError(f"{path}: damaged checkpoint: '{key}' must be a floating-point scalar")
+    v = float(a)
+    allowed = math.isfinite(v) or (MAY_BE.get(key) == "nan" and math.isnan(v)) or (MAY_BE.get(key) == "inf" and v == math.inf)
+    if not allowed or (key == "elapsed_s" and v < 0):
+        raise CharrnnError(f"{path}: damaged checkpoint: '{key}' is {v}")
+    return v

@@ -330,3 +330,8 @@ def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
     blocker.write_text("not a directory")
     r = run("train", "--config", SMOKE, "--out", blocker / "run", "-q")
     one_line_error(r, 1, "run")
+
+
+def test_a_model_too_big_for_memory_is_a_one_line_error(tmp_path):
+    r = run("train", "--config", SMOKE, "--out", tmp_path / "run", "-q", "--set", "model.hidden_size=1000000000000")
+    one_line_error(r, 1, "out of memory", "Unable to allocate")

@@ -253,7 +253,7 @@ def test_cli_a_gpu_checkpoint_evaluates_samples_and_resumes_on_the_cpu(tmp_path,
     assert run("train", "--config", cfg, "--out", out, "-q", "--device", "gpu",
                "--set", "model.cell=lstm", "--set", "model.dropout=0.2", "--set", "model.layers=2").exit_code == 0
     ck = ckpt_io.load(str(out / "ckpt.npz"))  # an ordinary host checkpoint
-    assert all(type(v) is np.ndarray for v in ck.params.values())
+    assert all(type(v) is np.ndarray for v in ck.run.params.values())
     e = run("eval", "--checkpoint", out / "ckpt.npz", "--json", "--device", "cpu")
     assert e.exit_code == 0 and json.loads(e.stdout)["nats_per_char"] > 0
     s = run("sample", "--checkpoint", out / "ckpt.npz", "-n", "50", "--seed", "1", "--device", "cpu")
