@@ -25,6 +25,17 @@ class _Failure(click.ClickException):
         self.exit_code = exit_code
 
 
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (FloatRange lets nan through: every
+    comparison with nan is false), as a usage error naming the option."""
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
@@ -100,9 +111,9 @@ def _write(text):
 @cli.command()
 @click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Checkpoint to sample from, e.g. RUN/ckpt.npz or RUN/best.npz.")
 @click.option("--length", "-n", type=click.IntRange(min=0), help="Characters to generate per sample (default: sample.length of the run's config).")
-@click.option("--temperature", "-t", type=click.FloatRange(min=0), help="Softmax temperature: below 1 more conservative, above 1 more varied, 0 greedy (default: the run's sample.temperature).")
+@click.option("--temperature", "-t", type=FiniteFloatRange(min=0), help="Softmax temperature: below 1 more conservative, above 1 more varied, 0 greedy (default: the run's sample.temperature).")
 @click.option("--top-k", type=click.IntRange(min=1), help="Draw only from the k most likely characters.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), help="Draw only from the smallest set of most likely characters whose probability reaches p (nucleus sampling).")
+@click.option("--top-p", type=FiniteFloatRange(0, 1, min_open=True), help="Draw only from the smallest set of most likely characters whose probability reaches p (nucleus sampling).")
 @click.option("--greedy", is_flag=True, help="Always take the most likely character (same as --temperature 0).")
 @click.option("--prime", default="", help="Text to feed the model first; it is printed before the continuation.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True, help="Independent samples, each from the prime, separated by a line of dashes.")
@@ -213,8 +224,8 @@ def plot(run_dir, out_path):
 @cli.command()
 @click.option("--cell", type=click.Choice(["rnn", "lstm", "gru"]), help="Check only this cell (default: every cell).")
 @click.option("--layers", type=click.IntRange(min=1, max=4), help="Check only this depth (default: 1 and 2).")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=0.25, show_default=True, help="Dropout probability of a second, fixed-mask check (0: skip it).")
-@click.option("--tol", type=click.FloatRange(min=0, min_open=True), default=1e-6, show_default=True, help="Largest relative error that passes.")
+@click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=0.25, show_default=True, help="Dropout probability of a second, fixed-mask check (0: skip it).")
+@click.option("--tol", type=FiniteFloatRange(min=0, min_open=True), default=1e-6, show_default=True, help="Largest relative error that passes.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def gradcheck(cell, layers, dropout, tol, seed):
     """Check analytic gradients against finite differences (float64)."""

@@ -5,7 +5,10 @@ config reference). Loading is strict: an unknown key is rejected with its dotted
 the closest valid key, a wrong type or an out-of-range value with the key, the value and
 what is allowed. Precedence: ``--set`` overrides > the YAML file > the defaults here.
 Paths in the file are resolved relative to the file itself, so a config works from any
-working directory.
+working directory; paths given with ``--set`` are relative to the working directory, as
+any path typed on a command line is. A key given twice in one mapping of the file is an
+error (YAML would silently keep the last), and an error in a ``--set`` value names that
+``--set KEY=VALUE``, not the file.
 """
 
 import dataclasses
@@ -120,10 +123,83 @@ def _describe(meta):
     return text + (", or null" if meta["nullable"] else "")
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key given twice in one YAML mapping; ``key`` is its dotted path in the document."""
+
+    def __init__(self, key, first_line, line):
+        super().__init__(f"duplicate key '{key}' at line {line} (first at line {first_line})")
+        self.key, self.first_line, self.line = key, first_line, line
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, except that a key given twice in one mapping, at any depth,
+    raises DuplicateKeyError instead of the last one silently winning.
+
+    Keys are compared as constructed values, as the dict they go into compares them (so
+    ``steps`` and ``"steps"`` are the same key). Keys brought in by a merge (``<<: *base``)
+    may be overridden, as YAML intends; two explicit keys may not.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._paths = {}  # node -> dotted path of keys leading to it, for messages
+
+    def construct_document(self, node):
+        # Name every collection by its path first (iteratively: documents may nest deeply,
+        # and aliases may make them cyclic), so a duplicate is reported as train.steps.
+        todo = [(node, "")]
+        while todo:
+            n, path = todo.pop()
+            if n in self._paths:
+                continue
+            self._paths[n] = path
+            if isinstance(n, yaml.MappingNode):
+                for k, v in n.value:
+                    name = k.value if isinstance(k, yaml.ScalarNode) else "?"
+                    todo.append((v, f"{path}.{name}" if path else name))
+            elif isinstance(n, yaml.SequenceNode):
+                todo.extend((v, f"{path}[{i}]") for i, v in enumerate(n.value))
+        return super().construct_document(node)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            path = self._paths.get(node, "")
+            seen = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+                if first is not key_node:
+                    raise DuplicateKeyError(f"{path}.{key}" if path else str(key),
+                                            first.start_mark.line + 1, key_node.start_mark.line + 1)
+        return super().construct_mapping(node, deep=deep)
+
+
+def yaml_load(stream):
+    """``yaml.safe_load`` with duplicate keys refused (StrictLoader)."""
+    return yaml.load(stream, Loader=StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _printable(text):
+    """``text`` as one printable line: control characters (a newline in a key) escaped."""
+    text = str(text)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def _show(value, limit=60):
+    """A value as it appears in an error message: its repr, on one line, cut to ``limit``."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def _check_value(key, value, meta, source):
     """The value converted to the field's type, or a UsageError naming key, value and rule."""
     def bad():
-        return UsageError(f"{source}: {key} must be {_describe(meta)}, got {value!r}")
+        return UsageError(f"{source}: {key} must be {_describe(meta)}, got {_show(value)}")
 
     if value is None:
         if meta["nullable"]:
@@ -134,18 +210,21 @@ def _check_value(key, value, meta, source):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad()
     elif kind is float:
-        if isinstance(value, str):
-            # PyYAML follows YAML 1.1, which reads 1e-8 (no dot) as a string: accept it.
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad() from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise bad()
-        value = float(value)
+        # PyYAML follows YAML 1.1, which reads 1e-8 (no dot) as a string: accept it.
+        try:
+            number = float(value)
+        except (ValueError, OverflowError):  # not a number, or an integer beyond float's range
+            raise bad() from None
+        if not math.isfinite(number):
+            raise bad()
+        value = number
     elif kind is str:
         if not isinstance(value, str) or not value:
             raise bad()
+        if meta["path"] and "\0" in value:
+            raise UsageError(f"{source}: {key} must be a path, and a path cannot hold a NUL character")
     elif kind is bool:
         if not isinstance(value, bool):
             raise bad()
@@ -195,12 +274,19 @@ def all_keys():
     return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
-def from_dict(data, source, base_dir=None):
+def from_dict(data, source, base_dir=None, origins=None):
     """Validate a nested mapping into a ``Config``.
 
     ``source`` names where the data came from (the file) in every error message;
+    ``origins`` maps dotted keys whose values came from elsewhere to the name to give
+    instead (``apply_overrides`` gives ``--set optim.lr=abc`` for ``optim.lr``);
     ``base_dir`` is where relative paths are resolved (None: leave them as they are).
     """
+    origins = origins or {}
+
+    def where(key):
+        return origins.get(key, source)
+
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -208,47 +294,61 @@ def from_dict(data, source, base_dir=None):
     sections, given = {}, {}
     for sname, section in data.items():
         if sname not in SECTIONS:
-            raise _unknown(str(sname), list(SECTIONS) + all_keys(), source)
+            raise _unknown(_printable(sname), list(SECTIONS) + all_keys(), source)
         cls = SECTIONS[sname]
         if section is None:
             section = {}
         if not isinstance(section, dict):
-            raise UsageError(f"{source}: {sname} must be a mapping of keys, got {section!r}")
+            raise UsageError(f"{source}: {sname} must be a mapping of keys, got {_show(section)}")
         fields = {f.name: f for f in dataclasses.fields(cls)}
         values = {}
         for key, value in section.items():
-            dotted = f"{sname}.{key}"
+            dotted = f"{sname}.{_printable(key)}"
             if key not in fields:
-                raise _unknown(dotted, all_keys(), source)
+                raise _unknown(dotted, all_keys(), where(dotted))
             meta = fields[key].metadata
-            value = _check_value(dotted, value, meta, source)
+            value = _check_value(dotted, value, meta, where(dotted))
             if meta["path"] and value is not None and base_dir is not None:
                 value = os.path.normpath(os.path.join(base_dir, os.path.expanduser(value)))
             values[key] = value
         sections[sname] = cls(**values)
         given[sname] = values
-    sections["optim"] = _resolve_optim(sections.get("optim", OptimConfig()), given.get("optim", {}), source)
+    sections["optim"] = _resolve_optim(sections.get("optim", OptimConfig()), given.get("optim", {}), where)
     return Config(**sections)
 
 
-def _resolve_optim(o, given, source):
-    """Refuse settings of another optimizer or schedule; fill in the per-optimizer defaults."""
+def _resolve_optim(o, given, where):
+    """Refuse settings of another optimizer or schedule; fill in the per-optimizer defaults.
+
+    ``where(key)`` names the source of a key's value; when the conflict comes from two
+    sources (the file and a ``--set``), the message names both.
+    """
+
+    def also(key, other):
+        named = other.partition(".")[2] in given and where(other) != where(key)
+        return f" (from {where(other)})" if named else ""
+
     for f in dataclasses.fields(OptimConfig):
         if f.name not in given:
             continue
         if _applies(f.metadata, o):
             continue
+        key = f"optim.{f.name}"
         only = f.metadata["only"]
         if only and o.name not in only:
-            raise UsageError(f"{source}: optim.{f.name} applies to {' and '.join(only)} only, not to optim.name {o.name}")
+            raise UsageError(f"{where(key)}: {key} applies to {' and '.join(only)} only, "
+                             f"not to optim.name {o.name}{also(key, 'optim.name')}")
         schedules = " and ".join(f.metadata["only_schedule"])
-        raise UsageError(f"{source}: optim.{f.name} applies to optim.schedule {schedules} only, not {o.schedule}")
+        raise UsageError(f"{where(key)}: {key} applies to optim.schedule {schedules} only, "
+                         f"not {o.schedule}{also(key, 'optim.schedule')}")
     if o.lr is None:
         o = dataclasses.replace(o, lr=DEFAULT_LR[o.name])
     if o.schedule in DECAYING and o.min_lr is None:
         o = dataclasses.replace(o, min_lr=o.lr / 10)
     if o.schedule in DECAYING and o.min_lr > o.lr:
-        raise UsageError(f"{source}: optim.min_lr ({o.min_lr}) must not exceed optim.lr ({o.lr})")
+        key = "optim.min_lr" if "min_lr" in given else "optim.lr"
+        other = "optim.lr" if key == "optim.min_lr" else "optim.min_lr"
+        raise UsageError(f"{where(key)}: optim.min_lr ({o.min_lr}) must not exceed optim.lr ({o.lr}){also(key, other)}")
     return o
 
 
@@ -270,56 +370,71 @@ def parse_override(text):
     """``"optim.lr=0.002"`` -> ``("optim.lr", 0.002)``; the value is read as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise UsageError(f"--set {text!r}: expected KEY=VALUE, e.g. --set optim.lr=0.002")
+        raise UsageError(f"--set {_show(text)}: expected KEY=VALUE, e.g. --set optim.lr=0.002")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
+        value = yaml_load(raw) if raw.strip() else None
+    except (yaml.YAMLError, RecursionError):
+        value = raw  # not YAML: the text itself, which validation then judges
     return key.strip(), value
 
 
 def apply_overrides(data, overrides):
-    """Merge ``KEY=VALUE`` overrides into the raw mapping (validation happens after)."""
+    """Merge ``KEY=VALUE`` overrides into the raw mapping (validation happens after).
+
+    Returns ``(data, origins)``: the merged mapping, and for every overridden dotted key the
+    ``--set KEY=VALUE`` that set it, as the user typed it, for ``from_dict`` to name in errors.
+    A path given with ``--set`` is relative to the working directory, as any path on a
+    command line is (paths in the file are relative to the file).
+    """
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (data or {}).items()}
+    origins = {}
     for text in overrides:
         key, value = parse_override(text)
+        source = f"--set {_printable(text if len(text) <= 80 else text[:80] + '...')}"
         section, dot, name = key.partition(".")
         if not dot or section not in SECTIONS:
-            raise _unknown(key, all_keys(), "--set")
-        fields = [f.name for f in dataclasses.fields(SECTIONS[section])]
+            raise _unknown(_printable(key), all_keys(), source)
+        fields = {f.name: f.metadata for f in dataclasses.fields(SECTIONS[section])}
         if name not in fields:
-            raise _unknown(key, all_keys(), "--set")
-        meta = next(f.metadata for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
-        if meta["path"] and isinstance(value, str):
-            value = os.path.abspath(value)  # a path given on the command line is relative to the working directory
-        sec = data.setdefault(section, {})
-        if not isinstance(sec, dict):
+            raise _unknown(_printable(key), all_keys(), source)
+        if fields[name]["path"] and isinstance(value, str) and value and "\0" not in value:
+            value = os.path.abspath(os.path.expanduser(value))
+        sec = data.get(section)
+        if sec is None:
             sec = data[section] = {}
-        sec[name] = value
-    return data
+        if isinstance(sec, dict):  # otherwise from_dict reports the file's section as it is
+            sec[name] = value
+            origins[key] = source
+    return data, origins
 
 
 def load(path, overrides=()):
     """Read, merge overrides into and validate a YAML config file."""
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = yaml_load(f)
     except FileNotFoundError:
         raise UsageError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: cannot read config file: {e}") from None
+    except DuplicateKeyError as e:
+        lines = f"twice on line {e.line}" if e.line == e.first_line else f"at lines {e.first_line} and {e.line}"
+        raise UsageError(f"{path}: duplicate key '{_printable(e.key)}' {lines}; give each key once "
+                         "(YAML would silently keep the last)") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or "invalid YAML"
-        raise UsageError(f"{path}: not valid YAML{where}: {problem}") from None
+        raise UsageError(f"{path}: not valid YAML{where}: {_printable(problem)}") from None
+    except RecursionError:
+        raise UsageError(f"{path}: not valid YAML: nested too deeply for a config file") from None
     if data is not None and not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
-    data = apply_overrides(data, overrides)
+    data, origins = apply_overrides(data, overrides)
     base = os.path.dirname(os.path.abspath(path))
-    cfg = from_dict(data, str(path), base_dir=base)
+    cfg = from_dict(data, str(path), base_dir=base, origins=origins)
     if cfg.data.path is None:
-        raise UsageError(f"{path}: data.path is required (the UTF-8 text file to train on)")
+        raise UsageError(f"{origins.get('data.path', path)}: data.path is required (the UTF-8 text file to train on)")
     if cfg.train.out_dir is None:
         stem = os.path.splitext(os.path.basename(path))[0]
         cfg.train.out_dir = os.path.abspath(os.path.join("runs", stem))

@@ -42,8 +42,9 @@ def probabilities(logits, temperature=1.0, top_k=None, top_p=None):
     whose probability adds up to at least p (the nucleus; always at least one). The rest
     get 0 and the kept ones are renormalised.
     """
-    z = np.asarray(logits, dtype=np.float64) / temperature
-    z -= z.max()
+    z = np.asarray(logits, dtype=np.float64)
+    with np.errstate(over="ignore"):  # a tiny temperature sends all but the largest to -inf: p 0
+        z = (z - z.max()) / temperature  # the largest is 0 before dividing, so never inf - inf
     p = np.exp(z)
     p /= p.sum()
     order = None

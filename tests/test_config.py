@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import yaml
 
 from charrnn import config as C
 from charrnn.errors import UsageError
@@ -83,9 +84,9 @@ def test_overrides_are_validated_like_the_file(write_config):
     path = write_config(GOOD)
     cfg = C.load(path, ["optim.lr=0.002", "model.hidden_size=256", "model.cell=lstm"])
     assert (cfg.optim.lr, cfg.model.hidden_size, cfg.model.cell) == (0.002, 256, "lstm")
-    with pytest.raises(UsageError, match=r"--set: unknown key 'optim.learning_rate'.*did you mean 'optim.lr'"):
+    with pytest.raises(UsageError, match=r"^--set optim.learning_rate=1: unknown key 'optim.learning_rate'.*did you mean 'optim.lr'"):
         C.load(path, ["optim.learning_rate=1"])
-    with pytest.raises(UsageError, match=r"model.layers must be an integer ≥ 1 and ≤ 16, got 'two'"):
+    with pytest.raises(UsageError, match=r"^--set model.layers=two: model.layers must be an integer ≥ 1 and ≤ 16, got 'two'"):
         C.load(path, ["model.layers=two"])
     with pytest.raises(UsageError, match="expected KEY=VALUE"):
         C.load(path, ["optim.lr"])
@@ -101,3 +102,83 @@ def test_readme_documents_every_config_key():
     readme = open(os.path.join(os.path.dirname(CONFIGS), "README.md"), encoding="utf-8").read()
     missing = [k for k in C.all_keys() if f"| `{k}` |" not in readme]
     assert not missing, f"config keys missing from the README's reference: {missing}"
+
+
+@pytest.mark.parametrize(
+    "text, key, lines",
+    [
+        ("train:\n  steps: 5\n  seed: 1\n  steps: 7\n", "train.steps", "at lines 2 and 4"),
+        ("train:\n  steps: 5\nmodel:\n  hidden_size: 4\ntrain:\n  seed: 3\n", "train", "at lines 1 and 5"),
+        ("model: {cell: rnn, cell: gru}\n", "model.cell", "twice on line 1"),
+        ("optim:\n  lr: 0.1\n  'lr': 0.2\n", "optim.lr", "at lines 2 and 3"),  # the same key, quoted
+        ("a:\n  b:\n    c:\n      - {d: 1}\n      - {e: 1,\n         e: 2}\n", "a.b.c[1].e", "at lines 5 and 6"),
+    ],
+)
+def test_duplicate_keys_at_any_depth_are_refused(write_config, text, key, lines):
+    path = write_config(text)
+    with pytest.raises(UsageError) as e:
+        C.load(path)
+    assert str(e.value) == f"{path}: duplicate key '{key}' {lines}; give each key once (YAML would silently keep the last)"
+
+
+def test_merge_keys_may_be_overridden_but_yaml_is_otherwise_safe_load(write_config, tmp_path):
+    text = "data:\n  path: c.txt\nx-base: &base {hidden_size: 8, layers: 2}\nmodel:\n  <<: *base\n  layers: 3\n"
+    assert C.yaml_load(text) == yaml.safe_load(text)
+    assert C.yaml_load(text)["model"] == {"hidden_size": 8, "layers": 3}
+    with pytest.raises(yaml.YAMLError):  # safe: no Python objects
+        C.yaml_load("!!python/object/apply:os.system ['touch pwned']")
+
+
+def test_deeply_nested_yaml_is_a_one_line_error(write_config):
+    path = write_config("[" * 3000 + "]" * 3000 + "\n")
+    with pytest.raises(UsageError, match="nested too deeply"):
+        C.load(path)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lr=abc", "--set optim.lr=abc: optim.lr must be a number > 0.0, or null, got 'abc'"),
+        ("optim.lr=1e999", "--set optim.lr=1e999: optim.lr must be a number > 0.0, or null, got '1e999'"),
+        ("optim.lr=" + "9" * 400, "optim.lr must be a number > 0.0, or null, got 999999"),  # beyond float's range
+        ("model.cell=[1, 2", "--set model.cell=[1, 2: model.cell must be one of rnn, lstm, gru, got '[1, 2'"),
+        ("train.steps=0", "--set train.steps=0: train.steps must be an integer ≥ 1, got 0"),
+        ("data.path=", "--set data.path=: data.path is required"),
+        ("data.path=a\0b", "--set data.path=a\\x00b: data.path must be a path, and a path cannot hold a NUL character"),
+        ("optim.beta1=0.5", "--set optim.beta1=0.5: optim.beta1 applies to adam only, not to optim.name adagrad"),
+        ("optim.name=sgd", "cfg.yaml: optim.eps applies to adagrad and rmsprop and adam only, not to optim.name sgd (from --set optim.name=sgd)"),
+        ("model.hidden_size=" + "x" * 500, "got 'xxxxxxxxx"),
+    ],
+)
+def test_errors_in_set_values_name_the_set(write_config, override, message):
+    path = write_config(GOOD + "optim:\n  eps: 1.0e-6\n")
+    with pytest.raises(UsageError) as e:
+        C.load(path, [override])
+    assert message in str(e.value)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 300
+    if override.startswith("optim.name"):
+        assert str(e.value).startswith(path)
+    else:
+        assert str(e.value).startswith("--set ") and "cfg.yaml" not in str(e.value)
+
+
+def test_file_errors_still_name_the_file_next_to_sets(write_config):
+    path = write_config(GOOD + "train:\n  steps: -1\n")
+    with pytest.raises(UsageError, match=r"cfg.yaml: train.steps must be an integer ≥ 1, got -1"):
+        C.load(path, ["optim.lr=0.5"])
+    path = write_config(GOOD + "train: 5\n")  # a --set into it does not hide the broken section
+    with pytest.raises(UsageError, match=r"cfg.yaml: train must be a mapping of keys, got 5"):
+        C.load(path, ["train.steps=3"])
+
+
+def test_set_paths_are_relative_to_the_working_directory(write_config, tmp_path, monkeypatch):
+    path = write_config("data:\n  path: corpus.txt\ntrain:\n  out_dir: runs/a\n")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    cfg = C.load(path)  # in the file: relative to the file
+    assert (cfg.data.path, cfg.train.out_dir) == (str(tmp_path / "corpus.txt"), str(tmp_path / "runs" / "a"))
+    cfg = C.load(path, ["data.path=corpus.txt", "train.out_dir=../out"])  # on the command line: to the cwd
+    assert (cfg.data.path, cfg.train.out_dir) == (str(work / "corpus.txt"), str(tmp_path / "out"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert C.load(path, ["data.path=~/c.txt"]).data.path == str(tmp_path / "home" / "c.txt")

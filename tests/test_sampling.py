@@ -98,3 +98,26 @@ def test_a_closed_pipe_exits_quietly(ckpt):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0
     assert len(first) == 100 and err == ""
+
+
+@pytest.mark.parametrize("option", ["--temperature", "--top-p"])
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e999"])
+def test_non_finite_sampling_values_are_usage_errors(ckpt, option, value):
+    r = run("sample", "--checkpoint", ckpt, "-n", 5, option, value)
+    assert r.exit_code == 2, r.output
+    assert r.stdout == ""  # nothing generated
+    assert f"Invalid value for '{option}'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_finite_sampling_values_are_still_range_checked(ckpt):
+    assert run("sample", "--checkpoint", ckpt, "-n", 5, "--top-p", "0").exit_code == 2
+    assert run("sample", "--checkpoint", ckpt, "-n", 5, "--temperature", "-1").exit_code == 2
+    assert run("sample", "--checkpoint", ckpt, "-n", 5, "--temperature", "0.5", "--top-p", "1").exit_code == 0
+
+
+def test_a_tiny_temperature_is_nearly_greedy_without_warnings():
+    logits = np.array([1.0, 3.0, -2.0, 3.0 - 1e-9])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # overflow or inf - inf would raise
+        p = sampling.probabilities(logits, 1e-310)
+    assert np.isfinite(p).all() and p.sum() == 1.0
+    assert p[1] == 1.0  # all of it on the largest logit

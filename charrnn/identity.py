@@ -1,0 +1,70 @@
+"""What a run was trained on: the corpus's size and SHA-256, so ``--resume`` can tell a changed file.
+
+The identity is a plain dict, ``{"path": str, "bytes": int, "sha256": hex str}``, to be stored
+in the checkpoint (as JSON) and compared on resume. ``CorpusDigest`` computes it from the
+bytes as the corpus is read, chunk by chunk, so it costs no second read of the file.
+"""
+
+import hashlib
+
+from charrnn.errors import CharrnnError
+
+
+class CorpusDigest:
+    """Size and SHA-256 of a file's bytes, fed in the order they are read.
+
+    >>> d = CorpusDigest("corpus.txt")
+    >>> for chunk in chunks: d.update(chunk)   # each chunk as read from the file
+    >>> d.identity()   # {"path": "corpus.txt", "bytes": ..., "sha256": "..."}
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.bytes = 0
+        self._sha = hashlib.sha256()
+
+    def update(self, chunk):
+        """Account for the next ``chunk`` of bytes (bytes, bytearray or memoryview); returns it."""
+        self._sha.update(chunk)
+        self.bytes += len(memoryview(chunk).cast("B"))
+        return chunk
+
+    def identity(self):
+        return {"path": self.path, "bytes": self.bytes, "sha256": self._sha.hexdigest()}
+
+
+def identity_of(path, data):
+    """The identity of a corpus whose bytes ``data`` were read whole from ``path``."""
+    d = CorpusDigest(path)
+    d.update(data)
+    return d.identity()
+
+
+def describe_change(old_identity, new_identity, path):
+    """One line saying how the corpus at ``path`` differs from the one a run was trained on,
+    or None when it is the same (same size and SHA-256; the path itself may differ).
+
+    ``old_identity`` is what the checkpoint recorded, ``new_identity`` what was just read.
+    Raises CharrnnError if ``old_identity`` is not an identity record (a damaged checkpoint).
+    """
+    try:
+        old_bytes, old_sha = int(old_identity["bytes"]), str(old_identity["sha256"])
+    except (TypeError, KeyError, ValueError):
+        raise CharrnnError(f"{path}: the checkpoint's record of its corpus is damaged ({old_identity!r:.80})") from None
+    new_bytes, new_sha = new_identity["bytes"], new_identity["sha256"]
+    if old_bytes != new_bytes:
+        return (f"{path}: the corpus changed since the checkpoint was written: "
+                f"its size went from {old_bytes:,} to {new_bytes:,} bytes")
+    if old_sha != new_sha:
+        return (f"{path}: the corpus changed since the checkpoint was written: same size "
+                f"({new_bytes:,} bytes), different content (SHA-256 {old_sha[:12]}... then, {new_sha[:12]}... now)")
+    return None
+
+
+def check_unchanged(old_identity, new_identity, path):
+    """Raise CharrnnError (exit 1) if the corpus changed, for ``--resume``: a resumed run on
+    other text would not be the run it continues. ``--init-from`` (a new run) skips this."""
+    reason = describe_change(old_identity, new_identity, path)
+    if reason is not None:
+        raise CharrnnError(f"{reason}; --resume needs the text the run was trained on "
+                           "(restore it, or start a new run from these weights with --init-from)")

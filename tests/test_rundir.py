@@ -1,0 +1,148 @@
+"""The run-directory lock (with a real second process) and the refusal to overwrite a run."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from charrnn import checkpoint as ckpt_io
+from charrnn import rundir
+from charrnn.errors import CharrnnError
+from conftest import CONFIGS, ROOT, run
+
+SMOKE = os.path.join(CONFIGS, "smoke.yaml")
+HOLDER = """
+import sys, time
+from charrnn.rundir import lock
+with lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def start_holder(run_dir):
+    """A real second process that takes the lock and sleeps; returns once it holds it."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(run_dir)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stdout.readline()
+    assert line == "locked\n", (line, proc.stderr.read() if proc.poll() is not None else "")
+    return proc
+
+
+def test_a_second_process_is_refused_naming_the_directory_and_the_holder(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = start_holder(run_dir)
+    try:
+        assert (run_dir / ".lock").read_text() == f"{holder.pid}\n"
+        with pytest.raises(CharrnnError) as e:
+            with rundir.lock(str(run_dir)):
+                pytest.fail("took a lock that another process holds")
+        assert str(e.value) == (f"{run_dir}: another charrnn run (PID {holder.pid}) is using this run "
+                                "directory; wait for it to end or stop it, or give another --out")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = start_holder(run_dir)
+    os.kill(holder.pid, signal.SIGKILL)  # no finally block, no atexit: only the kernel releases it
+    assert holder.wait(timeout=30) == -signal.SIGKILL
+    assert (run_dir / ".lock").read_text() == f"{holder.pid}\n"  # the stale PID is still written...
+    with rundir.lock(str(run_dir)):  # ...but the lock is free
+        assert (run_dir / ".lock").read_text() == f"{os.getpid()}\n"
+    assert (run_dir / ".lock").read_text() == ""  # released: no PID left behind
+
+
+def test_the_lock_is_released_at_the_end_of_the_block_and_not_taken_twice(tmp_path):
+    run_dir = tmp_path / "a" / "b"  # created if missing
+    with rundir.lock(str(run_dir)):
+        with pytest.raises(CharrnnError, match=f"PID {os.getpid()}"):
+            with rundir.lock(str(run_dir)):
+                pass
+        # A child process (not sharing the lock's open file) is refused too.
+        code = subprocess.run([sys.executable, "-c", "import sys; from charrnn.rundir import lock\n"
+                               "try:\n    lock(sys.argv[1]).__enter__()\nexcept Exception as e:\n"
+                               "    print(e); sys.exit(3)", str(run_dir)],
+                              env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True)
+        assert code.returncode == 3 and f"PID {os.getpid()}" in code.stdout, code
+    with rundir.lock(str(run_dir)):  # free again
+        pass
+    holder = start_holder(run_dir)  # and another process can take it
+    holder.kill()
+    holder.wait()
+
+
+def test_an_unusable_run_directory_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(CharrnnError, match="cannot create the run directory's lock file"):
+        with rundir.lock(str(blocker / "run")):
+            pass
+
+
+@pytest.fixture
+def finished(tmp_path):
+    """A real run directory: ckpt.npz at step 4, config.yaml, metrics.jsonl."""
+    out = tmp_path / "run"
+    assert run("train", "--config", SMOKE, "--out", out, "-q", "--steps", 4).exit_code == 0
+    return out
+
+
+def test_a_fresh_run_into_a_run_is_refused_with_the_step_and_the_ways_on(finished):
+    before = {n: (finished / n).read_bytes() for n in os.listdir(finished)}
+    with pytest.raises(CharrnnError) as e:
+        rundir.check_fresh(str(finished), overwrite=False)
+    msg = str(e.value)
+    assert msg.startswith(f"{finished}: already holds a run (ckpt.npz at step 4)")
+    assert f"charrnn train --resume {finished / 'ckpt.npz'}" in msg
+    assert "another --out" in msg and "--overwrite" in msg and "\n" not in msg
+    assert {n: (finished / n).read_bytes() for n in os.listdir(finished)} == before  # untouched
+
+
+def test_a_damaged_checkpoint_still_refuses(finished):
+    (finished / "ckpt.npz").write_bytes(b"PK\x03\x04 garbage")
+    with pytest.raises(CharrnnError, match=r"already holds a run \(ckpt.npz, unreadable\)"):
+        rundir.check_fresh(str(finished), overwrite=False)
+    os.remove(finished / "ckpt.npz")
+    (finished / "best.npz").write_bytes(b"")  # a best model alone is a run worth keeping too
+    with pytest.raises(CharrnnError, match=r"best.npz, unreadable"):
+        rundir.check_fresh(str(finished), overwrite=False)
+
+
+def test_overwrite_moves_the_previous_run_aside_whole(finished):
+    (finished / "notes.txt").write_text("mine")  # not a run file: left where it is
+    before = {n: (finished / n).read_bytes() for n in rundir.RUN_FILES if (finished / n).exists()}
+    assert set(before) == {"ckpt.npz", "config.yaml", "metrics.jsonl"}
+    folder = rundir.check_fresh(str(finished), overwrite=True)
+    assert os.path.dirname(folder) == str(finished)
+    assert os.path.basename(folder).startswith("replaced-")
+    assert {n: open(os.path.join(folder, n), "rb").read() for n in os.listdir(folder)} == before
+    assert ckpt_io.load(os.path.join(folder, "ckpt.npz")).step == 4  # the old run is intact
+    assert sorted(os.listdir(finished)) == sorted(["notes.txt", os.path.basename(folder)])
+    assert rundir.check_fresh(str(finished), overwrite=False) is None  # now a fresh run may start
+
+
+def test_two_overwrites_in_one_second_keep_both_old_runs(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    folders = []
+    for i in range(3):
+        (run_dir / "ckpt.npz").write_text(f"run {i}")
+        folders.append(rundir.check_fresh(str(run_dir), overwrite=True))
+    assert len(set(folders)) == 3
+    assert sorted(open(os.path.join(f, "ckpt.npz")).read() for f in folders) == ["run 0", "run 1", "run 2"]
+
+
+def test_nothing_to_replace(tmp_path):
+    assert rundir.check_fresh(str(tmp_path / "missing"), overwrite=False) is None
+    assert rundir.check_fresh(str(tmp_path / "missing"), overwrite=True) is None
+    (tmp_path / "metrics.jsonl").write_text("{}\n")  # a run that never saved: nothing to resume
+    assert rundir.check_fresh(str(tmp_path), overwrite=False) is None
+    assert (tmp_path / "metrics.jsonl").exists()
+    folder = rundir.check_fresh(str(tmp_path), overwrite=True)  # but --overwrite still clears it
+    assert os.listdir(folder) == ["metrics.jsonl"] and not (tmp_path / "metrics.jsonl").exists()
