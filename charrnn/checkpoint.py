@@ -17,6 +17,10 @@ Keys (see the README for the full table):
 - ``step``, ``position``, ``epoch``, ``smooth_loss``, ``elapsed_s``, ``val_loss``,
   ``best_val_loss``, ``evals_since_best``, ``rng`` (the training random generator's state as
   JSON), ``format_version``
+- ``first_loss``, ``loss_sum``, ``loss_steps``: the divergence rule's reference and the
+  current log window (absent in older checkpoints, which then load with their defaults)
+- ``corpus``: what the run was trained on, ``{"path", "bytes", "sha256"}`` as JSON (absent in
+  older checkpoints), so that ``--resume`` can refuse a changed corpus
 """
 
 import json
@@ -34,7 +38,10 @@ from charrnn.errors import CharrnnError, UsageError
 from charrnn.model import ModelSpec, param_shapes
 
 FORMAT_VERSION = 1
-SCALARS = ("step", "position", "epoch", "smooth_loss", "elapsed_s", "val_loss", "best_val_loss", "evals_since_best")
+SCALARS = ("step", "position", "epoch", "smooth_loss", "elapsed_s", "val_loss", "best_val_loss", "evals_since_best",
+           "first_loss", "loss_sum", "loss_steps")
+# Scalars added after format 1 was first written: a checkpoint without them loads with these.
+LATER_SCALARS = {"first_loss": float("nan"), "loss_sum": 0.0, "loss_steps": 0}
 
 
 @dataclass
@@ -58,6 +65,9 @@ class RunState:
     val_loss: float = float("nan")  # last validation loss, nats per character (nan: none yet)
     best_val_loss: float = float("inf")  # lowest validation loss seen (the one in best.npz)
     evals_since_best: int = 0  # evaluations since it, for early stopping
+    first_loss: float = float("nan")  # the run's first step's loss per character (nan: none yet)
+    loss_sum: float = 0.0  # the per-character training losses of the steps since the last log line, summed
+    loss_steps: int = 0  # and how many steps that is
 
 
 @dataclass
@@ -68,6 +78,7 @@ class Checkpoint:
     vocab: np.ndarray  # (V,) int32 code points
     config: C.Config
     spec: ModelSpec
+    corpus: Optional[dict] = None  # {"path", "bytes", "sha256"} of the corpus (None: not recorded)
 
 
 def weights(ck):
@@ -121,6 +132,8 @@ def save(path, ck):
     arrays["config"] = np.array(json.dumps(C.to_dict(ck.config)))
     arrays["rng"] = np.array(json.dumps(run.rng.bit_generator.state))
     arrays["format_version"] = np.int64(FORMAT_VERSION)
+    if ck.corpus is not None:
+        arrays["corpus"] = np.array(json.dumps(ck.corpus))
     for k in SCALARS:
         arrays[k] = np.array(getattr(run, k))
     atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -202,11 +215,14 @@ def load(path):
     ]
     scalars = {}
     for k in SCALARS:
+        if k in LATER_SCALARS and k not in z:
+            scalars[k] = LATER_SCALARS[k]
+            continue
         a = need(k)
         if a.shape != ():
             raise CharrnnError(f"{path}: damaged checkpoint: '{k}' must be a scalar")
         scalars[k] = a.item()
-    ints = ("step", "position", "epoch", "evals_since_best")
+    ints = ("step", "position", "epoch", "evals_since_best", "loss_steps")
     scalars = {k: int(v) if k in ints else float(v) for k, v in scalars.items()}
     rng = np.random.default_rng()
     try:
@@ -214,4 +230,18 @@ def load(path):
     except (TypeError, ValueError, KeyError) as e:
         raise CharrnnError(f"{path}: damaged checkpoint: 'rng' is not a random generator state ({e})") from None
     run = RunState(params, optim_state, ema, state, rng, **scalars)
-    return Checkpoint(run, vocab, cfg, spec)
+    return Checkpoint(run, vocab, cfg, spec, _corpus(path, z))
+
+
+def _corpus(path, z):
+    """The checkpoint's record of its corpus, or None for a checkpoint written before it was kept."""
+    if "corpus" not in z:
+        return None
+    try:
+        corpus = json.loads(str(z["corpus"]))
+    except json.JSONDecodeError:
+        corpus = None
+    if not (isinstance(corpus, dict) and isinstance(corpus.get("bytes"), int)
+            and isinstance(corpus.get("sha256"), str)):
+        raise CharrnnError(f"{path}: damaged checkpoint: 'corpus' is not a record of the corpus's size and SHA-256")
+    return corpus
