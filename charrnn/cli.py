@@ -9,6 +9,7 @@ SIGTERM after saving a checkpoint.
 import itertools
 import math
 import os
+import signal
 import sys
 
 import click
@@ -264,4 +265,18 @@ def gradcheck(cell, layers, dropout, tol, seed):
 
 
 def main():
-    cli(prog_name="charrnn")
+    """The ``charrnn`` program: Click's standalone handling, except that Ctrl-C is exit 130
+    wherever it lands (never "Aborted!" and 1), and that once the command is over further
+    Ctrl-C or SIGTERM are ignored, so that a late one cannot turn a clean end (a run that has
+    saved and said so) into a traceback while the interpreter shuts down."""
+    try:
+        code = cli.main(prog_name="charrnn", standalone_mode=False)
+    except click.exceptions.Abort:  # Click's name for a KeyboardInterrupt outside _Group.invoke's handling
+        code = 130
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    finally:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+    sys.exit(code if isinstance(code, int) else 0)

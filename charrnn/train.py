@@ -498,10 +498,10 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
             last_saved = run.step
         if last_saved != run.step:
             save(files.ckpt)
-    if interrupted:
-        cls = Terminated if stop.signum == signal.SIGTERM else Interrupted
-        raise cls(f"interrupted at step {run.step} by {SIGNAL_NAMES[stop.signum]}; checkpoint saved to "
-                  f"{files.ckpt}; continue with: charrnn train --resume {files.ckpt}")
+        if interrupted:  # raised inside: a second signal until here still stops at once
+            cls = Terminated if stop.signum == signal.SIGTERM else Interrupted
+            raise cls(f"interrupted at step {run.step} by {SIGNAL_NAMES[stop.signum]}; checkpoint saved to "
+                      f"{files.ckpt}; continue with: charrnn train --resume {files.ckpt}")
     if run.loss_steps:  # stopped between log lines: the steps since the last one
         shown = _shown_loss(run, tc)
     return Summary(out_dir, run.step, shown[0], shown[1], run.val_loss, run.best_val_loss,

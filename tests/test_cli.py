@@ -219,6 +219,13 @@ def test_damaged_checkpoints_are_refused_in_one_line(tmp_path, trained, kind, fr
     assert not (tmp_path / "x" / "ckpt.npz").exists()
 
 
+def test_a_damaged_corpus_record_is_refused_in_one_line(tmp_path, trained):
+    z = dict(np.load(trained, allow_pickle=False))
+    z["corpus"] = np.array('{"bytes": "many"}')
+    np.savez(tmp_path / "bad.npz", **z)
+    one_line_error(run("train", "--resume", tmp_path / "bad.npz"), 1, "bad.npz: damaged checkpoint: 'corpus'")
+
+
 def test_pickled_checkpoint_is_never_unpickled(tmp_path, trained, monkeypatch):
     import pickle
 
