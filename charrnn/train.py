@@ -504,6 +504,8 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
                       f"{files.ckpt}; continue with: charrnn train --resume {files.ckpt}")
     if run.loss_steps:  # stopped between log lines: the steps since the last one
         shown = _shown_loss(run, tc)
+    if window_steps:  # and the speed over them
+        chars_per_s = window_steps * tc.batch_size * tc.seq_length / max(time.perf_counter() - window_t, 1e-9)
     return Summary(out_dir, run.step, shown[0], shown[1], run.val_loss, run.best_val_loss,
                    chars_per_s, elapsed(), stopped)
 

@@ -52,10 +52,15 @@ def start(*args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def train(*args, **kw):
+def train(*args, timeout=300, **kw):
     """Run ``charrnn train ARGS`` to its end; the CompletedProcess."""
     proc = start(*args, **kw)
-    out, err = proc.communicate(timeout=300)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"charrnn train {' '.join(map(str, args))} did not end within {timeout} s")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
@@ -301,17 +306,7 @@ def test_ctrl_c_while_loading_a_text_exits_130_quietly(tmp_path, corpus, command
         args = ["eval", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--text", pipe]
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args)], env=ENV, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    fd = None
-
-    def reader_is_there():  # opening a pipe's write end without blocking fails until a reader has it open
-        nonlocal fd
-        try:
-            fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
-            return True
-        except OSError:
-            return False
-
-    wait_for(reader_is_there, proc)
+    fd = open_pipe_for_writing(pipe, proc)
     try:
         os.write(fd, b"some text, and more to come")
         time.sleep(0.05)
@@ -394,24 +389,65 @@ def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays(tmp_p
 
 # --- One run per directory -------------------------------------------------------------------
 
+def open_pipe_for_writing(pipe, proc):
+    """The write end of named pipe ``pipe``, once ``proc`` has opened it to read (fails if
+    ``proc`` ends first, instead of blocking forever)."""
+    fd = None
+
+    def reader_is_there():  # opening the write end without blocking fails until a reader has it open
+        nonlocal fd
+        try:
+            fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+            return True
+        except OSError:
+            return False
+
+    wait_for(reader_is_there, proc)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def feed(pipe, data, proc):
+    """Give ``proc``, reading the named pipe ``pipe``, the bytes ``data`` and the end of file."""
+    fd = open_pipe_for_writing(pipe, proc)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 def test_a_second_run_into_the_same_directory_is_refused_at_once(tmp_path, corpus):
-    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=3000, checkpoint_every=20, eval_every=500, log_every=10)
-    run_dir, solo_dir = tmp_path / "run", tmp_path / "solo"
-    solo = start("--config", cfg, "--out", solo_dir, "-q")  # the same run alone, meanwhile
+    """The first run reads its corpus from a named pipe: holding the lock, it waits there
+    until the test feeds it, and later it is paused (SIGSTOP) mid-training; so each second run
+    meets it for certain, however fast or slow the machine is."""
+    pipe = fifo(tmp_path)
+    cfg = write_config(tmp_path / "cfg.yaml", pipe, steps=200, checkpoint_every=10, eval_every=50, log_every=10)
+    other = tmp_path / "other"  # a checkpoint of another run, to --resume into the first one's directory
+    assert run("train", "--config", write_config(tmp_path / "o.yaml", corpus), "--out", other, "-q",
+               "--steps", 2).exit_code == 0
+    run_dir = tmp_path / "run"
     first = start("--config", cfg, "--out", run_dir, "-q")
     wait_for(lambda: holds_lock(run_dir, first), first)
+    refusal = (f"Error: {run_dir}: another charrnn run (PID {first.pid}) is using this run "
+               "directory; wait for it to end or stop it, or give another --out\n")
     for args in (["--config", cfg, "--out", run_dir], ["--config", cfg, "--out", run_dir, "--overwrite"],
-                 ["--config", cfg, "--out", run_dir, "--seed", "3"]):
-        second = train(*args, "-q")
-        assert first.poll() is None, "the first run ended before the second was refused: make it longer"
-        assert second.returncode == 1
-        assert second.stderr == (f"Error: {run_dir}: another charrnn run (PID {first.pid}) is using this run "
-                                 "directory; wait for it to end or stop it, or give another --out\n")
-    wait_for(lambda: (run_dir / "ckpt.npz").exists(), first)
-    second = train("--resume", run_dir / "ckpt.npz", "-q")
-    assert first.poll() is None and second.returncode == 1 and f"PID {first.pid}" in second.stderr
+                 ["--config", cfg, "--out", run_dir, "--seed", "3"], ["--resume", other / "ckpt.npz", "--out", run_dir]):
+        second = train(*args, "-q", timeout=60)  # at once: before it would read the corpus (and block)
+        assert (second.returncode, second.stderr) == (1, refusal)
+        assert first.poll() is None
+    feed(pipe, corpus.read_bytes(), first)
+    wait_for(lambda: (run_dir / "ckpt.npz").exists(), first)  # training now
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = train("--resume", run_dir / "ckpt.npz", "-q", timeout=60)
+        assert (second.returncode, second.stderr) == (1, refusal)
+    finally:
+        first.send_signal(signal.SIGCONT)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
+    solo_dir = tmp_path / "solo"  # the same run alone, from the same pipe
+    solo = start("--config", cfg, "--out", solo_dir, "-q")
+    feed(pipe, corpus.read_bytes(), solo)
     assert solo.wait(timeout=300) == 0
     assert_same_run(run_dir, solo_dir)  # the first run never noticed
 
