@@ -17,6 +17,10 @@ Keys (docs/checkpoints.md has the full table):
 - ``step``, ``position``, ``epoch``, ``smooth_loss``, ``elapsed_s``, ``val_loss``,
   ``best_val_loss``, ``evals_since_best``, ``rng`` (the training random generator's state as
   JSON), ``format_version``
+- ``first_loss``, ``loss_sum``, ``loss_steps``: the divergence rule's reference and the
+  current log window (absent in older checkpoints, which then load with their defaults)
+- ``corpus``: what the run was trained on, ``{"path", "bytes", "sha256"}`` as JSON (absent in
+  older checkpoints), so that ``--resume`` can refuse a changed corpus
 """
 
 import json
@@ -36,7 +40,10 @@ from charrnn.errors import CharrnnError, UsageError
 from charrnn.model import ModelSpec, param_shapes
 
 FORMAT_VERSION = 1
-SCALARS = ("step", "position", "epoch", "smooth_loss", "elapsed_s", "val_loss", "best_val_loss", "evals_since_best")
+SCALARS = ("step", "position", "epoch", "smooth_loss", "elapsed_s", "val_loss", "best_val_loss", "evals_since_best",
+           "first_loss", "loss_sum", "loss_steps")
+# Scalars added after format 1 was first written: a checkpoint without them loads with these.
+LATER_SCALARS = {"first_loss": float("nan"), "loss_sum": 0.0, "loss_steps": 0}
 
 
 @dataclass
@@ -60,6 +67,9 @@ class RunState:
     val_loss: float = float("nan")  # last validation loss, nats per character (nan: none yet)
     best_val_loss: float = float("inf")  # lowest validation loss seen (the one in best.npz)
     evals_since_best: int = 0  # evaluations since it, for early stopping
+    first_loss: float = float("nan")  # the run's first step's loss per character (nan: none yet)
+    loss_sum: float = 0.0  # the per-character training losses of the steps since the last log line, summed
+    loss_steps: int = 0  # and how many steps that is
 
 
 @dataclass
@@ -70,6 +80,7 @@ class Checkpoint:
     vocab: np.ndarray  # (V,) int32 code points
     config: C.Config
     spec: ModelSpec
+    corpus: Optional[dict] = None  # {"path", "bytes", "sha256"} of the corpus (None: not recorded)
 
 
 def weights(ck):
@@ -123,6 +134,8 @@ def save(path, ck):
     arrays["config"] = np.array(json.dumps(C.to_dict(ck.config)))
     arrays["rng"] = np.array(json.dumps(run.rng.bit_generator.state))
     arrays["format_version"] = np.int64(FORMAT_VERSION)
+    if ck.corpus is not None:
+        arrays["corpus"] = np.array(json.dumps(ck.corpus))
     for k in SCALARS:
         arrays[k] = np.array(getattr(run, k))
     atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -265,10 +278,11 @@ def load(path):
         tuple(checked(f"state.{layer}.{name}", state_shape) for name in spec.module.STATE)
         for layer in range(spec.layers)
     ]
-    scalars = {k: _scalar(path, k, need(k)) for k in SCALARS}
+    scalars = {k: LATER_SCALARS[k] if k in LATER_SCALARS and k not in z else _scalar(path, k, need(k))
+               for k in SCALARS}
     rng = np.random.default_rng()
     rng.bit_generator.state = rng_state  # checked above
-    return Checkpoint(RunState(params, optim_state, ema, state, rng, **scalars), vocab, cfg, spec)
+    return Checkpoint(RunState(params, optim_state, ema, state, rng, **scalars), vocab, cfg, spec, _corpus(path, z))
 
 
 def _json(path, a, key):
@@ -284,8 +298,8 @@ def _json(path, a, key):
 
 # What each scalar may hold: counters are integers >= 0; a loss that nothing has measured yet
 # is nan (val_loss) or inf (best_val_loss).
-INT_SCALARS = ("step", "position", "epoch", "evals_since_best")
-MAY_BE = {"val_loss": "nan", "best_val_loss": "inf"}
+INT_SCALARS = ("step", "position", "epoch", "evals_since_best", "loss_steps")
+MAY_BE = {"val_loss": "nan", "best_val_loss": "inf", "first_loss": "nan"}
 
 
 def _scalar(path, key, a):
@@ -301,3 +315,14 @@ def _scalar(path, key, a):
     if not allowed or (key == "elapsed_s" and v < 0):
         raise CharrnnError(f"{path}: damaged checkpoint: '{key}' is {v}")
     return v
+
+
+def _corpus(path, z):
+    """The checkpoint's record of its corpus, or None for a checkpoint written before it was kept."""
+    if "corpus" not in z:
+        return None
+    corpus = _json(path, z["corpus"], "corpus")
+    if not (isinstance(corpus, dict) and isinstance(corpus.get("bytes"), int)
+            and isinstance(corpus.get("sha256"), str)):
+        raise CharrnnError(f"{path}: damaged checkpoint: 'corpus' is not a record of the corpus's size and SHA-256")
+    return corpus

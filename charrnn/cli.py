@@ -2,12 +2,14 @@
 
 Exit codes: 0 success; 1 a problem with a file or the run (corpus, checkpoint,
 divergence, failed gradient check); 2 a usage error (bad option, config key or value);
-130 interrupted by Ctrl-C after saving a checkpoint.
+130 interrupted by Ctrl-C (training: after saving a checkpoint); 143 training stopped by
+SIGTERM after saving a checkpoint.
 """
 
 import itertools
 import math
 import os
+import signal
 import sys
 
 import click
@@ -43,6 +45,8 @@ class _Group(click.Group):
         except Interrupted as e:  # not an error: the run is saved and can be resumed
             click.echo(str(e), err=True)
             ctx.exit(e.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C outside a training loop (sample, eval, loading): quietly,
+            ctx.exit(130)  # as a shell reports it, instead of click's "Aborted!" and exit 1
         except CharrnnError as e:
             raise _Failure(str(e), e.exit_code) from None
         except OSError as e:  # e.g. a full disk or a read-only run directory while writing
@@ -69,8 +73,9 @@ def cli():
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False), help="Continue the run saved in this checkpoint exactly.")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), help="Start a new run from this checkpoint's weights (same vocabulary and model shape).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set optim.lr=0.05 (repeatable).")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar and no preview samples.")
-def train(config_path, out_dir, steps, seed, resume, init_from, overrides, quiet):
+@click.option("--overwrite", is_flag=True, help="Start a new run in a directory that holds one: the old run's files are moved into RUN/replaced-<time>/.")
+@click.option("--quiet", "-q", is_flag=True, help="No banner, progress bar or preview samples (errors and the final summary still go to stderr).")
+def train(config_path, out_dir, steps, seed, resume, init_from, overrides, overwrite, quiet):
     """Train a model from a YAML config (or resume a run from its checkpoint)."""
     from charrnn import config as C
     from charrnn.train import train as run_training
@@ -86,16 +91,18 @@ def train(config_path, out_dir, steps, seed, resume, init_from, overrides, quiet
             raise click.UsageError("give --config FILE (e.g. configs/default.yaml), or --resume CKPT")
         sets = list(overrides) + ([f"train.seed={seed}"] if seed is not None else [])
         cfg = C.load(config_path, sets)
-    summary = run_training(cfg, resume=resume, init_from=init_from, steps=steps, quiet=quiet, out_dir=out_dir)
-    val = "" if math.isnan(summary.val_loss) else (
-        f", validation {summary.val_loss:.4f} nats/char ({summary.val_loss / math.log(2):.4f} bits/char)")
+    summary = run_training(cfg, resume=resume, init_from=init_from, steps=steps, quiet=quiet, out_dir=out_dir,
+                           overwrite=overwrite)
+
+    def nats_bits(nats):
+        return f"{nats:.4f} nats/char ({nats / math.log(2):.4f} bits/char)"
+
+    parts = [] if math.isnan(summary.loss) else [f"training loss {nats_bits(summary.loss)}, {summary.loss_label}"]
+    parts += [] if math.isnan(summary.val_loss) else [f"validation {nats_bits(summary.val_loss)}"]
+    parts += [f"{summary.chars_per_s:,.0f} chars/s, {summary.elapsed_s:.0f} s",
+              f"checkpoint {os.path.join(summary.run_dir, 'ckpt.npz')}"]
     why = "" if summary.stopped == "done" else f" ({summary.stopped})"
-    click.echo(
-        f"step {summary.step}{why}: training loss {summary.loss:.4f} nats/char{val}, "
-        f"{summary.chars_per_s:,.0f} chars/s, {summary.elapsed_s:.0f} s; "
-        f"checkpoint {os.path.join(summary.run_dir, 'ckpt.npz')}",
-        err=True,
-    )
+    click.echo(f"step {summary.step}{why}: " + "; ".join(parts), err=True)
 
 
 def _write(text):
@@ -177,7 +184,7 @@ def eval_(ckpt_path, text_path, skip_unknown, as_json):
     if text_path is None:
         if ck.config.data.val_fraction == 0:
             raise click.UsageError(f"{ckpt_path}: the run has no validation split (data.val_fraction 0); give --text FILE")
-        _, _, data = load_corpus(ck.config, ck.vocab, ckpt_path)
+        data = load_corpus(ck.config, ck.vocab, ckpt_path).val
         source = f"validation split of {ck.config.data.path}"
     else:
         text = D.read_text(text_path)
@@ -209,17 +216,21 @@ def plot(run_dir, out_path):
     """Plot training and validation loss of a run (needs matplotlib: pip install 'charrnn[plot]')."""
     import yaml
 
+    from charrnn import config as C
+    from charrnn.model import ModelSpec
     from charrnn.plot import plot_run
 
     out_path = out_path or os.path.join(run_dir, "loss.png")
-    chars_per_step = None
-    try:  # B·T from the run's resolved config, for the characters-seen axis
-        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as f:
-            t = yaml.safe_load(f)["train"]
-        chars_per_step = int(t["batch_size"]) * int(t["seq_length"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+    chars_per_step, title = None, os.path.abspath(run_dir)
+    try:  # B·T for the characters-seen axis, and the model for the title, from the run's config
+        config_path = os.path.join(run_dir, "config.yaml")
+        with open(config_path, encoding="utf-8") as f:
+            cfg = C.from_dict(yaml.safe_load(f), config_path)
+        chars_per_step = cfg.train.batch_size * cfg.train.seq_length
+        title += ": " + ModelSpec.of(cfg.model, vocab_size=0).describe()  # describe() does not use V
+    except (OSError, yaml.YAMLError, CharrnnError):
         pass
-    plot_run(os.path.join(run_dir, "metrics.jsonl"), out_path, chars_per_step)
+    plot_run(os.path.join(run_dir, "metrics.jsonl"), out_path, chars_per_step, title)
     click.echo(f"wrote {out_path}", err=True)
 
 
@@ -297,7 +308,7 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
     else:
         if ck.config.data.val_fraction == 0:
             raise click.UsageError(f"{ckpt_path}: the run has no validation split (data.val_fraction 0); give --text FILE or --prime/--length")
-        _, _, val = load_corpus(ck.config, ck.vocab, ckpt_path)
+        val = load_corpus(ck.config, ck.vocab, ckpt_path).val
         rel = os.path.relpath(ck.config.data.path)  # shorter in the page's header, where it is below here
         corpus = ck.config.data.path if rel.startswith("..") else rel
         text, source = D.decode(val[:chars], ck.vocab), f"validation split of {corpus}"
@@ -309,4 +320,18 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
 
 
 def main():
-    cli(prog_name="charrnn")
+    """The ``charrnn`` program: Click's standalone handling, except that Ctrl-C is exit 130
+    wherever it lands (never "Aborted!" and 1), and that once the command is over further
+    Ctrl-C or SIGTERM are ignored, so that a late one cannot turn a clean end (a run that has
+    saved and said so) into a traceback while the interpreter shuts down."""
+    try:
+        code = cli.main(prog_name="charrnn", standalone_mode=False)
+    except click.exceptions.Abort:  # Click's name for a KeyboardInterrupt outside _Group.invoke's handling
+        code = 130
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    finally:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+    sys.exit(code if isinstance(code, int) else 0)

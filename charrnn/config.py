@@ -90,6 +90,8 @@ class TrainConfig:
     eval_every: int = opt(1000, int, "evaluate the validation text every this many steps (and at the end); 0: only at the end", lo=0)
     patience: Optional[int] = opt(None, int, "stop early after this many evaluations without a new best validation loss; null: never", lo=1, nullable=True)
     max_minutes: Optional[float] = opt(None, float, "stop (with a checkpoint and a final evaluation) after this much training time; null: no limit", lo=0.0, lo_open=True, nullable=True)
+    diverge_factor: Optional[float] = opt(3.0, float, "stop as diverged when min-char-rnn's smoothed training loss per character exceeds this multiple of the larger of log V (a uniform guess) and the first step's loss (a loss or gradient that is not finite always stops the run); null: only then", lo=1.0, lo_open=True, nullable=True)
+    progress_loss: str = opt("window", str, "training loss on the progress bar and in the summary: window (the mean over the steps since the last log line) or smooth (min-char-rnn's 0.999-smoothed loss, which lags about 1,000 steps behind)", choices=("window", "smooth"))
 
 
 @dataclass

@@ -18,6 +18,12 @@ class UsageError(CharrnnError):
 
 
 class Interrupted(CharrnnError):
-    """Stopped by Ctrl-C after saving a checkpoint: exit 130, as a shell does for SIGINT."""
+    """Stopped by Ctrl-C (SIGINT): exit 130, as a shell reports it (128 + 2)."""
 
     exit_code = 130
+
+
+class Terminated(Interrupted):
+    """Stopped by SIGTERM (``kill``, ``timeout``, a batch scheduler): exit 143 (128 + 15)."""
+
+    exit_code = 143

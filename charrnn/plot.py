@@ -28,10 +28,13 @@ def read_metrics(path):
     return train, val
 
 
-def plot_run(metrics_path, out_path, chars_per_step=None):
-    """Draw loss (raw, smoothed) and validation loss against steps into the PNG ``out_path``.
+def plot_run(metrics_path, out_path, chars_per_step=None, title=None):
+    """Draw training loss (each logged step's, and the mean over each log window) and
+    validation loss against steps into the PNG ``out_path``.
 
-    ``chars_per_step`` (B·T) adds a second axis with the characters seen.
+    The window mean is the training loss to read: min-char-rnn's smoothed loss (also in
+    metrics.jsonl) lags about 1,000 steps behind, and is not drawn. ``chars_per_step`` (B·T)
+    adds a second axis with the characters seen; ``title`` (the run and its model) tops it.
     """
     try:
         import matplotlib
@@ -46,10 +49,15 @@ def plot_run(metrics_path, out_path, chars_per_step=None):
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
     if train:
         steps = [m["step"] for m in train]
-        ax.plot(steps, [m["loss"] for m in train], lw=0.6, alpha=0.4, label="training loss (step)")
-        ax.plot(steps, [m["smooth_loss"] for m in train], lw=1.5, label="training loss (smoothed)")
+        ax.plot(steps, [m["loss"] for m in train], lw=0.6, alpha=0.4, label="training loss (the logged step)")
+        windows = [m for m in train if "window_loss" in m]  # runs from before it was logged have none
+        if windows:
+            ax.plot([m["step"] for m in windows], [m["window_loss"] for m in windows], lw=1.5,
+                    label="training loss (mean of the steps since the previous point)")
     if val:
         ax.plot([m["step"] for m in val], [m["val_loss"] for m in val], "o-", lw=1.5, ms=3, label="validation loss")
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per character)")
     ax.grid(alpha=0.3)

@@ -86,10 +86,10 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, write_config
     corpus.write_text(open(CORPUS, encoding="utf-8").read(3000), encoding="utf-8")
     cfg = small_config(write_config, corpus, steps=20, checkpoint_every=5)
     out = tmp_path / "run"
-    run("train", "--config", cfg, "-q", "--steps", 10)
+    assert run("train", "--config", cfg, "-q", "--steps", 10).exit_code == 0
     saved = tmp_path / "saved.npz"
     shutil.copy(out / "ckpt.npz", saved)  # as if the run crashed after step 10 was logged
-    run("train", "--config", cfg, "-q", "--steps", 13)
+    assert run("train", "--config", cfg, "-q", "--steps", 13, "--overwrite").exit_code == 0
     os.replace(saved, out / "ckpt.npz")
     ckpt_io.save(str(out / "ckpt.npz"), ckpt_io.load(str(out / "ckpt.npz")))
     run("train", "--resume", out / "ckpt.npz", "-q", "--steps", 12)
@@ -219,6 +219,13 @@ def test_damaged_checkpoints_are_refused_in_one_line(tmp_path, trained, kind, fr
     assert not (tmp_path / "x" / "ckpt.npz").exists()
 
 
+def test_a_damaged_corpus_record_is_refused_in_one_line(tmp_path, trained):
+    z = dict(np.load(trained, allow_pickle=False))
+    z["corpus"] = np.array('{"bytes": "many"}')
+    np.savez(tmp_path / "bad.npz", **z)
+    one_line_error(run("train", "--resume", tmp_path / "bad.npz"), 1, "bad.npz: damaged checkpoint: 'corpus'")
+
+
 def test_pickled_checkpoint_is_never_unpickled(tmp_path, trained, monkeypatch):
     import pickle
 
@@ -243,7 +250,7 @@ def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, trained, 
     with pytest.raises(KeyboardInterrupt):
         ckpt_io.save(str(trained), ck)
     assert trained.read_bytes() == before
-    assert sorted(os.listdir(trained.parent)) == ["ckpt.npz", "config.yaml", "metrics.jsonl"]  # no temporary left
+    assert sorted(os.listdir(trained.parent)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl"]  # no temporary left
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")

@@ -27,3 +27,23 @@ def test_plot_without_matplotlib_exits_1_with_an_install_hint(run_dir, monkeypat
 
 def test_plot_of_a_directory_without_metrics(tmp_path):
     one_line_error(run("plot", tmp_path), 1, "no metrics file")
+
+
+def test_plot_titles_the_run_and_its_model_and_draws_the_window_mean(run_dir, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="matplotlib is the [plot] extra (and part of [test])")
+    import json
+
+    from matplotlib.figure import Figure
+
+    drawn = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), savefig(fig, *a, **k))[1])
+    assert run("plot", run_dir, "--out", tmp_path / "p.png").exit_code == 0
+    ax = drawn[0].axes[0]
+    assert ax.get_title() == f"{run_dir}: rnn, 1 layer(s) of 32"  # configs/smoke.yaml's model
+    lines = {l.get_label(): l for l in ax.get_lines()}
+    assert not any("smooth" in label for label in lines)  # min-char-rnn's lagging loss is not drawn
+    window = lines["training loss (mean of the steps since the previous point)"]
+    logged = [m for m in map(json.loads, open(run_dir / "metrics.jsonl")) if "window_loss" in m]
+    assert list(window.get_ydata()) == [m["window_loss"] for m in logged]
+    assert list(window.get_xdata()) == [m["step"] for m in logged]

@@ -125,7 +125,7 @@ def test_overwrite_moves_the_previous_run_aside_whole(finished):
     assert os.path.basename(folder).startswith("replaced-")
     assert {n: open(os.path.join(folder, n), "rb").read() for n in os.listdir(folder)} == before
     assert ckpt_io.load(os.path.join(folder, "ckpt.npz")).run.step == 4  # the old run is intact
-    assert sorted(os.listdir(finished)) == sorted(["notes.txt", os.path.basename(folder)])
+    assert sorted(os.listdir(finished)) == sorted([".lock", "notes.txt", os.path.basename(folder)])  # the lock stays
     assert rundir.check_fresh(str(finished), overwrite=False) is None  # now a fresh run may start
 
 

@@ -52,7 +52,7 @@ def test_best_checkpoint_is_the_one_with_the_lowest_validation_loss(tmp_path, wr
     assert best["step"] != vals[-1]["step"], "the test needs a run whose last evaluation is not its best"
     ck = ckpt_io.load(str(tmp_path / "run" / "best.npz"))
     assert ck.run.step == best["step"] and ck.run.best_val_loss == best["val_loss"]
-    _, _, val = load_corpus(ck.config, ck.vocab)
+    val = load_corpus(ck.config, ck.vocab).val
     assert evaluate(ck.run.params, ck.spec, val).nats == best["val_loss"]
 
 
@@ -131,7 +131,7 @@ def test_the_moving_average_of_the_weights_is_what_validation_eval_and_sample_us
     ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
     avg = ckpt_io.weights(ck)
     np.testing.assert_array_equal(avg["Whh"], ck.run.ema["Whh"] / (1 - 0.9**40))
-    _, _, val = load_corpus(ck.config, ck.vocab)
+    val = load_corpus(ck.config, ck.vocab).val
     vals = [m["val_loss"] for m in metrics(tmp_path / "run") if "val_loss" in m]
     assert evaluate(avg, ck.spec, val).nats == vals[-1] == ck.run.val_loss
     assert evaluate(ck.run.params, ck.spec, val).nats != vals[-1]  # the averaged weights are another model
@@ -205,3 +205,172 @@ def test_two_layer_gated_models_learn_and_sample(tmp_path, write_config, corpus,
             "--set", "model.multiplicative=true")
     one_line_error(r, 1, f"its model ({cell}, 2 layer(s) of 32) does not match the config's "
                          f"({cell}, 2 layer(s) of 32, multiplicative)")
+
+
+# --- Divergence ------------------------------------------------------------------------------
+
+def explode(tmp_path, write_config, corpus, *sets):
+    """A real `charrnn train` process (NumPy's warnings would reach its stderr, unlike
+    CliRunner's, where pytest collects them) with settings that blow the weights up."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    cfg = small_config(write_config, corpus, steps=50, checkpoint_every=1, eval_every=0)
+    args = [a for s in sets for a in ("--set", s)]
+    return subprocess.run([sys.executable, "-m", "charrnn", "train", "--config", cfg, "--out", str(tmp_path / "run"),
+                           "-q", *args], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+
+
+def test_a_finite_explosion_stops_the_run_in_one_line(tmp_path, write_config, corpus):
+    # SGD at lr 1e30 with min-char-rnn's clipping: the weights reach 1e30, the loss 1e31 nats
+    # per character, and every number stays finite.
+    r = explode(tmp_path, write_config, corpus, "optim.name=sgd", "optim.lr=1e30")
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("\n") == 1 and "Warning" not in r.stderr, r.stderr
+    ckpt = tmp_path / "run" / "ckpt.npz"
+    assert r.stderr.startswith("Error: training diverged at step 2: the smoothed loss, ")
+    assert f"exceeds train.diverge_factor 3 × {math.log(len(set(corpus.read_text(encoding='utf-8')))):.4g}" in r.stderr
+    assert f"the last checkpoint, {ckpt}, holds step 1; try a lower optim.lr" in r.stderr
+    ck = ckpt_io.load(str(ckpt))  # whole and loadable
+    assert ck.run.step == 1 and np.abs(ck.run.params["Why"]).max() > 1e20  # (finite, but exploded)
+
+
+def test_a_non_finite_loss_stops_the_run_without_numpy_warnings(tmp_path, write_config, corpus):
+    r = explode(tmp_path, write_config, corpus, "optim.lr=1e38", "optim.clip_value=0")
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("\n") == 1 and "Warning" not in r.stderr, r.stderr
+    assert "training diverged at step" in r.stderr and "not finite" in r.stderr
+    step = int(r.stderr.split("holds step ")[1].split(";")[0])
+    assert ckpt_io.load(str(tmp_path / "run" / "ckpt.npz")).run.step == step
+
+
+def test_divergence_before_any_checkpoint_says_so(tmp_path, write_config, corpus):
+    r = explode(tmp_path, write_config, corpus, "optim.name=sgd", "optim.lr=1e30", "train.checkpoint_every=0")
+    assert r.returncode == 1 and "; no checkpoint was written yet; " in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "ckpt.npz").exists()
+
+
+@pytest.mark.parametrize("sets", [["train.seed=10"], ["train.seed=10", "optim.lr=0.5"]], ids=["minchar", "minchar-lr-0.5"])
+def test_a_healthy_adagrad_start_is_not_divergence(tmp_path, sets):
+    """min-char-rnn's Adagrad start has single steps far above log V (3.5 times at its own
+    settings with this seed, 9 times at lr 0.5): char-rnn's 3x-the-first-loss rule would
+    stop these runs, which then train normally. The smoothed loss stays below 1.3 x."""
+    from conftest import CONFIGS
+
+    extra = [a for s in sets + ["train.log_every=1", "train.sample_every=0"] for a in ("--set", s)]
+    r = run("train", "--config", f"{CONFIGS}/minchar.yaml", "--out", tmp_path / "run", "-q", "--steps", 300, *extra)
+    assert r.exit_code == 0, r.output
+    losses = [m["loss"] for m in metrics(tmp_path / "run")]
+    log_v = math.log(len(ckpt_io.load(str(tmp_path / "run" / "ckpt.npz")).vocab))
+    assert max(losses[1:]) > 3 * losses[0] and abs(losses[0] - log_v) < 1e-3  # the spike happened
+    if sets == ["train.seed=10"]:
+        assert np.mean(losses[-50:]) < log_v - 0.5  # and the run learns
+
+
+def test_a_warm_up_start_is_not_divergence(tmp_path):
+    from conftest import CONFIGS
+
+    r = run("train", "--config", f"{CONFIGS}/shakespeare.yaml", "--out", tmp_path / "run", "-q", "--steps", 150,
+            "--set", "model.hidden_size=32", "--set", "train.batch_size=4", "--set", "optim.warmup_steps=100",
+            "--set", "train.log_every=1", "--set", "data.val_fraction=0", "--set", f"data.path={CORPUS}")
+    assert r.exit_code == 0, r.output
+    assert len(metrics(tmp_path / "run")) == 150
+
+
+def test_the_divergence_threshold_is_diverge_factor_times_the_reference(write_config, corpus):
+    """Both sides of the rule, to the last digit: a step whose smoothed loss lands just above
+    diverge_factor × max(log V, first step's loss) stops (changing nothing), just below does not."""
+    from charrnn import config as C
+    from charrnn import data as D
+    from charrnn import model as M
+    from charrnn import optim
+    from charrnn.train import Diverged, divergence_reference, new_run, next_batch, train_step
+
+    for factor in (1.5, 3.0):
+        cfg = C.load(small_config(write_config, corpus), [f"train.diverge_factor={factor}"])
+        c = load_corpus(cfg)
+        spec, opt = M.ModelSpec.of(cfg.model, len(c.vocab)), optim.from_config(cfg.optim)
+        streams, T = D.Streams(c.train, cfg.train.batch_size, cfg.train.seq_length), cfg.train.seq_length
+        for side in (-1, 1):
+            run_ = new_run(cfg, spec, opt, c.vocab)
+            train_step(run_, *next_batch(run_, streams, spec), spec, opt, cfg)
+            X, Y = next_batch(run_, streams, spec)
+            loss = M.loss_and_grads(run_.params, spec, X, Y, run_.state).loss
+            limit = factor * divergence_reference(run_.first_loss, spec.vocab_size) * T
+            run_.smooth_loss = (limit * (1 + side * 1e-9) - loss * 0.001) / 0.999  # the next smoothed loss
+            before = {k: v.copy() for k, v in run_.params.items()}
+            if side > 0:
+                with pytest.raises(Diverged, match=f"exceeds train.diverge_factor {factor:g} ×"):
+                    train_step(run_, X, Y, spec, opt, cfg)
+                assert run_.step == 1 and all(np.array_equal(before[k], run_.params[k]) for k in before)
+            else:
+                train_step(run_, X, Y, spec, opt, cfg)
+                assert run_.step == 2
+    assert divergence_reference(float("nan"), 100) == math.log(100)  # checkpoints from before first_loss
+    assert divergence_reference(9.0, 100) == 9.0  # a large init_std starts above log V
+
+
+# --- What the run shows ------------------------------------------------------------------------
+
+def test_window_loss_is_the_mean_of_the_steps_since_the_last_line(tmp_path, write_config, corpus):
+    cfg = small_config(write_config, corpus, steps=23, eval_every=0)
+    run("train", "--config", cfg, "-q", "--out", tmp_path / "every")
+    r = run("train", "--config", cfg, "-q", "--out", tmp_path / "five", "--set", "train.log_every=5")
+    every, five = ([m for m in metrics(tmp_path / d) if "loss" in m] for d in ("every", "five"))
+    assert [m["step"] for m in five] == [5, 10, 15, 20, 23]
+    losses = {m["step"]: m["loss"] for m in every}
+    assert all(m["window_loss"] == m["loss"] for m in every)  # a window of one step
+    for prev, m in zip([0] + [m["step"] for m in five], five):
+        steps = range(prev + 1, m["step"] + 1)
+        assert m["window_loss"] == pytest.approx(sum(losses[s] for s in steps) / len(steps), rel=1e-12)
+        assert m["loss"] == losses[m["step"]] and "smooth_loss" in m
+    last = five[-1]["window_loss"]
+    assert (f"step 23: training loss {last:.4f} nats/char ({last / math.log(2):.4f} bits/char), "
+            "mean of the last 3 steps; ") in r.stderr
+
+
+def test_the_summary_shows_min_char_rnns_smoothed_loss_when_asked(tmp_path, write_config, corpus):
+    cfg = small_config(write_config, corpus, steps=20, eval_every=0)
+    r = run("train", "--config", cfg, "-q", "--set", "train.progress_loss=smooth")
+    smooth = [m for m in metrics(tmp_path / "run") if "loss" in m][-1]["smooth_loss"]
+    assert f"training loss {smooth:.4f} nats/char ({smooth / math.log(2):.4f} bits/char), min-char-rnn's smoothed loss (0.999)" in r.stderr
+
+
+def test_a_pause_between_log_lines_resumes_the_window_exactly(tmp_path, write_config, corpus):
+    cfg = small_config(write_config, corpus, steps=60, eval_every=25, log_every=10)
+    run("train", "--config", cfg, "-q", "--out", tmp_path / "whole")
+    r = run("train", "--config", cfg, "-q", "--out", tmp_path / "half", "--steps", 47)
+    assert "mean of the last 7 steps" in r.stderr
+    ck = ckpt_io.load(str(tmp_path / "half" / "ckpt.npz"))
+    assert ck.run.loss_steps == 7 and ck.run.loss_sum > 0  # the window in progress is saved
+    run("train", "--resume", tmp_path / "half" / "ckpt.npz", "-q")
+    assert timeless(tmp_path / "whole") == timeless(tmp_path / "half")
+
+
+def test_the_banner_and_the_bar(tmp_path, write_config, corpus, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = small_config(write_config, corpus, steps=20, eval_every=10, log_every=5)
+    r = run("train", "--config", cfg, "--steps", 10, "--set", "optim.name=adam", "--set", "optim.schedule=cosine",
+            "--set", "optim.warmup_steps=4")
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    n = sum(p.size for p in ck.run.params.values())
+    lines = r.stderr.splitlines()
+    assert lines[0] == (f"corpus    {corpus}: 4,000 characters, vocabulary {len(ck.vocab)}; "
+                        "3,600 for training, 400 for validation")
+    assert lines[1] == f"model     rnn, 1 layer(s) of 16: {n:,} parameters, float32"
+    assert lines[2] == "optimizer adam, lr 0.002, cosine to 0.0002 at step 20 after 4 steps of warm-up; clip_value 5"
+    assert lines[3] == "batches   B=2 streams × T=8 characters; 20 steps; BLAS threads 2 (OMP_NUM_THREADS)"
+    assert lines[4] == f"run       {tmp_path / 'run'} (new)"
+    window, val = metrics(tmp_path / "run")[-2]["window_loss"], ck.run.val_loss
+    bar = r.stderr.splitlines()[-2]  # the bar as it was closed
+    assert f"train {window:.3f} nats/char ({window / math.log(2):.3f} bits), mean of the last 5 steps" in bar
+    assert f"val {val:.3f} nats/char ({val / math.log(2):.3f} bits)" in bar
+    r = run("train", "--resume", tmp_path / "run" / "ckpt.npz")
+    assert f"run       {tmp_path / 'run'} (resuming at step 10 from {tmp_path / 'run' / 'ckpt.npz'})" in r.stderr
+    r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "-q", "--steps", 30)
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("step 30: training loss")  # quiet: the summary only

@@ -194,7 +194,7 @@ def test_default_text_is_the_start_of_the_validation_split(tmp_path, write_confi
     r = run("visualize", "--checkpoint", path, "--chars", 100, "--out", tmp_path / "p.html")
     assert r.exit_code == 0, r.output
     ck = ckpt_io.load(str(path))
-    _, _, val = load_corpus(ck.config, ck.vocab)
+    val = load_corpus(ck.config, ck.vocab).val
     data = Page((tmp_path / "p.html").read_text(encoding="utf-8")).data
     assert data["text"] == D.decode(val[:100], ck.vocab)
     assert data["source"].startswith("validation split of")

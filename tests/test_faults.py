@@ -1,0 +1,528 @@
+"""The fault matrix: each test injects a real fault into a real ``charrnn`` process (kill -9,
+SIGTERM, SIGINT, a second process, a file-size limit that makes writes fail as on a full
+disk, a corpus edited under a run) and checks that nothing was lost: the last checkpoint
+loads, and a resumed run ends bitwise equal to one that was never disturbed.
+
+docs/robustness.md has the matrix as a table. The kill -9 trials are marked ``slow``
+(``pytest -m "not slow"`` skips them locally; CI runs everything).
+"""
+
+import json
+import os
+import random
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from charrnn import checkpoint as ckpt_io
+from conftest import CORPUS, ROOT, one_line_error, run
+
+# One BLAS thread: the machine is small and shared, and a run and its reference must do
+# the same arithmetic to be compared bit for bit.
+ENV = dict(os.environ, PYTHONPATH=ROOT, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+TEMPORARY = re.compile(r"\..*\.tmp")
+
+
+def write_config(path, corpus, hidden_size=16, **train):
+    settings = dict(seq_length=8, batch_size=2, steps=30, log_every=3, sample_every=0, checkpoint_every=1,
+                    eval_every=10)
+    settings.update(train)
+    lines = "\n".join(f"  {k}: {v}" for k, v in settings.items())
+    path.write_text(f"data:\n  path: {corpus}\nmodel:\n  hidden_size: {hidden_size}\n"
+                    f"optim:\n  lr: 0.01\ntrain:\n{lines}\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(open(CORPUS, encoding="utf-8").read(3000), encoding="utf-8")
+    return path
+
+
+def start(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "charrnn", "train", *map(str, args)], env=ENV, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def train(*args, timeout=300, **kw):
+    """Run ``charrnn train ARGS`` to its end; the CompletedProcess."""
+    proc = start(*args, **kw)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"charrnn train {' '.join(map(str, args))} did not end within {timeout} s")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def wait_for(condition, proc, timeout=60, poll=0.002):
+    """Poll ``condition()`` until true; fails if ``proc`` ends first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the run ended (exit {proc.returncode}) before the moment to inject the fault: {err}")
+        assert time.monotonic() < deadline, "timed out waiting for the moment to inject the fault"
+        time.sleep(poll)
+
+
+def holds_lock(run_dir, proc):
+    """True once ``proc`` holds the run directory's lock (it writes its PID into RUN/.lock)."""
+    try:
+        return (run_dir / ".lock").read_text() == f"{proc.pid}\n"
+    except OSError:
+        return False
+
+
+def temporaries(run_dir):
+    return sorted(n for n in os.listdir(run_dir) if TEMPORARY.fullmatch(n))
+
+
+def metrics(run_dir):
+    """metrics.jsonl without its timings, every line parsed (a torn line fails here)."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(l).items() if k not in ("chars_per_s", "elapsed_s")} for l in lines]
+
+
+def npz(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def assert_same_checkpoint(a, b):
+    """Every array of two checkpoints equal to the bit, but the wall time and the run directory."""
+    za, zb = npz(a), npz(b)
+    assert sorted(za) == sorted(zb)
+    for k in za:
+        if k == "elapsed_s":
+            continue
+        x, y = za[k], zb[k]
+        if k == "config":  # the same but for train.out_dir
+            x, y = (json.loads(str(c)) for c in (x, y))
+            x["train"].pop("out_dir"), y["train"].pop("out_dir")
+        elif x.dtype.kind == "f":
+            assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=True), k
+            continue
+        assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y, k
+
+
+def assert_same_run(a, b):
+    """Run directory ``a`` ends exactly as ``b``: checkpoint, best model and metrics."""
+    assert_same_checkpoint(a / "ckpt.npz", b / "ckpt.npz")
+    assert (a / "best.npz").exists() == (b / "best.npz").exists()
+    if (b / "best.npz").exists():
+        assert_same_checkpoint(a / "best.npz", b / "best.npz")
+    assert metrics(a) == metrics(b)
+
+
+def held_step(stderr):
+    """The step the message says the checkpoint holds."""
+    m = re.search(r"holds step (\d+)", stderr) or re.search(r"interrupted at step (\d+)", stderr)
+    assert m, stderr
+    return int(m.group(1))
+
+
+# --- kill -9 at random moments -----------------------------------------------------------
+
+KILLS = 20  # trials in which the kill landed before the run ended (at least)
+
+
+def _kill_trial(i, cfg, run_dir, t_run):
+    """Start the run, kill -9 it after a random delay, then finish it with --resume (or from
+    the start, when it died before its first checkpoint). What the trial saw, for the report."""
+    delay = random.Random(1000 + i).uniform(0, 0.9 * t_run)
+    proc = start("--config", cfg, "--out", run_dir, "-q")
+    wait_for(lambda: holds_lock(run_dir, proc), proc)
+    time.sleep(delay)
+    proc.kill()
+    proc.wait()
+    seen = {"trial": i, "delay": round(delay, 3), "exit": proc.returncode, "temporaries": temporaries(run_dir)}
+    ckpt = run_dir / "ckpt.npz"
+    if ckpt.exists():
+        seen["step"] = ckpt_io.load(str(ckpt)).run.step  # the last checkpoint loads
+        done = train("--resume", ckpt, "-q")
+    else:
+        seen["step"] = None
+        done = train("--config", cfg, "--out", run_dir, "-q")
+    assert done.returncode == 0, (seen, done.stderr)
+    seen["left"] = temporaries(run_dir)
+    return seen
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_loses_nothing(tmp_path, corpus):
+    cfg = write_config(tmp_path / "cfg.yaml", corpus)
+    ref = tmp_path / "ref"
+    proc = start("--config", cfg, "--out", ref, "-q")
+    wait_for(lambda: holds_lock(ref, proc), proc)
+    t0 = time.monotonic()
+    assert proc.wait(timeout=300) == 0, proc.communicate()
+    t_run = time.monotonic() - t0  # from taking the lock to the end: where a kill can land
+    seen = []
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: half the wall time
+        # A run may end before its kill (the machine's speed varies): then more trials, up to a bound.
+        while sum(s["exit"] == -signal.SIGKILL for s in seen) < KILLS and len(seen) < 2 * KILLS:
+            n = len(seen)
+            seen += pool.map(lambda i: _kill_trial(i, cfg, tmp_path / f"t{i}", t_run), range(n, n + 2))
+    killed = [s for s in seen if s["exit"] == -signal.SIGKILL]
+    assert len(killed) >= KILLS, seen
+    for s in seen:
+        assert s["exit"] in (0, -signal.SIGKILL), s
+        assert s["left"] == [], s  # whatever a kill left behind is gone after the resumed run
+        assert_same_run(tmp_path / f"t{s['trial']}", ref)
+    steps = [s["step"] for s in killed]
+    print(f"\n{len(killed)} kill -9 trials ({len(seen)} started) over {t_run:.2f} s runs; checkpoint step at "
+          f"the kill: {steps}; temporary files left by a kill: {sum(bool(s['temporaries']) for s in killed)}")
+    # The trials are worth something only if the kills landed mid-run, not all before or after it.
+    assert sum(s is not None and 0 < s < 30 for s in steps) >= KILLS // 3, steps
+
+
+def test_kill_9_during_a_checkpoint_write_leaves_a_temporary_that_the_next_run_removes(tmp_path, corpus):
+    # A model whose checkpoint (9 MB) takes a while to write, so the kill lands inside the write.
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, hidden_size=1024, steps=6, eval_every=0, log_every=1)
+    run_dir = tmp_path / "run"
+    proc = start("--config", cfg, "--out", run_dir, "-q")
+    wait_for(lambda: (run_dir / "ckpt.npz").exists() and temporaries(run_dir), proc, poll=0.0005)
+    proc.kill()
+    proc.wait()
+    left = temporaries(run_dir)
+    assert left and left[0].startswith(".ckpt.npz."), left  # the fault happened where meant
+    step = ckpt_io.load(str(run_dir / "ckpt.npz")).run.step  # the previous checkpoint is whole
+    (run_dir / ".loss.png.abcd1234.tmp").write_text("a plot being written: not the run's to remove")
+    done = train("--resume", run_dir / "ckpt.npz", "-q")
+    assert done.returncode == 0, done.stderr
+    assert temporaries(run_dir) == [".loss.png.abcd1234.tmp"]
+    ref = tmp_path / "ref"
+    assert train("--config", cfg, "--out", ref, "-q").returncode == 0
+    assert_same_run(run_dir, ref)
+    assert step >= 1
+
+
+# --- SIGTERM -------------------------------------------------------------------------------
+
+def test_sigterm_during_training_saves_and_resumes_exactly(tmp_path, corpus):
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=10**6, checkpoint_every=0, eval_every=0, log_every=5)
+    run_dir = tmp_path / "run"
+    proc = start("--config", cfg, "--out", run_dir)  # not quiet: the banner and bar go to stderr too
+    wait_for(lambda: (run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").stat().st_size, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and out == ""
+    step = held_step(err)
+    assert f"interrupted at step {step} by SIGTERM; checkpoint saved to {run_dir / 'ckpt.npz'}" in err
+    assert f"continue with: charrnn train --resume {run_dir / 'ckpt.npz'}" in err
+    assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == step >= 5
+    done = train("--resume", run_dir / "ckpt.npz", "-q", "--steps", step + 12)
+    assert done.returncode == 0, done.stderr
+    ref = tmp_path / "ref"
+    assert train("--config", cfg, "--out", ref, "-q", "--steps", step + 12).returncode == 0
+    assert_same_run(run_dir, ref)
+
+
+@pytest.mark.parametrize("second", [None, signal.SIGTERM, signal.SIGINT], ids=["once", "twice", "then-ctrl-c"])
+def test_sigterm_during_a_checkpoint_write(tmp_path, corpus, second):
+    """SIGTERM while the temporary checkpoint file is being written: the write completes and
+    the run stops there (143). A second signal a few ms later stops it at once: the write is
+    abandoned or done, and either way the checkpoint is whole and the message says its step."""
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, hidden_size=1024, steps=10**6, eval_every=0, log_every=1)
+    run_dir = tmp_path / "run"
+    proc = start("--config", cfg, "--out", run_dir, "-q")
+    # Not the first save: with a second signal there must be a previous checkpoint to keep.
+    wait_for(lambda: (run_dir / "ckpt.npz").exists() and temporaries(run_dir), proc, poll=0.0005)
+    proc.send_signal(signal.SIGTERM)
+    if second is not None:
+        time.sleep(0.005)
+        proc.send_signal(second)
+    out, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    step = held_step(err)
+    assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == step >= 1
+    if second is not None and "stopped at once" in err:
+        name = "Ctrl-C" if second == signal.SIGINT else "SIGTERM"
+        assert f"stopped at once by a second {name}; the last checkpoint, {run_dir / 'ckpt.npz'}, holds step {step}" in err
+        assert proc.returncode == (130 if second == signal.SIGINT else 143), err
+    else:  # one signal, or the second came after the run had saved and stopped: then it is ignored
+        assert f"interrupted at step {step} by SIGTERM; checkpoint saved" in err
+        assert proc.returncode == 143, err
+    assert temporaries(run_dir) == []
+    done = train("--resume", run_dir / "ckpt.npz", "-q", "--steps", step + 2)
+    assert done.returncode == 0, done.stderr
+    ref = tmp_path / "ref"
+    assert train("--config", cfg, "--out", ref, "-q", "--steps", step + 2).returncode == 0
+    assert_same_run(run_dir, ref)
+
+
+# --- Double Ctrl-C -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("gap", [0.0, 0.003, 0.02])
+def test_double_ctrl_c_exits_130_with_the_last_checkpoint_whole(tmp_path, corpus, gap):
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=10**6, checkpoint_every=7, eval_every=0, log_every=1)
+    run_dir = tmp_path / "run"
+    proc = start("--config", cfg, "--out", run_dir, "-q")
+    wait_for(lambda: (run_dir / "ckpt.npz").exists(), proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(gap)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Aborted" not in err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1, err  # one line: what happened, the step held, how to go on
+    step = held_step(err)
+    ck = ckpt_io.load(str(run_dir / "ckpt.npz"))  # intact and loadable
+    assert ck.run.step == step
+    assert temporaries(run_dir) == []
+    assert train("--resume", run_dir / "ckpt.npz", "-q", "--steps", step + 3).returncode == 0
+
+
+# --- Ctrl-C outside the training loop ---------------------------------------------------------
+
+def fifo(tmp_path):
+    """A named pipe: a process reading it blocks until we write, so that a signal reaches it
+    exactly while it loads a text (deterministic, unlike sleeping for a guessed time)."""
+    path = tmp_path / "pipe.txt"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_ctrl_c_while_loading_a_text_exits_130_quietly(tmp_path, corpus, command):
+    pipe = fifo(tmp_path)
+    if command == "train":
+        args = ["train", "--config", write_config(tmp_path / "cfg.yaml", pipe), "--out", tmp_path / "run"]
+    else:
+        cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=3)
+        assert train("--config", cfg, "--out", tmp_path / "run", "-q").returncode == 0
+        args = ["eval", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--text", pipe]
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args)], env=ENV, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    fd = open_pipe_for_writing(pipe, proc)
+    try:
+        os.write(fd, b"some text, and more to come")
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(fd)
+    assert proc.returncode == 130, err
+    assert "Aborted" not in err and "Traceback" not in err and len(err.splitlines()) <= 1, err
+
+
+def test_ctrl_c_in_sample_exits_130_quietly(tmp_path, corpus):
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=3)
+    assert train("--config", cfg, "--out", tmp_path / "run", "-q").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", "--checkpoint", str(tmp_path / "run" / "ckpt.npz"),
+                             "-n", "100000000", "--seed", "0"], env=ENV, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.read(100)  # it is generating
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert b"Aborted" not in err and b"Traceback" not in err and len(err.splitlines()) <= 1, err
+
+
+# --- Disk full -----------------------------------------------------------------------------
+
+def file_size_limit(limit):
+    """A preexec_fn: writes that would make a file larger than ``limit`` bytes fail with EFBIG
+    ('File too large'), as writes to a full disk fail with ENOSPC; SIGXFSZ, which would kill
+    the process instead, is ignored (Python ignores it too, but not before it starts)."""
+
+    def limit_writes():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_writes
+
+
+def snapshot(run_dir):
+    return {n: (run_dir / n).read_bytes() for n in os.listdir(run_dir) if n != ".lock"}
+
+
+@pytest.mark.parametrize("target", ["ckpt.npz", "best.npz", "metrics.jsonl"])
+def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays(tmp_path, corpus, target):
+    # The first part of the run writes freely; the rest runs with a file-size limit that the
+    # first write it makes of `target` exceeds, and nothing before that write does.
+    if target == "ckpt.npz":  # a checkpoint at every step, no evaluation
+        cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=100, checkpoint_every=1, eval_every=0, log_every=50)
+    elif target == "best.npz":  # saves only at evaluations, where best.npz comes first
+        cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=100, checkpoint_every=0, eval_every=5, log_every=50)
+    else:  # a long log (larger than a checkpoint) that the next line would grow
+        cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=400, checkpoint_every=0, eval_every=0, log_every=1,
+                           hidden_size=4)
+    run_dir = tmp_path / "run"
+    first = 10 if target != "metrics.jsonl" else 200
+    assert train("--config", cfg, "--out", run_dir, "-q", "--steps", first).returncode == 0
+    before = snapshot(run_dir)
+    sizes = {n: len(b) for n, b in before.items()}
+    limit = sizes["metrics.jsonl"] + 20 if target == "metrics.jsonl" else sizes["ckpt.npz"] - 1000
+    assert sizes["config.yaml"] < limit and (target != "metrics.jsonl" or sizes["ckpt.npz"] < limit), sizes
+    if target != "metrics.jsonl":
+        assert sizes["metrics.jsonl"] < limit, sizes
+    full = train("--resume", run_dir / "ckpt.npz", "-q", "--steps", first + 20, preexec_fn=file_size_limit(limit))
+    assert full.returncode == 1, full.stderr
+    assert full.stderr.count("\n") == 1 and full.stderr.startswith("Error: "), full.stderr
+    assert f"{run_dir / target}: cannot" in full.stderr and "File too large" in full.stderr
+    if target != "metrics.jsonl":
+        assert f"the last checkpoint, {run_dir / 'ckpt.npz'}, holds step {first}" in full.stderr
+    after = snapshot(run_dir)
+    assert temporaries(run_dir) == []
+    for name in ("ckpt.npz", "best.npz"):
+        assert after.get(name) == before.get(name), name  # the previous checkpoints, byte for byte
+    assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == first
+    # With room again, the run resumes and ends as if the disk had never been full.
+    assert train("--resume", run_dir / "ckpt.npz", "-q", "--steps", first + 20).returncode == 0
+    ref = tmp_path / "ref"
+    assert train("--config", cfg, "--out", ref, "-q", "--steps", first + 20).returncode == 0
+    assert_same_run(run_dir, ref)
+
+
+# --- One run per directory -------------------------------------------------------------------
+
+def open_pipe_for_writing(pipe, proc):
+    """The write end of named pipe ``pipe``, once ``proc`` has opened it to read (fails if
+    ``proc`` ends first, instead of blocking forever)."""
+    fd = None
+
+    def reader_is_there():  # opening the write end without blocking fails until a reader has it open
+        nonlocal fd
+        try:
+            fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+            return True
+        except OSError:
+            return False
+
+    wait_for(reader_is_there, proc)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def feed(pipe, data, proc):
+    """Give ``proc``, reading the named pipe ``pipe``, the bytes ``data`` and the end of file."""
+    fd = open_pipe_for_writing(pipe, proc)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def test_a_second_run_into_the_same_directory_is_refused_at_once(tmp_path, corpus):
+    """The first run reads its corpus from a named pipe: holding the lock, it waits there
+    until the test feeds it, and later it is paused (SIGSTOP) mid-training; so each second run
+    meets it for certain, however fast or slow the machine is."""
+    pipe = fifo(tmp_path)
+    cfg = write_config(tmp_path / "cfg.yaml", pipe, steps=200, checkpoint_every=10, eval_every=50, log_every=10)
+    other = tmp_path / "other"  # a checkpoint of another run, to --resume into the first one's directory
+    assert run("train", "--config", write_config(tmp_path / "o.yaml", corpus), "--out", other, "-q",
+               "--steps", 2).exit_code == 0
+    run_dir = tmp_path / "run"
+    first = start("--config", cfg, "--out", run_dir, "-q")
+    wait_for(lambda: holds_lock(run_dir, first), first)
+    refusal = (f"Error: {run_dir}: another charrnn run (PID {first.pid}) is using this run "
+               "directory; wait for it to end or stop it, or give another --out\n")
+    for args in (["--config", cfg, "--out", run_dir], ["--config", cfg, "--out", run_dir, "--overwrite"],
+                 ["--config", cfg, "--out", run_dir, "--seed", "3"], ["--resume", other / "ckpt.npz", "--out", run_dir]):
+        second = train(*args, "-q", timeout=60)  # at once: before it would read the corpus (and block)
+        assert (second.returncode, second.stderr) == (1, refusal)
+        assert first.poll() is None
+    feed(pipe, corpus.read_bytes(), first)
+    wait_for(lambda: (run_dir / "ckpt.npz").exists(), first)  # training now
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = train("--resume", run_dir / "ckpt.npz", "-q", timeout=60)
+        assert (second.returncode, second.stderr) == (1, refusal)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    solo_dir = tmp_path / "solo"  # the same run alone, from the same pipe
+    solo = start("--config", cfg, "--out", solo_dir, "-q")
+    feed(pipe, corpus.read_bytes(), solo)
+    assert solo.wait(timeout=300) == 0
+    assert_same_run(run_dir, solo_dir)  # the first run never noticed
+
+
+def test_a_finished_run_is_not_replaced_unless_asked(tmp_path, corpus):
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=12)
+    run_dir = tmp_path / "run"
+    assert train("--config", cfg, "--out", run_dir, "-q").returncode == 0
+    before = snapshot(run_dir)
+    again = train("--config", cfg, "--out", run_dir, "-q", "--seed", "7")
+    assert again.returncode == 1
+    assert again.stderr == (
+        f"Error: {run_dir}: already holds a run (ckpt.npz at step 12); continue it with charrnn train --resume "
+        f"{run_dir / 'ckpt.npz'}, give another --out, or add --overwrite to replace it (its files are then moved "
+        f"into {run_dir / 'replaced-<time>'}/)\n")
+    assert snapshot(run_dir) == before  # untouched
+    r = train("--resume", run_dir / "ckpt.npz", "--overwrite")
+    assert r.returncode == 2 and "--overwrite replaces the run" in r.stderr and snapshot(run_dir) == before
+    replaced = train("--config", cfg, "--out", run_dir, "-q", "--seed", "7", "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    old = [n for n in os.listdir(run_dir) if n.startswith("replaced-")]
+    assert len(old) == 1
+    assert snapshot(run_dir / old[0]) == before  # the old run, whole, moved aside
+    solo = tmp_path / "solo"
+    assert train("--config", cfg, "--out", solo, "-q", "--seed", "7").returncode == 0
+    assert_same_run(run_dir, solo)  # and a new run where it was
+
+
+def test_resuming_into_another_directory_does_not_replace_a_run_there(tmp_path, corpus):
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=12)
+    for d in ("a", "b"):
+        assert run("train", "--config", cfg, "--out", tmp_path / d, "-q", "--steps", 6).exit_code == 0
+    r = run("train", "--resume", tmp_path / "a" / "ckpt.npz", "--out", tmp_path / "b", "-q")
+    one_line_error(r, 1, f"{tmp_path / 'b'}: already holds a run (ckpt.npz at step 6)")
+    r = run("train", "--resume", tmp_path / "a" / "ckpt.npz", "--out", tmp_path / "b", "-q", "--overwrite")
+    assert r.exit_code == 0, r.output
+    assert ckpt_io.load(str(tmp_path / "b" / "ckpt.npz")).run.step == 12
+
+
+# --- Corpus changed under --resume -----------------------------------------------------------
+
+@pytest.mark.parametrize("change, reason", [
+    ("appended", "its size went from 3,000 to 3,500 bytes"),
+    ("truncated", "its size went from 3,000 to 1,500 bytes"),
+    ("same-size", "same size (3,000 bytes), different content"),
+])
+def test_resume_refuses_a_changed_corpus(tmp_path, corpus, change, reason):
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=20)
+    run_dir = tmp_path / "run"
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 10).exit_code == 0
+    ckpt = (run_dir / "ckpt.npz").read_bytes()
+    text = corpus.read_text(encoding="utf-8")
+    assert len(text.encode("utf-8")) == 3000
+    corpus.write_text({"appended": text + text[:500], "truncated": text[:1500],
+                       "same-size": text[::-1]}[change], encoding="utf-8")  # the same characters
+    r = run("train", "--resume", run_dir / "ckpt.npz", "-q")
+    line = one_line_error(r, 1, f"{corpus}: the corpus changed since the checkpoint was written", reason, "--init-from")
+    assert (run_dir / "ckpt.npz").read_bytes() == ckpt
+    assert line
+    if change != "truncated":  # (which loses characters: --init-from needs the same vocabulary)
+        # A new run from these weights on the changed text is allowed: it is a new run.
+        r = run("train", "--config", cfg, "--out", tmp_path / "new", "-q", "--init-from", run_dir / "ckpt.npz")
+        assert r.exit_code == 0, r.output
+
+
+def test_a_checkpoint_from_before_corpus_identity_resumes_with_a_warning(tmp_path, corpus):
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=20)
+    run_dir = tmp_path / "run"
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 10).exit_code == 0
+    z = npz(run_dir / "ckpt.npz")
+    for key in ("corpus", "first_loss", "loss_sum", "loss_steps"):  # what older versions did not write
+        del z[key]
+    np.savez(run_dir / "ckpt.npz", **z)
+    r = run("train", "--resume", run_dir / "ckpt.npz", "-q")
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("does not record its corpus") == 1
+    ck = ckpt_io.load(str(run_dir / "ckpt.npz"))
+    assert ck.run.step == 20 and ck.corpus["bytes"] == 3000  # and from now on it does
