@@ -13,7 +13,10 @@ Keys (see the README for the full table):
 - ``ema.<param>``: the moving average of the weights, when ``optim.ema`` is set (not yet
   bias-corrected; ``weights`` gives the average itself)
 - ``state.<layer>.<h|c>``: the carried hidden state, (B, H)
-- ``vocab``: int32 code points in index order; ``config``: the resolved config as JSON
+- ``vocab``: int32 code points in index order (byte values when ``unit`` is ``bytes``);
+  ``config``: the resolved config as JSON
+- ``unit``: what the vocabulary's symbols are, ``chars`` (Unicode code points) or ``bytes``
+  (a corpus prepared with ``charrnn prepare --bytes``); checkpoints without it are ``chars``
 - ``step``, ``position``, ``epoch``, ``smooth_loss``, ``elapsed_s``, ``val_loss``,
   ``best_val_loss``, ``evals_since_best``, ``rng`` (the training random generator's state as
   JSON), ``format_version``
@@ -55,6 +58,7 @@ class Checkpoint:
     best_val_loss: float = float("inf")  # lowest validation loss seen (the one in best.npz)
     evals_since_best: int = 0  # evaluations since it, for early stopping
     ema: Optional[dict] = None  # name -> array: the weights' moving average accumulator (optim.ema)
+    unit: str = "chars"  # the vocabulary's symbols: "chars" (code points) or "bytes" (byte values)
 
 
 def weights(ck):
@@ -104,6 +108,7 @@ def save(path, ck):
         for name, a in zip(ck.spec.module.STATE, arrs):
             arrays[f"state.{layer}.{name}"] = a
     arrays["vocab"] = np.asarray(ck.vocab, dtype=np.int32)
+    arrays["unit"] = np.array(ck.unit)
     arrays["config"] = np.array(json.dumps(C.to_dict(ck.config)))
     arrays["rng"] = np.array(json.dumps(ck.rng_state))
     arrays["format_version"] = np.int64(FORMAT_VERSION)
@@ -163,6 +168,9 @@ def load(path):
     vocab = need("vocab")
     if vocab.ndim != 1 or vocab.dtype != np.int32 or len(vocab) < 1 or np.any(np.diff(vocab) <= 0):
         raise CharrnnError(f"{path}: damaged checkpoint: 'vocab' must be sorted distinct int32 code points")
+    unit = str(z["unit"]) if "unit" in z else "chars"  # written since corpora could be bytes
+    if unit not in ("chars", "bytes") or (unit == "bytes" and (vocab[0] < 0 or vocab[-1] > 255)):
+        raise CharrnnError(f"{path}: damaged checkpoint: 'unit' {unit!r} with code points {vocab[0]}..{vocab[-1]}")
     spec = ModelSpec.of(cfg.model, len(vocab))
     dtype = np.dtype(cfg.model.dtype)
 
@@ -194,4 +202,4 @@ def load(path):
         scalars[k] = a.item()
     ints = ("step", "position", "epoch", "evals_since_best")
     scalars = {k: int(v) if k in ints else float(v) for k, v in scalars.items()}
-    return Checkpoint(params, optim_state, state, vocab, cfg, spec, rng_state=rng_state, ema=ema, **scalars)
+    return Checkpoint(params, optim_state, state, vocab, cfg, spec, rng_state=rng_state, ema=ema, unit=unit, **scalars)

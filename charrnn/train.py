@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import config as C
+from charrnn import corpus
 from charrnn import data as D
 from charrnn import model as M
 from charrnn import optim
@@ -48,29 +49,15 @@ def _write_text(path, text):
     ckpt_io.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def load_corpus(cfg, vocab=None, source=None):
-    """(vocab, train indices, validation indices) for ``cfg.data``.
+def load_corpus(cfg, vocab=None, source=None, unit=None, quiet=True):
+    """The corpus of ``cfg.data``: a ``corpus.Corpus`` (vocab, train, val, identity, unit).
 
-    The vocabulary comes from the whole corpus (so the held-out text has no unknown
-    characters), or is given (a resumed run), in which case the corpus must fit it.
+    ``data.path`` is a text file, read in chunks, whose vocabulary comes from the whole
+    text (so the held-out part has no unknown characters), or a prepared directory,
+    memory-mapped. ``vocab`` / ``unit`` are those of a resumed run (``source``), which the
+    corpus must fit.
     """
-    path = cfg.data.path
-    text = D.read_text(path)
-    if not text:
-        raise CharrnnError(f"{path}: corpus is empty")
-    if vocab is None:
-        vocab = D.build_vocab(text)
-    try:
-        data = D.encode(text, vocab)
-    except CharrnnError as e:
-        raise CharrnnError(f"{path}: does not match the vocabulary of {source}: {e}") from None
-    n_val = int(len(data) * cfg.data.val_fraction)
-    if cfg.data.val_fraction > 0 and n_val < 2:
-        raise CharrnnError(
-            f"{path}: data.val_fraction {cfg.data.val_fraction} of {len(data)} characters leaves "
-            f"{n_val} for validation, 2 are needed; use a longer corpus or data.val_fraction 0"
-        )
-    return vocab, data[: len(data) - n_val], data[len(data) - n_val:]
+    return corpus.open_corpus(cfg.data.path, cfg.data.val_fraction, vocab, unit, source, quiet)
 
 
 def _truncate_metrics(path, step):
@@ -90,13 +77,13 @@ def _truncate_metrics(path, step):
         _write_text(path, "".join(keep))
 
 
-def _preview(params, spec, vocab, state, first, cfg, step):
+def _preview(params, spec, vocab, state, first, cfg, step, unit="chars"):
     """A short sample from stream 0's carried state, seeded by (seed, step) so it never
     touches the training generator: previews on or off, the run is the same."""
     rng = np.random.default_rng([cfg.train.seed, step])
     state0 = [tuple(a[:1] for a in s) for s in state]
     out = sampling.generate(params, spec, int(first), state0, cfg.sample.length, rng, cfg.sample.temperature)
-    return D.decode(list(out), vocab)
+    return D.decode(list(out), vocab, unit)
 
 
 class _StopFlag:
@@ -148,7 +135,8 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     dtype = np.dtype(mc.dtype)
 
     # Data.
-    vocab, train_data, val_data = load_corpus(cfg, ck.vocab if ck else None, resume)
+    data = load_corpus(cfg, ck.vocab if ck else None, resume, ck.unit if ck else None, quiet)
+    vocab, train_data, val_data = data.vocab, data.train, data.val
     streams = D.Streams(train_data, tc.batch_size, tc.seq_length)
     spec = M.ModelSpec.of(mc, len(vocab))
 
@@ -193,7 +181,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     def save(path):
         ckpt_io.save(path, ckpt_io.Checkpoint(
             params, opt_state, state, vocab, cfg, spec, step, p, epoch, smooth_loss,
-            elapsed(), rng.bit_generator.state, val_loss, best_val, evals_since_best, ema))
+            elapsed(), rng.bit_generator.state, val_loss, best_val, evals_since_best, ema, data.unit))
 
     def eval_weights():
         """What validation and previews use: the moving average of the weights, if kept."""
@@ -218,7 +206,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
         def run_eval():
             """Validation loss now; keeps best.npz; True when patience has run out."""
             nonlocal val_loss, best_val, evals_since_best, last_eval, last_saved
-            val_loss = evaluate(eval_weights(), spec, val_data).nats
+            val_loss = evaluate(eval_weights(), spec, val_data[:tc.eval_chars]).nats  # None: all of it
             last_eval = step
             improved = val_loss < best_val
             if improved:
@@ -279,7 +267,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
                     log({"step": step, "epoch": epoch, "loss": loss / T, "smooth_loss": smooth_loss / T,
                          "lr": lr, "chars_per_s": round(chars_per_s, 1), "elapsed_s": round(elapsed(), 3)})
                 if tc.sample_every and step % tc.sample_every == 0 and not quiet:
-                    text = _preview(eval_weights(), spec, vocab, state, Y[-1, 0], cfg, step)
+                    text = _preview(eval_weights(), spec, vocab, state, Y[-1, 0], cfg, step, data.unit)
                     bar.write(f"----- sample at step {step} -----\n{text}\n-----", file=sys.stderr)
                 if len(val_data) and tc.eval_every and step % tc.eval_every == 0:
                     if run_eval():

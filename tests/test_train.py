@@ -52,7 +52,7 @@ def test_best_checkpoint_is_the_one_with_the_lowest_validation_loss(tmp_path, wr
     assert best["step"] != vals[-1]["step"], "the test needs a run whose last evaluation is not its best"
     ck = ckpt_io.load(str(tmp_path / "run" / "best.npz"))
     assert ck.step == best["step"] and ck.best_val_loss == best["val_loss"]
-    _, _, val = load_corpus(ck.config, ck.vocab)
+    val = load_corpus(ck.config, ck.vocab).val
     assert evaluate(ck.params, ck.spec, val).nats == best["val_loss"]
 
 
@@ -131,7 +131,7 @@ def test_the_moving_average_of_the_weights_is_what_validation_eval_and_sample_us
     ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
     avg = ckpt_io.weights(ck)
     np.testing.assert_array_equal(avg["Whh"], ck.ema["Whh"] / (1 - 0.9**40))
-    _, _, val = load_corpus(ck.config, ck.vocab)
+    val = load_corpus(ck.config, ck.vocab).val
     vals = [m["val_loss"] for m in metrics(tmp_path / "run") if "val_loss" in m]
     assert evaluate(avg, ck.spec, val).nats == vals[-1] == ck.val_loss
     assert evaluate(ck.params, ck.spec, val).nats != vals[-1]  # the averaged weights are another model

@@ -1,0 +1,586 @@
+"""Corpora on disk, of any size: text files and prepared directories, read in chunks.
+
+Reading. A file is read ``chunk_size`` bytes at a time (4 MiB by default) and decoded as
+strict UTF-8 by an incremental decoder, so a character split across two chunks is simply
+completed by the next one; an invalid byte is a one-line error naming the file and its
+byte offset. ``errors="replace"`` turns invalid bytes into U+FFFD; the unit ``"bytes"``
+skips decoding and takes every byte as a symbol (char-rnn's way, for text that is not
+UTF-8 or not text at all). Files are joined as they are, each decoded on its own.
+
+Two passes, linear in the text. The first counts every code point (``np.bincount`` of
+each chunk, a few hundred thousand at a time, into one count per possible code point)
+and hashes the bytes (SHA-256); the vocabulary is then the code points that occur, in
+increasing order: exactly ``np.unique`` of the whole text, so runs and checkpoints made
+before this module keep their indices. The second pass maps every chunk to indices
+through a lookup table (one entry per possible code point) into an array allocated
+once: a text file's memory is its index array plus a few chunks, never copies of the
+text. Indices use the smallest unsigned type that holds the vocabulary.
+
+Prepared directories (``charrnn prepare``; nanoGPT's way) hold ``train.bin`` and
+``val.bin``, the raw little-endian indices, and ``meta.json``: the format version, the
+vocabulary with counts, the unit, the sources with their sizes and hashes, the number
+of characters and the split. Training memory-maps the two files read-only, so resident
+memory does not grow with the corpus.
+
+Identity. Every corpus comes with a small record saying which text it is, for
+``--resume`` to compare: ``kind`` ("text" or "prepared"), ``path`` (absolute), ``unit``,
+``chars`` (symbols in the corpus), ``bytes`` (the text file's size; for a prepared
+directory, the sizes of train.bin and val.bin together) and ``sha256`` (of the text
+file's bytes, computed in the first pass; for a prepared directory, of its meta.json,
+which holds every source's hash and the options it was prepared with). An edit of a
+.bin file that keeps its size is not seen: that would mean reading all of it at start-up.
+"""
+
+import codecs
+import fnmatch
+import hashlib
+import json
+import os
+import sys
+from typing import NamedTuple
+
+import numpy as np
+from tqdm import tqdm
+
+from charrnn import checkpoint as ckpt_io
+from charrnn import data as D
+from charrnn.errors import CharrnnError, UsageError
+
+CHUNK = 4 << 20  # bytes read at a time: large enough for fast decoding, small beside any model
+COUNT_PIECE = 1 << 18  # code points per bincount: its int64 temporaries stay in the cache
+MAX_CODE_POINT = 0x110000
+UNITS = ("chars", "bytes")
+FORMAT = "charrnn prepared corpus"
+FORMAT_VERSION = 1
+META, TRAIN_BIN, VAL_BIN = "meta.json", "train.bin", "val.bin"
+BAR_MIN_BYTES = 32 << 20  # reading a text to train on shows a progress bar from this size on
+
+
+class Source(NamedTuple):
+    path: str  # absolute
+    bytes: int
+    chars: int  # symbols decoded from it (bytes, for the unit "bytes")
+    sha256: str
+
+
+class Scan(NamedTuple):
+    """What the first pass over some files found."""
+
+    sources: list  # of Source, in reading order
+    counts: np.ndarray  # (256,) for bytes or (0x110000,) for chars: occurrences of each symbol
+    unit: str
+
+    @property
+    def chars(self):
+        return int(self.counts.sum())
+
+    @property
+    def vocab(self):
+        """The symbols that occur, in increasing order: (V,) int32."""
+        return np.flatnonzero(self.counts).astype(np.int32)
+
+
+class Corpus(NamedTuple):
+    """A corpus ready to train on: its vocabulary, its two splits as index arrays
+    (memory-mapped for a prepared directory), its identity record and its unit."""
+
+    vocab: np.ndarray  # (V,) int32 code points (byte values for the unit "bytes"), in index order
+    train: np.ndarray  # (N_train,) indices
+    val: np.ndarray  # (N_val,) indices
+    identity: dict
+    unit: str
+
+
+def _bar(desc, total, quiet):
+    """A progress bar on stderr in MB and MB/s."""
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=sys.stderr, disable=quiet,
+                dynamic_ncols=True, mininterval=0.5, leave=False)
+
+
+# ----------------------------------------------------------------------------------------
+# Reading and decoding.
+
+
+def _open(path):
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise CharrnnError(f"{path}: corpus file not found") from None
+    except IsADirectoryError:
+        raise CharrnnError(
+            f"{path}: is a directory; prepare a folder of files first: charrnn prepare {path} --out DIR"
+        ) from None
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read corpus: {e.strerror}") from None
+
+
+class _Digest:
+    """The SHA-256 and the size of the bytes read, taken as they go by."""
+
+    def __init__(self):
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def update(self, raw):
+        self.sha256.update(raw)
+        self.bytes += len(raw)
+
+
+def _raw_chunks(path, chunk_size, hasher=None, bar=None):
+    """(offset, bytes) of the file, ``chunk_size`` bytes at a time."""
+    with _open(path) as f:
+        offset = 0
+        while True:
+            try:
+                raw = f.read(chunk_size)
+            except OSError as e:
+                raise CharrnnError(f"{path}: cannot read corpus: {e.strerror}") from None
+            if not raw:
+                return
+            if hasher is not None:
+                hasher.update(raw)
+            if bar is not None:
+                bar.update(len(raw))
+            yield offset, raw
+            offset += len(raw)
+
+
+def _code_points(text):
+    """The code points of a str: uint8 when it is ASCII (the common case, and a plain
+    copy), otherwise uint32."""
+    if text.isascii():
+        return np.frombuffer(text.encode("ascii"), np.uint8)
+    return np.frombuffer(text.encode("utf-32-le"), "<u4")
+
+
+def _not_utf8(path, e, offset):
+    """The one-line error for an invalid byte at absolute byte ``offset`` of ``path``."""
+    byte = e.object[e.start]
+    return CharrnnError(
+        f"{path}: not UTF-8 text (invalid byte 0x{byte:02x} at offset {offset}: {e.reason}); convert it "
+        "to UTF-8, or prepare it with charrnn prepare --errors replace (invalid bytes become U+FFFD) "
+        "or --bytes (a vocabulary of byte values)"
+    )
+
+
+def symbol_chunks(path, unit="chars", errors="strict", chunk_size=CHUNK, hasher=None, bar=None):
+    """The file's symbols, a chunk at a time: arrays of code points (uint8 or uint32), or of
+    byte values (uint8) for the unit ``"bytes"``.
+
+    A character whose bytes straddle two chunks comes whole with the later chunk; an
+    invalid byte raises CharrnnError naming the file and the byte's offset in it.
+    """
+    if unit == "bytes":
+        for _, raw in _raw_chunks(path, chunk_size, hasher, bar):
+            yield np.frombuffer(raw, np.uint8)
+        return
+    decoder = codecs.getincrementaldecoder("utf-8")(errors)
+    end = 0
+    for offset, raw in _raw_chunks(path, chunk_size, hasher, bar):
+        pending = len(decoder.getstate()[0])  # bytes of a character begun in the last chunk
+        try:
+            text = decoder.decode(raw)
+        except UnicodeDecodeError as e:  # its offsets count from the pending bytes
+            raise _not_utf8(path, e, offset - pending + e.start) from None
+        end = offset + len(raw)
+        if text:
+            yield _code_points(text)
+    pending = len(decoder.getstate()[0])
+    try:
+        text = decoder.decode(b"", final=True)  # a character cut off by the end of the file
+    except UnicodeDecodeError as e:
+        raise _not_utf8(path, e, end - pending + e.start) from None
+    if text:
+        yield _code_points(text)
+
+
+def _count(symbols, counts):
+    """Add the occurrences of each symbol to ``counts``, in cache-sized pieces."""
+    for i in range(0, len(symbols), COUNT_PIECE):
+        c = np.bincount(symbols[i:i + COUNT_PIECE])
+        counts[:len(c)] += c
+
+
+def scan(paths, unit="chars", errors="strict", chunk_size=CHUNK, quiet=True, desc="counting"):
+    """The first pass: every file's size, symbol count and SHA-256, and the counts of all
+    symbols. Raises CharrnnError for an unreadable file or invalid UTF-8."""
+    counts = np.zeros(256 if unit == "bytes" else MAX_CODE_POINT, np.int64)
+    sources = []
+    total = sum(_size(p) for p in paths)
+    with _bar(desc, total, quiet) as bar:
+        for path in paths:
+            digest, chars = _Digest(), 0
+            for symbols in symbol_chunks(path, unit, errors, chunk_size, digest, bar):
+                _count(symbols, counts)
+                chars += len(symbols)
+            sources.append(Source(os.path.abspath(path), digest.bytes, chars, digest.sha256.hexdigest()))
+    return Scan(sources, counts, unit)
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        raise CharrnnError(f"{path}: corpus file not found") from None
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read corpus: {e.strerror}") from None
+
+
+# ----------------------------------------------------------------------------------------
+# Encoding: symbols to indices through a lookup table.
+
+
+class _Lookup:
+    """Symbol -> index in ``vocab``, or V (no such symbol), one table entry per symbol."""
+
+    def __init__(self, vocab, unit):
+        self.V = len(vocab)
+        self.dtype = np.dtype(D.index_dtype(self.V))
+        self.table = np.full(256 if unit == "bytes" else MAX_CODE_POINT, self.V, D.index_dtype(self.V + 1))
+        self.table[vocab] = np.arange(self.V)
+        # Bytes to index bytes in one C call when every index and the marker fit a byte.
+        self.translation = self.table[:256].tobytes() if self.table.dtype == np.uint8 else None
+
+    def __call__(self, symbols):
+        """(N,) indices, V where a symbol is not in the vocabulary."""
+        if self.translation is not None and symbols.dtype == np.uint8:
+            return np.frombuffer(symbols.tobytes().translate(self.translation), np.uint8)
+        return self.table[symbols]
+
+
+def index_chunks(paths, vocab, unit="chars", errors="strict", chunk_size=CHUNK, skip_unknown=False, bar=None):
+    """The second pass: the files' indices in ``vocab``, a chunk at a time, in the
+    smallest unsigned type that holds them.
+
+    A symbol outside ``vocab`` is dropped with ``skip_unknown``; otherwise it means the file
+    changed after the first pass counted it, which is an error.
+    """
+    lookup = _Lookup(vocab, unit)
+    for path in paths:
+        for symbols in symbol_chunks(path, unit, errors, chunk_size, bar=bar):
+            idx = lookup(symbols)
+            if idx.max() >= lookup.V:
+                if not skip_unknown:
+                    unknown = np.unique(symbols[idx >= lookup.V])
+                    raise CharrnnError(
+                        f"{path}: changed while it was being read ({_describe(unknown, unit)} appeared "
+                        "after the first pass); read it again")
+                idx = idx[idx < lookup.V]
+            yield idx.astype(lookup.dtype, copy=False)
+
+
+def _describe(symbols, unit):
+    if unit == "bytes":
+        shown = ", ".join(f"0x{b:02x}" for b in symbols[:20])
+        return shown + (f" and {len(symbols) - 20} more" if len(symbols) > 20 else "")
+    return D.describe_chars(symbols)
+
+
+def _encode_into(out, paths, vocab, unit, errors, chunk_size, skip_unknown=False, bar=None):
+    """Fill the preallocated index array ``out`` with the second pass."""
+    pos = 0
+    for idx in index_chunks(paths, vocab, unit, errors, chunk_size, skip_unknown, bar):
+        if pos + len(idx) > len(out):
+            raise CharrnnError(f"{paths[-1]}: changed while it was being read (it grew); read it again")
+        out[pos:pos + len(idx)] = idx
+        pos += len(idx)
+    if pos != len(out):
+        raise CharrnnError(f"{paths[-1]}: changed while it was being read (it shrank); read it again")
+    return out
+
+
+def _unknown_in(scan_, vocab):
+    """The symbols counted in ``scan_`` that are not in ``vocab``, sorted."""
+    return np.setdiff1d(scan_.vocab, vocab)
+
+
+def read_indices(path, vocab, unit="chars", skip_unknown=False, chunk_size=CHUNK, quiet=True):
+    """A text file's indices in a given vocabulary (``charrnn eval --text``), and how many
+    symbols were not in it (dropped with ``skip_unknown``, an error otherwise)."""
+    s = scan([path], unit, "strict", chunk_size, quiet)
+    unknown = _unknown_in(s, vocab)
+    if len(unknown) and not skip_unknown:
+        raise CharrnnError(
+            f"{path}: {len(unknown)} {'byte value(s)' if unit == 'bytes' else 'character(s)'} not in the "
+            f"model's vocabulary: {_describe(unknown, unit)}; pass --skip-unknown to drop them")
+    skipped = int(s.counts[unknown].sum())
+    out = np.empty(s.chars - skipped, D.index_dtype(len(vocab)))
+    with _bar("encoding", sum(src.bytes for src in s.sources), quiet) as bar:
+        _encode_into(out, [path], vocab, unit, "strict", chunk_size, skip_unknown, bar)
+    return out, skipped
+
+
+# ----------------------------------------------------------------------------------------
+# A text file to train on directly.
+
+
+def _split_sizes(n, val_fraction, where, key):
+    """(train, val) lengths: the last ``val_fraction`` of the text is validation."""
+    n_val = int(n * val_fraction)
+    if val_fraction > 0 and n_val < 2:
+        raise CharrnnError(
+            f"{where}: {key} {val_fraction} of {n} characters leaves {n_val} for validation, 2 are "
+            f"needed; use a longer corpus or {key} 0")
+    return n - n_val, n_val
+
+
+def read_text_corpus(path, val_fraction, vocab=None, source=None, chunk_size=CHUNK, quiet=True):
+    """A UTF-8 text file as a Corpus, in two passes (count, then encode into one array).
+
+    The vocabulary is the text's own, or ``vocab`` (a resumed run), which it must fit.
+    """
+    size = _size(path)
+    no_bar = quiet or size < BAR_MIN_BYTES
+    s = scan([path], "chars", "strict", chunk_size, quiet=no_bar, desc=f"counting {os.path.basename(path)}")
+    if s.chars == 0:
+        raise CharrnnError(f"{path}: corpus is empty")
+    if vocab is None:
+        vocab = s.vocab
+    else:
+        unknown = _unknown_in(s, vocab)
+        if len(unknown):
+            raise CharrnnError(
+                f"{path}: does not match the vocabulary of {source}: {len(unknown)} character(s) not in "
+                f"the model's vocabulary: {D.describe_chars(unknown)}")
+    n_train, _ = _split_sizes(s.chars, val_fraction, path, "data.val_fraction")
+    data = np.empty(s.chars, D.index_dtype(len(vocab)))
+    with _bar(f"encoding {os.path.basename(path)}", size, no_bar) as bar:
+        _encode_into(data, [path], vocab, "chars", "strict", chunk_size, bar=bar)
+    src = s.sources[0]
+    identity = dict(kind="text", path=src.path, unit="chars", chars=s.chars, bytes=src.bytes, sha256=src.sha256)
+    return Corpus(np.asarray(vocab, np.int32), data[:n_train], data[n_train:], identity, "chars")
+
+
+# ----------------------------------------------------------------------------------------
+# Finding the files of `charrnn prepare`.
+
+
+def find_files(inputs, globs=(), exclude=None):
+    """The files to prepare, in reading order.
+
+    Each input is a file (taken as it is, in the order given) or a directory, whose files
+    are found recursively and taken in the sorted order of their paths (plain string
+    order), skipping names that begin with a dot (.git, .DS_Store) and the directory
+    ``exclude`` (the output). ``globs`` filter the files found in directories: a pattern
+    with a ``/`` is matched against the path below the directory, otherwise against the
+    file name (``fnmatch``, case-sensitive).
+    """
+    if not inputs:
+        raise UsageError("give at least one input file or directory")
+    exclude = os.path.realpath(exclude) if exclude else None
+    files = []
+    for inp in inputs:
+        if os.path.isfile(inp):
+            files.append(inp)
+            continue
+        if not os.path.isdir(inp):
+            raise CharrnnError(f"{inp}: input not found (expected a text file or a directory)")
+        found = []
+        for root, dirs, names in os.walk(inp):
+            dirs[:] = [d for d in dirs if not d.startswith(".") and os.path.realpath(os.path.join(root, d)) != exclude]
+            for name in names:
+                path = os.path.join(root, name)
+                rel = os.path.relpath(path, inp).replace(os.sep, "/")
+                if name.startswith(".") or not os.path.isfile(path):
+                    continue
+                if globs and not any(fnmatch.fnmatchcase(rel if "/" in g else name, g) for g in globs):
+                    continue
+                found.append((rel, path))
+        if not found:
+            what = f"matches --glob {' '.join(repr(g) for g in globs)}" if globs else "is a regular file"
+            raise CharrnnError(f"{inp}: no file in this directory {what}")
+        files.extend(path for _, path in sorted(found))
+    return files
+
+
+# ----------------------------------------------------------------------------------------
+# Prepared directories.
+
+
+def prepare(inputs, out, globs=(), val_fraction=0.1, errors="strict", unit="chars", overwrite=False,
+            chunk_size=CHUNK, quiet=True):
+    """Read, count and encode ``inputs`` into the prepared directory ``out``; returns its
+    meta.json as a dict. Every file is written to a temporary file in ``out`` and moved
+    into place; meta.json, which makes the directory a corpus, last."""
+    if unit not in UNITS:
+        raise UsageError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CharrnnError(f"{out}: exists and is not a directory")
+    if os.path.exists(out) and not overwrite:
+        raise CharrnnError(f"{out}: already exists; pass --overwrite to replace its {TRAIN_BIN}, {VAL_BIN} and {META}")
+    paths = find_files(inputs, globs, exclude=out)
+    s = scan(paths, unit, errors, chunk_size, quiet)
+    if s.chars == 0:
+        raise CharrnnError(f"{', '.join(inputs)}: no text to prepare (the {len(paths)} file(s) found are empty)")
+    vocab = s.vocab
+    n_train, n_val = _split_sizes(s.chars, val_fraction, ", ".join(inputs), "--val-fraction")
+    dtype = np.dtype(D.index_dtype(len(vocab))).newbyteorder("<")
+    os.makedirs(out, exist_ok=True)
+    meta_path = os.path.join(out, META)
+    if os.path.exists(meta_path):
+        os.unlink(meta_path)  # the directory is no corpus until the new meta.json is in place
+    with _bar("encoding", sum(src.bytes for src in s.sources), quiet) as bar:
+
+        def write_splits(train_file, val_file):
+            """One pass of encoding: the first n_train indices to train.bin, the rest to val.bin."""
+            pos = 0
+            for idx in index_chunks(paths, vocab, unit, errors, chunk_size, bar=bar):
+                head = max(0, min(len(idx), n_train - pos))
+                train_file.write(idx[:head].astype(dtype, copy=False).data)
+                val_file.write(idx[head:].astype(dtype, copy=False).data)
+                pos += len(idx)
+            if pos != s.chars:
+                raise CharrnnError(f"{', '.join(inputs)}: changed while being read ({s.chars}, then {pos} symbols)")
+
+        # val.bin is moved into place when the pass ends, train.bin just after it.
+        ckpt_io.atomic_write(os.path.join(out, TRAIN_BIN), lambda t: ckpt_io.atomic_write(
+            os.path.join(out, VAL_BIN), lambda v: write_splits(t, v)))
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "unit": unit,
+        "errors": errors if unit == "chars" else None,
+        "dtype": dtype.name,
+        "chars": s.chars,
+        "split": {"val_fraction": val_fraction, "train": n_train, "val": n_val},
+        "vocab": vocab.tolist(),
+        "counts": s.counts[vocab].tolist(),
+        "sources": [src._asdict() for src in s.sources],
+    }
+    # One key a line, each value on its line: readable, and short even for a large vocabulary.
+    text = "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n"
+    ckpt_io.atomic_write(meta_path, lambda f: f.write(text.encode("utf-8")))
+    return meta
+
+
+def _bad_meta(path, what):
+    return CharrnnError(f"{path}: not a valid prepared corpus: {what}; prepare it again with charrnn prepare")
+
+
+def read_meta(directory):
+    """meta.json of a prepared directory, validated; and the SHA-256 of its bytes."""
+    path = os.path.join(directory, META)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise CharrnnError(
+            f"{directory}: is a directory but not a prepared corpus (no {META}); prepare it with: "
+            f"charrnn prepare {directory} --out DIR") from None
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _bad_meta(path, f"not JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise _bad_meta(path, f"its 'format' is not {FORMAT!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CharrnnError(f"{path}: prepared corpus format version {meta.get('format_version')!r} is not "
+                           f"supported (expected {FORMAT_VERSION}); prepare it again with this charrnn")
+    try:
+        unit, split, dtype = meta["unit"], meta["split"], np.dtype(meta["dtype"])
+        vocab = np.asarray(meta["vocab"], np.int64)
+        n_train, n_val = int(split["train"]), int(split["val"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise _bad_meta(path, f"missing or malformed key ({type(e).__name__}: {e})") from None
+    limit = 256 if unit == "bytes" else MAX_CODE_POINT
+    if unit not in UNITS:
+        raise _bad_meta(path, f"'unit' must be one of {', '.join(UNITS)}, got {unit!r}")
+    if vocab.ndim != 1 or len(vocab) < 1 or np.any(np.diff(vocab) <= 0) or vocab[0] < 0 or vocab[-1] >= limit:
+        raise _bad_meta(path, "'vocab' must be increasing distinct code points (byte values for the unit bytes)")
+    if dtype != np.dtype(D.index_dtype(len(vocab))):
+        raise _bad_meta(path, f"'dtype' {dtype} does not fit a vocabulary of {len(vocab)}")
+    if n_train < 0 or n_val < 0:
+        raise _bad_meta(path, "negative split sizes")
+    return meta, hashlib.sha256(raw).hexdigest()
+
+
+def _map(path, dtype, n):
+    """The file as a read-only memory-mapped (n,) array, checking its size."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read: {e.strerror}") from None
+    if size != n * dtype.itemsize:
+        raise CharrnnError(
+            f"{path}: is {size} bytes, but meta.json says {n} indices of {dtype.itemsize} byte(s); "
+            "the directory is damaged or half-written: prepare it again")
+    if n == 0:
+        return np.empty(0, dtype)  # mmap cannot map an empty file
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
+
+
+def prepared_dir(path):
+    """The prepared directory that ``path`` names (the directory itself or its meta.json),
+    or None when it names something else."""
+    if os.path.isdir(path):
+        return path
+    if os.path.basename(path) == META and os.path.isfile(path):
+        return os.path.dirname(path) or "."
+    return None
+
+
+def open_prepared(directory, vocab=None, unit=None, source=None):
+    """A prepared directory as a Corpus whose splits are memory-mapped, read-only.
+
+    ``vocab`` / ``unit``: those of a resumed run, which the directory's must equal.
+    """
+    meta, digest = read_meta(directory)
+    dtype = np.dtype(meta["dtype"]).newbyteorder("<")
+    own = np.asarray(meta["vocab"], np.int32)
+    if unit is not None and unit != meta["unit"]:
+        raise CharrnnError(f"{directory}: its unit is {meta['unit']}, but {source} was trained on {unit}")
+    if vocab is not None and not np.array_equal(own, vocab):
+        extra = np.setdiff1d(own, vocab)
+        detail = f"; it has {_describe(extra, meta['unit'])} that the model lacks" if len(extra) else ""
+        raise CharrnnError(
+            f"{directory}: its vocabulary ({len(own)} symbols) differs from that of {source} "
+            f"({len(vocab)}){detail}")
+    train = _map(os.path.join(directory, TRAIN_BIN), dtype, meta["split"]["train"])
+    val = _map(os.path.join(directory, VAL_BIN), dtype, meta["split"]["val"])
+    identity = dict(kind="prepared", path=os.path.abspath(directory), unit=meta["unit"],
+                    chars=len(train) + len(val), bytes=train.nbytes + val.nbytes, sha256=digest)
+    return Corpus(own, train, val, identity, meta["unit"])
+
+
+def open_corpus(path, val_fraction=0.1, vocab=None, unit=None, source=None, quiet=True, chunk_size=CHUNK):
+    """The corpus at ``path``: a prepared directory (or its meta.json), memory-mapped, or a
+    UTF-8 text file, read and encoded in chunks (``val_fraction`` applies to it; a prepared
+    directory keeps the split it was prepared with).
+
+    ``vocab`` / ``unit``: those of a resumed run (``source``, for messages), which the
+    corpus must fit.
+    """
+    directory = prepared_dir(path)
+    if directory is not None:
+        return open_prepared(directory, vocab, unit, source)
+    if unit is not None and unit != "chars":
+        raise CharrnnError(f"{path}: {source} was trained on {unit}; a text file is read as UTF-8 characters "
+                           "(train on the directory that charrnn prepare --bytes made)")
+    return read_text_corpus(path, val_fraction, vocab, source, chunk_size, quiet)
+
+
+def remap(indices, from_vocab, to_vocab, unit="chars", skip_unknown=False, where="text", chunk=CHUNK):
+    """Indices in ``from_vocab`` as indices in ``to_vocab``, read ``chunk`` at a time (e.g.
+    a memory-mapped split), and how many were dropped as unknown (``skip_unknown``)."""
+    if np.array_equal(from_vocab, to_vocab):
+        return indices, 0
+    present = np.zeros(len(from_vocab), bool)
+    for i in range(0, len(indices), chunk):
+        present |= np.bincount(indices[i:i + chunk], minlength=len(from_vocab)) > 0
+    unknown = np.setdiff1d(from_vocab[present], to_vocab)
+    if len(unknown) and not skip_unknown:
+        kind = "byte value(s)" if unit == "bytes" else "character(s)"
+        raise CharrnnError(f"{where}: {len(unknown)} {kind} not in the model's vocabulary: {_describe(unknown, unit)}; "
+                           "pass --skip-unknown to drop them")
+    lookup = _Lookup(to_vocab, unit)
+    table = lookup.table[from_vocab]  # from-index -> to-index (or V)
+    parts, skipped = [], 0
+    for i in range(0, len(indices), chunk):
+        idx = table[indices[i:i + chunk]]
+        keep = idx < lookup.V
+        skipped += int((~keep).sum())
+        parts.append(idx[keep].astype(lookup.dtype, copy=False))
+    out = np.concatenate(parts) if parts else np.empty(0, lookup.dtype)
+    return out, skipped
