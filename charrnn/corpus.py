@@ -19,8 +19,8 @@ text. Indices use the smallest unsigned type that holds the vocabulary.
 Prepared directories (``charrnn prepare``; nanoGPT's way) hold ``train.bin`` and
 ``val.bin``, the raw little-endian indices, and ``meta.json``: the format version, the
 vocabulary with counts, the unit, the sources with their sizes and hashes, the number
-of characters and the split. Training memory-maps the two files read-only, so resident
-memory does not grow with the corpus.
+of characters and the split. Training reads from the two files just the positions each
+step needs (``DiskIndices``), so resident memory does not grow with the corpus.
 
 Identity. Every corpus comes with a small record saying which text it is, for
 ``--resume`` to compare: ``kind`` ("text" or "prepared"), ``path`` (absolute), ``unit``,
@@ -82,7 +82,7 @@ class Scan(NamedTuple):
 
 class Corpus(NamedTuple):
     """A corpus ready to train on: its vocabulary, its two splits as index arrays
-    (memory-mapped for a prepared directory), its identity record and its unit."""
+    (DiskIndices for a prepared directory), its identity record and its unit."""
 
     vocab: np.ndarray  # (V,) int32 code points (byte values for the unit "bytes"), in index order
     train: np.ndarray  # (N_train,) indices
@@ -362,8 +362,8 @@ def find_files(inputs, globs=(), exclude=None):
     are found recursively and taken in the sorted order of their paths (plain string
     order), skipping names that begin with a dot (.git, .DS_Store) and the directory
     ``exclude`` (the output). ``globs`` filter the files found in directories: a pattern
-    with a ``/`` is matched against the path below the directory, otherwise against the
-    file name (``fnmatch``, case-sensitive).
+    with a ``/`` is matched against the path below the directory (where ``*`` matches a
+    ``/`` too), otherwise against the file name (``fnmatch``, case-sensitive).
     """
     if not inputs:
         raise UsageError("give at least one input file or directory")
@@ -496,8 +496,77 @@ def read_meta(directory):
     return meta, hashlib.sha256(raw).hexdigest()
 
 
-def _map(path, dtype, n):
-    """The file as a read-only memory-mapped (n,) array, checking its size."""
+class DiskIndices:
+    """A read-only 1-D array of indices in a file (train.bin, val.bin), read on demand.
+
+    Indexing it with an array of positions (a batch's (T+1, B) offsets, a chunk of an
+    evaluation) reads just those positions with ``os.pread``, one read per run of
+    consecutive positions; a slice is a view of part of the file; ``np.asarray`` reads
+    the whole of it (tests do, training never does).
+
+    Why reads and not a memory map: the Linux page cache now keeps files in large folios,
+    and touching one byte of a mapping maps the whole folio (up to 2 MB) into the
+    process. A batch touches B places, so a mapped corpus's resident memory grew with
+    its size: a 40 MB train.bin was all resident after the first step (measured). Reads
+    copy the few KB a step needs and leave the file in the page cache, which is shared
+    and which the kernel reclaims when memory is short, not in the process.
+    """
+
+    ndim = 1
+
+    def __init__(self, path, dtype, length, start=0, file=None):
+        self.path, self.dtype, self.length, self.start = path, np.dtype(dtype), length, start
+        self._file = file if file is not None else open(path, "rb", buffering=0)  # views share it
+
+    def __len__(self):
+        return self.length
+
+    @property
+    def shape(self):
+        return (self.length,)
+
+    @property
+    def nbytes(self):
+        return self.length * self.dtype.itemsize
+
+    def _read(self, first, count):
+        """``count`` indices from position ``first``, as bytes."""
+        n = count * self.dtype.itemsize
+        raw = os.pread(self._file.fileno(), n, (self.start + first) * self.dtype.itemsize)
+        if len(raw) != n:
+            raise CharrnnError(f"{self.path}: shorter than meta.json says (it changed after it was opened)")
+        return raw
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            first, stop, step = key.indices(self.length)
+            if step != 1:
+                raise IndexError("only contiguous slices of a DiskIndices")
+            return DiskIndices(self.path, self.dtype, max(stop - first, 0), self.start + first, self._file)
+        idx = np.asarray(key, dtype=np.int64)
+        if idx.size == 0:
+            return np.empty(idx.shape, self.dtype)
+        if idx.min() < 0 or idx.max() >= self.length:
+            raise IndexError(f"position out of range for {self.length} indices")
+        if idx.ndim == 2 and idx.shape[0] > 1 and (np.diff(idx, axis=0) == 1).all():
+            # A (T, B) block whose columns are runs, as a batch is: one read per column.
+            raw = b"".join(self._read(first, idx.shape[0]) for first in idx[0].tolist())
+            return np.ascontiguousarray(np.frombuffer(raw, self.dtype).reshape(idx.shape[::-1]).T)
+        flat = idx.ravel()
+        positions = np.unique(flat)  # sorted; runs of consecutive ones are read at once
+        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+        firsts = positions[np.r_[0, breaks]].tolist()
+        counts = np.diff(np.r_[0, breaks, len(positions)]).tolist()
+        values = np.frombuffer(b"".join(self._read(f, c) for f, c in zip(firsts, counts)), self.dtype)
+        return values[np.searchsorted(positions, flat)].reshape(idx.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.frombuffer(self._read(0, self.length), self.dtype) if self.length else np.empty(0, self.dtype)
+        return a if dtype is None else a.astype(dtype)
+
+
+def _open_split(path, dtype, n):
+    """A split file as DiskIndices of n indices, checking its size."""
     try:
         size = os.path.getsize(path)
     except OSError as e:
@@ -506,9 +575,10 @@ def _map(path, dtype, n):
         raise CharrnnError(
             f"{path}: is {size} bytes, but meta.json says {n} indices of {dtype.itemsize} byte(s); "
             "the directory is damaged or half-written: prepare it again")
-    if n == 0:
-        return np.empty(0, dtype)  # mmap cannot map an empty file
-    return np.memmap(path, dtype=dtype, mode="r", shape=(n,))
+    try:
+        return DiskIndices(path, dtype, n)
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read: {e.strerror}") from None
 
 
 def prepared_dir(path):
@@ -522,7 +592,7 @@ def prepared_dir(path):
 
 
 def open_prepared(directory, vocab=None, unit=None, source=None):
-    """A prepared directory as a Corpus whose splits are memory-mapped, read-only.
+    """A prepared directory as a Corpus whose splits are read from disk on demand.
 
     ``vocab`` / ``unit``: those of a resumed run, which the directory's must equal.
     """
@@ -537,15 +607,15 @@ def open_prepared(directory, vocab=None, unit=None, source=None):
         raise CharrnnError(
             f"{directory}: its vocabulary ({len(own)} symbols) differs from that of {source} "
             f"({len(vocab)}){detail}")
-    train = _map(os.path.join(directory, TRAIN_BIN), dtype, meta["split"]["train"])
-    val = _map(os.path.join(directory, VAL_BIN), dtype, meta["split"]["val"])
+    train = _open_split(os.path.join(directory, TRAIN_BIN), dtype, meta["split"]["train"])
+    val = _open_split(os.path.join(directory, VAL_BIN), dtype, meta["split"]["val"])
     identity = dict(kind="prepared", path=os.path.abspath(directory), unit=meta["unit"],
                     chars=len(train) + len(val), bytes=train.nbytes + val.nbytes, sha256=digest)
     return Corpus(own, train, val, identity, meta["unit"])
 
 
 def open_corpus(path, val_fraction=0.1, vocab=None, unit=None, source=None, quiet=True, chunk_size=CHUNK):
-    """The corpus at ``path``: a prepared directory (or its meta.json), memory-mapped, or a
+    """The corpus at ``path``: a prepared directory (or its meta.json), read on demand, or a
     UTF-8 text file, read and encoded in chunks (``val_fraction`` applies to it; a prepared
     directory keeps the split it was prepared with).
 
@@ -563,7 +633,7 @@ def open_corpus(path, val_fraction=0.1, vocab=None, unit=None, source=None, quie
 
 def remap(indices, from_vocab, to_vocab, unit="chars", skip_unknown=False, where="text", chunk=CHUNK):
     """Indices in ``from_vocab`` as indices in ``to_vocab``, read ``chunk`` at a time (e.g.
-    a memory-mapped split), and how many were dropped as unknown (``skip_unknown``)."""
+    a split on disk), and how many were dropped as unknown (``skip_unknown``)."""
     if np.array_equal(from_vocab, to_vocab):
         return indices, 0
     present = np.zeros(len(from_vocab), bool)

@@ -34,7 +34,7 @@ def evaluate(params, spec, data, batch_size=32, seq_length=128, progress=None):
     Predicts characters 1..N-1 from the ones before them, in ``batch_size`` streams of
     consecutive characters (each stream starts from a zero state), ``seq_length`` at a time.
     Each chunk of (T, B) inputs is gathered from ``data`` when it is needed, so memory does
-    not grow with the text and ``data`` may be memory-mapped. ``progress``, if given, is
+    not grow with the text and ``data`` may be read from disk. ``progress``, if given, is
     called with the number of characters predicted after each chunk.
     """
     pairs = len(data) - 1

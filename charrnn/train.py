@@ -53,9 +53,9 @@ def load_corpus(cfg, vocab=None, source=None, unit=None, quiet=True):
     """The corpus of ``cfg.data``: a ``corpus.Corpus`` (vocab, train, val, identity, unit).
 
     ``data.path`` is a text file, read in chunks, whose vocabulary comes from the whole
-    text (so the held-out part has no unknown characters), or a prepared directory,
-    memory-mapped. ``vocab`` / ``unit`` are those of a resumed run (``source``), which the
-    corpus must fit.
+    text (so the held-out part has no unknown characters), or a prepared directory, read
+    from disk as needed. ``vocab`` / ``unit`` are those of a resumed run (``source``),
+    which the corpus must fit.
     """
     return corpus.open_corpus(cfg.data.path, cfg.data.val_fraction, vocab, unit, source, quiet)
 

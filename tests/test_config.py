@@ -101,3 +101,12 @@ def test_readme_documents_every_config_key():
     readme = open(os.path.join(os.path.dirname(CONFIGS), "README.md"), encoding="utf-8").read()
     missing = [k for k in C.all_keys() if f"| `{k}` |" not in readme]
     assert not missing, f"config keys missing from the README's reference: {missing}"
+
+
+def test_built_in_default_config_is_configs_default_yaml():
+    """`charrnn train --data PATH` without --config trains configs/default.yaml's settings."""
+    shipped = C.to_dict(C.load(os.path.join(CONFIGS, "default.yaml")))
+    built_in = C.to_dict(C.default_config(os.path.join(CONFIGS, "..", "data", "shakespeare_tiny.txt")))
+    for d in (shipped, built_in):
+        d["train"].pop("out_dir")
+    assert built_in == shipped
