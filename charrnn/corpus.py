@@ -1,20 +1,29 @@
 """Corpora on disk, of any size: text files and prepared directories, read in chunks.
 
-Reading. A file is read ``chunk_size`` bytes at a time (4 MiB by default) and decoded as
-strict UTF-8 by an incremental decoder, so a character split across two chunks is simply
-completed by the next one; an invalid byte is a one-line error naming the file and its
-byte offset. ``errors="replace"`` turns invalid bytes into U+FFFD; the unit ``"bytes"``
-skips decoding and takes every byte as a symbol (char-rnn's way, for text that is not
-UTF-8 or not text at all). Files are joined as they are, each decoded on its own.
+Reading. A file is read ``chunk_size`` bytes at a time (4 MiB by default), and each
+chunk is cut at a character boundary: the bytes of a character begun at its end go on
+to the next piece, so every piece is whole UTF-8 and decodes on its own, to exactly
+what decoding the whole file would give (what an incremental decoder does, and the
+pieces can then also be worked on as bytes). Strict UTF-8 by default: an invalid byte
+is a one-line error naming the file and its byte offset. ``errors="replace"`` turns
+invalid bytes into U+FFFD; the unit ``"bytes"`` skips decoding and takes every byte as a
+symbol (char-rnn's way, for text that is not UTF-8 or not text at all). Files are joined
+as they are, each decoded on its own.
 
-Two passes, linear in the text. The first counts every code point (``np.bincount`` of
-each chunk, a few hundred thousand at a time, into one count per possible code point)
-and hashes the bytes (SHA-256); the vocabulary is then the code points that occur, in
-increasing order: exactly ``np.unique`` of the whole text, so runs and checkpoints made
-before this module keep their indices. The second pass maps every chunk to indices
-through a lookup table (one entry per possible code point) into an array allocated
-once: a text file's memory is its index array plus a few chunks, never copies of the
-text. Indices use the smallest unsigned type that holds the vocabulary.
+Two passes, linear in the text. The first checks the UTF-8, counts every code point
+(``np.bincount``, a few hundred thousand at a time, into one count per possible code
+point) and hashes the bytes (SHA-256); the vocabulary is then the code points that
+occur, in increasing order: exactly ``np.unique`` of the whole text, so runs and
+checkpoints made before this module keep their indices. The second pass maps every
+piece to indices through a lookup table (one entry per possible code point) into an
+array allocated once: a text file's memory is its index array plus a few pieces, never
+copies of the text. Indices use the smallest unsigned type that holds the vocabulary.
+
+Speed (benchmarks/corpus.py) comes from never touching characters one at a time in
+Python and from doing ASCII, most of most text, as bytes: a pure-ASCII piece is its own
+code points; in valid UTF-8 the ASCII bytes are the ASCII characters, so the first pass
+counts bytes and decodes only the rest, and the second translates bytes to indices with
+``bytes.translate`` and looks up only the non-ASCII characters.
 
 Prepared directories (``charrnn prepare``; nanoGPT's way) hold ``train.bin`` and
 ``val.bin``, the raw little-endian indices, and ``meta.json``: the format version, the
@@ -31,7 +40,6 @@ which holds every source's hash and the options it was prepared with). An edit o
 .bin file that keeps its size is not seen: that would mean reading all of it at start-up.
 """
 
-import codecs
 import fnmatch
 import hashlib
 import json
@@ -145,6 +153,44 @@ def _raw_chunks(path, chunk_size, hasher=None, bar=None):
             offset += len(raw)
 
 
+ASCII = bytes(range(0x80))
+CONTINUATION = bytes(range(0x80, 0xC0))  # the bytes that continue a multibyte UTF-8 character
+
+
+def _cut(data):
+    """Where to cut UTF-8 ``data`` so that no character is split: before the first byte of
+    a multibyte character among the last four bytes, if its remaining bytes may be missing.
+
+    A UTF-8 decoder never takes a byte that is not a continuation byte as part of an
+    earlier character, so decoding the pieces cut there, one by one, gives exactly what
+    decoding the whole file gives, invalid bytes and their offsets included.
+    """
+    for i in range(len(data) - 1, max(len(data) - 5, -1), -1):
+        b = data[i]
+        if b < 0x80:  # ASCII: complete
+            return len(data)
+        if b >= 0xC0:  # a lead byte (or an invalid one): its character needs this many bytes
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return i if len(data) - i < need else len(data)
+    return len(data)
+
+
+def _pieces(path, unit, chunk_size, hasher=None, bar=None):
+    """(offset, bytes) of the file, about ``chunk_size`` bytes at a time; for the unit chars,
+    each piece ends at a character boundary (the bytes of a character begun at the end of
+    a chunk are carried over to the next piece)."""
+    carry, end = b"", 0
+    for offset, raw in _raw_chunks(path, chunk_size, hasher, bar):
+        data = carry + raw if carry else raw
+        end = offset + len(raw)
+        cut = len(data) if unit == "bytes" else _cut(data)
+        carry = data[cut:]
+        if cut:
+            yield end - len(data), data[:cut]
+    if carry:  # a character cut off by the end of the file: decoding it reports it
+        yield end - len(carry), carry
+
+
 def _code_points(text):
     """The code points of a str: uint8 when it is ASCII (the common case, and a plain
     copy), otherwise uint32."""
@@ -153,51 +199,39 @@ def _code_points(text):
     return np.frombuffer(text.encode("utf-32-le"), "<u4")
 
 
-def _not_utf8(path, e, offset):
-    """The one-line error for an invalid byte at absolute byte ``offset`` of ``path``."""
-    byte = e.object[e.start]
-    return CharrnnError(
-        f"{path}: not UTF-8 text (invalid byte 0x{byte:02x} at offset {offset}: {e.reason}); convert it "
-        "to UTF-8, or prepare it with charrnn prepare --errors replace (invalid bytes become U+FFFD) "
-        "or --bytes (a vocabulary of byte values)"
-    )
+def _non_ascii(piece):
+    """The code points of the non-ASCII characters of valid UTF-8 ``piece``, in order: its
+    bytes without the ASCII ones are the UTF-8 of just those characters."""
+    return np.frombuffer(piece.translate(None, ASCII).decode("utf-8").encode("utf-32-le"), "<u4")
 
 
-def symbol_chunks(path, unit="chars", errors="strict", chunk_size=CHUNK, hasher=None, bar=None):
-    """The file's symbols, a chunk at a time: arrays of code points (uint8 or uint32), or of
-    byte values (uint8) for the unit ``"bytes"``.
-
-    A character whose bytes straddle two chunks comes whole with the later chunk; an
-    invalid byte raises CharrnnError naming the file and the byte's offset in it.
-    """
-    if unit == "bytes":
-        for _, raw in _raw_chunks(path, chunk_size, hasher, bar):
-            yield np.frombuffer(raw, np.uint8)
-        return
-    decoder = codecs.getincrementaldecoder("utf-8")(errors)
-    end = 0
-    for offset, raw in _raw_chunks(path, chunk_size, hasher, bar):
-        pending = len(decoder.getstate()[0])  # bytes of a character begun in the last chunk
-        try:
-            text = decoder.decode(raw)
-        except UnicodeDecodeError as e:  # its offsets count from the pending bytes
-            raise _not_utf8(path, e, offset - pending + e.start) from None
-        end = offset + len(raw)
-        if text:
-            yield _code_points(text)
-    pending = len(decoder.getstate()[0])
+def _decode(path, offset, piece, errors):
     try:
-        text = decoder.decode(b"", final=True)  # a character cut off by the end of the file
+        return piece.decode("utf-8", errors)
     except UnicodeDecodeError as e:
-        raise _not_utf8(path, e, end - pending + e.start) from None
-    if text:
-        yield _code_points(text)
+        byte = e.object[e.start]
+        raise CharrnnError(
+            f"{path}: not UTF-8 text (invalid byte 0x{byte:02x} at offset {offset + e.start}: {e.reason}); "
+            "convert it to UTF-8, or prepare it with charrnn prepare --errors replace (invalid bytes "
+            "become U+FFFD) or --bytes (a vocabulary of byte values)") from None
 
 
-def _count(symbols, counts):
-    """Add the occurrences of each symbol to ``counts``, in cache-sized pieces."""
+def symbol_chunks(path, unit="chars", errors="strict", chunk_size=CHUNK):
+    """The file's symbols, a piece at a time: arrays of code points (uint8 or uint32), or of
+    byte values (uint8) for the unit ``"bytes"``. An invalid byte raises CharrnnError
+    naming the file and the byte's offset in it."""
+    for offset, piece in _pieces(path, unit, chunk_size):
+        if unit == "bytes":
+            yield np.frombuffer(piece, np.uint8)
+        else:
+            yield _code_points(_decode(path, offset, piece, errors))
+
+
+def _count(symbols, counts, below=None):
+    """Add the occurrences of each symbol (only those under ``below``) to ``counts``, in
+    cache-sized pieces."""
     for i in range(0, len(symbols), COUNT_PIECE):
-        c = np.bincount(symbols[i:i + COUNT_PIECE])
+        c = np.bincount(symbols[i:i + COUNT_PIECE])[:below]
         counts[:len(c)] += c
 
 
@@ -210,9 +244,19 @@ def scan(paths, unit="chars", errors="strict", chunk_size=CHUNK, quiet=True, des
     with _bar(desc, total, quiet) as bar:
         for path in paths:
             digest, chars = _Digest(), 0
-            for symbols in symbol_chunks(path, unit, errors, chunk_size, digest, bar):
-                _count(symbols, counts)
-                chars += len(symbols)
+            for offset, piece in _pieces(path, unit, chunk_size, digest, bar):
+                if unit == "bytes" or piece.isascii():
+                    _count(np.frombuffer(piece, np.uint8), counts)
+                    chars += len(piece)
+                    continue
+                text = _decode(path, offset, piece, errors)  # checks the UTF-8, whatever comes next
+                chars += len(text)
+                if errors == "strict" and len(piece) - len(text) < len(piece) // 8:
+                    # Valid and mostly ASCII: its ASCII bytes are its ASCII characters.
+                    _count(np.frombuffer(piece, np.uint8), counts, below=0x80)
+                    _count(_non_ascii(piece), counts)
+                else:
+                    _count(_code_points(text), counts)
             sources.append(Source(os.path.abspath(path), digest.bytes, chars, digest.sha256.hexdigest()))
     return Scan(sources, counts, unit)
 
@@ -228,6 +272,10 @@ def _size(path):
 
 # ----------------------------------------------------------------------------------------
 # Encoding: symbols to indices through a lookup table.
+
+
+class _Changed(Exception):
+    """The second pass met bytes that the first pass did not see."""
 
 
 class _Lookup:
@@ -247,21 +295,49 @@ class _Lookup:
             return np.frombuffer(symbols.tobytes().translate(self.translation), np.uint8)
         return self.table[symbols]
 
+    def utf8(self, piece):
+        """The indices of the characters of valid UTF-8 ``piece`` without decoding all of it
+        (with ``translation``): its bytes less the continuation bytes are one byte per
+        character, ASCII bytes translate to their indices in one call, and only the
+        characters at the lead bytes are decoded and looked up."""
+        heads = piece.translate(None, CONTINUATION)
+        idx = np.frombuffer(bytearray(heads.translate(self.translation)), np.uint8)
+        lead = np.flatnonzero(np.frombuffer(heads, np.uint8) >= 0xC0)
+        try:
+            others = _non_ascii(piece)
+        except UnicodeDecodeError:
+            raise _Changed() from None
+        if len(others) != len(lead):
+            raise _Changed()
+        idx[lead] = self.table[others]
+        return idx
+
 
 def index_chunks(paths, vocab, unit="chars", errors="strict", chunk_size=CHUNK, skip_unknown=False, bar=None):
-    """The second pass: the files' indices in ``vocab``, a chunk at a time, in the
-    smallest unsigned type that holds them.
+    """The second pass: the files' indices in ``vocab``, a piece at a time, in the smallest
+    unsigned type that holds them. It expects files that ``scan`` has read (and checked).
 
     A symbol outside ``vocab`` is dropped with ``skip_unknown``; otherwise it means the file
     changed after the first pass counted it, which is an error.
     """
     lookup = _Lookup(vocab, unit)
     for path in paths:
-        for symbols in symbol_chunks(path, unit, errors, chunk_size, bar=bar):
-            idx = lookup(symbols)
+        for offset, piece in _pieces(path, unit, chunk_size, bar=bar):
+            try:
+                if unit == "bytes" or piece.isascii():
+                    idx = lookup(np.frombuffer(piece, np.uint8))
+                elif errors == "strict" and lookup.translation is not None:
+                    idx = lookup.utf8(piece)
+                else:
+                    idx = lookup(_code_points(_decode(path, offset, piece, errors)))
+            except (_Changed, CharrnnError):
+                raise CharrnnError(f"{path}: changed while it was being read (its bytes at offset {offset} "
+                                   "differ from the first pass); read it again") from None
             if idx.max() >= lookup.V:
                 if not skip_unknown:
-                    unknown = np.unique(symbols[idx >= lookup.V])
+                    symbols = (np.frombuffer(piece, np.uint8) if unit == "bytes"
+                               else _code_points(piece.decode("utf-8", "replace")))
+                    unknown = np.unique(symbols[lookup.table[symbols] >= lookup.V])
                     raise CharrnnError(
                         f"{path}: changed while it was being read ({_describe(unknown, unit)} appeared "
                         "after the first pass); read it again")

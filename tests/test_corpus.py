@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from charrnn import corpus as CO
 from charrnn import data as D
@@ -29,10 +31,54 @@ def test_characters_straddling_chunk_boundaries_decode_whole(tmp_path, chunk_siz
     assert list(got) == [ord(c) for c in UNICODE]
 
 
+# Bytes that make UTF-8 and its failures: ASCII, lead bytes of every length, continuation
+# bytes, and bytes that never occur in UTF-8.
+UTF8ISH = st.lists(st.sampled_from([b"a", b"\n", "é".encode(), "春".encode(), "🙂".encode(), b"\xc3", b"\xe6\x98",
+                                    b"\xf0\x9f", b"\x80", b"\xbf", b"\xff", b"\xc0\xaf"]), max_size=40).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=UTF8ISH, chunk_size=st.integers(1, 9))
+def test_pieces_decode_to_what_the_whole_file_decodes_to(tmp_path_factory, raw, chunk_size):
+    """Cut at character boundaries, the pieces decode (strictly, or with replacement) to
+    exactly what the whole file does, and an invalid byte is reported at the same offset."""
+    path = tmp_path_factory.mktemp("p") / "x.txt"
+    path.write_bytes(raw)
+    pieces = list(CO._pieces(str(path), "chars", chunk_size))
+    assert b"".join(p for _, p in pieces) == raw
+    assert [off for off, _ in pieces] == list(np.cumsum([0] + [len(p) for _, p in pieces])[:-1])
+    assert "".join(p.decode("utf-8", "replace") for _, p in pieces) == raw.decode("utf-8", "replace")
+    try:
+        raw.decode("utf-8")
+        expected = None
+    except UnicodeDecodeError as e:
+        expected = f"at offset {e.start}:"
+    if expected is None:
+        assert "".join(map(chr, symbols_of(path, chunk_size))) == raw.decode("utf-8")
+    else:
+        with pytest.raises(CharrnnError, match=expected):
+            symbols_of(path, chunk_size)
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["bytes-path", "decoding-path"])
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 4, 5, 13, CO.CHUNK])
+def test_both_encoding_paths_give_todays_indices(tmp_path, chunk_size, wide):
+    """Up to 255 characters, valid UTF-8 is encoded as bytes (ASCII translated, only the
+    other characters decoded); with more, by decoding. Both give ``encode``'s indices."""
+    text = UNICODE + ("".join(map(chr, range(0x3400, 0x3400 + 300))) if wide else "")
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    s = CO.scan([str(path)], chunk_size=chunk_size)
+    assert np.array_equal(s.vocab, D.build_vocab(text))
+    assert (CO._Lookup(s.vocab, "chars").translation is None) == wide  # which path is taken
+    got = np.concatenate(list(CO.index_chunks([str(path)], s.vocab, chunk_size=chunk_size)))
+    assert got.dtype == np.dtype(D.index_dtype(len(s.vocab))) and np.array_equal(got, D.encode(text, s.vocab))
+
+
 def test_text_file_gives_todays_vocabulary_and_indices(tmp_path):
     """np.unique and searchsorted (the code before chunked reading) and the chunked two
     passes agree, so existing runs and checkpoints stay valid."""
-    for text in (open(CORPUS, encoding="utf-8").read(), UNICODE):
+    for text in (open(CORPUS, encoding="utf-8").read(20000), UNICODE):
         path = tmp_path / "c.txt"
         path.write_text(text, encoding="utf-8")
         c = CO.read_text_corpus(str(path), 0.1, chunk_size=5)
