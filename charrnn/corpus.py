@@ -462,9 +462,10 @@ def find_files(inputs, globs=(), exclude=None):
                 if globs and not any(fnmatch.fnmatchcase(rel if "/" in g else name, g) for g in globs):
                     continue
                 found.append((rel, path))
+        if not found and globs:
+            raise CharrnnError(f"{inp}: no file in this directory matches --glob {' '.join(repr(g) for g in globs)}")
         if not found:
-            what = f"matches --glob {' '.join(repr(g) for g in globs)}" if globs else "is a regular file"
-            raise CharrnnError(f"{inp}: no file in this directory {what}")
+            raise CharrnnError(f"{inp}: no files in this directory (names that begin with a dot are skipped)")
         files.extend(path for _, path in sorted(found))
     return files
 

@@ -218,6 +218,10 @@ def test_find_files_errors(tmp_path):
         CO.find_files([str(tmp_path / "missing")])
     with pytest.raises(CharrnnError, match=r"src: no file in this directory matches --glob '\*.rs'"):
         CO.find_files([str(tmp_path / "src")], globs=["*.rs"])
+    (tmp_path / "only-hidden" / ".git").mkdir(parents=True)
+    (tmp_path / "only-hidden" / ".git" / "HEAD").write_text("ref\n")
+    with pytest.raises(CharrnnError, match="only-hidden: no files in this directory"):
+        CO.find_files([str(tmp_path / "only-hidden")])
     with pytest.raises(UsageError):
         CO.find_files([])
 

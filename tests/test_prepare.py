@@ -384,3 +384,18 @@ def test_train_data_overrides_the_config_path(tmp_path, write_config, monkeypatc
     r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "--data", a)
     one_line_error(r, 2, "--data")
     one_line_error(run("train"), 2, "--data PATH", "--config FILE")
+
+
+def test_eval_of_a_long_text_shows_a_progress_bar(tmp_path, write_config, monkeypatch):
+    from charrnn import cli
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(20000), encoding="utf-8")
+    assert run("train", "--config", small_config(write_config, corpus, steps=2), "-q").exit_code == 0
+    ck = tmp_path / "run" / "ckpt.npz"
+    monkeypatch.setattr(cli, "EVAL_BAR_CHARS", 10_000)  # "long", scaled down with the text
+    short = run("eval", "--checkpoint", ck)  # the validation split: 2,000 characters
+    long = run("eval", "--checkpoint", ck, "--text", corpus, "--json")
+    assert long.exit_code == 0, long.output
+    assert "evaluating" in long.stderr and "char/s" in long.stderr and "evaluating" not in short.stderr
+    assert json.loads(long.stdout)["chars"] == 20000 - 1
