@@ -145,28 +145,28 @@ def sample(ckpt_path, length, temperature, top_k, top_p, greedy, prime, num_samp
         # No prime: start as if after a newline (not printed), or the first character.
         nl = np.searchsorted(ck.vocab, ord("\n"))
         indices = [int(nl) if nl < len(ck.vocab) and ck.vocab[nl] == ord("\n") else 0]
-    if ck.unit == "bytes":
-        emit, symbol = _byte_writer(), lambda v: bytes([v])
-        prime, stop_text, newline = prime.encode("utf-8"), stop_text and stop_text.encode("utf-8"), b"\n"
+    if ck.unit == "bytes":  # symbols are bytes; the prime, the stop text and separators are their UTF-8
+        emit, symbol, out = _byte_writer(), lambda v: bytes([v]), lambda text: text.encode("utf-8")
     else:
-        emit, symbol, newline = _write, chr, "\n"
+        emit, symbol, out = _write, chr, lambda text: text
+    stop = out(stop_text) if stop_text else None
     params = ckpt_io.weights(ck)  # the moving average of the weights, when the run keeps one
     state0 = sampling.prime(params, ck.spec, indices)
     rng = np.random.default_rng(seed)
     for n in range(num_samples):
         if n:
-            emit(newline + newline[:0].join([symbol(ord("-"))] * 40) + newline)
-        emit(prime)
-        produced = newline[:0]
+            emit(out("\n" + "-" * 40 + "\n"))
+        emit(out(prime))
+        produced = out("")
         for index in sampling.generate(params, ck.spec, int(indices[-1]), state0, length, rng,
                                        temperature, top_k, top_p, greedy):
             ch = symbol(ck.vocab[index])
             emit(ch)
-            if stop_text:
-                produced = (produced + ch)[-len(stop_text):]
-                if produced == stop_text:
+            if stop:
+                produced = (produced + ch)[-len(stop):]
+                if produced == stop:
                     break
-        emit(newline)
+        emit(out("\n"))
 
 
 @cli.command(name="eval")

@@ -510,8 +510,11 @@ def prepare(inputs, out, globs=(), val_fraction=0.1, errors="strict", unit="char
                 raise CharrnnError(f"{', '.join(inputs)}: changed while being read ({s.chars}, then {pos} symbols)")
 
         # val.bin is moved into place when the pass ends, train.bin just after it.
-        ckpt_io.atomic_write(os.path.join(out, TRAIN_BIN), lambda t: ckpt_io.atomic_write(
-            os.path.join(out, VAL_BIN), lambda v: write_splits(t, v)))
+        try:
+            ckpt_io.atomic_write(os.path.join(out, TRAIN_BIN), lambda t: ckpt_io.atomic_write(
+                os.path.join(out, VAL_BIN), lambda v: write_splits(t, v)))
+        except OSError as e:  # e.g. a full disk: the temporary files are gone, and there is no meta.json
+            raise CharrnnError(f"{out}: cannot write the prepared corpus: {e.strerror or e}") from None
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -1,8 +1,10 @@
-"""The corpus: reading it, its vocabulary, and its layout as B contiguous streams.
+"""Vocabulary, encoding and decoding of short texts, and a corpus's layout as B contiguous streams.
 
 The vocabulary is the sorted set of the text's Unicode code points, so it is the same
 on every run and machine (min-char-rnn's ``list(set(data))`` is not). Text is encoded
-as a compact integer array of indices into it.
+as a compact integer array of indices into it. Corpora on disk, of any size, are read by
+``charrnn.corpus``, which gives the same vocabulary and indices as ``build_vocab`` and
+``encode`` here; these serve a prime, a test, a benchmark.
 """
 
 import numpy as np

@@ -90,8 +90,7 @@ def test_text_file_gives_todays_vocabulary_and_indices(tmp_path):
         assert len(c.val) == int(len(text) * 0.1)
 
 
-def test_index_type_is_the_smallest_unsigned_one(tmp_path):
-    assert [D.index_dtype(n) for n in (256, 257, 65536, 65537)] == [np.uint8, np.uint16, np.uint16, np.uint32]
+def test_a_vocabulary_beyond_65536_characters_takes_uint32(tmp_path):
     # 70,000 distinct code points (no surrogates: UTF-8 cannot hold them).
     text = "".join(chr(c) for c in range(0x20, 0x20 + 72000) if not 0xD800 <= c < 0xE000)
     path = tmp_path / "wide.txt"

@@ -192,6 +192,11 @@ def test_bytes_model_trains_and_samples_bytes(tmp_path, write_config):
     assert r.exit_code == 0, r.output
     assert r.stdout_bytes.startswith(b"Gr") and len(r.stdout_bytes) == 2 + 200 + 1
     assert set(r.stdout_bytes[2:-1]) <= set(raw)
+    two = run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "-n", 400, "--seed", 3, "--num-samples", 2,
+              "--stop", ", ")
+    parts = two.stdout_bytes.split(b"\n" + b"-" * 40 + b"\n")
+    assert len(parts) == 2 and all(p.endswith(b", \n") or len(p) == 401 for p in parts)
+    assert any(p.endswith(b", \n") for p in parts)
     # A prime whose UTF-8 bytes the model has not seen.
     one_line_error(run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--prime", "€"), 2, "byte value(s)", "0xe2")
     # `eval --text` reads a file's bytes for a model of bytes.
@@ -399,3 +404,23 @@ def test_eval_of_a_long_text_shows_a_progress_bar(tmp_path, write_config, monkey
     assert long.exit_code == 0, long.output
     assert "evaluating" in long.stderr and "char/s" in long.stderr and "evaluating" not in short.stderr
     assert json.loads(long.stdout)["chars"] == 20000 - 1
+
+
+def test_a_full_disk_while_preparing_leaves_no_corpus_and_no_temporary_files(tmp_path):
+    """A real write failure: the file size limit (RLIMIT_FSIZE) stops the writing of train.bin."""
+    import resource
+
+    text = tmp_path / "t.txt"
+    text.write_text(open(CORPUS, encoding="utf-8").read(300_000), encoding="utf-8")
+    out = tmp_path / "prep"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    r = subprocess.run([sys.executable, "-m", "charrnn", "prepare", str(text), "--out", str(out), "-q"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), preexec_fn=limit)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr == f"Error: {out}: cannot write the prepared corpus: File too large\n", r.stderr
+    assert os.listdir(out) == []  # no meta.json, no half-written .bin, no temporary file
+    with pytest.raises(CharrnnError, match="not a prepared corpus"):
+        CO.open_corpus(str(out))
