@@ -13,7 +13,10 @@ Keys (docs/checkpoints.md has the full table):
 - ``ema.<param>``: the moving average of the weights, when ``optim.ema`` is set (not yet
   bias-corrected; ``weights`` gives the average itself)
 - ``state.<layer>.<h|c>``: the carried hidden state, (B, H)
-- ``vocab``: int32 code points in index order; ``config``: the resolved config as JSON
+- ``vocab``: int32 code points in index order (byte values when ``unit`` is ``bytes``);
+  ``config``: the resolved config as JSON
+- ``unit``: what the vocabulary's symbols are, ``chars`` (Unicode code points) or ``bytes``
+  (a corpus prepared with ``charrnn prepare --bytes``); checkpoints without it are ``chars``
 - ``step``, ``position``, ``epoch``, ``smooth_loss``, ``elapsed_s``, ``val_loss``,
   ``best_val_loss``, ``evals_since_best``, ``rng`` (the training random generator's state as
   JSON), ``format_version``
@@ -81,6 +84,7 @@ class Checkpoint:
     config: C.Config
     spec: ModelSpec
     corpus: Optional[dict] = None  # {"path", "bytes", "sha256"} of the corpus (None: not recorded)
+    unit: str = "chars"  # the vocabulary's symbols: "chars" (code points) or "bytes" (byte values)
 
 
 def weights(ck):
@@ -131,6 +135,7 @@ def save(path, ck):
         for name, a in zip(ck.spec.module.STATE, arrs):
             arrays[f"state.{layer}.{name}"] = a
     arrays["vocab"] = np.asarray(ck.vocab, dtype=np.int32)
+    arrays["unit"] = np.array(ck.unit)
     arrays["config"] = np.array(json.dumps(C.to_dict(ck.config)))
     arrays["rng"] = np.array(json.dumps(run.rng.bit_generator.state))
     arrays["format_version"] = np.int64(FORMAT_VERSION)
@@ -255,6 +260,9 @@ def load(path):
         raise CharrnnError(f"{path}: damaged checkpoint: 'vocab' must be sorted distinct int32 code points")
     if vocab[0] < 0 or vocab[-1] > 0x10FFFF or np.any((vocab >= 0xD800) & (vocab <= 0xDFFF)):
         raise CharrnnError(f"{path}: damaged checkpoint: 'vocab' holds values that are not Unicode characters")
+    unit = _text(path, z["unit"], "unit") if "unit" in z else "chars"  # written since corpora could be bytes
+    if unit not in ("chars", "bytes") or (unit == "bytes" and (vocab[0] < 0 or vocab[-1] > 255)):
+        raise CharrnnError(f"{path}: damaged checkpoint: 'unit' {_one_line(unit)!r} with code points {vocab[0]}..{vocab[-1]}")
     spec = ModelSpec.of(cfg.model, len(vocab))
     dtype = np.dtype(cfg.model.dtype)
 
@@ -282,7 +290,14 @@ def load(path):
                for k in SCALARS}
     rng = np.random.default_rng()
     rng.bit_generator.state = rng_state  # checked above
-    return Checkpoint(RunState(params, optim_state, ema, state, rng, **scalars), vocab, cfg, spec, _corpus(path, z))
+    return Checkpoint(RunState(params, optim_state, ema, state, rng, **scalars), vocab, cfg, spec, _corpus(path, z), unit)
+
+
+def _text(path, a, key):
+    """The text stored as a 0-d unicode array ``key``."""
+    if a.shape != () or a.dtype.kind != "U":
+        raise CharrnnError(f"{path}: damaged checkpoint: '{key}' must be a text")
+    return str(a)
 
 
 def _json(path, a, key):

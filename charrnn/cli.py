@@ -66,7 +66,8 @@ def cli():
 
 
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file (not needed with --resume).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file (default with --data: the built-in one, configs/default.yaml's settings).")
+@click.option("--data", "data_path", type=click.Path(), help="Corpus to train on, a UTF-8 text file or a directory made by `charrnn prepare` (overrides data.path).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default: train.out_dir of the config; with --resume, the checkpoint's directory).")
 @click.option("--steps", type=click.IntRange(min=1), help="Stop at this total step count (default: train.steps); a run stopped early and resumed ends exactly as an uninterrupted one.")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides train.seed).")
@@ -75,22 +76,22 @@ def cli():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set optim.lr=0.05 (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Start a new run in a directory that holds one: the old run's files are moved into RUN/replaced-<time>/.")
 @click.option("--quiet", "-q", is_flag=True, help="No banner, progress bar or preview samples (errors and the final summary still go to stderr).")
-def train(config_path, out_dir, steps, seed, resume, init_from, overrides, overwrite, quiet):
-    """Train a model from a YAML config (or resume a run from its checkpoint)."""
+def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overrides, overwrite, quiet):
+    """Train a model from a YAML config or on --data PATH (or resume a run from its checkpoint)."""
     from charrnn import config as C
     from charrnn.train import train as run_training
 
     if resume and init_from:
         raise click.UsageError("--resume and --init-from exclude each other: resume continues a run, init-from starts a new one")
     if resume:
-        if config_path or overrides or seed is not None:
-            raise click.UsageError("--resume continues a run with its own stored config; --config, --set and --seed do not apply (use --init-from to start a new run from its weights)")
+        if config_path or data_path or overrides or seed is not None:
+            raise click.UsageError("--resume continues a run with its own stored config and corpus; --config, --data, --set and --seed do not apply (use --init-from to start a new run from its weights)")
         cfg = None
     else:
-        if not config_path:
-            raise click.UsageError("give --config FILE (e.g. configs/default.yaml), or --resume CKPT")
+        if not config_path and not data_path:
+            raise click.UsageError("give --data PATH (a text file or prepared directory), --config FILE (e.g. configs/default.yaml), or --resume CKPT")
         sets = list(overrides) + ([f"train.seed={seed}"] if seed is not None else [])
-        cfg = C.load(config_path, sets)
+        cfg = C.load(config_path, sets, data_path) if config_path else C.default_config(data_path, sets)
     summary = run_training(cfg, resume=resume, init_from=init_from, steps=steps, quiet=quiet, out_dir=out_dir,
                            overwrite=overwrite)
 
@@ -106,15 +107,32 @@ def train(config_path, out_dir, steps, seed, resume, init_from, overrides, overw
 
 
 def _write(text):
-    """Write generated text to stdout at once; a closed pipe (``| head``) ends quietly."""
+    """Write generated text (str, or bytes as they are) to stdout at once; a closed pipe
+    (``| head``) ends quietly."""
     try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        if isinstance(text, bytes):
+            sys.stdout.flush()
+            sys.stdout.buffer.write(text)
+            sys.stdout.buffer.flush()
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
     except BrokenPipeError:
         # Point stdout at /dev/null so the interpreter's final flush does not complain.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)
+
+
+def _byte_writer():
+    """For a model of bytes: write them as they are to a pipe or file, and decoded as UTF-8
+    (an invalid byte as U+FFFD) to a terminal, which could not show them otherwise."""
+    if not sys.stdout.isatty():
+        return _write
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    return lambda b: _write(decoder.decode(b))
 
 
 @cli.command()
@@ -129,7 +147,8 @@ def _write(text):
 @click.option("--stop", "stop_text", help="Stop a sample right after it produces this text.")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed for the draws (default: fresh randomness).")
 def sample(ckpt_path, length, temperature, top_k, top_p, greedy, prime, num_samples, stop_text, seed):
-    """Generate text from a checkpoint, streamed to stdout."""
+    """Generate text from a checkpoint, streamed to stdout (a model of bytes writes bytes;
+    to a terminal, their UTF-8 decoding)."""
     from charrnn import checkpoint as ckpt_io
     from charrnn import data as D
     from charrnn import sampling
@@ -139,74 +158,123 @@ def sample(ckpt_path, length, temperature, top_k, top_p, greedy, prime, num_samp
     temperature = ck.config.sample.temperature if temperature is None else temperature
     if prime:
         try:
-            indices = D.encode(prime, ck.vocab)
+            indices = D.encode(prime, ck.vocab, ck.unit)
         except CharrnnError as e:
             raise click.BadParameter(str(e), param_hint="'--prime'") from None
     else:
         # No prime: start as if after a newline (not printed), or the first character.
         nl = np.searchsorted(ck.vocab, ord("\n"))
         indices = [int(nl) if nl < len(ck.vocab) and ck.vocab[nl] == ord("\n") else 0]
+    if ck.unit == "bytes":  # symbols are bytes; the prime, the stop text and separators are their UTF-8
+        emit, symbol, out = _byte_writer(), lambda v: bytes([v]), lambda text: text.encode("utf-8")
+    else:
+        emit, symbol, out = _write, chr, lambda text: text
+    stop = out(stop_text) if stop_text else None
     params = ckpt_io.weights(ck)  # the moving average of the weights, when the run keeps one
     state0 = sampling.prime(params, ck.spec, indices)
     rng = np.random.default_rng(seed)
     for n in range(num_samples):
         if n:
-            _write("\n" + "-" * 40 + "\n")
-        _write(prime)
-        produced = ""
+            emit(out("\n" + "-" * 40 + "\n"))
+        emit(out(prime))
+        produced = out("")
         for index in sampling.generate(params, ck.spec, int(indices[-1]), state0, length, rng,
                                        temperature, top_k, top_p, greedy):
-            ch = chr(ck.vocab[index])
-            _write(ch)
-            if stop_text:
-                produced = (produced + ch)[-len(stop_text):]
-                if produced == stop_text:
+            ch = symbol(ck.vocab[index])
+            emit(ch)
+            if stop:
+                produced = (produced + ch)[-len(stop):]
+                if produced == stop:
                     break
-        _write("\n")
+        emit(out("\n"))
 
 
 @cli.command(name="eval")
 @click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Checkpoint to evaluate.")
-@click.option("--text", "text_path", type=click.Path(dir_okay=False), help="UTF-8 text file (default: the validation split of the run's corpus).")
+@click.option("--text", "text_path", type=click.Path(), help="A UTF-8 text file (bytes, for a model of bytes), or a prepared directory (its validation split); default: the validation split of the run's corpus.")
 @click.option("--skip-unknown", is_flag=True, help="Drop characters that are not in the model's vocabulary (and count them) instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def eval_(ckpt_path, text_path, skip_unknown, as_json):
-    """Loss of a model on a text: nats and bits per character, perplexity."""
+    """Loss of a model on a text: nats and bits per character, perplexity.
+
+    The whole text is read (with a progress bar on stderr when it is long), unlike the
+    bounded evaluations during training (train.eval_chars).
+    """
     import json
 
+    from tqdm import tqdm
+
     from charrnn import checkpoint as ckpt_io
-    from charrnn import data as D
+    from charrnn import corpus as CO
     from charrnn.evaluate import evaluate
     from charrnn.train import load_corpus
 
     ck = ckpt_io.load(ckpt_path)
     skipped = 0
+    directory = text_path and CO.prepared_dir(text_path)
     if text_path is None:
-        if ck.config.data.val_fraction == 0:
-            raise click.UsageError(f"{ckpt_path}: the run has no validation split (data.val_fraction 0); give --text FILE")
-        data = load_corpus(ck.config, ck.vocab, ckpt_path).val
+        data = load_corpus(ck.config, ck.vocab, ckpt_path, ck.unit).val
+        if len(data) == 0:
+            raise click.UsageError(f"{ckpt_path}: the run's corpus has no validation split; give --text FILE")
         source = f"validation split of {ck.config.data.path}"
+    elif directory is not None:
+        prepared = CO.open_prepared(directory)
+        if prepared.unit != ck.unit:
+            raise CharrnnError(f"{directory}: its unit is {prepared.unit}, but {ckpt_path} was trained on {ck.unit}")
+        if len(prepared.val) == 0:
+            raise CharrnnError(f"{directory}: has no validation split (prepared with --val-fraction 0); evaluate a text file instead")
+        data, skipped = CO.remap(prepared.val, prepared.vocab, ck.vocab, ck.unit, skip_unknown, where=directory)
+        source = f"validation split of {directory}"
     else:
-        text = D.read_text(text_path)
-        if skip_unknown:
-            cps = D.code_points(text)
-            known = np.isin(cps, ck.vocab)
-            skipped = int((~known).sum())
-            text = "".join(map(chr, cps[known]))
-        try:
-            data = D.encode(text, ck.vocab)
-        except CharrnnError as e:
-            raise CharrnnError(f"{text_path}: {e}; pass --skip-unknown to drop them") from None
+        data, skipped = CO.read_indices(text_path, ck.vocab, ck.unit, skip_unknown)
         source = text_path
     if len(data) < 2:
         raise CharrnnError(f"{source}: fewer than 2 characters to evaluate")
-    r = evaluate(ckpt_io.weights(ck), ck.spec, data)
+    with tqdm(total=len(data) - 1, desc="evaluating", unit="char", unit_scale=True, file=sys.stderr,
+              disable=len(data) < EVAL_BAR_CHARS, dynamic_ncols=True, mininterval=0.5, leave=False) as bar:
+        r = evaluate(ckpt_io.weights(ck), ck.spec, data, progress=bar.update)
     if as_json:
         click.echo(json.dumps({"text": source, "chars": r.chars, "skipped": skipped, "nats_per_char": r.nats,
                                "bits_per_char": r.bits, "perplexity": r.perplexity}))
     else:
         click.echo(f"{source}: {r.chars} characters predicted" + (f", {skipped} unknown skipped" if skipped else ""))
         click.echo(f"loss {r.nats:.4f} nats/char, {r.bits:.4f} bits/char, perplexity {r.perplexity:.3f}")
+
+
+EVAL_BAR_CHARS = 1_000_000  # `charrnn eval` shows a progress bar for texts longer than this
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Directory to write train.bin, val.bin and meta.json into.")
+@click.option("--glob", "globs", multiple=True, metavar="PATTERN", help="Take only the files in directories whose name matches PATTERN, e.g. '*.c' (repeatable; a pattern with a / is matched against the path below the directory).")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.1, show_default=True, help="The last fraction of the text, held out for validation (0: none).")
+@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True, help="Invalid UTF-8: strict stops with the file and byte offset, replace makes each invalid byte U+FFFD.")
+@click.option("--bytes", "as_bytes", is_flag=True, help="A vocabulary of byte values instead of characters: for text that is not UTF-8, or not text.")
+@click.option("--overwrite", is_flag=True, help="Replace the train.bin, val.bin and meta.json of an existing DIR.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def prepare(inputs, out_dir, globs, val_fraction, errors, as_bytes, overwrite, quiet):
+    """Read text files and folders of them (INPUT...) into a directory to train on.
+
+    Files are joined as they are, in the order given; a folder's files, found recursively
+    (skipping names that begin with a dot), in the sorted order of their paths.
+    """
+    import time
+
+    from charrnn import corpus as CO
+
+    if as_bytes and errors != "strict":
+        raise click.UsageError("--errors applies to decoding UTF-8, and --bytes reads bytes without decoding")
+    t0 = time.perf_counter()
+    meta = CO.prepare(list(inputs), out_dir, globs, val_fraction, errors, "bytes" if as_bytes else "chars",
+                      overwrite, quiet=quiet)
+    secs = time.perf_counter() - t0
+    size = sum(src["bytes"] for src in meta["sources"])
+    what = "bytes" if as_bytes else "characters"
+    click.echo(
+        f"{out_dir}: {meta['chars']:,} {what} from {len(meta['sources'])} file(s) ({size / 1e6:,.1f} MB in "
+        f"{secs:.1f} s, {size / 1e6 / max(secs, 1e-9):,.0f} MB/s), vocabulary of {len(meta['vocab'])}, "
+        f"{meta['split']['train']:,} for training and {meta['split']['val']:,} for validation", err=True)
 
 
 @cli.command()

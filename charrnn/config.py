@@ -38,8 +38,8 @@ def opt(default, kind, doc, *, lo=None, lo_open=False, hi=None, hi_open=False,
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = opt(None, str, "UTF-8 text file to train on (relative to the config file); required", path=True, nullable=True)
-    val_fraction: float = opt(0.1, float, "the last fraction of the corpus, held out for validation (0: none)", lo=0.0, hi=0.5)
+    path: Optional[str] = opt(None, str, "UTF-8 text file, or directory made by `charrnn prepare` (or its meta.json), to train on (relative to the config file); required", path=True, nullable=True)
+    val_fraction: float = opt(0.1, float, "the last fraction of a text file, held out for validation (0: none); a prepared directory keeps the split it was prepared with", lo=0.0, hi=0.5)
 
 
 @dataclass
@@ -88,6 +88,7 @@ class TrainConfig:
     sample_every: int = opt(1000, int, "print a preview sample to stderr every this many steps; 0 disables", lo=0)
     checkpoint_every: int = opt(1000, int, "write RUN/ckpt.npz every this many steps (and always at the end); 0: only at the end", lo=0)
     eval_every: int = opt(1000, int, "evaluate the validation text every this many steps (and at the end); 0: only at the end", lo=0)
+    eval_chars: Optional[int] = opt(1_000_000, int, "characters each evaluation reads: the first eval_chars of the validation split, the same every time; null: all of it", lo=2, nullable=True)
     patience: Optional[int] = opt(None, int, "stop early after this many evaluations without a new best validation loss; null: never", lo=1, nullable=True)
     max_minutes: Optional[float] = opt(None, float, "stop (with a checkpoint and a final evaluation) after this much training time; null: no limit", lo=0.0, lo_open=True, nullable=True)
     diverge_factor: Optional[float] = opt(3.0, float, "stop as diverged when min-char-rnn's smoothed training loss per character exceeds this multiple of the larger of log V (a uniform guess) and the first step's loss (a loss or gradient that is not finite always stops the run); null: only then", lo=1.0, lo_open=True, nullable=True)
@@ -415,8 +416,12 @@ def apply_overrides(data, overrides):
     return data, origins
 
 
-def load(path, overrides=()):
-    """Read, merge overrides into and validate a YAML config file."""
+def load(path, overrides=(), data_path=None):
+    """Read, merge overrides into and validate a YAML config file.
+
+    ``data_path`` (``charrnn train --data``) replaces ``data.path``; like a path given with
+    ``--set``, it is relative to the working directory.
+    """
     try:
         with open(path, encoding="utf-8") as f:
             data = yaml_load(f)
@@ -438,12 +443,40 @@ def load(path, overrides=()):
     if data is not None and not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
     data, origins = apply_overrides(data, overrides)
+    if data_path is not None:
+        data["data"] = dict(data.get("data") if isinstance(data.get("data"), dict) else {}, path=os.path.abspath(data_path))
     base = os.path.dirname(os.path.abspath(path))
     cfg = from_dict(data, str(path), base_dir=base, origins=origins)
     if cfg.data.path is None:
         raise UsageError(f"{origins.get('data.path', path)}: data.path is required (the UTF-8 text file to train on)")
     if cfg.train.out_dir is None:
         stem = os.path.splitext(os.path.basename(path))[0]
+        cfg.train.out_dir = os.path.abspath(os.path.join("runs", stem))
+    return cfg
+
+
+# What `charrnn train --data PATH` trains without --config: configs/default.yaml without its
+# data and run directory (tests/test_config.py keeps the two equal). It is built in, rather
+# than read from configs/, because an installed charrnn has no configs/ directory.
+DEFAULT_RUN = {
+    "model": {"cell": "rnn", "hidden_size": 256, "layers": 1, "dropout": 0.0, "init_std": 0.01, "dtype": "float32"},
+    "optim": {"name": "adam", "lr": 0.002, "clip_value": 5.0, "clip_norm": None, "schedule": "constant"},
+    "train": {"seq_length": 64, "batch_size": 32, "steps": 19000, "max_minutes": 5, "seed": 42, "log_every": 25,
+              "sample_every": 500, "eval_every": 500, "checkpoint_every": 500},
+    "sample": {"length": 300, "temperature": 0.8},
+}
+
+
+def default_config(data_path, overrides=()):
+    """The built-in default config (``DEFAULT_RUN``) for the corpus at ``data_path``, with
+    overrides; its run directory is runs/<the corpus's name> in the working directory."""
+    data, origins = apply_overrides(DEFAULT_RUN, overrides)
+    data["data"] = dict(data.get("data") if isinstance(data.get("data"), dict) else {}, path=os.path.abspath(data_path))
+    cfg = from_dict(data, "the built-in default config", origins=origins)
+    if cfg.train.out_dir is None:
+        stem = os.path.splitext(os.path.basename(os.path.normpath(cfg.data.path)))[0]
+        if stem == "meta":  # DIR/meta.json: the run is named after the directory
+            stem = os.path.basename(os.path.dirname(cfg.data.path))
         cfg.train.out_dir = os.path.abspath(os.path.join("runs", stem))
     return cfg
 

@@ -1,8 +1,10 @@
-"""The corpus: reading it, its vocabulary, and its layout as B contiguous streams.
+"""Vocabulary, encoding and decoding of short texts, and a corpus's layout as B contiguous streams.
 
 The vocabulary is the sorted set of the text's Unicode code points, so it is the same
 on every run and machine (min-char-rnn's ``list(set(data))`` is not). Text is encoded
-as a compact integer array of indices into it.
+as a compact integer array of indices into it. Corpora on disk, of any size, are read by
+``charrnn.corpus``, which gives the same vocabulary and indices as ``build_vocab`` and
+``encode`` here; these serve a prime, a test, a benchmark.
 """
 
 import numpy as np
@@ -47,7 +49,8 @@ def build_vocab(text):
 
 
 def index_dtype(vocab_size):
-    return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.int32
+    """The smallest unsigned type that holds indices into a vocabulary of this size."""
+    return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.uint32
 
 
 def describe_chars(cps, limit=20):
@@ -56,26 +59,37 @@ def describe_chars(cps, limit=20):
     return shown + (f" and {len(cps) - limit} more" if len(cps) > limit else "")
 
 
-def encode(text, vocab):
-    """Indices of ``text``'s characters in ``vocab``, as a compact unsigned array.
+def encode(text, vocab, unit="chars"):
+    """Indices of ``text``'s characters (for the unit "bytes", of its UTF-8 bytes) in
+    ``vocab``, as a compact unsigned array.
 
     Raises CharrnnError listing the characters that are not in the vocabulary.
     """
-    cps = code_points(text)
+    if unit == "bytes":
+        cps = np.frombuffer(text.encode("utf-8"), np.uint8).astype(np.int32)
+    else:
+        cps = code_points(text)
     idx = np.searchsorted(vocab, cps)
     idx_c = np.minimum(idx, len(vocab) - 1)
     unknown = vocab[idx_c] != cps
     if unknown.any():
         missing = np.unique(cps[unknown])
+        if unit == "bytes":
+            raise CharrnnError(f"{len(missing)} byte value(s) not in the model's vocabulary: "
+                               + ", ".join(f"0x{b:02x}" for b in missing))
         raise CharrnnError(
             f"{len(missing)} character(s) not in the model's vocabulary: {describe_chars(missing)}"
         )
     return idx.astype(index_dtype(len(vocab)))
 
 
-def decode(indices, vocab):
-    """The text for a sequence of indices."""
-    return "".join(map(chr, vocab[np.asarray(indices, dtype=np.int64)]))
+def decode(indices, vocab, unit="chars"):
+    """The text for a sequence of indices (for the unit "bytes", their bytes decoded as
+    UTF-8, an invalid byte shown as U+FFFD)."""
+    symbols = vocab[np.asarray(indices, dtype=np.int64)]
+    if unit == "bytes":
+        return bytes(symbols.astype(np.uint8)).decode("utf-8", "replace")
+    return "".join(map(chr, symbols))
 
 
 class Streams:

@@ -32,32 +32,37 @@ class EvalResult(NamedTuple):
         return math.exp(self.nats)
 
 
-def evaluate(params, spec, data, batch_size=32, seq_length=128):
+def evaluate(params, spec, data, batch_size=32, seq_length=128, progress=None):
     """Mean negative log-likelihood of ``data`` (a 1-D index array) under the model.
 
     Predicts characters 1..N-1 from the ones before them, in ``batch_size`` streams of
     consecutive characters (each stream starts from a zero state), ``seq_length`` at a time.
-    ``data`` is a host array; the work runs on the parameters' device.
+    ``data`` is a host array (or an index file read from disk): each chunk of (T, B) inputs is
+    gathered from it when it is needed, so memory does not grow with the text; the work runs on
+    the parameters' device. ``progress``, if given, is called with the number of characters
+    predicted after each chunk.
     """
     pairs = len(data) - 1
     if pairs < 1:
         raise ValueError("need at least two characters to evaluate")
     B = min(batch_size, pairs)
     L = -(-pairs // B)  # stream length, ceil(pairs / B); the last stream may be shorter
-    idx = np.arange(L)[:, None] + L * np.arange(B)[None, :]  # (L, B) pair index
-    valid = idx < pairs
-    safe = np.where(valid, idx, 0)
+    starts = L * np.arange(B)  # (B,) first pair index of every stream
     xp = array_module(params["Why"])
-    X, Y = xp.asarray(data[safe]), xp.asarray(data[safe + 1])
     state = M.zero_state(spec, B, params["Why"].dtype, xp)
     prepared = M.prepare(params, spec, B)  # the weights do not change between chunks here
     total = 0.0  # a float64 scalar, on the device with CuPy: read once, after the loop
     for t0 in range(0, L, seq_length):
-        x, y, v = X[t0:t0 + seq_length], Y[t0:t0 + seq_length], valid[t0:t0 + seq_length]
+        idx = np.arange(t0, min(t0 + seq_length, L))[:, None] + starts[None, :]  # (T, B) pair index
+        v = idx < pairs
+        safe = np.where(v, idx, 0)
+        x, y = xp.asarray(data[safe]), xp.asarray(data[safe + 1])  # (T, B) indices, to the device
         logits, state, _ = M.forward(params, spec, x, state, prepared=prepared)
         logp_y, _ = M.target_log_probs(logits, y.reshape(-1))
         # The valid positions, as indices found on the host (a boolean mask would make the
         # device report how many it selected, a wait per chunk): the same values in the same
         # order as the mask selects.
         total -= logp_y[xp.asarray(np.flatnonzero(v))].sum(dtype=np.float64)
+        if progress is not None:
+            progress(int(v.sum()))
     return EvalResult(float(total) / pairs, pairs)

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import config as C
+from charrnn import corpus as CO
 from charrnn import data as D
 from charrnn import identity
 from charrnn import model as M
@@ -56,37 +57,15 @@ def _write_text(path, text):
     ckpt_io.atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-class Corpus(NamedTuple):
-    vocab: np.ndarray  # (V,) int32 code points
-    train: np.ndarray  # training text, as indices into vocab
-    val: np.ndarray  # held-out text, as indices
-    identity: dict  # {"path", "bytes", "sha256"} of the file as it was read (identity.py)
+def load_corpus(cfg, vocab=None, source=None, unit=None, quiet=True):
+    """The corpus of ``cfg.data``: a ``corpus.Corpus`` (vocab, train, val, identity, unit).
 
-
-def load_corpus(cfg, vocab=None, source=None):
-    """The ``Corpus`` of ``cfg.data``: vocabulary, training and validation indices, identity.
-
-    The vocabulary comes from the whole corpus (so the held-out text has no unknown
-    characters), or is given (a resumed run), in which case the corpus must fit it.
+    ``data.path`` is a text file, read in chunks, whose vocabulary comes from the whole
+    text (so the held-out part has no unknown characters), or a prepared directory, read
+    from disk as needed. ``vocab`` / ``unit`` are those of a resumed run (``source``),
+    which the corpus must fit.
     """
-    path = cfg.data.path
-    digest = identity.CorpusDigest(path)
-    text = D.read_text(path, digest)
-    if not text:
-        raise CharrnnError(f"{path}: corpus is empty")
-    if vocab is None:
-        vocab = D.build_vocab(text)
-    try:
-        data = D.encode(text, vocab)
-    except CharrnnError as e:
-        raise CharrnnError(f"{path}: does not match the vocabulary of {source}: {e}") from None
-    n_val = int(len(data) * cfg.data.val_fraction)
-    if cfg.data.val_fraction > 0 and n_val < 2:
-        raise CharrnnError(
-            f"{path}: data.val_fraction {cfg.data.val_fraction} of {len(data)} characters leaves "
-            f"{n_val} for validation, 2 are needed; use a longer corpus or data.val_fraction 0"
-        )
-    return Corpus(vocab, data[: len(data) - n_val], data[len(data) - n_val:], digest.identity())
+    return CO.open_corpus(cfg.data.path, cfg.data.val_fraction, vocab, unit, source, quiet)
 
 
 def _truncate_metrics(path, step):
@@ -106,13 +85,13 @@ def _truncate_metrics(path, step):
         _write_text(path, "".join(keep))
 
 
-def _preview(params, spec, vocab, state, first, cfg, step):
+def _preview(params, spec, vocab, state, first, cfg, step, unit="chars"):
     """A short sample from stream 0's carried state, seeded by (seed, step) so it never
     touches the training generator: previews on or off, the run is the same."""
     rng = np.random.default_rng([cfg.train.seed, step])
     state0 = [tuple(a[:1] for a in s) for s in state]
     out = sampling.generate(params, spec, int(first), state0, cfg.sample.length, rng, cfg.sample.temperature)
-    return D.decode(list(out), vocab)
+    return D.decode(list(out), vocab, unit)
 
 
 SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
@@ -386,7 +365,7 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
     files.remove_temporaries()
 
     # Data: the vocabulary, the training text as B streams, the held-out text.
-    corpus = load_corpus(cfg, ck.vocab if ck else None, resume)
+    corpus = load_corpus(cfg, ck.vocab if ck else None, resume, ck.unit if ck else None, quiet)
     if ck is not None and ck.corpus is not None:
         identity.check_unchanged(ck.corpus, corpus.identity, cfg.data.path)
     elif ck is not None:
@@ -406,7 +385,7 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
             raise Diverged(run.step, f"the {bad} {'are' if bad == 'weights' else 'is'} not finite")
         run.elapsed_s = elapsed()
         try:
-            ckpt_io.save(path, ckpt_io.Checkpoint(run, vocab, cfg, spec, corpus.identity))
+            ckpt_io.save(path, ckpt_io.Checkpoint(run, vocab, cfg, spec, corpus.identity, corpus.unit))
         except OSError as e:  # a full disk: atomic_write has left the file as it was
             raise CharrnnError(f"{path}: cannot write ({e.strerror or e}); {files.holds()}") from None
 
@@ -417,7 +396,7 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
     def validate():
         """Validation loss now, logged; keeps best.npz; True when patience has run out."""
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # see train_step
-            run.val_loss = evaluate(eval_weights(), spec, val_data).nats
+            run.val_loss = evaluate(eval_weights(), spec, val_data[:tc.eval_chars]).nats  # None: all of it
         improved = run.val_loss < run.best_val_loss
         if improved:
             run.best_val_loss, run.evals_since_best = run.val_loss, 0
@@ -478,14 +457,15 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
                     run.loss_sum, run.loss_steps = 0.0, 0  # the next window starts
                 if tc.sample_every and run.step % tc.sample_every == 0 and not quiet:
                     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # see train_step
-                        text = _preview(eval_weights(), spec, vocab, run.state, Y[-1, 0], cfg, run.step)
+                        text = _preview(eval_weights(), spec, vocab, run.state, Y[-1, 0], cfg, run.step, corpus.unit)
                     progress.write(f"----- sample at step {run.step} -----\n{text}\n-----")
                 if len(val_data) and tc.eval_every and run.step % tc.eval_every == 0:
                     last_eval = last_saved = run.step
+                    t_eval = time.perf_counter()
                     if validate():
                         stopped = "early stopping"
                         break
-                    window_t = time.perf_counter()  # evaluation time is not training speed
+                    window_t += time.perf_counter() - t_eval  # evaluation time is not training speed
                 if tc.checkpoint_every and run.step % tc.checkpoint_every == 0 and last_saved != run.step:
                     save(files.ckpt)
                     last_saved = run.step

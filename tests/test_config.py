@@ -177,3 +177,12 @@ def test_set_paths_are_relative_to_the_working_directory(write_config, tmp_path,
     assert (cfg.data.path, cfg.train.out_dir) == (str(work / "corpus.txt"), str(tmp_path / "out"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert C.load(path, ["data.path=~/c.txt"]).data.path == str(tmp_path / "home" / "c.txt")
+
+
+def test_built_in_default_config_is_configs_default_yaml():
+    """`charrnn train --data PATH` without --config trains configs/default.yaml's settings."""
+    shipped = C.to_dict(C.load(os.path.join(CONFIGS, "default.yaml")))
+    built_in = C.to_dict(C.default_config(os.path.join(CONFIGS, "..", "data", "shakespeare_tiny.txt")))
+    for d in (shipped, built_in):
+        d["train"].pop("out_dir")
+    assert built_in == shipped

@@ -51,3 +51,17 @@ def test_wrap_rule_is_min_char_rnns_for_one_stream():
 def test_too_short_corpus_is_a_clear_error():
     with pytest.raises(CharrnnError, match="needs|needed"):
         D.Streams(np.arange(20), batch_size=2, seq_length=10)
+
+
+def test_bytes_unit_encodes_and_decodes_utf8_bytes():
+    vocab = np.array(sorted(set("caf".encode()) | set("é".encode())), np.int32)
+    idx = D.encode("café", vocab, unit="bytes")
+    assert list(vocab[idx]) == list("café".encode("utf-8"))
+    assert D.decode(idx, vocab, unit="bytes") == "café"
+    assert D.decode(idx[:-1], vocab, unit="bytes") == "caf\ufffd"  # a cut character shows as U+FFFD
+    with pytest.raises(CharrnnError, match=r"1 byte value\(s\) not in the model's vocabulary: 0x7a"):
+        D.encode("z", vocab, unit="bytes")
+
+
+def test_index_dtype_is_the_smallest_unsigned_type():
+    assert [D.index_dtype(n) for n in (1, 256, 257, 65536, 65537)] == [np.uint8, np.uint8, np.uint16, np.uint16, np.uint32]

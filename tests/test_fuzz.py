@@ -366,12 +366,12 @@ def array_mutation(data, arrays, marker):
     arrays = dict(arrays)
     key = data.draw(st.sampled_from(sorted(arrays)))
     a = arrays[key]
-    fixed = key not in INT_SCALARS + FLOAT_SCALARS + ("config", "rng", "corpus")
+    fixed = key not in INT_SCALARS + FLOAT_SCALARS + ("config", "rng", "corpus", "unit")
     how = data.draw(st.sampled_from(["delete", "extra", "dtype", "shape", "nan", "value", "pickle", "text"]))
     if how == "delete":
         del arrays[key]
         # Keys that older checkpoints lack load without them (with their defaults): not broken.
-        return arrays, key not in tuple(ckpt_io.LATER_SCALARS) + ("corpus",)
+        return arrays, key not in tuple(ckpt_io.LATER_SCALARS) + ("corpus", "unit")
     if how == "extra":
         name = data.draw(st.text(min_size=1, max_size=10).filter(lambda n: n not in arrays and "/" not in n and "\0" not in n))
         arrays[name] = np.zeros(data.draw(st.integers(0, 5)), dtype=data.draw(st.sampled_from(DTYPES[:7])))
@@ -384,7 +384,7 @@ def array_mutation(data, arrays, marker):
                 arrays[key] = a.astype(dtype)
             except (ValueError, TypeError, UnicodeEncodeError):
                 return arrays, False  # not convertible: nothing changed
-        if fixed or key in ("config", "rng", "corpus"):
+        if fixed or key in ("config", "rng", "corpus", "unit"):
             must = True
         elif key in INT_SCALARS:
             must = dtype.kind not in "iu"
@@ -424,7 +424,7 @@ def array_mutation(data, arrays, marker):
         arrays[key] = np.array(data.draw(st.text(max_size=40)))
     else:
         arrays[key] = np.array(data.draw(st.binary(max_size=40)))
-    return arrays, key not in ("config", "rng")  # random text is rarely a valid config
+    return arrays, key not in ("config", "rng", "unit")  # random text is rarely a valid config or unit
 
 
 def files_in(d):

@@ -259,7 +259,7 @@ def test_cli_a_gpu_checkpoint_evaluates_samples_and_resumes_on_the_cpu(tmp_path,
     s = run("sample", "--checkpoint", out / "ckpt.npz", "-n", "50", "--seed", "1", "--device", "cpu")
     assert s.exit_code == 0 and len(s.stdout) >= 50
     r = run("train", "--resume", out / "ckpt.npz", "--steps", 30, "-q", "--device", "cpu")
-    assert r.exit_code == 0 and ckpt_io.load(str(out / "ckpt.npz")).step == 30
+    assert r.exit_code == 0 and ckpt_io.load(str(out / "ckpt.npz")).run.step == 30
 
 
 @cli_device

@@ -1,0 +1,780 @@
+"""Corpora on disk, of any size: text files and prepared directories, read in chunks.
+
+Reading. A file is read ``chunk_size`` bytes at a time (4 MiB by default), and each
+chunk is cut at a character boundary: the bytes of a character begun at its end go on
+to the next piece, so every piece is whole UTF-8 and decodes on its own, to exactly
+what decoding the whole file would give (what an incremental decoder does, and the
+pieces can then also be worked on as bytes). Strict UTF-8 by default: an invalid byte
+is a one-line error naming the file and its byte offset. ``errors="replace"`` turns
+invalid bytes into U+FFFD; the unit ``"bytes"`` skips decoding and takes every byte as a
+symbol (char-rnn's way, for text that is not UTF-8 or not text at all). Files are joined
+as they are, each decoded on its own.
+
+Two passes, linear in the text. The first checks the UTF-8, counts every code point
+(``np.bincount``, a few hundred thousand at a time, into one count per possible code
+point) and hashes the bytes (SHA-256); the vocabulary is then the code points that
+occur, in increasing order: exactly ``np.unique`` of the whole text, so runs and
+checkpoints made before this module keep their indices. The second pass maps every
+piece to indices through a lookup table (one entry per possible code point) into an
+array allocated once: a text file's memory is its index array plus a few pieces, never
+copies of the text. Indices use the smallest unsigned type that holds the vocabulary.
+
+Speed (benchmarks/corpus.py) comes from never touching characters one at a time in
+Python and from doing ASCII, most of most text, as bytes: a pure-ASCII piece is its own
+code points; in valid UTF-8 the ASCII bytes are the ASCII characters, so the first pass
+counts bytes and decodes only the rest, and the second translates bytes to indices with
+``bytes.translate`` and looks up only the non-ASCII characters.
+
+Prepared directories (``charrnn prepare``; nanoGPT's way) hold ``train.bin`` and
+``val.bin``, the raw little-endian indices, and ``meta.json``: the format version, the
+vocabulary with counts, the unit, the sources with their sizes and hashes, the number
+of characters and the split. Training reads from the two files just the positions each
+step needs (``DiskIndices``), so resident memory does not grow with the corpus.
+
+Identity. Every corpus comes with a small record saying which text it is, for
+``--resume`` to compare: ``kind`` ("text" or "prepared"), ``path`` (absolute), ``unit``,
+``chars`` (symbols in the corpus), ``bytes`` (the text file's size; for a prepared
+directory, the sizes of train.bin and val.bin together) and ``sha256`` (of the text
+file's bytes, computed in the first pass; for a prepared directory, of its meta.json,
+which holds every source's hash and the options it was prepared with). An edit of a
+.bin file that keeps its size is not seen: that would mean reading all of it at start-up.
+"""
+
+import contextlib
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import stat
+import sys
+import tempfile
+from typing import NamedTuple
+
+import numpy as np
+from tqdm import tqdm
+
+from charrnn import checkpoint as ckpt_io
+from charrnn import data as D
+from charrnn.errors import CharrnnError, UsageError
+
+CHUNK = 4 << 20  # bytes read at a time: large enough for fast decoding, small beside any model
+COUNT_PIECE = 1 << 18  # code points per bincount: its int64 temporaries stay in the cache
+MAX_CODE_POINT = 0x110000
+UNITS = ("chars", "bytes")
+FORMAT = "charrnn prepared corpus"
+FORMAT_VERSION = 1
+META, TRAIN_BIN, VAL_BIN = "meta.json", "train.bin", "val.bin"
+BAR_MIN_BYTES = 32 << 20  # reading a text to train on shows a progress bar from this size on
+
+
+class Source(NamedTuple):
+    path: str  # absolute
+    bytes: int
+    chars: int  # symbols decoded from it (bytes, for the unit "bytes")
+    sha256: str
+
+
+class Scan(NamedTuple):
+    """What the first pass over some files found."""
+
+    sources: list  # of Source, in reading order
+    counts: np.ndarray  # (256,) for bytes or (0x110000,) for chars: occurrences of each symbol
+    unit: str
+
+    @property
+    def chars(self):
+        return int(self.counts.sum())
+
+    @property
+    def vocab(self):
+        """The symbols that occur, in increasing order: (V,) int32."""
+        return np.flatnonzero(self.counts).astype(np.int32)
+
+
+class Corpus(NamedTuple):
+    """A corpus ready to train on: its vocabulary, its two splits as index arrays
+    (DiskIndices for a prepared directory), its identity record and its unit."""
+
+    vocab: np.ndarray  # (V,) int32 code points (byte values for the unit "bytes"), in index order
+    train: np.ndarray  # (N_train,) indices
+    val: np.ndarray  # (N_val,) indices
+    identity: dict
+    unit: str
+
+
+def _bar(desc, total, quiet):
+    """A progress bar on stderr in MB and MB/s."""
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=sys.stderr, disable=quiet,
+                dynamic_ncols=True, mininterval=0.5, leave=False)
+
+
+# ----------------------------------------------------------------------------------------
+# Reading and decoding.
+
+
+class _Copied(str):
+    """The path of a pipe or device, as messages and records name it; its bytes are read from
+    ``file``, a temporary copy (see ``_readable_twice``)."""
+
+    file = None
+
+
+@contextlib.contextmanager
+def _readable_twice(path):
+    """``path``, or for a pipe or a device (``--data <(zcat big.txt.gz)``, ``/dev/stdin``) a
+    ``_Copied`` path: a text is read twice (count, then encode) and a pipe gives its bytes only
+    once, so they are first copied, in chunks, into a temporary file, removed afterwards."""
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        regular = True  # not there, or unreadable: reading it says so
+    if regular:
+        yield path
+        return
+    fd, tmp = tempfile.mkstemp(prefix="charrnn-", suffix=".txt")
+    try:
+        with os.fdopen(fd, "wb") as out, _open(path) as f:
+            shutil.copyfileobj(f, out, CHUNK)
+        copied = _Copied(path)
+        copied.file = tmp
+        yield copied
+    finally:
+        os.unlink(tmp)
+
+
+def _open(path):
+    try:
+        return open(getattr(path, "file", None) or path, "rb")
+    except FileNotFoundError:
+        raise CharrnnError(f"{path}: corpus file not found") from None
+    except IsADirectoryError:
+        raise CharrnnError(
+            f"{path}: is a directory; prepare a folder of files first: charrnn prepare {path} --out DIR"
+        ) from None
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read corpus: {e.strerror}") from None
+
+
+class _Digest:
+    """The SHA-256 and the size of the bytes read, taken as they go by."""
+
+    def __init__(self):
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def update(self, raw):
+        self.sha256.update(raw)
+        self.bytes += len(raw)
+
+
+def _raw_chunks(path, chunk_size, hasher=None, bar=None):
+    """(offset, bytes) of the file, ``chunk_size`` bytes at a time."""
+    with _open(path) as f:
+        offset = 0
+        while True:
+            try:
+                raw = f.read(chunk_size)
+            except OSError as e:
+                raise CharrnnError(f"{path}: cannot read corpus: {e.strerror}") from None
+            if not raw:
+                return
+            if hasher is not None:
+                hasher.update(raw)
+            if bar is not None:
+                bar.update(len(raw))
+            yield offset, raw
+            offset += len(raw)
+
+
+ASCII = bytes(range(0x80))
+CONTINUATION = bytes(range(0x80, 0xC0))  # the bytes that continue a multibyte UTF-8 character
+
+
+def _cut(data):
+    """Where to cut UTF-8 ``data`` so that no character is split: before the first byte of
+    a multibyte character among the last four bytes, if its remaining bytes may be missing.
+
+    A UTF-8 decoder never takes a byte that is not a continuation byte as part of an
+    earlier character, so decoding the pieces cut there, one by one, gives exactly what
+    decoding the whole file gives, invalid bytes and their offsets included.
+    """
+    for i in range(len(data) - 1, max(len(data) - 5, -1), -1):
+        b = data[i]
+        if b < 0x80:  # ASCII: complete
+            return len(data)
+        if b >= 0xC0:  # a lead byte (or an invalid one): its character needs this many bytes
+            need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
+            return i if len(data) - i < need else len(data)
+    return len(data)
+
+
+def _pieces(path, unit, chunk_size, hasher=None, bar=None):
+    """(offset, bytes) of the file, about ``chunk_size`` bytes at a time; for the unit chars,
+    each piece ends at a character boundary (the bytes of a character begun at the end of
+    a chunk are carried over to the next piece)."""
+    carry, end = b"", 0
+    for offset, raw in _raw_chunks(path, chunk_size, hasher, bar):
+        data = carry + raw if carry else raw
+        end = offset + len(raw)
+        cut = len(data) if unit == "bytes" else _cut(data)
+        carry = data[cut:]
+        if cut:
+            yield end - len(data), data[:cut]
+    if carry:  # a character cut off by the end of the file: decoding it reports it
+        yield end - len(carry), carry
+
+
+def _code_points(text):
+    """The code points of a str: uint8 when it is ASCII (the common case, and a plain
+    copy), otherwise uint32."""
+    if text.isascii():
+        return np.frombuffer(text.encode("ascii"), np.uint8)
+    return np.frombuffer(text.encode("utf-32-le"), "<u4")
+
+
+def _non_ascii(piece):
+    """The code points of the non-ASCII characters of valid UTF-8 ``piece``, in order: its
+    bytes without the ASCII ones are the UTF-8 of just those characters."""
+    return np.frombuffer(piece.translate(None, ASCII).decode("utf-8").encode("utf-32-le"), "<u4")
+
+
+def _decode(path, offset, piece, errors):
+    try:
+        return piece.decode("utf-8", errors)
+    except UnicodeDecodeError as e:
+        byte = e.object[e.start]
+        raise CharrnnError(
+            f"{path}: not UTF-8 text (invalid byte 0x{byte:02x} at offset {offset + e.start}: {e.reason}); "
+            "convert it to UTF-8, or prepare it with charrnn prepare --errors replace (invalid bytes "
+            "become U+FFFD) or --bytes (a vocabulary of byte values)") from None
+
+
+def symbol_chunks(path, unit="chars", errors="strict", chunk_size=CHUNK):
+    """The file's symbols, a piece at a time: arrays of code points (uint8 or uint32), or of
+    byte values (uint8) for the unit ``"bytes"``. An invalid byte raises CharrnnError
+    naming the file and the byte's offset in it."""
+    for offset, piece in _pieces(path, unit, chunk_size):
+        if unit == "bytes":
+            yield np.frombuffer(piece, np.uint8)
+        else:
+            yield _code_points(_decode(path, offset, piece, errors))
+
+
+def _count(symbols, counts, below=None):
+    """Add the occurrences of each symbol (only those under ``below``) to ``counts``, in
+    cache-sized pieces."""
+    for i in range(0, len(symbols), COUNT_PIECE):
+        c = np.bincount(symbols[i:i + COUNT_PIECE])[:below]
+        counts[:len(c)] += c
+
+
+def scan(paths, unit="chars", errors="strict", chunk_size=CHUNK, quiet=True, desc="counting"):
+    """The first pass: every file's size, symbol count and SHA-256, and the counts of all
+    symbols. Raises CharrnnError for an unreadable file or invalid UTF-8."""
+    counts = np.zeros(256 if unit == "bytes" else MAX_CODE_POINT, np.int64)
+    sources = []
+    total = sum(_size(p) for p in paths)
+    with _bar(desc, total, quiet) as bar:
+        for path in paths:
+            digest, chars = _Digest(), 0
+            for offset, piece in _pieces(path, unit, chunk_size, digest, bar):
+                if unit == "bytes" or piece.isascii():
+                    _count(np.frombuffer(piece, np.uint8), counts)
+                    chars += len(piece)
+                    continue
+                text = _decode(path, offset, piece, errors)  # checks the UTF-8, whatever comes next
+                chars += len(text)
+                if errors == "strict" and len(piece) - len(text) < len(piece) // 8:
+                    # Valid and mostly ASCII: its ASCII bytes are its ASCII characters.
+                    _count(np.frombuffer(piece, np.uint8), counts, below=0x80)
+                    _count(_non_ascii(piece), counts)
+                else:
+                    _count(_code_points(text), counts)
+            sources.append(Source(os.path.abspath(path), digest.bytes, chars, digest.sha256.hexdigest()))
+    return Scan(sources, counts, unit)
+
+
+def _size(path):
+    try:
+        return os.path.getsize(getattr(path, "file", None) or path)
+    except FileNotFoundError:
+        raise CharrnnError(f"{path}: corpus file not found") from None
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read corpus: {e.strerror}") from None
+
+
+# ----------------------------------------------------------------------------------------
+# Encoding: symbols to indices through a lookup table.
+
+
+class _Changed(Exception):
+    """The second pass met bytes that the first pass did not see."""
+
+
+class _Lookup:
+    """Symbol -> index in ``vocab``, or V (no such symbol), one table entry per symbol."""
+
+    def __init__(self, vocab, unit):
+        self.V = len(vocab)
+        self.dtype = np.dtype(D.index_dtype(self.V))
+        self.table = np.full(256 if unit == "bytes" else MAX_CODE_POINT, self.V, D.index_dtype(self.V + 1))
+        self.table[vocab] = np.arange(self.V)
+        # Bytes to index bytes in one C call when every index and the marker fit a byte.
+        self.translation = self.table[:256].tobytes() if self.table.dtype == np.uint8 else None
+
+    def __call__(self, symbols):
+        """(N,) indices, V where a symbol is not in the vocabulary."""
+        if self.translation is not None and symbols.dtype == np.uint8:
+            return np.frombuffer(symbols.tobytes().translate(self.translation), np.uint8)
+        return self.table[symbols]
+
+    def utf8(self, piece):
+        """The indices of the characters of valid UTF-8 ``piece`` without decoding all of it
+        (with ``translation``): its bytes less the continuation bytes are one byte per
+        character, ASCII bytes translate to their indices in one call, and only the
+        characters at the lead bytes are decoded and looked up."""
+        heads = piece.translate(None, CONTINUATION)
+        idx = np.frombuffer(bytearray(heads.translate(self.translation)), np.uint8)
+        lead = np.flatnonzero(np.frombuffer(heads, np.uint8) >= 0xC0)
+        try:
+            others = _non_ascii(piece)
+        except UnicodeDecodeError:
+            raise _Changed() from None
+        if len(others) != len(lead):
+            raise _Changed()
+        idx[lead] = self.table[others]
+        return idx
+
+
+def index_chunks(paths, vocab, unit="chars", errors="strict", chunk_size=CHUNK, skip_unknown=False, bar=None):
+    """The second pass: the files' indices in ``vocab``, a piece at a time, in the smallest
+    unsigned type that holds them. It expects files that ``scan`` has read (and checked).
+
+    A symbol outside ``vocab`` is dropped with ``skip_unknown``; otherwise it means the file
+    changed after the first pass counted it, which is an error.
+    """
+    lookup = _Lookup(vocab, unit)
+    for path in paths:
+        for offset, piece in _pieces(path, unit, chunk_size, bar=bar):
+            try:
+                if unit == "bytes" or piece.isascii():
+                    idx = lookup(np.frombuffer(piece, np.uint8))
+                elif errors == "strict" and lookup.translation is not None:
+                    idx = lookup.utf8(piece)
+                else:
+                    idx = lookup(_code_points(_decode(path, offset, piece, errors)))
+            except (_Changed, CharrnnError):
+                raise CharrnnError(f"{path}: changed while it was being read (its bytes at offset {offset} "
+                                   "differ from the first pass); read it again") from None
+            if idx.max() >= lookup.V:
+                if not skip_unknown:
+                    symbols = (np.frombuffer(piece, np.uint8) if unit == "bytes"
+                               else _code_points(piece.decode("utf-8", "replace")))
+                    unknown = np.unique(symbols[lookup.table[symbols] >= lookup.V])
+                    raise CharrnnError(
+                        f"{path}: changed while it was being read ({_describe(unknown, unit)} appeared "
+                        "after the first pass); read it again")
+                idx = idx[idx < lookup.V]
+            yield idx.astype(lookup.dtype, copy=False)
+
+
+def _describe(symbols, unit):
+    if unit == "bytes":
+        shown = ", ".join(f"0x{b:02x}" for b in symbols[:20])
+        return shown + (f" and {len(symbols) - 20} more" if len(symbols) > 20 else "")
+    return D.describe_chars(symbols)
+
+
+def _encode_into(out, paths, vocab, unit, errors, chunk_size, skip_unknown=False, bar=None):
+    """Fill the preallocated index array ``out`` with the second pass."""
+    pos = 0
+    for idx in index_chunks(paths, vocab, unit, errors, chunk_size, skip_unknown, bar):
+        if pos + len(idx) > len(out):
+            raise CharrnnError(f"{paths[-1]}: changed while it was being read (it grew); read it again")
+        out[pos:pos + len(idx)] = idx
+        pos += len(idx)
+    if pos != len(out):
+        raise CharrnnError(f"{paths[-1]}: changed while it was being read (it shrank); read it again")
+    return out
+
+
+def _unknown_in(scan_, vocab):
+    """The symbols counted in ``scan_`` that are not in ``vocab``, sorted."""
+    return np.setdiff1d(scan_.vocab, vocab)
+
+
+def read_indices(path, vocab, unit="chars", skip_unknown=False, chunk_size=CHUNK, quiet=True):
+    """A text file's indices in a given vocabulary (``charrnn eval --text``), and how many
+    symbols were not in it (dropped with ``skip_unknown``, an error otherwise)."""
+    with _readable_twice(path) as path:
+        return _read_indices(path, vocab, unit, skip_unknown, chunk_size, quiet)
+
+
+def _read_indices(path, vocab, unit, skip_unknown, chunk_size, quiet):
+    s = scan([path], unit, "strict", chunk_size, quiet)
+    unknown = _unknown_in(s, vocab)
+    if len(unknown) and not skip_unknown:
+        raise CharrnnError(
+            f"{path}: {len(unknown)} {'byte value(s)' if unit == 'bytes' else 'character(s)'} not in the "
+            f"model's vocabulary: {_describe(unknown, unit)}; pass --skip-unknown to drop them")
+    skipped = int(s.counts[unknown].sum())
+    out = np.empty(s.chars - skipped, D.index_dtype(len(vocab)))
+    with _bar("encoding", sum(src.bytes for src in s.sources), quiet) as bar:
+        _encode_into(out, [path], vocab, unit, "strict", chunk_size, skip_unknown, bar)
+    return out, skipped
+
+
+# ----------------------------------------------------------------------------------------
+# A text file to train on directly.
+
+
+def _split_sizes(n, val_fraction, where, key):
+    """(train, val) lengths: the last ``val_fraction`` of the text is validation."""
+    n_val = int(n * val_fraction)
+    if val_fraction > 0 and n_val < 2:
+        raise CharrnnError(
+            f"{where}: {key} {val_fraction} of {n} characters leaves {n_val} for validation, 2 are "
+            f"needed; use a longer corpus or {key} 0")
+    return n - n_val, n_val
+
+
+def read_text_corpus(path, val_fraction, vocab=None, source=None, chunk_size=CHUNK, quiet=True):
+    """A UTF-8 text file as a Corpus, in two passes (count, then encode into one array).
+
+    The vocabulary is the text's own, or ``vocab`` (a resumed run), which it must fit.
+    """
+    with _readable_twice(path) as path:
+        return _read_text_corpus(path, val_fraction, vocab, source, chunk_size, quiet)
+
+
+def _read_text_corpus(path, val_fraction, vocab, source, chunk_size, quiet):
+    size = _size(path)
+    no_bar = quiet or size < BAR_MIN_BYTES
+    s = scan([path], "chars", "strict", chunk_size, quiet=no_bar, desc=f"counting {os.path.basename(path)}")
+    if s.chars == 0:
+        raise CharrnnError(f"{path}: corpus is empty")
+    if vocab is None:
+        vocab = s.vocab
+    else:
+        unknown = _unknown_in(s, vocab)
+        if len(unknown):
+            raise CharrnnError(
+                f"{path}: does not match the vocabulary of {source}: {len(unknown)} character(s) not in "
+                f"the model's vocabulary: {D.describe_chars(unknown)}")
+    n_train, _ = _split_sizes(s.chars, val_fraction, path, "data.val_fraction")
+    data = np.empty(s.chars, D.index_dtype(len(vocab)))
+    with _bar(f"encoding {os.path.basename(path)}", size, no_bar) as bar:
+        _encode_into(data, [path], vocab, "chars", "strict", chunk_size, bar=bar)
+    src = s.sources[0]
+    identity = dict(kind="text", path=src.path, unit="chars", chars=s.chars, bytes=src.bytes, sha256=src.sha256)
+    return Corpus(np.asarray(vocab, np.int32), data[:n_train], data[n_train:], identity, "chars")
+
+
+# ----------------------------------------------------------------------------------------
+# Finding the files of `charrnn prepare`.
+
+
+def find_files(inputs, globs=(), exclude=None):
+    """The files to prepare, in reading order.
+
+    Each input is a file (taken as it is, in the order given) or a directory, whose files
+    are found recursively and taken in the sorted order of their paths (plain string
+    order), skipping names that begin with a dot (.git, .DS_Store) and the directory
+    ``exclude`` (the output). ``globs`` filter the files found in directories: a pattern
+    with a ``/`` is matched against the path below the directory (where ``*`` matches a
+    ``/`` too), otherwise against the file name (``fnmatch``, case-sensitive).
+    """
+    if not inputs:
+        raise UsageError("give at least one input file or directory")
+    exclude = os.path.realpath(exclude) if exclude else None
+    files = []
+    for inp in inputs:
+        if os.path.isfile(inp):
+            files.append(inp)
+            continue
+        if not os.path.isdir(inp):
+            raise CharrnnError(f"{inp}: input not found (expected a text file or a directory)")
+        found = []
+        for root, dirs, names in os.walk(inp):
+            dirs[:] = [d for d in dirs if not d.startswith(".") and os.path.realpath(os.path.join(root, d)) != exclude]
+            for name in names:
+                path = os.path.join(root, name)
+                rel = os.path.relpath(path, inp).replace(os.sep, "/")
+                if name.startswith(".") or not os.path.isfile(path):
+                    continue
+                if globs and not any(fnmatch.fnmatchcase(rel if "/" in g else name, g) for g in globs):
+                    continue
+                found.append((rel, path))
+        if not found and globs:
+            raise CharrnnError(f"{inp}: no file in this directory matches --glob {' '.join(repr(g) for g in globs)}")
+        if not found:
+            raise CharrnnError(f"{inp}: no files in this directory (names that begin with a dot are skipped)")
+        files.extend(path for _, path in sorted(found))
+    return files
+
+
+# ----------------------------------------------------------------------------------------
+# Prepared directories.
+
+
+def prepare(inputs, out, globs=(), val_fraction=0.1, errors="strict", unit="chars", overwrite=False,
+            chunk_size=CHUNK, quiet=True):
+    """Read, count and encode ``inputs`` into the prepared directory ``out``; returns its
+    meta.json as a dict. Every file is written to a temporary file in ``out`` and moved
+    into place; meta.json, which makes the directory a corpus, last."""
+    if unit not in UNITS:
+        raise UsageError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CharrnnError(f"{out}: exists and is not a directory")
+    if os.path.exists(out) and not overwrite:
+        raise CharrnnError(f"{out}: already exists; pass --overwrite to replace its {TRAIN_BIN}, {VAL_BIN} and {META}")
+    paths = find_files(inputs, globs, exclude=out)
+    s = scan(paths, unit, errors, chunk_size, quiet)
+    if s.chars == 0:
+        raise CharrnnError(f"{', '.join(inputs)}: no text to prepare (the {len(paths)} file(s) found are empty)")
+    vocab = s.vocab
+    n_train, n_val = _split_sizes(s.chars, val_fraction, ", ".join(inputs), "--val-fraction")
+    dtype = np.dtype(D.index_dtype(len(vocab))).newbyteorder("<")
+    os.makedirs(out, exist_ok=True)
+    meta_path = os.path.join(out, META)
+    if os.path.exists(meta_path):
+        os.unlink(meta_path)  # the directory is no corpus until the new meta.json is in place
+    with _bar("encoding", sum(src.bytes for src in s.sources), quiet) as bar:
+
+        def write_splits(train_file, val_file):
+            """One pass of encoding: the first n_train indices to train.bin, the rest to val.bin."""
+            pos = 0
+            for idx in index_chunks(paths, vocab, unit, errors, chunk_size, bar=bar):
+                head = max(0, min(len(idx), n_train - pos))
+                train_file.write(idx[:head].astype(dtype, copy=False).data)
+                val_file.write(idx[head:].astype(dtype, copy=False).data)
+                pos += len(idx)
+            if pos != s.chars:
+                raise CharrnnError(f"{', '.join(inputs)}: changed while being read ({s.chars}, then {pos} symbols)")
+
+        # val.bin is moved into place when the pass ends, train.bin just after it.
+        try:
+            ckpt_io.atomic_write(os.path.join(out, TRAIN_BIN), lambda t: ckpt_io.atomic_write(
+                os.path.join(out, VAL_BIN), lambda v: write_splits(t, v)))
+        except OSError as e:  # e.g. a full disk: the temporary files are gone, and there is no meta.json
+            raise CharrnnError(f"{out}: cannot write the prepared corpus: {e.strerror or e}") from None
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "unit": unit,
+        "errors": errors if unit == "chars" else None,
+        "dtype": dtype.name,
+        "chars": s.chars,
+        "split": {"val_fraction": val_fraction, "train": n_train, "val": n_val},
+        "vocab": vocab.tolist(),
+        "counts": s.counts[vocab].tolist(),
+        "sources": [src._asdict() for src in s.sources],
+    }
+    # One key a line, each value on its line: readable, and short even for a large vocabulary.
+    text = "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n"
+    ckpt_io.atomic_write(meta_path, lambda f: f.write(text.encode("utf-8")))
+    return meta
+
+
+def _bad_meta(path, what):
+    return CharrnnError(f"{path}: not a valid prepared corpus: {what}; prepare it again with charrnn prepare")
+
+
+def read_meta(directory):
+    """meta.json of a prepared directory, validated; and the SHA-256 of its bytes."""
+    path = os.path.join(directory, META)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise CharrnnError(
+            f"{directory}: is a directory but not a prepared corpus (no {META}); prepare it with: "
+            f"charrnn prepare {directory} --out DIR") from None
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _bad_meta(path, f"not JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise _bad_meta(path, f"its 'format' is not {FORMAT!r}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CharrnnError(f"{path}: prepared corpus format version {meta.get('format_version')!r} is not "
+                           f"supported (expected {FORMAT_VERSION}); prepare it again with this charrnn")
+    try:
+        unit, split, dtype = meta["unit"], meta["split"], np.dtype(meta["dtype"])
+        vocab = np.asarray(meta["vocab"], np.int64)
+        n_train, n_val = int(split["train"]), int(split["val"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise _bad_meta(path, f"missing or malformed key ({type(e).__name__}: {e})") from None
+    limit = 256 if unit == "bytes" else MAX_CODE_POINT
+    if unit not in UNITS:
+        raise _bad_meta(path, f"'unit' must be one of {', '.join(UNITS)}, got {unit!r}")
+    if vocab.ndim != 1 or len(vocab) < 1 or np.any(np.diff(vocab) <= 0) or vocab[0] < 0 or vocab[-1] >= limit:
+        raise _bad_meta(path, "'vocab' must be increasing distinct code points (byte values for the unit bytes)")
+    if dtype != np.dtype(D.index_dtype(len(vocab))):
+        raise _bad_meta(path, f"'dtype' {dtype} does not fit a vocabulary of {len(vocab)}")
+    if n_train < 0 or n_val < 0:
+        raise _bad_meta(path, "negative split sizes")
+    return meta, hashlib.sha256(raw).hexdigest()
+
+
+class DiskIndices:
+    """A read-only 1-D array of indices in a file (train.bin, val.bin), read on demand.
+
+    Indexing it with an array of positions (a batch's (T+1, B) offsets, a chunk of an
+    evaluation) reads just those positions with ``os.pread``, one read per run of
+    consecutive positions; a slice is a view of part of the file; ``np.asarray`` reads
+    the whole of it (tests do, training never does).
+
+    Why reads and not a memory map: the Linux page cache now keeps files in large folios,
+    and touching one byte of a mapping maps the whole folio (up to 2 MB) into the
+    process. A batch touches B places, so a mapped corpus's resident memory grew with
+    its size: a 40 MB train.bin was all resident after the first step (measured). Reads
+    copy the few KB a step needs and leave the file in the page cache, which is shared
+    and which the kernel reclaims when memory is short, not in the process.
+    """
+
+    ndim = 1
+
+    def __init__(self, path, dtype, length, start=0, file=None):
+        self.path, self.dtype, self.length, self.start = path, np.dtype(dtype), length, start
+        self._file = file if file is not None else open(path, "rb", buffering=0)  # views share it
+
+    def __len__(self):
+        return self.length
+
+    @property
+    def shape(self):
+        return (self.length,)
+
+    @property
+    def nbytes(self):
+        return self.length * self.dtype.itemsize
+
+    def _read(self, first, count):
+        """``count`` indices from position ``first``, as bytes."""
+        n = count * self.dtype.itemsize
+        raw = os.pread(self._file.fileno(), n, (self.start + first) * self.dtype.itemsize)
+        if len(raw) != n:
+            raise CharrnnError(f"{self.path}: shorter than meta.json says (it changed after it was opened)")
+        return raw
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            first, stop, step = key.indices(self.length)
+            if step != 1:
+                raise IndexError("only contiguous slices of a DiskIndices")
+            return DiskIndices(self.path, self.dtype, max(stop - first, 0), self.start + first, self._file)
+        idx = np.asarray(key, dtype=np.int64)
+        if idx.size == 0:
+            return np.empty(idx.shape, self.dtype)
+        if idx.min() < 0 or idx.max() >= self.length:
+            raise IndexError(f"position out of range for {self.length} indices")
+        if idx.ndim == 2 and idx.shape[0] > 1 and (np.diff(idx, axis=0) == 1).all():
+            # A (T, B) block whose columns are runs, as a batch is: one read per column.
+            raw = b"".join(self._read(first, idx.shape[0]) for first in idx[0].tolist())
+            return np.ascontiguousarray(np.frombuffer(raw, self.dtype).reshape(idx.shape[::-1]).T)
+        flat = idx.ravel()
+        positions = np.unique(flat)  # sorted; runs of consecutive ones are read at once
+        breaks = np.flatnonzero(np.diff(positions) != 1) + 1
+        firsts = positions[np.r_[0, breaks]].tolist()
+        counts = np.diff(np.r_[0, breaks, len(positions)]).tolist()
+        values = np.frombuffer(b"".join(self._read(f, c) for f, c in zip(firsts, counts)), self.dtype)
+        return values[np.searchsorted(positions, flat)].reshape(idx.shape)
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.frombuffer(self._read(0, self.length), self.dtype) if self.length else np.empty(0, self.dtype)
+        return a if dtype is None else a.astype(dtype)
+
+
+def _open_split(path, dtype, n):
+    """A split file as DiskIndices of n indices, checking its size."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read: {e.strerror}") from None
+    if size != n * dtype.itemsize:
+        raise CharrnnError(
+            f"{path}: is {size} bytes, but meta.json says {n} indices of {dtype.itemsize} byte(s); "
+            "the directory is damaged or half-written: prepare it again")
+    try:
+        return DiskIndices(path, dtype, n)
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def prepared_dir(path):
+    """The prepared directory that ``path`` names (the directory itself or its meta.json),
+    or None when it names something else."""
+    if os.path.isdir(path):
+        return path
+    if os.path.basename(path) == META and os.path.isfile(path):
+        return os.path.dirname(path) or "."
+    return None
+
+
+def open_prepared(directory, vocab=None, unit=None, source=None):
+    """A prepared directory as a Corpus whose splits are read from disk on demand.
+
+    ``vocab`` / ``unit``: those of a resumed run, which the directory's must equal.
+    """
+    meta, digest = read_meta(directory)
+    dtype = np.dtype(meta["dtype"]).newbyteorder("<")
+    own = np.asarray(meta["vocab"], np.int32)
+    if unit is not None and unit != meta["unit"]:
+        raise CharrnnError(f"{directory}: its unit is {meta['unit']}, but {source} was trained on {unit}")
+    if vocab is not None and not np.array_equal(own, vocab):
+        extra = np.setdiff1d(own, vocab)
+        detail = f"; it has {_describe(extra, meta['unit'])} that the model lacks" if len(extra) else ""
+        raise CharrnnError(
+            f"{directory}: its vocabulary ({len(own)} symbols) differs from that of {source} "
+            f"({len(vocab)}){detail}")
+    train = _open_split(os.path.join(directory, TRAIN_BIN), dtype, meta["split"]["train"])
+    val = _open_split(os.path.join(directory, VAL_BIN), dtype, meta["split"]["val"])
+    identity = dict(kind="prepared", path=os.path.abspath(directory), unit=meta["unit"],
+                    chars=len(train) + len(val), bytes=train.nbytes + val.nbytes, sha256=digest)
+    return Corpus(own, train, val, identity, meta["unit"])
+
+
+def open_corpus(path, val_fraction=0.1, vocab=None, unit=None, source=None, quiet=True, chunk_size=CHUNK):
+    """The corpus at ``path``: a prepared directory (or its meta.json), read on demand, or a
+    UTF-8 text file, read and encoded in chunks (``val_fraction`` applies to it; a prepared
+    directory keeps the split it was prepared with).
+
+    ``vocab`` / ``unit``: those of a resumed run (``source``, for messages), which the
+    corpus must fit.
+    """
+    directory = prepared_dir(path)
+    if directory is not None:
+        return open_prepared(directory, vocab, unit, source)
+    if unit is not None and unit != "chars":
+        raise CharrnnError(f"{path}: {source} was trained on {unit}; a text file is read as UTF-8 characters "
+                           "(train on the directory that charrnn prepare --bytes made)")
+    return read_text_corpus(path, val_fraction, vocab, source, chunk_size, quiet)
+
+
+def remap(indices, from_vocab, to_vocab, unit="chars", skip_unknown=False, where="text", chunk=CHUNK):
+    """Indices in ``from_vocab`` as indices in ``to_vocab``, read ``chunk`` at a time (e.g.
+    a split on disk), and how many were dropped as unknown (``skip_unknown``)."""
+    if np.array_equal(from_vocab, to_vocab):
+        return indices, 0
+    present = np.zeros(len(from_vocab), bool)
+    for i in range(0, len(indices), chunk):
+        present |= np.bincount(indices[i:i + chunk], minlength=len(from_vocab)) > 0
+    unknown = np.setdiff1d(from_vocab[present], to_vocab)
+    if len(unknown) and not skip_unknown:
+        kind = "byte value(s)" if unit == "bytes" else "character(s)"
+        raise CharrnnError(f"{where}: {len(unknown)} {kind} not in the model's vocabulary: {_describe(unknown, unit)}; "
+                           "pass --skip-unknown to drop them")
+    lookup = _Lookup(to_vocab, unit)
+    table = lookup.table[from_vocab]  # from-index -> to-index (or V)
+    parts, skipped = [], 0
+    for i in range(0, len(indices), chunk):
+        idx = table[indices[i:i + chunk]]
+        keep = idx < lookup.V
+        skipped += int((~keep).sum())
+        parts.append(idx[keep].astype(lookup.dtype, copy=False))
+    out = np.concatenate(parts) if parts else np.empty(0, lookup.dtype)
+    return out, skipped

@@ -1,0 +1,427 @@
+"""`charrnn prepare` and training on prepared directories, end to end: the same training
+as from the text file, resume, eval, sample, bytes, bounded evaluation, flat memory."""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from charrnn import checkpoint as ckpt_io
+from charrnn import corpus as CO
+from charrnn import data as D
+from charrnn.errors import CharrnnError
+from charrnn.evaluate import evaluate
+from charrnn.train import load_corpus
+from conftest import CORPUS, ROOT, one_line_error, run, small_config
+from test_corpus import UNICODE, make_tree
+
+
+def metrics(run_dir):
+    return [{k: v for k, v in json.loads(l).items() if k not in ("chars_per_s", "elapsed_s")}
+            for l in open(run_dir / "metrics.jsonl")]
+
+
+def test_prepare_a_tree_through_the_cli(tmp_path):
+    src = tmp_path / "src"
+    files = make_tree(src)
+    out = tmp_path / "prep"
+    r = run("prepare", src, "--glob", "*.c", "--glob", "*.h", "--out", out, "--val-fraction", "0.2")
+    assert r.exit_code == 0, r.output
+    assert r.stdout == "" and "B/s" in r.stderr  # the progress bar in MB and MB/s, on stderr
+    assert "from 6 file(s)" in r.stderr
+    order = ["a.h", "b.c", "empty.c", "sub-x.c", "sub/deeper/y.c", "sub/z.c"]
+    text = "".join(files[f] for f in order)
+    meta = json.loads((out / "meta.json").read_text())
+    c = CO.open_corpus(str(out))
+    assert D.decode(np.concatenate([c.train, c.val]), c.vocab) == text
+    assert meta["unit"] == "chars" and meta["format_version"] == 1 and meta["dtype"] == "uint8"
+    assert meta["split"] == {"val_fraction": 0.2, "train": len(text) - int(len(text) * 0.2), "val": int(len(text) * 0.2)}
+    # A tiny chunk size (every multibyte character straddles a boundary) writes the same files.
+    again = tmp_path / "again"
+    CO.prepare([str(src)], str(again), globs=["*.c", "*.h"], val_fraction=0.2, chunk_size=2)
+    for name in ("train.bin", "val.bin", "meta.json"):
+        assert (out / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_prepare_refuses_an_existing_directory_unless_overwrite(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("first text " * 20, encoding="utf-8")
+    b.write_text("second, longer text " * 20, encoding="utf-8")
+    out = tmp_path / "prep"
+    assert run("prepare", a, "--out", out, "-q").exit_code == 0
+    before = {n: (out / n).read_bytes() for n in ("train.bin", "val.bin", "meta.json")}
+    one_line_error(run("prepare", b, "--out", out, "-q"), 1, str(out), "already exists", "--overwrite")
+    assert {n: (out / n).read_bytes() for n in before} == before
+    assert run("prepare", b, "--out", out, "-q", "--overwrite").exit_code == 0
+    c = CO.open_corpus(str(out))
+    assert D.decode(np.concatenate([c.train, c.val]), c.vocab) == b.read_text(encoding="utf-8")
+    assert sorted(os.listdir(out)) == ["meta.json", "train.bin", "val.bin"]  # no temporary files left
+
+
+@pytest.mark.parametrize("setup, args, code, fragments", [
+    ("none", ["missing.txt"], 1, ["missing.txt: input not found"]),
+    ("tree", ["src", "--glob", "*.rs"], 1, ["no file in this directory matches --glob '*.rs'"]),
+    ("empty", ["e1.txt", "e2.txt"], 1, ["no text to prepare", "2 file(s)"]),
+    ("latin1", ["l.txt"], 1, ["l.txt: not UTF-8 text", "0xe9 at offset 3", "--errors replace", "--bytes"]),
+    ("latin1", ["l.txt", "--bytes", "--errors", "replace"], 2, ["--errors applies to decoding UTF-8"]),
+    ("tiny", ["t.txt"], 1, ["--val-fraction 0.1 of 5 characters leaves 0"]),
+])
+def test_prepare_errors_are_one_line(tmp_path, monkeypatch, setup, args, code, fragments):
+    monkeypatch.chdir(tmp_path)
+    make_tree(tmp_path / "src")
+    (tmp_path / "e1.txt").write_bytes(b"")
+    (tmp_path / "e2.txt").write_bytes(b"")
+    (tmp_path / "l.txt").write_bytes("café au lait".encode("latin-1"))
+    (tmp_path / "t.txt").write_text("hello", encoding="utf-8")
+    one_line_error(run("prepare", *args, "--out", tmp_path / "prep"), code, *fragments)
+    assert not (tmp_path / "prep" / "meta.json").exists()
+
+
+def test_errors_replace_and_bytes_round_trip(tmp_path):
+    raw = "naïve ".encode("utf-8") + "café".encode("latin-1") + b" \xff\xfe end\n" * 5
+    path = tmp_path / "mixed.txt"
+    path.write_bytes(raw)
+    assert run("prepare", path, "--out", tmp_path / "rep", "--errors", "replace", "-q").exit_code == 0
+    c = CO.open_corpus(str(tmp_path / "rep"))
+    assert D.decode(np.concatenate([c.train, c.val]), c.vocab) == raw.decode("utf-8", "replace")
+    assert 0xFFFD in c.vocab
+    assert run("prepare", path, "--out", tmp_path / "bytes", "--bytes", "-q").exit_code == 0
+    c = CO.open_corpus(str(tmp_path / "bytes"))
+    assert c.unit == "bytes" and json.loads((tmp_path / "bytes" / "meta.json").read_text())["unit"] == "bytes"
+    assert bytes(c.vocab[np.concatenate([c.train, c.val])].astype(np.uint8)) == raw
+
+
+def ckpt_arrays(path):
+    """Every array of a checkpoint but its wall time, its record of where the corpus came from
+    (a text file or a prepared directory: ``corpus``), the config's data path and run directory."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k not in ("elapsed_s", "corpus")}
+    cfg = json.loads(str(arrays.pop("config")))
+    cfg["data"].pop("path")
+    cfg["train"].pop("out_dir")
+    return arrays, cfg
+
+
+@pytest.mark.parametrize("text", ["ascii", "unicode"])
+def test_text_file_and_prepared_directory_train_bitwise_identically(tmp_path, write_config, text):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(3000) if text == "ascii" else UNICODE * 12, encoding="utf-8")
+    assert run("prepare", corpus, "--out", tmp_path / "prep", "-q").exit_code == 0
+    runs = {}
+    for name, data in (("txt", corpus), ("prep", tmp_path / "prep")):
+        cfg = small_config(write_config, data, steps=30, eval_every=10, sample_every=10)
+        out = tmp_path / name
+        r = run("train", "--config", cfg, "--out", out, "--set", "model.layers=2", "--set", "model.dropout=0.2")
+        assert r.exit_code == 0, r.output
+        sample = run("sample", "--checkpoint", out / "ckpt.npz", "-n", 60, "--seed", 4)
+        runs[name] = (metrics(out), ckpt_arrays(out / "ckpt.npz"), ckpt_arrays(out / "best.npz"), sample.stdout,
+                      re.findall(r"----- sample at step \d+ -----\n(.*?)\n-----", r.stderr, re.S))
+    (m1, (a1, c1), (b1, _), s1, e1), (m2, (a2, c2), (b2, _), s2, e2) = runs["txt"], runs["prep"]
+    assert m1 == m2 and c1 == c2 and s1 == s2 and e1 == e2  # metrics, config, sample, previews
+    assert len([m for m in m1 if "val_loss" in m]) == 3 and len(e1) == 3
+    assert a1.keys() == a2.keys()
+    for k in a1:
+        assert a1[k].dtype == a2[k].dtype and np.array_equal(a1[k], a2[k]), k
+        assert np.array_equal(b1[k], b2[k]), k
+
+
+def test_prepared_corpus_trains_resumes_evaluates_and_samples(tmp_path, write_config):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(UNICODE * 2, encoding="utf-8")  # 2 streams of 208: they wrap at step 25
+    prep = tmp_path / "prep"
+    assert run("prepare", corpus, "--out", prep, "-q").exit_code == 0
+    cfg = small_config(write_config, prep / "meta.json", steps=40, checkpoint_every=7, eval_every=10)
+    whole, half = tmp_path / "whole", tmp_path / "half"
+    assert run("train", "--config", cfg, "--out", whole, "-q").exit_code == 0
+    assert run("train", "--config", cfg, "--out", half, "-q", "--steps", 20).exit_code == 0
+    assert run("train", "--resume", half / "ckpt.npz", "-q").exit_code == 0
+    a, b = ckpt_io.load(str(whole / "ckpt.npz")), ckpt_io.load(str(half / "ckpt.npz"))
+    assert a.run.step == b.run.step == 40 and a.run.epoch >= 1 and a.unit == b.unit == "chars"
+    for k in a.run.params:
+        assert np.array_equal(a.run.params[k], b.run.params[k]), k
+    assert metrics(whole) == metrics(half)
+    # `charrnn eval --text DIR` reads the directory's validation split: the run's own number.
+    r = run("eval", "--checkpoint", whole / "ckpt.npz", "--text", prep, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["nats_per_char"] == a.run.val_loss == metrics(whole)[-1]["val_loss"]
+    default = run("eval", "--checkpoint", whole / "ckpt.npz", "--json")
+    assert json.loads(default.stdout)["nats_per_char"] == a.run.val_loss
+    s = run("sample", "--checkpoint", whole / "ckpt.npz", "--prime", "春眠", "-n", 30, "--seed", 1)
+    assert s.exit_code == 0 and s.stdout.startswith("春眠") and set(s.stdout.strip()) <= set(UNICODE)
+
+
+def test_eval_text_dir_with_another_vocabulary_is_remapped(tmp_path, write_config):
+    big = tmp_path / "big.txt"
+    big.write_text(UNICODE * 10, encoding="utf-8")
+    cfg = small_config(write_config, big, steps=10)
+    assert run("train", "--config", cfg, "-q").exit_code == 0
+    small = tmp_path / "small.txt"
+    small.write_text("Ab ü 春眠不觉晓 x\n" * 20, encoding="utf-8")  # a subset of the model's characters
+    assert run("prepare", small, "--out", tmp_path / "prep", "-q").exit_code == 0
+    val_text = tmp_path / "val.txt"
+    val_text.write_text(small.read_text(encoding="utf-8")[-int(len(small.read_text(encoding="utf-8")) * 0.1):], encoding="utf-8")
+    ck = tmp_path / "run" / "ckpt.npz"
+    via_dir = run("eval", "--checkpoint", ck, "--text", tmp_path / "prep", "--json")
+    via_file = run("eval", "--checkpoint", ck, "--text", val_text, "--json")
+    assert via_dir.exit_code == 0, via_dir.output
+    assert json.loads(via_dir.stdout)["nats_per_char"] == json.loads(via_file.stdout)["nats_per_char"]
+    other = tmp_path / "other.txt"
+    other.write_text("zzz qqq\n" * 30, encoding="utf-8")
+    assert run("prepare", other, "--out", tmp_path / "other", "-q").exit_code == 0
+    one_line_error(run("eval", "--checkpoint", ck, "--text", tmp_path / "other"), 1, "not in the model's vocabulary", "--skip-unknown")
+    skipped = run("eval", "--checkpoint", ck, "--text", tmp_path / "other", "--skip-unknown", "--json")
+    assert json.loads(skipped.stdout)["skipped"] > 0
+
+
+def test_bytes_model_trains_and_samples_bytes(tmp_path, write_config):
+    raw = "Grüße, café. ".encode("latin-1") * 40 + "日本".encode("utf-8") * 10
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(raw)
+    one_line_error(run("train", "--config", small_config(write_config, path), "-q"), 1, "not UTF-8 text")
+    assert run("prepare", path, "--out", tmp_path / "prep", "--bytes", "-q").exit_code == 0
+    cfg = small_config(write_config, tmp_path / "prep", steps=10)
+    assert run("train", "--config", cfg, "-q").exit_code == 0
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    assert ck.unit == "bytes" and np.array_equal(ck.vocab, np.unique(np.frombuffer(raw, np.uint8)))
+    # Not a terminal: the bytes as they are.
+    r = run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "-n", 200, "--seed", 2, "--prime", "Gr")
+    assert r.exit_code == 0, r.output
+    assert r.stdout_bytes.startswith(b"Gr") and len(r.stdout_bytes) == 2 + 200 + 1
+    assert set(r.stdout_bytes[2:-1]) <= set(raw)
+    two = run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "-n", 400, "--seed", 3, "--num-samples", 2,
+              "--stop", ", ")
+    parts = two.stdout_bytes.split(b"\n" + b"-" * 40 + b"\n")
+    assert len(parts) == 2 and all(p.endswith(b", \n") or len(p) == 401 for p in parts)
+    assert any(p.endswith(b", \n") for p in parts)
+    # A prime whose UTF-8 bytes the model has not seen.
+    one_line_error(run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--prime", "€"), 2, "byte value(s)", "0xe2")
+    # `eval --text` reads a file's bytes for a model of bytes.
+    e = run("eval", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--text", path, "--json")
+    assert e.exit_code == 0 and json.loads(e.stdout)["chars"] == len(raw) - 1
+
+
+def test_bytes_sample_to_a_terminal_is_decoded(tmp_path, write_config):
+    import pty
+
+    text = "日本語のテキスト、漢字とかな。\n" * 30
+    path = tmp_path / "ja.txt"
+    path.write_text(text, encoding="utf-8")
+    assert run("prepare", path, "--out", tmp_path / "prep", "--bytes", "-q").exit_code == 0
+    assert run("train", "--config", small_config(write_config, tmp_path / "prep", steps=5), "-q").exit_code == 0
+    args = ["sample", "--checkpoint", str(tmp_path / "run" / "ckpt.npz"), "-n", "300", "--seed", "0"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    piped = subprocess.run([sys.executable, "-m", "charrnn", *args], capture_output=True, env=env, check=True).stdout
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "charrnn", *args], stdout=slave, stderr=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    p.wait()
+    os.close(master)
+    # An untrained model of bytes makes invalid UTF-8; the terminal gets it decoded with U+FFFD.
+    assert piped.decode("utf-8", "replace").encode("utf-8") == shown.replace(b"\r\n", b"\n")
+    assert piped != shown.replace(b"\r\n", b"\n")
+
+
+def test_checkpoints_without_a_unit_load_as_characters(tmp_path, write_config):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(UNICODE * 10, encoding="utf-8")
+    assert run("train", "--config", small_config(write_config, corpus, steps=5), "-q").exit_code == 0
+    path = tmp_path / "run" / "ckpt.npz"
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "unit"}
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert ckpt_io.load(str(tmp_path / "old.npz")).unit == "chars"
+    for unit in ("bytes", "words"):  # bytes, but code points beyond 255; no such unit
+        arrays["unit"] = np.array(unit)
+        np.savez(tmp_path / "bad.npz", **arrays)
+        with pytest.raises(CharrnnError, match=f"damaged checkpoint: 'unit' '{unit}'"):
+            ckpt_io.load(str(tmp_path / "bad.npz"))
+
+
+def test_resuming_a_bytes_run_on_a_text_file_is_refused(tmp_path, write_config):
+    path = tmp_path / "a.txt"
+    path.write_text("abc def " * 50, encoding="utf-8")
+    assert run("prepare", path, "--out", tmp_path / "prep", "--bytes", "-q").exit_code == 0
+    cfg = small_config(write_config, tmp_path / "prep", steps=5)
+    assert run("train", "--config", cfg, "-q").exit_code == 0
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    with pytest.raises(CharrnnError, match="was trained on bytes; a text file is read as UTF-8 characters"):
+        CO.open_corpus(str(path), 0.1, ck.vocab, ck.unit, "the checkpoint")
+
+
+def test_bounded_evaluation_reads_the_first_eval_chars_of_the_split(tmp_path, write_config):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(8000), encoding="utf-8")
+    cfg = small_config(write_config, corpus, steps=20, eval_every=10)
+    assert run("train", "--config", cfg, "-q", "--set", "train.eval_chars=300", "--out", tmp_path / "a").exit_code == 0
+    assert run("train", "--config", cfg, "-q", "--set", "train.eval_chars=null", "--out", tmp_path / "b").exit_code == 0
+    ck = ckpt_io.load(str(tmp_path / "a" / "ckpt.npz"))
+    val = load_corpus(ck.config, ck.vocab).val
+    assert len(val) == 800
+    first = evaluate(ck.run.params, ck.spec, val[:300]).nats
+    assert ck.run.val_loss == first == metrics(tmp_path / "a")[-1]["val_loss"]
+    assert ck.run.val_loss != evaluate(ck.run.params, ck.spec, val).nats
+    whole = ckpt_io.load(str(tmp_path / "b" / "ckpt.npz"))
+    assert whole.run.val_loss == evaluate(whole.run.params, whole.spec, val).nats
+    # `charrnn eval` reads all of it whatever eval_chars says.
+    r = run("eval", "--checkpoint", tmp_path / "a" / "ckpt.npz", "--json")
+    assert json.loads(r.stdout)["chars"] == 799
+
+
+def evaluate_before_streaming(params, spec, data, batch_size=32, seq_length=128):
+    """charrnn.evaluate.evaluate as it was before it streamed: (L, B) index arrays of the
+    whole text built first. The reference for the shipped configs' numbers."""
+    from charrnn import model as M
+
+    pairs = len(data) - 1
+    B = min(batch_size, pairs)
+    L = -(-pairs // B)
+    idx = np.arange(L)[:, None] + L * np.arange(B)[None, :]
+    valid = idx < pairs
+    safe = np.where(valid, idx, 0)
+    X, Y = data[safe], data[safe + 1]
+    state = M.zero_state(spec, B, params["Why"].dtype)
+    prepared = M.prepare(params, spec, B)
+    total = 0.0
+    for t0 in range(0, L, seq_length):
+        x, y, v = X[t0:t0 + seq_length], Y[t0:t0 + seq_length], valid[t0:t0 + seq_length]
+        logits, state, _ = M.forward(params, spec, x, state, prepared=prepared)
+        logp_y, _ = M.target_log_probs(logits, y.reshape(-1))
+        total -= float(logp_y[v.reshape(-1)].sum(dtype=np.float64))
+    return total / pairs
+
+
+def test_shipped_configs_validation_numbers_are_unchanged():
+    """Every shipped config validates on all of its split (the default eval_chars covers it),
+    and the streamed evaluation gives the old one's numbers to the last bit."""
+    from charrnn import config as C
+    from charrnn import model as M
+
+    configs = sorted(f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".yaml"))
+    seen = set()
+    for name in configs:
+        cfg = C.load(os.path.join(ROOT, "configs", name))
+        c = load_corpus(cfg)
+        if cfg.data.val_fraction == 0:
+            assert len(c.val) == 0
+            continue
+        assert cfg.train.eval_chars is None or len(c.val) <= cfg.train.eval_chars, name
+        key = (cfg.data.path, cfg.model.cell, cfg.model.layers, cfg.model.multiplicative, cfg.model.dtype)
+        if key in seen:
+            continue
+        seen.add(key)
+        # The config's cell and depth at a small width: the evaluation's arithmetic is the same.
+        spec = M.ModelSpec(cfg.model.cell, len(c.vocab), 24, cfg.model.layers, 0.0, cfg.model.multiplicative)
+        params = M.init_params(spec, np.random.default_rng(0), np.dtype(cfg.model.dtype), 0.3)
+        assert evaluate(params, spec, c.val).nats == evaluate_before_streaming(params, spec, c.val), name
+
+
+def peak_rss_mb(args, cwd):
+    """Peak resident memory (MB) of `python -m charrnn ARGS` in a fresh process."""
+    wrapper = ("import resource, subprocess, sys\n"
+               "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "charrnn", *map(str, args)],
+                         capture_output=True, text=True, cwd=cwd, env=dict(os.environ, PYTHONPATH=ROOT), check=True)
+    return int(out.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def test_memory_stays_flat_with_the_corpus_size(tmp_path):
+    """Training from a prepared 30 MB corpus takes about the memory of a tiny one; a 30 MB
+    text file trained directly costs its index array (30 MB) and a little more, not the
+    25 copies of the text that reading it whole made."""
+    words = np.array("the of and to in a is that for it as was with be by on not he I this".split())
+    rng = np.random.default_rng(0)
+    text = " ".join(rng.choice(words, 9_000_000)) + "\n"
+    size = 30_000_000
+    big = tmp_path / "big.txt"
+    big.write_text(text[:size], encoding="utf-8")
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text(text[:100_000], encoding="utf-8")
+    for path in (big, tiny):
+        assert run("prepare", path, "--out", tmp_path / f"{path.stem}.prep", "-q").exit_code == 0
+    train = ["train", "--data", None, "-q", "--steps", "20", "--set", "model.cell=lstm", "--set", "model.hidden_size=64",
+             "--set", "train.eval_every=10", "--set", "train.eval_chars=20000", "--out", None]
+    rss = {}
+    for name in ("tiny.prep", "big.prep", "big.txt"):
+        train[2], train[-1] = tmp_path / name, tmp_path / f"run-{name}"
+        rss[name] = peak_rss_mb(train, tmp_path)
+    assert rss["big.prep"] < rss["tiny.prep"] + 10, rss  # a copy of the corpus would be 30 MB more
+    assert rss["big.txt"] < rss["tiny.prep"] + size / 1e6 + 40, rss  # the index array, uint8, and a few chunks
+
+
+def test_train_data_without_a_config_uses_the_built_in_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    corpus = tmp_path / "mytext.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(30000), encoding="utf-8")
+    assert run("prepare", corpus, "--out", tmp_path / "prepared", "-q").exit_code == 0
+    for data, name in ((corpus, "mytext"), (tmp_path / "prepared", "prepared"), (tmp_path / "prepared" / "meta.json", "prepared")):
+        r = run("train", "--data", data, "--steps", 2, "-q", "--set", "model.hidden_size=16", "--overwrite")
+        assert r.exit_code == 0, r.output
+        ck = ckpt_io.load(str(tmp_path / "runs" / name / "ckpt.npz"))  # runs/<corpus name>
+        assert ck.config.data.path == str(data) and ck.config.model.hidden_size == 16
+        assert (ck.config.model.cell, ck.config.train.batch_size, ck.config.optim.name) == ("rnn", 32, "adam")
+
+
+def test_train_data_overrides_the_config_path(tmp_path, write_config, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("aaaa bbbb " * 100, encoding="utf-8")
+    b.write_text("cccc dddd " * 100, encoding="utf-8")
+    cfg = small_config(write_config, a, steps=3)
+    assert run("train", "--config", cfg, "--data", "b.txt", "-q").exit_code == 0
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    assert ck.config.data.path == str(b) and "".join(map(chr, ck.vocab)) == " cd"
+    no_path = write_config("model:\n  hidden_size: 8\ntrain:\n  steps: 2\n  batch_size: 2\n  seq_length: 4\n", name="nopath.yaml")
+    assert run("train", "--config", no_path, "--data", b, "-q").exit_code == 0  # --data supplies data.path
+    r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "--data", a)
+    one_line_error(r, 2, "--data")
+    one_line_error(run("train"), 2, "--data PATH", "--config FILE")
+
+
+def test_eval_of_a_long_text_shows_a_progress_bar(tmp_path, write_config, monkeypatch):
+    from charrnn import cli
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(20000), encoding="utf-8")
+    assert run("train", "--config", small_config(write_config, corpus, steps=2), "-q").exit_code == 0
+    ck = tmp_path / "run" / "ckpt.npz"
+    monkeypatch.setattr(cli, "EVAL_BAR_CHARS", 10_000)  # "long", scaled down with the text
+    short = run("eval", "--checkpoint", ck)  # the validation split: 2,000 characters
+    long = run("eval", "--checkpoint", ck, "--text", corpus, "--json")
+    assert long.exit_code == 0, long.output
+    assert "evaluating" in long.stderr and "char/s" in long.stderr and "evaluating" not in short.stderr
+    assert json.loads(long.stdout)["chars"] == 20000 - 1
+
+
+def test_a_full_disk_while_preparing_leaves_no_corpus_and_no_temporary_files(tmp_path):
+    """A real write failure: the file size limit (RLIMIT_FSIZE) stops the writing of train.bin."""
+    import resource
+
+    text = tmp_path / "t.txt"
+    text.write_text(open(CORPUS, encoding="utf-8").read(300_000), encoding="utf-8")
+    out = tmp_path / "prep"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    r = subprocess.run([sys.executable, "-m", "charrnn", "prepare", str(text), "--out", str(out), "-q"],
+                       capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), preexec_fn=limit)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr == f"Error: {out}: cannot write the prepared corpus: File too large\n", r.stderr
+    assert os.listdir(out) == []  # no meta.json, no half-written .bin, no temporary file
+    with pytest.raises(CharrnnError, match="not a prepared corpus"):
+        CO.open_corpus(str(out))
