@@ -14,6 +14,7 @@ import click
 import numpy as np
 
 from charrnn import __version__
+from charrnn.distributed import ends_together
 from charrnn.errors import CharrnnError, Interrupted
 
 
@@ -57,8 +58,13 @@ def cli():
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False), help="Start a new run from this checkpoint's weights (same vocabulary and model shape).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set optim.lr=0.05 (repeatable).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar and no preview samples.")
+@ends_together  # under mpiexec/srun: MPI starts, and an error on one rank ends every rank
 def train(config_path, out_dir, steps, seed, resume, init_from, overrides, quiet):
-    """Train a model from a YAML config (or resume a run from its checkpoint)."""
+    """Train a model from a YAML config (or resume a run from its checkpoint).
+
+    Under an MPI launcher (mpiexec -n N charrnn train ...) the N processes share the
+    batch's streams: see docs/cluster.md.
+    """
     from charrnn import config as C
     from charrnn.train import train as run_training
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from charrnn import checkpoint as ckpt_io
 from charrnn import config as C
 from charrnn import data as D
+from charrnn import distributed
 from charrnn import model as M
 from charrnn import optim
 from charrnn import sampling
@@ -100,18 +101,20 @@ def _preview(params, spec, vocab, state, first, cfg, step):
 
 
 class _StopFlag:
-    """SIGINT sets a flag checked between steps, so the checkpoint is always of a whole
-    step; a second Ctrl-C interrupts at once (the last checkpoint stays intact)."""
+    """SIGINT and SIGTERM set a flag checked between steps, so the checkpoint is always of
+    a whole step; a second Ctrl-C interrupts at once (the last checkpoint stays intact)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)  # SIGTERM: what kill, timeout and Slurm send
 
     def __init__(self):
         self.set = False
-        self._old = None
+        self._old = {}
 
     def __enter__(self):
         try:
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         except ValueError:  # not in the main thread: leave Ctrl-C alone
-            self._old = None
+            self._old = {}
         return self
 
     def _handle(self, signum, frame):
@@ -120,8 +123,8 @@ class _StopFlag:
         self.set = True
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
 
 
 def new_run(cfg, spec, optimizer, vocab, init_from=None):
@@ -147,7 +150,7 @@ def next_batch(run, streams, spec):
     their end, they start again (a new epoch) from a zero state."""
     if streams.wraps(run.position):
         run.position, run.epoch = 0, run.epoch + 1
-        run.state = M.zero_state(spec, streams.B, run.state[0][0].dtype)
+        run.state = M.zero_state(spec, len(run.state[0][0]), run.state[0][0].dtype)  # B/N streams under MPI
     return streams.batch(run.position)
 
 
@@ -158,18 +161,23 @@ class Diverged(Exception):
         super().__init__(f"training diverged at step {step}: the {what} is not finite (loss {loss})")
 
 
-def train_step(run, X, Y, spec, optimizer, cfg):
+def train_step(run, X, Y, spec, optimizer, cfg, comm=distributed.SINGLE):
     """One step of truncated BPTT on the chunk (X, Y) from the carried state: loss and
     gradients, clipping, the optimizer's update, the weight average; the state is carried on.
 
+    comm : the processes that share the B streams (``charrnn.distributed``): this one computes
+        the loss and gradients of its own streams, ``comm.sum`` makes them those of all B.
     Updates ``run`` in place and returns (loss of the chunk, learning rate used).
     Raises Diverged (and changes nothing) when the loss or a gradient is not finite.
     """
     T, B = X.shape
     dtype = run.params["Why"].dtype
+    # The masks are drawn for all B streams, so the generator and the run are the same for any N.
     masks = M.dropout_masks(spec, (T, B, spec.hidden_size), run.rng, dtype) if spec.dropout > 0 else None
+    X, Y, masks = comm.mine(X, axis=1), comm.mine(Y, axis=1), comm.mine(masks, axis=1)  # this process's streams
     with np.errstate(over="ignore", invalid="ignore"):  # divergence is checked just below
         loss, grads, state, _ = M.loss_and_grads(run.params, spec, X, Y, run.state, masks)
+    loss, grads = comm.sum(loss, grads)  # the mean over all B streams, on every process
     if not math.isfinite(loss) or not all(np.isfinite(g).all() for g in grads.values()):
         raise Diverged(run.step + 1, "loss" if not math.isfinite(loss) else "gradient", loss)
     run.state = state
@@ -232,14 +240,18 @@ class Progress:
         self.bar.close()
 
 
-def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=None):
+def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=None, comm=None):
     """Train according to ``cfg`` (or continue the run in checkpoint ``resume``).
 
     steps : stop at this total step count (default ``train.steps``); a run stopped early
         and resumed ends exactly as an uninterrupted one.
     out_dir : run directory (default ``cfg.train.out_dir``, or the checkpoint's directory).
+    comm : the processes that share the run (default ``distributed.world()``: the ranks of
+        ``mpiexec``/``srun``, or this process alone); rank 0 alone writes and reports.
     Returns a Summary.
     """
+    comm = distributed.world() if comm is None else comm
+    quiet = quiet or comm.rank != 0
     # The plan: the config (a resumed run's own), where to stop, where to write.
     ck = ckpt_io.load(resume) if resume is not None else None
     if ck is not None:
@@ -262,10 +274,13 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     spec = M.ModelSpec.of(cfg.model, len(vocab))
     optimizer = optim.from_config(cfg.optim)
     run = ck.run if ck is not None else new_run(cfg, spec, optimizer, vocab, init_from)
+    comm.split(run)  # each process keeps the carried state of its own streams
 
     def save(path):
         run.elapsed_s = elapsed()
-        ckpt_io.save(path, ckpt_io.Checkpoint(run, vocab, cfg, spec))
+        whole = comm.whole(run)  # with the carried state of all B streams, on rank 0
+        if comm.rank == 0:
+            ckpt_io.save(path, ckpt_io.Checkpoint(whole, vocab, cfg, spec))
 
     def eval_weights():
         """What validation and previews use: the moving average of the weights, if kept."""
@@ -273,7 +288,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
 
     def validate():
         """Validation loss now, logged; keeps best.npz; True when patience has run out."""
-        run.val_loss = evaluate(eval_weights(), spec, val_data).nats
+        run.val_loss = evaluate(eval_weights(), spec, val_data, comm=comm).nats
         improved = run.val_loss < run.best_val_loss
         if improved:
             run.best_val_loss, run.evals_since_best = run.val_loss, 0
@@ -290,11 +305,12 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
 
     # The run directory; a resumed run's log is cut back to its checkpoint.
     files = RunDir(out_dir)
-    files.create(cfg)
-    if ck is not None:
-        _truncate_metrics(files.metrics, run.step)
-    elif os.path.exists(files.metrics):
-        os.replace(files.metrics, files.metrics + ".old")  # a fresh run starts a fresh log
+    if comm.rank == 0:  # one process writes the run directory
+        files.create(cfg)
+        if ck is not None:
+            _truncate_metrics(files.metrics, run.step)
+        elif os.path.exists(files.metrics):
+            os.replace(files.metrics, files.metrics + ".old")  # a fresh run starts a fresh log
 
     elapsed0, t_start = run.elapsed_s, time.perf_counter()
 
@@ -305,16 +321,17 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     last_eval = run.step if ck is not None and not math.isnan(run.val_loss) else None
     window_t, window_steps, chars_per_s = time.perf_counter(), 0, 0.0
     stopped = "done"
-    with _StopFlag() as stop, open(files.metrics, "a", encoding="utf-8") as metrics_file:
+    metrics_path = files.metrics if comm.rank == 0 else os.devnull
+    with _StopFlag() as stop, open(metrics_path, "a", encoding="utf-8") as metrics_file:
         progress = Progress(metrics_file, stop_at, run.step, quiet)
         try:
-            while run.step < stop_at and not stop.set:
-                if tc.max_minutes is not None and elapsed() >= 60 * tc.max_minutes:
+            while run.step < stop_at and not comm.agreed(stop.set):  # all processes stop together
+                if tc.max_minutes is not None and comm.agreed(elapsed() >= 60 * tc.max_minutes):
                     stopped = "time budget"
                     break
                 X, Y = next_batch(run, streams, spec)
                 try:
-                    loss, lr = train_step(run, X, Y, spec, optimizer, cfg)
+                    loss, lr = train_step(run, X, Y, spec, optimizer, cfg, comm)
                 except Diverged as e:
                     last = files.ckpt if last_saved is not None else "none (none was written yet)"
                     raise CharrnnError(f"{e}; no checkpoint was written for it, the last good one is "
@@ -345,7 +362,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
                     last_saved = run.step
         finally:
             progress.close()
-        interrupted = stop.set and run.step < stop_at and stopped == "done"
+        interrupted = comm.agreed(stop.set) and run.step < stop_at and stopped == "done"
         finished = run.step >= tc.steps or stopped == "time budget"  # not a pause at --steps N
         if len(val_data) and last_eval != run.step and finished:
             validate()  # a finished run ends with the validation loss of its final weights
