@@ -150,7 +150,7 @@ def launch(job, ranks, threads):
     """Run a worker: one plain process, or ``mpiexec -n ranks``; its JSON line."""
     env = {k: v for k, v in os.environ.items() if k not in ("PMI_RANK", "PMI_SIZE", "PMIX_RANK")}
     env.update(PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
+               MKL_NUM_THREADS=str(threads), HYDRA_LAUNCHER="fork")
     cmd = [sys.executable, __file__, "--worker", json.dumps(job)]
     if ranks > 1:
         mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")

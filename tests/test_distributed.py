@@ -43,7 +43,8 @@ SHOWN = []  # the largest differences measured, printed by test_equivalence (pyt
 
 def mpi_env():
     env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_VARS}
-    env.update(PYTHONPATH=ROOT, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.update(PYTHONPATH=ROOT, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               HYDRA_LAUNCHER="fork")  # MPICH's mpiexec: start the ranks here, never through ssh
     return env
 
 
