@@ -54,7 +54,8 @@ class RunState:
     """Everything that changes while a run trains, and that resuming needs: one object that a
     training step updates and a checkpoint saves and loads whole.
 
-    Arrays live on the run's device (NumPy here); the carried state holds all B streams.
+    Arrays live on the run's device (NumPy here); the carried state holds all B streams (under
+    MPI, a rank's holds its own B/N, and ``distributed.Ranks.whole`` gathers all B for a checkpoint).
     """
 
     params: dict  # name -> array

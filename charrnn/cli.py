@@ -16,6 +16,7 @@ import click
 import numpy as np
 
 from charrnn import __version__
+from charrnn.distributed import ends_together
 from charrnn.errors import CharrnnError, Interrupted
 
 
@@ -76,8 +77,13 @@ def cli():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set optim.lr=0.05 (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Start a new run in a directory that holds one: the old run's files are moved into RUN/replaced-<time>/.")
 @click.option("--quiet", "-q", is_flag=True, help="No banner, progress bar or preview samples (errors and the final summary still go to stderr).")
+@ends_together  # under mpiexec/srun: MPI starts, and an error on one rank ends every rank
 def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overrides, overwrite, quiet):
-    """Train a model from a YAML config or on --data PATH (or resume a run from its checkpoint)."""
+    """Train a model from a YAML config or on --data PATH (or resume a run from its checkpoint).
+
+    Under an MPI launcher (mpiexec -n N charrnn train ...) the N processes share the
+    batch's streams: see docs/cluster.md.
+    """
     from charrnn import config as C
     from charrnn.train import train as run_training
 

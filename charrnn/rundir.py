@@ -52,7 +52,11 @@ def lock(run_dir):
 
     A second ``lock`` of the same directory in the same process is refused too: flock locks
     belong to an open file, not to a process.
+
+    A directory that it created and that holds nothing but the lock file when the block ends
+    (the run failed before writing anything, e.g. on a bad corpus) is removed again.
     """
+    created = not os.path.isdir(run_dir)
     try:
         os.makedirs(run_dir, exist_ok=True)
         fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
@@ -75,6 +79,9 @@ def lock(run_dir):
         finally:
             try:
                 os.ftruncate(fd, 0)  # no stale PID for the next reader; the lock goes with close
+                if created and os.listdir(run_dir) == [LOCK_NAME]:  # still holding it: nobody else is in
+                    os.unlink(os.path.join(run_dir, LOCK_NAME))
+                    os.rmdir(run_dir)
             except OSError:
                 pass
     finally:

@@ -12,6 +12,7 @@ its last save. Ctrl-C or SIGTERM finishes the step in progress, saves a checkpoi
 stops; a second one stops at once, leaving the last checkpoint as it was.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -29,6 +30,7 @@ from charrnn import checkpoint as ckpt_io
 from charrnn import config as C
 from charrnn import corpus as CO
 from charrnn import data as D
+from charrnn import distributed
 from charrnn import identity
 from charrnn import model as M
 from charrnn import optim
@@ -161,7 +163,7 @@ def next_batch(run, streams, spec):
     their end, they start again (a new epoch) from a zero state."""
     if streams.wraps(run.position):
         run.position, run.epoch = 0, run.epoch + 1
-        run.state = M.zero_state(spec, streams.B, run.state[0][0].dtype)
+        run.state = M.zero_state(spec, len(run.state[0][0]), run.state[0][0].dtype)  # B/N streams under MPI
     return streams.batch(run.position)
 
 
@@ -183,21 +185,26 @@ def divergence_reference(first_loss, vocab_size):
     return ref if math.isnan(first_loss) else max(ref, first_loss)
 
 
-def train_step(run, X, Y, spec, optimizer, cfg):
+def train_step(run, X, Y, spec, optimizer, cfg, comm=distributed.SINGLE):
     """One step of truncated BPTT on the chunk (X, Y) from the carried state: loss and
     gradients, clipping, the optimizer's update, the weight average; the state is carried on.
 
+    comm : the processes that share the B streams (``charrnn.distributed``): this one computes
+        the loss and gradients of its own streams, ``comm.sum`` makes them those of all B.
     Updates ``run`` in place and returns (loss of the chunk, learning rate used).
     Raises Diverged (and changes nothing) when the loss or a gradient is not finite, or the
     smoothed loss exceeds ``train.diverge_factor`` times ``divergence_reference``.
     """
     T, B = X.shape
     dtype = run.params["Why"].dtype
+    # The masks are drawn for all B streams, so the generator and the run are the same for any N.
     masks = M.dropout_masks(spec, (T, B, spec.hidden_size), run.rng, dtype) if spec.dropout > 0 else None
     # Overflow is the blow-up that the checks below (and save's) report in one line: NumPy's
     # warnings about it would only repeat it on stderr, with source paths.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        X, Y, masks = comm.mine(X, axis=1), comm.mine(Y, axis=1), comm.mine(masks, axis=1)  # this process's streams
         loss, grads, state, _ = M.loss_and_grads(run.params, spec, X, Y, run.state, masks)
+        loss, grads = comm.sum(loss, grads)  # the mean over all B streams, on every process
         if not math.isfinite(loss) or not all(np.isfinite(g).all() for g in grads.values()):
             what = "loss" if not math.isfinite(loss) else "gradient"
             raise Diverged(run.step + 1, f"the {what} is not finite (loss {loss / T} nats/char)")
@@ -314,7 +321,7 @@ class Progress:
         self.bar.close()
 
 
-def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=None, overwrite=False):
+def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=None, overwrite=False, comm=None):
     """Train according to ``cfg`` (or continue the run in checkpoint ``resume``).
 
     steps : stop at this total step count (default ``train.steps``); a run stopped early
@@ -322,16 +329,20 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     out_dir : run directory (default ``cfg.train.out_dir``, or the checkpoint's directory).
     overwrite : a new run replaces the run in ``out_dir`` (its files are moved into
         ``RUN/replaced-<time>/``); without it a directory that holds a checkpoint is refused.
-    Returns a Summary. The run directory is locked (``rundir.lock``) before the checkpoint or
-    the corpus is read and until the last save is done.
+    comm : the processes that share the run (default ``distributed.world()``: the ranks of
+        ``mpiexec``/``srun``, or this process alone); rank 0 alone writes and reports.
+    Returns a Summary. The run directory is locked (``rundir.lock``, by rank 0) before the
+    checkpoint or the corpus is read and until the last save is done.
     """
+    comm = distributed.world() if comm is None else comm
+    quiet = quiet or comm.rank != 0
     if resume is not None:
         out_dir = out_dir or os.path.dirname(os.path.abspath(resume))
     out_dir = os.path.abspath(out_dir or cfg.train.out_dir)
     files = RunDir(out_dir)
-    with rundir.lock(out_dir):
+    with rundir.lock(out_dir) if comm.rank == 0 else contextlib.nullcontext():
         try:
-            return _train(cfg, resume, init_from, steps, quiet, files, overwrite)
+            return _train(cfg, resume, init_from, steps, quiet, files, overwrite, comm)
         except Diverged as e:
             raise CharrnnError(f"{e}; {files.holds()}; try a lower optim.lr or enable clipping") from None
         except _StopNow as e:  # a second signal: the last checkpoint is what there is
@@ -340,7 +351,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
             raise cls(f"stopped at once by a second {SIGNAL_NAMES[e.signum]}; {files.holds()}; {how}") from None
 
 
-def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
+def _train(cfg, resume, init_from, steps, quiet, files, overwrite, comm):
     """train() in its run directory ``files``, holding its lock."""
     # The plan: the config (a resumed run's own), where to stop, where to write.
     ck = ckpt_io.load(resume) if resume is not None else None
@@ -360,9 +371,10 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
     if continues_here and overwrite:
         raise UsageError(f"--overwrite replaces the run in {out_dir} with a new one, --resume continues it; "
                          "give one of them (or --out DIR to continue the run elsewhere)")
-    if not continues_here:
-        rundir.check_fresh(out_dir, overwrite)
-    files.remove_temporaries()
+    if comm.rank == 0:  # the one process that writes the run directory
+        if not continues_here:
+            rundir.check_fresh(out_dir, overwrite)
+        files.remove_temporaries()
 
     # Data: the vocabulary, the training text as B streams, the held-out text.
     corpus = load_corpus(cfg, ck.vocab if ck else None, resume, ck.unit if ck else None, quiet)
@@ -378,16 +390,19 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
     spec = M.ModelSpec.of(cfg.model, len(vocab))
     optimizer = optim.from_config(cfg.optim)
     run = ck.run if ck is not None else new_run(cfg, spec, optimizer, vocab, init_from)
+    comm.split(run)  # each process keeps the carried state of its own streams
 
     def save(path):
         bad = _not_finite(run)
         if bad is not None:  # the loss has not shown it yet; a checkpoint of it would not load
             raise Diverged(run.step, f"the {bad} {'are' if bad == 'weights' else 'is'} not finite")
         run.elapsed_s = elapsed()
-        try:
-            ckpt_io.save(path, ckpt_io.Checkpoint(run, vocab, cfg, spec, corpus.identity, corpus.unit))
-        except OSError as e:  # a full disk: atomic_write has left the file as it was
-            raise CharrnnError(f"{path}: cannot write ({e.strerror or e}); {files.holds()}") from None
+        whole = comm.whole(run)  # with the carried state of all B streams, on rank 0
+        if comm.rank == 0:
+            try:
+                ckpt_io.save(path, ckpt_io.Checkpoint(whole, vocab, cfg, spec, corpus.identity, corpus.unit))
+            except OSError as e:  # a full disk: atomic_write has left the file as it was
+                raise CharrnnError(f"{path}: cannot write ({e.strerror or e}); {files.holds()}") from None
 
     def eval_weights():
         """What validation and previews use: the moving average of the weights, if kept."""
@@ -396,7 +411,7 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
     def validate():
         """Validation loss now, logged; keeps best.npz; True when patience has run out."""
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # see train_step
-            run.val_loss = evaluate(eval_weights(), spec, val_data[:tc.eval_chars]).nats  # None: all of it
+            run.val_loss = evaluate(eval_weights(), spec, val_data[:tc.eval_chars], comm=comm).nats  # None: all
         improved = run.val_loss < run.best_val_loss
         if improved:
             run.best_val_loss, run.evals_since_best = run.val_loss, 0
@@ -414,11 +429,12 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
         return tc.patience is not None and run.evals_since_best >= tc.patience
 
     # The run directory; a resumed run's log is cut back to its checkpoint.
-    files.create(cfg)
-    if ck is not None:
-        _truncate_metrics(files.metrics, run.step)
-    elif os.path.exists(files.metrics):
-        os.replace(files.metrics, files.metrics + ".old")  # a fresh run starts a fresh log
+    if comm.rank == 0:  # one process writes the run directory
+        files.create(cfg)
+        if ck is not None:
+            _truncate_metrics(files.metrics, run.step)
+        elif os.path.exists(files.metrics):
+            os.replace(files.metrics, files.metrics + ".old")  # a fresh run starts a fresh log
     if not quiet:
         print(_banner(cfg, corpus, spec, run, files, resume, init_from), file=sys.stderr)
 
@@ -432,15 +448,16 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
     window_t, window_steps, chars_per_s = time.perf_counter(), 0, 0.0
     shown = (float("nan"), "no step taken")  # the training loss for the summary, and what it is
     stopped = "done"
-    with _StopFlag() as stop, open(files.metrics, "ab", buffering=0) as metrics_file:
+    metrics_path = files.metrics if comm.rank == 0 else os.devnull
+    with _StopFlag() as stop, open(metrics_path, "ab", buffering=0) as metrics_file:
         progress = Progress(metrics_file, stop_at, run.step, quiet)
         try:
-            while run.step < stop_at and not stop.set:
-                if tc.max_minutes is not None and elapsed() >= 60 * tc.max_minutes:
+            while run.step < stop_at and not comm.agreed(stop.set):  # all processes stop together
+                if tc.max_minutes is not None and comm.agreed(elapsed() >= 60 * tc.max_minutes):
                     stopped = "time budget"
                     break
                 X, Y = next_batch(run, streams, spec)
-                loss, lr = train_step(run, X, Y, spec, optimizer, cfg)
+                loss, lr = train_step(run, X, Y, spec, optimizer, cfg, comm)
                 window_steps += 1
                 progress.bar.update(1)
 
@@ -471,7 +488,7 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
                     last_saved = run.step
         finally:
             progress.close()
-        interrupted = stop.set and run.step < stop_at and stopped == "done"
+        interrupted = comm.agreed(stop.set) and run.step < stop_at and stopped == "done"
         finished = run.step >= tc.steps or stopped == "time budget"  # not a pause at --steps N
         if len(val_data) and last_eval != run.step and finished:
             validate()  # a finished run ends with the validation loss of its final weights
@@ -480,7 +497,8 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite):
             save(files.ckpt)
         if interrupted:  # raised inside: a second signal until here still stops at once
             cls = Terminated if stop.signum == signal.SIGTERM else Interrupted
-            raise cls(f"interrupted at step {run.step} by {SIGNAL_NAMES[stop.signum]}; checkpoint saved to "
+            how = SIGNAL_NAMES.get(stop.signum, "a stop signal to another process of the run")
+            raise cls(f"interrupted at step {run.step} by {how}; checkpoint saved to "
                       f"{files.ckpt}; continue with: charrnn train --resume {files.ckpt}")
     if run.loss_steps:  # stopped between log lines: the steps since the last one
         shown = _shown_loss(run, tc)

@@ -1,0 +1,310 @@
+"""Data-parallel training over MPI: N processes (ranks) each carry B/N of the B streams.
+
+``mpiexec -n N charrnn train ...`` (or ``srun``) starts N copies of the same command. They
+build the same model from the same seed, and rank r carries the contiguous streams
+[r·B/N, (r+1)·B/N) of the batch. Every step, each rank computes the loss and gradients of
+its own streams; ``sum`` adds them over the ranks with one allreduce of a single flat
+buffer, so every rank holds those of all B streams and clips and updates its weights
+identically (Horovod's and PyTorch DDP's data parallelism, with NumPy and mpi4py).
+The dropout masks are drawn whole, (T, B, H), from the generator that every rank carries
+in the same state, and each rank keeps its slice: the run is the same whatever N is.
+A checkpoint gathers the carried state of all B streams to rank 0 (``whole``), which alone
+writes files; so a checkpoint is the same file whatever N wrote it, and a run resumes on
+any N that divides B, or in a plain process.
+
+Without an MPI launcher nothing here imports mpi4py (importing it starts MPI): ``world()``
+is ``SINGLE``, whose methods hand their arguments back unchanged, so a plain run does
+exactly what it did before this module existed.
+
+**Every rank ends together.** A collective call waits for every rank, so a rank that
+fails on its own (a full disk on rank 0, a failed allocation on rank 1) must not leave
+the others waiting. Every collective here is preceded by a small *control* allreduce of
+fixed shape (``_control``: an error count, a flag, a value); a rank that fails anywhere
+joins the next control allreduce with its error (``ends_together``, around the ``train``
+command). Since every rank calls the same collectives in the same order, the others are
+at that same control allreduce (or on their way to it); they all learn there that a rank
+failed, exchange the messages, and every rank raises: rank 0 the error of the lowest
+failing rank (one line, ``rank r of N: ...`` when it is another rank's), the other ranks
+exit silently with the same code. A failure that every rank meets at once (a bad config,
+a diverged loss) ends the same way. No timeout is involved, and MPI is finalized normally.
+The same control allreduce carries the stop flag (Ctrl-C, SIGTERM) and the time budget,
+so that every rank stops after the same step; and the validation loss (``total``).
+
+Weights are compared across ranks (a CRC of their bytes) when the run starts and at every
+checkpoint: ranks started with different weights, or whose arithmetic drifted apart,
+stop the run with a message instead of training on inconsistent copies.
+"""
+
+import functools
+import os
+import sys
+import zlib
+from dataclasses import replace
+
+import numpy as np
+
+from charrnn.errors import CharrnnError, UsageError
+
+# Set in the processes that an MPI launcher starts (MPICH and Intel MPI's hydra, Open MPI,
+# PMIx launchers such as Slurm's ``srun --mpi=pmix``).
+LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
+RANK_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")  # this process's rank, before MPI starts
+INSTALL_HINT = "pip install 'charrnn[mpi]'"
+
+
+def launcher_var():
+    """The first launcher variable set in this process's environment, or None."""
+    return next((v for v in LAUNCHER_VARS if v in os.environ), None)
+
+
+class Single:
+    """One process: the plain path. Every method hands its arguments back unchanged (no
+    copies), so a run through ``SINGLE`` is bitwise the run without this module."""
+
+    rank, size = 0, 1
+
+    def split(self, run):
+        """A run starts: nothing to divide."""
+
+    def whole(self, run):
+        return run
+
+    def mine(self, a, axis):
+        return a
+
+    def span(self, n):
+        return slice(None)
+
+    def sum(self, loss, grads):
+        return loss, grads
+
+    def total(self, x):
+        return x
+
+    def agreed(self, flag):
+        return flag
+
+    def end(self, error):
+        """Nothing to coordinate: the error goes its way."""
+
+
+SINGLE = Single()
+_world = None
+
+
+def world():
+    """The processes of this run: ``SINGLE``, or MPI's world when an MPI launcher started
+    this process (ranks other than 0 then print nothing: their stdout and stderr are
+    discarded). mpi4py is imported only then. Raises CharrnnError (one line) when a
+    launcher started this process but mpi4py is not installed."""
+    global _world
+    if _world is not None:
+        return _world
+    var = launcher_var()
+    if var is None:
+        _world = SINGLE
+        return _world
+    try:
+        import mpi4py
+
+        mpi4py.rc.threads = False  # MPI is called from the main thread only: plain MPI_Init
+        from mpi4py import MPI
+    except ImportError:
+        if _env_rank() not in (None, 0):
+            _silence()  # every rank would say it: rank 0 says it once
+        raise CharrnnError(f"started by an MPI launcher ({var} is set), but mpi4py is not installed: "
+                           f"{INSTALL_HINT} (on a cluster, against the site's MPI: see docs/cluster.md)") from None
+    comm = MPI.COMM_WORLD
+    _world = SINGLE if comm.Get_size() == 1 else Ranks(comm, MPI)
+    if _world.rank != 0:
+        _silence()
+    return _world
+
+
+def _env_rank():
+    for v in RANK_VARS:
+        try:
+            return int(os.environ[v])
+        except (KeyError, ValueError):
+            continue
+    return None
+
+
+def _silence():
+    """Rank 0 speaks for the run: other ranks discard what Python would print."""
+    sys.stdout = sys.stderr = open(os.devnull, "w", encoding="utf-8")
+
+
+def ends_together(command):
+    """Decorate a command so that, under MPI, it ends on every rank at once (see the module
+    docstring): an exception on one rank reaches the others at their next collective call."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        comm = world()
+        try:
+            result = command(*args, **kwargs)
+        except BaseException as e:
+            comm.end(e)
+            raise
+        comm.end(None)
+        return result
+
+    return run
+
+
+def _report(e):
+    """(one-line message, exit code) for an exception, as the command line would show it."""
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(e, SystemExit):
+        return "exited", e.code if isinstance(e.code, int) else 1
+    if isinstance(e, OSError) and e.strerror:
+        return (f"{e.filename}: " if e.filename else "") + e.strerror, 1
+    if isinstance(e, CharrnnError) or hasattr(e, "format_message"):  # ours, or Click's
+        message = e.format_message() if hasattr(e, "format_message") else str(e)
+        return message, int(getattr(e, "exit_code", 1))
+    return f"{type(e).__name__}: {e}", 1
+
+
+class Ranks:
+    """N > 1 processes under MPI. See the module docstring for the protocol."""
+
+    CONTROL = 3  # [errors, flag, value]
+
+    def __init__(self, comm, MPI):
+        self.comm, self.MPI = comm, MPI
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self._control_buf = np.zeros(self.CONTROL, dtype=np.float64)
+        self._buf = None  # the flat gradient buffer, allocated at the first ``sum``
+        self._streams = None  # this rank's slice of the B training streams, from ``split``
+        self._ended = False  # every rank knows the run is ending with an error
+
+    # ----------------------------------------------------------------- control and errors
+    def _control(self, error=None, flag=False, value=0.0):
+        """The allreduce before every collective: (any rank's flag, sum of the values).
+
+        Raises on every rank when any rank brings an error (``error``, from ``end``).
+        """
+        c = self._control_buf
+        c[:] = (error is not None, bool(flag), value)
+        self.comm.Allreduce(self.MPI.IN_PLACE, c, op=self.MPI.SUM)
+        if c[0]:
+            self._fail(error)
+        return bool(c[1]), float(c[2])
+
+    def _fail(self, error):
+        """Some rank failed, and every rank knows it: exchange the reports and raise. Rank 0
+        raises the error of the lowest failing rank (its own exception, when that is rank 0);
+        the others exit with the same code, silently."""
+        self._ended = True
+        reports = self.comm.allgather(None if error is None else _report(error))
+        first = next(r for r, x in enumerate(reports) if x is not None)
+        message, code = reports[first]
+        if self.rank != 0:
+            raise SystemExit(code)
+        if first == 0:
+            return  # ``end`` re-raises rank 0's own exception, shown as in a single process
+        e = CharrnnError(f"rank {first} of {self.size}: {message}")
+        e.exit_code = code
+        raise e
+
+    def end(self, error):
+        """This rank's command ended (``error``: with an exception). Unless every rank already
+        knows of a failure, meet the others at their next control allreduce.
+
+        A KeyboardInterrupt (a second Ctrl-C: stop at once) can strike between a control
+        allreduce and the one it announces, where no other rank would meet this one; it ends
+        the job at once instead (MPI_Abort; the last checkpoint is intact, being atomic)."""
+        if isinstance(error, KeyboardInterrupt):
+            self.comm.Abort(130)
+        if not self._ended:
+            self._control(error=error)
+
+    def agreed(self, flag):
+        """True on every rank when ``flag`` is true on any (a stop request, the time budget)."""
+        return self._control(flag=flag)[0]
+
+    def total(self, x):
+        """The sum of float ``x`` over the ranks, on every rank."""
+        return self._control(value=x)[1]
+
+    # ----------------------------------------------------------------- streams
+    def span(self, n):
+        """This rank's contiguous part of n items (the first n mod N ranks one more)."""
+        q, r = divmod(n, self.size)
+        lo = self.rank * q + min(self.rank, r)
+        return slice(lo, lo + q + (self.rank < r))
+
+    def mine(self, a, axis):
+        """This rank's streams of ``a``: a contiguous copy of its slice along ``axis`` (the B
+        axis). ``a``: an array, a list or tuple of them (carried state, masks), or None."""
+        if a is None:
+            return None
+        if isinstance(a, (list, tuple)):
+            return type(a)(self.mine(x, axis) for x in a)
+        return np.ascontiguousarray(a[(slice(None),) * axis + (self._streams,)])
+
+    def split(self, run):
+        """A run starts on every rank: check that they all hold the same weights, and keep
+        this rank's streams of the carried state (a checkpoint or a new run holds all B)."""
+        B = run.state[0][0].shape[0]
+        if B % self.size:
+            fits = [n for n in range(1, B + 1) if B % n == 0]
+            raise UsageError(f"train.batch_size {B} cannot be split between {self.size} processes: "
+                             f"run a number of processes that divides it ({', '.join(map(str, fits))}), "
+                             f"or set train.batch_size to a multiple of {self.size}")
+        self._check_weights(run, "start every rank with the same command and files (config, --resume, --init-from)")
+        self._streams = slice(self.rank * B // self.size, (self.rank + 1) * B // self.size)
+        run.state = self.mine(run.state, axis=0)
+
+    def whole(self, run):
+        """The run with the carried state of all B streams, on rank 0 (None on the others),
+        for a checkpoint; the weights are checked to be equal on every rank first."""
+        self._check_weights(run, "the ranks computed different updates (settings that differ between "
+                                 "ranks, or mixed hardware or libraries); no checkpoint was written for it")
+        arrays = [a for layer in run.state for a in layer]  # each (B/N, H)
+        mine = np.stack(arrays)  # (S, B/N, H)
+        everything = np.empty((self.size,) + mine.shape, mine.dtype) if self.rank == 0 else None
+        self._control()
+        self.comm.Gather(mine, everything, root=0)
+        if self.rank != 0:
+            return None
+        full = np.concatenate(everything, axis=1)  # (S, B, H): rank r's streams after rank r-1's
+        it = iter(full)
+        state = [tuple(next(it).copy() for _ in layer) for layer in run.state]
+        return replace(run, state=state)
+
+    def _check_weights(self, run, why):
+        """Every rank's CRC of its weights' bytes; a difference raises on every rank."""
+        crc = 0
+        for p in run.params.values():
+            crc = zlib.crc32(np.ascontiguousarray(p).data, crc)
+        self._control()
+        crcs = self.comm.allgather(crc)
+        bad = [r for r, c in enumerate(crcs) if c != crcs[0]]
+        if bad:
+            raise CharrnnError(f"the weights of rank {bad[0]} of {self.size} differ from rank 0's at step "
+                               f"{run.step}: {why}")
+
+    # ----------------------------------------------------------------- the step's reduction
+    def sum(self, loss, grads):
+        """The loss and gradients of all B streams from each rank's own: each rank's are
+        means over its B/N streams, so the mean over all B is the sum of them scaled by 1/N
+        (exact when N is a power of two). The gradients travel in one flat buffer of the
+        parameters' dtype, in the dicts' (fixed) order, with one Allreduce; the returned
+        gradients are views into that buffer, valid until the next ``sum``. The loss travels
+        in float64 in the control allreduce before it."""
+        scale = 1.0 / self.size
+        if self._buf is None:
+            first = next(iter(grads.values()))
+            self._buf = np.empty(sum(g.size for g in grads.values()), dtype=first.dtype)
+        buf, out, at = self._buf, {}, 0
+        for k, g in grads.items():
+            part = buf[at:at + g.size]
+            np.multiply(g.reshape(-1), g.dtype.type(scale), out=part)
+            out[k] = part.reshape(g.shape)
+            at += g.size
+        _, loss = self._control(value=loss * scale)
+        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        return loss, out

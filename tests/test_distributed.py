@@ -1,0 +1,449 @@
+"""charrnn.distributed: data-parallel training under MPI, against one process (issue 14).
+
+The MPI tests start ``mpiexec -n 2 python -m charrnn train ...`` themselves (the mpiexec of
+the ``mpich`` wheel that ``pip install '.[mpi]'`` installs next to Python), one BLAS thread
+per rank, and compare with the same config trained in this process. They are skipped,
+with the reason shown, only when mpi4py cannot be imported or no mpiexec is found.
+
+Faults are real: a signal to one rank's process, a file-size limit (RLIMIT_FSIZE) or an
+address-space limit (RLIMIT_AS) set on one running rank with ``prlimit``, a corpus that
+one rank cannot open, ranks started with different files or settings.
+"""
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from charrnn import checkpoint as ckpt_io
+from charrnn import distributed
+from conftest import CORPUS, ROOT, run
+
+try:
+    import mpi4py  # noqa: F401
+
+    SKIP = None
+except ImportError:
+    SKIP = "mpi4py is not installed: pip install '.[mpi]' to run the MPI tests"
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
+if SKIP is None and MPIEXEC is None:
+    SKIP = "no mpiexec found (pip install '.[mpi]' installs MPICH's)"
+needs_mpi = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+
+TOL = 1e-10  # float64: two ranks sum the halves of every gradient, one process the whole
+SHOWN = []  # the largest differences measured, printed by test_equivalence (pytest -s)
+
+
+def mpi_env():
+    env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_VARS}
+    env.update(PYTHONPATH=ROOT, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               HYDRA_LAUNCHER="fork")  # MPICH's mpiexec: start the ranks here, never through ssh
+    return env
+
+
+def mpiexec(*args, n=2, timeout=240, **kw):
+    """``mpiexec -n N python -m charrnn ARGS``, its CompletedProcess."""
+    cmd = [MPIEXEC, "-n", str(n), sys.executable, "-m", "charrnn", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=mpi_env(), cwd=ROOT, timeout=timeout, **kw)
+
+
+@pytest.fixture
+def start():
+    """``start(ARGS)``: ``mpiexec -n 2 python -m charrnn ARGS`` in the background, its Popen.
+    A job still running when the test ends (a failed or hung test) is killed: mpiexec's
+    proxy then ends the ranks."""
+    jobs = []
+
+    def start(*args, n=2):
+        cmd = [MPIEXEC, "-n", str(n), sys.executable, "-m", "charrnn", *map(str, args)]
+        jobs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=mpi_env(), cwd=ROOT))
+        return jobs[-1]
+
+    yield start
+    for job in jobs:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+
+
+def rank_pids(marker):
+    """{rank: pid} of the rank processes whose command line holds ``marker`` (their --out)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+        except OSError:
+            continue
+        if marker.encode() in cmd and b"charrnn" in cmd and cmd[0] != MPIEXEC.encode():
+            for var in distributed.RANK_VARS:
+                if var.encode() in env:
+                    found[int(env[var.encode()])] = int(pid)
+    return found
+
+
+def wait_for(predicate, proc, what, timeout=120):
+    t = time.monotonic()
+    while not predicate():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}: {proc.stderr.read()}")
+        if time.monotonic() - t > timeout:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def lines(path):
+    return [json.loads(l) for l in open(path, encoding="utf-8")] if os.path.exists(path) else []
+
+
+def error_lines(stderr):
+    return [l for l in stderr.splitlines() if l.strip()]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "c.txt"
+    path.write_text(open(CORPUS, encoding="utf-8").read(2000), encoding="utf-8")
+    return path
+
+
+def config(tmp_path, corpus, name="cfg.yaml", **sections):
+    """A float64 config: B=4 streams of 450 characters, T=16 (the streams wrap at step 28),
+    validation every 25 steps; ``sections`` override keys, e.g. model={"cell": "lstm"}."""
+    base = {
+        "data": {"path": str(corpus), "val_fraction": 0.1},
+        "model": {"hidden_size": 16, "dtype": "float64", "init_std": 0.1},
+        "optim": {},
+        "train": {"seq_length": 16, "batch_size": 4, "steps": 50, "log_every": 1, "sample_every": 0,
+                  "eval_every": 25, "checkpoint_every": 25, "seed": 3},
+    }
+    for section, keys in sections.items():
+        base[section].update(keys)
+    text = "".join(f"{s}:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in keys.items()) for s, keys in base.items())
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def rel(a, b):
+    """|a - b| relative to the largest magnitude in b (so near-zero elements do not dominate)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = np.max(np.abs(b)) if b.size else 0.0
+    return float(np.max(np.abs(a - b)) / scale) if scale > 0 else float(np.max(np.abs(a - b), initial=0.0))
+
+
+def compare_runs(dir_a, dir_b, first_step=0):
+    """Largest relative differences between two runs: (per-step losses, validation losses,
+    checkpoint arrays), over the steps after ``first_step``. Fails if they logged different steps."""
+    ma = [m for m in lines(dir_a / "metrics.jsonl") if m["step"] > first_step]
+    mb = [m for m in lines(dir_b / "metrics.jsonl") if m["step"] > first_step]
+    assert [(m["step"], sorted(m)) for m in ma] == [(m["step"], sorted(m)) for m in mb]
+    loss = max((abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(ma, mb) if "loss" in x), default=0.0)
+    val = max((abs(x["val_loss"] - y["val_loss"]) / abs(y["val_loss"]) for x, y in zip(ma, mb) if "val_loss" in x),
+              default=0.0)
+    with np.load(dir_a / "ckpt.npz") as za, np.load(dir_b / "ckpt.npz") as zb:
+        assert sorted(za.files) == sorted(zb.files)
+        arrays = {k: rel(za[k], zb[k]) for k in za.files if za[k].dtype.kind == "f" and za[k].ndim > 0}
+        for k in ("step", "position", "epoch", "rng", "vocab"):
+            assert np.array_equal(za[k], zb[k]), k
+    return loss, val, arrays
+
+
+def same_bits(dir_a, dir_b, first_step=0):
+    """True when both runs logged bitwise the same numbers after ``first_step`` and ended
+    with bitwise the same checkpoint (but its wall-clock time)."""
+    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("elapsed_s", "chars_per_s")}
+                        for m in ms if m["step"] > first_step]
+    if strip(lines(dir_a / "metrics.jsonl")) != strip(lines(dir_b / "metrics.jsonl")):
+        return False
+    with np.load(dir_a / "ckpt.npz") as za, np.load(dir_b / "ckpt.npz") as zb:
+        keys = [k for k in za.files if k not in ("elapsed_s", "config")]
+        return sorted(za.files) == sorted(zb.files) and all(np.array_equal(za[k], zb[k]) for k in keys)
+
+
+# ----------------------------------------------------------------------------- one process
+
+
+def test_a_single_process_is_passed_through_untouched():
+    """SINGLE hands back the very objects it is given: the plain path has no extra copy."""
+    a = np.zeros((3, 4))
+    grads = {"W": a}
+    s = distributed.SINGLE
+    assert s.mine(a, axis=1) is a and s.mine(None, axis=1) is None
+    loss, g = s.sum(1.5, grads)
+    assert loss == 1.5 and g is grads and g["W"] is a
+    assert s.total(2.5) == 2.5 and s.agreed(True) is True and s.agreed(False) is False
+
+
+def test_a_plain_run_does_not_import_mpi4py(tmp_path, corpus):
+    """Importing mpi4py starts MPI: a run without a launcher must not do it."""
+    cfg = config(tmp_path, corpus, train={"steps": 3})
+    script = ("import sys; from charrnn.cli import main\n"
+              f"sys.argv = ['charrnn', 'train', '--config', {cfg!r}, '--out', {str(tmp_path / 'run')!r}, '-q']\n"
+              "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+              "print('mpi4py' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=mpi_env(), cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("rank_var", [None, "1"])
+def test_a_launcher_without_mpi4py_says_what_to_install_in_one_line(tmp_path, corpus, rank_var):
+    """PMI_SIZE=2 as mpiexec sets it, with mpi4py hidden: rank 0 says what to install, once;
+    another rank (PMI_RANK=1) says nothing; both exit 1, having written nothing."""
+    cfg = config(tmp_path, corpus)
+    script = ("import sys; sys.modules['mpi4py'] = None\nfrom charrnn.cli import main\n"
+              f"sys.argv = ['charrnn', 'train', '--config', {cfg!r}, '--out', {str(tmp_path / 'run')!r}, '-q']\n"
+              "main()")
+    env = dict(mpi_env(), PMI_SIZE="2", **({"PMI_RANK": rank_var} if rank_var else {}))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 1
+    if rank_var is None:
+        assert error_lines(out.stderr) == [
+            "Error: started by an MPI launcher (PMI_SIZE is set), but mpi4py is not installed: "
+            "pip install 'charrnn[mpi]' (on a cluster, against the site's MPI: see docs/cluster.md)"]
+    else:
+        assert out.stderr == "" and out.stdout == ""
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluation_split_between_processes_adds_up_to_one_process():
+    """Every rank evaluates its contiguous part of the streams, uneven splits and ranks
+    without a stream included; the parts' sums add up to one process's to 1e-14."""
+    from charrnn import model as M
+    from charrnn.evaluate import evaluate
+
+    class Rank(distributed.Ranks):  # span() of rank r of N, without MPI; total() left to the test
+        def __init__(self, rank, size):
+            self.rank, self.size = rank, size
+
+        def total(self, x):
+            return x
+
+    rng = np.random.default_rng(0)
+    for cell in ("rnn", "lstm", "gru"):
+        spec = M.ModelSpec(cell, 7, 5, 2, 0.0, True)
+        params = M.init_params(spec, rng, np.float64, 0.3)
+        for n_chars, N in [(300, 2), (300, 3), (3, 4), (2, 5)]:
+            data = rng.integers(0, 7, n_chars).astype(np.uint8)
+            one = evaluate(params, spec, data, batch_size=5, seq_length=7)
+            parts = [evaluate(params, spec, data, batch_size=5, seq_length=7, comm=Rank(r, N)) for r in range(N)]
+            assert sum(p.chars for p in parts) == N * one.chars  # each part divides by all characters
+            split = sum(p.nats for p in parts)
+            assert abs(split - one.nats) <= 1e-14 * one.nats, (cell, n_chars, N, split, one.nats)
+
+
+# ----------------------------------------------------------------------------- under MPI
+
+CASES = {
+    "rnn-adagrad": dict(model={"cell": "rnn"}, optim={"name": "adagrad", "lr": 0.1}),
+    "lstm-2layers-dropout-adam-ema": dict(model={"cell": "lstm", "layers": 2, "dropout": 0.3},
+                                          optim={"name": "adam", "lr": 0.01, "ema": 0.9}),
+    "gru-multiplicative-2layers-adamw-clipnorm-cosine": dict(
+        model={"cell": "gru", "layers": 2, "multiplicative": True},
+        optim={"name": "adam", "lr": 0.01, "weight_decay": 0.1, "clip_norm": 1.0, "schedule": "cosine",
+               "warmup_steps": 5}),
+}
+
+
+@needs_mpi
+@pytest.mark.parametrize("case", CASES)
+def test_two_ranks_train_the_same_run_as_one_process(tmp_path, corpus, case):
+    """float64, 50 steps through a wrap of the streams: the loss of every step, the validation
+    losses and every array of the final checkpoint (weights, optimizer state, weight average,
+    carried state of all B streams) agree to 1e-10 relative with one process."""
+    cfg = config(tmp_path, corpus, **CASES[case])
+    one = run("train", "--config", cfg, "-q", "--out", tmp_path / "one")
+    assert one.exit_code == 0, one.output
+    two = mpiexec("train", "--config", cfg, "-q", "--out", tmp_path / "two")
+    assert two.returncode == 0, two.stderr
+    loss, val, arrays = compare_runs(tmp_path / "two", tmp_path / "one")
+    worst = max(arrays, key=arrays.get)
+    SHOWN.append((case, loss, val, worst, arrays[worst]))
+    print(f"\n{case}: losses {loss:.1e}, validation {val:.1e}, checkpoint {arrays[worst]:.1e} ({worst})")
+    assert lines(tmp_path / "one" / "metrics.jsonl")[-1]["epoch"] == 1, "the streams should have wrapped"
+    assert loss <= TOL and val <= TOL, (loss, val)
+    assert all(d <= TOL for d in arrays.values()), arrays
+
+
+@needs_mpi
+def test_resume_on_another_number_of_processes(tmp_path, corpus):
+    """A run saved at step 25 on 2 ranks resumes in one process, and one saved in one
+    process resumes on 2 ranks: each within 1e-10 of both uninterrupted runs (1 and 2
+    processes). Saved and resumed on the same N, it is bitwise the uninterrupted run of N."""
+    cfg = config(tmp_path, corpus, model={"cell": "lstm", "dropout": 0.2}, optim={"name": "adam", "lr": 0.01})
+    d = {name: tmp_path / name for name in ("u1", "u2", "h1", "h2", "r21", "r12", "r22", "r11")}
+    assert run("train", "--config", cfg, "-q", "--out", d["u1"]).exit_code == 0
+    assert mpiexec("train", "--config", cfg, "-q", "--out", d["u2"]).returncode == 0
+    assert run("train", "--config", cfg, "-q", "--out", d["h1"], "--steps", 25).exit_code == 0
+    assert mpiexec("train", "--config", cfg, "-q", "--out", d["h2"], "--steps", 25).returncode == 0
+    for first, then in [("h2", "r21"), ("h1", "r12"), ("h2", "r22"), ("h1", "r11")]:
+        shutil.copytree(d[first], d[then])
+    assert run("train", "--resume", d["r21"] / "ckpt.npz", "-q").exit_code == 0
+    assert run("train", "--resume", d["r11"] / "ckpt.npz", "-q").exit_code == 0
+    for name in ("r12", "r22"):
+        r = mpiexec("train", "--resume", d[name] / "ckpt.npz", "-q")
+        assert r.returncode == 0, r.stderr
+    assert same_bits(d["r22"], d["u2"]) and same_bits(d["r11"], d["u1"])
+    for resumed in ("r21", "r12"):
+        for whole in ("u1", "u2"):
+            loss, val, arrays = compare_runs(d[resumed], d[whole], first_step=25)
+            print(f"\n{resumed} vs {whole}: losses {loss:.1e}, validation {val:.1e}, "
+                  f"checkpoint {max(arrays.values()):.1e}")
+            assert loss <= TOL and val <= TOL and max(arrays.values()) <= TOL, (resumed, whole, loss, val, arrays)
+
+
+@needs_mpi
+def test_a_batch_that_the_ranks_cannot_share_is_a_one_line_usage_error(tmp_path, corpus):
+    r = mpiexec("train", "--config", config(tmp_path, corpus), "-q", "--out", tmp_path / "run", n=3)
+    assert r.returncode == 2, r.stderr
+    assert error_lines(r.stderr) == [
+        "Error: train.batch_size 4 cannot be split between 3 processes: run a number of processes that "
+        "divides it (1, 2, 4), or set train.batch_size to a multiple of 3"]
+    assert not (tmp_path / "run").exists()
+
+
+@needs_mpi
+def test_rank_0_alone_writes_and_speaks(tmp_path, corpus):
+    """The ranks run in different working directories with a relative --out: only rank 0's
+    gets a run directory. The summary line, the previews and the progress bar come once, and a
+    run ended by the time budget ends on both ranks at the same step."""
+    cfg = config(tmp_path, corpus, train={"steps": 100000, "sample_every": 7, "max_minutes": 0.02,
+                                          "log_every": 5, "eval_every": 0, "checkpoint_every": 0})
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    args = [sys.executable, "-m", "charrnn", "train", "--config", cfg, "--out", "run"]
+    cmd = [MPIEXEC, "-n", "1", "-wdir", str(a), *args, ":", "-n", "1", "-wdir", str(b), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=mpi_env(), timeout=240)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(a / "run")) == [".lock", "best.npz", "ckpt.npz", "config.yaml", "metrics.jsonl"]
+    assert os.listdir(b) == []
+    summary = [l for l in r.stderr.splitlines() if l.startswith("step ")]
+    assert len(summary) == 1 and "(time budget)" in summary[0], r.stderr
+    step = int(summary[0].split()[1])
+    assert ckpt_io.load(str(a / "run" / "ckpt.npz")).run.step == step
+    previews = [l for l in r.stderr.splitlines() if l.startswith("----- sample at step")]
+    assert [int(l.split()[4]) for l in previews] == list(range(7, step + 1, 7))
+    assert r.stdout == ""
+
+
+@needs_mpi
+def test_an_error_on_rank_1_alone_ends_both_ranks_with_its_message(tmp_path, start):
+    """A real MemoryError on rank 1 only: its address space is capped (prlimit RLIMIT_AS) while
+    it trains, so the first validation, which needs new memory for 128-step chunks, fails
+    there. Both ranks end, rank 0 prints rank 1's error in one line, exit 1."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(20000), encoding="utf-8")
+    cfg = config(tmp_path, corpus, data={"val_fraction": 0.5}, model={"cell": "lstm", "hidden_size": 128},
+                 train={"steps": 100000, "eval_every": 100, "checkpoint_every": 0})
+    out = tmp_path / "run"
+    proc = start("train", "--config", cfg, "--out", out, "-q")
+    wait_for(lambda: lines(out / "metrics.jsonl"), proc, "the first step")
+    pid = rank_pids(str(out))[1]
+    with open(f"/proc/{pid}/status") as f:
+        vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize"))
+    resource.prlimit(pid, resource.RLIMIT_AS, (vm + 2 * 2**20,) * 2)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    errors = error_lines(stderr)
+    assert len(errors) == 1 and errors[0].startswith("Error: rank 1 of 2: MemoryError: Unable to allocate"), stderr
+    assert max(m["step"] for m in lines(out / "metrics.jsonl")) <= 100  # rank 0 went no further
+    assert rank_pids(str(out)) == {}
+
+
+@needs_mpi
+def test_a_full_disk_on_rank_0_ends_both_ranks_and_keeps_the_last_checkpoint(tmp_path, corpus, start):
+    """Rank 0's files may not grow past 8 KB (prlimit RLIMIT_FSIZE on the running rank 0, after
+    its first checkpoint): the next checkpoint fails with EFBIG. Both ranks end with the
+    one-line error, exit 1; the last good checkpoint is intact and no temporary file is left."""
+    cfg = config(tmp_path, corpus, train={"steps": 100000, "log_every": 1000, "eval_every": 0,
+                                          "checkpoint_every": 10})
+    out = tmp_path / "run"
+    proc = start("train", "--config", cfg, "--out", out, "-q")
+    wait_for(lambda: (out / "ckpt.npz").exists(), proc, "the first checkpoint")
+    assert os.path.getsize(out / "ckpt.npz") > 8192
+    resource.prlimit(rank_pids(str(out))[0], resource.RLIMIT_FSIZE, (8192, 8192))
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    ck = ckpt_io.load(str(out / "ckpt.npz"))
+    assert error_lines(stderr) == [f"Error: {out / 'ckpt.npz'}: cannot write (File too large); the last checkpoint, "
+                                   f"{out / 'ckpt.npz'}, holds step {ck.run.step}"], stderr
+    assert ck.run.step % 10 == 0 and ck.run.step >= 10
+    assert sorted(os.listdir(out)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl"]
+
+
+@needs_mpi
+def test_a_corpus_that_rank_1_cannot_open_ends_both_ranks(tmp_path, corpus):
+    """data.path is /dev/fd/57: open on the corpus in rank 0's process, not in rank 1's, like
+    a file system that one node does not mount. Rank 1 fails before any collective call of
+    the run; rank 0 learns it at its first one."""
+    cfg = config(tmp_path, corpus, data={"path": "/dev/fd/57"})
+    args = ["-m", "charrnn", "train", "--config", cfg, "--out", str(tmp_path / "run"), "-q"]
+    with_fd = f"import os, sys; os.dup2(os.open({str(corpus)!r}, os.O_RDONLY), 57); os.execv(sys.executable, [sys.executable] + sys.argv[1:])"
+    cmd = [MPIEXEC, "-n", "1", sys.executable, "-c", with_fd, *args, ":", "-n", "1", sys.executable, *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=mpi_env(), cwd=ROOT, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert error_lines(r.stderr) == ["Error: rank 1 of 2: /dev/fd/57: corpus file not found"]
+    assert not (tmp_path / "run").exists()
+
+
+@needs_mpi
+@pytest.mark.parametrize("how", ["SIGINT to rank 1", "SIGTERM to mpiexec"])
+def test_a_stop_signal_stops_every_rank_after_the_same_step(tmp_path, corpus, how, start):
+    """The stop flag travels with every step's control allreduce: a SIGINT that only rank 1
+    receives, or a SIGTERM to mpiexec (which forwards it), stops both ranks after the same
+    step; rank 0 saves once and says how to resume; the run then resumes in one process."""
+    cfg = config(tmp_path, corpus, train={"steps": 100000, "eval_every": 0, "checkpoint_every": 0})
+    out = tmp_path / "run"
+    proc = start("train", "--config", cfg, "--out", out, "-q")
+    wait_for(lambda: len(lines(out / "metrics.jsonl")) >= 3, proc, "three steps")
+    if how == "SIGINT to rank 1":
+        os.kill(rank_pids(str(out))[1], signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode in (130, 143), stderr
+    said = [l for l in stderr.splitlines() if l.startswith("interrupted at step")]
+    assert len(said) == 1 and "continue with: charrnn train --resume" in said[0], stderr
+    step = int(said[0].split()[3].rstrip(";"))
+    assert ckpt_io.load(str(out / "ckpt.npz")).run.step == step == lines(out / "metrics.jsonl")[-1]["step"]
+    more = run("train", "--resume", out / "ckpt.npz", "-q", "--steps", step + 3)
+    assert more.exit_code == 0, more.output
+    assert lines(out / "metrics.jsonl")[-1]["step"] == step + 3
+
+
+@needs_mpi
+@pytest.mark.parametrize("differ", ["initial weights", "learning rate"])
+def test_ranks_whose_weights_differ_are_stopped(tmp_path, corpus, differ):
+    """Ranks started from different --init-from checkpoints are stopped before the first
+    step; ranks whose updates differ (another learning rate on rank 1) at the first checkpoint,
+    which is then not written."""
+    cfg = config(tmp_path, corpus, train={"steps": 30, "checkpoint_every": 10, "eval_every": 0})
+    args = [sys.executable, "-m", "charrnn", "train", "--config", cfg, "--out", str(tmp_path / "run"), "-q"]
+    if differ == "initial weights":
+        for seed in (1, 2):
+            assert run("train", "--config", cfg, "-q", "--steps", 1, "--seed", seed,
+                       "--out", tmp_path / f"init{seed}").exit_code == 0
+        first, second = [args + ["--init-from", str(tmp_path / f"init{s}" / "ckpt.npz")] for s in (1, 2)]
+    else:
+        first, second = args, args + ["--set", "optim.lr=0.2"]
+    r = subprocess.run([MPIEXEC, "-n", "1", *first, ":", "-n", "1", *second], capture_output=True, text=True,
+                       env=mpi_env(), cwd=ROOT, timeout=120)
+    assert r.returncode == 1, r.stderr
+    step = 0 if differ == "initial weights" else 10
+    assert error_lines(r.stderr) == [f"Error: the weights of rank 1 of 2 differ from rank 0's at step {step}: " + (
+        "start every rank with the same command and files (config, --resume, --init-from)" if step == 0 else
+        "the ranks computed different updates (settings that differ between ranks, or mixed hardware or "
+        "libraries); no checkpoint was written for it")]
+    assert not (tmp_path / "run" / "ckpt.npz").exists()
