@@ -39,6 +39,7 @@ import numpy as np
 
 from charrnn import config as C
 from charrnn import optim
+from charrnn.device import CounterRNG
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.model import ModelSpec, param_shapes
 
@@ -62,7 +63,7 @@ class RunState:
     opt_state: dict  # "<slot>.<param>" -> array: the optimizer's state by parameter name
     ema: Optional[dict]  # name -> array: the weights' moving average accumulator (optim.ema), or None
     state: list  # carried hidden state: per layer, a tuple of (B, H) arrays
-    rng: np.random.Generator  # draws the dropout masks
+    rng: object  # draws the dropout masks: a NumPy Generator, or a device.CounterRNG (a GPU run)
     step: int = 0  # optimizer steps taken
     position: int = 0  # offset of the next chunk in every stream
     epoch: int = 0  # times the streams have wrapped
@@ -138,7 +139,7 @@ def save(path, ck):
     arrays["vocab"] = np.asarray(ck.vocab, dtype=np.int32)
     arrays["unit"] = np.array(ck.unit)
     arrays["config"] = np.array(json.dumps(C.to_dict(ck.config)))
-    arrays["rng"] = np.array(json.dumps(run.rng.bit_generator.state))
+    arrays["rng"] = np.array(json.dumps(generator_state(run.rng)))
     arrays["format_version"] = np.int64(FORMAT_VERSION)
     if ck.corpus is not None:
         arrays["corpus"] = np.array(json.dumps(ck.corpus))
@@ -253,7 +254,7 @@ def load(path):
     if cfg.data.path is None:
         raise CharrnnError(f"{path}: damaged checkpoint: its stored config has no data.path")
     try:  # the generator must accept the state, or resuming would fail half-way in
-        np.random.default_rng().bit_generator.state = rng_state
+        rng = generator(rng_state)
     except (TypeError, ValueError, KeyError, OverflowError) as e:
         raise CharrnnError(f"{path}: damaged checkpoint: 'rng' is not a random generator state ({_one_line(e)})") from None
     vocab = need("vocab")
@@ -289,8 +290,6 @@ def load(path):
     ]
     scalars = {k: LATER_SCALARS[k] if k in LATER_SCALARS and k not in z else _scalar(path, k, need(k))
                for k in SCALARS}
-    rng = np.random.default_rng()
-    rng.bit_generator.state = rng_state  # checked above
     return Checkpoint(RunState(params, optim_state, ema, state, rng, **scalars), vocab, cfg, spec, _corpus(path, z), unit)
 
 
@@ -299,6 +298,25 @@ def _text(path, a, key):
     if a.shape != () or a.dtype.kind != "U":
         raise CharrnnError(f"{path}: damaged checkpoint: '{key}' must be a text")
     return str(a)
+
+
+def generator_state(rng):
+    """The JSON-able state of a run's generator (NumPy's, or a ``device.CounterRNG``)."""
+    return rng.bit_generator.state if isinstance(rng, np.random.Generator) else rng.state
+
+
+def generator(state):
+    """The generator that ``generator_state`` described: a GPU run's ``CounterRNG`` comes back
+    on the host (``train`` moves it to the run's device). Raises TypeError, ValueError or
+    KeyError for a state that neither takes."""
+    if not isinstance(state, dict):
+        raise TypeError(f"expected a mapping, got {type(state).__name__}")
+    rng = CounterRNG(0) if state.get("bit_generator") == "charrnn.CounterRNG" else np.random.default_rng()
+    if isinstance(rng, CounterRNG):
+        rng.state = state
+    else:
+        rng.bit_generator.state = state
+    return rng
 
 
 def _json(path, a, key):

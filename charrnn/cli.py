@@ -77,8 +77,9 @@ def cli():
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set optim.lr=0.05 (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Start a new run in a directory that holds one: the old run's files are moved into RUN/replaced-<time>/.")
 @click.option("--quiet", "-q", is_flag=True, help="No banner, progress bar or preview samples (errors and the final summary still go to stderr).")
+@click.option("--device", "device_name", type=click.Choice(["cpu", "gpu"]), help="Train on the CPU or on the GPU (overrides model.device; with --resume, continues the run there). gpu needs CuPy: pip install 'charrnn[gpu]'.")
 @ends_together  # under mpiexec/srun: MPI starts, and an error on one rank ends every rank
-def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overrides, overwrite, quiet):
+def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overrides, overwrite, quiet, device_name):
     """Train a model from a YAML config or on --data PATH (or resume a run from its checkpoint).
 
     Under an MPI launcher (mpiexec -n N charrnn train ...) the N processes share the
@@ -99,7 +100,7 @@ def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overr
         sets = list(overrides) + ([f"train.seed={seed}"] if seed is not None else [])
         cfg = C.load(config_path, sets, data_path) if config_path else C.default_config(data_path, sets)
     summary = run_training(cfg, resume=resume, init_from=init_from, steps=steps, quiet=quiet, out_dir=out_dir,
-                           overwrite=overwrite)
+                           overwrite=overwrite, device_name=device_name)
 
     def nats_bits(nats):
         return f"{nats:.4f} nats/char ({nats / math.log(2):.4f} bits/char)"
@@ -200,7 +201,8 @@ def sample(ckpt_path, length, temperature, top_k, top_p, greedy, prime, num_samp
 @click.option("--text", "text_path", type=click.Path(), help="A UTF-8 text file (bytes, for a model of bytes), or a prepared directory (its validation split); default: the validation split of the run's corpus.")
 @click.option("--skip-unknown", is_flag=True, help="Drop characters that are not in the model's vocabulary (and count them) instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def eval_(ckpt_path, text_path, skip_unknown, as_json):
+@click.option("--device", "device_name", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True, help="Evaluate on the CPU or on the GPU (gpu needs CuPy: pip install 'charrnn[gpu]').")
+def eval_(ckpt_path, text_path, skip_unknown, as_json, device_name):
     """Loss of a model on a text: nats and bits per character, perplexity.
 
     The whole text is read (with a progress bar on stderr when it is long), unlike the
@@ -212,9 +214,11 @@ def eval_(ckpt_path, text_path, skip_unknown, as_json):
 
     from charrnn import checkpoint as ckpt_io
     from charrnn import corpus as CO
+    from charrnn.device import get_xp, to_device
     from charrnn.evaluate import evaluate
     from charrnn.train import load_corpus
 
+    xp = get_xp(device_name)  # first: no GPU to use is said before anything is read
     ck = ckpt_io.load(ckpt_path)
     skipped = 0
     directory = text_path and CO.prepared_dir(text_path)
@@ -238,7 +242,7 @@ def eval_(ckpt_path, text_path, skip_unknown, as_json):
         raise CharrnnError(f"{source}: fewer than 2 characters to evaluate")
     with tqdm(total=len(data) - 1, desc="evaluating", unit="char", unit_scale=True, file=sys.stderr,
               disable=len(data) < EVAL_BAR_CHARS, dynamic_ncols=True, mininterval=0.5, leave=False) as bar:
-        r = evaluate(ckpt_io.weights(ck), ck.spec, data, progress=bar.update)
+        r = evaluate(to_device(ckpt_io.weights(ck), xp), ck.spec, data, progress=bar.update)
     if as_json:
         click.echo(json.dumps({"text": source, "chars": r.chars, "skipped": skipped, "nats_per_char": r.nats,
                                "bits_per_char": r.bits, "perplexity": r.perplexity}))

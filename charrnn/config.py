@@ -51,6 +51,7 @@ class ModelConfig:
     multiplicative: bool = opt(False, bool, "multiplicative integration (Wu et al. 2016): each recurrent product scaled unit by unit by Wmx x_t + bm, a gain chosen by the input character")
     init_std: float = opt(0.01, float, "weights start as N(0, 1) · init_std (min-char-rnn: 0.01); biases start at 0", lo=0.0, lo_open=True)
     dtype: str = opt("float32", str, "floating-point type of parameters and training", choices=("float32", "float64"))
+    device: str = opt("cpu", str, "where training runs: cpu (NumPy), or gpu (the same code on CuPy; pip install 'charrnn[gpu]')", choices=("cpu", "gpu"))
 
 
 # The learning rate each optimizer starts from when optim.lr is not given.

@@ -216,7 +216,10 @@ class CounterRNG:
     def state(self, value):
         if value.get("bit_generator") != "charrnn.CounterRNG":
             raise ValueError(f"not a CounterRNG state: {value.get('bit_generator')!r}")
-        self.seed, self.draws = int(value["seed"]), int(value["draws"])
+        seed, draws = int(value["seed"]), int(value["draws"])
+        if seed < 0 or draws < 0:
+            raise ValueError(f"a CounterRNG's seed and draws are counts >= 0, got {seed} and {draws}")
+        self.seed, self.draws = seed, draws
 
     def key(self, draw):
         """The 64-bit SplitMix64 state that draw number ``draw`` starts from."""

@@ -30,6 +30,7 @@ from charrnn import checkpoint as ckpt_io
 from charrnn import config as C
 from charrnn import corpus as CO
 from charrnn import data as D
+from charrnn import device
 from charrnn import distributed
 from charrnn import identity
 from charrnn import model as M
@@ -158,12 +159,35 @@ def new_run(cfg, spec, optimizer, vocab, init_from=None):
     )
 
 
+def on_device(run, xp):
+    """``run`` with its arrays in ``xp``'s memory (numpy: the host, cupy: the GPU), in place.
+
+    A GPU run's dropout masks come from a ``device.CounterRNG`` (its state, seed and draws, is
+    what the checkpoint keeps, so the run resumes exactly on the GPU); a run that reaches the
+    GPU with NumPy's generator (a CPU checkpoint) starts one, seeded from that generator.
+    """
+    run.params, run.opt_state, run.ema = (device.to_device(t, xp) for t in (run.params, run.opt_state, run.ema))
+    run.state = [tuple(device.to_device(list(s), xp)) for s in run.state]
+    if isinstance(run.rng, device.CounterRNG):
+        run.rng.xp = xp
+    elif xp is not np:
+        run.rng = device.CounterRNG(int(run.rng.integers(2**63)), xp=xp)
+    return run
+
+
+def on_host(run):
+    """A copy of ``run`` whose arrays are on the host, for a checkpoint (the run itself stays)."""
+    return replace(run, params=device.to_host(run.params), opt_state=device.to_host(run.opt_state),
+                   ema=device.to_host(run.ema), state=[tuple(device.to_host(list(s))) for s in run.state])
+
+
 def next_batch(run, streams, spec):
     """The chunk at the run's position, (X, Y) each (T, B); when the streams would run past
     their end, they start again (a new epoch) from a zero state."""
     if streams.wraps(run.position):
         run.position, run.epoch = 0, run.epoch + 1
-        run.state = M.zero_state(spec, len(run.state[0][0]), run.state[0][0].dtype)  # B/N streams under MPI
+        h = run.state[0][0]  # (B, H), or (B/N, H) under MPI, on the run's device
+        run.state = M.zero_state(spec, len(h), h.dtype, device.array_module(h))
     return streams.batch(run.position)
 
 
@@ -198,14 +222,18 @@ def train_step(run, X, Y, spec, optimizer, cfg, comm=distributed.SINGLE):
     T, B = X.shape
     dtype = run.params["Why"].dtype
     # The masks are drawn for all B streams, so the generator and the run are the same for any N.
-    masks = M.dropout_masks(spec, (T, B, spec.hidden_size), run.rng, dtype) if spec.dropout > 0 else None
+    xp = device.array_module(run.params["Why"])
+    masks = M.dropout_masks(spec, (T, B, spec.hidden_size), run.rng, dtype, xp) if spec.dropout > 0 else None
     # Overflow is the blow-up that the checks below (and save's) report in one line: NumPy's
     # warnings about it would only repeat it on stderr, with source paths.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         X, Y, masks = comm.mine(X, axis=1), comm.mine(Y, axis=1), comm.mine(masks, axis=1)  # this process's streams
         loss, grads, state, _ = M.loss_and_grads(run.params, spec, X, Y, run.state, masks)
         loss, grads = comm.sum(loss, grads)  # the mean over all B streams, on every process
-        if not math.isfinite(loss) or not all(np.isfinite(g).all() for g in grads.values()):
+        # On a GPU the loss is a device scalar: it is read here, once a step, since the
+        # divergence rule below needs its value (a wait for the step's kernels; see docs/gpu.md).
+        loss = float(loss)
+        if not math.isfinite(loss) or not all(bool(xp.isfinite(g).all()) for g in grads.values()):
             what = "loss" if not math.isfinite(loss) else "gradient"
             raise Diverged(run.step + 1, f"the {what} is not finite (loss {loss / T} nats/char)")
         smooth_loss = run.smooth_loss * SMOOTHING + loss * (1 - SMOOTHING)
@@ -235,7 +263,7 @@ def train_step(run, X, Y, spec, optimizer, cfg, comm=distributed.SINGLE):
 def _not_finite(run):
     """What of the run's arrays holds NaN or inf (a checkpoint of it would not load), or None."""
     for what, arrays in (("weights", run.params), ("optimizer state", run.opt_state), ("weight average", run.ema or {})):
-        if not all(np.isfinite(a).all() for a in arrays.values()):
+        if not all(bool(device.array_module(a).isfinite(a).all()) for a in arrays.values()):
             return what
     return None
 
@@ -321,7 +349,8 @@ class Progress:
         self.bar.close()
 
 
-def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=None, overwrite=False, comm=None):
+def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=None, overwrite=False, comm=None,
+          device_name=None):
     """Train according to ``cfg`` (or continue the run in checkpoint ``resume``).
 
     steps : stop at this total step count (default ``train.steps``); a run stopped early
@@ -331,6 +360,8 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
         ``RUN/replaced-<time>/``); without it a directory that holds a checkpoint is refused.
     comm : the processes that share the run (default ``distributed.world()``: the ranks of
         ``mpiexec``/``srun``, or this process alone); rank 0 alone writes and reports.
+    device_name : "cpu" or "gpu": overrides ``model.device`` (a resumed run's too, so that a GPU
+        run can continue on a CPU and the other way round).
     Returns a Summary. The run directory is locked (``rundir.lock``, by rank 0) before the
     checkpoint or the corpus is read and until the last save is done.
     """
@@ -342,7 +373,7 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
     files = RunDir(out_dir)
     with rundir.lock(out_dir) if comm.rank == 0 else contextlib.nullcontext():
         try:
-            return _train(cfg, resume, init_from, steps, quiet, files, overwrite, comm)
+            return _train(cfg, resume, init_from, steps, quiet, files, overwrite, comm, device_name)
         except Diverged as e:
             raise CharrnnError(f"{e}; {files.holds()}; try a lower optim.lr or enable clipping") from None
         except _StopNow as e:  # a second signal: the last checkpoint is what there is
@@ -351,12 +382,18 @@ def train(cfg, *, resume=None, init_from=None, steps=None, quiet=False, out_dir=
             raise cls(f"stopped at once by a second {SIGNAL_NAMES[e.signum]}; {files.holds()}; {how}") from None
 
 
-def _train(cfg, resume, init_from, steps, quiet, files, overwrite, comm):
+def _train(cfg, resume, init_from, steps, quiet, files, overwrite, comm, device_name):
     """train() in its run directory ``files``, holding its lock."""
-    # The plan: the config (a resumed run's own), where to stop, where to write.
+    # The plan: the config (a resumed run's own), where to stop, where to write, on what.
     ck = ckpt_io.load(resume) if resume is not None else None
     if ck is not None:
         cfg = ck.config
+    if device_name is not None:
+        cfg = replace(cfg, model=replace(cfg.model, device=device_name))
+    xp = device.get_xp(cfg.model.device)  # numpy, or cupy: a one-line error if there is no GPU to use
+    if xp is not np and comm.size > 1:
+        raise UsageError("model.device gpu with several MPI processes is not supported: run one process per "
+                         "GPU-less node, or one process on the GPU")
     # --steps N stops this invocation at step N; the run's plan (train.steps, which
     # schedules and the final log line follow) changes only when N extends it.
     if steps is not None and steps > cfg.train.steps:
@@ -391,13 +428,14 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite, comm):
     optimizer = optim.from_config(cfg.optim)
     run = ck.run if ck is not None else new_run(cfg, spec, optimizer, vocab, init_from)
     comm.split(run)  # each process keeps the carried state of its own streams
+    on_device(run, xp)  # the arrays go where the run trains; the corpus stays on the host
 
     def save(path):
         bad = _not_finite(run)
         if bad is not None:  # the loss has not shown it yet; a checkpoint of it would not load
             raise Diverged(run.step, f"the {bad} {'are' if bad == 'weights' else 'is'} not finite")
         run.elapsed_s = elapsed()
-        whole = comm.whole(run)  # with the carried state of all B streams, on rank 0
+        whole = comm.whole(on_host(run))  # on the host, with the carried state of all B streams, on rank 0
         if comm.rank == 0:
             try:
                 ckpt_io.save(path, ckpt_io.Checkpoint(whole, vocab, cfg, spec, corpus.identity, corpus.unit))

@@ -19,7 +19,10 @@ calls ``np.`` on its inputs, mixes in a host array, or reads a value back inside
 step fails here. ``test_the_pretend_device_refuses_numpy`` shows the detectors work.
 """
 
+import json
 import math
+import os
+import shutil
 import operator
 import subprocess
 import sys
@@ -28,6 +31,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from charrnn import checkpoint as ckpt_io
 from charrnn import gradcheck
 from charrnn import device, kernels, optim, sampling
 from charrnn import model as M
@@ -525,3 +529,73 @@ def test_dropout_masks_take_a_counter_rng():
         assert abs((m == 0).mean() - 0.25) < 0.01
     assert not np.array_equal(masks[0], masks[1])
     assert math.isclose(float(masks[0].mean()), 1.0, rel_tol=0.02)
+
+
+# ---------------------------------------------------------------- the training loop's device wiring
+
+
+def test_train_and_eval_on_gpu_without_cupy_are_one_line_before_anything_is_written(tmp_path, monkeypatch,
+                                                                                        fresh_gpu_probe):
+    from conftest import CONFIGS, one_line_error, run
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # as if CuPy were not installed
+    r = run("train", "--config", os.path.join(CONFIGS, "smoke.yaml"), "--out", tmp_path / "run", "--device", "gpu", "-q")
+    one_line_error(r, 1, "pip install 'charrnn[gpu]'")
+    assert not (tmp_path / "run").exists()
+    assert run("train", "--config", os.path.join(CONFIGS, "smoke.yaml"), "--out", tmp_path / "ok", "-q",
+               "--steps", 3).exit_code == 0
+    r = run("eval", "--checkpoint", tmp_path / "ok" / "ckpt.npz", "--device", "gpu")
+    one_line_error(r, 1, "pip install 'charrnn[gpu]'")
+
+
+def test_a_gpu_runs_checkpoint_resumes_exactly_on_the_cpu_with_its_counter_generator(tmp_path):
+    """A GPU run keeps a CounterRNG's state (seed, draws) in its checkpoint; on the CPU the same
+    generator draws the same masks on the host, so the resumed run is exact there too."""
+    from conftest import CONFIGS, run
+
+    args = ["--config", os.path.join(CONFIGS, "smoke.yaml"), "-q", "--set", "model.dropout=0.3",
+            "--set", "model.layers=2", "--set", "train.checkpoint_every=10"]
+    assert run("train", *args, "--out", tmp_path / "a", "--steps", 10).exit_code == 0
+    path = tmp_path / "a" / "ckpt.npz"
+    with np.load(path, allow_pickle=False) as z:  # as a GPU run writes it: the masks' generator is a CounterRNG
+        arrays = {k: z[k] for k in z.files}
+    arrays["rng"] = np.array(json.dumps(device.CounterRNG(1234, draws=10).state))
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    ck = ckpt_io.load(str(path))
+    assert isinstance(ck.run.rng, device.CounterRNG) and ck.run.rng.state["draws"] == 10
+    b = tmp_path / "b"
+    b.mkdir()
+    shutil.copy(path, b / "ckpt.npz")
+    for d in (tmp_path / "a", b):  # twice from the same checkpoint, one in two halves
+        steps = [20, 30] if d == b else [30]
+        for n in steps:
+            assert run("train", "--resume", d / "ckpt.npz", "-q", "--steps", n, "--device", "cpu").exit_code == 0
+    one, two = ckpt_io.load(str(tmp_path / "a" / "ckpt.npz")), ckpt_io.load(str(b / "ckpt.npz"))
+    assert one.run.rng.state == two.run.rng.state == {"bit_generator": "charrnn.CounterRNG", "seed": 1234,
+                                                       "draws": 10 + 20 * 2}  # a draw per layer and step
+    for k in one.run.params:
+        assert np.array_equal(one.run.params[k], two.run.params[k]), k
+
+
+def test_a_run_goes_to_its_device_and_its_checkpoint_comes_back_to_the_host(pretend_device):
+    """train.on_device / on_host with the pretend device: every array of the run moves, the
+    carried state keeps its structure, a fresh run gets a CounterRNG seeded from its generator,
+    and the host copy is plain NumPy, equal bit for bit."""
+    from charrnn import train as TR
+    from charrnn.model import ModelSpec, init_params, zero_state
+
+    spec = ModelSpec("lstm", 7, 5, 2, 0.2, True)
+    params = init_params(spec, np.random.default_rng(0))
+    run_ = ckpt_io.RunState(params=params, opt_state={f"m.{k}": v * 0 for k, v in params.items()},
+                            ema={k: v.copy() for k, v in params.items()}, state=zero_state(spec, 3),
+                            rng=np.random.default_rng(5))
+    expected_seed = int(np.random.default_rng(5).integers(2**63))
+    TR.on_device(run_, DEVICE)
+    assert all(type(a) is DeviceArray for t in (run_.params, run_.opt_state, run_.ema) for a in t.values())
+    assert [len(s) for s in run_.state] == [2, 2] and all(type(a) is DeviceArray for s in run_.state for a in s)
+    assert isinstance(run_.rng, device.CounterRNG) and run_.rng.seed == expected_seed and run_.rng.xp is DEVICE
+    back = TR.on_host(run_)
+    assert all(type(a) is np.ndarray for t in (back.params, back.opt_state, back.ema) for a in t.values())
+    assert all(np.array_equal(back.params[k], params[k]) for k in params)
+    assert type(run_.params["Why"]) is DeviceArray  # the run itself stays on its device

@@ -256,7 +256,7 @@ def test_cli_a_gpu_checkpoint_evaluates_samples_and_resumes_on_the_cpu(tmp_path,
     assert all(type(v) is np.ndarray for v in ck.run.params.values())
     e = run("eval", "--checkpoint", out / "ckpt.npz", "--json", "--device", "cpu")
     assert e.exit_code == 0 and json.loads(e.stdout)["nats_per_char"] > 0
-    s = run("sample", "--checkpoint", out / "ckpt.npz", "-n", "50", "--seed", "1", "--device", "cpu")
+    s = run("sample", "--checkpoint", out / "ckpt.npz", "-n", "50", "--seed", "1")  # sampling runs on the host
     assert s.exit_code == 0 and len(s.stdout) >= 50
     r = run("train", "--resume", out / "ckpt.npz", "--steps", 30, "-q", "--device", "cpu")
     assert r.exit_code == 0 and ckpt_io.load(str(out / "ckpt.npz")).run.step == 30
