@@ -319,3 +319,10 @@ def test_disk_indices_read_what_an_array_gives(tmp_path):
         assert got.shape == idx.shape and got.dtype == part.dtype and np.array_equal(got, part[idx])
     with pytest.raises(IndexError):
         view[np.array([3000])]
+
+
+def test_byte_counts_by_pairs_are_counts():
+    rng = np.random.default_rng(1)
+    for n in (0, 1, 2, 3, 1001, 2 * CO.COUNT_PIECE + 3):
+        b = rng.integers(0, 256, n).astype(np.uint8)
+        assert np.array_equal(CO._count_bytes(b), np.bincount(b, minlength=256)), n
