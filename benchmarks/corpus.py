@@ -25,9 +25,10 @@ For every size (``--sizes``, e.g. ``10M,200M,2G``) it measures, each in a fresh 
   of a wrapper).
 
 The bundled 1 MB corpus (data/shakespeare_tiny.txt) is measured the same way first, as
-the reference. Throughput: training steps from the prepared directory (read from disk)
-and from the same indices in memory, taking turns in one process (``--repeats`` turns of
-``--turn-steps`` steps), on the largest size; the ratio of the medians.
+the reference. Throughput, on the largest size: training steps from the prepared
+directory (read from disk) and from the same indices in memory, alternating step by step
+in one process, the ratio of the median step times; and the batch gather alone, the only
+work that differs, from disk and from memory.
 
 Timings on a shared machine are noisy; rates vary by ±20% from run to run.
 
@@ -119,9 +120,9 @@ def write_text(path, size, kind, seed=0):
     written = 0
     with open(path, "wb") as f:
         while written < size:
-            part = block if size - written >= len(block) else block[:block.rfind(b"\n", 0, size - written) + 1]
+            part = block[:size - written].decode("utf-8", "ignore").encode("utf-8")  # whole characters
             if not part:
-                part = block[:size - written].decode("utf-8", "ignore").encode("utf-8")
+                break
             f.write(part)
             written += len(part)
     return written
@@ -188,38 +189,47 @@ def measure_prepare(text, out):
     return dict(mb_s=size / 1e6 / wall, cpu_mb_s=size / 1e6 / cpu, wall_s=wall, cpu_s=cpu, rss_mb=rss)
 
 
-def throughput(prep, turns, turn_steps):
-    """Training steps per second from disk and from memory, taking turns: (disk, memory, ratio)."""
+def throughput(prep, steps):
+    """Training from the prepared directory (read from disk) and from the same indices in
+    memory, alternating step by step (disk, memory, disk, ...) so that both see the same
+    disturbances: chars/s of each from the median step time, and their ratio. Also the
+    batch gather alone (``Streams.batch``), the only thing that differs, timed over 500
+    batches each."""
     tune_allocator()
     c = CO.open_corpus(str(prep))
-    in_memory = np.asarray(c.train)
     sides = {}
-    for name, data in (("disk", c.train), ("memory", in_memory)):
+    for name, data in (("disk", c.train), ("memory", np.asarray(c.train))):
         spec = M.ModelSpec("lstm", len(c.vocab), 512)
         params = M.init_params(spec, np.random.default_rng(0), np.float32)
         opt = optim.Adagrad()
         sides[name] = dict(spec=spec, params=params, opt=opt, opt_state=opt.init_state(params),
                            streams=D.Streams(data, 32, 64), p=0, n=0, state=M.zero_state(spec, 32, np.float32))
 
-    def run(s):
-        for _ in range(turn_steps):
-            X, Y = s["streams"].batch(s["p"])
-            _, grads, s["state"], _ = M.loss_and_grads(s["params"], s["spec"], X, Y, s["state"])
-            optim.clip_by_value(grads, 5.0)
-            s["n"] += 1
-            s["opt"].update(s["params"], grads, s["opt_state"], 0.05, s["n"])
-            s["p"] += 64
+    def step(s):
+        X, Y = s["streams"].batch(s["p"])
+        _, grads, s["state"], _ = M.loss_and_grads(s["params"], s["spec"], X, Y, s["state"])
+        optim.clip_by_value(grads, 5.0)
+        s["n"] += 1
+        s["opt"].update(s["params"], grads, s["opt_state"], 0.05, s["n"])
+        s["p"] += 64
 
-    for s in sides.values():
-        run(s)  # warm-up
-    rates = {name: [] for name in sides}
-    for _ in range(turns):
+    times = {name: [] for name in sides}
+    for i in range(steps + 2):
         for name, s in sides.items():
             t0 = time.perf_counter()
-            run(s)
-            rates[name].append(turn_steps * 64 * 32 / (time.perf_counter() - t0))
-    disk, mem = statistics.median(rates["disk"]), statistics.median(rates["memory"])
-    return disk, mem, disk / mem
+            step(s)
+            if i >= 2:  # two warm-up steps each
+                times[name].append(time.perf_counter() - t0)
+    gather = {}
+    for name, s in sides.items():
+        t0 = time.perf_counter()
+        for k in range(500):
+            s["streams"].batch(64 * k)
+        gather[name] = (time.perf_counter() - t0) / 500
+    rate = {name: 64 * 32 / statistics.median(t) for name, t in times.items()}
+    return dict(disk=rate["disk"], memory=rate["memory"], ratio=rate["disk"] / rate["memory"],
+                step_ms=1e3 * statistics.median(times["memory"]),
+                gather_disk_us=1e6 * gather["disk"], gather_memory_us=1e6 * gather["memory"])
 
 
 def fmt_size(n):
@@ -232,14 +242,13 @@ def main(argv=None):
     ap.add_argument("--kinds", default="ascii,english,cjk", help="text kinds to prepare")
     ap.add_argument("--direct-max", default="2G", help="train directly from a text file up to this size")
     ap.add_argument("--steps", type=int, default=5, help="training steps per start-up / memory run")
-    ap.add_argument("--repeats", type=int, default=5, help="throughput turns per side")
-    ap.add_argument("--turn-steps", type=int, default=5, help="training steps per throughput turn")
+    ap.add_argument("--throughput-steps", type=int, default=30, help="training steps per side for the throughput")
     ap.add_argument("--dir", default=None, help="where to generate the data (default: a temporary directory)")
-    ap.add_argument("--quick", action="store_true", help="3 steps, 2 turns of 2 steps: a smoke run")
+    ap.add_argument("--quick", action="store_true", help="3 steps, 3 throughput steps: a smoke run")
     ap.add_argument("--json", dest="json_path", help="also write the results as JSON")
     args = ap.parse_args(argv)
     if args.quick:
-        args.steps, args.repeats, args.turn_steps = 3, 2, 2
+        args.steps, args.throughput_steps = 3, 3
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     kinds = args.kinds.split(",")
     work = Path(tempfile.mkdtemp(prefix="charrnn-corpus-bench-", dir=args.dir))
@@ -280,8 +289,7 @@ def main(argv=None):
                     row["direct"] = measure_training(work / "english.txt", work, args.steps)
                 if i == len(sizes) - 1:
                     print(f"{fmt_size(size)}: throughput, disk against memory ...", file=sys.stderr, flush=True)
-                    tp = dict(size=fmt_size(size))
-                    tp["disk"], tp["memory"], tp["ratio"] = throughput(work / "english.prep", args.repeats, args.turn_steps)
+                    tp = dict(size=fmt_size(size), **throughput(work / "english.prep", args.throughput_steps))
                 (work / "english.txt").unlink()
                 shutil.rmtree(work / "english.prep")
             rows.append(row)
@@ -307,8 +315,11 @@ def render(header, rows, kinds, tp):
         lines.append(f"| {r['label']} | {prep} | {p['startup_s']:.2f} ({p['before_s']:.2f}) | {p['rss_mb']:,.0f} | "
                      + (f"{d['startup_s']:.2f} ({d['before_s']:.2f}) | {d['rss_mb']:,.0f} |" if d else "— | — |"))
     if tp:
-        lines += ["", f"Throughput at {tp['size']}, LSTM H=512 T=64 B=32: read from disk {tp['disk']:,.0f} chars/s, "
-                  f"in memory {tp['memory']:,.0f} chars/s, ratio {tp['ratio']:.3f}"]
+        lines += ["", f"Throughput at {tp['size']}, LSTM H=512 T=64 B=32, alternating step by step: read from disk "
+                  f"{tp['disk']:,.0f} chars/s, in memory {tp['memory']:,.0f} chars/s, ratio {tp['ratio']:.3f}. "
+                  f"The batch gather alone: {tp['gather_disk_us']:.0f} µs from disk, {tp['gather_memory_us']:.0f} µs "
+                  f"in memory, in a step of {tp['step_ms']:.0f} ms: "
+                  f"{(tp['gather_disk_us'] - tp['gather_memory_us']) / 10 / tp['step_ms']:.2f}% of it."]
     return "\n".join(lines)
 
 

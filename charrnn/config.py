@@ -417,6 +417,12 @@ def apply_overrides(data, overrides):
     return data, origins
 
 
+def _set_data_path(data, data_path):
+    """Put ``data_path`` (``--data``, relative to the working directory) into the raw mapping."""
+    section = data.get("data")
+    data["data"] = dict(section if isinstance(section, dict) else {}, path=os.path.abspath(data_path))
+
+
 def load(path, overrides=(), data_path=None):
     """Read, merge overrides into and validate a YAML config file.
 
@@ -445,7 +451,7 @@ def load(path, overrides=(), data_path=None):
         raise UsageError(f"{path}: expected a mapping of sections ({', '.join(SECTIONS)}), got {type(data).__name__}")
     data, origins = apply_overrides(data, overrides)
     if data_path is not None:
-        data["data"] = dict(data.get("data") if isinstance(data.get("data"), dict) else {}, path=os.path.abspath(data_path))
+        _set_data_path(data, data_path)
     base = os.path.dirname(os.path.abspath(path))
     cfg = from_dict(data, str(path), base_dir=base, origins=origins)
     if cfg.data.path is None:
@@ -472,7 +478,7 @@ def default_config(data_path, overrides=()):
     """The built-in default config (``DEFAULT_RUN``) for the corpus at ``data_path``, with
     overrides; its run directory is runs/<the corpus's name> in the working directory."""
     data, origins = apply_overrides(DEFAULT_RUN, overrides)
-    data["data"] = dict(data.get("data") if isinstance(data.get("data"), dict) else {}, path=os.path.abspath(data_path))
+    _set_data_path(data, data_path)
     cfg = from_dict(data, "the built-in default config", origins=origins)
     if cfg.train.out_dir is None:
         stem = os.path.splitext(os.path.basename(os.path.normpath(cfg.data.path)))[0]

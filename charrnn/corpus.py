@@ -262,11 +262,29 @@ def symbol_chunks(path, unit="chars", errors="strict", chunk_size=CHUNK):
 
 
 def _count(symbols, counts, below=None):
-    """Add the occurrences of each symbol (only those under ``below``) to ``counts``, in
-    cache-sized pieces."""
-    for i in range(0, len(symbols), COUNT_PIECE):
+    """Add the occurrences of each symbol (only those under ``below``) to ``counts``."""
+    if symbols.dtype == np.uint8:
+        counts[:256][:below] += _count_bytes(symbols)[:below]
+        return
+    for i in range(0, len(symbols), COUNT_PIECE):  # in pieces whose temporaries stay in the cache
         c = np.bincount(symbols[i:i + COUNT_PIECE])[:below]
         counts[:len(c)] += c
+
+
+def _count_bytes(b):
+    """(256,) occurrences of each value in the uint8 array ``b``, counted two bytes at a
+    time: np.bincount's cost is per element, so it counts the uint16 pairs (half as many),
+    and a value's count is its count as the first byte of a pair plus as the second."""
+    even = len(b) // 2 * 2
+    pairs = np.zeros(1 << 16, np.int64)
+    for i in range(0, even, 2 * COUNT_PIECE):
+        c = np.bincount(b[i:min(i + 2 * COUNT_PIECE, even)].view(np.uint16))
+        pairs[:len(c)] += c
+    pairs = pairs.reshape(256, 256)
+    counts = pairs.sum(axis=0) + pairs.sum(axis=1)
+    if even < len(b):
+        counts[b[-1]] += 1
+    return counts
 
 
 def scan(paths, unit="chars", errors="strict", chunk_size=CHUNK, quiet=True, desc="counting"):

@@ -341,3 +341,10 @@ def test_a_pipe_is_read_as_the_file_it_carries(tmp_path):
         {k: v for k, v in from_file.identity.items() if k != "path"}
     assert from_pipe.identity["path"] == str(pipe)
     assert not [n for n in os.listdir(tmp_path) if n not in ("c.txt", "pipe")]
+
+
+def test_byte_counts_by_pairs_are_counts():
+    rng = np.random.default_rng(1)
+    for n in (0, 1, 2, 3, 1001, 2 * CO.COUNT_PIECE + 3):
+        b = rng.integers(0, 256, n).astype(np.uint8)
+        assert np.array_equal(CO._count_bytes(b), np.bincount(b, minlength=256)), n

@@ -343,9 +343,7 @@ def test_memory_stays_flat_with_the_corpus_size(tmp_path):
     """Training from a prepared 30 MB corpus takes about the memory of a tiny one; a 30 MB
     text file trained directly costs its index array (30 MB) and a little more, not the
     25 copies of the text that reading it whole made."""
-    words = np.array("the of and to in a is that for it as was with be by on not he I this".split())
-    rng = np.random.default_rng(0)
-    text = " ".join(rng.choice(words, 9_000_000)) + "\n"
+    text = open(CORPUS, encoding="utf-8").read() * 30  # the 1 MB corpus, 30 times over
     size = 30_000_000
     big = tmp_path / "big.txt"
     big.write_text(text[:size], encoding="utf-8")
@@ -425,3 +423,14 @@ def test_a_full_disk_while_preparing_leaves_no_corpus_and_no_temporary_files(tmp
     assert os.listdir(out) == []  # no meta.json, no half-written .bin, no temporary file
     with pytest.raises(CharrnnError, match="not a prepared corpus"):
         CO.open_corpus(str(out))
+
+
+def test_eval_without_a_validation_split_is_a_clear_error(tmp_path, write_config):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(3000), encoding="utf-8")
+    cfg = small_config(write_config, corpus, steps=2)
+    assert run("train", "--config", cfg, "-q", "--set", "data.val_fraction=0").exit_code == 0
+    ck = tmp_path / "run" / "ckpt.npz"
+    one_line_error(run("eval", "--checkpoint", ck), 2, "no validation split", "--text FILE")
+    assert run("prepare", corpus, "--out", tmp_path / "all", "--val-fraction", 0, "-q").exit_code == 0
+    one_line_error(run("eval", "--checkpoint", ck, "--text", tmp_path / "all"), 1, "has no validation split")
