@@ -4,10 +4,10 @@
 # ./gpu_check_out): env.txt, pytest_gpu.log, bench.log, gpu_bench.json, gpu_bench.md,
 # pytest_rest.log, status.txt. Under 8 minutes in all (each part has its own timeout).
 #
-#     bash gpu_check.sh                # from the repository root
-#     OUT=/some/dir bash gpu_check.sh
+#     bash benchmarks/gpu_check.sh     # from anywhere
+#     OUT=/some/dir bash benchmarks/gpu_check.sh
 set -u
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check_out}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD
