@@ -21,7 +21,6 @@ import sys
 import re
 import time
 from dataclasses import dataclass, replace
-from typing import NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -392,8 +391,8 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite, comm, device_
         cfg = replace(cfg, model=replace(cfg.model, device=device_name))
     xp = device.get_xp(cfg.model.device)  # numpy, or cupy: a one-line error if there is no GPU to use
     if xp is not np and comm.size > 1:
-        raise UsageError("model.device gpu with several MPI processes is not supported: run one process per "
-                         "GPU-less node, or one process on the GPU")
+        raise UsageError(f"model.device gpu trains in one process, not {comm.size} (several GPUs through MPI "
+                         "are not supported yet): leave out mpiexec, or train on the CPUs with --device cpu")
     # --steps N stops this invocation at step N; the run's plan (train.steps, which
     # schedules and the final log line follow) changes only when N extends it.
     if steps is not None and steps > cfg.train.steps:

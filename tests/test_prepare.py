@@ -1,7 +1,6 @@
 """`charrnn prepare` and training on prepared directories, end to end: the same training
 as from the text file, resume, eval, sample, bytes, bounded evaluation, flat memory."""
 
-import hashlib
 import json
 import os
 import re
