@@ -232,7 +232,8 @@ def train_step(run, X, Y, spec, optimizer, cfg, comm=distributed.SINGLE):
         # On a GPU the loss is a device scalar: it is read here, once a step, since the
         # divergence rule below needs its value (a wait for the step's kernels; see docs/gpu.md).
         loss = float(loss)
-        if not math.isfinite(loss) or not all(bool(xp.isfinite(g).all()) for g in grads.values()):
+        # One read of one flag for all the gradients (on a GPU, a read per array would be a wait each).
+        if not math.isfinite(loss) or not bool(xp.stack([xp.isfinite(g).all() for g in grads.values()]).all()):
             what = "loss" if not math.isfinite(loss) else "gradient"
             raise Diverged(run.step + 1, f"the {what} is not finite (loss {loss / T} nats/char)")
         smooth_loss = run.smooth_loss * SMOOTHING + loss * (1 - SMOOTHING)
