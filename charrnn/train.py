@@ -409,8 +409,8 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite, comm, device_
         raise UsageError(f"--overwrite replaces the run in {out_dir} with a new one, --resume continues it; "
                          "give one of them (or --out DIR to continue the run elsewhere)")
     if comm.rank == 0:  # the one process that writes the run directory
-        if not continues_here:
-            rundir.check_fresh(out_dir, overwrite)
+        if not continues_here and not overwrite:  # refused before anything is read
+            rundir.check_fresh(out_dir, overwrite=False)
         files.remove_temporaries()
 
     # Data: the vocabulary, the training text as B streams, the held-out text.
@@ -468,6 +468,8 @@ def _train(cfg, resume, init_from, steps, quiet, files, overwrite, comm, device_
 
     # The run directory; a resumed run's log is cut back to its checkpoint.
     if comm.rank == 0:  # one process writes the run directory
+        if overwrite and not continues_here:  # only now that the new run is ready: a bad corpus,
+            rundir.check_fresh(out_dir, overwrite=True)  # config or --init-from file keeps the old one
         files.create(cfg)
         if ck is not None:
             _truncate_metrics(files.metrics, run.step)

@@ -526,3 +526,22 @@ def test_a_checkpoint_from_before_corpus_identity_resumes_with_a_warning(tmp_pat
     assert r.stderr.count("does not record its corpus") == 1
     ck = ckpt_io.load(str(run_dir / "ckpt.npz"))
     assert ck.run.step == 20 and ck.corpus["bytes"] == 3000  # and from now on it does
+
+
+def test_overwrite_moves_the_old_run_only_once_the_new_one_is_ready(tmp_path, corpus):
+    """--overwrite with --init-from the run's own best.npz starts the new run from those weights;
+    an --overwrite that fails (a missing corpus, a batch that does not fit) keeps the old run."""
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=12)
+    run_dir = tmp_path / "run"
+    assert train("--config", cfg, "--out", run_dir, "-q").returncode == 0
+    before = snapshot(run_dir)
+    for bad in (["--data", str(tmp_path / "missing.txt")], ["--set", "train.batch_size=100000"]):
+        r = train("--config", cfg, "--out", run_dir, "-q", "--overwrite", *bad)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert snapshot(run_dir) == before and not [n for n in os.listdir(run_dir) if n.startswith("replaced-")]
+    r = train("--config", cfg, "--out", run_dir, "-q", "--overwrite", "--init-from", str(run_dir / "best.npz"),
+              "--steps", "3")
+    assert r.returncode == 0, r.stderr
+    old = [n for n in os.listdir(run_dir) if n.startswith("replaced-")]
+    assert len(old) == 1 and snapshot(run_dir / old[0]) == before
+    assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == 3

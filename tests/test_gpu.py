@@ -229,7 +229,7 @@ def test_cli_fifty_float64_steps_on_the_gpu_match_the_cpu(tmp_path, write_config
     pairs = [(g["loss"], c["loss"]) for g, c in zip(gpu, cpu) if "loss" in c]
     assert len(pairs) == 50 and max(abs(g - c) / abs(c) for g, c in pairs) <= 1e-9
     a, b = ckpt_io.load(str(tmp_path / "gpu" / "ckpt.npz")), ckpt_io.load(str(tmp_path / "cpu" / "ckpt.npz"))
-    assert_tree_close(a.params, b.params, 1e-9, "params after 50 steps")
+    assert_tree_close(a.run.params, b.run.params, 1e-9, "params after 50 steps")
 
 
 @cli_device
