@@ -22,8 +22,9 @@ Keys (docs/checkpoints.md has the full table):
   JSON), ``format_version``
 - ``first_loss``, ``loss_sum``, ``loss_steps``: the divergence rule's reference and the
   current log window (absent in older checkpoints, which then load with their defaults)
-- ``corpus``: what the run was trained on, ``{"path", "bytes", "sha256"}`` as JSON (absent in
-  older checkpoints), so that ``--resume`` can refuse a changed corpus
+- ``corpus``: what the run was trained on, as JSON: ``corpus.py``'s identity record (``kind``,
+  ``path``, ``unit``, ``chars``, ``bytes``, ``sha256``; absent in older checkpoints), so that
+  ``--resume`` can refuse a changed corpus
 """
 
 import json
@@ -85,7 +86,7 @@ class Checkpoint:
     vocab: np.ndarray  # (V,) int32 code points
     config: C.Config
     spec: ModelSpec
-    corpus: Optional[dict] = None  # {"path", "bytes", "sha256"} of the corpus (None: not recorded)
+    corpus: Optional[dict] = None  # the corpus's identity record (corpus.py; None: not recorded)
     unit: str = "chars"  # the vocabulary's symbols: "chars" (code points) or "bytes" (byte values)
 
 

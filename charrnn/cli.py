@@ -349,7 +349,7 @@ def gradcheck(cell, layers, dropout, tol, seed):
 @click.option("--text", "text_path", type=click.Path(dir_okay=False), help="UTF-8 text to run the model over (default: the start of the run's validation split).")
 @click.option("--prime", help="Sample the text instead, from this prime (with --length).")
 @click.option("--length", "-n", type=click.IntRange(min=1), help="Characters to sample after --prime (or after a line break).")
-@click.option("--temperature", "-t", type=click.FloatRange(min=0), help="Temperature of the sampled text (default: the run's sample.temperature).")
+@click.option("--temperature", "-t", type=FiniteFloatRange(min=0), help="Temperature of the sampled text (default: the run's sample.temperature).")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed of the sampled text.")
 @click.option("--chars", type=click.IntRange(min=2), default=2000, show_default=True, help="Use at most this many characters of the text.")
 @click.option("--layers", help="Layers to show, counted from 1, e.g. 1,2 (default: all); each adds about 1.33·chars·H bytes to the page (twice for the LSTM's h and c).")
@@ -370,6 +370,9 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
     except ValueError:
         raise click.BadParameter(f"{layers!r}: give layer numbers separated by commas, e.g. 1,2", param_hint="'--layers'") from None
     ck = ckpt_io.load(ckpt_path)
+    if ck.unit != "chars":  # the page shows, and its ranking reads, characters
+        raise CharrnnError(f"{ckpt_path}: a model of bytes (charrnn prepare --bytes) cannot be visualized yet: "
+                           "the page colours characters, and a character may span several of its bytes")
     params = ckpt_io.weights(ck)
     if text_path:
         text, source = D.read_text(text_path)[:chars], text_path
@@ -384,9 +387,9 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
         text = V.sample_text(params, ck.spec, ck.vocab, indices, length, np.random.default_rng(seed), temperature)[:chars]
         source = f"sampled at temperature {temperature:g}" + (f", seed {seed}" if seed is not None else "")
     else:
-        if ck.config.data.val_fraction == 0:
-            raise click.UsageError(f"{ckpt_path}: the run has no validation split (data.val_fraction 0); give --text FILE or --prime/--length")
-        val = load_corpus(ck.config, ck.vocab, ckpt_path).val
+        val = load_corpus(ck.config, ck.vocab, ckpt_path, ck.unit).val
+        if len(val) == 0:
+            raise click.UsageError(f"{ckpt_path}: the run's corpus has no validation split; give --text FILE or --prime/--length")
         rel = os.path.relpath(ck.config.data.path)  # shorter in the page's header, where it is below here
         corpus = ck.config.data.path if rel.startswith("..") else rel
         text, source = D.decode(val[:chars], ck.vocab), f"validation split of {corpus}"

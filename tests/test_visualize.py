@@ -214,6 +214,23 @@ def test_usage_errors(tmp_path, write_config, corpus):
     one_line_error(run("visualize", "--checkpoint", path, "--text", tmp_path / "u.txt", "--out", out), 1,
                    "u.txt", "'☃' (U+2603)")
     one_line_error(run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--chars", 1, "--out", out), 2, "--chars")
+    one_line_error(run("visualize", "--checkpoint", path, "--length", 5, "--temperature", "nan", "--out", out), 2,
+                   "--temperature")
+    assert not out.exists()
+
+
+def test_a_model_of_bytes_and_a_corpus_without_validation_are_refused_in_one_line(tmp_path, write_config):
+    text = tmp_path / "c.txt"
+    text.write_text(open(CORPUS, encoding="utf-8").read(3000) + "é日", encoding="utf-8")
+    out = tmp_path / "p.html"
+    for name, options in (("bytes", ["--bytes"]), ("all", ["--val-fraction", "0"])):
+        assert run("prepare", text, "--out", tmp_path / name, "-q", *options).exit_code == 0
+        cfg = small_config(write_config, tmp_path / name, steps=3)
+        assert run("train", "--config", cfg, "--out", tmp_path / f"run-{name}", "-q").exit_code == 0
+    one_line_error(run("visualize", "--checkpoint", tmp_path / "run-bytes" / "ckpt.npz", "--out", out), 1,
+                   "a model of bytes", "cannot be visualized yet")
+    one_line_error(run("visualize", "--checkpoint", tmp_path / "run-all" / "ckpt.npz", "--out", out), 2,
+                   "no validation split", "--text FILE")
     assert not out.exists()
 
 
