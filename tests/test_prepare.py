@@ -154,6 +154,26 @@ def test_prepared_corpus_trains_resumes_evaluates_and_samples(tmp_path, write_co
     assert s.exit_code == 0 and s.stdout.startswith("春眠") and set(s.stdout.strip()) <= set(UNICODE)
 
 
+@pytest.mark.parametrize("change", ["prepared-again", "train.bin-cut"])
+def test_resume_refuses_a_prepared_corpus_that_changed(tmp_path, write_config, change):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(UNICODE * 2, encoding="utf-8")
+    prep = tmp_path / "prep"
+    assert run("prepare", corpus, "--out", prep, "-q").exit_code == 0
+    cfg = small_config(write_config, prep, steps=20, checkpoint_every=5)
+    assert run("train", "--config", cfg, "--out", tmp_path / "run", "-q", "--steps", 10).exit_code == 0
+    if change == "prepared-again":  # the same text and one more line: another train.bin and meta.json
+        corpus.write_text(UNICODE * 2 + UNICODE[:40], encoding="utf-8")
+        assert run("prepare", corpus, "--out", prep, "-q", "--overwrite").exit_code == 0
+    else:  # a train.bin that lost its last 16 indices
+        data = (prep / "train.bin").read_bytes()
+        (prep / "train.bin").write_bytes(data[:-16])
+    before = (tmp_path / "run" / "ckpt.npz").read_bytes()
+    r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "-q")
+    one_line_error(r, 1, str(prep))
+    assert (tmp_path / "run" / "ckpt.npz").read_bytes() == before
+
+
 def test_eval_text_dir_with_another_vocabulary_is_remapped(tmp_path, write_config):
     big = tmp_path / "big.txt"
     big.write_text(UNICODE * 10, encoding="utf-8")
