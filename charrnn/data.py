@@ -12,17 +12,11 @@ import numpy as np
 from charrnn.errors import CharrnnError
 
 
-def read_text(path, digest=None):
-    """Read a UTF-8 text file, with one-line errors for the ways that can fail.
-
-    ``digest`` (an ``identity.CorpusDigest``, optional) is fed the bytes as read, so the
-    corpus's size and hash cost no second pass over the file.
-    """
+def read_text(path):
+    """Read a UTF-8 text file, with one-line errors for the ways that can fail."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
-            if digest is not None:
-                digest.update(raw)
     except FileNotFoundError:
         raise CharrnnError(f"{path}: corpus file not found") from None
     except IsADirectoryError:

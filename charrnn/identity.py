@@ -1,43 +1,11 @@
-"""What a run was trained on: the corpus's size and SHA-256, so ``--resume`` can tell a changed file.
+"""What a run was trained on, compared on ``--resume``: whether a corpus changed, and how.
 
-The identity is a plain dict, ``{"path": str, "bytes": int, "sha256": hex str}``, to be stored
-in the checkpoint (as JSON) and compared on resume. ``CorpusDigest`` computes it from the
-bytes as the corpus is read, chunk by chunk, so it costs no second read of the file.
+The identity is a plain dict stored in the checkpoint (as JSON): ``corpus.py``'s record, whose
+``bytes`` and ``sha256`` it computes as the corpus is read, so it costs no second read of the
+file. Only those two are compared here (the path may differ: a corpus moved is the same corpus).
 """
 
-import hashlib
-
 from charrnn.errors import CharrnnError
-
-
-class CorpusDigest:
-    """Size and SHA-256 of a file's bytes, fed in the order they are read.
-
-    >>> d = CorpusDigest("corpus.txt")
-    >>> for chunk in chunks: d.update(chunk)   # each chunk as read from the file
-    >>> d.identity()   # {"path": "corpus.txt", "bytes": ..., "sha256": "..."}
-    """
-
-    def __init__(self, path):
-        self.path = str(path)
-        self.bytes = 0
-        self._sha = hashlib.sha256()
-
-    def update(self, chunk):
-        """Account for the next ``chunk`` of bytes (bytes, bytearray or memoryview); returns it."""
-        self._sha.update(chunk)
-        self.bytes += len(memoryview(chunk).cast("B"))
-        return chunk
-
-    def identity(self):
-        return {"path": self.path, "bytes": self.bytes, "sha256": self._sha.hexdigest()}
-
-
-def identity_of(path, data):
-    """The identity of a corpus whose bytes ``data`` were read whole from ``path``."""
-    d = CorpusDigest(path)
-    d.update(data)
-    return d.identity()
 
 
 def describe_change(old_identity, new_identity, path):
