@@ -15,7 +15,7 @@ import pytest
 
 from charrnn import checkpoint as ckpt_io
 from charrnn.errors import CharrnnError
-from conftest import CONFIGS, one_line_error, run
+from conftest import CONFIGS, Payload, one_line_error, run
 
 SMOKE = os.path.join(CONFIGS, "smoke.yaml")
 
@@ -60,16 +60,6 @@ def refused(path, *fragments):
     for f in fragments:
         assert f in message, (f, message)
     return message
-
-
-class Payload:
-    """Unpickling this creates the marker file: proof that a pickle ran."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def test_an_array_header_declaring_a_huge_shape_is_refused_without_allocating(good, tmp_path):

@@ -34,7 +34,7 @@ from charrnn import checkpoint as ckpt_io
 from charrnn import config as C
 from charrnn.cli import cli
 from charrnn.errors import CharrnnError, UsageError
-from conftest import CORPUS
+from conftest import CORPUS, Payload
 
 EXAMPLES = {"config": 400, "set": 400, "bytes": 400, "arrays": 400, "cli": 300, "train": 200}
 FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
@@ -329,16 +329,6 @@ def load_or_error(path):
         return message
 
 
-class Payload:
-    """Unpickling this creates the marker file: proof that a pickle ran."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def byte_mutation(data, raw):
     """(new bytes, must_fail)."""
     how = data.draw(st.sampled_from(["flip", "flip", "truncate", "append", "splice"]))
@@ -484,6 +474,22 @@ def test_array_mutations_of_checkpoints(bases, data):
         event("refused" if isinstance(result, str) else "loaded")
 
 
+def mutated_checkpoint(data, base, path, marker):
+    """Write a byte or an array mutation of checkpoint ``base`` to ``path``; the library's
+    verdict on it, checked against the oracle (``check_case``)."""
+    if data.draw(st.booleans()):
+        raw, must_fail = byte_mutation(data, base["raw"])
+        with open(path, "wb") as f:
+            f.write(raw)
+    else:
+        with np.load(base["path"], allow_pickle=False) as z:
+            arrays, must_fail = array_mutation(data, {k: z[k] for k in z.files}, marker)
+        write_npz(path, arrays)
+    verdict = check_case(path, base, must_fail, marker)
+    event("refused" if isinstance(verdict, str) else "loaded")  # --hypothesis-show-statistics
+    return verdict
+
+
 @pytest.mark.slow
 @fuzz("cli")
 @given(st.data())
@@ -493,16 +499,7 @@ def test_damaged_checkpoints_through_sample_and_eval(bases, data):
     marker = str(bases["marker_dir"] / "pickle-ran-cli")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "bad.npz")
-        if data.draw(st.booleans()):
-            raw, must_fail = byte_mutation(data, base["raw"])
-            with open(path, "wb") as f:
-                f.write(raw)
-        else:
-            with np.load(base["path"], allow_pickle=False) as z:
-                arrays, must_fail = array_mutation(data, {k: z[k] for k in z.files}, marker)
-            write_npz(path, arrays)
-        verdict = check_case(path, base, must_fail, marker)
-        event("refused" if isinstance(verdict, str) else "loaded")  # --hypothesis-show-statistics
+        verdict = mutated_checkpoint(data, base, path, marker)
         command = data.draw(st.sampled_from(["sample", "eval"]))
         if command == "sample":
             r = invoke("sample", "--checkpoint", path, "-n", 20, "--seed", 0)
@@ -529,16 +526,7 @@ def test_damaged_checkpoints_through_resume_and_init_from(bases, data):
     marker = str(bases["marker_dir"] / "pickle-ran-train")
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "ckpt.npz")
-        if data.draw(st.booleans()):
-            raw, must_fail = byte_mutation(data, base["raw"])
-            with open(path, "wb") as f:
-                f.write(raw)
-        else:
-            with np.load(base["path"], allow_pickle=False) as z:
-                arrays, must_fail = array_mutation(data, {k: z[k] for k in z.files}, marker)
-            write_npz(path, arrays)
-        verdict = check_case(path, base, must_fail, marker)
-        event("refused" if isinstance(verdict, str) else "loaded")  # --hypothesis-show-statistics
+        verdict = mutated_checkpoint(data, base, path, marker)
         before = files_in(d)
         out = os.path.join(d, "new")
         if data.draw(st.booleans()):
