@@ -132,21 +132,8 @@ class CharrnnTrainer:
 # PyTorch.
 
 
-class TorchModel(torch.nn.Module if torch else object):
-    """Input (one-hot or embedding) -> nn.LSTM / nn.GRU -> nn.Linear, time-major like charrnn."""
-
-    def __init__(self, cell, V, H, onehot):
-        super().__init__()
-        rnn = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
-        self.V, self.onehot = V, onehot
-        self.embed = None if onehot else torch.nn.Embedding(V, H)
-        self.rnn = rnn(V if onehot else H, H)
-        self.out = torch.nn.Linear(H, V)
-
-    def forward(self, x, state):
-        e = F.one_hot(x, self.V).float() if self.onehot else self.embed(x)
-        hs, state = self.rnn(e, state)
-        return self.out(hs), state
+# The same model as the CPU table's PyTorch rows: one definition, in throughput.py.
+from throughput import TorchModel  # noqa: E402
 
 
 class TorchTrainer:
