@@ -796,3 +796,11 @@ def remap(indices, from_vocab, to_vocab, unit="chars", skip_unknown=False, where
         parts.append(idx[keep].astype(lookup.dtype, copy=False))
     out = np.concatenate(parts) if parts else np.empty(0, lookup.dtype)
     return out, skipped
+
+
+def validation_split(config, vocab, unit="chars", source=None, quiet=True):
+    """The validation split of the corpus a run was trained on (``config.data``, as a
+    checkpoint stores it), as indices in the run's ``vocab``: what ``charrnn eval`` and
+    ``charrnn visualize`` read when no text is given. ``source`` names the checkpoint in
+    messages. Empty when the run held nothing out (``data.val_fraction: 0``)."""
+    return open_corpus(config.data.path, config.data.val_fraction, vocab, unit, source, quiet).val
