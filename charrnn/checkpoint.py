@@ -33,49 +33,24 @@ import os
 import tempfile
 import tokenize
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
 
 from charrnn import config as C
 from charrnn import optim
+from charrnn.data import describe_chars
 from charrnn.device import CounterRNG
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.model import ModelSpec, param_shapes
+from charrnn.runstate import RunState
 
 FORMAT_VERSION = 1
 SCALARS = ("step", "position", "epoch", "smooth_loss", "elapsed_s", "val_loss", "best_val_loss", "evals_since_best",
            "first_loss", "loss_sum", "loss_steps")
 # Scalars added after format 1 was first written: a checkpoint without them loads with these.
 LATER_SCALARS = {"first_loss": float("nan"), "loss_sum": 0.0, "loss_steps": 0}
-
-
-@dataclass
-class RunState:
-    """Everything that changes while a run trains, and that resuming needs: one object that a
-    training step updates and a checkpoint saves and loads whole.
-
-    Arrays live on the run's device (NumPy here); the carried state holds all B streams (under
-    MPI, a rank's holds its own B/N, and ``distributed.Ranks.whole`` gathers all B for a checkpoint).
-    """
-
-    params: dict  # name -> array
-    opt_state: dict  # "<slot>.<param>" -> array: the optimizer's state by parameter name
-    ema: Optional[dict]  # name -> array: the weights' moving average accumulator (optim.ema), or None
-    state: list  # carried hidden state: per layer, a tuple of (B, H) arrays
-    rng: object  # draws the dropout masks: a NumPy Generator, or a device.CounterRNG (a GPU run)
-    step: int = 0  # optimizer steps taken
-    position: int = 0  # offset of the next chunk in every stream
-    epoch: int = 0  # times the streams have wrapped
-    smooth_loss: float = float("nan")  # min-char-rnn's smoothed loss (per chunk, as it keeps it)
-    elapsed_s: float = 0.0  # wall time of training so far, across resumes
-    val_loss: float = float("nan")  # last validation loss, nats per character (nan: none yet)
-    best_val_loss: float = float("inf")  # lowest validation loss seen (the one in best.npz)
-    evals_since_best: int = 0  # evaluations since it, for early stopping
-    first_loss: float = float("nan")  # the run's first step's loss per character (nan: none yet)
-    loss_sum: float = 0.0  # the per-character training losses of the steps since the last log line, summed
-    loss_steps: int = 0  # and how many steps that is
 
 
 @dataclass
@@ -94,6 +69,25 @@ def weights(ck):
     """The weights to evaluate and sample with: the moving average of the weights when the
     run keeps one (``optim.ema``) and has taken a step, otherwise the trained parameters."""
     return optim.eval_weights(ck.run.params, ck.run.ema, ck.config.optim.ema, ck.run.step)
+
+
+def weights_for(path, spec, vocab):
+    """The weights of checkpoint ``path`` (its moving average, if it keeps one) for a new run
+    of model ``spec`` on a corpus of vocabulary ``vocab`` (``--init-from``): refused in one
+    line when the vocabulary or the model's shape differs (dropout may differ)."""
+    src = load(path)
+    if not np.array_equal(src.vocab, vocab):
+        extra = np.setdiff1d(vocab, src.vocab)
+        detail = f"; the corpus has {describe_chars(extra)} that it lacks" if len(extra) else ""
+        raise CharrnnError(
+            f"{path}: its vocabulary ({len(src.vocab)} characters) does not match the corpus "
+            f"({len(vocab)} characters){detail}; --init-from needs the same vocabulary"
+        )
+    if replace(src.spec, dropout=0.0) != replace(spec, dropout=0.0):
+        raise CharrnnError(
+            f"{path}: its model ({src.spec.describe()}) does not match the config's ({spec.describe()})"
+        )
+    return weights(src)
 
 
 def _new_file_mode():

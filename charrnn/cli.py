@@ -39,15 +39,43 @@ class FiniteFloatRange(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+class _Stopped(click.ClickException):
+    """A run stopped by a signal after saving: its message as it is (no "Error:"), and its code."""
+
+    def __init__(self, message, exit_code):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None):
+        click.echo(self.message, err=True)
+
+
+def _stopped_in(exc):
+    """The _Stopped (or Interrupted) that ``exc`` interrupted, if any: a second Ctrl-C or SIGTERM
+    that arrives after a run has saved, while its message is on the way out, raises
+    KeyboardInterrupt there, with the stop it cut short as its context (or cause)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, _Stopped):
+            return exc
+        if isinstance(exc, Interrupted):
+            return _Stopped(str(exc), exc.exit_code)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except Interrupted as e:  # not an error: the run is saved and can be resumed
-            click.echo(str(e), err=True)
-            ctx.exit(e.exit_code)
-        except KeyboardInterrupt:  # Ctrl-C outside a training loop (sample, eval, loading): quietly,
-            ctx.exit(130)  # as a shell reports it, instead of click's "Aborted!" and exit 1
+            raise _Stopped(str(e), e.exit_code) from None
+        except KeyboardInterrupt as e:  # Ctrl-C outside a training loop (sample, eval, loading): quietly,
+            stopped = _stopped_in(e)  # as a shell reports it, instead of click's "Aborted!" and exit 1
+            if stopped is not None:
+                raise stopped from None
+            ctx.exit(130)
         except CharrnnError as e:
             raise _Failure(str(e), e.exit_code) from None
         except OSError as e:  # e.g. a full disk or a read-only run directory while writing
@@ -86,6 +114,8 @@ def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overr
     batch's streams: see docs/cluster.md.
     """
     from charrnn import config as C
+    from charrnn.progress import summary_line
+    from charrnn.rundir import RunDir
     from charrnn.train import train as run_training
 
     if resume and init_from:
@@ -101,16 +131,7 @@ def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overr
         cfg = C.load(config_path, sets, data_path) if config_path else C.default_config(data_path, sets)
     summary = run_training(cfg, resume=resume, init_from=init_from, steps=steps, quiet=quiet, out_dir=out_dir,
                            overwrite=overwrite, device_name=device_name)
-
-    def nats_bits(nats):
-        return f"{nats:.4f} nats/char ({nats / math.log(2):.4f} bits/char)"
-
-    parts = [] if math.isnan(summary.loss) else [f"training loss {nats_bits(summary.loss)}, {summary.loss_label}"]
-    parts += [] if math.isnan(summary.val_loss) else [f"validation {nats_bits(summary.val_loss)}"]
-    parts += [f"{summary.chars_per_s:,.0f} chars/s, {summary.elapsed_s:.0f} s",
-              f"checkpoint {os.path.join(summary.run_dir, 'ckpt.npz')}"]
-    why = "" if summary.stopped == "done" else f" ({summary.stopped})"
-    click.echo(f"step {summary.step}{why}: " + "; ".join(parts), err=True)
+    click.echo(summary_line(summary, RunDir(summary.run_dir).ckpt), err=True)
 
 
 def _write(text):
@@ -156,44 +177,20 @@ def _byte_writer():
 def sample(ckpt_path, length, temperature, top_k, top_p, greedy, prime, num_samples, stop_text, seed):
     """Generate text from a checkpoint, streamed to stdout (a model of bytes writes bytes;
     to a terminal, their UTF-8 decoding)."""
-    from charrnn import checkpoint as ckpt_io
-    from charrnn import data as D
-    from charrnn import sampling
+    from charrnn import checkpoint, sampling
 
-    ck = ckpt_io.load(ckpt_path)
+    ck = checkpoint.load(ckpt_path)
+    try:
+        sampling.start_indices(prime, ck.vocab, ck.unit)  # an unknown character is the option's fault
+    except CharrnnError as e:
+        raise click.BadParameter(str(e), param_hint="'--prime'") from None
+    emit = _byte_writer() if ck.unit == "bytes" else _write
     length = ck.config.sample.length if length is None else length
     temperature = ck.config.sample.temperature if temperature is None else temperature
-    if prime:
-        try:
-            indices = D.encode(prime, ck.vocab, ck.unit)
-        except CharrnnError as e:
-            raise click.BadParameter(str(e), param_hint="'--prime'") from None
-    else:
-        # No prime: start as if after a newline (not printed), or the first character.
-        nl = np.searchsorted(ck.vocab, ord("\n"))
-        indices = [int(nl) if nl < len(ck.vocab) and ck.vocab[nl] == ord("\n") else 0]
-    if ck.unit == "bytes":  # symbols are bytes; the prime, the stop text and separators are their UTF-8
-        emit, symbol, out = _byte_writer(), lambda v: bytes([v]), lambda text: text.encode("utf-8")
-    else:
-        emit, symbol, out = _write, chr, lambda text: text
-    stop = out(stop_text) if stop_text else None
-    params = ckpt_io.weights(ck)  # the moving average of the weights, when the run keeps one
-    state0 = sampling.prime(params, ck.spec, indices)
-    rng = np.random.default_rng(seed)
-    for n in range(num_samples):
-        if n:
-            emit(out("\n" + "-" * 40 + "\n"))
-        emit(out(prime))
-        produced = out("")
-        for index in sampling.generate(params, ck.spec, int(indices[-1]), state0, length, rng,
-                                       temperature, top_k, top_p, greedy):
-            ch = symbol(ck.vocab[index])
-            emit(ch)
-            if stop:
-                produced = (produced + ch)[-len(stop):]
-                if produced == stop:
-                    break
-        emit(out("\n"))
+    for piece in sampling.samples(checkpoint.weights(ck), ck.spec, ck.vocab, ck.unit, prime, length,
+                                  np.random.default_rng(seed), num_samples, stop_text, temperature, top_k, top_p,
+                                  greedy):
+        emit(piece)
 
 
 @cli.command(name="eval")
@@ -212,42 +209,23 @@ def eval_(ckpt_path, text_path, skip_unknown, as_json, device_name):
 
     from tqdm import tqdm
 
-    from charrnn import checkpoint as ckpt_io
-    from charrnn import corpus as CO
+    from charrnn import checkpoint
+    from charrnn.corpus import evaluation_text
     from charrnn.device import get_xp, to_device
     from charrnn.evaluate import evaluate
-    from charrnn.train import load_corpus
 
     xp = get_xp(device_name)  # first: no GPU to use is said before anything is read
-    ck = ckpt_io.load(ckpt_path)
-    skipped = 0
-    directory = text_path and CO.prepared_dir(text_path)
-    if text_path is None:
-        data = load_corpus(ck.config, ck.vocab, ckpt_path, ck.unit).val
-        if len(data) == 0:
-            raise click.UsageError(f"{ckpt_path}: the run's corpus has no validation split; give --text FILE")
-        source = f"validation split of {ck.config.data.path}"
-    elif directory is not None:
-        prepared = CO.open_prepared(directory)
-        if prepared.unit != ck.unit:
-            raise CharrnnError(f"{directory}: its unit is {prepared.unit}, but {ckpt_path} was trained on {ck.unit}")
-        if len(prepared.val) == 0:
-            raise CharrnnError(f"{directory}: has no validation split (prepared with --val-fraction 0); evaluate a text file instead")
-        data, skipped = CO.remap(prepared.val, prepared.vocab, ck.vocab, ck.unit, skip_unknown, where=directory)
-        source = f"validation split of {directory}"
-    else:
-        data, skipped = CO.read_indices(text_path, ck.vocab, ck.unit, skip_unknown)
-        source = text_path
-    if len(data) < 2:
-        raise CharrnnError(f"{source}: fewer than 2 characters to evaluate")
-    with tqdm(total=len(data) - 1, desc="evaluating", unit="char", unit_scale=True, file=sys.stderr,
-              disable=len(data) < EVAL_BAR_CHARS, dynamic_ncols=True, mininterval=0.5, leave=False) as bar:
-        r = evaluate(to_device(ckpt_io.weights(ck), xp), ck.spec, data, progress=bar.update)
+    ck = checkpoint.load(ckpt_path)
+    text = evaluation_text(ck, ckpt_path, text_path, skip_unknown)
+    with tqdm(total=len(text.data) - 1, desc="evaluating", unit="char", unit_scale=True, file=sys.stderr,
+              disable=len(text.data) < EVAL_BAR_CHARS, dynamic_ncols=True, mininterval=0.5, leave=False) as bar:
+        r = evaluate(to_device(checkpoint.weights(ck), xp), ck.spec, text.data, progress=bar.update)
     if as_json:
-        click.echo(json.dumps({"text": source, "chars": r.chars, "skipped": skipped, "nats_per_char": r.nats,
-                               "bits_per_char": r.bits, "perplexity": r.perplexity}))
+        click.echo(json.dumps({"text": text.source, "chars": r.chars, "skipped": text.skipped,
+                               "nats_per_char": r.nats, "bits_per_char": r.bits, "perplexity": r.perplexity}))
     else:
-        click.echo(f"{source}: {r.chars} characters predicted" + (f", {skipped} unknown skipped" if skipped else ""))
+        skipped = f", {text.skipped} unknown skipped" if text.skipped else ""
+        click.echo(f"{text.source}: {r.chars} characters predicted{skipped}")
         click.echo(f"loss {r.nats:.4f} nats/char, {r.bits:.4f} bits/char, perplexity {r.perplexity:.3f}")
 
 
@@ -297,18 +275,20 @@ def plot(run_dir, out_path):
     from charrnn import config as C
     from charrnn.model import ModelSpec
     from charrnn.plot import plot_run
+    from charrnn.rundir import RunDir
 
-    out_path = out_path or os.path.join(run_dir, "loss.png")
+    files = RunDir(run_dir)
+    out_path = out_path or files.plot
     chars_per_step, title = None, os.path.abspath(run_dir)
     try:  # B·T for the characters-seen axis, and the model for the title, from the run's config
-        config_path = os.path.join(run_dir, "config.yaml")
+        config_path = files.config
         with open(config_path, encoding="utf-8") as f:
             cfg = C.from_dict(yaml.safe_load(f), config_path)
         chars_per_step = cfg.train.batch_size * cfg.train.seq_length
         title += ": " + ModelSpec.of(cfg.model, vocab_size=0).describe()  # describe() does not use V
     except (OSError, yaml.YAMLError, CharrnnError):
         pass
-    plot_run(os.path.join(run_dir, "metrics.jsonl"), out_path, chars_per_step, title)
+    plot_run(files.metrics, out_path, chars_per_step, title)
     click.echo(f"wrote {out_path}", err=True)
 
 
@@ -359,7 +339,7 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
     from charrnn import checkpoint as ckpt_io
     from charrnn import data as D
     from charrnn import visualize as V
-    from charrnn.train import load_corpus
+    from charrnn.corpus import validation_split
 
     if text_path and (prime is not None or length):
         raise click.UsageError("--text runs the model over a file; --prime and --length sample a text instead: give one or the other")
@@ -387,7 +367,7 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
         text = V.sample_text(params, ck.spec, ck.vocab, indices, length, np.random.default_rng(seed), temperature)[:chars]
         source = f"sampled at temperature {temperature:g}" + (f", seed {seed}" if seed is not None else "")
     else:
-        val = load_corpus(ck.config, ck.vocab, ckpt_path, ck.unit).val
+        val = validation_split(ck.config, ck.vocab, ck.unit, ckpt_path)
         if len(val) == 0:
             raise click.UsageError(f"{ckpt_path}: the run's corpus has no validation split; give --text FILE or --prime/--length")
         rel = os.path.relpath(ck.config.data.path)  # shorter in the page's header, where it is below here
@@ -404,15 +384,24 @@ def main():
     """The ``charrnn`` program: Click's standalone handling, except that Ctrl-C is exit 130
     wherever it lands (never "Aborted!" and 1), and that once the command is over further
     Ctrl-C or SIGTERM are ignored, so that a late one cannot turn a clean end (a run that has
-    saved and said so) into a traceback while the interpreter shuts down."""
+    saved and says so) into a traceback or a silent exit while the interpreter shuts down.
+
+    A run stopped by a signal says where its checkpoint is even when a second signal lands
+    while that message is on its way out: the KeyboardInterrupt it raises carries the stop
+    as its context, and the stop's message is what is shown."""
     try:
-        code = cli.main(prog_name="charrnn", standalone_mode=False)
-    except click.exceptions.Abort:  # Click's name for a KeyboardInterrupt outside _Group.invoke's handling
+        try:
+            code = cli.main(prog_name="charrnn", standalone_mode=False)
+        finally:  # the first thing on the way out, whatever happened
+            for s in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(s, signal.SIG_IGN)
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:  # Click's Abort: a KeyboardInterrupt it caught
+        stopped = _stopped_in(e)
         code = 130
+        if stopped is not None:
+            stopped.show()
+            code = stopped.exit_code
     except click.ClickException as e:
         e.show()
         code = e.exit_code
-    finally:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(s, signal.SIG_IGN)
     sys.exit(code if isinstance(code, int) else 0)

@@ -804,3 +804,40 @@ def validation_split(config, vocab, unit="chars", source=None, quiet=True):
     ``charrnn visualize`` read when no text is given. ``source`` names the checkpoint in
     messages. Empty when the run held nothing out (``data.val_fraction: 0``)."""
     return open_corpus(config.data.path, config.data.val_fraction, vocab, unit, source, quiet).val
+
+
+class EvalText(NamedTuple):
+    """A text to evaluate a model on, as indices in its vocabulary."""
+
+    data: np.ndarray  # (N,) indices
+    source: str  # what it is, for the report: a path, or "validation split of ..."
+    skipped: int  # characters dropped as unknown (skip_unknown)
+
+
+def evaluation_text(ck, ckpt_path, text_path=None, skip_unknown=False):
+    """What ``charrnn eval`` reads for checkpoint ``ck`` (from ``ckpt_path``): the text file
+    ``text_path``, the validation split of the prepared directory ``text_path``, or with no
+    ``text_path`` the validation split of the corpus the run was trained on. Unknown
+    characters are an error, or dropped and counted with ``skip_unknown``."""
+    directory = text_path and prepared_dir(text_path)
+    skipped = 0
+    if text_path is None:
+        data = validation_split(ck.config, ck.vocab, ck.unit, ckpt_path)
+        if len(data) == 0:
+            raise UsageError(f"{ckpt_path}: the run's corpus has no validation split; give --text FILE")
+        source = f"validation split of {ck.config.data.path}"
+    elif directory is not None:
+        prepared = open_prepared(directory)
+        if prepared.unit != ck.unit:
+            raise CharrnnError(f"{directory}: its unit is {prepared.unit}, but {ckpt_path} was trained on {ck.unit}")
+        if len(prepared.val) == 0:
+            raise CharrnnError(f"{directory}: has no validation split (prepared with --val-fraction 0); "
+                               "evaluate a text file instead")
+        data, skipped = remap(prepared.val, prepared.vocab, ck.vocab, ck.unit, skip_unknown, where=directory)
+        source = f"validation split of {directory}"
+    else:
+        data, skipped = read_indices(text_path, ck.vocab, ck.unit, skip_unknown)
+        source = text_path
+    if len(data) < 2:
+        raise CharrnnError(f"{source}: fewer than 2 characters to evaluate")
+    return EvalText(data, source, skipped)

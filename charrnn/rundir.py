@@ -5,6 +5,12 @@ there; a second run into the same directory is refused at once, naming the holde
 The kernel drops the lock when the holding process ends in any way, ``kill -9`` included,
 so a killed run never leaves a stale lock to clean up by hand.
 
+``RunDir(path)`` names the files of a run directory (one table, ``CKPT`` ... ``PLOT``, that the
+trainer, ``charrnn plot``, the command line and ``check_fresh`` all read) and does what the
+trainer does to them outside a step: create the directory with its config, remove the
+temporaries a killed run left, cut the log back to a resumed checkpoint, say what the
+checkpoint holds.
+
 ``check_fresh(run_dir, overwrite)`` is what a new run (not ``--resume``) calls, holding the
 lock, before it writes anything: a directory that holds a checkpoint is refused, saying the
 step it holds and the three ways on; with ``overwrite`` the previous run's files are moved
@@ -12,22 +18,106 @@ into ``RUN/replaced-<time>/``, so the new run starts clean and the old one is st
 until the user deletes it.
 """
 
+from __future__ import annotations
+
 import errno
 import fcntl
+import json
 import os
+import re
 import time
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 
+from charrnn.checkpoint import atomic_write
 from charrnn.errors import CharrnnError
 
-LOCK_NAME = ".lock"
+# The files of a run directory, by what they hold.
+CKPT = "ckpt.npz"  # the run's checkpoint: --resume continues from it
+BEST = "best.npz"  # the weights of the best validation loss so far
+METRICS = "metrics.jsonl"  # one JSON line per log line and per evaluation
+OLD_METRICS = "metrics.jsonl.old"  # the log of a run that a new one replaced in the same directory
+CONFIG = "config.yaml"  # the run's resolved config
+PLOT = "loss.png"  # charrnn plot's default picture
+LOCK_NAME = ".lock"  # held by the run that writes here (``lock``)
 # What a run writes into its directory; --overwrite moves these (and nothing else) aside.
-RUN_FILES = ("ckpt.npz", "best.npz", "metrics.jsonl", "metrics.jsonl.old", "config.yaml", "loss.png")
-CHECKPOINTS = ("ckpt.npz", "best.npz")
+RUN_FILES = (CKPT, BEST, METRICS, OLD_METRICS, CONFIG, PLOT)
+CHECKPOINTS = (CKPT, BEST)
 REPLACED_PREFIX = "replaced-"
+# atomic_write's temporary files for the trainer's files: ".ckpt.npz.<8 random>.tmp"
+TEMPORARY = re.compile(r"\.(" + "|".join(re.escape(n) for n in (CKPT, BEST, METRICS, CONFIG)) + r")\.[a-z0-9_]{8}\.tmp")
+
+
+class RunDir:
+    """The run directory ``path`` and its files (``.ckpt``, ``.best``, ``.metrics``,
+    ``.config``, ``.plot``: their paths)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.ckpt = os.path.join(path, CKPT)
+        self.best = os.path.join(path, BEST)
+        self.metrics = os.path.join(path, METRICS)
+        self.config = os.path.join(path, CONFIG)
+        self.plot = os.path.join(path, PLOT)
+
+    def create(self, config_text: str) -> None:
+        """Make the directory (if missing) and write the run's resolved config into it."""
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            atomic_write(self.config, lambda f: f.write(config_text.encode("utf-8")))
+        except OSError as e:
+            raise CharrnnError(f"{self.path}: cannot write the run directory: {e.strerror}") from None
+
+    def remove_temporaries(self) -> None:
+        """Delete the temporary files a run killed while saving (kill -9, power loss) left.
+
+        Call it holding the directory's lock: then no other run is writing here, and the
+        pattern matches only the temporaries of the trainer's own files (not, say, those of a
+        ``charrnn plot`` writing loss.png at the same time).
+        """
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if TEMPORARY.fullmatch(name):
+                try:
+                    os.unlink(os.path.join(self.path, name))
+                except FileNotFoundError:
+                    pass
+
+    def start_log(self, resumed_step: int | None) -> None:
+        """The metrics log a run appends to: a resumed run's cut back to its checkpoint's step
+        (a run that crashed after its last checkpoint logged steps it will take again); a new
+        run's fresh, the old log kept as metrics.jsonl.old."""
+        if resumed_step is None:
+            if os.path.exists(self.metrics):
+                os.replace(self.metrics, os.path.join(self.path, OLD_METRICS))
+            return
+        if not os.path.exists(self.metrics):
+            return
+        with open(self.metrics, encoding="utf-8") as f:
+            lines = f.readlines()
+        keep = []
+        for line in lines:
+            try:
+                if json.loads(line)["step"] <= resumed_step:
+                    keep.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line from a crash
+        if len(keep) != len(lines):
+            atomic_write(self.metrics, lambda f: f.write("".join(keep).encode("utf-8")))
+
+    def holds(self) -> str:
+        """What the checkpoint holds now, for messages: read from the file, since a save that
+        was stopped may or may not have completed."""
+        step = held_step(self.ckpt) if os.path.exists(self.ckpt) else None
+        if step is None:
+            return "no checkpoint was written yet" if not os.path.exists(self.ckpt) else f"{self.ckpt} cannot be read"
+        return f"the last checkpoint, {self.ckpt}, holds step {step}"
 
 
 def _holder(fd):
@@ -40,7 +130,7 @@ def _holder(fd):
 
 
 @contextmanager
-def lock(run_dir):
+def lock(run_dir: str) -> Iterator[None]:
     """Hold the run directory ``run_dir`` (created if missing) for the ``with`` block.
 
     Takes ``flock(LOCK_EX | LOCK_NB)`` on ``RUN/.lock`` and writes this process's PID into
@@ -88,7 +178,7 @@ def lock(run_dir):
         os.close(fd)
 
 
-def held_step(path):
+def held_step(path: str) -> int | None:
     """The step stored in checkpoint ``path``, or None if it cannot be read.
 
     Reads only the ``step`` array (with ``allow_pickle=False``), not the whole checkpoint:
@@ -105,7 +195,7 @@ def held_step(path):
         return None
 
 
-def check_fresh(run_dir, overwrite):
+def check_fresh(run_dir: str, overwrite: bool) -> str | None:
     """Make sure a new run may write into ``run_dir``; call it while holding ``lock(run_dir)``.
 
     - No ``ckpt.npz`` or ``best.npz`` in it (or no directory): returns None.
@@ -124,7 +214,7 @@ def check_fresh(run_dir, overwrite):
         name = checkpoints[0]
         step = held_step(os.path.join(run_dir, name))
         held = f"{name} at step {step}" if step is not None else f"{name}, unreadable"
-        resume = os.path.join(run_dir, "ckpt.npz")
+        resume = os.path.join(run_dir, CKPT)
         raise CharrnnError(
             f"{run_dir}: already holds a run ({held}); continue it with charrnn train --resume "
             f"{resume}, give another --out, or add --overwrite to replace it (its files are then "

@@ -14,6 +14,7 @@ last (the next input is the draw from this output), so a GPU would be slower tha
 
 import numpy as np
 
+from charrnn import data as D
 from charrnn import model as M
 from charrnn.device import to_host
 
@@ -104,3 +105,51 @@ def generate(params, spec, first, state, length, rng, temperature=1.0, top_k=Non
         logits, state = step(params, spec, index, state, prepared)
         index = next_index(logits, rng, temperature, top_k, top_p, greedy)
         yield index
+
+
+def start_indices(prime_text, vocab, unit="chars"):
+    """The indices a sample feeds first: the prime's (``data.encode``; an unknown character is
+    a one-line CharrnnError), or with no prime, a line break's, as if the sample began a new
+    line (it is not printed), or the first symbol's where the vocabulary has no line break."""
+    if prime_text:
+        return D.encode(prime_text, vocab, unit)
+    nl = int(np.searchsorted(vocab, ord("\n")))
+    return [nl if nl < len(vocab) and vocab[nl] == ord("\n") else 0]
+
+
+def until(pieces, stop):
+    """``pieces`` (str or bytes) as they come, ending right after the ones produced end with
+    ``stop`` (None or empty: all of them)."""
+    produced = stop[:0] if stop else None
+    for piece in pieces:
+        yield piece
+        if stop:
+            produced = (produced + piece)[-len(stop):]
+            if produced == stop:
+                return
+
+
+def samples(params, spec, vocab, unit, prime_text, length, rng, num_samples=1, stop=None, temperature=1.0, top_k=None,
+            top_p=None, greedy=False):
+    """What ``charrnn sample`` writes, piece by piece as it is generated: each sample is the
+    prime, then up to ``length`` symbols (ending early after ``stop``), then a line break; a
+    line of dashes separates samples. Every sample starts from the state after the prime.
+
+    ``unit`` "bytes": the pieces are bytes (each symbol a byte; the prime, ``stop`` and the
+    separators as UTF-8), otherwise str.
+    """
+    indices = start_indices(prime_text, vocab, unit)
+    if unit == "bytes":
+        symbol, out = (lambda v: bytes([v])), (lambda text: text.encode("utf-8"))
+    else:
+        symbol, out = chr, (lambda text: text)
+    stop = out(stop) if stop else None
+    state0 = prime(params, spec, indices)
+    for n in range(num_samples):
+        if n:
+            yield out("\n" + "-" * 40 + "\n")
+        yield out(prime_text)
+        generated = (symbol(vocab[i]) for i in generate(params, spec, int(indices[-1]), state0, length, rng,
+                                                        temperature, top_k, top_p, greedy))
+        yield from until(generated, stop)
+        yield out("\n")

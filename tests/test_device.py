@@ -579,23 +579,23 @@ def test_a_gpu_runs_checkpoint_resumes_exactly_on_the_cpu_with_its_counter_gener
 
 
 def test_a_run_goes_to_its_device_and_its_checkpoint_comes_back_to_the_host(pretend_device):
-    """train.on_device / on_host with the pretend device: every array of the run moves, the
+    """runstate.on_device / on_host with the pretend device: every array of the run moves, the
     carried state keeps its structure, a fresh run gets a CounterRNG seeded from its generator,
     and the host copy is plain NumPy, equal bit for bit."""
-    from charrnn import train as TR
+    from charrnn import runstate
     from charrnn.model import ModelSpec, init_params, zero_state
 
     spec = ModelSpec("lstm", 7, 5, 2, 0.2, True)
     params = init_params(spec, np.random.default_rng(0))
-    run_ = ckpt_io.RunState(params=params, opt_state={f"m.{k}": v * 0 for k, v in params.items()},
-                            ema={k: v.copy() for k, v in params.items()}, state=zero_state(spec, 3),
-                            rng=np.random.default_rng(5))
+    run_ = runstate.RunState(params=params, opt_state={f"m.{k}": v * 0 for k, v in params.items()},
+                             ema={k: v.copy() for k, v in params.items()}, state=zero_state(spec, 3),
+                             rng=np.random.default_rng(5))
     expected_seed = int(np.random.default_rng(5).integers(2**63))
-    TR.on_device(run_, DEVICE)
+    runstate.on_device(run_, DEVICE)
     assert all(type(a) is DeviceArray for t in (run_.params, run_.opt_state, run_.ema) for a in t.values())
     assert [len(s) for s in run_.state] == [2, 2] and all(type(a) is DeviceArray for s in run_.state for a in s)
     assert isinstance(run_.rng, device.CounterRNG) and run_.rng.seed == expected_seed and run_.rng.xp is DEVICE
-    back = TR.on_host(run_)
+    back = runstate.on_host(run_)
     assert all(type(a) is np.ndarray for t in (back.params, back.opt_state, back.ema) for a in t.values())
     assert all(np.array_equal(back.params[k], params[k]) for k in params)
     assert type(run_.params["Why"]) is DeviceArray  # the run itself stays on its device

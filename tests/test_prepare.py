@@ -15,7 +15,7 @@ from charrnn import corpus as CO
 from charrnn import data as D
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
-from charrnn.train import load_corpus
+from charrnn.corpus import open_corpus, validation_split
 from conftest import CORPUS, ROOT, one_line_error, run, small_config
 from test_corpus import UNICODE, make_tree
 
@@ -288,7 +288,7 @@ def test_bounded_evaluation_reads_the_first_eval_chars_of_the_split(tmp_path, wr
     assert run("train", "--config", cfg, "-q", "--set", "train.eval_chars=300", "--out", tmp_path / "a").exit_code == 0
     assert run("train", "--config", cfg, "-q", "--set", "train.eval_chars=null", "--out", tmp_path / "b").exit_code == 0
     ck = ckpt_io.load(str(tmp_path / "a" / "ckpt.npz"))
-    val = load_corpus(ck.config, ck.vocab).val
+    val = validation_split(ck.config, ck.vocab)
     assert len(val) == 800
     first = evaluate(ck.run.params, ck.spec, val[:300]).nats
     assert ck.run.val_loss == first == metrics(tmp_path / "a")[-1]["val_loss"]
@@ -333,7 +333,7 @@ def test_shipped_configs_validation_numbers_are_unchanged():
     seen = set()
     for name in configs:
         cfg = C.load(os.path.join(ROOT, "configs", name))
-        c = load_corpus(cfg)
+        c = open_corpus(cfg.data.path, cfg.data.val_fraction)
         if cfg.data.val_fraction == 0:
             assert len(c.val) == 0
             continue

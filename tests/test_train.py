@@ -9,7 +9,7 @@ import pytest
 
 from charrnn import checkpoint as ckpt_io
 from charrnn.evaluate import evaluate
-from charrnn.train import load_corpus
+from charrnn.corpus import open_corpus, validation_split
 from conftest import CORPUS, one_line_error, run, small_config
 
 
@@ -52,7 +52,7 @@ def test_best_checkpoint_is_the_one_with_the_lowest_validation_loss(tmp_path, wr
     assert best["step"] != vals[-1]["step"], "the test needs a run whose last evaluation is not its best"
     ck = ckpt_io.load(str(tmp_path / "run" / "best.npz"))
     assert ck.run.step == best["step"] and ck.run.best_val_loss == best["val_loss"]
-    val = load_corpus(ck.config, ck.vocab).val
+    val = validation_split(ck.config, ck.vocab)
     assert evaluate(ck.run.params, ck.spec, val).nats == best["val_loss"]
 
 
@@ -131,7 +131,7 @@ def test_the_moving_average_of_the_weights_is_what_validation_eval_and_sample_us
     ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
     avg = ckpt_io.weights(ck)
     np.testing.assert_array_equal(avg["Whh"], ck.run.ema["Whh"] / (1 - 0.9**40))
-    val = load_corpus(ck.config, ck.vocab).val
+    val = validation_split(ck.config, ck.vocab)
     vals = [m["val_loss"] for m in metrics(tmp_path / "run") if "val_loss" in m]
     assert evaluate(avg, ck.spec, val).nats == vals[-1] == ck.run.val_loss
     assert evaluate(ck.run.params, ck.spec, val).nats != vals[-1]  # the averaged weights are another model
@@ -287,16 +287,17 @@ def test_the_divergence_threshold_is_diverge_factor_times_the_reference(write_co
     from charrnn import data as D
     from charrnn import model as M
     from charrnn import optim
-    from charrnn.train import Diverged, divergence_reference, new_run, next_batch, train_step
+    from charrnn.runstate import new_run, next_batch
+    from charrnn.train import Diverged, StepRules, divergence_reference, train_step
 
     for factor in (1.5, 3.0):
         cfg = C.load(small_config(write_config, corpus), [f"train.diverge_factor={factor}"])
-        c = load_corpus(cfg)
+        c = open_corpus(cfg.data.path, cfg.data.val_fraction)
         spec, opt = M.ModelSpec.of(cfg.model, len(c.vocab)), optim.from_config(cfg.optim)
         streams, T = D.Streams(c.train, cfg.train.batch_size, cfg.train.seq_length), cfg.train.seq_length
         for side in (-1, 1):
-            run_ = new_run(cfg, spec, opt, c.vocab)
-            train_step(run_, *next_batch(run_, streams, spec), spec, opt, cfg)
+            run_ = new_run(cfg, spec, opt)
+            train_step(run_, *next_batch(run_, streams, spec), spec, opt, cfg.optim.lr, StepRules.of(cfg))
             X, Y = next_batch(run_, streams, spec)
             loss = M.loss_and_grads(run_.params, spec, X, Y, run_.state).loss
             limit = factor * divergence_reference(run_.first_loss, spec.vocab_size) * T
@@ -304,10 +305,10 @@ def test_the_divergence_threshold_is_diverge_factor_times_the_reference(write_co
             before = {k: v.copy() for k, v in run_.params.items()}
             if side > 0:
                 with pytest.raises(Diverged, match=f"exceeds train.diverge_factor {factor:g} ×"):
-                    train_step(run_, X, Y, spec, opt, cfg)
+                    train_step(run_, X, Y, spec, opt, cfg.optim.lr, StepRules.of(cfg))
                 assert run_.step == 1 and all(np.array_equal(before[k], run_.params[k]) for k in before)
             else:
-                train_step(run_, X, Y, spec, opt, cfg)
+                train_step(run_, X, Y, spec, opt, cfg.optim.lr, StepRules.of(cfg))
                 assert run_.step == 2
     assert divergence_reference(float("nan"), 100) == math.log(100)  # checkpoints from before first_loss
     assert divergence_reference(9.0, 100) == 9.0  # a large init_std starts above log V

@@ -15,7 +15,7 @@ from charrnn import data as D
 from charrnn import model as M
 from charrnn import sampling
 from charrnn import visualize as V
-from charrnn.train import load_corpus
+from charrnn.corpus import open_corpus, validation_split
 from conftest import CORPUS, one_line_error, run, small_config
 
 HOSTILE = (
@@ -194,7 +194,7 @@ def test_default_text_is_the_start_of_the_validation_split(tmp_path, write_confi
     r = run("visualize", "--checkpoint", path, "--chars", 100, "--out", tmp_path / "p.html")
     assert r.exit_code == 0, r.output
     ck = ckpt_io.load(str(path))
-    val = load_corpus(ck.config, ck.vocab).val
+    val = validation_split(ck.config, ck.vocab)
     data = Page((tmp_path / "p.html").read_text(encoding="utf-8")).data
     assert data["text"] == D.decode(val[:100], ck.vocab)
     assert data["source"].startswith("validation split of")
