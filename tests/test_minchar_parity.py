@@ -3,14 +3,19 @@
 The reference (``minchar_gist.loss_fun`` and the loop below) is min-char-rnn written out
 as the gist does it: column vectors, one-hot inputs, a Python loop over time, float64, its
 pointer rule and its exact clipping and Adagrad update. charrnn (batched, time-major, gathers instead of
-one-hot products) must reproduce it step for step.
+one-hot products) must reproduce it step for step, through the very functions its training loop
+calls: ``runstate.next_batch`` (which resets the carried state when the stream wraps, as
+min-char-rnn resets ``hprev``), ``optim.learning_rate`` and ``train.train_step``.
 """
 
 import numpy as np
 
+from charrnn import config as C
 from charrnn import model as M
 from charrnn import optim
 from charrnn.data import Streams, build_vocab, encode
+from charrnn.runstate import new_run, next_batch
+from charrnn.train import StepRules, train_step
 from conftest import CORPUS
 from minchar_gist import loss_fun
 
@@ -49,22 +54,21 @@ def reference_training(data, weights, steps):
 
 
 def charrnn_training(data, weights, steps, spec):
-    params = {k: v.copy() for k, v in weights.items()}
-    opt = optim.Adagrad(eps=1e-8)
-    opt_state = opt.init_state(params)
-    streams = Streams(data, batch_size=1, seq_length=T)
-    state = M.zero_state(spec, 1, np.float64)
-    losses, p = [], 0
+    """The training loop's own step on min-char-rnn's settings: B=1, T=25, float64, Adagrad
+    0.1 with min-char-rnn's eps, every gradient clipped into [-5, 5]."""
+    cfg = C.from_dict({"data": {"path": "unused.txt", "val_fraction": 0.0},
+                       "model": {"cell": "rnn", "hidden_size": H, "dtype": "float64"},
+                       "optim": {"name": "adagrad", "lr": LR, "eps": 1e-8, "clip_value": 5.0},
+                       "train": {"seq_length": T, "batch_size": 1, "steps": steps}}, "parity")
+    optimizer = optim.from_config(cfg.optim)
+    run = new_run(cfg, spec, optimizer, weights)
+    streams, rules = Streams(data, batch_size=1, seq_length=T), StepRules.of(cfg)
+    losses = []
     for _ in range(steps):
-        if streams.wraps(p):
-            p, state = 0, M.zero_state(spec, 1, np.float64)
-        X, Y = streams.batch(p)
-        loss, grads, state, _ = M.loss_and_grads(params, spec, X, Y, state)
-        losses.append(loss)
-        optim.clip_by_value(grads, 5.0)
-        opt.update(params, grads, opt_state, LR, 1)
-        p += T
-    return losses, params
+        X, Y = next_batch(run, streams, spec)
+        lr = optim.learning_rate(cfg.optim, run.step + 1, run.epoch, cfg.train.steps)
+        losses.append(train_step(run, X, Y, spec, optimizer, lr, rules))
+    return losses, run.params
 
 
 def test_charrnn_matches_min_char_rnn_step_for_step():

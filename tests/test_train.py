@@ -375,3 +375,44 @@ def test_the_banner_and_the_bar(tmp_path, write_config, corpus, monkeypatch):
     assert f"run       {tmp_path / 'run'} (resuming at step 10 from {tmp_path / 'run' / 'ckpt.npz'})" in r.stderr
     r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "-q", "--steps", 30)
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("step 30: training loss")  # quiet: the summary only
+
+
+def test_each_step_uses_the_schedules_rate_for_that_step(tmp_path, write_config, corpus):
+    """The rate of step s is the schedule's at s (counted from 1), as docs/config.md defines it:
+    the logged rate, which is the one the update used, during warm-up and after it."""
+    from charrnn import optim
+
+    cfg_path = small_config(write_config, corpus, steps=12, log_every=1, eval_every=0)
+    sets = ["optim.name=adam", "optim.schedule=cosine", "optim.warmup_steps=4", "optim.lr=0.01"]
+    assert run("train", "--config", cfg_path, "-q", "--out", tmp_path / "r", *sum((["--set", s] for s in sets), [])
+               ).exit_code == 0
+    ck = ckpt_io.load(str(tmp_path / "r" / "ckpt.npz"))
+    lines = [m for m in metrics(tmp_path / "r") if "lr" in m]
+    assert [m["step"] for m in lines] == list(range(1, 13))
+    for m in lines:
+        assert m["lr"] == optim.learning_rate(ck.config.optim, m["step"], m["epoch"], ck.config.train.steps), m
+    assert lines[0]["lr"] == pytest.approx(0.01 / 4)  # warm-up: step 1 of 4
+
+
+def test_the_weight_average_takes_the_weights_after_the_update(write_config, corpus):
+    """optim.ema averages the weights each step has produced: avg = ema·avg + (1 − ema)·p with p
+    the weights after that step's update (the average of step s then ends with step s's weights)."""
+    from charrnn import config as C
+    from charrnn import data as D
+    from charrnn import model as M
+    from charrnn import optim
+    from charrnn.runstate import new_run, next_batch
+    from charrnn.train import StepRules, train_step
+
+    cfg = C.load(small_config(write_config, corpus), ["optim.ema=0.9", "optim.name=adam", "optim.lr=0.05"])
+    c = open_corpus(cfg.data.path, cfg.data.val_fraction)
+    spec, opt = M.ModelSpec.of(cfg.model, len(c.vocab)), optim.from_config(cfg.optim)
+    run_ = new_run(cfg, spec, opt)
+    streams = D.Streams(c.train, cfg.train.batch_size, cfg.train.seq_length)
+    for _ in range(3):
+        avg, weights = {k: v.copy() for k, v in run_.ema.items()}, {k: v.copy() for k, v in run_.params.items()}
+        train_step(run_, *next_batch(run_, streams, spec), spec, opt, cfg.optim.lr, StepRules.of(cfg))
+        for k in avg:
+            assert not np.array_equal(run_.params[k], weights[k])  # the step moved the weights
+            np.testing.assert_allclose(run_.ema[k], 0.9 * avg[k] + 0.1 * run_.params[k], rtol=1e-6, atol=1e-7,
+                                       err_msg=f"ema.{k}: not the average of the updated weights")
