@@ -27,6 +27,7 @@ Keys (docs/checkpoints.md has the full table):
   ``--resume`` can refuse a changed corpus
 """
 
+import contextlib
 import json
 import math
 import os
@@ -97,8 +98,11 @@ def _new_file_mode():
     return 0o666 & ~umask
 
 
-def atomic_write(path, write):
+def atomic_write(path, write, hold=None):
     """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place.
+
+    ``hold``: a context manager factory to call ``write`` inside (``signals.StopFlag.held``,
+    so that a second Ctrl-C waits for the serialization and then discards the file).
 
     mkstemp creates the temporary file readable by its owner only (0600); it gets the mode a
     plainly written file would have, so that a run's checkpoints, config and plots are as
@@ -109,7 +113,8 @@ def atomic_write(path, write):
     try:
         os.chmod(tmp, _new_file_mode())
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            with hold() if hold is not None else contextlib.nullcontext():
+                write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -121,8 +126,8 @@ def atomic_write(path, write):
         raise
 
 
-def save(path, ck):
-    """Write checkpoint ``ck`` to ``path`` atomically."""
+def save(path, ck, hold=None):
+    """Write checkpoint ``ck`` to ``path`` atomically (``hold``: as ``atomic_write`` takes it)."""
     run = ck.run
     arrays = dict(run.params)
     arrays.update({f"optim.{k}": v for k, v in run.opt_state.items()})
@@ -140,7 +145,7 @@ def save(path, ck):
         arrays["corpus"] = np.array(json.dumps(ck.corpus))
     for k in SCALARS:
         arrays[k] = np.array(getattr(run, k))
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays), hold)
 
 
 # A member that inflates more than this many times over, to more than BOMB_BYTES, is refused

@@ -8,7 +8,9 @@ checkpoint saved on the way out is always of a whole step. A second one (either)
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from types import FrameType
 
 NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
@@ -23,6 +25,20 @@ class StopNow(BaseException):
         self.signum = signum
 
 
+def stop_in(exc: BaseException | None) -> StopNow | None:
+    """The StopNow behind ``exc``, if any: ``exc`` itself, or the exception it arose while
+    handling. A StopNow raised inside a library's code can come out as another error: numpy's
+    ``savez`` interrupted while it opens a zip member raises ValueError from its ``finally``
+    (the zip file cannot close), and the signal is then only that error's context."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, StopNow):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class StopFlag:
     """``with StopFlag() as stop:``: inside the block SIGINT and SIGTERM set ``stop.signum``
     (``stop.set`` is then true); a second one raises ``StopNow``. The handlers that were there
@@ -32,6 +48,8 @@ class StopFlag:
     def __init__(self) -> None:
         self.signum: int | None = None  # the first signal received
         self._old: dict = {}
+        self._holding = 0  # how many ``held`` blocks are open
+        self._pending: int | None = None  # a second signal that arrived inside one
 
     @property
     def set(self) -> bool:
@@ -46,9 +64,28 @@ class StopFlag:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is not None:
+        if self.signum is None:
+            self.signum = signum
+        elif self._holding:
+            self._pending = signum
+        else:
             raise StopNow(signum)
-        self.signum = signum
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """A block that a second signal does not cut short: it raises StopNow as the block
+        ends. For code that an exception in its middle leaves broken: numpy's ``savez``,
+        interrupted while it opens a zip member, fails in its own ``finally`` with ValueError
+        and leaves a zip file that complains again when it is collected. Serializing a
+        checkpoint into its temporary file takes milliseconds; the file is then discarded."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+        if self._pending is not None and not self._holding:
+            signum, self._pending = self._pending, None
+            raise StopNow(signum)
 
     def __exit__(self, *exc: object) -> None:
         for s, old in self._old.items():

@@ -180,7 +180,7 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
         rules = StepRules.of(cfg)
         with signals.StopFlag() as stop, Progress(files.metrics if comm.rank == 0 else None, plan.stop_at, run.step,
                                                   plan.quiet) as progress:
-            session = Session(plan, run, corpus, spec, progress, comm)
+            session = Session(plan, run, corpus, spec, progress, stop, comm)
             while run.step < plan.stop_at and not comm.agreed(stop.set):  # all processes stop together
                 if session.out_of_time():
                     break
@@ -190,7 +190,7 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
                 if session.after_step(loss, lr, Y[-1, 0]):
                     break
             progress.close_bar()
-            session.finish(stop)  # the final validation and checkpoint; raises Interrupted after a signal
+            session.finish()  # the final validation and checkpoint; raises Interrupted after a signal
     return session.summary()
 
 
@@ -291,12 +291,16 @@ def _told(files: rundir.RunDir) -> Iterator[None]:
     last checkpoint holds and how to go on."""
     try:
         yield
-    except Diverged as e:
-        raise CharrnnError(f"{e}; {files.holds()}; try a lower optim.lr or enable clipping") from None
-    except signals.StopNow as e:
-        how = f"continue with: charrnn train --resume {files.ckpt}" if os.path.exists(files.ckpt) else "nothing to resume"
-        cls = Terminated if e.signum == signal.SIGTERM else Interrupted
-        raise cls(f"stopped at once by a second {signals.NAMES[e.signum]}; {files.holds()}; {how}") from None
+    except BaseException as e:
+        stop = signals.stop_in(e)  # a second signal, even where it made a library fail on its way
+        if stop is not None:
+            how = f"continue with: charrnn train --resume {files.ckpt}" if os.path.exists(files.ckpt) else \
+                "nothing to resume"
+            cls = Terminated if stop.signum == signal.SIGTERM else Interrupted
+            raise cls(f"stopped at once by a second {signals.NAMES[stop.signum]}; {files.holds()}; {how}") from None
+        if isinstance(e, Diverged):
+            raise CharrnnError(f"{e}; {files.holds()}; try a lower optim.lr or enable clipping") from None
+        raise
 
 
 # ----------------------------------------------------------------------------- around the steps
@@ -311,9 +315,9 @@ class Session:
     """
 
     def __init__(self, plan: Plan, run: RunState, corpus: CO.Corpus, spec: M.ModelSpec, progress: Progress,
-                 comm: Any):
+                 stop: signals.StopFlag, comm: Any):
         self.plan, self.cfg, self.files = plan, plan.cfg, plan.files
-        self.run, self.corpus, self.spec, self.progress, self.comm = run, corpus, spec, progress, comm
+        self.run, self.corpus, self.spec, self.progress, self.stop, self.comm = run, corpus, spec, progress, stop, comm
         resumed = plan.checkpoint is not None
         self.elapsed_before = run.elapsed_s  # training time of earlier calls (a resumed run's)
         self.t_start = time.perf_counter()
@@ -425,16 +429,17 @@ class Session:
         if self.comm.rank == 0:
             c = self.corpus
             try:
-                checkpoint.save(path, checkpoint.Checkpoint(whole, c.vocab, self.cfg, self.spec, c.identity, c.unit))
+                ck = checkpoint.Checkpoint(whole, c.vocab, self.cfg, self.spec, c.identity, c.unit)
+                checkpoint.save(path, ck, hold=self.stop.held)  # a second signal: after numpy's savez
             except OSError as e:  # a full disk: atomic_write has left the file as it was
                 raise CharrnnError(f"{path}: cannot write ({e.strerror or e}); {self.files.holds()}") from None
         if path == self.files.ckpt:
             self.last_saved = run.step
 
-    def finish(self, stop: signals.StopFlag) -> None:
+    def finish(self) -> None:
         """After the last step: a finished run's final validation, the last checkpoint; after a
         stop signal, Interrupted (or Terminated) saying where the run can be continued from."""
-        run, tc = self.run, self.cfg.train
+        run, tc, stop = self.run, self.cfg.train, self.stop
         interrupted = self.comm.agreed(stop.set) and run.step < self.plan.stop_at and self.stopped == "done"
         finished = run.step >= tc.steps or self.stopped == "time budget"  # not a pause at --steps N
         if len(self.corpus.val) and self.last_eval != run.step and finished:
