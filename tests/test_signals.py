@@ -70,3 +70,34 @@ def test_a_second_signal_inside_numpys_savez_is_reported_as_the_stop(tmp_path, m
     assert str(e.value).startswith(f"stopped at once by a second {name}; no checkpoint was written yet")
     assert not (tmp_path / "run" / "ckpt.npz").exists()
     assert [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_signal_while_the_stop_is_being_reported_still_reports_it(monkeypatch, capsys, tmp_path):
+    """The other half of the race: the run has saved and raised Interrupted, its handlers are
+    gone, and a second Ctrl-C lands on the way out (here: in a ``finally`` it passes, as the
+    run directory's lock release is). Python raises KeyboardInterrupt there; the program must
+    still exit 130 with the stop's one line, not silently."""
+    import sys
+
+    from charrnn import cli
+    from charrnn import train as train_module
+
+    def stopped_run(*args, **kwargs):
+        try:
+            raise Interrupted("interrupted at step 7 by Ctrl-C; checkpoint saved to RUN/ckpt.npz")
+        finally:
+            signal.raise_signal(signal.SIGINT)  # Python's own handler: KeyboardInterrupt, here
+
+    monkeypatch.setattr(train_module, "train", stopped_run)
+    monkeypatch.setattr(sys, "argv", ["charrnn", "train", "--data", str(CORPUS), "--out", str(tmp_path / "r")])
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)  # main() ignores both once the command is over
+    assert e.value.code == 130
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines == ["interrupted at step 7 by Ctrl-C; checkpoint saved to RUN/ckpt.npz"]
