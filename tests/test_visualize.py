@@ -5,6 +5,7 @@ is needed."""
 
 import base64
 import json
+import os
 from html.parser import HTMLParser
 
 import numpy as np
@@ -324,3 +325,42 @@ def test_correlations_of_constructed_activations():
     assert [(p.array, p.unit) for p in picks[2:]] == [((1, "h"), 2), ((1, "h"), 0)]  # r[::-1]: units reversed
     assert [p.r for p in picks[2:]] == [r[1, 2] * 0.5, r[3, 0] * 0.5] and len(picks) == 4
 
+
+def test_the_wheel_ships_the_page_files_and_a_page_builds_from_it(tmp_path):
+    """The page's HTML, CSS and JS are package data: a wheel without them would install a
+    command that fails on its first page. Built from a copy of the sources (pip builds in
+    the tree it is given, and would leave build/ and *.egg-info in the checkout)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    from conftest import ROOT
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), src / name)
+    shutil.copytree(os.path.join(ROOT, "charrnn"), src / "charrnn", ignore=shutil.ignore_patterns("__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                        "-q", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (wheel,) = (tmp_path / "dist").glob("charrnn-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        z.extractall(tmp_path / "installed")
+    for name in viz.render.PAGE_FILES:
+        assert f"charrnn/visualize/{name}" in names, sorted(n for n in names if "visualize" in n)
+    # And a page builds from the wheel's files alone (not from this checkout or an editable install).
+    probe = ("import numpy as np, charrnn, charrnn.visualize as viz\n"
+             "from charrnn import model as M\n"
+             "spec = M.ModelSpec('rnn', 3, 4)\n"
+             "p = M.init_params(spec, np.random.default_rng(0), np.float64)\n"
+             "html, _ = viz.build(p, spec, np.array([97, 98, 99]), 'abcab', {'checkpoint': 'w'})\n"
+             "print(charrnn.__file__)\n"
+             "print('function paint()' in html and '#ranking li' in html and '<select id=\"mode\">' in html)\n")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path / "installed", capture_output=True, text=True,
+                       timeout=60, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.returncode == 0, r.stderr
+    where, ok = r.stdout.split()
+    assert where == str(tmp_path / "installed" / "charrnn" / "__init__.py") and ok == "True", r.stdout
