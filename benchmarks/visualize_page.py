@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from charrnn import model as M  # noqa: E402
-from charrnn import visualize as V  # noqa: E402
+from charrnn import visualize as viz  # noqa: E402
 from charrnn.data import build_vocab, read_text  # noqa: E402
 
 PROBE = """<script>
@@ -75,7 +75,7 @@ def main(argv=None):
     params = M.init_params(spec, np.random.default_rng(0), std=0.05)
     header = {"checkpoint": "(random weights)", "model": spec.describe(), "step": 0, "val_loss": None,
               "source": "data/shakespeare_tiny.txt"}
-    page, data = V.build(params, spec, vocab, text[:args.chars], header)
+    page, data = viz.build(params, spec, vocab, text[:args.chars], header)
     size = len(page.encode("utf-8"))
     acts = sum(len(a["q"]) for a in data["arrays"])
     print(f"{spec.describe()}, {args.chars:,} characters: page {size:,} bytes ({size / 1e6:.2f} MB); "

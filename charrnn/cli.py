@@ -337,47 +337,18 @@ def gradcheck(cell, layers, dropout, tol, seed):
 def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, layers, out_path):
     """Write a web page showing hidden units and predictions over a text."""
     from charrnn import checkpoint as ckpt_io
-    from charrnn import data as D
-    from charrnn import visualize as V
-    from charrnn.corpus import validation_split
+    from charrnn import visualize as viz
 
-    if text_path and (prime is not None or length):
-        raise click.UsageError("--text runs the model over a file; --prime and --length sample a text instead: give one or the other")
-    if (prime is not None or temperature is not None or seed is not None) and not length:
-        raise click.UsageError("--prime, --temperature and --seed sample a text: give --length N, the characters to sample")
     try:
         layer_list = None if layers is None else [int(x) for x in layers.split(",")]
     except ValueError:
-        raise click.BadParameter(f"{layers!r}: give layer numbers separated by commas, e.g. 1,2", param_hint="'--layers'") from None
-    ck = ckpt_io.load(ckpt_path)
-    if ck.unit != "chars":  # the page shows, and its ranking reads, characters
-        raise CharrnnError(f"{ckpt_path}: a model of bytes (charrnn prepare --bytes) cannot be visualized yet: "
-                           "the page colours characters, and a character may span several of its bytes")
-    params = ckpt_io.weights(ck)
-    if text_path:
-        text, source = D.read_text(text_path)[:chars], text_path
-    elif length:
-        if not prime:  # as charrnn sample starts: after a line break (or the first character)
-            prime = "\n" if ord("\n") in ck.vocab else chr(ck.vocab[0])
-        try:
-            indices = D.encode(prime, ck.vocab)
-        except CharrnnError as e:
-            raise click.BadParameter(str(e), param_hint="'--prime'") from None
-        temperature = ck.config.sample.temperature if temperature is None else temperature
-        text = V.sample_text(params, ck.spec, ck.vocab, indices, length, np.random.default_rng(seed), temperature)[:chars]
-        source = f"sampled at temperature {temperature:g}" + (f", seed {seed}" if seed is not None else "")
-    else:
-        val = validation_split(ck.config, ck.vocab, ck.unit, ckpt_path)
-        if len(val) == 0:
-            raise click.UsageError(f"{ckpt_path}: the run's corpus has no validation split; give --text FILE or --prime/--length")
-        rel = os.path.relpath(ck.config.data.path)  # shorter in the page's header, where it is below here
-        corpus = ck.config.data.path if rel.startswith("..") else rel
-        text, source = D.decode(val[:chars], ck.vocab), f"validation split of {corpus}"
-    val_loss = None if math.isnan(ck.run.val_loss) else f"{ck.run.val_loss:.3f} nats/char ({ck.run.val_loss / math.log(2):.3f} bits)"
-    header = {"checkpoint": ckpt_path, "model": ck.spec.describe(), "step": ck.run.step, "val_loss": val_loss, "source": source}
-    page, _ = V.build(params, ck.spec, ck.vocab, text, header, layer_list)
-    ckpt_io.atomic_write(out_path, lambda f: f.write(page.encode("utf-8")))
-    click.echo(f"wrote {out_path}: {len(text):,} characters, {len(page.encode('utf-8')) / 1e6:.2f} MB", err=True)
+        raise click.BadParameter(f"{layers!r}: give layer numbers separated by commas, e.g. 1,2",
+                                 param_hint="'--layers'") from None
+    shown = viz.page_for(ckpt_path, text_path=text_path, prime=prime, length=length, temperature=temperature,
+                         seed=seed, chars=chars, layers=layer_list)
+    body = shown.html.encode("utf-8")
+    ckpt_io.atomic_write(out_path, lambda f: f.write(body))
+    click.echo(f"wrote {out_path}: {len(shown.text):,} characters, {len(body) / 1e6:.2f} MB", err=True)
 
 
 def main():

@@ -5,18 +5,19 @@ is needed."""
 
 import base64
 import json
+import os
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from conftest import CORPUS, one_line_error, run, small_config
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import data as D
 from charrnn import model as M
 from charrnn import sampling
-from charrnn import visualize as V
-from charrnn.corpus import open_corpus, validation_split
-from conftest import CORPUS, one_line_error, run, small_config
+from charrnn import visualize as viz
+from charrnn.corpus import validation_split
 
 HOSTILE = (
     'He said "</script><script>alert(1)</script>" and <img src=x onerror=alert(2)>\n'
@@ -89,7 +90,7 @@ def check_page(html, ck, text, layers):
     assert data["text"] == text
     assert (data["step"], data["model"]) == (ck.run.step, ck.spec.describe())
     N, H, spec = len(text), ck.spec.hidden_size, ck.spec
-    assert [(a["layer"], a["state"]) for a in data["arrays"]] == [(l, s) for l in layers for s in spec.module.STATE]
+    assert [(a["layer"], a["state"]) for a in data["arrays"]] == [(n, s) for n in layers for s in spec.module.STATE]
     # The reference: the model fed one character at a time (sampling.step), its state kept.
     params, idx = ckpt_io.weights(ck), D.encode(text, ck.vocab)
     state, states, logits = M.zero_state(spec, 1, params["Why"].dtype), [], []
@@ -116,7 +117,7 @@ def check_page(html, ck, text, layers):
     assert np.array_equal(top, np.argsort(-probs, axis=1, kind="stable")[:, :5])
     np.testing.assert_allclose(p, np.take_along_axis(probs, top, axis=1), atol=0.5 / 65535 + 1e-7)
     loss = decode(data["loss"], "<u2")
-    assert loss[0] == V.NO_LOSS
+    assert loss[0] == viz.NO_LOSS
     np.testing.assert_allclose(loss[1:] / 1000, -np.log(probs[np.arange(N - 1), idx[1:]]), atol=5e-4 + 1e-6)
     return data
 
@@ -124,7 +125,8 @@ def check_page(html, ck, text, layers):
 @pytest.mark.parametrize("cell, layers, multiplicative",
                          [("rnn", 1, False), ("rnn", 2, True), ("lstm", 2, False), ("lstm", 1, True),
                           ("gru", 2, True), ("gru", 1, False)])
-def test_page_holds_text_activations_and_predictions_for_every_cell(tmp_path, write_config, corpus, cell, layers, multiplicative):
+def test_page_holds_text_activations_and_predictions_for_every_cell(tmp_path, write_config, corpus, cell, layers,
+                                                                    multiplicative):
     path = train(tmp_path, write_config, corpus, cell, layers, multiplicative)
     text = open(CORPUS, encoding="utf-8").read()[5000:5300]  # more than one 256-character chunk
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
@@ -138,9 +140,11 @@ def test_page_holds_text_activations_and_predictions_for_every_cell(tmp_path, wr
 def test_layers_option_keeps_only_the_chosen_layers(tmp_path, write_config, corpus):
     path = train(tmp_path, write_config, corpus, "lstm", 2)
     (tmp_path / "t.txt").write_text("ROMEO.\nAy me!\n", encoding="utf-8")
-    r = run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--layers", "2", "--out", tmp_path / "p.html")
+    r = run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--layers", "2",
+            "--out", tmp_path / "p.html")
     assert r.exit_code == 0, r.output
-    data = check_page((tmp_path / "p.html").read_text(encoding="utf-8"), ckpt_io.load(str(path)), "ROMEO.\nAy me!\n", [2])
+    data = check_page((tmp_path / "p.html").read_text(encoding="utf-8"), ckpt_io.load(str(path)),
+                      "ROMEO.\nAy me!\n", [2])
     assert data["arrays"][1]["scale"] is not None  # c is unbounded: a scale per unit
 
 
@@ -168,7 +172,7 @@ def test_hostile_text_and_file_names_stay_text(tmp_path, write_config, corpus):
 
 
 def test_json_for_script_escapes_what_could_end_the_element():
-    s = V.json_for_script({"t": "</script><!--<script>&\u2028"})
+    s = viz.json_for_script({"t": "</script><!--<script>&\u2028"})
     assert "<" not in s and ">" not in s and "&" not in s
     assert json.loads(s) == {"t": "</script><!--<script>&\u2028"}
 
@@ -213,7 +217,8 @@ def test_usage_errors(tmp_path, write_config, corpus):
     (tmp_path / "u.txt").write_text("snow ☃", encoding="utf-8")
     one_line_error(run("visualize", "--checkpoint", path, "--text", tmp_path / "u.txt", "--out", out), 1,
                    "u.txt", "'☃' (U+2603)")
-    one_line_error(run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--chars", 1, "--out", out), 2, "--chars")
+    one_line_error(run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--chars", 1, "--out", out), 2,
+                   "--chars")
     one_line_error(run("visualize", "--checkpoint", path, "--length", 5, "--temperature", "nan", "--out", out), 2,
                    "--temperature")
     assert not out.exists()
@@ -238,7 +243,7 @@ def test_trace_does_not_depend_on_the_chunk_length():
     spec = M.ModelSpec("lstm", 9, 6, 2, multiplicative=True)
     params = M.init_params(spec, np.random.default_rng(0), np.float64, std=0.5)
     idx = np.random.default_rng(1).integers(0, 9, size=40)
-    a, b = V.trace(params, spec, idx, chunk=7), V.trace(params, spec, idx, chunk=1000)
+    a, b = viz.trace(params, spec, idx, chunk=7), viz.trace(params, spec, idx, chunk=1000)
     for key in a.arrays:
         np.testing.assert_allclose(a.arrays[key], b.arrays[key], rtol=1e-12, atol=1e-14)
     assert np.array_equal(a.top_idx, b.top_idx)
@@ -250,16 +255,16 @@ def test_quantize_round_trips_within_half_a_step():
     h = np.tanh(rng.standard_normal((50, 4)) * 2)
     c = rng.standard_normal((50, 4)) * [1, 10, 100, 0]
     for a, name in ((h, "h"), (c, "c")):
-        scale = V.state_scale(a, name)
-        q = V.quantize(a, scale)
+        scale = viz.state_scale(a, name)
+        q = viz.quantize(a, scale)
         assert q.shape == (4, 50) and q.dtype == np.uint8
         back = (q.T.astype(np.float64) - 128) / 127 * scale
         assert np.all(np.abs(back - a) <= 0.5 / 127 * scale + 1e-12)
-    assert V.quantize(np.zeros((1, 1)), np.ones(1))[0, 0] == 128
+    assert viz.quantize(np.zeros((1, 1)), np.ones(1))[0, 0] == 128
 
 
 def test_features_follow_the_text():
-    f = V.features('ab "cd" [e(f)]\nKING.\nx')
+    f = viz.features('ab "cd" [e(f)]\nKING.\nx')
     assert list(f["inside quotes"][:8]) == [0, 0, 0, 1, 1, 1, 1, 0]
     assert list(f["inside brackets"][7:15]) == [0, 1, 1, 1, 1, 1, 1, 0]
     assert list(f["position in line"][13:17]) == [14, 0, 1, 2]
@@ -294,8 +299,8 @@ def test_ranking_finds_the_hand_built_units():
     assert text.count("[") > 10
     vocab = D.build_vocab(text)
     spec, params = latch_model(vocab)
-    tr = V.trace(params, spec, D.encode(text, vocab))
-    data = V.page_data(text, vocab, tr, {"checkpoint": "hand-built"})
+    tr = viz.trace(params, spec, D.encode(text, vocab))
+    data = viz.page_data(text, vocab, tr, {"checkpoint": "hand-built"})
     first = data["ranking"][0]
     assert (first["unit"], first["feature"]) == (0, "inside brackets") and first["r"] > 0.95, data["ranking"]
     line = [p for p in data["ranking"] if p["unit"] == 1]
@@ -312,10 +317,50 @@ def test_correlations_of_constructed_activations():
     rng = np.random.default_rng(0)
     feats = {"a": rng.random(200), "flat": np.ones(200), "b": rng.random(200)}
     acts = np.stack([rng.random(200), -3 * feats["b"] + 1, np.zeros(200), feats["a"] + 0.01 * rng.random(200)], axis=1)
-    r = V.correlations(acts, feats)
+    r = viz.correlations(acts, feats)
     assert r.shape == (4, 3) and np.all(np.isnan(r[:, 1]))
     assert r[1, 2] == pytest.approx(-1) and r[3, 0] > 0.99 and r[2, 0] == 0 and abs(r[0, 0]) < 0.3
-    picks = V.rank_units({(0, "h"): r, (1, "h"): r[::-1] * 0.5}, list(feats), per_feature=2)
+    picks = viz.rank_units({(0, "h"): r, (1, "h"): r[::-1] * 0.5}, list(feats), per_feature=2)
     assert [(p.array, p.unit, p.feature) for p in picks[:2]] == [((0, "h"), 1, "b"), ((0, "h"), 3, "a")]
     assert [(p.array, p.unit) for p in picks[2:]] == [((1, "h"), 2), ((1, "h"), 0)]  # r[::-1]: units reversed
     assert [p.r for p in picks[2:]] == [r[1, 2] * 0.5, r[3, 0] * 0.5] and len(picks) == 4
+
+
+def test_the_wheel_ships_the_page_files_and_a_page_builds_from_it(tmp_path):
+    """The page's HTML, CSS and JS are package data: a wheel without them would install a
+    command that fails on its first page. Built from a copy of the sources (pip builds in
+    the tree it is given, and would leave build/ and *.egg-info in the checkout)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    from conftest import ROOT
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), src / name)
+    shutil.copytree(os.path.join(ROOT, "charrnn"), src / "charrnn", ignore=shutil.ignore_patterns("__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                        "-q", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (wheel,) = (tmp_path / "dist").glob("charrnn-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        z.extractall(tmp_path / "installed")
+    for name in viz.render.PAGE_FILES:
+        assert f"charrnn/visualize/{name}" in names, sorted(n for n in names if "visualize" in n)
+    # And a page builds from the wheel's files alone (not from this checkout or an editable install).
+    probe = ("import numpy as np, charrnn, charrnn.visualize as viz\n"
+             "from charrnn import model as M\n"
+             "spec = M.ModelSpec('rnn', 3, 4)\n"
+             "p = M.init_params(spec, np.random.default_rng(0), np.float64)\n"
+             "html, _ = viz.build(p, spec, np.array([97, 98, 99]), 'abcab', {'checkpoint': 'w'})\n"
+             "print(charrnn.__file__)\n"
+             "print('function paint()' in html and '#ranking li' in html and '<select id=\"mode\">' in html)\n")
+    r = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path / "installed", capture_output=True, text=True,
+                       timeout=60, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert r.returncode == 0, r.stderr
+    where, ok = r.stdout.split()
+    assert where == str(tmp_path / "installed" / "charrnn" / "__init__.py") and ok == "True", r.stdout

@@ -1,0 +1,80 @@
+"""The page for a checkpoint: which text to run its model over, and the header it shows.
+
+What ``charrnn visualize`` does, as one call (``page_for``), so that the command only parses
+its options and writes the file. The text is a file, a text sampled from the model (as
+``charrnn sample`` prints it), or by default the start of the validation split of the corpus
+the run was trained on (``corpus.validation_split``: the trainer is not imported).
+"""
+
+import math
+import os
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import numpy as np
+
+from charrnn import checkpoint as ckpt_io
+from charrnn import corpus
+from charrnn import data as D
+from charrnn import sampling
+from charrnn.errors import CharrnnError, UsageError
+from charrnn.visualize.render import build
+from charrnn.visualize.tracing import sample_text
+
+
+class Visualization(NamedTuple):
+    html: str  # the self-contained page
+    text: str  # the N characters it shows
+    source: str  # where they came from, as the page's header says
+
+
+def page_for(ckpt_path: str, text_path: str | None = None, prime: str | None = None, length: int | None = None,
+             temperature: float | None = None, seed: int | None = None, chars: int = 2000,
+             layers: Iterable[int] | None = None) -> Visualization:
+    """The page of ``ckpt_path``'s model over at most ``chars`` characters of a text.
+
+    The text: the file ``text_path``; or, with ``length``, ``prime`` (default: a line break,
+    as ``charrnn sample`` starts) and ``length`` characters sampled after it at ``temperature``
+    (default: the run's sample.temperature) with ``seed``; or else the start of the run's
+    validation split. ``layers``: counted from 1 (None: all).
+
+    Raises UsageError (exit 2) for options that contradict each other, a prime or layer the
+    model cannot take, and a run without a validation split when no text is given;
+    CharrnnError for a model of bytes, a text of fewer than 2 characters or one with
+    characters outside the vocabulary.
+    """
+    if text_path and (prime is not None or length):
+        raise UsageError("--text runs the model over a file; --prime and --length sample a text instead: "
+                         "give one or the other")
+    if (prime is not None or temperature is not None or seed is not None) and not length:
+        raise UsageError("--prime, --temperature and --seed sample a text: give --length N, the characters to sample")
+    ck = ckpt_io.load(ckpt_path)
+    if ck.unit != "chars":  # the page shows, and its ranking reads, characters
+        raise CharrnnError(f"{ckpt_path}: a model of bytes (charrnn prepare --bytes) cannot be visualized yet: "
+                           "the page colours characters, and a character may span several of its bytes")
+    params = ckpt_io.weights(ck)  # the moving average of the weights, when the run keeps one
+    if text_path:
+        text, source = D.read_text(text_path)[:chars], str(text_path)
+    elif length:
+        try:  # no prime: as charrnn sample starts, after a line break (or the first character)
+            indices = sampling.start_indices(prime, ck.vocab)
+        except CharrnnError as e:
+            raise UsageError(f"--prime: {e}") from None
+        temperature = ck.config.sample.temperature if temperature is None else temperature
+        rng = np.random.default_rng(seed)
+        text = sample_text(params, ck.spec, ck.vocab, indices, length, rng, temperature)[:chars]
+        source = f"sampled at temperature {temperature:g}" + (f", seed {seed}" if seed is not None else "")
+    else:
+        val = corpus.validation_split(ck.config, ck.vocab, ck.unit, ckpt_path)
+        if len(val) == 0:
+            raise UsageError(f"{ckpt_path}: the run's corpus has no validation split; "
+                             "give --text FILE or --prime/--length")
+        rel = os.path.relpath(ck.config.data.path)  # shorter in the page's header, where it is below here
+        where = ck.config.data.path if rel.startswith("..") else rel
+        text, source = D.decode(val[:chars], ck.vocab), f"validation split of {where}"
+    v = ck.run.val_loss
+    val_loss = None if math.isnan(v) else f"{v:.3f} nats/char ({v / math.log(2):.3f} bits)"
+    header = {"checkpoint": str(ckpt_path), "model": ck.spec.describe(), "step": ck.run.step, "val_loss": val_loss,
+              "source": source}
+    html, _ = build(params, ck.spec, ck.vocab, text, header, layers)
+    return Visualization(html, text, source)

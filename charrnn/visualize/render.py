@@ -1,0 +1,163 @@
+"""The page: a trace's numbers as one JSON document, inlined with the page's own files into
+one self-contained HTML file.
+
+The page is ``page.html``, ``page.css`` and ``page.js`` beside this module (package data,
+read with ``importlib.resources``), joined into one file: no network, no external script,
+font or style, so that it opens offline and can be mailed as it is. ``page.html`` holds four
+markers, each once: ``__TITLE__``, ``__STYLE__`` (page.css), ``__DATA__`` (the JSON document)
+and ``__SCRIPT__`` (page.js). They are replaced in one pass over the template, so that a
+marker inside the text or a file name is never replaced in its turn.
+
+Safety: the text is user data. It enters the page only inside a JSON document in a
+``<script type="application/json">`` element, with ``<``, ``>`` and ``&`` written as ``\\u003c``,
+``\\u003e``, ``\\u0026`` (so ``</script>`` in the text cannot end the element), and the page's
+script puts it on screen through ``textContent``, never as markup.
+
+Size: activations are stored as 8-bit codes (``quantize``), unit-major, base64 in the JSON:
+about 4/3 · N · H bytes per layer and state array, 6.8 MB for 10,000 characters of H = 512.
+
+Letters: N characters of text, H hidden units, V vocabulary, K predictions kept (5).
+"""
+
+import base64
+import functools
+import html
+import json
+import re
+from collections.abc import Iterable, Mapping
+from importlib import resources
+
+import numpy as np
+
+from charrnn import data as D
+from charrnn import model as M
+from charrnn.errors import CharrnnError, UsageError
+from charrnn.visualize.tracing import FEATURES, NO_LOSS, Trace, correlations, features, rank_units, trace
+
+PAGE_FILES = ("page.html", "page.css", "page.js")  # package data: pyproject.toml ships them in the wheel
+_MARKER = re.compile(r"__(TITLE|STYLE|DATA|SCRIPT)__")
+
+
+def quantize(a: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """8-bit codes of activations, unit-major: ``q = round(127 · a / scale) + 128``.
+
+    a : (N, H); scale : (H,) the largest magnitude per unit (1 for h, which tanh bounds).
+    Returns (H, N) uint8, each value within 0.5 / 127 · scale of the original; 128 is 0.
+    """
+    q = np.rint(np.asarray(a, dtype=np.float64) / scale * 127) + 128
+    return np.clip(q, 1, 255).astype(np.uint8).T.copy()
+
+
+def state_scale(a: np.ndarray, name: str) -> np.ndarray:
+    """Per-unit scale (H,) for ``quantize`` of a (N, H): 1 for h (in [-1, 1] for every cell), else max |a|."""
+    if name == "h":
+        return np.ones(a.shape[1])
+    m = np.abs(a).max(axis=0).astype(np.float64)
+    return np.where(m > 0, m, 1.0)
+
+
+def _b64(a, dtype):
+    return base64.b64encode(np.ascontiguousarray(a, dtype=dtype).tobytes()).decode("ascii")
+
+
+def page_data(text: str, vocab: np.ndarray, tr: Trace, header: Mapping, per_feature: int = 3) -> dict:
+    """The JSON document the page reads: text, vocabulary, activations, predictions, ranking.
+
+    text : the N characters ``tr`` was traced over; vocab : (V,) code points; header : what the
+    page's header shows (checkpoint, model, step, val_loss, source), copied into the document.
+    """
+    feats = features(text)
+    names = list(feats)
+    corrs = {key: correlations(a, feats) for key, a in tr.arrays.items()}
+    keys = list(tr.arrays)
+    arrays = []
+    for (layer, name), a in tr.arrays.items():
+        scale = state_scale(a, name)
+        arrays.append({
+            "layer": layer + 1,
+            "state": name,
+            "H": int(a.shape[1]),
+            "scale": None if name == "h" else [float(s) for s in scale],
+            "q": _b64(quantize(a, scale), np.uint8),
+            # rounded to 0.01: shown, not computed with
+            "corr": [[None if np.isnan(v) else round(float(v), 2) for v in row] for row in corrs[(layer, name)]],
+        })
+    loss = np.where(np.isnan(tr.loss), NO_LOSS, np.minimum(np.rint(np.nan_to_num(tr.loss) * 1000), NO_LOSS - 1))
+    small = len(vocab) <= 256
+    return {
+        **header,
+        "text": text,
+        "vocab": [chr(c) for c in vocab],
+        "features": [{"name": n, "doc": FEATURES[n], "present": bool(np.ptp(feats[n]) > 0)} for n in names],
+        "arrays": arrays,
+        "per_feature": per_feature,
+        "ranking": [{"array": keys.index(p.array), "unit": p.unit, "feature": p.feature, "r": round(p.r, 3)}
+                    for p in rank_units(corrs, names, per_feature)],
+        "top": {
+            "k": int(tr.top_idx.shape[1]),
+            "dtype": "u8" if small else "u16",
+            "idx": _b64(tr.top_idx, np.uint8 if small else "<u2"),
+            "p": _b64(np.rint(tr.top_p * 65535), "<u2"),  # probability · 65535
+        },
+        "loss": _b64(loss, "<u2"),  # millinats; 65535: none (the first character)
+    }
+
+
+def json_for_script(obj) -> str:
+    """JSON text that cannot end or break out of the ``<script>`` element holding it.
+
+    ``<``, ``>`` and ``&`` are written as JSON's ``\\u003c``, ``\\u003e``, ``\\u0026``: the
+    same string to ``JSON.parse``, but no ``</script>`` or ``<!--`` for the HTML parser to see.
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+@functools.cache
+def page_files() -> dict[str, str]:
+    """The page's own files, name -> text, read once from the installed package."""
+    here = resources.files("charrnn.visualize")
+    return {name: here.joinpath(name).read_text(encoding="utf-8") for name in PAGE_FILES}
+
+
+def page(data: dict) -> str:
+    """The self-contained HTML page for ``page_data``'s document."""
+    files = page_files()
+    template = files["page.html"]
+    found = _MARKER.findall(template)
+    if sorted(found) != sorted(["TITLE", "STYLE", "DATA", "SCRIPT"]):
+        raise RuntimeError(f"page.html: expected each of __TITLE__, __STYLE__, __DATA__, __SCRIPT__ once, "
+                           f"found {found}")
+    parts = {
+        "TITLE": html.escape(f"charrnn visualize: {data.get('checkpoint', '')}"),
+        "STYLE": files["page.css"],
+        "DATA": json_for_script(data),
+        "SCRIPT": files["page.js"],
+    }
+    # One pass over the template only: what is put in is not searched for markers again.
+    return _MARKER.sub(lambda m: parts[m.group(1)], template)
+
+
+def build(params: dict, spec: M.ModelSpec, vocab: np.ndarray, text: str, header: Mapping,
+          layers: Iterable[int] | None = None, chunk: int = 256) -> tuple[str, dict]:
+    """Trace ``text`` and return the page's HTML and its data document.
+
+    vocab : (V,) code points; layers : layers counted from 1 to include (None: all). Raises
+    CharrnnError for a text shorter than 2 characters or with characters outside the
+    vocabulary, UsageError for a layer the model does not have.
+    """
+    if len(text) < 2:
+        raise CharrnnError("the text to visualize has fewer than 2 characters")
+    if layers is not None:
+        bad = [n for n in layers if not 1 <= n <= spec.layers]
+        if bad:
+            raise UsageError(f"--layers: layer {bad[0]} does not exist: the model has layers 1 to {spec.layers}")
+        layers = sorted({n - 1 for n in layers})
+    try:
+        indices = D.encode(text, vocab)
+    except CharrnnError as e:
+        raise CharrnnError(f"{header.get('source', 'the text')}: {e}") from None
+    tr = trace(params, spec, indices, layers, chunk)
+    data = page_data(text, vocab, tr, header)
+    return page(data), data
+

@@ -1,0 +1,221 @@
+"""The visualize page in a real browser: what a person sees once its script has run.
+
+test_visualize.py checks the page's HTML and the numbers in its JSON document; this module
+opens pages in headless Chromium (Debian's chromium and chromium-driver, driven by selenium)
+and checks what the page's JavaScript puts on screen against what the Python side computed:
+the colours of the characters for a chosen unit, the tooltip's predictions and loss, the
+ranked list of units; that hostile text stays text; that nothing is fetched from anywhere.
+
+One browser for the module; pages come from a small LSTM of random weights (float64).
+Without Chromium, chromedriver or selenium the tests skip, saying which is missing.
+"""
+
+import json
+import os
+import re
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from charrnn import data as D
+from charrnn import model as M
+from charrnn import visualize as viz
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+try:
+    import selenium  # noqa: F401
+
+    MISSING = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
+except ImportError:
+    MISSING = ["selenium (pip install 'charrnn[test]')"]
+pytestmark = pytest.mark.skipif(
+    bool(MISSING), reason=f"browser tests need {', '.join(MISSING)}: apt-get install chromium chromium-driver")
+
+TEXT = ('KING HENRY.\nSo "shaken" as we are, so wan with care,\n[Aside] Find we a time for frighted peace to pant,\n'
+        'And breathe short-winded accents of new broils.\nWESTMORELAND.\nMy liege, this haste was hot in question.\n')
+HOSTILE = ('</script><script>window.pwned=1</script>\n<img src=x onerror="window.pwned=1"> &lt;b&gt; &amp;\n'
+           '<!-- x --> <u>under</u> __DATA__ __SCRIPT__ __TITLE__ __STYLE__ ]]> \'q\' "dq"\n')
+SHOWN = {" ": "\u2423 (space)", "\n": "\u21b5 (line break)", "\t": "\u21e5 (tab)"}  # as the page's shown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM  # Debian's, and its driver: no selenium-manager download
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # DevTools' network events
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def make_page(directory, text, checkpoint="random.npz", source="test"):
+    """A page of a random model over ``text``, and what Python computed for it."""
+    vocab = D.build_vocab(text)
+    spec = M.ModelSpec("lstm", len(vocab), 6)
+    params = M.init_params(spec, np.random.default_rng(0), np.float64, std=0.5)  # activations spread out
+    header = {"checkpoint": checkpoint, "model": spec.describe(), "step": 0, "val_loss": None, "source": source}
+    html, data = viz.build(params, spec, vocab, text, header)
+    path = directory / f"page{len(list(directory.iterdir()))}.html"
+    path.write_text(html, encoding="utf-8")
+    tr = viz.trace(params, spec, D.encode(text, vocab))
+    return SimpleNamespace(url=path.as_uri(), text=text, vocab=vocab, tr=tr, data=data, keys=list(tr.arrays))
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    return make_page(tmp_path_factory.mktemp("pages"), TEXT)
+
+
+def load(driver, url):
+    """Open the page and wait for its script to finish (it sets body's data-ready-ms last)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script("return document.body.dataset.readyMs !== undefined"))
+
+
+def colour_values():
+    """JS: each character's background colour as the activation it stands for, in units of
+    the unit's scale: the inverse of the page's white-to-red (positive) and white-to-blue
+    (negative) scales, each reaching 0.85 of the way at ±1."""
+    return """
+      return Array.from(document.querySelectorAll('#text span')).map((s) => {
+        const [r, g, b] = getComputedStyle(s).backgroundColor.match(/\\d+/g).map(Number);
+        return b > g ? -(255 - r) / (255 - 33) / 0.85 : (255 - g) / (255 - 40) / 0.85;
+      });"""
+
+
+def check_colours(driver, made, a, u):
+    """The characters are coloured by unit u of array a, as Python computed it."""
+    layer, name = made.keys[a]
+    values = made.tr.arrays[(layer, name)][:, u]
+    scale = viz.state_scale(made.tr.arrays[(layer, name)], name)[u]
+    assert np.ptp(values / scale) > 0.2  # a unit that varies, so that the colours say which one it is
+    shown = np.array(driver.execute_script(colour_values()))
+    assert shown.shape == values.shape
+    # half an 8-bit code step, and half a step of a colour channel
+    tol = 0.5 / 127 + 0.5 / 215 / 0.85 + 1e-9
+    err = np.abs(shown - values / scale).max()
+    assert err <= tol, f"array {a} unit {u}: colours off by {err:.4f} (tolerance {tol:.4f})"
+    assert driver.find_element("id", "unitinfo").text.startswith(f"layer {layer + 1} {name}")
+    assert f"unit {u} of 6" in driver.find_element("id", "unitinfo").text
+
+
+def test_choosing_a_unit_recolours_the_text_with_its_values(browser, made):
+    from selenium.webdriver.support.ui import Select
+
+    load(browser, made.url)
+    first = made.data["ranking"][0]
+    check_colours(browser, made, first["array"], first["unit"])  # the page opens at the best-ranked unit
+    # A click in the ranked list: an entry of another array and another unit.
+    items = browser.find_elements("css selector", "#ranking li")
+    n = next(i for i, p in enumerate(made.data["ranking"])
+             if p["array"] != first["array"] and p["unit"] != first["unit"])
+    p = made.data["ranking"][n]
+    items[n].click()
+    check_colours(browser, made, p["array"], p["unit"])
+    assert "sel" in items[n].get_attribute("class").split() and "sel" not in items[0].get_attribute("class").split()
+    # The unit chooser: the next-unit button, a unit typed in, and the layer menu.
+    browser.find_element("id", "next").click()
+    check_colours(browser, made, p["array"], (p["unit"] + 1) % 6)
+    box = browser.find_element("id", "unit")
+    box.clear()
+    box.send_keys("4\n")
+    browser.execute_script("arguments[0].dispatchEvent(new Event('change'))", box)
+    check_colours(browser, made, p["array"], 4)
+    Select(browser.find_element("id", "array")).select_by_value(str(first["array"]))
+    check_colours(browser, made, first["array"], 4)
+
+
+def hover(driver, i):
+    """Move the mouse onto character i; the tooltip's text, and its rows' (character, probability)."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    span = driver.execute_script("return document.querySelectorAll('#text span')[arguments[0]]", i)
+    ActionChains(driver).move_to_element(span).perform()
+    tip = driver.find_element("id", "tip")
+    assert tip.is_displayed()
+    rows = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#tip tr'))"
+        ".map(r => [r.cells[0].textContent, r.cells[1].textContent])")
+    return tip.text, rows
+
+
+def test_hovering_a_character_shows_its_top_five_and_its_loss(browser, made):
+    load(browser, made.url)
+    for i in (8, 40, 131):
+        assert made.text[i] != "\n"
+        text, rows = hover(browser, i)
+        expect = [chr(made.vocab[j]) for j in made.tr.top_idx[i]]
+        assert [c for c, _ in rows] == [SHOWN.get(c, c) for c in expect], (i, text)
+        shown_p = [float(p.rstrip("%")) for _, p in rows]
+        # shown to 0.1 % (0.01 % below 0.1 %), stored to 1/65535
+        np.testing.assert_allclose(shown_p, 100 * made.tr.top_p[i], atol=0.05 + 100 / 65535 / 2 + 1e-9)
+        loss = float(re.search(r"loss here: ([0-9.]+) nats", text).group(1))
+        assert abs(loss - made.tr.loss[i]) <= 0.0005 + 0.0005 + 1e-9, (i, loss, made.tr.loss[i])
+        assert f"character {i + 1} of {len(made.text)}" in text
+        assert f"actual next: {SHOWN.get(made.text[i + 1], made.text[i + 1])}" in text
+    text, _ = hover(browser, 0)
+    assert "loss: none (the first character" in text
+
+
+def test_the_ranked_list_is_pythons_ranking(browser, made):
+    load(browser, made.url)
+    feats = viz.features(made.text)
+    corrs = {key: viz.correlations(a, feats) for key, a in made.tr.arrays.items()}
+    picks = viz.rank_units(corrs, list(feats))
+    assert len(picks) >= 8 and {p.array[1] for p in picks} == {"h", "c"}  # both of the LSTM's arrays
+    items = browser.find_elements("css selector", "#ranking li")
+    shown = [[s.text for s in li.find_elements("tag name", "span")] for li in items]
+    assert [name for name, _ in shown] == [f"L{p.array[0] + 1} {p.array[1]} unit {p.unit}: {p.feature}" for p in picks]
+    np.testing.assert_allclose([float(r) for _, r in shown], [p.r for p in picks], atol=0.005 + 0.0005 + 1e-9)
+    assert [(int(li.get_attribute("data-a")), int(li.get_attribute("data-u"))) for li in items] == \
+        [(made.keys.index(p.array), p.unit) for p in picks]
+
+
+def test_hostile_text_is_shown_as_text_and_runs_nothing(browser, tmp_path):
+    # and in the file names the header shows
+    checkpoint = 'x"><img src=y onerror="window.pwned=2"></title><script>window.pwned=3</script>.npz'
+    source = '<img src=z onerror="window.pwned=4">&amp;.txt'
+    hostile = make_page(tmp_path, HOSTILE, checkpoint, source)
+    load(browser, hostile.url)
+    time.sleep(0.3)  # an injected image's onerror would have fired by now
+    assert browser.execute_script("return window.pwned") is None
+    assert browser.execute_script("return document.querySelectorAll('img, u').length") == 0
+    assert browser.execute_script("return document.querySelectorAll('style').length") == 1
+    assert browser.execute_script("return document.scripts.length") == 2  # the page's own data and script
+    spans = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#text span')).map(s => s.textContent)")
+    assert spans == ["\u21b5" if c == "\n" else c for c in HOSTILE]
+    assert browser.find_element("id", "text").text == HOSTILE.replace("\n", "\u21b5\n").rstrip("\n")
+    assert browser.find_element("id", "title").text == f"charrnn visualize \u2014 {checkpoint}"
+    assert browser.title == f"charrnn visualize: {checkpoint}"
+    assert f"text {source}  \u00b7  characters" in browser.find_element("id", "meta").get_attribute("textContent")
+    text, rows = hover(browser, HOSTILE.index("<img"))  # the tooltip shows the text as text too
+    assert text.startswith("<") and len(rows) == 5
+
+
+def test_the_page_requests_nothing(browser, made):
+    browser.get_log("performance")  # drop the events of earlier pages
+    load(browser, made.url)
+    # What a reader does: another unit, the loss colouring, a tooltip.
+    browser.find_element("id", "next").click()
+    browser.execute_script("const m = document.getElementById('mode'); m.value = 'loss';"
+                           "m.dispatchEvent(new Event('change'))")
+    hover(browser, 20)
+    events = [json.loads(e["message"])["message"] for e in browser.get_log("performance")]
+    requested = [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
+    assert requested == [made.url]
+    assert browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)") == []
+    linked = browser.execute_script(
+        "return Array.from(document.querySelectorAll('[src], [href], [srcset], [action]')).map(e => e.outerHTML)")
+    assert linked == []
+
