@@ -210,13 +210,6 @@ def _ckpt_arrays(path):
     return {k: z[k] for k in z.files if k not in ("elapsed_s", "config")}
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "c.txt"
-    path.write_text(open(CORPUS, encoding="utf-8").read(4000), encoding="utf-8")
-    return path
-
-
 @cli_device
 def test_cli_fifty_float64_steps_on_the_gpu_match_the_cpu(tmp_path, write_config, corpus):
     cfg = small_config(write_config, corpus, steps=50, checkpoint_every=25)
