@@ -336,7 +336,9 @@ def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     r = run("train", "--config", SMOKE, "--out", blocker / "run", "-q")
-    one_line_error(r, 1, "run")
+    # the path that could not be made, and why ("run" alone is in every path: it proved nothing)
+    line = one_line_error(r, 1, "cannot create the run directory", "Not a directory")
+    assert line.startswith(f"Error: {blocker / 'run'}: "), line
 
 
 def test_a_model_too_big_for_memory_is_a_one_line_error(tmp_path):
