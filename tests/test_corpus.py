@@ -362,6 +362,7 @@ def peak_rss_mb(args, cwd):
     return int(out.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_with_the_corpus_size(tmp_path):
     """Training from a prepared 30 MB corpus takes about the memory of a tiny one; a 30 MB
     text file trained directly costs its index array (30 MB) and a little more, not the

@@ -269,6 +269,7 @@ def test_two_ranks_train_the_same_run_as_one_process(tmp_path, corpus_2000, case
     assert all(d <= TOL for d in arrays.values()), arrays
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_resume_on_another_number_of_processes(tmp_path, corpus_2000):
     """A run saved at step 25 on 2 ranks resumes in one process, and one saved in one
@@ -306,6 +307,7 @@ def test_a_batch_that_the_ranks_cannot_share_is_a_one_line_usage_error(tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_rank_0_alone_writes_and_speaks(tmp_path, corpus_2000):
     """The ranks run in different working directories with a relative --out: only rank 0's

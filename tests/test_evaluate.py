@@ -5,6 +5,7 @@ import math
 import os
 
 import numpy as np
+import pytest
 from conftest import CORPUS, ROOT, one_line_error, run, small_config
 from test_corpus import UNICODE
 from test_prepare import metrics
@@ -111,6 +112,7 @@ def test_bounded_evaluation_reads_the_first_eval_chars_of_the_split(tmp_path, wr
     assert json.loads(r.stdout)["chars"] == 799
 
 
+@pytest.mark.slow
 def test_shipped_configs_validation_numbers_are_unchanged():
     """Every shipped config validates on all of its split (the default eval_chars covers it),
     and the streamed evaluation gives the old one's numbers to the last bit."""

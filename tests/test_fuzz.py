@@ -13,8 +13,8 @@ Issue 12's fuzz row. The oracle, for every generated input:
   the arrays is caught by the zip's CRC-32);
 - never an executed pickle: the payload would create a marker file, which must not exist.
 
-Example counts are per test, in ``EXAMPLES``; the two that run the command line on every
-example are marked slow (``-m "not slow"`` skips them; CI runs them).
+Example counts are per test, in ``EXAMPLES``; every fuzz test takes seconds, so all are
+marked slow (``-m "not slow"`` skips them; CI runs them).
 """
 
 import dataclasses
@@ -175,6 +175,7 @@ def load_or_usage_error(path, overrides=()):
         return message
 
 
+@pytest.mark.slow
 @fuzz("config")
 @given(documents())
 def test_random_config_documents(tmp_path, doc_fault):
@@ -205,6 +206,7 @@ def test_random_config_documents(tmp_path, doc_fault):
 SMOKE_TEXT = open(os.path.join(os.path.dirname(CORPUS), "..", "configs", "smoke.yaml"), encoding="utf-8").read()
 
 
+@pytest.mark.slow
 @fuzz("config")
 @given(st.data())
 def test_mutated_and_random_config_text(tmp_path, data):
@@ -236,6 +238,7 @@ def test_mutated_and_random_config_text(tmp_path, data):
 SET_FILE = "data:\n  path: corpus.txt\n"
 
 
+@pytest.mark.slow
 @fuzz("set")
 @given(st.data())
 def test_random_set_values(tmp_path, data):
@@ -460,6 +463,7 @@ def check_case(path, base, must_fail, marker=None):
     return result
 
 
+@pytest.mark.slow
 @fuzz("bytes")
 @given(st.data())
 def test_byte_mutations_of_checkpoints(bases, data):
@@ -475,6 +479,7 @@ def test_byte_mutations_of_checkpoints(bases, data):
             assert same_content(result, base["ckpt"]), "a damaged checkpoint loaded with other content"
 
 
+@pytest.mark.slow
 @fuzz("arrays")
 @given(st.data())
 def test_array_mutations_of_checkpoints(bases, data):
