@@ -80,8 +80,8 @@ def test_multiplicative_with_unit_multipliers_is_the_plain_cell(cell, layers):
     assert a.loss == b.loss
     for name, g in a.grads.items():
         assert np.array_equal(g, b.grads[name]), name
-    for sa, sb in zip(a.state + a.dstate0, b.state + b.dstate0):
-        assert all(np.array_equal(x, y) for x, y in zip(sa, sb))
+    for sa, sb in zip(a.state + a.dstate0, b.state + b.dstate0, strict=False):
+        assert all(np.array_equal(x, y) for x, y in zip(sa, sb, strict=False))
     for layer in range(layers):
         assert np.abs(b.grads[M.pname("bm", layer)]).max() > 1e-3
         assert np.abs(b.grads[M.pname("Wmx", layer)]).max() > 1e-3
@@ -105,7 +105,7 @@ def test_float32_stays_float32_and_saturation_raises_no_warning(cell, multiplica
         result = M.loss_and_grads(params, spec, X, X, state0)
     for name, g in result.grads.items():
         assert g.dtype == np.float32, f"grad {name} is {g.dtype}, expected float32"
-    for layer, (s, ds) in enumerate(zip(result.state, result.dstate0)):
+    for layer, (s, ds) in enumerate(zip(result.state, result.dstate0, strict=False)):
         for a in s + ds:
             assert a.dtype == np.float32, f"layer {layer} state is {a.dtype}"
         assert all(np.isfinite(a).all() for a in s + ds)
@@ -146,7 +146,7 @@ def _compare(spec, ours, loss, grads, dstate0):
     for name, ref in grads.items():
         assert_close(ours.grads[name], ref, f"grad {name}")
     for layer in range(spec.layers):
-        for name, a, ref in zip(spec.module.STATE, ours.dstate0[layer], dstate0[layer]):
+        for name, a, ref in zip(spec.module.STATE, ours.dstate0[layer], dstate0[layer], strict=False):
             assert_close(a, ref, f"dstate0 layer {layer} {name}")
 
 

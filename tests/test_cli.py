@@ -10,8 +10,9 @@ import time
 
 import numpy as np
 import pytest
-from charrnn import checkpoint as ckpt_io
 from conftest import CONFIGS, CORPUS, ROOT, one_line_error, run, small_config
+
+from charrnn import checkpoint as ckpt_io
 
 SMOKE = os.path.join(CONFIGS, "smoke.yaml")
 
@@ -75,8 +76,8 @@ def test_resume_is_bitwise_exact(tmp_path, write_config, extra):
         assert np.array_equal(a.run.params[k], b.run.params[k]), k
     for k in a.run.opt_state:
         assert np.array_equal(a.run.opt_state[k], b.run.opt_state[k]), k
-    for sa, sb in zip(a.run.state, b.run.state):
-        assert all(np.array_equal(x, y) for x, y in zip(sa, sb))
+    for sa, sb in zip(a.run.state, b.run.state, strict=False):
+        assert all(np.array_equal(x, y) for x, y in zip(sa, sb, strict=False))
     assert (a.run.position, a.run.smooth_loss, a.run.rng.bit_generator.state) == (b.run.position, b.run.smooth_loss, b.run.rng.bit_generator.state)
     assert read_metrics(whole / "metrics.jsonl") == read_metrics(half / "metrics.jsonl")
 

@@ -8,13 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import CORPUS, ROOT, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charrnn import corpus as CO
 from charrnn import data as D
 from charrnn.errors import CharrnnError, UsageError
-from conftest import CORPUS, ROOT, run
 
 # 1-, 2-, 3- and 4-byte characters, so that every small chunk size cuts some of them.
 UNICODE = "Ab é ü ß — “quoted” 春眠不觉晓 🙂🌍 x\n" * 7
@@ -103,7 +103,7 @@ def test_a_vocabulary_beyond_65536_characters_takes_uint32(tmp_path):
 
 
 def test_invalid_utf8_names_the_file_and_the_absolute_byte_offset(tmp_path):
-    good = "héllo wörld 春 ".encode("utf-8") * 20
+    good = "héllo wörld 春 ".encode() * 20
     cases = {
         "bad start byte": good + b"\xff" + good,
         "bad continuation": good + b"\xe6\x98" + b"x" + good,
@@ -126,7 +126,7 @@ def test_invalid_utf8_names_the_file_and_the_absolute_byte_offset(tmp_path):
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 7, CO.CHUNK])
 def test_errors_replace_gives_what_decoding_the_whole_file_gives(tmp_path, chunk_size):
-    raw = "ok é ".encode() + b"\xff\xfe" + "春".encode()[:2] + b"abc" + "🙂".encode()[:3] + " end".encode() + b"\xe6"
+    raw = "ok é ".encode() + b"\xff\xfe" + "春".encode()[:2] + b"abc" + "🙂".encode()[:3] + b" end" + b"\xe6"
     path = tmp_path / "r.txt"
     path.write_bytes(raw)
     got = symbols_of(path, chunk_size, errors="replace")

@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import CORPUS, ROOT, run
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import distributed
-from conftest import CORPUS, ROOT, run
 
 try:
     import mpi4py  # noqa: F401
@@ -141,8 +141,8 @@ def compare_runs(dir_a, dir_b, first_step=0):
     ma = [m for m in lines(dir_a / "metrics.jsonl") if m["step"] > first_step]
     mb = [m for m in lines(dir_b / "metrics.jsonl") if m["step"] > first_step]
     assert [(m["step"], sorted(m)) for m in ma] == [(m["step"], sorted(m)) for m in mb]
-    loss = max((abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(ma, mb) if "loss" in x), default=0.0)
-    val = max((abs(x["val_loss"] - y["val_loss"]) / abs(y["val_loss"]) for x, y in zip(ma, mb) if "val_loss" in x),
+    loss = max((abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(ma, mb, strict=False) if "loss" in x), default=0.0)
+    val = max((abs(x["val_loss"] - y["val_loss"]) / abs(y["val_loss"]) for x, y in zip(ma, mb, strict=False) if "val_loss" in x),
               default=0.0)
     with np.load(dir_a / "ckpt.npz") as za, np.load(dir_b / "ckpt.npz") as zb:
         assert sorted(za.files) == sorted(zb.files)

@@ -213,12 +213,12 @@ def test_two_chunks_with_carried_state_equal_one_long_chunk(cell, layers, dropou
         zip(
             _hidden_states(cache_full, 2 * T, B),
             _hidden_states(cache_a, T, B),
-            _hidden_states(cache_b, T, B),
+            _hidden_states(cache_b, T, B), strict=False,
         )
     ):
         assert_close(np.concatenate([a, b]), full, f"layer {layer} hidden states", 1e-12)
     for layer in range(layers):
-        for name, ours, ref in zip(spec.module.STATE, state_end[layer], state_full[layer]):
+        for name, ours, ref in zip(spec.module.STATE, state_end[layer], state_full[layer], strict=False):
             assert_close(ours, ref, f"final state layer {layer} {name}", 1e-12)
 
     # Loss and gradients: with the second chunk's dstate0 fed into the first chunk's
@@ -234,7 +234,7 @@ def test_two_chunks_with_carried_state_equal_one_long_chunk(cell, layers, dropou
     for name, g in full.grads.items():
         assert_close(a.grads[name] + b.grads[name], g, f"grad {name}", 1e-10)
     for layer in range(layers):
-        for name, ours, ref in zip(spec.module.STATE, a.dstate0[layer], full.dstate0[layer]):
+        for name, ours, ref in zip(spec.module.STATE, a.dstate0[layer], full.dstate0[layer], strict=False):
             assert_close(ours, ref, f"dstate0 layer {layer} {name}", 1e-10)
 
     # loss_only (evaluation) carries the state the same way, and gives the same loss and state.
