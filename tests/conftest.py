@@ -13,7 +13,8 @@ CORPUS = os.path.join(ROOT, "data", "shakespeare_tiny.txt")
 def first_chars(tmp_path, chars, name="c.txt"):
     """The bundled text's first ``chars`` characters, written to tmp_path/name."""
     path = tmp_path / name
-    path.write_text(open(CORPUS, encoding="utf-8").read(chars), encoding="utf-8")
+    with open(CORPUS, encoding="utf-8") as f:
+        path.write_text(f.read(chars), encoding="utf-8")
     return path
 
 

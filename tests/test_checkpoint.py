@@ -25,6 +25,8 @@ from charrnn.errors import CharrnnError
 SMOKE = os.path.join(CONFIGS, "smoke.yaml")
 LAYOUTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "checkpoints")
 TINY = os.path.join(LAYOUTS, "tiny.txt")
+with open(TINY, "rb") as f:
+    TINY_BYTES = f.read()
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +185,7 @@ def moved(tmp_path, version):
     """A copy of layout ``version``'s checkpoint whose stored data.path is a copy of tiny.txt
     (the path it was made with is gone): as if the run and its corpus had moved."""
     text = tmp_path / "tiny.txt"
-    text.write_bytes(open(TINY, "rb").read())
+    text.write_bytes(TINY_BYTES)
     arrays = arrays_of(layout_file(version))
     cfg = json.loads(str(arrays["config"]))
     cfg["data"]["path"] = str(text)
@@ -203,7 +205,7 @@ def test_each_format_version_loads_with_the_defaults_it_implies(version):
     counter = json.loads(str(arrays["rng"]))["bit_generator"] == "charrnn.CounterRNG"
     assert ckpt_io.layout(str(path), arrays, counter) == version
     ck = ckpt_io.load(str(path))
-    text = open(TINY, encoding="utf-8").read()
+    text = TINY_BYTES.decode("utf-8")
     assert "".join(map(chr, ck.vocab)) == "".join(sorted(set(text))) and len(ck.vocab) == 10
     assert ck.config.model.hidden_size == 4 and ck.run.params["Whh"].shape == (4, 4)
     assert ck.unit == "chars" and ck.run.step == 2
@@ -214,7 +216,7 @@ def test_each_format_version_loads_with_the_defaults_it_implies(version):
         assert ("unit" in arrays) == (version == 2)
     else:
         assert ck.corpus["bytes"] == os.path.getsize(TINY)
-        assert ck.corpus["sha256"] == hashlib.sha256(open(TINY, "rb").read()).hexdigest()
+        assert ck.corpus["sha256"] == hashlib.sha256(TINY_BYTES).hexdigest()
         assert math.isfinite(ck.run.first_loss) and ck.run.loss_steps == 0  # (log_every 1: an empty window)
     assert isinstance(ck.run.rng, device.CounterRNG) == (version == 4)
 
@@ -224,7 +226,7 @@ def test_each_format_version_samples_and_resumes(tmp_path, version):
     path = moved(tmp_path, version)
     r = run("sample", "--checkpoint", path, "-n", 40, "--seed", 1)
     assert r.exit_code == 0, r.output
-    assert len(r.stdout.rstrip("\n")) >= 30 and set(r.stdout) <= set(open(TINY, encoding="utf-8").read())
+    assert len(r.stdout.rstrip("\n")) >= 30 and set(r.stdout) <= set(TINY_BYTES.decode("utf-8"))
     r = run("train", "--resume", path, "-q", "--steps", 4)
     assert r.exit_code == 0, r.output
     assert r.stderr.count("does not record its corpus") == (1 if version < 3 else 0), r.stderr
