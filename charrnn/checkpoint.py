@@ -25,6 +25,24 @@ Keys (docs/checkpoints.md has the full table):
 - ``corpus``: what the run was trained on, as JSON: ``corpus.py``'s identity record (``kind``,
   ``path``, ``unit``, ``chars``, ``bytes``, ``sha256``; absent in older checkpoints), so that
   ``--resume`` can refuse a changed corpus
+
+Format versions (``format_version``; docs/checkpoints.md, "Format versions", says which commit
+wrote each). Every layout is still read, with the defaults its missing keys imply:
+
+1. the first layout read today (cc907c0, the validation split): no ``unit`` (so ``chars``), no
+   ``corpus`` (``None``: ``--resume`` warns that it cannot check the text), no ``first_loss``,
+   ``loss_sum``, ``loss_steps`` (``LATER_SCALARS``)
+2. adds ``unit`` (0464c76, ``charrnn prepare`` and corpora of bytes)
+3. adds ``first_loss``, ``loss_sum``, ``loss_steps`` and ``corpus`` (480cbf7, the divergence rule
+   and the corpus identity), always all four
+4. the same keys; ``rng`` may also be a GPU run's ``charrnn.CounterRNG`` state (b9bc590), which a
+   reader of 3 cannot resume
+
+charrnn wrote ``format_version`` 1 whatever the layout until the layouts were numbered, so a
+file that declares 1 is the layout its keys show (they must be exactly one layout's keys, and a
+``CounterRNG`` state makes it 4). A file that declares 2 or more must have exactly its layout's
+keys. A version above ``FORMAT_VERSION`` is refused with a message to upgrade charrnn; a key of a
+later layout, or a missing key of the declared one, is a one-line "damaged checkpoint" error.
 """
 
 import contextlib
@@ -47,11 +65,22 @@ from charrnn.errors import CharrnnError, UsageError
 from charrnn.model import ModelSpec, param_shapes
 from charrnn.runstate import RunState
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 4  # the layout this charrnn writes (the module docstring lists them all)
 SCALARS = ("step", "position", "epoch", "smooth_loss", "elapsed_s", "val_loss", "best_val_loss", "evals_since_best",
            "first_loss", "loss_sum", "loss_steps")
-# Scalars added after format 1 was first written: a checkpoint without them loads with these.
+# Scalars that layouts 1 and 2 lack: a checkpoint of those layouts loads with these.
 LATER_SCALARS = {"first_loss": float("nan"), "loss_sum": 0.0, "loss_steps": 0}
+# The keys each layout added to the one before (besides these, every layout has the parameters,
+# the optimizer state, ema.* and the carried state that its stored config implies). Layout 4
+# added no key: its rng may be a CounterRNG's state.
+ADDED = {
+    1: ("format_version", "config", "rng", "vocab", "step", "position", "epoch", "smooth_loss", "elapsed_s",
+        "val_loss", "best_val_loss", "evals_since_best"),
+    2: ("unit",),
+    3: ("first_loss", "loss_sum", "loss_steps", "corpus"),
+    4: (),
+}
+COUNTER_RNG_SINCE = 4  # the first layout whose rng may be a charrnn.CounterRNG (a GPU run)
 
 
 @dataclass
@@ -62,7 +91,7 @@ class Checkpoint:
     vocab: np.ndarray  # (V,) int32 code points
     config: C.Config
     spec: ModelSpec
-    corpus: Optional[dict] = None  # the corpus's identity record (corpus.py; None: not recorded)
+    corpus: dict | None = None  # the corpus's identity record (corpus.py; None: not recorded)
     unit: str = "chars"  # the vocabulary's symbols: "chars" (code points) or "bytes" (byte values)
 
 
@@ -127,22 +156,25 @@ def atomic_write(path, write, hold=None):
 
 
 def save(path, ck, hold=None):
-    """Write checkpoint ``ck`` to ``path`` atomically (``hold``: as ``atomic_write`` takes it)."""
+    """Write checkpoint ``ck`` to ``path`` atomically, in the newest layout (``FORMAT_VERSION``),
+    which records the corpus: ``ck.corpus`` must be its identity record. ``hold``: as
+    ``atomic_write`` takes it."""
+    if ck.corpus is None:
+        raise ValueError(f"format version {FORMAT_VERSION} records the corpus: Checkpoint.corpus is None")
     run = ck.run
     arrays = dict(run.params)
     arrays.update({f"optim.{k}": v for k, v in run.opt_state.items()})
     if run.ema is not None:
         arrays.update({f"ema.{k}": v for k, v in run.ema.items()})
     for layer, arrs in enumerate(run.state):
-        for name, a in zip(ck.spec.module.STATE, arrs):
+        for name, a in zip(ck.spec.module.STATE, arrs, strict=True):
             arrays[f"state.{layer}.{name}"] = a
     arrays["vocab"] = np.asarray(ck.vocab, dtype=np.int32)
     arrays["unit"] = np.array(ck.unit)
     arrays["config"] = np.array(json.dumps(C.to_dict(ck.config)))
     arrays["rng"] = np.array(json.dumps(generator_state(run.rng)))
     arrays["format_version"] = np.int64(FORMAT_VERSION)
-    if ck.corpus is not None:
-        arrays["corpus"] = np.array(json.dumps(ck.corpus))
+    arrays["corpus"] = np.array(json.dumps(ck.corpus))
     for k in SCALARS:
         arrays[k] = np.array(getattr(run, k))
     atomic_write(path, lambda f: np.savez(f, **arrays), hold)
@@ -241,12 +273,9 @@ def load(path):
             raise CharrnnError(f"{path}: not a charrnn checkpoint (no '{key}' array)")
         return z[key]
 
-    version = need("format_version")
-    if version.shape != () or version.dtype.kind not in "iu":
-        raise CharrnnError(f"{path}: damaged checkpoint: 'format_version' must be an integer scalar")
-    if int(version) != FORMAT_VERSION:
-        raise CharrnnError(f"{path}: checkpoint format version {int(version)} is not supported (expected {FORMAT_VERSION})")
+    _declared(path, need("format_version"))  # first: a newer file may differ in anything else
     raw_config, rng_state = _json(path, need("config"), "config"), _json(path, need("rng"), "rng")
+    version = layout(path, z, isinstance(rng_state, dict) and rng_state.get("bit_generator") == "charrnn.CounterRNG")
     try:
         cfg = C.from_dict(raw_config, f"{path} (stored config)")
     except UsageError as e:
@@ -256,15 +285,17 @@ def load(path):
     try:  # the generator must accept the state, or resuming would fail half-way in
         rng = generator(rng_state)
     except (TypeError, ValueError, KeyError, OverflowError) as e:
-        raise CharrnnError(f"{path}: damaged checkpoint: 'rng' is not a random generator state ({_one_line(e)})") from None
+        raise CharrnnError(f"{path}: damaged checkpoint: 'rng' is not a random generator state "
+                           f"({_one_line(e)})") from None
     vocab = need("vocab")
     if vocab.ndim != 1 or vocab.dtype != np.int32 or len(vocab) < 1 or np.any(np.diff(vocab) <= 0):
         raise CharrnnError(f"{path}: damaged checkpoint: 'vocab' must be sorted distinct int32 code points")
     if vocab[0] < 0 or vocab[-1] > 0x10FFFF or np.any((vocab >= 0xD800) & (vocab <= 0xDFFF)):
         raise CharrnnError(f"{path}: damaged checkpoint: 'vocab' holds values that are not Unicode characters")
-    unit = _text(path, z["unit"], "unit") if "unit" in z else "chars"  # written since corpora could be bytes
+    unit = _text(path, z["unit"], "unit") if version >= 2 else "chars"  # written since corpora could be bytes
     if unit not in ("chars", "bytes") or (unit == "bytes" and (vocab[0] < 0 or vocab[-1] > 255)):
-        raise CharrnnError(f"{path}: damaged checkpoint: 'unit' {_one_line(unit)!r} with code points {vocab[0]}..{vocab[-1]}")
+        raise CharrnnError(f"{path}: damaged checkpoint: 'unit' {_one_line(unit)!r} "
+                           f"with code points {vocab[0]}..{vocab[-1]}")
     spec = ModelSpec.of(cfg.model, len(vocab))
     dtype = np.dtype(cfg.model.dtype)
 
@@ -288,9 +319,55 @@ def load(path):
         tuple(checked(f"state.{layer}.{name}", state_shape) for name in spec.module.STATE)
         for layer in range(spec.layers)
     ]
-    scalars = {k: LATER_SCALARS[k] if k in LATER_SCALARS and k not in z else _scalar(path, k, need(k))
+    scalars = {k: LATER_SCALARS[k] if k in LATER_SCALARS and version < 3 else _scalar(path, k, need(k))
                for k in SCALARS}
-    return Checkpoint(RunState(params, optim_state, ema, state, rng, **scalars), vocab, cfg, spec, _corpus(path, z), unit)
+    run = RunState(params, optim_state, ema, state, rng, **scalars)
+    return Checkpoint(run, vocab, cfg, spec, _corpus(path, z), unit)
+
+
+def _declared(path, a):
+    """The format version that the array ``a`` (``format_version``) declares, if this charrnn reads it."""
+    if a.shape != () or a.dtype.kind not in "iu":
+        raise CharrnnError(f"{path}: damaged checkpoint: 'format_version' must be an integer scalar")
+    declared = int(a)
+    if declared > FORMAT_VERSION:
+        raise CharrnnError(f"{path}: checkpoint format version {declared} is newer than this charrnn reads "
+                           f"(1 to {FORMAT_VERSION}): upgrade charrnn to load it")
+    if declared < 1:
+        raise CharrnnError(f"{path}: damaged checkpoint: format version {declared} (versions start at 1)")
+    return declared
+
+
+def layout(path, z, counter_rng=False):
+    """The layout (1 to ``FORMAT_VERSION``) of the arrays ``z`` of the checkpoint at ``path``,
+    whose rng is a ``CounterRNG``'s state if ``counter_rng``: its declared ``format_version``, or
+    for a file that declares 1 (what charrnn wrote before the layouts were numbered), the layout
+    its keys show. Raises CharrnnError (one line) for a version this charrnn does not know, or
+    for keys that are not exactly the layout's."""
+    declared = _declared(path, z["format_version"])
+    # (a missing key of layout 1 is reported by load: such a file is not a charrnn checkpoint)
+    added_in = {key: v for v, keys in ADDED.items() if v > 1 for key in keys}
+    later = sorted((v, key) for key, v in added_in.items() if key in z)
+    if declared == 1:  # the layout its keys show: the newest key present (a CounterRNG: layout 4)
+        version = max([later[-1][0] if later else 1] + ([COUNTER_RNG_SINCE] if counter_rng else []))
+        for key, v in added_in.items():
+            if v <= version and key not in z:
+                evidence = "a CounterRNG 'rng'" if version == COUNTER_RNG_SINCE and counter_rng else f"'{later[-1][1]}'"
+                raise CharrnnError(f"{path}: damaged checkpoint: it has {evidence} (format version {version}) "
+                                   f"but no '{key}', which charrnn wrote with it")
+        return version
+    for key, v in added_in.items():
+        if v <= declared and key not in z:
+            raise CharrnnError(f"{path}: damaged checkpoint: no '{key}', which format version {declared} has")
+    for v, key in later:
+        if v > declared:
+            raise CharrnnError(f"{path}: damaged checkpoint: it has '{key}', which format version {declared} "
+                               f"does not have (format version {v} added it)")
+    if counter_rng and declared < COUNTER_RNG_SINCE:
+        raise CharrnnError(f"{path}: damaged checkpoint: its 'rng' is a GPU run's generator (charrnn.CounterRNG), "
+                           f"which format version {declared} does not have "
+                           f"(format version {COUNTER_RNG_SINCE} added it)")
+    return declared
 
 
 def _text(path, a, key):
@@ -345,7 +422,8 @@ def _scalar(path, key, a):
     if a.shape != () or a.dtype.kind != "f":
         raise CharrnnError(f"{path}: damaged checkpoint: '{key}' must be a floating-point scalar")
     v = float(a)
-    allowed = math.isfinite(v) or (MAY_BE.get(key) == "nan" and math.isnan(v)) or (MAY_BE.get(key) == "inf" and v == math.inf)
+    may_be = MAY_BE.get(key)
+    allowed = math.isfinite(v) or (may_be == "nan" and math.isnan(v)) or (may_be == "inf" and v == math.inf)
     if not allowed or (key == "elapsed_s" and v < 0):
         raise CharrnnError(f"{path}: damaged checkpoint: '{key}' is {v}")
     return v

@@ -10,6 +10,27 @@ CONFIGS = os.path.join(ROOT, "configs")
 CORPUS = os.path.join(ROOT, "data", "shakespeare_tiny.txt")
 
 
+def first_chars(tmp_path, chars, name="c.txt"):
+    """The bundled text's first ``chars`` characters, written to tmp_path/name."""
+    path = tmp_path / name
+    with open(CORPUS, encoding="utf-8") as f:
+        path.write_text(f.read(chars), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """A corpus of the bundled text's first 4,000 characters (tmp_path/c.txt)."""
+    return first_chars(tmp_path, 4000)
+
+
+@pytest.fixture
+def corpus_2000(tmp_path):
+    """A corpus of its first 2,000 characters (tmp_path/c.txt): the MPI tests' 4 streams of 450
+    training characters."""
+    return first_chars(tmp_path, 2000)
+
+
 @pytest.fixture
 def write_config(tmp_path):
     """Write a YAML config into tmp_path and return its path."""

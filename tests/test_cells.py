@@ -2,12 +2,12 @@
 
 - numeric gradient checks (float64) for 1 and 2 layers, with and without dropout, plain
   and with multiplicative integration;
-- carried state: two chunks of T with the state carried equal one chunk of 2T, forward
-  and, with the carried gradient fed back, backward;
 - cross-checks against PyTorch autograd: ``nn.RNN`` and ``nn.LSTM`` with our weights
   copied in, and the seed's GRU written by hand with torch operations.
 
-Sizes are small (V=7, H=5) so the whole file runs in a few seconds.
+Sizes are small (V=7, H=5) so the whole file runs in a few seconds. The model's own
+behaviour (carried state, the loss's averaging, shapes, initialisation, dropout masks) is
+tested in test_model.py.
 """
 
 import numpy as np
@@ -57,66 +57,6 @@ def test_gradients_match_finite_differences(cell, layers, dropout, multiplicativ
     )
 
 
-# ---------------------------------------------------------------- carried state
-
-
-def _hidden_states(cache, T, B):
-    """Every layer's output as (T, B, H) arrays, from the model's cache."""
-    return [x for x in cache.layer_inputs] + [cache.top.reshape(T, B, -1)]
-
-
-@pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-@pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", CELL_NAMES)
-def test_two_chunks_with_carried_state_equal_one_long_chunk(cell, layers, dropout, multiplicative):
-    T, B = 4, 3
-    spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative)
-    params, X, Y, state0 = random_problem(spec, 2 * T, B, seed=1)
-    masks = (
-        M.dropout_masks(spec, (2 * T, B, H), np.random.default_rng(2), np.float64)
-        if dropout
-        else None
-    )
-
-    def chunk(masks, part):
-        return None if masks is None else [m[part] for m in masks]
-
-    first, second = slice(0, T), slice(T, 2 * T)
-
-    # Forward: hidden states of every layer, final state, loss.
-    logits, state_full, cache_full = M.forward(params, spec, X, state0, masks)
-    _, state_mid, cache_a = M.forward(params, spec, X[first], state0, chunk(masks, first))
-    _, state_end, cache_b = M.forward(params, spec, X[second], state_mid, chunk(masks, second))
-    for layer, (full, a, b) in enumerate(
-        zip(
-            _hidden_states(cache_full, 2 * T, B),
-            _hidden_states(cache_a, T, B),
-            _hidden_states(cache_b, T, B),
-        )
-    ):
-        assert_close(np.concatenate([a, b]), full, f"layer {layer} hidden states", 1e-12)
-    for layer in range(layers):
-        for name, ours, ref in zip(spec.module.STATE, state_end[layer], state_full[layer]):
-            assert_close(ours, ref, f"final state layer {layer} {name}", 1e-12)
-
-    # Loss and gradients: with the second chunk's dstate0 fed into the first chunk's
-    # backward, the sum of the chunks' gradients is the full 2T gradient.
-    full = M.loss_and_grads(params, spec, X, Y, state0, masks)
-    b = M.loss_and_grads(params, spec, X[second], Y[second], state_mid, chunk(masks, second))
-    a = M.loss_and_grads(
-        params, spec, X[first], Y[first], state0, chunk(masks, first), dstate=b.dstate0
-    )
-    assert abs(a.loss + b.loss - full.loss) <= 1e-12 * abs(full.loss), (
-        f"loss: chunks {a.loss} + {b.loss} = {a.loss + b.loss}, one chunk {full.loss}"
-    )
-    for name, g in full.grads.items():
-        assert_close(a.grads[name] + b.grads[name], g, f"grad {name}", 1e-10)
-    for layer in range(layers):
-        for name, ours, ref in zip(spec.module.STATE, a.dstate0[layer], full.dstate0[layer]):
-            assert_close(ours, ref, f"dstate0 layer {layer} {name}", 1e-10)
-
-
 # ---------------------------------------------------------------- multiplicative integration
 
 
@@ -140,21 +80,11 @@ def test_multiplicative_with_unit_multipliers_is_the_plain_cell(cell, layers):
     assert a.loss == b.loss
     for name, g in a.grads.items():
         assert np.array_equal(g, b.grads[name]), name
-    for sa, sb in zip(a.state + a.dstate0, b.state + b.dstate0):
-        assert all(np.array_equal(x, y) for x, y in zip(sa, sb))
+    for sa, sb in zip(a.state + a.dstate0, b.state + b.dstate0, strict=False):
+        assert all(np.array_equal(x, y) for x, y in zip(sa, sb, strict=False))
     for layer in range(layers):
         assert np.abs(b.grads[M.pname("bm", layer)]).max() > 1e-3
         assert np.abs(b.grads[M.pname("Wmx", layer)]).max() > 1e-3
-
-
-def test_multiplicative_model_starts_with_unit_multiplier_biases():
-    spec = M.ModelSpec("gru", V, H, 2, 0.0, True)
-    params = M.init_params(spec, np.random.default_rng(0), np.float32, std=0.05)
-    for layer in range(2):
-        assert np.array_equal(params[M.pname("bm", layer)], np.ones(3 * H, np.float32))
-        assert params[M.pname("bh", layer)].max() == 0
-        w = params[M.pname("Wmx", layer)]
-        assert w.dtype == np.float32 and 0.03 < w.std() < 0.07
 
 
 # ---------------------------------------------------------------- dtype and numerics
@@ -175,7 +105,7 @@ def test_float32_stays_float32_and_saturation_raises_no_warning(cell, multiplica
         result = M.loss_and_grads(params, spec, X, X, state0)
     for name, g in result.grads.items():
         assert g.dtype == np.float32, f"grad {name} is {g.dtype}, expected float32"
-    for layer, (s, ds) in enumerate(zip(result.state, result.dstate0)):
+    for layer, (s, ds) in enumerate(zip(result.state, result.dstate0, strict=False)):
         for a in s + ds:
             assert a.dtype == np.float32, f"layer {layer} state is {a.dtype}"
         assert all(np.isfinite(a).all() for a in s + ds)
@@ -188,20 +118,6 @@ def test_lstm_forget_bias_starts_at_one():
         i, f, g, o = params[name].reshape(4, H)
         assert (f == 1).all(), f"{name} forget block {f}, expected ones"
         assert not i.any() and not g.any() and not o.any(), f"{name}: other blocks not zero"
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_dropout_masks_are_inverted_dropout_in_the_model_dtype(dtype):
-    p = 0.2
-    spec = M.ModelSpec("gru", V, 64, layers=2, dropout=p)
-    masks = M.dropout_masks(spec, (50, 40, 64), np.random.default_rng(0), dtype)
-    assert len(masks) == 2 and not np.array_equal(masks[0], masks[1])
-    for m in masks:
-        assert m.dtype == dtype and m.shape == (50, 40, 64)
-        kept = m != 0
-        # kept units are scaled by 1/(1-p), so the expected activation is unchanged
-        np.testing.assert_allclose(m[kept], dtype(1 / (1 - p)), rtol=1e-6)
-        assert abs((~kept).mean() - p) < 0.01, f"dropped {(~kept).mean():.4f}, expected {p}"
 
 
 # ---------------------------------------------------------------- PyTorch cross-checks
@@ -230,7 +146,7 @@ def _compare(spec, ours, loss, grads, dstate0):
     for name, ref in grads.items():
         assert_close(ours.grads[name], ref, f"grad {name}")
     for layer in range(spec.layers):
-        for name, a, ref in zip(spec.module.STATE, ours.dstate0[layer], dstate0[layer]):
+        for name, a, ref in zip(spec.module.STATE, ours.dstate0[layer], dstate0[layer], strict=False):
             assert_close(a, ref, f"dstate0 layer {layer} {name}")
 
 

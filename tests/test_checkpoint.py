@@ -1,23 +1,32 @@
-"""checkpoint.load against crafted damage: each way a file can lie, refused in one line.
+"""checkpoint.load against crafted damage: each way a file can lie, refused in one line; and
+the checkpoints of every format version (tests/data/checkpoints, written by the charrnn of each:
+see make.py there), read with the defaults each implies, sampled and resumed.
 
 The random mutations of test_fuzz.py rarely build these (a header that declares a huge
 shape, a zip bomb, a pickle in an array header); here each is built on purpose.
 """
 
+import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import zipfile
 
 import numpy as np
 import pytest
-
-from charrnn import checkpoint as ckpt_io
-from charrnn.errors import CharrnnError
 from conftest import CONFIGS, Payload, one_line_error, run
 
+from charrnn import checkpoint as ckpt_io
+from charrnn import device
+from charrnn.errors import CharrnnError
+
 SMOKE = os.path.join(CONFIGS, "smoke.yaml")
+LAYOUTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "checkpoints")
+TINY = os.path.join(LAYOUTS, "tiny.txt")
+with open(TINY, "rb") as f:
+    TINY_BYTES = f.read()
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +138,8 @@ def test_a_pickle_in_an_array_header_is_never_executed(good, tmp_path):
         ("rng", json.dumps({"bit_generator": "MT19937"}), "'rng' is not a random generator state"),
         ("rng", json.dumps([1, 2]), "'rng' is not a random generator state"),
         ("format_version", np.float64(1.0), "'format_version' must be an integer scalar"),
-        ("format_version", np.int64(7), "format version 7 is not supported"),
+        ("format_version", np.int64(7), "format version 7 is newer than this charrnn reads (1 to 4): upgrade charrnn"),
+        ("format_version", np.int64(0), "damaged checkpoint: format version 0 (versions start at 1)"),
         ("step", np.int64(-1), "'step' must be an integer scalar ≥ 0"),
         ("position", np.bool_(True), "'position' must be an integer scalar ≥ 0"),
         ("epoch", np.float64(2.0), "'epoch' must be an integer scalar ≥ 0"),
@@ -165,3 +175,120 @@ def test_values_a_checkpoint_may_hold_still_load(good, tmp_path):
     np.savez(tmp_path / "ok.npz", **arrays)
     ck = ckpt_io.load(str(tmp_path / "ok.npz"))
     assert (ck.run.step, ck.run.smooth_loss, ck.run.best_val_loss) == (3, 4.0, np.inf) and np.isnan(ck.run.val_loss)
+
+
+def layout_file(version):
+    return os.path.join(LAYOUTS, f"v{version}.npz")
+
+
+def moved(tmp_path, version):
+    """A copy of layout ``version``'s checkpoint whose stored data.path is a copy of tiny.txt
+    (the path it was made with is gone): as if the run and its corpus had moved."""
+    text = tmp_path / "tiny.txt"
+    text.write_bytes(TINY_BYTES)
+    arrays = arrays_of(layout_file(version))
+    cfg = json.loads(str(arrays["config"]))
+    cfg["data"]["path"] = str(text)
+    arrays["config"] = np.array(json.dumps(cfg))
+    (tmp_path / "run").mkdir()
+    path = tmp_path / "run" / "ckpt.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_each_format_version_loads_with_the_defaults_it_implies(version):
+    path = layout_file(version)
+    arrays = arrays_of(path)
+    # layouts 1-3 were written by the old charrnn, which declared 1 whatever the layout
+    assert int(arrays["format_version"]) == (4 if version == 4 else 1)
+    counter = json.loads(str(arrays["rng"]))["bit_generator"] == "charrnn.CounterRNG"
+    assert ckpt_io.layout(str(path), arrays, counter) == version
+    ck = ckpt_io.load(str(path))
+    text = TINY_BYTES.decode("utf-8")
+    assert "".join(map(chr, ck.vocab)) == "".join(sorted(set(text))) and len(ck.vocab) == 10
+    assert ck.config.model.hidden_size == 4 and ck.run.params["Whh"].shape == (4, 4)
+    assert ck.unit == "chars" and ck.run.step == 2
+    assert np.isfinite(ck.run.val_loss) and ck.run.best_val_loss == ck.run.val_loss
+    if version < 3:  # no corpus record, and the divergence rule's scalars at their defaults
+        assert ck.corpus is None
+        assert math.isnan(ck.run.first_loss) and (ck.run.loss_sum, ck.run.loss_steps) == (0.0, 0)
+        assert ("unit" in arrays) == (version == 2)
+    else:
+        assert ck.corpus["bytes"] == os.path.getsize(TINY)
+        assert ck.corpus["sha256"] == hashlib.sha256(TINY_BYTES).hexdigest()
+        assert math.isfinite(ck.run.first_loss) and ck.run.loss_steps == 0  # (log_every 1: an empty window)
+    assert isinstance(ck.run.rng, device.CounterRNG) == (version == 4)
+
+
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
+def test_each_format_version_samples_and_resumes(tmp_path, version):
+    path = moved(tmp_path, version)
+    r = run("sample", "--checkpoint", path, "-n", 40, "--seed", 1)
+    assert r.exit_code == 0, r.output
+    assert len(r.stdout.rstrip("\n")) >= 30 and set(r.stdout) <= set(TINY_BYTES.decode("utf-8"))
+    r = run("train", "--resume", path, "-q", "--steps", 4)
+    assert r.exit_code == 0, r.output
+    assert r.stderr.count("does not record its corpus") == (1 if version < 3 else 0), r.stderr
+    arrays = arrays_of(path)  # written again, in the newest layout, with the corpus it now knows
+    assert int(arrays["format_version"]) == ckpt_io.FORMAT_VERSION and "corpus" in arrays and "unit" in arrays
+    ck = ckpt_io.load(str(path))
+    assert ck.run.step == 4 and ck.corpus["bytes"] == os.path.getsize(TINY)
+    assert isinstance(ck.run.rng, device.CounterRNG) == (version == 4)  # a GPU run's generator is kept
+
+
+COUNTER = json.dumps({"bit_generator": "charrnn.CounterRNG", "seed": 5, "draws": 0})
+
+
+@pytest.mark.parametrize(
+    "version, change, fragment",
+    [
+        (4, {"format_version": 5}, "format version 5 is newer than this charrnn reads (1 to 4): upgrade charrnn"),
+        (4, {"format_version": 2}, "damaged checkpoint: it has 'corpus', which format version 2 does not have "
+                                   "(format version 3 added it)"),
+        (2, {"format_version": 3}, "damaged checkpoint: no 'first_loss', which format version 3 has"),
+        (4, {"corpus": None}, "damaged checkpoint: no 'corpus', which format version 4 has"),
+        (4, {"unit": None}, "damaged checkpoint: no 'unit', which format version 4 has"),
+        (4, {"loss_steps": None}, "damaged checkpoint: no 'loss_steps', which format version 4 has"),
+        (4, {"format_version": 3}, "its 'rng' is a GPU run's generator (charrnn.CounterRNG), which format version 3 "
+                                   "does not have (format version 4 added it)"),
+        # declaring 1 (charrnn before the layouts were numbered): the keys must be one layout's
+        (3, {"loss_sum": None}, "damaged checkpoint: it has 'loss_steps' (format version 3) but no 'loss_sum', "
+                                "which charrnn wrote with it"),
+        (1, {"first_loss": np.float64(2.0)}, "it has 'first_loss' (format version 3) but no 'unit'"),
+        (2, {"rng": COUNTER}, "it has a CounterRNG 'rng' (format version 4) but no 'first_loss'"),
+    ],
+)
+def test_keys_that_the_declared_version_lacks_or_does_not_have_are_refused(tmp_path, version, change, fragment):
+    arrays = arrays_of(layout_file(version))
+    for key, value in change.items():
+        if value is None:
+            del arrays[key]
+        else:
+            arrays[key] = np.int64(value) if key == "format_version" else np.array(value)
+    np.savez(tmp_path / "bad.npz", **arrays)
+    refused(tmp_path / "bad.npz", fragment)
+
+
+def test_a_layout_declared_by_its_number_or_as_1_loads_alike(tmp_path):
+    """Layouts 3 and 4 have the same keys: a file of them with NumPy's generator may declare
+    1, 3 or 4; a layout-2 file may declare 1 or 2."""
+    for version, declared in [(4, 1), (4, 3), (2, 2), (1, 1)]:
+        arrays = arrays_of(layout_file(version))
+        arrays["format_version"] = np.int64(declared)
+        if version == 4:
+            arrays["rng"] = np.array(json.dumps(np.random.default_rng(3).bit_generator.state))
+        np.savez(tmp_path / "ok.npz", **arrays)
+        ck = ckpt_io.load(str(tmp_path / "ok.npz"))
+        assert (ck.corpus is None) == (version < 3) and ck.run.step == 2
+
+
+def test_a_checkpoint_is_written_in_the_newest_format_version(good, tmp_path):
+    arrays = arrays_of(good)
+    assert int(arrays["format_version"]) == ckpt_io.FORMAT_VERSION == max(ckpt_io.ADDED)
+    assert all(k in arrays for keys in ckpt_io.ADDED.values() for k in keys)
+    ck = ckpt_io.load(str(good))
+    ck.corpus = None  # the newest version records its corpus: a Checkpoint without one is a bug
+    with pytest.raises(ValueError, match="records the corpus"):
+        ckpt_io.save(str(tmp_path / "c.npz"), ck)
+    assert not os.path.exists(tmp_path / "c.npz")

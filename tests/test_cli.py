@@ -10,8 +10,9 @@ import time
 
 import numpy as np
 import pytest
-from charrnn import checkpoint as ckpt_io
 from conftest import CONFIGS, CORPUS, ROOT, one_line_error, run, small_config
+
+from charrnn import checkpoint as ckpt_io
 
 SMOKE = os.path.join(CONFIGS, "smoke.yaml")
 
@@ -75,8 +76,8 @@ def test_resume_is_bitwise_exact(tmp_path, write_config, extra):
         assert np.array_equal(a.run.params[k], b.run.params[k]), k
     for k in a.run.opt_state:
         assert np.array_equal(a.run.opt_state[k], b.run.opt_state[k]), k
-    for sa, sb in zip(a.run.state, b.run.state):
-        assert all(np.array_equal(x, y) for x, y in zip(sa, sb))
+    for sa, sb in zip(a.run.state, b.run.state, strict=False):
+        assert all(np.array_equal(x, y) for x, y in zip(sa, sb, strict=False))
     assert (a.run.position, a.run.smooth_loss, a.run.rng.bit_generator.state) == (b.run.position, b.run.smooth_loss, b.run.rng.bit_generator.state)
     assert read_metrics(whole / "metrics.jsonl") == read_metrics(half / "metrics.jsonl")
 
@@ -336,9 +337,40 @@ def test_an_unwritable_run_directory_is_a_one_line_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     r = run("train", "--config", SMOKE, "--out", blocker / "run", "-q")
-    one_line_error(r, 1, "run")
+    # the path that could not be made, and why ("run" alone is in every path: it proved nothing)
+    line = one_line_error(r, 1, "cannot create the run directory", "Not a directory")
+    assert line.startswith(f"Error: {blocker / 'run'}: "), line
 
 
 def test_a_model_too_big_for_memory_is_a_one_line_error(tmp_path):
     r = run("train", "--config", SMOKE, "--out", tmp_path / "run", "-q", "--set", "model.hidden_size=1000000000000")
     one_line_error(r, 1, "out of memory", "Unable to allocate")
+
+
+def test_train_data_without_a_config_uses_the_built_in_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    corpus = tmp_path / "mytext.txt"
+    corpus.write_text(open(CORPUS, encoding="utf-8").read(30000), encoding="utf-8")
+    assert run("prepare", corpus, "--out", tmp_path / "prepared", "-q").exit_code == 0
+    for data, name in ((corpus, "mytext"), (tmp_path / "prepared", "prepared"), (tmp_path / "prepared" / "meta.json", "prepared")):
+        r = run("train", "--data", data, "--steps", 2, "-q", "--set", "model.hidden_size=16", "--overwrite")
+        assert r.exit_code == 0, r.output
+        ck = ckpt_io.load(str(tmp_path / "runs" / name / "ckpt.npz"))  # runs/<corpus name>
+        assert ck.config.data.path == str(data) and ck.config.model.hidden_size == 16
+        assert (ck.config.model.cell, ck.config.train.batch_size, ck.config.optim.name) == ("rnn", 32, "adam")
+
+
+def test_train_data_overrides_the_config_path(tmp_path, write_config, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("aaaa bbbb " * 100, encoding="utf-8")
+    b.write_text("cccc dddd " * 100, encoding="utf-8")
+    cfg = small_config(write_config, a, steps=3)
+    assert run("train", "--config", cfg, "--data", "b.txt", "-q").exit_code == 0
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    assert ck.config.data.path == str(b) and "".join(map(chr, ck.vocab)) == " cd"
+    no_path = write_config("model:\n  hidden_size: 8\ntrain:\n  steps: 2\n  batch_size: 2\n  seq_length: 4\n", name="nopath.yaml")
+    assert run("train", "--config", no_path, "--data", b, "-q").exit_code == 0  # --data supplies data.path
+    r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "--data", a)
+    one_line_error(r, 2, "--data")
+    one_line_error(run("train"), 2, "--data PATH", "--config FILE")

@@ -3,16 +3,18 @@ finding files, prepared directories and the identity record."""
 
 import hashlib
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from conftest import CORPUS, ROOT, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charrnn import corpus as CO
 from charrnn import data as D
 from charrnn.errors import CharrnnError, UsageError
-from conftest import CORPUS, ROOT
 
 # 1-, 2-, 3- and 4-byte characters, so that every small chunk size cuts some of them.
 UNICODE = "Ab é ü ß — “quoted” 春眠不觉晓 🙂🌍 x\n" * 7
@@ -101,7 +103,7 @@ def test_a_vocabulary_beyond_65536_characters_takes_uint32(tmp_path):
 
 
 def test_invalid_utf8_names_the_file_and_the_absolute_byte_offset(tmp_path):
-    good = "héllo wörld 春 ".encode("utf-8") * 20
+    good = "héllo wörld 春 ".encode() * 20
     cases = {
         "bad start byte": good + b"\xff" + good,
         "bad continuation": good + b"\xe6\x98" + b"x" + good,
@@ -124,7 +126,7 @@ def test_invalid_utf8_names_the_file_and_the_absolute_byte_offset(tmp_path):
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 7, CO.CHUNK])
 def test_errors_replace_gives_what_decoding_the_whole_file_gives(tmp_path, chunk_size):
-    raw = "ok é ".encode() + b"\xff\xfe" + "春".encode()[:2] + b"abc" + "🙂".encode()[:3] + " end".encode() + b"\xe6"
+    raw = "ok é ".encode() + b"\xff\xfe" + "春".encode()[:2] + b"abc" + "🙂".encode()[:3] + b" end" + b"\xe6"
     path = tmp_path / "r.txt"
     path.write_bytes(raw)
     got = symbols_of(path, chunk_size, errors="replace")
@@ -348,3 +350,36 @@ def test_byte_counts_by_pairs_are_counts():
     for n in (0, 1, 2, 3, 1001, 2 * CO.COUNT_PIECE + 3):
         b = rng.integers(0, 256, n).astype(np.uint8)
         assert np.array_equal(CO._count_bytes(b), np.bincount(b, minlength=256)), n
+
+
+def peak_rss_mb(args, cwd):
+    """Peak resident memory (MB) of `python -m charrnn ARGS` in a fresh process."""
+    wrapper = ("import resource, subprocess, sys\n"
+               "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "charrnn", *map(str, args)],
+                         capture_output=True, text=True, cwd=cwd, env=dict(os.environ, PYTHONPATH=ROOT), check=True)
+    return int(out.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_with_the_corpus_size(tmp_path):
+    """Training from a prepared 30 MB corpus takes about the memory of a tiny one; a 30 MB
+    text file trained directly costs its index array (30 MB) and a little more, not the
+    25 copies of the text that reading it whole made."""
+    text = open(CORPUS, encoding="utf-8").read() * 30  # the 1 MB corpus, 30 times over
+    size = 30_000_000
+    big = tmp_path / "big.txt"
+    big.write_text(text[:size], encoding="utf-8")
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text(text[:100_000], encoding="utf-8")
+    for path in (big, tiny):
+        assert run("prepare", path, "--out", tmp_path / f"{path.stem}.prep", "-q").exit_code == 0
+    train = ["train", "--data", None, "-q", "--steps", "20", "--set", "model.cell=lstm", "--set", "model.hidden_size=64",
+             "--set", "train.eval_every=10", "--set", "train.eval_chars=20000", "--out", None]
+    rss = {}
+    for name in ("tiny.prep", "big.prep", "big.txt"):
+        train[2], train[-1] = tmp_path / name, tmp_path / f"run-{name}"
+        rss[name] = peak_rss_mb(train, tmp_path)
+    assert rss["big.prep"] < rss["tiny.prep"] + 10, rss  # a copy of the corpus would be 30 MB more
+    assert rss["big.txt"] < rss["tiny.prep"] + size / 1e6 + 40, rss  # the index array, uint8, and a few chunks

@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 import pytest
+from conftest import CORPUS, ROOT, run
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import distributed
-from conftest import CORPUS, ROOT, run
 
 try:
     import mpi4py  # noqa: F401
@@ -110,13 +110,6 @@ def error_lines(stderr):
     return [l for l in stderr.splitlines() if l.strip()]
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "c.txt"
-    path.write_text(open(CORPUS, encoding="utf-8").read(2000), encoding="utf-8")
-    return path
-
-
 def config(tmp_path, corpus, name="cfg.yaml", **sections):
     """A float64 config: B=4 streams of 450 characters, T=16 (the streams wrap at step 28),
     validation every 25 steps; ``sections`` override keys, e.g. model={"cell": "lstm"}."""
@@ -148,8 +141,8 @@ def compare_runs(dir_a, dir_b, first_step=0):
     ma = [m for m in lines(dir_a / "metrics.jsonl") if m["step"] > first_step]
     mb = [m for m in lines(dir_b / "metrics.jsonl") if m["step"] > first_step]
     assert [(m["step"], sorted(m)) for m in ma] == [(m["step"], sorted(m)) for m in mb]
-    loss = max((abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(ma, mb) if "loss" in x), default=0.0)
-    val = max((abs(x["val_loss"] - y["val_loss"]) / abs(y["val_loss"]) for x, y in zip(ma, mb) if "val_loss" in x),
+    loss = max((abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(ma, mb, strict=False) if "loss" in x), default=0.0)
+    val = max((abs(x["val_loss"] - y["val_loss"]) / abs(y["val_loss"]) for x, y in zip(ma, mb, strict=False) if "val_loss" in x),
               default=0.0)
     with np.load(dir_a / "ckpt.npz") as za, np.load(dir_b / "ckpt.npz") as zb:
         assert sorted(za.files) == sorted(zb.files)
@@ -185,9 +178,9 @@ def test_a_single_process_is_passed_through_untouched():
     assert s.total(2.5) == 2.5 and s.agreed(True) is True and s.agreed(False) is False
 
 
-def test_a_plain_run_does_not_import_mpi4py(tmp_path, corpus):
+def test_a_plain_run_does_not_import_mpi4py(tmp_path, corpus_2000):
     """Importing mpi4py starts MPI: a run without a launcher must not do it."""
-    cfg = config(tmp_path, corpus, train={"steps": 3})
+    cfg = config(tmp_path, corpus_2000, train={"steps": 3})
     script = ("import sys; from charrnn.cli import main\n"
               f"sys.argv = ['charrnn', 'train', '--config', {cfg!r}, '--out', {str(tmp_path / 'run')!r}, '-q']\n"
               "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
@@ -198,10 +191,10 @@ def test_a_plain_run_does_not_import_mpi4py(tmp_path, corpus):
 
 
 @pytest.mark.parametrize("rank_var", [None, "1"])
-def test_a_launcher_without_mpi4py_says_what_to_install_in_one_line(tmp_path, corpus, rank_var):
+def test_a_launcher_without_mpi4py_says_what_to_install_in_one_line(tmp_path, corpus_2000, rank_var):
     """PMI_SIZE=2 as mpiexec sets it, with mpi4py hidden: rank 0 says what to install, once;
     another rank (PMI_RANK=1) says nothing; both exit 1, having written nothing."""
-    cfg = config(tmp_path, corpus)
+    cfg = config(tmp_path, corpus_2000)
     script = ("import sys; sys.modules['mpi4py'] = None\nfrom charrnn.cli import main\n"
               f"sys.argv = ['charrnn', 'train', '--config', {cfg!r}, '--out', {str(tmp_path / 'run')!r}, '-q']\n"
               "main()")
@@ -258,11 +251,11 @@ CASES = {
 
 @needs_mpi
 @pytest.mark.parametrize("case", CASES)
-def test_two_ranks_train_the_same_run_as_one_process(tmp_path, corpus, case):
+def test_two_ranks_train_the_same_run_as_one_process(tmp_path, corpus_2000, case):
     """float64, 50 steps through a wrap of the streams: the loss of every step, the validation
     losses and every array of the final checkpoint (weights, optimizer state, weight average,
     carried state of all B streams) agree to 1e-10 relative with one process."""
-    cfg = config(tmp_path, corpus, **CASES[case])
+    cfg = config(tmp_path, corpus_2000, **CASES[case])
     one = run("train", "--config", cfg, "-q", "--out", tmp_path / "one")
     assert one.exit_code == 0, one.output
     two = mpiexec("train", "--config", cfg, "-q", "--out", tmp_path / "two")
@@ -276,12 +269,13 @@ def test_two_ranks_train_the_same_run_as_one_process(tmp_path, corpus, case):
     assert all(d <= TOL for d in arrays.values()), arrays
 
 
+@pytest.mark.slow
 @needs_mpi
-def test_resume_on_another_number_of_processes(tmp_path, corpus):
+def test_resume_on_another_number_of_processes(tmp_path, corpus_2000):
     """A run saved at step 25 on 2 ranks resumes in one process, and one saved in one
     process resumes on 2 ranks: each within 1e-10 of both uninterrupted runs (1 and 2
     processes). Saved and resumed on the same N, it is bitwise the uninterrupted run of N."""
-    cfg = config(tmp_path, corpus, model={"cell": "lstm", "dropout": 0.2}, optim={"name": "adam", "lr": 0.01})
+    cfg = config(tmp_path, corpus_2000, model={"cell": "lstm", "dropout": 0.2}, optim={"name": "adam", "lr": 0.01})
     d = {name: tmp_path / name for name in ("u1", "u2", "h1", "h2", "r21", "r12", "r22", "r11")}
     assert run("train", "--config", cfg, "-q", "--out", d["u1"]).exit_code == 0
     assert mpiexec("train", "--config", cfg, "-q", "--out", d["u2"]).returncode == 0
@@ -304,8 +298,8 @@ def test_resume_on_another_number_of_processes(tmp_path, corpus):
 
 
 @needs_mpi
-def test_a_batch_that_the_ranks_cannot_share_is_a_one_line_usage_error(tmp_path, corpus):
-    r = mpiexec("train", "--config", config(tmp_path, corpus), "-q", "--out", tmp_path / "run", n=3)
+def test_a_batch_that_the_ranks_cannot_share_is_a_one_line_usage_error(tmp_path, corpus_2000):
+    r = mpiexec("train", "--config", config(tmp_path, corpus_2000), "-q", "--out", tmp_path / "run", n=3)
     assert r.returncode == 2, r.stderr
     assert error_lines(r.stderr) == [
         "Error: train.batch_size 4 cannot be split between 3 processes: run a number of processes that "
@@ -313,12 +307,13 @@ def test_a_batch_that_the_ranks_cannot_share_is_a_one_line_usage_error(tmp_path,
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 @needs_mpi
-def test_rank_0_alone_writes_and_speaks(tmp_path, corpus):
+def test_rank_0_alone_writes_and_speaks(tmp_path, corpus_2000):
     """The ranks run in different working directories with a relative --out: only rank 0's
     gets a run directory. The summary line, the previews and the progress bar come once, and a
     run ended by the time budget ends on both ranks at the same step."""
-    cfg = config(tmp_path, corpus, train={"steps": 100000, "sample_every": 7, "max_minutes": 0.02,
+    cfg = config(tmp_path, corpus_2000, train={"steps": 100000, "sample_every": 7, "max_minutes": 0.02,
                                           "log_every": 5, "eval_every": 0, "checkpoint_every": 0})
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
@@ -363,11 +358,11 @@ def test_an_error_on_rank_1_alone_ends_both_ranks_with_its_message(tmp_path, sta
 
 
 @needs_mpi
-def test_a_full_disk_on_rank_0_ends_both_ranks_and_keeps_the_last_checkpoint(tmp_path, corpus, start):
+def test_a_full_disk_on_rank_0_ends_both_ranks_and_keeps_the_last_checkpoint(tmp_path, corpus_2000, start):
     """Rank 0's files may not grow past 8 KB (prlimit RLIMIT_FSIZE on the running rank 0, after
     its first checkpoint): the next checkpoint fails with EFBIG. Both ranks end with the
     one-line error, exit 1; the last good checkpoint is intact and no temporary file is left."""
-    cfg = config(tmp_path, corpus, train={"steps": 100000, "log_every": 1000, "eval_every": 0,
+    cfg = config(tmp_path, corpus_2000, train={"steps": 100000, "log_every": 1000, "eval_every": 0,
                                           "checkpoint_every": 10})
     out = tmp_path / "run"
     proc = start("train", "--config", cfg, "--out", out, "-q")
@@ -384,13 +379,13 @@ def test_a_full_disk_on_rank_0_ends_both_ranks_and_keeps_the_last_checkpoint(tmp
 
 
 @needs_mpi
-def test_a_corpus_that_rank_1_cannot_open_ends_both_ranks(tmp_path, corpus):
+def test_a_corpus_that_rank_1_cannot_open_ends_both_ranks(tmp_path, corpus_2000):
     """data.path is /dev/fd/57: open on the corpus in rank 0's process, not in rank 1's, like
     a file system that one node does not mount. Rank 1 fails before any collective call of
     the run; rank 0 learns it at its first one."""
-    cfg = config(tmp_path, corpus, data={"path": "/dev/fd/57"})
+    cfg = config(tmp_path, corpus_2000, data={"path": "/dev/fd/57"})
     args = ["-m", "charrnn", "train", "--config", cfg, "--out", str(tmp_path / "run"), "-q"]
-    with_fd = f"import os, sys; os.dup2(os.open({str(corpus)!r}, os.O_RDONLY), 57); os.execv(sys.executable, [sys.executable] + sys.argv[1:])"
+    with_fd = f"import os, sys; os.dup2(os.open({str(corpus_2000)!r}, os.O_RDONLY), 57); os.execv(sys.executable, [sys.executable] + sys.argv[1:])"
     cmd = [MPIEXEC, "-n", "1", sys.executable, "-c", with_fd, *args, ":", "-n", "1", sys.executable, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=mpi_env(), cwd=ROOT, timeout=120)
     assert r.returncode == 1, r.stderr
@@ -400,11 +395,11 @@ def test_a_corpus_that_rank_1_cannot_open_ends_both_ranks(tmp_path, corpus):
 
 @needs_mpi
 @pytest.mark.parametrize("how", ["SIGINT to rank 1", "SIGTERM to mpiexec"])
-def test_a_stop_signal_stops_every_rank_after_the_same_step(tmp_path, corpus, how, start):
+def test_a_stop_signal_stops_every_rank_after_the_same_step(tmp_path, corpus_2000, how, start):
     """The stop flag travels with every step's control allreduce: a SIGINT that only rank 1
     receives, or a SIGTERM to mpiexec (which forwards it), stops both ranks after the same
     step; rank 0 saves once and says how to resume; the run then resumes in one process."""
-    cfg = config(tmp_path, corpus, train={"steps": 100000, "eval_every": 0, "checkpoint_every": 0})
+    cfg = config(tmp_path, corpus_2000, train={"steps": 100000, "eval_every": 0, "checkpoint_every": 0})
     out = tmp_path / "run"
     proc = start("train", "--config", cfg, "--out", out, "-q")
     wait_for(lambda: len(lines(out / "metrics.jsonl")) >= 3, proc, "three steps")
@@ -425,11 +420,11 @@ def test_a_stop_signal_stops_every_rank_after_the_same_step(tmp_path, corpus, ho
 
 @needs_mpi
 @pytest.mark.parametrize("differ", ["initial weights", "learning rate"])
-def test_ranks_whose_weights_differ_are_stopped(tmp_path, corpus, differ):
+def test_ranks_whose_weights_differ_are_stopped(tmp_path, corpus_2000, differ):
     """Ranks started from different --init-from checkpoints are stopped before the first
     step; ranks whose updates differ (another learning rate on rank 1) at the first checkpoint,
     which is then not written."""
-    cfg = config(tmp_path, corpus, train={"steps": 30, "checkpoint_every": 10, "eval_every": 0})
+    cfg = config(tmp_path, corpus_2000, train={"steps": 30, "checkpoint_every": 10, "eval_every": 0})
     args = [sys.executable, "-m", "charrnn", "train", "--config", cfg, "--out", str(tmp_path / "run"), "-q"]
     if differ == "initial weights":
         for seed in (1, 2):

@@ -1,11 +1,13 @@
-"""The gradient checker itself: it passes the real gradients and catches broken ones."""
+"""The gradient checker itself (charrnn/gradcheck.py): its figures (the finite differences, the
+relative error, the random problem), that it passes the real gradients and that it catches
+broken ones. The cells' gradients are checked with it in test_cells.py."""
 
 import numpy as np
 import pytest
 
 from charrnn import model as M
 from charrnn.cells import rnn
-from charrnn.gradcheck import check_gradients, max_relative_error
+from charrnn.gradcheck import check_gradients, max_relative_error, numerical_gradient, random_problem
 
 SPEC = M.ModelSpec("rnn", vocab_size=7, hidden_size=5, layers=1)
 
@@ -55,22 +57,35 @@ def test_relative_error_is_zero_where_both_are_zero():
     assert max_relative_error(np.array([0.0]), np.array([1e-3])) == 1.0
 
 
-@pytest.mark.parametrize("layers", [1, 2])
-def test_two_chunks_with_carried_state_equal_one_chunk_of_twice_the_length(layers):
-    spec = M.ModelSpec("rnn", 6, 8, layers)
-    rng = np.random.default_rng(3)
-    params = M.init_params(spec, rng, np.float64, std=0.3)
-    T, B = 5, 3
-    X = rng.integers(0, 6, size=(2 * T, B))
-    Y = rng.integers(0, 6, size=(2 * T, B))
-    s0 = M.zero_state(spec, B, np.float64)
-    loss_full, state_full = M.loss_only(params, spec, X, Y, s0)
-    l1, s1 = M.loss_only(params, spec, X[:T], Y[:T], s0)
-    l2, s2 = M.loss_only(params, spec, X[T:], Y[T:], s1)
-    assert abs((l1 + l2) - loss_full) <= 1e-12 * abs(loss_full)
-    for a, b in zip(state_full, s2):
-        np.testing.assert_allclose(a[0], b[0], rtol=1e-13, atol=1e-15)
-    # and the hidden states of the second half are the same, step by step
-    logits_full, _, _ = M.forward(params, spec, X, s0)
-    logits_2, _, _ = M.forward(params, spec, X[T:], s1)
-    np.testing.assert_allclose(logits_full[T * B:], logits_2, rtol=1e-12, atol=1e-14)
+def test_relative_error_of_a_tiny_element_is_measured_against_1e_4_of_the_largest():
+    analytic, numeric = np.array([1.0, 1e-6]), np.array([1.0, 2e-6])
+    assert max_relative_error(analytic, numeric) == pytest.approx(1e-6 / 1e-4)  # not 0.5
+    assert max_relative_error(np.array([2.0, -1.0]), np.array([2.0, -1.5])) == pytest.approx(0.5 / 1.5)
+    assert max_relative_error(np.zeros(0), np.zeros(0)) == 0.0
+
+
+def test_numerical_gradient_is_sixth_order_exact_and_restores_x():
+    """The stencil differentiates a polynomial of degree 6 exactly (to rounding), even with a
+    large step; an element that the function ignores gets exactly 0; x comes back unchanged."""
+    x = np.array([0.3, -1.2, 0.7, 2.0])
+    before = x.copy()
+
+    def f():
+        return float(np.sum(x[:3] ** 6 - 2 * x[:3] ** 3))  # ignores x[3]
+
+    grad = numerical_gradient(f, x, eps=0.1)
+    np.testing.assert_allclose(grad[:3], 6 * before[:3] ** 5 - 6 * before[:3] ** 2, rtol=1e-10)
+    assert grad[3] == 0.0
+    np.testing.assert_array_equal(x, before)
+    # a two-point difference with this step would be far off: the check is not vacuous
+    two_point = (np.sum((before[:3] + 0.1) ** 6) - np.sum((before[:3] - 0.1) ** 6)) / 0.2
+    assert abs(two_point - np.sum(6 * before[:3] ** 5)) > 1e-2
+
+
+def test_random_problem_has_nonzero_biases_and_state_in_float64():
+    spec = M.ModelSpec("lstm", 7, 5, 2)
+    params, X, Y, state0 = random_problem(spec, 4, 3, np.random.default_rng(0))
+    assert all(p.dtype == np.float64 for p in params.values())
+    assert all(np.abs(params[b]).min() > 0 for b in ("bh", "bh_1", "by"))
+    assert X.shape == Y.shape == (4, 3) and X.max() < 7 and Y.max() < 7
+    assert [len(s) for s in state0] == [2, 2] and all(np.abs(a).min() > 0 for s in state0 for a in s)

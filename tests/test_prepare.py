@@ -1,5 +1,6 @@
 """`charrnn prepare` and training on prepared directories, end to end: the same training
-as from the text file, resume, eval, sample, bytes, bounded evaluation, flat memory."""
+as from the text file, resume, eval, sample, bytes. (Evaluation's own tests are in
+test_evaluate.py, the flat-memory test in test_corpus.py, train --data in test_cli.py.)"""
 
 import json
 import os
@@ -9,15 +10,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import CORPUS, ROOT, one_line_error, run, small_config
+from test_corpus import UNICODE, make_tree
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import corpus as CO
 from charrnn import data as D
 from charrnn.errors import CharrnnError
-from charrnn.evaluate import evaluate
-from charrnn.corpus import open_corpus, validation_split
-from conftest import CORPUS, ROOT, one_line_error, run, small_config
-from test_corpus import UNICODE, make_tree
 
 
 def metrics(run_dir):
@@ -82,7 +81,7 @@ def test_prepare_errors_are_one_line(tmp_path, monkeypatch, setup, args, code, f
 
 
 def test_errors_replace_and_bytes_round_trip(tmp_path):
-    raw = "naïve ".encode("utf-8") + "café".encode("latin-1") + b" \xff\xfe end\n" * 5
+    raw = "naïve ".encode() + "café".encode("latin-1") + b" \xff\xfe end\n" * 5
     path = tmp_path / "mixed.txt"
     path.write_bytes(raw)
     assert run("prepare", path, "--out", tmp_path / "rep", "--errors", "replace", "-q").exit_code == 0
@@ -174,31 +173,8 @@ def test_resume_refuses_a_prepared_corpus_that_changed(tmp_path, write_config, c
     assert (tmp_path / "run" / "ckpt.npz").read_bytes() == before
 
 
-def test_eval_text_dir_with_another_vocabulary_is_remapped(tmp_path, write_config):
-    big = tmp_path / "big.txt"
-    big.write_text(UNICODE * 10, encoding="utf-8")
-    cfg = small_config(write_config, big, steps=10)
-    assert run("train", "--config", cfg, "-q").exit_code == 0
-    small = tmp_path / "small.txt"
-    small.write_text("Ab ü 春眠不觉晓 x\n" * 20, encoding="utf-8")  # a subset of the model's characters
-    assert run("prepare", small, "--out", tmp_path / "prep", "-q").exit_code == 0
-    val_text = tmp_path / "val.txt"
-    val_text.write_text(small.read_text(encoding="utf-8")[-int(len(small.read_text(encoding="utf-8")) * 0.1):], encoding="utf-8")
-    ck = tmp_path / "run" / "ckpt.npz"
-    via_dir = run("eval", "--checkpoint", ck, "--text", tmp_path / "prep", "--json")
-    via_file = run("eval", "--checkpoint", ck, "--text", val_text, "--json")
-    assert via_dir.exit_code == 0, via_dir.output
-    assert json.loads(via_dir.stdout)["nats_per_char"] == json.loads(via_file.stdout)["nats_per_char"]
-    other = tmp_path / "other.txt"
-    other.write_text("zzz qqq\n" * 30, encoding="utf-8")
-    assert run("prepare", other, "--out", tmp_path / "other", "-q").exit_code == 0
-    one_line_error(run("eval", "--checkpoint", ck, "--text", tmp_path / "other"), 1, "not in the model's vocabulary", "--skip-unknown")
-    skipped = run("eval", "--checkpoint", ck, "--text", tmp_path / "other", "--skip-unknown", "--json")
-    assert json.loads(skipped.stdout)["skipped"] > 0
-
-
 def test_bytes_model_trains_and_samples_bytes(tmp_path, write_config):
-    raw = "Grüße, café. ".encode("latin-1") * 40 + "日本".encode("utf-8") * 10
+    raw = "Grüße, café. ".encode("latin-1") * 40 + "日本".encode() * 10
     path = tmp_path / "latin1.txt"
     path.write_bytes(raw)
     one_line_error(run("train", "--config", small_config(write_config, path), "-q"), 1, "not UTF-8 text")
@@ -259,8 +235,9 @@ def test_checkpoints_without_a_unit_load_as_characters(tmp_path, write_config):
     corpus.write_text(UNICODE * 10, encoding="utf-8")
     assert run("train", "--config", small_config(write_config, corpus, steps=5), "-q").exit_code == 0
     path = tmp_path / "run" / "ckpt.npz"
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files if k != "unit"}
+    with np.load(path, allow_pickle=False) as z:  # as format version 1 wrote it: no unit, corpus, ...
+        arrays = {k: z[k] for k in z.files if k not in ("unit", "corpus", *ckpt_io.LATER_SCALARS)}
+    arrays["format_version"] = np.int64(1)
     np.savez(tmp_path / "old.npz", **arrays)
     assert ckpt_io.load(str(tmp_path / "old.npz")).unit == "chars"
     for unit in ("bytes", "words"):  # bytes, but code points beyond 255; no such unit
@@ -281,149 +258,6 @@ def test_resuming_a_bytes_run_on_a_text_file_is_refused(tmp_path, write_config):
         CO.open_corpus(str(path), 0.1, ck.vocab, ck.unit, "the checkpoint")
 
 
-def test_bounded_evaluation_reads_the_first_eval_chars_of_the_split(tmp_path, write_config):
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(8000), encoding="utf-8")
-    cfg = small_config(write_config, corpus, steps=20, eval_every=10)
-    assert run("train", "--config", cfg, "-q", "--set", "train.eval_chars=300", "--out", tmp_path / "a").exit_code == 0
-    assert run("train", "--config", cfg, "-q", "--set", "train.eval_chars=null", "--out", tmp_path / "b").exit_code == 0
-    ck = ckpt_io.load(str(tmp_path / "a" / "ckpt.npz"))
-    val = validation_split(ck.config, ck.vocab)
-    assert len(val) == 800
-    first = evaluate(ck.run.params, ck.spec, val[:300]).nats
-    assert ck.run.val_loss == first == metrics(tmp_path / "a")[-1]["val_loss"]
-    assert ck.run.val_loss != evaluate(ck.run.params, ck.spec, val).nats
-    whole = ckpt_io.load(str(tmp_path / "b" / "ckpt.npz"))
-    assert whole.run.val_loss == evaluate(whole.run.params, whole.spec, val).nats
-    # `charrnn eval` reads all of it whatever eval_chars says.
-    r = run("eval", "--checkpoint", tmp_path / "a" / "ckpt.npz", "--json")
-    assert json.loads(r.stdout)["chars"] == 799
-
-
-def evaluate_before_streaming(params, spec, data, batch_size=32, seq_length=128):
-    """charrnn.evaluate.evaluate as it was before it streamed: (L, B) index arrays of the
-    whole text built first. The reference for the shipped configs' numbers."""
-    from charrnn import model as M
-
-    pairs = len(data) - 1
-    B = min(batch_size, pairs)
-    L = -(-pairs // B)
-    idx = np.arange(L)[:, None] + L * np.arange(B)[None, :]
-    valid = idx < pairs
-    safe = np.where(valid, idx, 0)
-    X, Y = data[safe], data[safe + 1]
-    state = M.zero_state(spec, B, params["Why"].dtype)
-    prepared = M.prepare(params, spec, B)
-    total = 0.0
-    for t0 in range(0, L, seq_length):
-        x, y, v = X[t0:t0 + seq_length], Y[t0:t0 + seq_length], valid[t0:t0 + seq_length]
-        logits, state, _ = M.forward(params, spec, x, state, prepared=prepared)
-        logp_y, _ = M.target_log_probs(logits, y.reshape(-1))
-        total -= float(logp_y[v.reshape(-1)].sum(dtype=np.float64))
-    return total / pairs
-
-
-def test_shipped_configs_validation_numbers_are_unchanged():
-    """Every shipped config validates on all of its split (the default eval_chars covers it),
-    and the streamed evaluation gives the old one's numbers to the last bit."""
-    from charrnn import config as C
-    from charrnn import model as M
-
-    configs = sorted(f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".yaml"))
-    seen = set()
-    for name in configs:
-        cfg = C.load(os.path.join(ROOT, "configs", name))
-        c = open_corpus(cfg.data.path, cfg.data.val_fraction)
-        if cfg.data.val_fraction == 0:
-            assert len(c.val) == 0
-            continue
-        assert cfg.train.eval_chars is None or len(c.val) <= cfg.train.eval_chars, name
-        key = (cfg.data.path, cfg.model.cell, cfg.model.layers, cfg.model.multiplicative, cfg.model.dtype)
-        if key in seen:
-            continue
-        seen.add(key)
-        # The config's cell and depth at a small width: the evaluation's arithmetic is the same.
-        spec = M.ModelSpec(cfg.model.cell, len(c.vocab), 24, cfg.model.layers, 0.0, cfg.model.multiplicative)
-        params = M.init_params(spec, np.random.default_rng(0), np.dtype(cfg.model.dtype), 0.3)
-        assert evaluate(params, spec, c.val).nats == evaluate_before_streaming(params, spec, c.val), name
-
-
-def peak_rss_mb(args, cwd):
-    """Peak resident memory (MB) of `python -m charrnn ARGS` in a fresh process."""
-    wrapper = ("import resource, subprocess, sys\n"
-               "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
-    out = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "charrnn", *map(str, args)],
-                         capture_output=True, text=True, cwd=cwd, env=dict(os.environ, PYTHONPATH=ROOT), check=True)
-    return int(out.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
-
-
-def test_memory_stays_flat_with_the_corpus_size(tmp_path):
-    """Training from a prepared 30 MB corpus takes about the memory of a tiny one; a 30 MB
-    text file trained directly costs its index array (30 MB) and a little more, not the
-    25 copies of the text that reading it whole made."""
-    text = open(CORPUS, encoding="utf-8").read() * 30  # the 1 MB corpus, 30 times over
-    size = 30_000_000
-    big = tmp_path / "big.txt"
-    big.write_text(text[:size], encoding="utf-8")
-    tiny = tmp_path / "tiny.txt"
-    tiny.write_text(text[:100_000], encoding="utf-8")
-    for path in (big, tiny):
-        assert run("prepare", path, "--out", tmp_path / f"{path.stem}.prep", "-q").exit_code == 0
-    train = ["train", "--data", None, "-q", "--steps", "20", "--set", "model.cell=lstm", "--set", "model.hidden_size=64",
-             "--set", "train.eval_every=10", "--set", "train.eval_chars=20000", "--out", None]
-    rss = {}
-    for name in ("tiny.prep", "big.prep", "big.txt"):
-        train[2], train[-1] = tmp_path / name, tmp_path / f"run-{name}"
-        rss[name] = peak_rss_mb(train, tmp_path)
-    assert rss["big.prep"] < rss["tiny.prep"] + 10, rss  # a copy of the corpus would be 30 MB more
-    assert rss["big.txt"] < rss["tiny.prep"] + size / 1e6 + 40, rss  # the index array, uint8, and a few chunks
-
-
-def test_train_data_without_a_config_uses_the_built_in_default(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    corpus = tmp_path / "mytext.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(30000), encoding="utf-8")
-    assert run("prepare", corpus, "--out", tmp_path / "prepared", "-q").exit_code == 0
-    for data, name in ((corpus, "mytext"), (tmp_path / "prepared", "prepared"), (tmp_path / "prepared" / "meta.json", "prepared")):
-        r = run("train", "--data", data, "--steps", 2, "-q", "--set", "model.hidden_size=16", "--overwrite")
-        assert r.exit_code == 0, r.output
-        ck = ckpt_io.load(str(tmp_path / "runs" / name / "ckpt.npz"))  # runs/<corpus name>
-        assert ck.config.data.path == str(data) and ck.config.model.hidden_size == 16
-        assert (ck.config.model.cell, ck.config.train.batch_size, ck.config.optim.name) == ("rnn", 32, "adam")
-
-
-def test_train_data_overrides_the_config_path(tmp_path, write_config, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
-    a.write_text("aaaa bbbb " * 100, encoding="utf-8")
-    b.write_text("cccc dddd " * 100, encoding="utf-8")
-    cfg = small_config(write_config, a, steps=3)
-    assert run("train", "--config", cfg, "--data", "b.txt", "-q").exit_code == 0
-    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
-    assert ck.config.data.path == str(b) and "".join(map(chr, ck.vocab)) == " cd"
-    no_path = write_config("model:\n  hidden_size: 8\ntrain:\n  steps: 2\n  batch_size: 2\n  seq_length: 4\n", name="nopath.yaml")
-    assert run("train", "--config", no_path, "--data", b, "-q").exit_code == 0  # --data supplies data.path
-    r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "--data", a)
-    one_line_error(r, 2, "--data")
-    one_line_error(run("train"), 2, "--data PATH", "--config FILE")
-
-
-def test_eval_of_a_long_text_shows_a_progress_bar(tmp_path, write_config, monkeypatch):
-    from charrnn import cli
-
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(20000), encoding="utf-8")
-    assert run("train", "--config", small_config(write_config, corpus, steps=2), "-q").exit_code == 0
-    ck = tmp_path / "run" / "ckpt.npz"
-    monkeypatch.setattr(cli, "EVAL_BAR_CHARS", 10_000)  # "long", scaled down with the text
-    short = run("eval", "--checkpoint", ck)  # the validation split: 2,000 characters
-    long = run("eval", "--checkpoint", ck, "--text", corpus, "--json")
-    assert long.exit_code == 0, long.output
-    assert "evaluating" in long.stderr and "char/s" in long.stderr and "evaluating" not in short.stderr
-    assert json.loads(long.stdout)["chars"] == 20000 - 1
-
-
 def test_a_full_disk_while_preparing_leaves_no_corpus_and_no_temporary_files(tmp_path):
     """A real write failure: the file size limit (RLIMIT_FSIZE) stops the writing of train.bin."""
     import resource
@@ -442,14 +276,3 @@ def test_a_full_disk_while_preparing_leaves_no_corpus_and_no_temporary_files(tmp
     assert os.listdir(out) == []  # no meta.json, no half-written .bin, no temporary file
     with pytest.raises(CharrnnError, match="not a prepared corpus"):
         CO.open_corpus(str(out))
-
-
-def test_eval_without_a_validation_split_is_a_clear_error(tmp_path, write_config):
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(3000), encoding="utf-8")
-    cfg = small_config(write_config, corpus, steps=2)
-    assert run("train", "--config", cfg, "-q", "--set", "data.val_fraction=0").exit_code == 0
-    ck = tmp_path / "run" / "ckpt.npz"
-    one_line_error(run("eval", "--checkpoint", ck), 2, "no validation split", "--text FILE")
-    assert run("prepare", corpus, "--out", tmp_path / "all", "--val-fraction", 0, "-q").exit_code == 0
-    one_line_error(run("eval", "--checkpoint", ck, "--text", tmp_path / "all"), 1, "has no validation split")

@@ -45,7 +45,8 @@ def test_every_field_of_the_run_state_survives_a_checkpoint(tmp_path):
         assert value != defaults[name]
         setattr(run, name, value)
     path = str(tmp_path / "ckpt.npz")
-    checkpoint.save(path, checkpoint.Checkpoint(run, np.arange(65, 65 + V, dtype=np.int32), cfg, spec))
+    corpus = {"kind": "text", "path": "corpus.txt", "unit": "chars", "chars": 100, "bytes": 100, "sha256": "0" * 64}
+    checkpoint.save(path, checkpoint.Checkpoint(run, np.arange(65, 65 + V, dtype=np.int32), cfg, spec, corpus))
     back = checkpoint.load(path).run
     for field in dataclasses.fields(RunState):
         ours, theirs = getattr(run, field.name), getattr(back, field.name)
