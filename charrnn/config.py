@@ -242,35 +242,59 @@ def _check_value(key, value, meta, source):
     return value
 
 
-# Names other trainers use (char-rnn, torch-rnn, nanoGPT, PyTorch) for our keys.
+# Names other trainers use (char-rnn, torch-rnn, nanoGPT, PyTorch) for our keys. An alias
+# wins over difflib's closest spelling, so every entry must be the key that means the same
+# thing (tests/test_config.py checks that each target exists): nanoGPT's eval_interval is
+# how often it evaluates, our eval_every, however close checkpoint_every may look.
 ALIASES = {
     "learning_rate": "lr", "rnn_size": "hidden_size", "hidden": "hidden_size", "n_embd": "hidden_size",
     "num_layers": "layers", "n_layer": "layers", "model_type": "cell", "seq_len": "seq_length",
     "block_size": "seq_length", "batch": "batch_size", "grad_clip": "clip_value", "max_iters": "steps",
-    "iterations": "steps", "max_epochs": "steps", "eval_interval": "checkpoint_every",
-    "print_every": "log_every", "log_interval": "log_every", "checkpoint_every_steps": "checkpoint_every",
-    "input_file": "path", "data_dir": "path"
+    "iterations": "steps", "max_epochs": "steps", "epochs": "steps", "eval_interval": "eval_every",
+    "eval_val_every": "eval_every", "print_every": "log_every", "log_interval": "log_every",
+    "checkpoint_every_steps": "checkpoint_every", "warmup_iters": "warmup_steps",
+    "learning_rate_decay": "decay_rate", "learning_rate_decay_after": "decay_after",
+    "input_file": "path", "data_dir": "path",
+}
+
+# Where an alias's value is not ours as it is, the suggestion says so: a count of epochs
+# copied into train.steps would silently train for a much shorter run.
+_EPOCHS = ("It counts optimizer steps, another unit than epochs: an epoch is about "
+           "N / (batch_size × seq_length) steps, for N training characters")
+ALIAS_NOTES = {
+    "max_epochs": _EPOCHS, "epochs": _EPOCHS,
+    "grad_clip": "It clips each element, as char-rnn's grad_clip does; nanoGPT's grad_clip clips the "
+                 "global norm, which is optim.clip_norm",
 }
 
 
+def _closest(key, valid):
+    """The valid key closest to unknown ``key``, or None: the alias's target in the same
+    section, else in another (train.lr -> optim.lr), else difflib's closest spelling."""
+    section, _, leaf = key.rpartition(".")
+    leaves = {k.rpartition(".")[2]: k for k in valid if k.rpartition(".")[0] == section}
+    target = ALIASES.get(leaf, leaf)
+    if target in leaves:
+        return leaves[target]
+    elsewhere = [k for k in valid if k.rpartition(".")[2] == target and "." in k]
+    if elsewhere:
+        return elsewhere[0]
+    close = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)
+    if close:
+        return leaves[close[0]]
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def _unknown(key, valid, source):
-    """An error for an unknown key, suggesting the closest valid one."""
+    """An error for an unknown key, suggesting the closest valid one (and, for another
+    trainer's name whose meaning differs from that key's, how)."""
     section, _, leaf = key.rpartition(".")
     same_section = [k for k in valid if k.rpartition(".")[0] == section]
-    leaves = {k.rpartition(".")[2]: k for k in same_section}
-    target = ALIASES.get(leaf, leaf)
-    elsewhere = [k for k in valid if k.rpartition(".")[2] == target and "." in k]
-    close = []
-    if target in leaves:
-        close = [leaves[target]]
-    elif elsewhere:  # a key of another section, e.g. train.lr -> optim.lr
-        close = elsewhere
-    elif leaves:
-        close = [leaves[m] for m in difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)]
-    if not close:
-        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.75)
+    close = _closest(key, valid)
     if close:
-        hint = f" (did you mean '{close[0]}'?)"
+        note = ALIAS_NOTES.get(leaf) if close.rpartition(".")[2] == ALIASES.get(leaf) else None
+        hint = f" (did you mean '{close}'? {note})" if note else f" (did you mean '{close}'?)"
     elif same_section:
         hint = f"; valid keys: {', '.join(same_section)}"
     else:  # not even the section is known: name the sections rather than every key
