@@ -1,4 +1,4 @@
-"""Corpora of any size (issue 13): `charrnn prepare` speed, start-up time and peak memory
+"""Corpora of any size: `charrnn prepare` speed, start-up time and peak memory
 of training from a prepared directory and from a text file, and the training throughput
 of a corpus read from disk against the same corpus in memory.
 

@@ -1,4 +1,4 @@
-"""charrnn on a GPU (CuPy) against PyTorch with cuDNN, and against charrnn on the CPU (issue 15).
+"""charrnn on a GPU (CuPy) against PyTorch with cuDNN, and against charrnn on the CPU.
 
 Rows, all float32, T = 64, the bundled corpus, the same training step on both sides: batch
 copied from the host, loss summed over T and averaged over B, backward, clip to global norm

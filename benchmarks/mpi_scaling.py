@@ -1,4 +1,4 @@
-"""Data-parallel training under MPI (issue 14): measured on this machine, projected past it.
+"""Data-parallel training under MPI: measured on this machine, projected past it.
 
 1. **Two ranks against one process.** Training chars/s of rnn, lstm and gru at H=512, T=64,
    B=32, float32, Adam: one process with 2 BLAS threads against ``mpiexec -n 2`` with 1 BLAS
@@ -187,7 +187,7 @@ def part1(cells, H, T, B, repeats, steps):
     return rows
 
 
-SHAPES = {  # the LSTMs of the issue, at the shipped configs' B and T
+SHAPES = {  # two larger LSTMs (docstring, part 2), at the shipped configs' B and T
     "lstm 2×512": {"model": {"cell": "lstm", "hidden_size": 512, "layers": 2}, "train": {"seq_length": 64, "batch_size": 32}},
     "lstm 3×1024": {"model": {"cell": "lstm", "hidden_size": 1024, "layers": 3}, "train": {"seq_length": 64, "batch_size": 32}},
 }
@@ -222,7 +222,7 @@ def projection(row, N, gbps):
 
 def markdown(meta, p1, p2):
     out = ["# MPI scaling: latest results", "",
-           "Produced by `benchmarks/mpi_scaling.py` (issue 14); see its docstring for the method.", ""]
+           "Produced by `benchmarks/mpi_scaling.py`; see its docstring for the method.", ""]
     out += [f"- {k}: {v}" for k, v in meta.items()]
     out += ["", "## 1. Two ranks (1 BLAS thread each) against one process (2 BLAS threads), 2 cores", "",
             "H=512 T=64 B=32 float32 Adam. chars/s: medians of the turns, every turn's rate in brackets. "

@@ -1,6 +1,6 @@
 """Training and sampling throughput of charrnn against a min-char-rnn loop and PyTorch.
 
-Rows (issue 4):
+Rows:
 
 1. min-char-rnn settings (vanilla, H=100, T=25, B=1, float64, Adagrad 0.1, clip ±5):
    charrnn against min-char-rnn's own per-step loop, written out below as the gist does

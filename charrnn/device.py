@@ -2,8 +2,9 @@
 
 The core (cells, model, optim, evaluate) never names NumPy for the arrays it is given: it
 asks ``array_module(*arrays)`` and calls that module's functions, so the same equations run
-on either device (STYLE.md, principle 14: one implementation of the math). CuPy is NumPy's
-API on CUDA, so the module is all that changes.
+on either device: the math is written once, so the CPU and the GPU cannot drift apart and
+every test of it on the CPU holds on the GPU too. CuPy is NumPy's API on CUDA, so the module
+is all that changes.
 
 CuPy is imported only when a GPU is asked for (``get_xp("gpu")``). Until then
 ``array_module`` answers numpy without importing anything: an array can only be CuPy's if

@@ -5,7 +5,8 @@
 - carried state: two chunks of T with the state carried equal one chunk of 2T, forward
   and, with the carried gradient fed back, backward;
 - cross-checks against PyTorch autograd: ``nn.RNN`` and ``nn.LSTM`` with our weights
-  copied in, and the seed's GRU written by hand with torch operations.
+  copied in, and our GRU (reset gate before the product, as *循环神经网络* writes it) written
+  by hand with torch operations.
 
 Sizes are small (V=7, H=5) so the whole file runs in a few seconds.
 """
@@ -279,8 +280,8 @@ def test_matches_torch_nn_module(torch, cell, layers):
 
 @pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_gru_matches_torch_autograd_of_the_seed_equations(torch, layers, multiplicative):
-    """torch.nn.GRU computes a different cell (reset after the product), so the seed's
+def test_gru_matches_torch_autograd_of_its_equations(torch, layers, multiplicative):
+    """torch.nn.GRU computes a different cell (reset after the product), so this cell's
     equations are written out with torch operations and differentiated by autograd; with
     multiplicative integration, each recurrent product times m_t = Wmx x_t + bm."""
     T, B = 6, 3

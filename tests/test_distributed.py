@@ -1,4 +1,4 @@
-"""charrnn.distributed: data-parallel training under MPI, against one process (issue 14).
+"""charrnn.distributed: data-parallel training under MPI, against one process.
 
 The MPI tests start ``mpiexec -n 2 python -m charrnn train ...`` themselves (the mpiexec of
 the ``mpich`` wheel that ``pip install '.[mpi]'`` installs next to Python), one BLAS thread

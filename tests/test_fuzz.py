@@ -1,6 +1,6 @@
 """Fuzzing what a user hands charrnn: config files, ``--set`` values and checkpoints.
 
-Issue 12's fuzz row. The oracle, for every generated input:
+The oracle, for every generated input:
 
 - never a traceback: the library raises charrnn's own one-line errors (UsageError for a
   config, CharrnnError for a checkpoint) and nothing else; the command line exits 0, 1 or 2

@@ -1,4 +1,4 @@
-"""GPU tests: the same core on CuPy, checked against the CPU (issue 15).
+"""GPU tests: the same core on CuPy, checked against the CPU.
 
 Skipped, with the reason, where CuPy is not installed or no GPU runs a kernel (CI has
 neither): ``tests/test_device.py`` checks on the CPU that the core would run on any array

@@ -1,4 +1,5 @@
-"""The GRU cell (Cho et al. 2014), as written in seed 001.
+"""The GRU cell (Cho et al. 2014), as written in *循环神经网络* ("Recurrent neural networks",
+study notes; docs/math.md lists the derivations).
 
     r_t = σ(W_r h_{t-1} + U_r x_t + b_r)               reset gate
     z_t = σ(W_z h_{t-1} + U_z x_t + b_z)               update gate
@@ -10,7 +11,7 @@ Stored fused, row blocks in the order **r, z, h̃**: ``Wxh`` (3H, D) stacks the 
 (B, H) @ (H, 2H) for r and z together, then the candidate's, which needs r first.
 
 **Not torch.nn.GRU.** The reset gate here multiplies h_{t-1} *before* the recurrent
-product (the original paper's form, and the seed's). PyTorch (like cuDNN) applies it
+product (the original paper's form, and that of the notes). PyTorch (like cuDNN) applies it
 *after*, and has a second bias inside: ``n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))``.
 The two cells compute different functions, so weights do not transfer between them, and
 the tests check this cell against its equations written with torch operations instead.

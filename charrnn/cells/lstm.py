@@ -1,4 +1,5 @@
-"""The LSTM cell (Hochreiter & Schmidhuber 1997, with a forget gate; seed 001).
+"""The LSTM cell (Hochreiter & Schmidhuber 1997, with a forget gate), as written in
+*循环神经网络* ("Recurrent neural networks", study notes; docs/math.md lists the derivations).
 
     i_t = σ(W_i h_{t-1} + U_i x_t + b_i)        input gate
     f_t = σ(W_f h_{t-1} + U_f x_t + b_f)        forget gate

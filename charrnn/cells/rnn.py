@@ -1,4 +1,9 @@
-"""The vanilla RNN cell of min-char-rnn (seeds 000, 002, 004).
+"""The vanilla RNN cell of min-char-rnn.
+
+Its forward pass and its backpropagation through time are derived in *RNN基本原理和手写实现*
+("The basic principles of RNNs, and an implementation by hand") and *Learning RNN* (a
+tutorial walking through min-char-rnn), batched as in *关于 RNN 循环神经网络的反向传播求导*
+("On the derivatives of an RNN's backward pass"); docs/math.md lists these derivations.
 
     h_t = tanh(Wxh x_t + Whh h_{t-1} + bh)
 
