@@ -250,17 +250,6 @@ def _decode(path, offset, piece, errors):
             "become U+FFFD) or --bytes (a vocabulary of byte values)") from None
 
 
-def symbol_chunks(path, unit="chars", errors="strict", chunk_size=CHUNK):
-    """The file's symbols, a piece at a time: arrays of code points (uint8 or uint32), or of
-    byte values (uint8) for the unit ``"bytes"``. An invalid byte raises CharrnnError
-    naming the file and the byte's offset in it."""
-    for offset, piece in _pieces(path, unit, chunk_size):
-        if unit == "bytes":
-            yield np.frombuffer(piece, np.uint8)
-        else:
-            yield _code_points(_decode(path, offset, piece, errors))
-
-
 def _count(symbols, counts, below=None):
     """Add the occurrences of each symbol (only those under ``below``) to ``counts``."""
     if symbols.dtype == np.uint8:

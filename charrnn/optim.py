@@ -36,11 +36,6 @@ def _global_norm(grads):
     return xp.sqrt(sum(xp.vdot(g, g).astype(np.float64) for g in grads.values()))
 
 
-def global_norm(grads):
-    """sqrt(Σ ‖g‖²) over all gradients, accumulated in float64 (a float; reads it from the device)."""
-    return float(_global_norm(grads))
-
-
 def clip_by_norm(grads, max_norm):
     """Scale all gradients together so their global norm is at most ``max_norm``.
 

@@ -18,9 +18,12 @@ from conftest import CORPUS, ROOT
 UNICODE = "Ab é ü ß — “quoted” 春眠不觉晓 🙂🌍 x\n" * 7
 
 
-def symbols_of(path, chunk_size, **kw):
-    parts = list(CO.symbol_chunks(str(path), chunk_size=chunk_size, **kw))
-    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+def symbols_of(path, chunk_size, errors="strict"):
+    """The file's code points as ``charrnn prepare`` reads them: the first pass (which checks
+    the UTF-8) for the vocabulary, the second for the indices, both ``chunk_size`` at a time."""
+    s = CO.scan([str(path)], errors=errors, chunk_size=chunk_size)
+    parts = list(CO.index_chunks([str(path)], s.vocab, errors=errors, chunk_size=chunk_size))
+    return s.vocab[np.concatenate(parts)].astype(np.int64) if parts else np.empty(0, np.int64)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 7, 64, CO.CHUNK])
