@@ -26,6 +26,11 @@ from charrnn.errors import CharrnnError, UsageError
 
 DEVICES = ("cpu", "gpu")
 
+# The type hints' name for the arrays the core works on: a NumPy array, or a CuPy one on a
+# GPU, which has the same interface (CuPy is not imported to name its type).
+Array = np.ndarray
+Arrays = dict[str, Array]  # parameters, gradients or optimizer state, by name
+
 INSTALL_HINT = (
     "pip install 'charrnn[gpu]' (CuPy for CUDA 12); for CUDA 13: pip install cupy-cuda13x"
 )
