@@ -2,10 +2,10 @@ import os
 
 import pytest
 import yaml
+from conftest import CONFIGS
 
 from charrnn import config as C
 from charrnn.errors import UsageError
-from conftest import CONFIGS
 
 GOOD = """
 data:
@@ -129,9 +129,11 @@ def test_overrides_are_validated_like_the_file(write_config):
     path = write_config(GOOD)
     cfg = C.load(path, ["optim.lr=0.002", "model.hidden_size=256", "model.cell=lstm"])
     assert (cfg.optim.lr, cfg.model.hidden_size, cfg.model.cell) == (0.002, 256, "lstm")
-    with pytest.raises(UsageError, match=r"^--set optim.learning_rate=1: unknown key 'optim.learning_rate'.*did you mean 'optim.lr'"):
+    with pytest.raises(UsageError, match=r"^--set optim.learning_rate=1: unknown key 'optim.learning_rate'"
+                                         r".*did you mean 'optim.lr'"):
         C.load(path, ["optim.learning_rate=1"])
-    with pytest.raises(UsageError, match=r"^--set model.layers=two: model.layers must be an integer ≥ 1 and ≤ 16, got 'two'"):
+    with pytest.raises(UsageError,
+                       match=r"^--set model.layers=two: model.layers must be an integer ≥ 1 and ≤ 16, got 'two'"):
         C.load(path, ["model.layers=two"])
     with pytest.raises(UsageError, match="expected KEY=VALUE"):
         C.load(path, ["optim.lr"])
@@ -158,7 +160,8 @@ def test_duplicate_keys_at_any_depth_are_refused(write_config, text, key, lines)
     path = write_config(text)
     with pytest.raises(UsageError) as e:
         C.load(path)
-    assert str(e.value) == f"{path}: duplicate key '{key}' {lines}; give each key once (YAML would silently keep the last)"
+    assert str(e.value) == (f"{path}: duplicate key '{key}' {lines}; give each key once "
+                            "(YAML would silently keep the last)")
 
 
 def test_merge_keys_may_be_overridden_but_yaml_is_otherwise_safe_load(write_config, tmp_path):
@@ -186,7 +189,8 @@ def test_deeply_nested_yaml_is_a_one_line_error(write_config):
         ("data.path=", "--set data.path=: data.path is required"),
         ("data.path=a\0b", "--set data.path=a\\x00b: data.path must be a path, and a path cannot hold a NUL character"),
         ("optim.beta1=0.5", "--set optim.beta1=0.5: optim.beta1 applies to adam only, not to optim.name adagrad"),
-        ("optim.name=sgd", "cfg.yaml: optim.eps applies to adagrad and rmsprop and adam only, not to optim.name sgd (from --set optim.name=sgd)"),
+        ("optim.name=sgd", "cfg.yaml: optim.eps applies to adagrad and rmsprop and adam only, not to optim.name sgd "
+                           "(from --set optim.name=sgd)"),
         ("model.hidden_size=" + "x" * 500, "got 'xxxxxxxxx"),
     ],
 )

@@ -6,13 +6,13 @@ import os
 
 import numpy as np
 import pytest
+from conftest import CORPUS, ROOT
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from charrnn import corpus as CO
 from charrnn import data as D
 from charrnn.errors import CharrnnError, UsageError
-from conftest import CORPUS, ROOT
 
 # 1-, 2-, 3- and 4-byte characters, so that every small chunk size cuts some of them.
 UNICODE = "Ab é ü ß — “quoted” 春眠不觉晓 🙂🌍 x\n" * 7
@@ -104,7 +104,7 @@ def test_a_vocabulary_beyond_65536_characters_takes_uint32(tmp_path):
 
 
 def test_invalid_utf8_names_the_file_and_the_absolute_byte_offset(tmp_path):
-    good = "héllo wörld 春 ".encode("utf-8") * 20
+    good = "héllo wörld 春 ".encode() * 20
     cases = {
         "bad start byte": good + b"\xff" + good,
         "bad continuation": good + b"\xe6\x98" + b"x" + good,
@@ -127,7 +127,7 @@ def test_invalid_utf8_names_the_file_and_the_absolute_byte_offset(tmp_path):
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 7, CO.CHUNK])
 def test_errors_replace_gives_what_decoding_the_whole_file_gives(tmp_path, chunk_size):
-    raw = "ok é ".encode() + b"\xff\xfe" + "春".encode()[:2] + b"abc" + "🙂".encode()[:3] + " end".encode() + b"\xe6"
+    raw = "ok é ".encode() + b"\xff\xfe" + "春".encode()[:2] + b"abc" + "🙂".encode()[:3] + b" end" + b"\xe6"
     path = tmp_path / "r.txt"
     path.write_bytes(raw)
     got = symbols_of(path, chunk_size, errors="replace")
@@ -172,7 +172,8 @@ def test_read_indices_skips_or_refuses_unknown_characters(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("abzé", encoding="utf-8")
     vocab = np.array([ord("a"), ord("b")], np.int32)
-    with pytest.raises(CharrnnError, match=r"2 character\(s\) not in the model's vocabulary: 'z' .*'é'.*--skip-unknown"):
+    with pytest.raises(CharrnnError,
+                       match=r"2 character\(s\) not in the model's vocabulary: 'z' .*'é'.*--skip-unknown"):
         CO.read_indices(str(path), vocab)
     idx, skipped = CO.read_indices(str(path), vocab, skip_unknown=True)
     assert list(idx) == [0, 1] and skipped == 2
@@ -201,7 +202,9 @@ def make_tree(root):
 def test_find_files_sorted_recursive_filtered(tmp_path):
     src = tmp_path / "src"
     make_tree(src)
-    names = lambda paths: [os.path.relpath(p, src).replace(os.sep, "/") for p in paths]
+    def names(paths):
+        return [os.path.relpath(p, src).replace(os.sep, "/") for p in paths]
+
     assert names(CO.find_files([str(src)])) == [
         "a.h", "b.c", "empty.c", "notes.txt", "sub-x.c", "sub/deeper/y.c", "sub/z.c"]
     assert names(CO.find_files([str(src)], globs=["*.c"])) == ["b.c", "empty.c", "sub-x.c", "sub/deeper/y.c", "sub/z.c"]

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import CORPUS, Payload
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +35,6 @@ from charrnn import checkpoint as ckpt_io
 from charrnn import config as C
 from charrnn.cli import cli
 from charrnn.errors import CharrnnError, UsageError
-from conftest import CORPUS, Payload
 
 EXAMPLES = {"config": 400, "set": 400, "bytes": 400, "arrays": 400, "cli": 300, "train": 200}
 FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
@@ -132,7 +132,8 @@ def applicable(key, doc):
     meta = FIELDS[key]
     optim = doc.get("optim", {})
     name, schedule = optim.get("name", "adagrad"), optim.get("schedule", "constant")
-    return (not meta["only"] or name in meta["only"]) and (not meta["only_schedule"] or schedule in meta["only_schedule"])
+    return ((not meta["only"] or name in meta["only"])
+            and (not meta["only_schedule"] or schedule in meta["only_schedule"]))
 
 
 @st.composite
@@ -311,7 +312,8 @@ def same_content(a, b):
     pairs = [(ra.params, rb.params), (ra.opt_state, rb.opt_state)] + ([(ra.ema, rb.ema)] if ra.ema else [])
     if not all(np.array_equal(x[k], y[k]) for x, y in pairs for k in x):
         return False
-    if not all(np.array_equal(p, q) for sa, sb in zip(ra.state, rb.state) for p, q in zip(sa, sb)):
+    if not all(np.array_equal(p, q) for sa, sb in zip(ra.state, rb.state, strict=False)
+               for p, q in zip(sa, sb, strict=False)):
         return False
     scalars = [getattr(ra, k) for k in ckpt_io.SCALARS], [getattr(rb, k) for k in ckpt_io.SCALARS]
     return (np.array_equal(np.array(scalars[0]), np.array(scalars[1]), equal_nan=True)
@@ -363,7 +365,8 @@ def array_mutation(data, arrays, marker):
         # Keys that older checkpoints lack load without them (with their defaults): not broken.
         return arrays, key not in tuple(ckpt_io.LATER_SCALARS) + ("corpus", "unit")
     if how == "extra":
-        name = data.draw(st.text(min_size=1, max_size=10).filter(lambda n: n not in arrays and "/" not in n and "\0" not in n))
+        name = data.draw(st.text(min_size=1, max_size=10).filter(
+            lambda n: n not in arrays and "/" not in n and "\0" not in n))
         arrays[name] = np.zeros(data.draw(st.integers(0, 5)), dtype=data.draw(st.sampled_from(DTYPES[:7])))
         return arrays, False
     if how == "dtype":
@@ -399,7 +402,8 @@ def array_mutation(data, arrays, marker):
     if how == "value":
         if a.dtype.kind in "iu" and a.size:
             b = a.copy().reshape(-1)
-            b[data.draw(st.integers(0, b.size - 1))] = data.draw(st.integers(np.iinfo(a.dtype).min, np.iinfo(a.dtype).max))
+            value = data.draw(st.integers(np.iinfo(a.dtype).min, np.iinfo(a.dtype).max))
+            b[data.draw(st.integers(0, b.size - 1))] = value
             arrays[key] = b.reshape(a.shape)
             broken_vocab = key == "vocab" and (np.any(np.diff(b) <= 0) or b.min() < 0 or b.max() > 0x10FFFF
                                                 or np.any((b >= 0xD800) & (b <= 0xDFFF)))
