@@ -1,4 +1,4 @@
-"""Corpora of any size (issue 13): `charrnn prepare` speed, start-up time and peak memory
+"""Corpora of any size: `charrnn prepare` speed, start-up time and peak memory
 of training from a prepared directory and from a text file, and the training throughput
 of a corpus read from disk against the same corpus in memory.
 
@@ -95,7 +95,7 @@ def english_block(rng, typographic):
         words[special] = np.array(TYPOGRAPHIC, dtype=object)[rng.integers(0, len(TYPOGRAPHIC), special.sum())]
     ends = rng.random(n)
     seps = np.where(ends < 0.06, ".\n", np.where(ends < 0.12, ". ", np.where(ends < 0.18, ", ", " ")))
-    text = "".join(w + s for w, s in zip(words.tolist(), seps.tolist()))
+    text = "".join(w + s for w, s in zip(words.tolist(), seps.tolist(), strict=True))
     return text.encode("utf-8")
 
 

@@ -1,4 +1,4 @@
-"""charrnn on a GPU (CuPy) against PyTorch with cuDNN, and against charrnn on the CPU (issue 15).
+"""charrnn on a GPU (CuPy) against PyTorch with cuDNN, and against charrnn on the CPU.
 
 Rows, all float32, T = 64, the bundled corpus, the same training step on both sides: batch
 copied from the host, loss summed over T and averaged over B, backward, clip to global norm
@@ -358,7 +358,6 @@ def run_row(args, xp, tdev, data, V, cell, H, B, T, cpu_fig):
     res["breakdown"] = breakdown(xp, data, V, cell, H, T, B, med["charrnn"] / n)
     with kernels.enabled(False):
         res["breakdown_plain"] = breakdown(xp, data, V, cell, H, T, B, med["charrnn_plain"] / n)
-    del fused, plain, sides
     return res
 
 
@@ -377,10 +376,12 @@ def markdown(meta, rows, grads, samp):
         t_torch = "≥ 0.5×" if big else ""
         t_cpu = "≥ 20×" if not big else ""
         L.append(f"| {r['row']} | {f(r['charrnn_chars_s'])} | {f(r['charrnn_plain_chars_s'])} | "
-                 f"{f(r.get('torch_chars_s'))} | {f(r.get('torch_tf32_chars_s'))} | {f(r.get('vs_torch'), '{:.2f}×')} | "
+                 f"{f(r.get('torch_chars_s'))} | {f(r.get('torch_tf32_chars_s'))} | "
+                 f"{f(r.get('vs_torch'), '{:.2f}×')} | "
                  f"{t_torch} | {f(r.get('cpu_chars_s'))} | {f(r.get('vs_cpu'), '{:.1f}×')} | {t_cpu} |")
     L += ["", "chars/s, median of interleaved blocks. Where the time goes (per training step):", "",
-          "| setting | kernels | step ms | same launches, tiny arrays ms | products alone ms (share) | µs per launch (host) | ≈ launches/step |",
+          "| setting | kernels | step ms | same launches, tiny arrays ms | products alone ms (share) "
+          "| µs per launch (host) | ≈ launches/step |",
           "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         for label, b in (("fused", r["breakdown"]), ("plain", r["breakdown_plain"])):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 15 as one run, for a machine with an NVIDIA GPU, CuPy and PyTorch
+# The GPU checks (tests/test_gpu.py and benchmarks/gpu.py) as one run, for a machine with an NVIDIA GPU, CuPy and PyTorch
 # (CUDA): the GPU tests, then the benchmark. Everything is written under $OUT (default
 # ./gpu_check_out): env.txt, pytest_gpu.log, bench.log, gpu_bench.json, gpu_bench.md,
 # pytest_rest.log, status.txt. Under 8 minutes in all (each part has its own timeout).

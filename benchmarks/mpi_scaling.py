@@ -1,4 +1,4 @@
-"""Data-parallel training under MPI (issue 14): measured on this machine, projected past it.
+"""Data-parallel training under MPI: measured on this machine, projected past it.
 
 1. **Two ranks against one process.** Training chars/s of rnn, lstm and gru at H=512, T=64,
    B=32, float32, Adam: one process with 2 BLAS threads against ``mpiexec -n 2`` with 1 BLAS
@@ -68,9 +68,8 @@ def worker(spec_json):
 
     from charrnn import config as C
     from charrnn import data as D
-    from charrnn import distributed
+    from charrnn import distributed, optim
     from charrnn import model as M
-    from charrnn import optim
     from charrnn.runtime import tune_allocator
     from charrnn.train import new_run, next_batch, train_step
 
@@ -187,9 +186,11 @@ def part1(cells, H, T, B, repeats, steps):
     return rows
 
 
-SHAPES = {  # the LSTMs of the issue, at the shipped configs' B and T
-    "lstm 2×512": {"model": {"cell": "lstm", "hidden_size": 512, "layers": 2}, "train": {"seq_length": 64, "batch_size": 32}},
-    "lstm 3×1024": {"model": {"cell": "lstm", "hidden_size": 1024, "layers": 3}, "train": {"seq_length": 64, "batch_size": 32}},
+SHAPES = {  # two larger LSTMs (docstring, part 2), at the shipped configs' B and T
+    "lstm 2×512": {"model": {"cell": "lstm", "hidden_size": 512, "layers": 2},
+                   "train": {"seq_length": 64, "batch_size": 32}},
+    "lstm 3×1024": {"model": {"cell": "lstm", "hidden_size": 1024, "layers": 3},
+                    "train": {"seq_length": 64, "batch_size": 32}},
 }
 
 
@@ -222,14 +223,15 @@ def projection(row, N, gbps):
 
 def markdown(meta, p1, p2):
     out = ["# MPI scaling: latest results", "",
-           "Produced by `benchmarks/mpi_scaling.py` (issue 14); see its docstring for the method.", ""]
+           "Produced by `benchmarks/mpi_scaling.py`; see its docstring for the method.", ""]
     out += [f"- {k}: {v}" for k, v in meta.items()]
     out += ["", "## 1. Two ranks (1 BLAS thread each) against one process (2 BLAS threads), 2 cores", "",
             "H=512 T=64 B=32 float32 Adam. chars/s: medians of the turns, every turn's rate in brackets. "
             "The one-process, one-thread side is a second reference: on two free cores, two ranks "
             "can at best double it.", "",
-            "| cell | 1 process, 2 threads | 1 process, 1 thread | 2 ranks, 1 thread each | 2 ranks / 1 process (2 threads) "
-            "| 2 ranks / 1 process (1 thread) | step: 1 proc 2 thr / 2 ranks | in collectives, rank 0 / 1 | "
+            "| cell | 1 process, 2 threads | 1 process, 1 thread | 2 ranks, 1 thread each "
+            "| 2 ranks / 1 process (2 threads) | 2 ranks / 1 process (1 thread) | step: 1 proc 2 thr / 2 ranks "
+            "| in collectives, rank 0 / 1 | "
             "peak RSS: 1 proc / per rank |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in p1:
@@ -242,7 +244,8 @@ def markdown(meta, p1, p2):
             "Step times with 2 and with 1 BLAS thread; the projection uses the faster (on a loaded machine "
             "two OpenBLAS threads can be much slower than one). 'Replicated': clipping, the optimizer's "
             "update and the weight average, which every rank does whole.", "",
-            "| model | B | T | parameters P | all-reduced per step | step, 2 threads | step, 1 thread | of which replicated |",
+            "| model | B | T | parameters P | all-reduced per step | step, 2 threads | step, 1 thread "
+            "| of which replicated |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in p2:
         out.append(f"| {r['name']}: {r['describe']}, {r['dtype']} | {r['B']} | {r['T']} | {r['params']:,} | "
@@ -289,7 +292,8 @@ def main():
 
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"{platform.system()} {platform.release()}",
         "python / numpy": f"{platform.python_version()} / {np.__version__}",
         "load average before / after": f"{LOAD0} / {loadavg()} (2 cores)",
         "command": "python " + " ".join(sys.argv),

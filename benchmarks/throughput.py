@@ -1,6 +1,6 @@
 """Training and sampling throughput of charrnn against a min-char-rnn loop and PyTorch.
 
-Rows (issue 4):
+Rows:
 
 1. min-char-rnn settings (vanilla, H=100, T=25, B=1, float64, Adagrad 0.1, clip ±5):
    charrnn against min-char-rnn's own per-step loop, written out below as the gist does
@@ -37,7 +37,6 @@ import datetime
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -51,11 +50,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # minchar_gist: min-char-rnn's lossFun, shared with its test
 
+from minchar_gist import loss_fun as minchar_loss_fun  # noqa: E402
+
 from charrnn import model as M  # noqa: E402
 from charrnn import optim, sampling  # noqa: E402
 from charrnn.data import Streams, build_vocab, encode, read_text  # noqa: E402
 from charrnn.runtime import tune_allocator  # noqa: E402
-from minchar_gist import loss_fun as minchar_loss_fun  # noqa: E402
 
 CORPUS = ROOT / "data" / "shakespeare_tiny.txt"
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -150,7 +150,7 @@ class MinCharLoop:
         inputs = self.data[self.p : self.p + self.T]
         targets = self.data[self.p + 1 : self.p + self.T + 1]
         loss, dWxh, dWhh, dWhy, dbh, dby, self.hprev = minchar_loss_fun(inputs, targets, self.hprev, *self.params)
-        for param, dparam, mem in zip(self.params, [dWxh, dWhh, dWhy, dbh, dby], self.mems):
+        for param, dparam, mem in zip(self.params, [dWxh, dWhh, dWhy, dbh, dby], self.mems, strict=True):
             mem += dparam * dparam
             param += -self.lr * dparam / np.sqrt(mem + 1e-8)
         self.p += self.T
@@ -299,8 +299,8 @@ def row_train(args, data, V, cell, row, target):
         # input, oneDNN kernels on or off.
         configs = [(oh, mk) for oh in (True, False) for mk in (True, False)]
         cands = {c: TorchTrainer(data, V, cell, H, T, B, args.lr, onehot=c[0], mkldnn=c[1]) for c in configs}
-        best = fastest({c: (lambda tr=tr: [tr.step() for _ in range(max(2, args.steps // 2))]) for c, tr in cands.items()},
-                       args.warmup)
+        steps = max(2, args.steps // 2)
+        best = fastest({c: (lambda tr=tr: [tr.step() for _ in range(steps)]) for c, tr in cands.items()}, args.warmup)
         tt = cands[best]
         cands.clear()
         res["reference"] += f" ({torch_config(*best)})"
@@ -331,7 +331,8 @@ def row_sample(args, data, V):
         torch.manual_seed(0)
         model = TorchModel("lstm", V, H, onehot=False).eval()
         gen = torch.Generator().manual_seed(0)
-        mk = fastest({m: (lambda m=m: torch_sample(model, int(data[0]), min(n, 500), gen, m)) for m in (True, False)}, 1)
+        first, probe = int(data[0]), min(n, 500)
+        mk = fastest({m: (lambda m=m: torch_sample(model, first, probe, gen, m)) for m in (True, False)}, 1)
         res["reference"] += f" (oneDNN {'on' if mk else 'off'})"
         sides["ref"] = (lambda: torch_sample(model, int(data[0]), n, gen, mk), n)
     med, _ = interleave(sides, args.repeats, 1)
@@ -380,7 +381,7 @@ def fmt_rate(x):
 
 
 def render(header, rows, peak):
-    lines = [f"# charrnn throughput benchmark", ""]
+    lines = ["# charrnn throughput benchmark", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()]
     lines += ["", "| # | setting | charrnn | reference | ratio | target | met | MFLOP/char | "
               "charrnn GFLOP/s (% peak) | ref GFLOP/s (% peak) |",

@@ -16,7 +16,6 @@ import difflib
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Optional
 
 import yaml
 
@@ -38,8 +37,16 @@ def opt(default, kind, doc, *, lo=None, lo_open=False, hi=None, hi_open=False,
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = opt(None, str, "UTF-8 text file, or directory made by `charrnn prepare` (or its meta.json), to train on (relative to the config file); required", path=True, nullable=True)
-    val_fraction: float = opt(0.1, float, "the last fraction of a text file, held out for validation (0: none); a prepared directory keeps the split it was prepared with", lo=0.0, hi=0.5)
+    path: str | None = opt(
+        None, str,
+        "UTF-8 text file, or directory made by `charrnn prepare` (or its meta.json), to train on (relative to the "
+        "config file); required",
+        path=True, nullable=True)
+    val_fraction: float = opt(
+        0.1, float,
+        "the last fraction of a text file, held out for validation (0: none); a prepared directory keeps the split it "
+        "was prepared with",
+        lo=0.0, hi=0.5)
 
 
 @dataclass
@@ -47,11 +54,23 @@ class ModelConfig:
     cell: str = opt("rnn", str, "recurrent cell", choices=("rnn", "lstm", "gru"))
     hidden_size: int = opt(100, int, "hidden units per layer (H)", lo=1)
     layers: int = opt(1, int, "stacked recurrent layers", lo=1, hi=16)
-    dropout: float = opt(0.0, float, "dropout between layers and before the output (0 disables)", lo=0.0, hi=1.0, hi_open=True)
-    multiplicative: bool = opt(False, bool, "multiplicative integration (Wu et al. 2016): each recurrent product scaled unit by unit by Wmx x_t + bm, a gain chosen by the input character")
-    init_std: float = opt(0.01, float, "weights start as N(0, 1) · init_std (min-char-rnn: 0.01); biases start at 0", lo=0.0, lo_open=True)
+    dropout: float = opt(
+        0.0, float,
+        "dropout between layers and before the output (0 disables)",
+        lo=0.0, hi=1.0, hi_open=True)
+    multiplicative: bool = opt(
+        False, bool,
+        "multiplicative integration (Wu et al. 2016): each recurrent product scaled unit by unit by Wmx x_t + bm, a "
+        "gain chosen by the input character")
+    init_std: float = opt(
+        0.01, float,
+        "weights start as N(0, 1) · init_std (min-char-rnn: 0.01); biases start at 0",
+        lo=0.0, lo_open=True)
     dtype: str = opt("float32", str, "floating-point type of parameters and training", choices=("float32", "float64"))
-    device: str = opt("cpu", str, "where training runs: cpu (NumPy), or gpu (the same code on CuPy; pip install 'charrnn[gpu]')", choices=("cpu", "gpu"))
+    device: str = opt(
+        "cpu", str,
+        "where training runs: cpu (NumPy), or gpu (the same code on CuPy; pip install 'charrnn[gpu]')",
+        choices=("cpu", "gpu"))
 
 
 # The learning rate each optimizer starts from when optim.lr is not given.
@@ -60,22 +79,64 @@ DEFAULT_LR = {"adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3, "sgd": 0.1}
 
 @dataclass
 class OptimConfig:
-    name: str = opt("adagrad", str, "optimizer: adagrad (min-char-rnn), rmsprop (char-rnn), adam (torch-rnn, nanoGPT), sgd (with momentum)", choices=("adagrad", "rmsprop", "adam", "sgd"))
-    lr: Optional[float] = opt(None, float, "learning rate; null: the optimizer's usual one (adagrad 0.1, rmsprop 0.002, adam 0.002, sgd 0.1)", lo=0.0, lo_open=True, nullable=True)
-    eps: float = opt(1e-8, float, "epsilon of adagrad, rmsprop and adam", lo=0.0, lo_open=True, only=("adagrad", "rmsprop", "adam"))
-    decay: float = opt(0.95, float, "rmsprop: decay of the mean square (char-rnn: 0.95)", lo=0.0, hi=1.0, hi_open=True, only=("rmsprop",))
+    name: str = opt(
+        "adagrad", str,
+        "optimizer: adagrad (min-char-rnn), rmsprop (char-rnn), adam (torch-rnn, nanoGPT), sgd (with momentum)",
+        choices=("adagrad", "rmsprop", "adam", "sgd"))
+    lr: float | None = opt(
+        None, float,
+        "learning rate; null: the optimizer's usual one (adagrad 0.1, rmsprop 0.002, adam 0.002, sgd 0.1)",
+        lo=0.0, lo_open=True, nullable=True)
+    eps: float = opt(
+        1e-8, float,
+        "epsilon of adagrad, rmsprop and adam",
+        lo=0.0, lo_open=True, only=("adagrad", "rmsprop", "adam"))
+    decay: float = opt(
+        0.95, float,
+        "rmsprop: decay of the mean square (char-rnn: 0.95)",
+        lo=0.0, hi=1.0, hi_open=True, only=("rmsprop",))
     beta1: float = opt(0.9, float, "adam: decay of the first moment", lo=0.0, hi=1.0, hi_open=True, only=("adam",))
     beta2: float = opt(0.999, float, "adam: decay of the second moment", lo=0.0, hi=1.0, hi_open=True, only=("adam",))
-    weight_decay: float = opt(0.0, float, "adam: decoupled weight decay of the weight matrices, not the biases (AdamW; nanoGPT: 0.1); 0: plain Adam", lo=0.0, only=("adam",))
+    weight_decay: float = opt(
+        0.0, float,
+        "adam: decoupled weight decay of the weight matrices, not the biases (AdamW; nanoGPT: 0.1); 0: plain Adam",
+        lo=0.0, only=("adam",))
     momentum: float = opt(0.9, float, "sgd: momentum (0: plain SGD)", lo=0.0, hi=1.0, hi_open=True, only=("sgd",))
-    clip_value: Optional[float] = opt(5.0, float, "clip every gradient element into [-v, v] (min-char-rnn: 5); 0 or null disables", lo=0.0, nullable=True)
-    clip_norm: Optional[float] = opt(None, float, "rescale gradients to this global L2 norm at most; 0 or null disables", lo=0.0, nullable=True)
-    schedule: str = opt("constant", str, "learning-rate schedule: constant, step (char-rnn: × decay_rate per epoch from decay_after on), cosine (nanoGPT: linear warm-up, then cosine to min_lr at train.steps), linear (linear warm-up, then a straight line to min_lr at train.steps)", choices=("constant", "step", "cosine", "linear"))
-    decay_rate: float = opt(0.97, float, "step schedule: factor per epoch (char-rnn: 0.97)", lo=0.0, lo_open=True, hi=1.0, only_schedule=("step",))
-    decay_after: int = opt(10, int, "step schedule: first epoch at whose end the rate decays (char-rnn: 10)", lo=0, only_schedule=("step",))
-    warmup_steps: int = opt(0, int, "cosine and linear schedules: steps of linear warm-up from 0", lo=0, only_schedule=DECAYING)
-    min_lr: Optional[float] = opt(None, float, "cosine and linear schedules: final learning rate; null: lr / 10", lo=0.0, nullable=True, only_schedule=DECAYING)
-    ema: Optional[float] = opt(None, float, "decay of an exponential moving average of the weights (e.g. 0.999, about the last 1,000 steps), which validation, best.npz, sample and eval use; null: off", lo=0.0, lo_open=True, hi=1.0, hi_open=True, nullable=True)
+    clip_value: float | None = opt(
+        5.0, float,
+        "clip every gradient element into [-v, v] (min-char-rnn: 5); 0 or null disables",
+        lo=0.0, nullable=True)
+    clip_norm: float | None = opt(
+        None, float,
+        "rescale gradients to this global L2 norm at most; 0 or null disables",
+        lo=0.0, nullable=True)
+    schedule: str = opt(
+        "constant", str,
+        "learning-rate schedule: constant, step (char-rnn: × decay_rate per epoch from decay_after on), cosine "
+        "(nanoGPT: linear warm-up, then cosine to min_lr at train.steps), linear (linear warm-up, then a straight line"
+        " to min_lr at train.steps)",
+        choices=("constant", "step", "cosine", "linear"))
+    decay_rate: float = opt(
+        0.97, float,
+        "step schedule: factor per epoch (char-rnn: 0.97)",
+        lo=0.0, lo_open=True, hi=1.0, only_schedule=("step",))
+    decay_after: int = opt(
+        10, int,
+        "step schedule: first epoch at whose end the rate decays (char-rnn: 10)",
+        lo=0, only_schedule=("step",))
+    warmup_steps: int = opt(
+        0, int,
+        "cosine and linear schedules: steps of linear warm-up from 0",
+        lo=0, only_schedule=DECAYING)
+    min_lr: float | None = opt(
+        None, float,
+        "cosine and linear schedules: final learning rate; null: lr / 10",
+        lo=0.0, nullable=True, only_schedule=DECAYING)
+    ema: float | None = opt(
+        None, float,
+        "decay of an exponential moving average of the weights (e.g. 0.999, about the last 1,000 steps), which "
+        "validation, best.npz, sample and eval use; null: off",
+        lo=0.0, lo_open=True, hi=1.0, hi_open=True, nullable=True)
 
 
 @dataclass
@@ -84,22 +145,53 @@ class TrainConfig:
     batch_size: int = opt(1, int, "parallel streams of the corpus (B)", lo=1)
     steps: int = opt(10000, int, "total optimizer steps of the run", lo=1)
     seed: int = opt(42, int, "seed for initialisation, dropout and preview samples", lo=0)
-    out_dir: Optional[str] = opt(None, str, "run directory (relative to the config file); null: runs/<config name> in the working directory", nullable=True, path=True)
+    out_dir: str | None = opt(
+        None, str,
+        "run directory (relative to the config file); null: runs/<config name> in the working directory",
+        nullable=True, path=True)
     log_every: int = opt(100, int, "append a line to metrics.jsonl every this many steps", lo=1)
     sample_every: int = opt(1000, int, "print a preview sample to stderr every this many steps; 0 disables", lo=0)
-    checkpoint_every: int = opt(1000, int, "write RUN/ckpt.npz every this many steps (and always at the end); 0: only at the end", lo=0)
-    eval_every: int = opt(1000, int, "evaluate the validation text every this many steps (and at the end); 0: only at the end", lo=0)
-    eval_chars: Optional[int] = opt(1_000_000, int, "characters each evaluation reads: the first eval_chars of the validation split, the same every time; null: all of it", lo=2, nullable=True)
-    patience: Optional[int] = opt(None, int, "stop early after this many evaluations without a new best validation loss; null: never", lo=1, nullable=True)
-    max_minutes: Optional[float] = opt(None, float, "stop (with a checkpoint and a final evaluation) after this much training time; null: no limit", lo=0.0, lo_open=True, nullable=True)
-    diverge_factor: Optional[float] = opt(3.0, float, "stop as diverged when min-char-rnn's smoothed training loss per character exceeds this multiple of the larger of log V (a uniform guess) and the first step's loss (a loss or gradient that is not finite always stops the run); null: only then", lo=1.0, lo_open=True, nullable=True)
-    progress_loss: str = opt("window", str, "training loss on the progress bar and in the summary: window (the mean over the steps since the last log line) or smooth (min-char-rnn's 0.999-smoothed loss, which lags about 1,000 steps behind)", choices=("window", "smooth"))
+    checkpoint_every: int = opt(
+        1000, int,
+        "write RUN/ckpt.npz every this many steps (and always at the end); 0: only at the end",
+        lo=0)
+    eval_every: int = opt(
+        1000, int,
+        "evaluate the validation text every this many steps (and at the end); 0: only at the end",
+        lo=0)
+    eval_chars: int | None = opt(
+        1_000_000, int,
+        "characters each evaluation reads: the first eval_chars of the validation split, the same every time; null: "
+        "all of it",
+        lo=2, nullable=True)
+    patience: int | None = opt(
+        None, int,
+        "stop early after this many evaluations without a new best validation loss; null: never",
+        lo=1, nullable=True)
+    max_minutes: float | None = opt(
+        None, float,
+        "stop (with a checkpoint and a final evaluation) after this much training time; null: no limit",
+        lo=0.0, lo_open=True, nullable=True)
+    diverge_factor: float | None = opt(
+        3.0, float,
+        "stop as diverged when min-char-rnn's smoothed training loss per character exceeds this multiple of the larger"
+        " of log V (a uniform guess) and the first step's loss (a loss or gradient that is not finite always stops the"
+        " run); null: only then",
+        lo=1.0, lo_open=True, nullable=True)
+    progress_loss: str = opt(
+        "window", str,
+        "training loss on the progress bar and in the summary: window (the mean over the steps since the last log "
+        "line) or smooth (min-char-rnn's 0.999-smoothed loss, which lags about 1,000 steps behind)",
+        choices=("window", "smooth"))
 
 
 @dataclass
 class SampleConfig:
     length: int = opt(200, int, "characters in a preview sample (and the default of `charrnn sample --length`)", lo=1)
-    temperature: float = opt(1.0, float, "softmax temperature of previews (and the default of `charrnn sample`)", lo=0.0, lo_open=True)
+    temperature: float = opt(
+        1.0, float,
+        "softmax temperature of previews (and the default of `charrnn sample`)",
+        lo=0.0, lo_open=True)
 
 
 @dataclass
@@ -169,7 +261,7 @@ class StrictLoader(yaml.SafeLoader):
         if isinstance(node, yaml.MappingNode):
             path = self._paths.get(node, "")
             seen = {}
-            for key_node, value_node in node.value:
+            for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     continue
                 key = self.construct_object(key_node, deep=deep)
@@ -242,35 +334,59 @@ def _check_value(key, value, meta, source):
     return value
 
 
-# Names other trainers use (char-rnn, torch-rnn, nanoGPT, PyTorch) for our keys.
+# Names other trainers use (char-rnn, torch-rnn, nanoGPT, PyTorch) for our keys. An alias
+# wins over difflib's closest spelling, so every entry must be the key that means the same
+# thing (tests/test_config.py checks that each target exists): nanoGPT's eval_interval is
+# how often it evaluates, our eval_every, however close checkpoint_every may look.
 ALIASES = {
     "learning_rate": "lr", "rnn_size": "hidden_size", "hidden": "hidden_size", "n_embd": "hidden_size",
     "num_layers": "layers", "n_layer": "layers", "model_type": "cell", "seq_len": "seq_length",
     "block_size": "seq_length", "batch": "batch_size", "grad_clip": "clip_value", "max_iters": "steps",
-    "iterations": "steps", "max_epochs": "steps", "eval_interval": "checkpoint_every",
-    "print_every": "log_every", "log_interval": "log_every", "checkpoint_every_steps": "checkpoint_every",
-    "input_file": "path", "data_dir": "path"
+    "iterations": "steps", "max_epochs": "steps", "epochs": "steps", "eval_interval": "eval_every",
+    "eval_val_every": "eval_every", "print_every": "log_every", "log_interval": "log_every",
+    "checkpoint_every_steps": "checkpoint_every", "warmup_iters": "warmup_steps",
+    "learning_rate_decay": "decay_rate", "learning_rate_decay_after": "decay_after",
+    "input_file": "path", "data_dir": "path",
+}
+
+# Where an alias's value is not ours as it is, the suggestion says so: a count of epochs
+# copied into train.steps would silently train for a much shorter run.
+_EPOCHS = ("It counts optimizer steps, another unit than epochs: an epoch is about "
+           "N / (batch_size × seq_length) steps, for N training characters")
+ALIAS_NOTES = {
+    "max_epochs": _EPOCHS, "epochs": _EPOCHS,
+    "grad_clip": "It clips each element, as char-rnn's grad_clip does; nanoGPT's grad_clip clips the "
+                 "global norm, which is optim.clip_norm",
 }
 
 
+def _closest(key, valid):
+    """The valid key closest to unknown ``key``, or None: the alias's target in the same
+    section, else in another (train.lr -> optim.lr), else difflib's closest spelling."""
+    section, _, leaf = key.rpartition(".")
+    leaves = {k.rpartition(".")[2]: k for k in valid if k.rpartition(".")[0] == section}
+    target = ALIASES.get(leaf, leaf)
+    if target in leaves:
+        return leaves[target]
+    elsewhere = [k for k in valid if k.rpartition(".")[2] == target and "." in k]
+    if elsewhere:
+        return elsewhere[0]
+    close = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)
+    if close:
+        return leaves[close[0]]
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def _unknown(key, valid, source):
-    """An error for an unknown key, suggesting the closest valid one."""
+    """An error for an unknown key, suggesting the closest valid one (and, for another
+    trainer's name whose meaning differs from that key's, how)."""
     section, _, leaf = key.rpartition(".")
     same_section = [k for k in valid if k.rpartition(".")[0] == section]
-    leaves = {k.rpartition(".")[2]: k for k in same_section}
-    target = ALIASES.get(leaf, leaf)
-    elsewhere = [k for k in valid if k.rpartition(".")[2] == target and "." in k]
-    close = []
-    if target in leaves:
-        close = [leaves[target]]
-    elif elsewhere:  # a key of another section, e.g. train.lr -> optim.lr
-        close = elsewhere
-    elif leaves:
-        close = [leaves[m] for m in difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.6)]
-    if not close:
-        close = difflib.get_close_matches(key, valid, n=1, cutoff=0.75)
+    close = _closest(key, valid)
     if close:
-        hint = f" (did you mean '{close[0]}'?)"
+        note = ALIAS_NOTES.get(leaf) if close.rpartition(".")[2] == ALIASES.get(leaf) else None
+        hint = f" (did you mean '{close}'? {note})" if note else f" (did you mean '{close}'?)"
     elif same_section:
         hint = f"; valid keys: {', '.join(same_section)}"
     else:  # not even the section is known: name the sections rather than every key

@@ -40,6 +40,8 @@ which holds every source's hash and the options it was prepared with). An edit o
 .bin file that keeps its size is not seen: that would mean reading all of it at start-up.
 """
 
+from __future__ import annotations
+
 import contextlib
 import fnmatch
 import hashlib
@@ -49,14 +51,19 @@ import shutil
 import stat
 import sys
 import tempfile
-from typing import NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 from tqdm import tqdm
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import data as D
 from charrnn.errors import CharrnnError, UsageError
+
+if TYPE_CHECKING:
+    from charrnn.config import Config
 
 CHUNK = 4 << 20  # bytes read at a time: large enough for fast decoding, small beside any model
 COUNT_PIECE = 1 << 18  # code points per bincount: its int64 temporaries stay in the cache
@@ -78,16 +85,16 @@ class Source(NamedTuple):
 class Scan(NamedTuple):
     """What the first pass over some files found."""
 
-    sources: list  # of Source, in reading order
+    sources: list[Source]  # in reading order
     counts: np.ndarray  # (256,) for bytes or (0x110000,) for chars: occurrences of each symbol
     unit: str
 
     @property
-    def chars(self):
+    def chars(self) -> int:
         return int(self.counts.sum())
 
     @property
-    def vocab(self):
+    def vocab(self) -> np.ndarray:
         """The symbols that occur, in increasing order: (V,) int32."""
         return np.flatnonzero(self.counts).astype(np.int32)
 
@@ -97,8 +104,8 @@ class Corpus(NamedTuple):
     (DiskIndices for a prepared directory), its identity record and its unit."""
 
     vocab: np.ndarray  # (V,) int32 code points (byte values for the unit "bytes"), in index order
-    train: np.ndarray  # (N_train,) indices
-    val: np.ndarray  # (N_val,) indices
+    train: np.ndarray | DiskIndices  # (N_train,) indices
+    val: np.ndarray | DiskIndices  # (N_val,) indices
     identity: dict
     unit: str
 
@@ -250,17 +257,6 @@ def _decode(path, offset, piece, errors):
             "become U+FFFD) or --bytes (a vocabulary of byte values)") from None
 
 
-def symbol_chunks(path, unit="chars", errors="strict", chunk_size=CHUNK):
-    """The file's symbols, a piece at a time: arrays of code points (uint8 or uint32), or of
-    byte values (uint8) for the unit ``"bytes"``. An invalid byte raises CharrnnError
-    naming the file and the byte's offset in it."""
-    for offset, piece in _pieces(path, unit, chunk_size):
-        if unit == "bytes":
-            yield np.frombuffer(piece, np.uint8)
-        else:
-            yield _code_points(_decode(path, offset, piece, errors))
-
-
 def _count(symbols, counts, below=None):
     """Add the occurrences of each symbol (only those under ``below``) to ``counts``."""
     if symbols.dtype == np.uint8:
@@ -287,7 +283,8 @@ def _count_bytes(b):
     return counts
 
 
-def scan(paths, unit="chars", errors="strict", chunk_size=CHUNK, quiet=True, desc="counting"):
+def scan(paths: Sequence[str], unit: str = "chars", errors: str = "strict", chunk_size: int = CHUNK,
+         quiet: bool = True, desc: str = "counting") -> Scan:
     """The first pass: every file's size, symbol count and SHA-256, and the counts of all
     symbols. Raises CharrnnError for an unreadable file or invalid UTF-8."""
     counts = np.zeros(256 if unit == "bytes" else MAX_CODE_POINT, np.int64)
@@ -365,7 +362,8 @@ class _Lookup:
         return idx
 
 
-def index_chunks(paths, vocab, unit="chars", errors="strict", chunk_size=CHUNK, skip_unknown=False, bar=None):
+def index_chunks(paths: Sequence[str], vocab: np.ndarray, unit: str = "chars", errors: str = "strict",
+                 chunk_size: int = CHUNK, skip_unknown: bool = False, bar: tqdm | None = None) -> Iterator[np.ndarray]:
     """The second pass: the files' indices in ``vocab``, a piece at a time, in the smallest
     unsigned type that holds them. It expects files that ``scan`` has read (and checked).
 
@@ -422,7 +420,8 @@ def _unknown_in(scan_, vocab):
     return np.setdiff1d(scan_.vocab, vocab)
 
 
-def read_indices(path, vocab, unit="chars", skip_unknown=False, chunk_size=CHUNK, quiet=True):
+def read_indices(path: str, vocab: np.ndarray, unit: str = "chars", skip_unknown: bool = False,
+                 chunk_size: int = CHUNK, quiet: bool = True) -> tuple[np.ndarray, int]:
     """A text file's indices in a given vocabulary (``charrnn eval --text``), and how many
     symbols were not in it (dropped with ``skip_unknown``, an error otherwise)."""
     with _readable_twice(path) as path:
@@ -457,7 +456,8 @@ def _split_sizes(n, val_fraction, where, key):
     return n - n_val, n_val
 
 
-def read_text_corpus(path, val_fraction, vocab=None, source=None, chunk_size=CHUNK, quiet=True):
+def read_text_corpus(path: str, val_fraction: float, vocab: np.ndarray | None = None, source: str | None = None,
+                     chunk_size: int = CHUNK, quiet: bool = True) -> Corpus:
     """A UTF-8 text file as a Corpus, in two passes (count, then encode into one array).
 
     The vocabulary is the text's own, or ``vocab`` (a resumed run), which it must fit.
@@ -493,7 +493,7 @@ def _read_text_corpus(path, val_fraction, vocab, source, chunk_size, quiet):
 # Finding the files of `charrnn prepare`.
 
 
-def find_files(inputs, globs=(), exclude=None):
+def find_files(inputs: Sequence[str], globs: Sequence[str] = (), exclude: str | None = None) -> list[str]:
     """The files to prepare, in reading order.
 
     Each input is a file (taken as it is, in the order given) or a directory, whose files
@@ -536,8 +536,9 @@ def find_files(inputs, globs=(), exclude=None):
 # Prepared directories.
 
 
-def prepare(inputs, out, globs=(), val_fraction=0.1, errors="strict", unit="chars", overwrite=False,
-            chunk_size=CHUNK, quiet=True):
+def prepare(inputs: Sequence[str], out: str, globs: Sequence[str] = (), val_fraction: float = 0.1,
+            errors: str = "strict", unit: str = "chars", overwrite: bool = False, chunk_size: int = CHUNK,
+            quiet: bool = True) -> dict[str, Any]:
     """Read, count and encode ``inputs`` into the prepared directory ``out``; returns its
     meta.json as a dict. Every file is written to a temporary file in ``out`` and moved
     into place; meta.json, which makes the directory a corpus, last."""
@@ -599,7 +600,7 @@ def _bad_meta(path, what):
     return CharrnnError(f"{path}: not a valid prepared corpus: {what}; prepare it again with charrnn prepare")
 
 
-def read_meta(directory):
+def read_meta(directory: str) -> tuple[dict[str, Any], str]:
     """meta.json of a prepared directory, validated; and the SHA-256 of its bytes."""
     path = os.path.join(directory, META)
     try:
@@ -656,19 +657,19 @@ class DiskIndices:
 
     ndim = 1
 
-    def __init__(self, path, dtype, length, start=0, file=None):
+    def __init__(self, path: str, dtype: DTypeLike, length: int, start: int = 0, file: Any = None) -> None:
         self.path, self.dtype, self.length, self.start = path, np.dtype(dtype), length, start
         self._file = file if file is not None else open(path, "rb", buffering=0)  # views share it
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.length
 
     @property
-    def shape(self):
+    def shape(self) -> tuple[int]:
         return (self.length,)
 
     @property
-    def nbytes(self):
+    def nbytes(self) -> int:
         return self.length * self.dtype.itemsize
 
     def _read(self, first, count):
@@ -679,7 +680,7 @@ class DiskIndices:
             raise CharrnnError(f"{self.path}: shorter than meta.json says (it changed after it was opened)")
         return raw
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: slice | np.ndarray | Sequence[int]) -> DiskIndices | np.ndarray:
         if isinstance(key, slice):
             first, stop, step = key.indices(self.length)
             if step != 1:
@@ -699,10 +700,10 @@ class DiskIndices:
         breaks = np.flatnonzero(np.diff(positions) != 1) + 1
         firsts = positions[np.r_[0, breaks]].tolist()
         counts = np.diff(np.r_[0, breaks, len(positions)]).tolist()
-        values = np.frombuffer(b"".join(self._read(f, c) for f, c in zip(firsts, counts)), self.dtype)
+        values = np.frombuffer(b"".join(self._read(f, c) for f, c in zip(firsts, counts, strict=True)), self.dtype)
         return values[np.searchsorted(positions, flat)].reshape(idx.shape)
 
-    def __array__(self, dtype=None, copy=None):
+    def __array__(self, dtype: DTypeLike = None, copy: bool | None = None) -> np.ndarray:
         a = np.frombuffer(self._read(0, self.length), self.dtype) if self.length else np.empty(0, self.dtype)
         return a if dtype is None else a.astype(dtype)
 
@@ -723,7 +724,7 @@ def _open_split(path, dtype, n):
         raise CharrnnError(f"{path}: cannot read: {e.strerror}") from None
 
 
-def prepared_dir(path):
+def prepared_dir(path: str) -> str | None:
     """The prepared directory that ``path`` names (the directory itself or its meta.json),
     or None when it names something else."""
     if os.path.isdir(path):
@@ -733,7 +734,8 @@ def prepared_dir(path):
     return None
 
 
-def open_prepared(directory, vocab=None, unit=None, source=None):
+def open_prepared(directory: str, vocab: np.ndarray | None = None, unit: str | None = None,
+                  source: str | None = None) -> Corpus:
     """A prepared directory as a Corpus whose splits are read from disk on demand.
 
     ``vocab`` / ``unit``: those of a resumed run, which the directory's must equal.
@@ -756,7 +758,8 @@ def open_prepared(directory, vocab=None, unit=None, source=None):
     return Corpus(own, train, val, identity, meta["unit"])
 
 
-def open_corpus(path, val_fraction=0.1, vocab=None, unit=None, source=None, quiet=True, chunk_size=CHUNK):
+def open_corpus(path: str, val_fraction: float = 0.1, vocab: np.ndarray | None = None, unit: str | None = None,
+                source: str | None = None, quiet: bool = True, chunk_size: int = CHUNK) -> Corpus:
     """The corpus at ``path``: a prepared directory (or its meta.json), read on demand, or a
     UTF-8 text file, read and encoded in chunks (``val_fraction`` applies to it; a prepared
     directory keeps the split it was prepared with).
@@ -773,7 +776,9 @@ def open_corpus(path, val_fraction=0.1, vocab=None, unit=None, source=None, quie
     return read_text_corpus(path, val_fraction, vocab, source, chunk_size, quiet)
 
 
-def remap(indices, from_vocab, to_vocab, unit="chars", skip_unknown=False, where="text", chunk=CHUNK):
+def remap(indices: np.ndarray | DiskIndices, from_vocab: np.ndarray, to_vocab: np.ndarray, unit: str = "chars",
+          skip_unknown: bool = False, where: str = "text",
+          chunk: int = CHUNK) -> tuple[np.ndarray | DiskIndices, int]:
     """Indices in ``from_vocab`` as indices in ``to_vocab``, read ``chunk`` at a time (e.g.
     a split on disk), and how many were dropped as unknown (``skip_unknown``)."""
     if np.array_equal(from_vocab, to_vocab):
@@ -798,7 +803,8 @@ def remap(indices, from_vocab, to_vocab, unit="chars", skip_unknown=False, where
     return out, skipped
 
 
-def validation_split(config, vocab, unit="chars", source=None, quiet=True):
+def validation_split(config: Config, vocab: np.ndarray, unit: str = "chars", source: str | None = None,
+                     quiet: bool = True) -> np.ndarray | DiskIndices:
     """The validation split of the corpus a run was trained on (``config.data``, as a
     checkpoint stores it), as indices in the run's ``vocab``: what ``charrnn eval`` and
     ``charrnn visualize`` read when no text is given. ``source`` names the checkpoint in

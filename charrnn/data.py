@@ -7,12 +7,20 @@ as a compact integer array of indices into it. Corpora on disk, of any size, are
 ``encode`` here; these serve a prime, a test, a benchmark.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from charrnn.errors import CharrnnError
 
+if TYPE_CHECKING:
+    from charrnn.corpus import DiskIndices
 
-def read_text(path):
+
+def read_text(path: str) -> str:
     """Read a UTF-8 text file, with one-line errors for the ways that can fail."""
     try:
         with open(path, "rb") as f:
@@ -32,28 +40,28 @@ def read_text(path):
         ) from None
 
 
-def code_points(text):
+def code_points(text: str) -> np.ndarray:
     """(N,) int32 array of the text's Unicode code points."""
     return np.frombuffer(text.encode("utf-32-le"), dtype="<u4").astype(np.int32)
 
 
-def build_vocab(text):
+def build_vocab(text: str) -> np.ndarray:
     """The sorted distinct code points of ``text``, (V,) int32."""
     return np.unique(code_points(text))
 
 
-def index_dtype(vocab_size):
+def index_dtype(vocab_size: int) -> type[np.unsignedinteger]:
     """The smallest unsigned type that holds indices into a vocabulary of this size."""
     return np.uint8 if vocab_size <= 256 else np.uint16 if vocab_size <= 65536 else np.uint32
 
 
-def describe_chars(cps, limit=20):
+def describe_chars(cps: Sequence[int] | np.ndarray, limit: int = 20) -> str:
     """Human-readable list of characters, e.g. ``'é' (U+00E9), '\\t' (U+0009)``."""
     shown = ", ".join(f"{chr(c)!r} (U+{c:04X})" for c in cps[:limit])
     return shown + (f" and {len(cps) - limit} more" if len(cps) > limit else "")
 
 
-def encode(text, vocab, unit="chars"):
+def encode(text: str, vocab: np.ndarray, unit: str = "chars") -> np.ndarray:
     """Indices of ``text``'s characters (for the unit "bytes", of its UTF-8 bytes) in
     ``vocab``, as a compact unsigned array.
 
@@ -77,7 +85,7 @@ def encode(text, vocab, unit="chars"):
     return idx.astype(index_dtype(len(vocab)))
 
 
-def decode(indices, vocab, unit="chars"):
+def decode(indices: Sequence[int] | np.ndarray, vocab: np.ndarray, unit: str = "chars") -> str:
     """The text for a sequence of indices (for the unit "bytes", their bytes decoded as
     UTF-8, an invalid byte shown as U+FFFD)."""
     symbols = vocab[np.asarray(indices, dtype=np.int64)]
@@ -96,7 +104,7 @@ class Streams:
     for B = 1 this is exactly min-char-rnn's rule ``if p + seq_length + 1 >= len(data)``.
     """
 
-    def __init__(self, data, batch_size, seq_length):
+    def __init__(self, data: np.ndarray | DiskIndices, batch_size: int, seq_length: int) -> None:
         N = len(data)
         self.data = data
         self.B, self.T = batch_size, seq_length
@@ -109,11 +117,11 @@ class Streams:
         self.starts = np.arange(batch_size, dtype=np.int64) * self.L
         self._offsets = np.arange(seq_length + 1, dtype=np.int64)[:, None] + self.starts[None, :]
 
-    def wraps(self, p):
+    def wraps(self, p: int) -> bool:
         """True when the batch at position ``p`` would run past the end of a stream."""
         return p + self.T + 1 >= self.L
 
-    def batch(self, p):
+    def batch(self, p: int) -> tuple[np.ndarray, np.ndarray]:
         """Inputs and targets at position ``p``: two (T, B) int arrays."""
         chunk = self.data[self._offsets + p]  # (T+1, B)
         return chunk[:-1], chunk[1:]

@@ -2,8 +2,9 @@
 
 The core (cells, model, optim, evaluate) never names NumPy for the arrays it is given: it
 asks ``array_module(*arrays)`` and calls that module's functions, so the same equations run
-on either device (STYLE.md, principle 14: one implementation of the math). CuPy is NumPy's
-API on CUDA, so the module is all that changes.
+on either device: the math is written once, so the CPU and the GPU cannot drift apart and
+every test of it on the CPU holds on the GPU too. CuPy is NumPy's API on CUDA, so the module
+is all that changes.
 
 CuPy is imported only when a GPU is asked for (``get_xp("gpu")``). Until then
 ``array_module`` answers numpy without importing anything: an array can only be CuPy's if
@@ -16,21 +17,31 @@ loadable without a GPU), ``lazy_float`` for scalars that the caller reads only n
 random numbers on the device.
 """
 
+from __future__ import annotations
+
 import functools
 import sys
+from types import ModuleType
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from charrnn.errors import CharrnnError, UsageError
 
 DEVICES = ("cpu", "gpu")
+
+# The type hints' name for the arrays the core works on: a NumPy array, or a CuPy one on a
+# GPU, which has the same interface (CuPy is not imported to name its type).
+Array = np.ndarray
+Arrays = dict[str, Array]  # parameters, gradients or optimizer state, by name
 
 INSTALL_HINT = (
     "pip install 'charrnn[gpu]' (CuPy for CUDA 12); for CUDA 13: pip install cupy-cuda13x"
 )
 
 
-def array_module(*arrays):
+def array_module(*arrays: Any) -> ModuleType:
     """The array module of ``arrays``: cupy if any of them is a CuPy array, else numpy.
 
     Never imports CuPy: if nothing has imported it, no array can be CuPy's. Non-array
@@ -49,7 +60,7 @@ def _first_line(error):
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _usable_cupy():
     """cupy, after checking that it imports and that a GPU runs a kernel; else CharrnnError."""
     try:
@@ -78,7 +89,7 @@ def _usable_cupy():
     return cupy
 
 
-def get_xp(device):
+def get_xp(device: str) -> ModuleType:
     """The array module for ``device``: numpy for ``"cpu"``, cupy for ``"gpu"``.
 
     ``"gpu"`` imports CuPy and runs one small kernel; without CuPy, or without a GPU that
@@ -92,7 +103,7 @@ def get_xp(device):
     raise UsageError(f"device {device!r} is not one of: {', '.join(DEVICES)}")
 
 
-def to_device(tree, xp):
+def to_device(tree: Any, xp: ModuleType) -> Any:
     """``tree`` (dicts, lists and tuples of arrays; None and scalars pass through) with every
     array in ``xp``'s memory. Host arrays asked for on the host are returned as they are,
     uncopied; ``to_device(tree, numpy)`` is ``to_host(tree)``."""
@@ -111,7 +122,7 @@ def _is_leaf_scalar(x):
     return x is None or isinstance(x, (np.generic, int, float, str))
 
 
-def to_host(tree):
+def to_host(tree: Any) -> Any:
     """``tree`` with every array a NumPy array (device arrays copied with ``.get()``); host
     arrays are returned as they are, uncopied."""
     if isinstance(tree, dict):
@@ -123,7 +134,7 @@ def to_host(tree):
     return tree.get()  # cupy.ndarray -> numpy.ndarray
 
 
-def lazy_float(x):
+def lazy_float(x: Any) -> float | Array:
     """``float(x)`` for a host value; a device array (0-d) is returned as it is, unread.
 
     Reading a device scalar waits for everything queued on the GPU before it. Functions
@@ -135,7 +146,7 @@ def lazy_float(x):
     return x
 
 
-def synchronize(xp):
+def synchronize(xp: ModuleType) -> None:
     """Wait for the device's queued work (nothing to wait for with numpy). For timing."""
     if xp is not np:
         xp.cuda.get_current_stream().synchronize()
@@ -162,7 +173,7 @@ _MIX1 = 0xBF58476D1CE4E5B9
 _MIX2 = 0x94D049BB133111EB
 
 
-def splitmix64(key, size):
+def splitmix64(key: int, size: int) -> np.ndarray:
     """The first ``size`` outputs of SplitMix64 from state ``key``, (size,) uint64, on the host."""
     u64 = np.uint64
     # uint64 array arithmetic wraps modulo 2⁶⁴, as the algorithm requires (no warning for arrays)
@@ -172,7 +183,7 @@ def splitmix64(key, size):
     return z ^ (z >> u64(31))
 
 
-def bits_to_uniform(z, dtype):
+def bits_to_uniform(z: np.ndarray, dtype: DTypeLike) -> np.ndarray:
     """uint64 words -> uniforms in [0, 1): the top 24 bits for float32, 53 for float64, so
     every value is exact in the dtype and 1 is never reached."""
     dtype = np.dtype(dtype)
@@ -193,7 +204,7 @@ u = sizeof(T) == 4 ? (T)(z >> 40) * (T)5.9604644775390625e-08   /* 2^-24 */
 """
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _uniform_kernel(cupy):
     return cupy.ElementwiseKernel("uint64 key", "T u", _UNIFORM_KERNEL, "charrnn_splitmix64_uniform")
 
@@ -205,15 +216,15 @@ class CounterRNG:
     ``state`` is a small JSON-able dict; assigning a saved one resumes the sequence exactly.
     """
 
-    def __init__(self, seed, draws=0, xp=np):
+    def __init__(self, seed: int, draws: int = 0, xp: ModuleType = np) -> None:
         self.seed, self.draws, self.xp = int(seed), int(draws), xp
 
     @property
-    def state(self):
+    def state(self) -> dict:
         return {"bit_generator": "charrnn.CounterRNG", "seed": self.seed, "draws": self.draws}
 
     @state.setter
-    def state(self, value):
+    def state(self, value: dict) -> None:
         if value.get("bit_generator") != "charrnn.CounterRNG":
             raise ValueError(f"not a CounterRNG state: {value.get('bit_generator')!r}")
         seed, draws = int(value["seed"]), int(value["draws"])
@@ -221,11 +232,11 @@ class CounterRNG:
             raise ValueError(f"a CounterRNG's seed and draws are counts >= 0, got {seed} and {draws}")
         self.seed, self.draws = seed, draws
 
-    def key(self, draw):
+    def key(self, draw: int) -> int:
         """The 64-bit SplitMix64 state that draw number ``draw`` starts from."""
         return int(np.random.SeedSequence([self.seed, draw]).generate_state(1, np.uint64)[0])
 
-    def random(self, shape, dtype=np.float64):
+    def random(self, shape: int | tuple[int, ...], dtype: DTypeLike = np.float64) -> Array:
         """Uniforms in [0, 1), ``shape``, ``dtype`` (float32 or float64), in ``xp``'s memory."""
         shape = tuple(shape) if np.ndim(shape) else (int(shape),)
         size = int(np.prod(shape))

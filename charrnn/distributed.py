@@ -35,15 +35,26 @@ checkpoint: ranks started with different weights, or whose arithmetic drifted ap
 stop the run with a message instead of training on inconsistent copies.
 """
 
+from __future__ import annotations
+
 import functools
 import os
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 
 from charrnn.errors import CharrnnError, UsageError
+
+if TYPE_CHECKING:
+    from charrnn.checkpoint import RunState
+    from charrnn.device import Arrays
+
+_T = TypeVar("_T")  # mine(): what it is given, this rank's part of it
+_P = ParamSpec("_P")
 
 # Set in the processes that an MPI launcher starts (MPICH and Intel MPI's hydra, Open MPI,
 # PMIx launchers such as Slurm's ``srun --mpi=pmix``).
@@ -52,7 +63,7 @@ RANK_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")  # this process's 
 INSTALL_HINT = "pip install 'charrnn[mpi]'"
 
 
-def launcher_var():
+def launcher_var() -> str | None:
     """The first launcher variable set in this process's environment, or None."""
     return next((v for v in LAUNCHER_VARS if v in os.environ), None)
 
@@ -63,28 +74,28 @@ class Single:
 
     rank, size = 0, 1
 
-    def split(self, run):
+    def split(self, run: RunState) -> None:
         """A run starts: nothing to divide."""
 
-    def whole(self, run):
+    def whole(self, run: RunState) -> RunState | None:
         return run
 
-    def mine(self, a, axis):
+    def mine(self, a: _T, axis: int) -> _T:
         return a
 
-    def span(self, n):
+    def span(self, n: int) -> slice:
         return slice(None)
 
-    def sum(self, loss, grads):
+    def sum(self, loss: float, grads: Arrays) -> tuple[float, Arrays]:
         return loss, grads
 
-    def total(self, x):
+    def total(self, x: float) -> float:
         return x
 
-    def agreed(self, flag):
+    def agreed(self, flag: bool) -> bool:
         return flag
 
-    def end(self, error):
+    def end(self, error: BaseException | None) -> None:
         """Nothing to coordinate: the error goes its way."""
 
 
@@ -92,7 +103,7 @@ SINGLE = Single()
 _world = None
 
 
-def world():
+def world() -> Single | Ranks:
     """The processes of this run: ``SINGLE``, or MPI's world when an MPI launcher started
     this process (ranks other than 0 then print nothing: their stdout and stderr are
     discarded). mpi4py is imported only then. Raises CharrnnError (one line) when a
@@ -135,12 +146,12 @@ def _silence():
     sys.stdout = sys.stderr = open(os.devnull, "w", encoding="utf-8")
 
 
-def ends_together(command):
+def ends_together(command: Callable[_P, _T]) -> Callable[_P, _T]:
     """Decorate a command so that, under MPI, it ends on every rank at once (see the module
     docstring): an exception on one rank reaches the others at their next collective call."""
 
     @functools.wraps(command)
-    def run(*args, **kwargs):
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         comm = world()
         try:
             result = command(*args, **kwargs)
@@ -172,7 +183,7 @@ class Ranks:
 
     CONTROL = 3  # [errors, flag, value]
 
-    def __init__(self, comm, MPI):
+    def __init__(self, comm: Any, MPI: Any) -> None:  # mpi4py's COMM_WORLD and MPI module
         self.comm, self.MPI = comm, MPI
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self._control_buf = np.zeros(self.CONTROL, dtype=np.float64)
@@ -209,7 +220,7 @@ class Ranks:
         e.exit_code = code
         raise e
 
-    def end(self, error):
+    def end(self, error: BaseException | None) -> None:
         """This rank's command ended (``error``: with an exception). Unless every rank already
         knows of a failure, meet the others at their next control allreduce.
 
@@ -221,22 +232,22 @@ class Ranks:
         if not self._ended:
             self._control(error=error)
 
-    def agreed(self, flag):
+    def agreed(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any (a stop request, the time budget)."""
         return self._control(flag=flag)[0]
 
-    def total(self, x):
+    def total(self, x: float) -> float:
         """The sum of float ``x`` over the ranks, on every rank."""
         return self._control(value=x)[1]
 
     # ----------------------------------------------------------------- streams
-    def span(self, n):
+    def span(self, n: int) -> slice:
         """This rank's contiguous part of n items (the first n mod N ranks one more)."""
         q, r = divmod(n, self.size)
         lo = self.rank * q + min(self.rank, r)
         return slice(lo, lo + q + (self.rank < r))
 
-    def mine(self, a, axis):
+    def mine(self, a: _T, axis: int) -> _T:
         """This rank's streams of ``a``: a contiguous copy of its slice along ``axis`` (the B
         axis). ``a``: an array, a list or tuple of them (carried state, masks), or None."""
         if a is None:
@@ -245,7 +256,7 @@ class Ranks:
             return type(a)(self.mine(x, axis) for x in a)
         return np.ascontiguousarray(a[(slice(None),) * axis + (self._streams,)])
 
-    def split(self, run):
+    def split(self, run: RunState) -> None:
         """A run starts on every rank: check that they all hold the same weights, and keep
         this rank's streams of the carried state (a checkpoint or a new run holds all B)."""
         B = run.state[0][0].shape[0]
@@ -258,7 +269,7 @@ class Ranks:
         self._streams = slice(self.rank * B // self.size, (self.rank + 1) * B // self.size)
         run.state = self.mine(run.state, axis=0)
 
-    def whole(self, run):
+    def whole(self, run: RunState) -> RunState | None:
         """The run with the carried state of all B streams, on rank 0 (None on the others),
         for a checkpoint; the weights are checked to be equal on every rank first."""
         self._check_weights(run, "the ranks computed different updates (settings that differ between "
@@ -288,7 +299,7 @@ class Ranks:
                                f"{run.step}: {why}")
 
     # ----------------------------------------------------------------- the step's reduction
-    def sum(self, loss, grads):
+    def sum(self, loss: float, grads: Arrays) -> tuple[float, Arrays]:
         """The loss and gradients of all B streams from each rank's own: each rank's are
         means over its B/N streams, so the mean over all B is the sum of them scaled by 1/N
         (exact when N is a power of two). The gradients travel in one flat buffer of the

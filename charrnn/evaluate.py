@@ -15,14 +15,17 @@ partial sums are float64; the result agrees to about 1e-15 relative in float64, 
 the float32 rounding of the forward pass, about 1e-7, in float32).
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
 from charrnn import model as M
-from charrnn.device import array_module
-from charrnn.distributed import SINGLE
+from charrnn.device import Array, Arrays, array_module
+from charrnn.distributed import SINGLE, Ranks, Single
 
 
 class EvalResult(NamedTuple):
@@ -30,15 +33,16 @@ class EvalResult(NamedTuple):
     chars: int  # characters predicted
 
     @property
-    def bits(self):
+    def bits(self) -> float:
         return self.nats / math.log(2)
 
     @property
-    def perplexity(self):
+    def perplexity(self) -> float:
         return math.exp(self.nats)
 
 
-def evaluate(params, spec, data, batch_size=32, seq_length=128, progress=None, comm=SINGLE):
+def evaluate(params: Arrays, spec: M.ModelSpec, data: Array, batch_size: int = 32, seq_length: int = 128,
+             progress: Callable[[int], object] | None = None, comm: Single | Ranks = SINGLE) -> EvalResult:
     """Mean negative log-likelihood of ``data`` (a 1-D index array) under the model.
 
     Predicts characters 1..N-1 from the ones before them, in ``batch_size`` streams of

@@ -5,20 +5,24 @@ tests assert on them. Everything runs in float64 on a small random model with B 
 T > 1 and a non-zero initial state, so the carried state and ``dhnext`` are checked too.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 
 from charrnn import model as M
+from charrnn.device import Array, Arrays
 
 
 class Row(NamedTuple):
     name: str  # parameter name, or "state0.<layer>.<h|c>" for the initial state
-    shape: tuple
+    shape: tuple[int, ...]
     max_rel_error: float  # see max_relative_error
 
 
-def numerical_gradient(f, x, eps):
+def numerical_gradient(f: Callable[[], float], x: Array, eps: float) -> Array:
     """Centred differences for every element of ``x``, with the sixth-order stencil
 
         f'(x) ≈ (45 (f(x+ε) - f(x-ε)) - 9 (f(x+2ε) - f(x-2ε)) + (f(x+3ε) - f(x-3ε))) / 60ε
@@ -47,7 +51,7 @@ def _at(f, flat, i, value):
     return f()
 
 
-def max_relative_error(analytic, numeric):
+def max_relative_error(analytic: Array, numeric: Array) -> float:
     """max over elements of ``|a - n| / max(|a|, |n|, 1e-4 · max |a|)`` (0 where all are 0).
 
     The floor: a finite difference's rounding error is absolute (about 1e-16 · |loss| / ε),
@@ -61,7 +65,8 @@ def max_relative_error(analytic, numeric):
     return float(rel.max()) if rel.size else 0.0
 
 
-def random_problem(spec, T, B, rng, std=0.5):
+def random_problem(spec: M.ModelSpec, T: int, B: int, rng: np.random.Generator,
+                   std: float = 0.5) -> tuple[Arrays, Array, Array, M.State]:
     """A float64 model and a chunk to check it on: (params, X, Y, state0).
 
     Weights N(0, 1) · std and non-zero biases too (so their paths matter), random (T, B)
@@ -81,15 +86,15 @@ def random_problem(spec, T, B, rng, std=0.5):
 
 
 def check_gradients(
-    spec,
+    spec: M.ModelSpec,
     *,
-    T=4,
-    B=3,
-    seed=0,
-    std=0.5,
-    eps=2e-3,
-    loss_and_grads=M.loss_and_grads,
-):
+    T: int = 4,
+    B: int = 3,
+    seed: int = 0,
+    std: float = 0.5,
+    eps: float = 2e-3,
+    loss_and_grads: Callable[..., M.StepResult] = M.loss_and_grads,
+) -> list[Row]:
     """Check every parameter's gradient and the gradient of the initial state.
 
     Parameters
@@ -119,8 +124,10 @@ def check_gradients(
     for name, p in params.items():
         num = numerical_gradient(f, p, eps)
         rows.append(Row(name, p.shape, max_relative_error(result.grads[name], num)))
-    for layer, (s, ds) in enumerate(zip(state0, result.dstate0)):
-        for sname, arr, darr in zip(spec.module.STATE, s, ds):
+    # One entry per layer, each with the cell's STATE arrays, on both sides (strict=False: as
+    # zip always behaved here).
+    for layer, (s, ds) in enumerate(zip(state0, result.dstate0, strict=False)):
+        for sname, arr, darr in zip(spec.module.STATE, s, ds, strict=False):
             num = numerical_gradient(f, arr, eps)
             rows.append(Row(f"state0.{layer}.{sname}", arr.shape, max_relative_error(darr, num)))
     return rows

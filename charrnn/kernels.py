@@ -8,7 +8,9 @@ gates) and three backward instead of about fifteen and twenty-five.
 
 One implementation of the math: each function here replaces one NumPy step function of a
 cell, named in its docstring, takes the same arguments, and its kernel body is that
-function's equations in the same order, written per unit. ``tests/test_gpu.py`` runs every
+function's equations in the same order, written per unit. Each kernel has the name of the
+function that launches it (its key in ``_SOURCES``; ``charrnn_<name>`` to CuPy), so a
+profile or a compiler error names the function to read. ``tests/test_gpu.py`` runs every
 cell on the GPU with and without these kernels and compares. The vanilla RNN has none: its
 step is a product, an add and a tanh, little to fuse.
 
@@ -62,7 +64,7 @@ template <typename T> __device__ __forceinline__ T sigmoid_gru(T x) {
 
 _SOURCES = {
     # lstm._forward_step
-    "lstm_forward": (
+    "lstm_forward_step": (
         "raw T xa, T c_prev, int32 H",
         "raw T a, T c, T tc, T h",
         r"""
@@ -78,7 +80,7 @@ _SOURCES = {
         """,
     ),
     # lstm._backward_step
-    "lstm_backward": (
+    "lstm_backward_step": (
         "raw T a, T c_prev, T tc, T dhs, T dhnext, T dcnext, int32 H",
         "raw T da, T dcout",
         r"""
@@ -94,7 +96,7 @@ _SOURCES = {
         """,
     ),
     # gru._forward_gates
-    "gru_gates": (
+    "gru_forward_gates": (
         "raw T xa, T hprev, int32 H",
         "raw T rz, T rh",
         r"""
@@ -106,7 +108,7 @@ _SOURCES = {
         """,
     ),
     # gru._forward_state
-    "gru_state": (
+    "gru_forward_state": (
         "raw T xa, raw T rz, T hprev, int32 H",
         "T hc, T h",
         r"""
@@ -142,8 +144,8 @@ _SOURCES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
-def _kernel(name):
+@functools.cache
+def _kernel(name: str):
     import cupy  # only reached through fused(), i.e. with CuPy already imported
 
     in_params, out_params, body = _SOURCES[name]
@@ -153,26 +155,26 @@ def _kernel(name):
 def lstm_forward_step(a, xa_t, c_prev, c, tc, h):
     """``lstm._forward_step`` in one kernel: a (B, 4H) holds W h_{t-1} (⊙ m_t) on entry and
     i, f, g, o on exit; c, tc, h (B, H) receive c_t, tanh(c_t), h_t."""
-    _kernel("lstm_forward")(xa_t, c_prev, c.shape[1], a, c, tc, h)
+    _kernel("lstm_forward_step")(xa_t, c_prev, c.shape[1], a, c, tc, h)
 
 
 def lstm_backward_step(a, c_prev, tc, dhs_t, dhnext, dcnext, da, dcout):
     """``lstm._backward_step`` in one kernel: da (B, 4H) receives [dai, daf, dag, dao];
     returns ``dcout`` (B, H), holding dcnext for step t-1."""
-    _kernel("lstm_backward")(a, c_prev, tc, dhs_t, dhnext, dcnext, c_prev.shape[1], da, dcout)
+    _kernel("lstm_backward_step")(a, c_prev, tc, dhs_t, dhnext, dcnext, c_prev.shape[1], da, dcout)
     return dcout
 
 
 def gru_forward_gates(rz, xa_t, hprev, rh):
     """``gru._forward_gates`` in one kernel: rz (B, 2H) from W_rz h_{t-1} (⊙ m) to r, z;
     rh (B, H) receives r ⊙ h_{t-1}."""
-    _kernel("gru_gates")(xa_t, hprev, hprev.shape[1], rz, rh)
+    _kernel("gru_forward_gates")(xa_t, hprev, hprev.shape[1], rz, rh)
 
 
 def gru_forward_state(hc, xa_t, rz, hprev, h):
     """``gru._forward_state`` in one kernel: hc (B, H) from W_h (r ⊙ h_{t-1}) (⊙ m) to h̃;
     h (B, H) receives h_t."""
-    _kernel("gru_state")(xa_t, rz, hprev, hprev.shape[1], hc, h)
+    _kernel("gru_forward_state")(xa_t, rz, hprev, hprev.shape[1], hc, h)
 
 
 def gru_backward_state(dhs_t, dhnext, hprev, hc, rz, dh, da):

@@ -34,13 +34,23 @@ arrays the model runs on the GPU, and index arrays given from the host (X, Y) ar
 over. ``init_params`` draws on the host; ``device.to_device`` moves the result.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
-from typing import NamedTuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from charrnn.cells import CELLS
-from charrnn.device import array_module, lazy_float
+from charrnn.device import Array, Arrays, CounterRNG, array_module, lazy_float
+
+if TYPE_CHECKING:
+    from charrnn.config import ModelConfig
+
+# The carried state: for each layer, the cell's arrays (h; h and c for the LSTM), each (B, H).
+State = list[tuple[Array, ...]]
 
 
 @dataclass(frozen=True)
@@ -55,27 +65,28 @@ class ModelSpec:
     multiplicative: bool = False  # multiplicative integration (see the module docstring)
 
     @classmethod
-    def of(cls, model_config, vocab_size):
+    def of(cls, model_config: ModelConfig, vocab_size: int) -> ModelSpec:
         """The spec of a config's ``model`` section, for a vocabulary of ``vocab_size``."""
         mc = model_config
         return cls(mc.cell, vocab_size, mc.hidden_size, mc.layers, mc.dropout, mc.multiplicative)
 
-    def describe(self):
+    def describe(self) -> str:
         """``gru, 1 layer(s) of 384`` (``, multiplicative`` when it is): for messages."""
         return (f"{self.cell}, {self.layers} layer(s) of {self.hidden_size}"
                 + (", multiplicative" if self.multiplicative else ""))
 
     @property
-    def module(self):
+    def module(self) -> ModuleType:
+        """The cell's module in ``charrnn.cells`` (its GATES, STATE, forward and backward)."""
         return CELLS[self.cell]
 
 
-def pname(base, layer):
+def pname(base: str, layer: int) -> str:
     """Name of a layer's parameter: ``Wxh`` for layer 0, ``Wxh_1`` for layer 1, ..."""
     return base if layer == 0 else f"{base}_{layer}"
 
 
-def param_shapes(spec):
+def param_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every parameter of ``spec``, in a fixed order."""
     G, H, V = spec.module.GATES, spec.hidden_size, spec.vocab_size
     shapes = {}
@@ -92,7 +103,8 @@ def param_shapes(spec):
     return shapes
 
 
-def init_params(spec, rng, dtype=np.float32, std=0.01):
+def init_params(spec: ModelSpec, rng: np.random.Generator, dtype: DTypeLike = np.float32,
+                std: float = 0.01) -> Arrays:
     """min-char-rnn's initialisation: weights ``N(0, 1) · std``, biases zero (but the
     multipliers' ``bm``, one: a multiplicative model starts close to the plain one).
 
@@ -114,7 +126,8 @@ def init_params(spec, rng, dtype=np.float32, std=0.01):
     return params
 
 
-def zero_state(spec, batch_size, dtype=np.float32, xp=np):
+def zero_state(spec: ModelSpec, batch_size: int, dtype: DTypeLike = np.float32,
+               xp: ModuleType = np) -> State:
     """The state at the start of a stream: zeros, one tuple per layer, in ``xp``'s memory."""
     H = spec.hidden_size
     return [
@@ -123,7 +136,8 @@ def zero_state(spec, batch_size, dtype=np.float32, xp=np):
     ]
 
 
-def dropout_masks(spec, shape, rng, dtype, xp=np):
+def dropout_masks(spec: ModelSpec, shape: tuple[int, int, int], rng: np.random.Generator | CounterRNG,
+                  dtype: DTypeLike, xp: ModuleType = np) -> list[Array]:
     """Inverted-dropout masks, one per layer output, each (T, B, H): 0 or 1/(1-p), in ``xp``'s memory.
 
     ``rng``: anything with NumPy Generator's ``random(shape, dtype=)``: a NumPy Generator
@@ -138,14 +152,14 @@ def dropout_masks(spec, shape, rng, dtype, xp=np):
 
 
 class Cache(NamedTuple):
-    X: np.ndarray  # (T, B) input indices
-    layer_inputs: list  # per layer l>0: (T, B, H) input (the masked output of layer l-1)
+    X: Array  # (T, B) input indices
+    layer_inputs: list[Array]  # per layer l>0: (T, B, H) input (the masked output of layer l-1)
     cell_caches: list  # per layer: the cell's cache
-    masks: list  # per layer: (T, B, H) dropout mask or None
-    top: np.ndarray  # (T·B, H) the (masked) top-layer output read by the softmax
+    masks: list[Array | None] | None  # per layer: (T, B, H) dropout mask or None
+    top: Array  # (T·B, H) the (masked) top-layer output read by the softmax
 
 
-def prepare(params, spec, batch_size):
+def prepare(params: Arrays, spec: ModelSpec, batch_size: int) -> dict[str, Any]:
     """What ``forward`` derives from the weights before its time loop, per layer.
 
     Layer 0's input table ``Wxhᵀ + bh`` (V, G·H), whose rows the inputs gather (the same
@@ -163,7 +177,8 @@ def prepare(params, spec, batch_size):
     }
 
 
-def forward(params, spec, X, state0, masks=None, prepared=None):
+def forward(params: Arrays, spec: ModelSpec, X: Array, state0: State, masks: list[Array | None] | None = None,
+            prepared: dict[str, Any] | None = None) -> tuple[Array, State, Cache]:
     """Forward pass over a chunk, up to the logits.
 
     Parameters
@@ -215,7 +230,7 @@ def forward(params, spec, X, state0, masks=None, prepared=None):
     return logits, state, Cache(X, layer_inputs, cell_caches, masks, top)
 
 
-def target_log_probs(logits, Y):
+def target_log_probs(logits: Array, Y: Array) -> tuple[Array, Array]:
     """log p[y] at each position, and the probabilities.
 
     logits : (N, V); Y : (N,) targets. Computed through log-sum-exp, so no probability
@@ -228,7 +243,7 @@ def target_log_probs(logits, Y):
     return z[xp.arange(len(Y)), Y] - xp.log(s[:, 0]), e / s
 
 
-def softmax_cross_entropy(logits, Y):
+def softmax_cross_entropy(logits: Array, Y: Array) -> tuple[float | Array, Array]:
     """Loss ``-Σ log p[y]`` over all positions, and the probabilities.
 
     The loss is a Python float on the host; on a device a 0-d float64 array, left unread
@@ -238,7 +253,8 @@ def softmax_cross_entropy(logits, Y):
     return -lazy_float(logp_y.sum(dtype=np.float64)), probs
 
 
-def backward(params, spec, Y, cache, probs, dstate=None):
+def backward(params: Arrays, spec: ModelSpec, Y: Array, cache: Cache, probs: Array,
+             dstate: State | None = None) -> tuple[Arrays, State]:
     """Backward pass over the chunk.
 
     Parameters
@@ -301,13 +317,14 @@ def backward(params, spec, Y, cache, probs, dstate=None):
 
 
 class StepResult(NamedTuple):
-    loss: float  # -Σ_t log p_t[y_t], averaged over streams (per chunk, not per character); 0-d on a device
-    grads: dict
-    state: list  # state after the chunk, to carry forward
-    dstate0: list  # gradient with respect to the carried-in state
+    loss: float | Array  # -Σ_t log p_t[y_t], averaged over streams (per chunk, not per character); 0-d on a device
+    grads: Arrays
+    state: State  # state after the chunk, to carry forward
+    dstate0: State  # gradient with respect to the carried-in state
 
 
-def loss_and_grads(params, spec, X, Y, state0, masks=None, dstate=None):
+def loss_and_grads(params: Arrays, spec: ModelSpec, X: Array, Y: Array, state0: State,
+                   masks: list[Array | None] | None = None, dstate: State | None = None) -> StepResult:
     """min-char-rnn's ``lossFun(inputs, targets, hprev)`` for B streams and any cell stack.
 
     The loss is the **sum over the T steps** of ``-log p_t[y_t]``, **averaged over the B
@@ -326,7 +343,8 @@ def loss_and_grads(params, spec, X, Y, state0, masks=None, dstate=None):
     return StepResult(loss / X.shape[1], grads, state, dstate0)
 
 
-def loss_only(params, spec, X, Y, state0, masks=None):
+def loss_only(params: Arrays, spec: ModelSpec, X: Array, Y: Array, state0: State,
+              masks: list[Array | None] | None = None) -> tuple[float | Array, State]:
     """The loss and the final state, without the backward pass (evaluation)."""
     Y = array_module(params["Why"]).asarray(Y)
     logits, state, _ = forward(params, spec, X, state0, masks)

@@ -10,14 +10,20 @@ none reads a device value back to the host: clipping by norm decides on the devi
 training step on a GPU never waits for it.
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from charrnn.device import array_module, lazy_float
+from charrnn.device import Array, Arrays, array_module, lazy_float
+
+if TYPE_CHECKING:
+    from charrnn.config import OptimConfig
 
 
-def clip_by_value(grads, limit):
+def clip_by_value(grads: Arrays, limit: float) -> None:
     """min-char-rnn's clipping: every element into [-limit, limit], in place.
 
     As np.minimum then np.maximum: the same values (NaN stays NaN) as ``np.clip``, which
@@ -29,19 +35,14 @@ def clip_by_value(grads, limit):
         xp.maximum(g, -limit, out=g)
 
 
-def _global_norm(grads):
+def _global_norm(grads: Arrays) -> Array:
     """sqrt(Σ ‖g‖²), a float64 scalar or 0-d array in the gradients' memory (not read back)."""
     xp = array_module(*grads.values())
     # Each ‖g‖² in g's dtype (BLAS's dot), the sum over arrays in float64.
     return xp.sqrt(sum(xp.vdot(g, g).astype(np.float64) for g in grads.values()))
 
 
-def global_norm(grads):
-    """sqrt(Σ ‖g‖²) over all gradients, accumulated in float64 (a float; reads it from the device)."""
-    return float(_global_norm(grads))
-
-
-def clip_by_norm(grads, max_norm):
+def clip_by_norm(grads: Arrays, max_norm: float) -> float | Array:
     """Scale all gradients together so their global norm is at most ``max_norm``.
 
     Every gradient is multiplied by ``max_norm / (norm + 1e-6)`` if the norm exceeds
@@ -57,41 +58,62 @@ def clip_by_norm(grads, max_norm):
     return lazy_float(norm)
 
 
+class Optimizer(Protocol):
+    """What every optimizer here has (none inherits from another; this only names the interface).
+
+    ``slots``: the names of its per-parameter state arrays (``"mem"`` for Adagrad);
+    ``init_state(params)``: that state, zeros, keyed ``"<slot>.<param>"``;
+    ``update(params, grads, state, lr, step)``: one update of ``params`` and ``state``, in
+    place; ``step`` is its number, from 1 (Adam's bias correction needs it).
+    """
+
+    slots: tuple[str, ...]
+
+    def init_state(self, params: Arrays) -> Arrays: ...
+
+    def update(self, params: Arrays, grads: Arrays, state: Arrays, lr: float, step: int) -> None: ...
+
+
+def _zeros_state(slots: tuple[str, ...], params: Arrays) -> Arrays:
+    """Zeros shaped like each parameter for every slot, in the parameters' memory."""
+    return {f"{s}.{k}": array_module(p).zeros_like(p) for s in slots for k, p in params.items()}
+
+
+def _scratch(bufs: dict[str, tuple], k: str, p: Array) -> tuple[Array, Array]:
+    """Two work arrays shaped like parameter ``k``, kept in ``bufs`` from update to update.
+
+    Every optimizer computes its update with the same operations in the same order as its
+    formula, written into these (kept by the optimizer, not part of its state) instead of a
+    fresh temporary for every operation.
+    """
+    u = bufs.get(k)
+    if u is None or u[0].shape != p.shape or u[0].dtype != p.dtype or type(u[0]) is not type(p):
+        xp = array_module(p)
+        u = bufs[k] = (xp.empty_like(p), xp.empty_like(p))
+    return u
+
+
 class Adagrad:
     """min-char-rnn's update, exactly::
 
         mem   += g²
         param -= lr · g / sqrt(mem + eps)
-
-    Every optimizer here computes its update with the same operations in the same order as
-    the formula, written into two scratch buffers per parameter (kept by the optimizer,
-    not part of its state) instead of a fresh temporary for every operation.
     """
 
     slots = ("mem",)
 
-    def __init__(self, eps=1e-8):
+    def __init__(self, eps: float = 1e-8) -> None:
         self.eps = eps
         self._bufs = {}  # scratch arrays per parameter, not optimizer state
 
-    def init_state(self, params):
-        """Zeros shaped like each parameter, in the parameters' memory."""
-        return {f"{s}.{k}": array_module(p).zeros_like(p) for s in self.slots for k, p in params.items()}
+    def init_state(self, params: Arrays) -> Arrays:
+        return _zeros_state(self.slots, params)
 
-    def _scratch(self, k, p):
-        """Two work arrays shaped like parameter ``k``, reused from update to update."""
-        bufs = self._bufs
-        u = bufs.get(k)
-        if u is None or u[0].shape != p.shape or u[0].dtype != p.dtype or type(u[0]) is not type(p):
-            xp = array_module(p)
-            u = bufs[k] = (xp.empty_like(p), xp.empty_like(p))
-        return u
-
-    def update(self, params, grads, state, lr, step):
+    def update(self, params: Arrays, grads: Arrays, state: Arrays, lr: float, step: int) -> None:
         xp = array_module(*params.values())
         for k, p in params.items():
             g, mem = grads[k], state[f"mem.{k}"]
-            u, r = self._scratch(k, p)
+            u, r = _scratch(self._bufs, k, p)
             mem += xp.multiply(g, g, out=u)  # mem += g²
             xp.sqrt(xp.add(mem, self.eps, out=r), out=r)  # sqrt(mem + eps)
             xp.multiply(g, -lr, out=u)  # -lr · g
@@ -99,7 +121,7 @@ class Adagrad:
             p += u
 
 
-class RMSProp(Adagrad):
+class RMSProp:
     """char-rnn's RMSProp (Tieleman & Hinton)::
 
         ms    = decay · ms + (1 - decay) · g²
@@ -108,16 +130,19 @@ class RMSProp(Adagrad):
 
     slots = ("ms",)
 
-    def __init__(self, decay=0.95, eps=1e-8):
+    def __init__(self, decay: float = 0.95, eps: float = 1e-8) -> None:
         self.decay, self.eps = decay, eps
         self._bufs = {}  # scratch arrays per parameter, not optimizer state
 
-    def update(self, params, grads, state, lr, step):
+    def init_state(self, params: Arrays) -> Arrays:
+        return _zeros_state(self.slots, params)
+
+    def update(self, params: Arrays, grads: Arrays, state: Arrays, lr: float, step: int) -> None:
         d = self.decay
         xp = array_module(*params.values())
         for k, p in params.items():
             g, ms = grads[k], state[f"ms.{k}"]
-            u, r = self._scratch(k, p)
+            u, r = _scratch(self._bufs, k, p)
             ms *= d
             xp.multiply(g, 1 - d, out=u)
             u *= g
@@ -129,7 +154,7 @@ class RMSProp(Adagrad):
             p += u
 
 
-class Adam(Adagrad):
+class Adam:
     """Adam with bias correction (Kingma & Ba; torch-rnn, nanoGPT)::
 
         m = β1 m + (1 - β1) g;   v = β2 v + (1 - β2) g²
@@ -143,18 +168,22 @@ class Adam(Adagrad):
 
     slots = ("m", "v")
 
-    def __init__(self, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    def __init__(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.weight_decay = weight_decay
         self._bufs = {}  # scratch arrays per parameter, not optimizer state
 
-    def update(self, params, grads, state, lr, step):
+    def init_state(self, params: Arrays) -> Arrays:
+        return _zeros_state(self.slots, params)
+
+    def update(self, params: Arrays, grads: Arrays, state: Arrays, lr: float, step: int) -> None:
         b1, b2 = self.beta1, self.beta2
         c1, c2 = 1 - b1**step, 1 - b2**step
         xp = array_module(*params.values())
         for k, p in params.items():
             g, m, v = grads[k], state[f"m.{k}"], state[f"v.{k}"]
-            u, r = self._scratch(k, p)
+            u, r = _scratch(self._bufs, k, p)
             if self.weight_decay and p.ndim >= 2:
                 p *= p.dtype.type(1 - lr * self.weight_decay)  # AdamW's decoupled decay
             m *= b1
@@ -171,7 +200,7 @@ class Adam(Adagrad):
             p += u
 
 
-class SGD(Adagrad):
+class SGD:
     """SGD with (heavy-ball) momentum, as PyTorch's ``optim.SGD``::
 
         buf = momentum · buf + g;   param -= lr · buf
@@ -179,21 +208,24 @@ class SGD(Adagrad):
 
     slots = ("buf",)
 
-    def __init__(self, momentum=0.9):
+    def __init__(self, momentum: float = 0.9) -> None:
         self.momentum = momentum
         self._bufs = {}  # scratch arrays per parameter, not optimizer state
 
-    def update(self, params, grads, state, lr, step):
+    def init_state(self, params: Arrays) -> Arrays:
+        return _zeros_state(self.slots, params)
+
+    def update(self, params: Arrays, grads: Arrays, state: Arrays, lr: float, step: int) -> None:
         xp = array_module(*params.values())
         for k, p in params.items():
             buf = state[f"buf.{k}"]
             buf *= self.momentum
             buf += grads[k]
-            u, _ = self._scratch(k, p)
+            u, _ = _scratch(self._bufs, k, p)
             p += xp.multiply(buf, -lr, out=u)
 
 
-def ema_update(avg, params, decay):
+def ema_update(avg: Arrays, params: Arrays, decay: float) -> None:
     """One step of the exponential moving average of the weights (Polyak averaging), in place::
 
         avg = decay · avg + (1 - decay) · param
@@ -207,7 +239,7 @@ def ema_update(avg, params, decay):
         a += (1 - decay) * p
 
 
-def averaged_weights(avg, decay, steps):
+def averaged_weights(avg: Arrays, decay: float, steps: int) -> Arrays:
     """The average after ``steps`` updates: ``avg / (1 - decay^steps)``.
 
     That is the mean of the weights after each update s = 1..steps, weighted by
@@ -218,7 +250,7 @@ def averaged_weights(avg, decay, steps):
     return {k: a / norm for k, a in avg.items()}
 
 
-def eval_weights(params, avg, decay, steps):
+def eval_weights(params: Arrays, avg: Arrays | None, decay: float, steps: int) -> Arrays:
     """The weights to evaluate and sample with: the average (``averaged_weights``) when one
     is kept (``avg`` not None) and a step has been taken, otherwise ``params`` themselves."""
     if avg is None or steps == 0:
@@ -226,7 +258,7 @@ def eval_weights(params, avg, decay, steps):
     return averaged_weights(avg, decay, steps)
 
 
-def from_config(o):
+def from_config(o: OptimConfig) -> Optimizer:
     """The optimizer named by an ``optim`` config section (any object with its attributes)."""
     if o.name == "adagrad":
         return Adagrad(eps=o.eps)
@@ -243,7 +275,7 @@ def from_config(o):
 DECAYING = ("cosine", "linear")
 
 
-def learning_rate(o, step, epoch, total_steps):
+def learning_rate(o: OptimConfig, step: int, epoch: int, total_steps: int) -> float:
     """The learning rate for update number ``step`` (from 1) of ``total_steps``.
 
     constant: ``lr``.

@@ -12,14 +12,19 @@ are). One character at a time is a chain of tiny kernels on a GPU, each waiting 
 last (the next input is the draw from this output), so a GPU would be slower than the CPU.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 
 from charrnn import data as D
 from charrnn import model as M
-from charrnn.device import to_host
+from charrnn.device import Array, Arrays, to_host
 
 
-def step(params, spec, index, state, prepared=None):
+def step(params: Arrays, spec: M.ModelSpec, index: int, state: M.State,
+         prepared: dict | None = None) -> tuple[Array, M.State]:
     """Feed one character through the model. Returns (logits (V,), new state).
 
     ``prepared``: ``model.prepare(params, spec, 1)``, when feeding many characters through the
@@ -29,7 +34,7 @@ def step(params, spec, index, state, prepared=None):
     return logits[0], state
 
 
-def prime(params, spec, indices):
+def prime(params: Arrays, spec: M.ModelSpec, indices: Sequence[int] | Array) -> M.State:
     """Run the model over ``indices`` (all but the last) from a zero state.
 
     Returns the state after them; the last index is the first input of generation.
@@ -43,7 +48,8 @@ def prime(params, spec, indices):
     return state
 
 
-def probabilities(logits, temperature=1.0, top_k=None, top_p=None):
+def probabilities(logits: Array, temperature: float = 1.0, top_k: int | None = None,
+                  top_p: float | None = None) -> Array:
     """The distribution to draw from, (V,) float64.
 
     softmax(logits / temperature); then, with ``top_k``, only the k most likely characters
@@ -75,7 +81,7 @@ def _keep(p, kept):
     return q / q.sum()
 
 
-def draw(p, rng):
+def draw(p: Array, rng: np.random.Generator) -> int:
     """One index drawn from distribution ``p``: the first whose cumulative sum passes u."""
     c = np.cumsum(p)
     i = min(int(np.searchsorted(c, rng.random() * c[-1], side="right")), len(p) - 1)
@@ -84,14 +90,17 @@ def draw(p, rng):
     return i
 
 
-def next_index(logits, rng, temperature=1.0, top_k=None, top_p=None, greedy=False):
+def next_index(logits: Array, rng: np.random.Generator, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, greedy: bool = False) -> int:
     """The next character: argmax when greedy (or temperature 0), else a draw."""
     if greedy or temperature == 0:
         return int(np.argmax(logits))
     return draw(probabilities(logits, temperature, top_k, top_p), rng)
 
 
-def generate(params, spec, first, state, length, rng, temperature=1.0, top_k=None, top_p=None, greedy=False):
+def generate(params: Arrays, spec: M.ModelSpec, first: int, state: M.State, length: int, rng: np.random.Generator,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             greedy: bool = False) -> Iterator[int]:
     """Yield ``length`` character indices, starting by feeding index ``first`` in ``state``.
 
     The weights are read once, when the first index is asked for (``model.prepare``):

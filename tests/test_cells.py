@@ -3,7 +3,8 @@
 - numeric gradient checks (float64) for 1 and 2 layers, with and without dropout, plain
   and with multiplicative integration;
 - cross-checks against PyTorch autograd: ``nn.RNN`` and ``nn.LSTM`` with our weights
-  copied in, and the seed's GRU written by hand with torch operations.
+  copied in, and our GRU (reset gate before the product, as *循环神经网络* writes it) written
+  by hand with torch operations.
 
 Sizes are small (V=7, H=5) so the whole file runs in a few seconds. The model's own
 behaviour (carried state, the loss's averaging, shapes, initialisation, dropout masks) is
@@ -49,7 +50,7 @@ def test_gradients_match_finite_differences(cell, layers, dropout, multiplicativ
     rows = check_gradients(M.ModelSpec(cell, V, H, layers, dropout, multiplicative))
     expected = {*M.param_shapes(M.ModelSpec(cell, V, H, layers, 0.0, multiplicative))}
     assert multiplicative == ("Wmx" in expected)
-    expected |= {f"state0.{l}.{s}" for l in range(layers) for s in CELLS[cell].STATE}
+    expected |= {f"state0.{layer}.{s}" for layer in range(layers) for s in CELLS[cell].STATE}
     assert {r.name for r in rows} == expected
     bad = [r for r in rows if not r.max_rel_error <= 1e-6]
     assert not bad, "max relative error above 1e-6:\n" + "\n".join(
@@ -80,8 +81,8 @@ def test_multiplicative_with_unit_multipliers_is_the_plain_cell(cell, layers):
     assert a.loss == b.loss
     for name, g in a.grads.items():
         assert np.array_equal(g, b.grads[name]), name
-    for sa, sb in zip(a.state + a.dstate0, b.state + b.dstate0, strict=False):
-        assert all(np.array_equal(x, y) for x, y in zip(sa, sb, strict=False))
+    for sa, sb in zip(a.state + a.dstate0, b.state + b.dstate0, strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(sa, sb, strict=True))
     for layer in range(layers):
         assert np.abs(b.grads[M.pname("bm", layer)]).max() > 1e-3
         assert np.abs(b.grads[M.pname("Wmx", layer)]).max() > 1e-3
@@ -105,7 +106,7 @@ def test_float32_stays_float32_and_saturation_raises_no_warning(cell, multiplica
         result = M.loss_and_grads(params, spec, X, X, state0)
     for name, g in result.grads.items():
         assert g.dtype == np.float32, f"grad {name} is {g.dtype}, expected float32"
-    for layer, (s, ds) in enumerate(zip(result.state, result.dstate0, strict=False)):
+    for layer, (s, ds) in enumerate(zip(result.state, result.dstate0, strict=True)):
         for a in s + ds:
             assert a.dtype == np.float32, f"layer {layer} state is {a.dtype}"
         assert all(np.isfinite(a).all() for a in s + ds)
@@ -146,7 +147,7 @@ def _compare(spec, ours, loss, grads, dstate0):
     for name, ref in grads.items():
         assert_close(ours.grads[name], ref, f"grad {name}")
     for layer in range(spec.layers):
-        for name, a, ref in zip(spec.module.STATE, ours.dstate0[layer], dstate0[layer], strict=False):
+        for name, a, ref in zip(spec.module.STATE, ours.dstate0[layer], dstate0[layer], strict=True):
             assert_close(a, ref, f"dstate0 layer {layer} {name}")
 
 
@@ -167,11 +168,11 @@ def test_matches_torch_nn_module(torch, cell, layers):
     net = net.double()
     out = torch.nn.Linear(H, V).double()
     with torch.no_grad():
-        for l in range(layers):
-            getattr(net, f"weight_ih_l{l}").copy_(torch.from_numpy(params[M.pname("Wxh", l)]))
-            getattr(net, f"weight_hh_l{l}").copy_(torch.from_numpy(params[M.pname("Whh", l)]))
-            getattr(net, f"bias_ih_l{l}").copy_(torch.from_numpy(params[M.pname("bh", l)]))
-            getattr(net, f"bias_hh_l{l}").zero_()  # we have one bias; torch's two add up
+        for layer in range(layers):
+            getattr(net, f"weight_ih_l{layer}").copy_(torch.from_numpy(params[M.pname("Wxh", layer)]))
+            getattr(net, f"weight_hh_l{layer}").copy_(torch.from_numpy(params[M.pname("Whh", layer)]))
+            getattr(net, f"bias_ih_l{layer}").copy_(torch.from_numpy(params[M.pname("bh", layer)]))
+            getattr(net, f"bias_hh_l{layer}").zero_()  # we have one bias; torch's two add up
         out.weight.copy_(torch.from_numpy(params["Why"]))
         out.bias.copy_(torch.from_numpy(params["by"]))
     # (L, B, H) per state array, as torch takes them.
@@ -185,18 +186,18 @@ def test_matches_torch_nn_module(torch, cell, layers):
     loss.backward()
 
     grads = {"Why": out.weight.grad.numpy(), "by": out.bias.grad.numpy()}
-    for l in range(layers):
-        grads[M.pname("Wxh", l)] = getattr(net, f"weight_ih_l{l}").grad.numpy()
-        grads[M.pname("Whh", l)] = getattr(net, f"weight_hh_l{l}").grad.numpy()
-        grads[M.pname("bh", l)] = getattr(net, f"bias_ih_l{l}").grad.numpy()
-    dstate0 = [tuple(s.grad[l].numpy() for s in s0) for l in range(layers)]
+    for layer in range(layers):
+        grads[M.pname("Wxh", layer)] = getattr(net, f"weight_ih_l{layer}").grad.numpy()
+        grads[M.pname("Whh", layer)] = getattr(net, f"weight_hh_l{layer}").grad.numpy()
+        grads[M.pname("bh", layer)] = getattr(net, f"bias_ih_l{layer}").grad.numpy()
+    dstate0 = [tuple(s.grad[layer].numpy() for s in s0) for layer in range(layers)]
     _compare(spec, ours, loss.item(), grads, dstate0)
 
 
 @pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_gru_matches_torch_autograd_of_the_seed_equations(torch, layers, multiplicative):
-    """torch.nn.GRU computes a different cell (reset after the product), so the seed's
+def test_gru_matches_torch_autograd_of_its_equations(torch, layers, multiplicative):
+    """torch.nn.GRU computes a different cell (reset after the product), so this cell's
     equations are written out with torch operations and differentiated by autograd; with
     multiplicative integration, each recurrent product times m_t = Wmx x_t + bm."""
     T, B = 6, 3
@@ -207,16 +208,16 @@ def test_gru_matches_torch_autograd_of_the_seed_equations(torch, layers, multipl
     P = {name: torch.from_numpy(p.copy()).requires_grad_() for name, p in params.items()}
     h0 = [torch.from_numpy(s[0].copy()).requires_grad_() for s in state0]
     inputs = torch.nn.functional.one_hot(torch.from_numpy(X), V).double()  # (T, B, V)
-    for l in range(layers):
-        U, W, b = (P[M.pname(n, l)] for n in ("Wxh", "Whh", "bh"))
+    for layer in range(layers):
+        U, W, b = (P[M.pname(n, layer)] for n in ("Wxh", "Whh", "bh"))
         U_r, U_z, U_h = U[:H], U[H : 2 * H], U[2 * H :]
         W_r, W_z, W_h = W[:H], W[H : 2 * H], W[2 * H :]
         b_r, b_z, b_h = b[:H], b[H : 2 * H], b[2 * H :]
-        h, hs = h0[l], []
+        h, hs = h0[layer], []
         for t in range(T):
             x = inputs[t]
             if multiplicative:
-                m = x @ P[M.pname("Wmx", l)].T + P[M.pname("bm", l)]
+                m = x @ P[M.pname("Wmx", layer)].T + P[M.pname("bm", layer)]
                 m_r, m_z, m_h = m[:, :H], m[:, H : 2 * H], m[:, 2 * H :]
             else:
                 m_r = m_z = m_h = 1.0

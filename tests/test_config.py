@@ -2,10 +2,10 @@ import os
 
 import pytest
 import yaml
+from conftest import CONFIGS
 
 from charrnn import config as C
 from charrnn.errors import UsageError
-from conftest import CONFIGS
 
 GOOD = """
 data:
@@ -80,13 +80,60 @@ def test_missing_data_path_and_missing_file(write_config, tmp_path):
         C.load(str(tmp_path / "nope.yaml"))
 
 
+EPOCHS = ("It counts optimizer steps, another unit than epochs: an epoch is about "
+          "N / (batch_size × seq_length) steps, for N training characters")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        # nanoGPT's eval_interval is how often it evaluates, not how often it saves.
+        ("train:\n  eval_interval: 100\n", "unknown key 'train.eval_interval' (did you mean 'train.eval_every'?)"),
+        ("train:\n  max_epochs: 50\n", f"unknown key 'train.max_epochs' (did you mean 'train.steps'? {EPOCHS})"),
+        ("train:\n  epochs: 50\n", f"unknown key 'train.epochs' (did you mean 'train.steps'? {EPOCHS})"),
+        ("max_epochs: 50\n", f"unknown key 'max_epochs' (did you mean 'train.steps'? {EPOCHS})"),
+        ("epochs: 50\n", f"unknown key 'epochs' (did you mean 'train.steps'? {EPOCHS})"),
+        ("optim:\n  max_epochs: 50\n", f"unknown key 'optim.max_epochs' (did you mean 'train.steps'? {EPOCHS})"),
+        ("train:\n  max_iters: 50\n", "unknown key 'train.max_iters' (did you mean 'train.steps'?)"),
+        ("optim:\n  grad_clip: 1\n", "unknown key 'optim.grad_clip' (did you mean 'optim.clip_value'? It clips each "
+         "element, as char-rnn's grad_clip does; nanoGPT's grad_clip clips the global norm, which is optim.clip_norm)"),
+    ],
+)
+def test_other_trainers_names_suggest_the_key_that_means_the_same(write_config, text, message):
+    path = write_config("data:\n  path: x.txt\n" + text)
+    with pytest.raises(UsageError) as e:
+        C.load(path)
+    assert str(e.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("key", ["train.eval_interval", "train.max_epochs", "max_epochs", "epochs"])
+def test_set_gets_the_same_suggestions_as_the_file(write_config, key):
+    path = write_config(GOOD)
+    with pytest.raises(UsageError) as e:
+        C.load(path, [f"{key}=5"])
+    suggestion = "train.eval_every" if key.endswith("eval_interval") else "train.steps"
+    assert str(e.value).startswith(f"--set {key}=5: unknown key '{key}' (did you mean '{suggestion}'?")
+    assert ("another unit than epochs" in str(e.value)) == ("epochs" in key)
+
+
+def test_every_alias_names_a_key_of_the_schema():
+    """An alias wins over difflib, so a wrong or stale target misleads: each must exist, and
+    no alias may shadow a real key (which would make it unreachable)."""
+    leaves = {k.rpartition(".")[2] for k in C.all_keys()}
+    assert not set(C.ALIASES) & leaves
+    assert set(C.ALIASES.values()) <= leaves
+    assert set(C.ALIAS_NOTES) <= set(C.ALIASES)
+
+
 def test_overrides_are_validated_like_the_file(write_config):
     path = write_config(GOOD)
     cfg = C.load(path, ["optim.lr=0.002", "model.hidden_size=256", "model.cell=lstm"])
     assert (cfg.optim.lr, cfg.model.hidden_size, cfg.model.cell) == (0.002, 256, "lstm")
-    with pytest.raises(UsageError, match=r"^--set optim.learning_rate=1: unknown key 'optim.learning_rate'.*did you mean 'optim.lr'"):
+    with pytest.raises(UsageError, match=r"^--set optim.learning_rate=1: unknown key 'optim.learning_rate'"
+                                         r".*did you mean 'optim.lr'"):
         C.load(path, ["optim.learning_rate=1"])
-    with pytest.raises(UsageError, match=r"^--set model.layers=two: model.layers must be an integer ≥ 1 and ≤ 16, got 'two'"):
+    with pytest.raises(UsageError,
+                       match=r"^--set model.layers=two: model.layers must be an integer ≥ 1 and ≤ 16, got 'two'"):
         C.load(path, ["model.layers=two"])
     with pytest.raises(UsageError, match="expected KEY=VALUE"):
         C.load(path, ["optim.lr"])
@@ -113,7 +160,8 @@ def test_duplicate_keys_at_any_depth_are_refused(write_config, text, key, lines)
     path = write_config(text)
     with pytest.raises(UsageError) as e:
         C.load(path)
-    assert str(e.value) == f"{path}: duplicate key '{key}' {lines}; give each key once (YAML would silently keep the last)"
+    assert str(e.value) == (f"{path}: duplicate key '{key}' {lines}; give each key once "
+                            "(YAML would silently keep the last)")
 
 
 def test_merge_keys_may_be_overridden_but_yaml_is_otherwise_safe_load(write_config, tmp_path):
@@ -141,7 +189,8 @@ def test_deeply_nested_yaml_is_a_one_line_error(write_config):
         ("data.path=", "--set data.path=: data.path is required"),
         ("data.path=a\0b", "--set data.path=a\\x00b: data.path must be a path, and a path cannot hold a NUL character"),
         ("optim.beta1=0.5", "--set optim.beta1=0.5: optim.beta1 applies to adam only, not to optim.name adagrad"),
-        ("optim.name=sgd", "cfg.yaml: optim.eps applies to adagrad and rmsprop and adam only, not to optim.name sgd (from --set optim.name=sgd)"),
+        ("optim.name=sgd", "cfg.yaml: optim.eps applies to adagrad and rmsprop and adam only, not to optim.name sgd "
+                           "(from --set optim.name=sgd)"),
         ("model.hidden_size=" + "x" * 500, "got 'xxxxxxxxx"),
     ],
 )

@@ -20,9 +20,12 @@ from charrnn.errors import CharrnnError, UsageError
 UNICODE = "Ab é ü ß — “quoted” 春眠不觉晓 🙂🌍 x\n" * 7
 
 
-def symbols_of(path, chunk_size, **kw):
-    parts = list(CO.symbol_chunks(str(path), chunk_size=chunk_size, **kw))
-    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+def symbols_of(path, chunk_size, errors="strict"):
+    """The file's code points as ``charrnn prepare`` reads them: the first pass (which checks
+    the UTF-8) for the vocabulary, the second for the indices, both ``chunk_size`` at a time."""
+    s = CO.scan([str(path)], errors=errors, chunk_size=chunk_size)
+    parts = list(CO.index_chunks([str(path)], s.vocab, errors=errors, chunk_size=chunk_size))
+    return s.vocab[np.concatenate(parts)].astype(np.int64) if parts else np.empty(0, np.int64)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 7, 64, CO.CHUNK])
@@ -171,7 +174,8 @@ def test_read_indices_skips_or_refuses_unknown_characters(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("abzé", encoding="utf-8")
     vocab = np.array([ord("a"), ord("b")], np.int32)
-    with pytest.raises(CharrnnError, match=r"2 character\(s\) not in the model's vocabulary: 'z' .*'é'.*--skip-unknown"):
+    with pytest.raises(CharrnnError,
+                       match=r"2 character\(s\) not in the model's vocabulary: 'z' .*'é'.*--skip-unknown"):
         CO.read_indices(str(path), vocab)
     idx, skipped = CO.read_indices(str(path), vocab, skip_unknown=True)
     assert list(idx) == [0, 1] and skipped == 2
@@ -200,7 +204,9 @@ def make_tree(root):
 def test_find_files_sorted_recursive_filtered(tmp_path):
     src = tmp_path / "src"
     make_tree(src)
-    names = lambda paths: [os.path.relpath(p, src).replace(os.sep, "/") for p in paths]
+    def names(paths):
+        return [os.path.relpath(p, src).replace(os.sep, "/") for p in paths]
+
     assert names(CO.find_files([str(src)])) == [
         "a.h", "b.c", "empty.c", "notes.txt", "sub-x.c", "sub/deeper/y.c", "sub/z.c"]
     assert names(CO.find_files([str(src)], globs=["*.c"])) == ["b.c", "empty.c", "sub-x.c", "sub/deeper/y.c", "sub/z.c"]

@@ -1,4 +1,4 @@
-"""charrnn.distributed: data-parallel training under MPI, against one process (issue 14).
+"""charrnn.distributed: data-parallel training under MPI, against one process.
 
 The MPI tests start ``mpiexec -n 2 python -m charrnn train ...`` themselves (the mpiexec of
 the ``mpich`` wheel that ``pip install '.[mpi]'`` installs next to Python), one BLAS thread
@@ -103,11 +103,11 @@ def wait_for(predicate, proc, what, timeout=120):
 
 
 def lines(path):
-    return [json.loads(l) for l in open(path, encoding="utf-8")] if os.path.exists(path) else []
+    return [json.loads(line) for line in open(path, encoding="utf-8")] if os.path.exists(path) else []
 
 
 def error_lines(stderr):
-    return [l for l in stderr.splitlines() if l.strip()]
+    return [line for line in stderr.splitlines() if line.strip()]
 
 
 def config(tmp_path, corpus, name="cfg.yaml", **sections):
@@ -122,7 +122,8 @@ def config(tmp_path, corpus, name="cfg.yaml", **sections):
     }
     for section, keys in sections.items():
         base[section].update(keys)
-    text = "".join(f"{s}:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in keys.items()) for s, keys in base.items())
+    text = "".join(f"{s}:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in keys.items())
+                   for s, keys in base.items())
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return str(path)
@@ -141,8 +142,9 @@ def compare_runs(dir_a, dir_b, first_step=0):
     ma = [m for m in lines(dir_a / "metrics.jsonl") if m["step"] > first_step]
     mb = [m for m in lines(dir_b / "metrics.jsonl") if m["step"] > first_step]
     assert [(m["step"], sorted(m)) for m in ma] == [(m["step"], sorted(m)) for m in mb]
-    loss = max((abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in zip(ma, mb, strict=False) if "loss" in x), default=0.0)
-    val = max((abs(x["val_loss"] - y["val_loss"]) / abs(y["val_loss"]) for x, y in zip(ma, mb, strict=False) if "val_loss" in x),
+    pairs = list(zip(ma, mb, strict=True))  # the same steps, checked above
+    loss = max((abs(x["loss"] - y["loss"]) / abs(y["loss"]) for x, y in pairs if "loss" in x), default=0.0)
+    val = max((abs(x["val_loss"] - y["val_loss"]) / abs(y["val_loss"]) for x, y in pairs if "val_loss" in x),
               default=0.0)
     with np.load(dir_a / "ckpt.npz") as za, np.load(dir_b / "ckpt.npz") as zb:
         assert sorted(za.files) == sorted(zb.files)
@@ -155,8 +157,10 @@ def compare_runs(dir_a, dir_b, first_step=0):
 def same_bits(dir_a, dir_b, first_step=0):
     """True when both runs logged bitwise the same numbers after ``first_step`` and ended
     with bitwise the same checkpoint (but its wall-clock time)."""
-    strip = lambda ms: [{k: v for k, v in m.items() if k not in ("elapsed_s", "chars_per_s")}
-                        for m in ms if m["step"] > first_step]
+    def strip(ms):
+        return [{k: v for k, v in m.items() if k not in ("elapsed_s", "chars_per_s")}
+                for m in ms if m["step"] > first_step]
+
     if strip(lines(dir_a / "metrics.jsonl")) != strip(lines(dir_b / "metrics.jsonl")):
         return False
     with np.load(dir_a / "ckpt.npz") as za, np.load(dir_b / "ckpt.npz") as zb:
@@ -324,12 +328,12 @@ def test_rank_0_alone_writes_and_speaks(tmp_path, corpus_2000):
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(a / "run")) == [".lock", "best.npz", "ckpt.npz", "config.yaml", "metrics.jsonl"]
     assert os.listdir(b) == []
-    summary = [l for l in r.stderr.splitlines() if l.startswith("step ")]
+    summary = [line for line in r.stderr.splitlines() if line.startswith("step ")]
     assert len(summary) == 1 and "(time budget)" in summary[0], r.stderr
     step = int(summary[0].split()[1])
     assert ckpt_io.load(str(a / "run" / "ckpt.npz")).run.step == step
-    previews = [l for l in r.stderr.splitlines() if l.startswith("----- sample at step")]
-    assert [int(l.split()[4]) for l in previews] == list(range(7, step + 1, 7))
+    previews = [line for line in r.stderr.splitlines() if line.startswith("----- sample at step")]
+    assert [int(line.split()[4]) for line in previews] == list(range(7, step + 1, 7))
     assert r.stdout == ""
 
 
@@ -347,7 +351,7 @@ def test_an_error_on_rank_1_alone_ends_both_ranks_with_its_message(tmp_path, sta
     wait_for(lambda: lines(out / "metrics.jsonl"), proc, "the first step")
     pid = rank_pids(str(out))[1]
     with open(f"/proc/{pid}/status") as f:
-        vm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmSize"))
+        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize"))
     resource.prlimit(pid, resource.RLIMIT_AS, (vm + 2 * 2**20,) * 2)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1, stderr
@@ -385,7 +389,8 @@ def test_a_corpus_that_rank_1_cannot_open_ends_both_ranks(tmp_path, corpus_2000)
     the run; rank 0 learns it at its first one."""
     cfg = config(tmp_path, corpus_2000, data={"path": "/dev/fd/57"})
     args = ["-m", "charrnn", "train", "--config", cfg, "--out", str(tmp_path / "run"), "-q"]
-    with_fd = f"import os, sys; os.dup2(os.open({str(corpus_2000)!r}, os.O_RDONLY), 57); os.execv(sys.executable, [sys.executable] + sys.argv[1:])"
+    with_fd = (f"import os, sys; os.dup2(os.open({str(corpus_2000)!r}, os.O_RDONLY), 57); "
+               "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
     cmd = [MPIEXEC, "-n", "1", sys.executable, "-c", with_fd, *args, ":", "-n", "1", sys.executable, *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=mpi_env(), cwd=ROOT, timeout=120)
     assert r.returncode == 1, r.stderr
@@ -409,7 +414,7 @@ def test_a_stop_signal_stops_every_rank_after_the_same_step(tmp_path, corpus_200
         proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode in (130, 143), stderr
-    said = [l for l in stderr.splitlines() if l.startswith("interrupted at step")]
+    said = [line for line in stderr.splitlines() if line.startswith("interrupted at step")]
     assert len(said) == 1 and "continue with: charrnn train --resume" in said[0], stderr
     step = int(said[0].split()[3].rstrip(";"))
     assert ckpt_io.load(str(out / "ckpt.npz")).run.step == step == lines(out / "metrics.jsonl")[-1]["step"]

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from charrnn import config as C
 from charrnn.cli import cli
-from conftest import ROOT
 
 ROOT = Path(ROOT)
 PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
@@ -74,6 +74,20 @@ def test_the_link_checker_sees_a_broken_link(tmp_path):
     page.write_text("# Title\n[ok](#title) [bad](missing.md) [gone](#nowhere) `[code](not-a-link)`\n")
     assert links(page.read_text()) == ["#title", "missing.md", "#nowhere"]
     assert anchors(page) == {"title"}
+
+
+def test_the_throughput_table_has_one_home():
+    """benchmarks/results.md is the benchmark's record, replaced when it runs again; a copy of
+    its rows in the README or docs/ would go stale (the three copies had already drifted)."""
+    record = (ROOT / "benchmarks" / "results.md").read_text(encoding="utf-8")
+    rows = [line for line in record.splitlines() if line.startswith("| ") and " chars/s |" in line]
+    assert len(rows) >= 5, "benchmarks/results.md has lost its throughput table"
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for row in rows:
+            figure = row.split("|")[3].strip()  # charrnn's rate, e.g. "62,176 chars/s"
+            copies = [line for line in text.splitlines() if line.startswith("|") and figure in line]
+            assert not copies, f"{page.name} copies a row of benchmarks/results.md: {copies[0]}; link to it instead"
 
 
 def test_readme_is_at_most_300_lines():

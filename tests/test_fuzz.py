@@ -1,6 +1,6 @@
 """Fuzzing what a user hands charrnn: config files, ``--set`` values and checkpoints.
 
-Issue 12's fuzz row. The oracle, for every generated input:
+The oracle, for every generated input:
 
 - never a traceback: the library raises charrnn's own one-line errors (UsageError for a
   config, CharrnnError for a checkpoint) and nothing else; the command line exits 0, 1 or 2
@@ -379,8 +379,8 @@ def array_mutation(data, arrays, marker):
         assert int(a if key == "format_version" else arrays["format_version"]) == ckpt_io.FORMAT_VERSION
         return arrays, True
     if how == "extra":
-        names = st.text(min_size=1, max_size=10).filter(lambda n: n not in arrays and "/" not in n and "\0" not in n)
-        name = data.draw(names)
+        name = data.draw(st.text(min_size=1, max_size=10).filter(
+            lambda n: n not in arrays and "/" not in n and "\0" not in n))
         arrays[name] = np.zeros(data.draw(st.integers(0, 5)), dtype=data.draw(st.sampled_from(DTYPES[:7])))
         return arrays, False
     if how == "dtype":
@@ -416,8 +416,8 @@ def array_mutation(data, arrays, marker):
     if how == "value":
         if a.dtype.kind in "iu" and a.size:
             b = a.copy().reshape(-1)
-            info = np.iinfo(a.dtype)
-            b[data.draw(st.integers(0, b.size - 1))] = data.draw(st.integers(info.min, info.max))
+            value = data.draw(st.integers(np.iinfo(a.dtype).min, np.iinfo(a.dtype).max))
+            b[data.draw(st.integers(0, b.size - 1))] = value
             arrays[key] = b.reshape(a.shape)
             broken_vocab = key == "vocab" and (np.any(np.diff(b) <= 0) or b.min() < 0 or b.max() > 0x10FFFF
                                                 or np.any((b >= 0xD800) & (b <= 0xDFFF)))

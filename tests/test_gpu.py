@@ -1,4 +1,4 @@
-"""GPU tests: the same core on CuPy, checked against the CPU (issue 15).
+"""GPU tests: the same core on CuPy, checked against the CPU.
 
 Skipped, with the reason, where CuPy is not installed or no GPU runs a kernel (CI has
 neither): ``tests/test_device.py`` checks on the CPU that the core would run on any array
@@ -59,7 +59,7 @@ def assert_tree_close(ours, ref, rel, what):
         for k in ref:
             assert_tree_close(ours[k], ref[k], rel, f"{what}[{k!r}]")
     elif isinstance(ref, (list, tuple)):
-        for i, (o, r) in enumerate(zip(ours, ref, strict=False)):
+        for i, (o, r) in enumerate(zip(ours, ref, strict=True)):
             assert_tree_close(o, r, rel, f"{what}[{i}]")
     else:
         e = max_rel(ours, ref)
@@ -136,7 +136,7 @@ def test_the_dropout_generator_on_the_gpu_is_its_numpy_definition_bit_for_bit(dt
     spec = M.ModelSpec("lstm", V, H, 2, dropout=0.4)
     d = M.dropout_masks(spec, (T, B, H), device.CounterRNG(9, xp=cupy), dtype, xp=cupy)
     h = M.dropout_masks(spec, (T, B, H), device.CounterRNG(9), dtype)
-    assert all(isinstance(a, cupy.ndarray) and np.array_equal(a.get(), b) for a, b in zip(d, h, strict=False))
+    assert all(isinstance(a, cupy.ndarray) and np.array_equal(a.get(), b) for a, b in zip(d, h, strict=True))
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -182,7 +182,7 @@ def test_fifty_float64_training_steps_on_the_gpu_match_the_cpu(cell):
     params = M.init_params(spec, np.random.default_rng(3), np.float64, std=0.1)
     ref = train_loop({k: v.copy() for k, v in params.items()}, spec, data, 50, np)
     ours = train_loop(on_gpu(params), spec, data, 50, cupy)
-    assert max(abs(a - b) / abs(b) for a, b in zip(ours[0], ref[0], strict=False)) <= 1e-9
+    assert max(abs(a - b) / abs(b) for a, b in zip(ours[0], ref[0], strict=True)) <= 1e-9
     assert_tree_close(ours[1], ref[1], 1e-9, "params after 50 steps")
     assert_tree_close(ours[3], ref[3], 1e-9, "weight average after 50 steps")
 
@@ -216,9 +216,9 @@ def test_cli_fifty_float64_steps_on_the_gpu_match_the_cpu(tmp_path, write_config
               "--set", "optim.name=adam", "--set", "optim.clip_norm=1.0"]
     assert run("train", *common, "--out", tmp_path / "cpu", "--device", "cpu").exit_code == 0
     assert run("train", *common, "--out", tmp_path / "gpu", "--device", "gpu").exit_code == 0
-    cpu = [json.loads(l) for l in open(tmp_path / "cpu" / "metrics.jsonl")]
-    gpu = [json.loads(l) for l in open(tmp_path / "gpu" / "metrics.jsonl")]
-    pairs = [(g["loss"], c["loss"]) for g, c in zip(gpu, cpu, strict=False) if "loss" in c]
+    cpu = [json.loads(line) for line in open(tmp_path / "cpu" / "metrics.jsonl")]
+    gpu = [json.loads(line) for line in open(tmp_path / "gpu" / "metrics.jsonl")]
+    pairs = [(g["loss"], c["loss"]) for g, c in zip(gpu, cpu, strict=True) if "loss" in c]
     assert len(pairs) == 50 and max(abs(g - c) / abs(c) for g, c in pairs) <= 1e-9
     a, b = ckpt_io.load(str(tmp_path / "gpu" / "ckpt.npz")), ckpt_io.load(str(tmp_path / "cpu" / "ckpt.npz"))
     assert_tree_close(a.run.params, b.run.params, 1e-9, "params after 50 steps")
@@ -259,6 +259,9 @@ def test_cli_eval_gives_the_same_loss_on_both_devices(tmp_path, write_config, co
     cfg = small_config(write_config, corpus, steps=10, checkpoint_every=10)
     out = tmp_path / "run"
     assert run("train", "--config", cfg, "--out", out, "-q", "--set", "model.cell=gru").exit_code == 0
-    nats = {d: json.loads(run("eval", "--checkpoint", out / "ckpt.npz", "--json", "--device", d).stdout)["nats_per_char"]
-            for d in ("cpu", "gpu")}
+    def nats_on(where):
+        r = run("eval", "--checkpoint", out / "ckpt.npz", "--json", "--device", where)
+        return json.loads(r.stdout)["nats_per_char"]
+
+    nats = {d: nats_on(d) for d in ("cpu", "gpu")}
     assert abs(nats["gpu"] - nats["cpu"]) <= 1e-6 * nats["cpu"], nats

@@ -15,6 +15,7 @@ is in tests/test_gpu.py. Skipped, with the reason, where no C++ compiler is foun
 
 import contextlib
 import ctypes
+import inspect
 import re
 import shutil
 import subprocess
@@ -66,7 +67,7 @@ def cxx_source(name, in_params, out_params, body):
     names = ", ".join(["_n"] + [re.split(r"[ *]", a)[-1] for a in args])
     code = [f"template <typename T> void {name}_impl({sig}) {{",
             "  for (ptrdiff_t i = 0; i < _n; ++i) {", *refs, body, "  }", "}"]
-    for dtype, (ctype, suffix) in SUFFIX.items():
+    for ctype, suffix in SUFFIX.values():
         typed = sig.replace("T*", f"{ctype}*")
         code.append(f'extern "C" void {name}_{suffix}({typed}) {{ {name}_impl<{ctype}>({names}); }}')
     return "\n".join(code)
@@ -102,7 +103,7 @@ class CpuKernel:
         arrays = [a for a in args if isinstance(a, np.ndarray)]
         dtype = arrays[0].dtype
         n, cargs = None, []
-        for (raw, typ, pname), a in zip(self.params, args):
+        for (raw, typ, pname), a in zip(self.params, args, strict=True):
             if typ in CTYPES:
                 cargs.append(CTYPES[typ][1](int(a)))
                 continue
@@ -124,6 +125,16 @@ def fused_on_the_cpu(monkeypatch, compiled):
         yield
 
 
+def test_every_kernel_is_named_after_the_function_that_launches_it():
+    """No compiler needed: each ``_SOURCES`` entry is launched by the function of its name,
+    and by no other, so a kernel's name in a profile or an error leads to its wrapper."""
+    launched = {}
+    for name, fn in inspect.getmembers(kernels, inspect.isfunction):
+        for used in re.findall(r'_kernel\("(\w+)"\)', inspect.getsource(fn)):
+            launched.setdefault(used, []).append(name)
+    assert launched == {name: [name] for name in kernels._SOURCES}
+
+
 def rel_err(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
@@ -131,7 +142,8 @@ def rel_err(a, b):
 @pytest.mark.parametrize("dtype,rel", [(np.float64, 1e-13), (np.float32, 1e-5)], ids=["float64", "float32"])
 @pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_fused_kernels_compiled_for_the_cpu_equal_the_numpy_steps(compiled, monkeypatch, cell, multiplicative, dtype, rel):
+def test_fused_kernels_compiled_for_the_cpu_equal_the_numpy_steps(compiled, monkeypatch, cell, multiplicative, dtype,
+                                                                  rel):
     mod, H, T, B = CELLS[cell], 6, 7, 3
     G = mod.GATES * H
     rng = np.random.default_rng(0)
@@ -175,8 +187,8 @@ def test_a_model_with_the_fused_kernels_has_the_numpy_gradients(compiled, monkey
     assert abs(ours.loss - ref.loss) <= 1e-13 * abs(ref.loss)
     for k in ref.grads:
         assert rel_err(ours.grads[k], ref.grads[k]) <= 1e-12, k
-    for s, r in zip(ours.dstate0, ref.dstate0):
-        assert all(rel_err(a, b) <= 1e-12 for a, b in zip(s, r))
+    for s, r in zip(ours.dstate0, ref.dstate0, strict=True):
+        assert all(rel_err(a, b) <= 1e-12 for a, b in zip(s, r, strict=True))
 
 
 def test_the_dropout_kernel_equals_its_numpy_definition_bit_for_bit(compiled):

@@ -1,4 +1,5 @@
-"""The GRU cell (Cho et al. 2014), as written in seed 001.
+"""The GRU cell (Cho et al. 2014), as written in *循环神经网络* ("Recurrent neural networks",
+study notes; docs/math.md lists the derivations).
 
     r_t = σ(W_r h_{t-1} + U_r x_t + b_r)               reset gate
     z_t = σ(W_z h_{t-1} + U_z x_t + b_z)               update gate
@@ -10,7 +11,7 @@ Stored fused, row blocks in the order **r, z, h̃**: ``Wxh`` (3H, D) stacks the 
 (B, H) @ (H, 2H) for r and z together, then the candidate's, which needs r first.
 
 **Not torch.nn.GRU.** The reset gate here multiplies h_{t-1} *before* the recurrent
-product (the original paper's form, and the seed's). PyTorch (like cuDNN) applies it
+product (the original paper's form, and that of the notes). PyTorch (like cuDNN) applies it
 *after*, and has a second bias inside: ``n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))``.
 The two cells compute different functions, so weights do not transfer between them, and
 the tests check this cell against its equations written with torch operations instead.
@@ -39,28 +40,28 @@ Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
 ``Whh h`` is written ``h @ Whh.T``.
 """
 
+from __future__ import annotations
+
 import functools
 from typing import NamedTuple
 
-import numpy as np
-
 from charrnn import kernels
-from charrnn.device import array_module
+from charrnn.device import Array, array_module
 
 GATES = 3
 STATE = ("h",)
 
 
 class Cache(NamedTuple):
-    hs: np.ndarray  # (T+1, B, H): hs[0] = h_{-1} (carried in), hs[t+1] = h_t
-    rzs: np.ndarray  # (T, B, 2H): r, z
-    hcs: np.ndarray  # (T, B, H): h̃
-    rhs: np.ndarray  # (T, B, H): r_t ⊙ h_{t-1}, the candidate's recurrent input
-    Whh: np.ndarray  # (3H, H)
-    mrz: np.ndarray = None  # (T, B, 2H) multipliers of the r, z products (only with xm)
-    mh: np.ndarray = None  # (T, B, H) multiplier of the candidate's product (only with xm)
-    arz: np.ndarray = None  # (T, B, 2H) W_rz h_{t-1} (only with xm)
-    ah: np.ndarray = None  # (T, B, H) W_h (r ⊙ h_{t-1}) (only with xm)
+    hs: Array  # (T+1, B, H): hs[0] = h_{-1} (carried in), hs[t+1] = h_t
+    rzs: Array  # (T, B, 2H): r, z
+    hcs: Array  # (T, B, H): h̃
+    rhs: Array  # (T, B, H): r_t ⊙ h_{t-1}, the candidate's recurrent input
+    Whh: Array  # (3H, H)
+    mrz: Array | None = None  # (T, B, 2H) multipliers of the r, z products (only with xm)
+    mh: Array | None = None  # (T, B, H) multiplier of the candidate's product (only with xm)
+    arz: Array | None = None  # (T, B, 2H) W_rz h_{t-1} (only with xm)
+    ah: Array | None = None  # (T, B, H) W_h (r ⊙ h_{t-1}) (only with xm)
 
 
 def _sigmoid_(a, xp):
@@ -71,7 +72,7 @@ def _sigmoid_(a, xp):
     a *= 0.5
 
 
-def prepare(Whh, batch_size):
+def prepare(Whh: Array, batch_size: int) -> tuple[Array, Array]:
     """The two operands the time loop multiplies by: W_rzᵀ (H, 2H) and W_hᵀ (H, H).
 
     Contiguous copies of the transposes: BLAS multiplies by them ~10% faster than by
@@ -110,7 +111,8 @@ def _forward_state(xp, hc, xa_t, rz, hprev, h):
     h += hc
 
 
-def forward(xa, state0, Whh, prepared=None, xm=None):
+def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: tuple[Array, Array] | None = None,
+            xm: Array | None = None) -> tuple[Array, tuple[Array, ...], Cache]:
     """Run the recurrence over one chunk.
 
     Parameters
@@ -210,7 +212,8 @@ def _backward_gates(xp, tmp, drh, hprev, dh, rz, da):
     return dhnext
 
 
-def backward(dhs, dstate, cache):
+def backward(dhs: Array, dstate: tuple[Array, ...],
+             cache: Cache) -> tuple[Array, Array, tuple[Array, ...], Array | None]:
     """Backpropagate through the chunk, carrying ``dhnext`` from step t+1 to t.
 
     Parameters

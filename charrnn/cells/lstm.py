@@ -1,4 +1,5 @@
-"""The LSTM cell (Hochreiter & Schmidhuber 1997, with a forget gate; seed 001).
+"""The LSTM cell (Hochreiter & Schmidhuber 1997, with a forget gate), as written in
+*循环神经网络* ("Recurrent neural networks", study notes; docs/math.md lists the derivations).
 
     i_t = σ(W_i h_{t-1} + U_i x_t + b_i)        input gate
     f_t = σ(W_f h_{t-1} + U_f x_t + b_f)        forget gate
@@ -34,29 +35,31 @@ Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
 ``Whh h`` is written ``h @ Whh.T``.
 """
 
+from __future__ import annotations
+
 import functools
 from typing import NamedTuple
 
 import numpy as np
 
 from charrnn import kernels
-from charrnn.device import array_module
+from charrnn.device import Array, array_module
 
 GATES = 4
 STATE = ("h", "c")
 
 
 class Cache(NamedTuple):
-    hs: np.ndarray  # (T+1, B, H): hs[0] = h_{-1} (carried in), hs[t+1] = h_t
-    cs: np.ndarray  # (T+1, B, H): cs[0] = c_{-1} (carried in), cs[t+1] = c_t
-    gates: np.ndarray  # (T, B, 4H): i, f, g, o after their nonlinearities
-    tcs: np.ndarray  # (T, B, H): tanh(c_t)
-    Whh: np.ndarray  # (4H, H)
-    xm: np.ndarray = None  # (T, B, 4H) multipliers m_t, or None
-    rec: np.ndarray = None  # (T, B, 4H) Whh h_{t-1} before the multiplier (only with xm)
+    hs: Array  # (T+1, B, H): hs[0] = h_{-1} (carried in), hs[t+1] = h_t
+    cs: Array  # (T+1, B, H): cs[0] = c_{-1} (carried in), cs[t+1] = c_t
+    gates: Array  # (T, B, 4H): i, f, g, o after their nonlinearities
+    tcs: Array  # (T, B, H): tanh(c_t)
+    Whh: Array  # (4H, H)
+    xm: Array | None = None  # (T, B, 4H) multipliers m_t, or None
+    rec: Array | None = None  # (T, B, 4H) Whh h_{t-1} before the multiplier (only with xm)
 
 
-def init_bias(bh):
+def init_bias(bh: Array) -> None:
     """Set the forget-gate block of ``bh`` (4H,) to 1, in place.
 
     With f ≈ σ(1) ≈ 0.73 instead of σ(0) = 0.5 the cell remembers by default, so the
@@ -67,7 +70,7 @@ def init_bias(bh):
     bh[H : 2 * H] = 1.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _activation_coefficients(H, dtype, xp=np):
     """(4H,) arrays s, k such that ``s ⊙ tanh(s ⊙ a) + k`` is each gate's nonlinearity.
 
@@ -86,7 +89,7 @@ def _activation_coefficients(H, dtype, xp=np):
     return xp.asarray(s), xp.asarray(k)
 
 
-def prepare(Whh, batch_size):
+def prepare(Whh: Array, batch_size: int) -> Array:
     """Whhᵀ (H, 4H) as a contiguous copy, the operand the time loop multiplies by.
 
     BLAS multiplies by it ~10% faster than by the transposed view at these sizes; the copy
@@ -117,7 +120,8 @@ def _forward_step(xp, s, k, ig, a, xa_t, c_prev, c, tc, h):
     xp.multiply(o, tc, out=h)  # h_t = o ⊙ tanh(c_t)
 
 
-def forward(xa, state0, Whh, prepared=None, xm=None):
+def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | None = None,
+            xm: Array | None = None) -> tuple[Array, tuple[Array, ...], Cache]:
     """Run the recurrence over one chunk.
 
     Parameters
@@ -166,7 +170,8 @@ def forward(xa, state0, Whh, prepared=None, xm=None):
     return hs[1:], (hs[T], cs[T]), Cache(hs, cs, gates, tcs, Whh, xm, rec)
 
 
-def backward(dhs, dstate, cache):
+def backward(dhs: Array, dstate: tuple[Array, ...],
+             cache: Cache) -> tuple[Array, Array, tuple[Array, ...], Array | None]:
     """Backpropagate through the chunk, carrying ``dhnext`` and ``dcnext`` from t+1 to t.
 
     Parameters

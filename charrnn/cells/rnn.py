@@ -1,4 +1,9 @@
-"""The vanilla RNN cell of min-char-rnn (seeds 000, 002, 004).
+"""The vanilla RNN cell of min-char-rnn.
+
+Its forward pass and its backpropagation through time are derived in *RNN基本原理和手写实现*
+("The basic principles of RNNs, and an implementation by hand") and *Learning RNN* (a
+tutorial walking through min-char-rnn), batched as in *关于 RNN 循环神经网络的反向传播求导*
+("On the derivatives of an RNN's backward pass"); docs/math.md lists these derivations.
 
     h_t = tanh(Wxh x_t + Whh h_{t-1} + bh)
 
@@ -18,24 +23,24 @@ Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
 ``Whh h`` is written ``h @ Whh.T``.
 """
 
+from __future__ import annotations
+
 from typing import NamedTuple
 
-import numpy as np
-
-from charrnn.device import array_module
+from charrnn.device import Array, array_module
 
 GATES = 1
 STATE = ("h",)
 
 
 class Cache(NamedTuple):
-    hs: np.ndarray  # (T+1, B, H): hs[0] = h_{-1} (the carried state), hs[t+1] = h_t
-    Whh: np.ndarray  # (H, H)
-    xm: np.ndarray = None  # (T, B, H) multipliers m_t, or None
-    rec: np.ndarray = None  # (T, B, H) Whh h_{t-1} before the multiplier (only with xm)
+    hs: Array  # (T+1, B, H): hs[0] = h_{-1} (the carried state), hs[t+1] = h_t
+    Whh: Array  # (H, H)
+    xm: Array | None = None  # (T, B, H) multipliers m_t, or None
+    rec: Array | None = None  # (T, B, H) Whh h_{t-1} before the multiplier (only with xm)
 
 
-def prepare(Whh, batch_size):
+def prepare(Whh: Array, batch_size: int) -> Array:
     """Whhᵀ (H, H), the operand the time loop multiplies a (B, H) block of states by.
 
     For B > 1 a contiguous copy: BLAS multiplies by it 1.6× faster than by the transposed
@@ -46,7 +51,8 @@ def prepare(Whh, batch_size):
     return Whh.T if batch_size == 1 else array_module(Whh).ascontiguousarray(Whh.T)
 
 
-def forward(xa, state0, Whh, prepared=None, xm=None):
+def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | None = None,
+            xm: Array | None = None) -> tuple[Array, tuple[Array, ...], Cache]:
     """Run the recurrence over one chunk.
 
     Parameters
@@ -92,7 +98,8 @@ def forward(xa, state0, Whh, prepared=None, xm=None):
     return hs[1:], (hs[T],), Cache(hs, Whh, xm, rec)
 
 
-def backward(dhs, dstate, cache):
+def backward(dhs: Array, dstate: tuple[Array, ...],
+             cache: Cache) -> tuple[Array, Array, tuple[Array, ...], Array | None]:
     """Backpropagate through the chunk, carrying ``dhnext`` from step t+1 to t.
 
     Parameters
