@@ -6,13 +6,17 @@ pointer rule and its exact clipping and Adagrad update. charrnn (batched, time-m
 one-hot products) must reproduce it step for step.
 """
 
+import sys
+
 import numpy as np
 
 from charrnn import model as M
 from charrnn import optim
 from charrnn.data import Streams, build_vocab, encode
-from conftest import CORPUS
-from minchar_gist import loss_fun
+from conftest import CORPUS, ROOT
+
+sys.path.insert(0, f"{ROOT}/reference")  # reference/minchar_gist.py: shared with the benchmarks, owned by neither
+from minchar_gist import loss_fun  # noqa: E402
 
 STEPS = 150
 H, T, LR = 24, 25, 0.1

@@ -1,8 +1,11 @@
 """min-char-rnn's ``lossFun``, as the gist writes it: column vectors, one-hot inputs, a
 Python loop over time, dicts keyed by t, and its clipping at ±5.
 
-The one copy of it in the project. ``test_minchar_parity.py`` checks charrnn against it
-step for step; ``benchmarks/throughput.py`` (row 1) times a training loop built on it.
+The one copy of it in the project, here in ``reference/`` (neither product code, nor a test,
+nor a benchmark) because two of them use it and neither may import the other:
+``tests/test_minchar_parity.py`` checks charrnn against it step for step, and
+``benchmarks/throughput.py`` (row 1, through ``benchmarks/harness.py``) times a training loop
+built on it. Both put this folder on ``sys.path`` and ``import minchar_gist``.
 """
 
 import numpy as np
