@@ -5,9 +5,10 @@
    thread per rank (``OPENBLAS_NUM_THREADS``), on the same 2 cores; and, as a second
    reference, one process with 1 thread (what each rank has). The sides take turns
    (A B C A B C ...), ``--repeats`` times, and the table shows medians and ratios. Each run
-   is a fresh worker process (``--worker``) that runs ``train.train_step`` as the training
-   loop does (with ``comm.agreed`` for the stop flag every step), times its steps after a
-   warm-up, and reports the time spent in the collective calls (``comm.sum`` and
+   is a fresh worker process (``--worker``) that runs the training loop's body as
+   ``charrnn train`` does (``harness.CharrnnTrainer``: ``runstate.next_batch``,
+   ``optim.learning_rate``, ``train.train_step``; with ``comm.agreed`` for the stop flag
+   every step), times its steps after a warm-up, and reports the time spent in the collective calls (``comm.sum`` and
    ``comm.agreed``: moving the data plus waiting for the slower rank) and each rank's peak RSS.
 2. **Compute per step**, measured in one process for each shipped config
    (``configs/*.yaml``) and for LSTMs of 2×512 and 3×1024 units at B=32, T=64, with 2 and
@@ -66,13 +67,13 @@ def worker(spec_json):
     """Time training steps as the loop does; rank 0 prints one JSON line."""
     import numpy as np
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import harness as HN  # this folder: charrnn's step as users run it
+
     from charrnn import config as C
-    from charrnn import data as D
-    from charrnn import distributed
+    from charrnn import distributed, optim
     from charrnn import model as M
-    from charrnn import optim
     from charrnn.runtime import tune_allocator
-    from charrnn.train import new_run, next_batch, train_step
 
     tune_allocator()
     job = json.loads(spec_json)
@@ -80,17 +81,11 @@ def worker(spec_json):
     if job.get("config"):
         cfg = C.load(job["config"])
     else:
-        cfg = C.from_dict({"data": {"path": str(CORPUS)}, "model": job["model"], "optim": {"name": "adam"},
-                           "train": job["train"]}, "benchmark")
-    text = D.read_text(cfg.data.path)
-    vocab = D.build_vocab(text)
-    data = D.encode(text, vocab)
+        cfg = HN.config(job["model"], {"name": "adam"}, job["train"])
+    data, V = HN.read_corpus(cfg.data.path)
     tc = cfg.train
-    streams = D.Streams(data, tc.batch_size, tc.seq_length)
-    spec = M.ModelSpec.of(cfg.model, len(vocab))
-    optimizer = optim.from_config(cfg.optim)
-    run = new_run(cfg, spec, optimizer, vocab)
-    comm.split(run)
+    trainer = HN.CharrnnTrainer(cfg, data, V, comm)  # new_run, comm.split: as train.train sets a run up
+    spec = trainer.spec
 
     clock = {"comm": 0.0, "same": 0.0}
 
@@ -102,16 +97,17 @@ def worker(spec_json):
             return r
         return g
 
+    # train.train_step calls these through the objects it is given (comm, the optimizer) and
+    # through the optim module (clipping, the weight average): wrapped here, it runs unchanged.
     comm.sum, comm.agreed = timed(comm.sum, "comm"), timed(comm.agreed, "comm")
-    optimizer.update = timed(optimizer.update, "same")
+    trainer.optimizer.update = timed(trainer.optimizer.update, "same")
     for name in ("clip_by_value", "clip_by_norm", "ema_update"):
         setattr(optim, name, timed(getattr(optim, name), "same"))
 
     def steps(n):
         for _ in range(n):
             comm.agreed(False)  # the loop's stop flag
-            X, Y = next_batch(run, streams, spec)
-            train_step(run, X, Y, spec, optimizer, cfg, comm)
+            trainer.step()  # next_batch, learning_rate, train.train_step
 
     steps(job["warmup"])
     comm.agreed(False)  # start the clock together
@@ -188,8 +184,10 @@ def part1(cells, H, T, B, repeats, steps):
 
 
 SHAPES = {  # the LSTMs of the issue, at the shipped configs' B and T
-    "lstm 2×512": {"model": {"cell": "lstm", "hidden_size": 512, "layers": 2}, "train": {"seq_length": 64, "batch_size": 32}},
-    "lstm 3×1024": {"model": {"cell": "lstm", "hidden_size": 1024, "layers": 3}, "train": {"seq_length": 64, "batch_size": 32}},
+    "lstm 2×512": {"model": {"cell": "lstm", "hidden_size": 512, "layers": 2},
+                   "train": {"seq_length": 64, "batch_size": 32}},
+    "lstm 3×1024": {"model": {"cell": "lstm", "hidden_size": 1024, "layers": 3},
+                    "train": {"seq_length": 64, "batch_size": 32}},
 }
 
 
@@ -228,8 +226,9 @@ def markdown(meta, p1, p2):
             "H=512 T=64 B=32 float32 Adam. chars/s: medians of the turns, every turn's rate in brackets. "
             "The one-process, one-thread side is a second reference: on two free cores, two ranks "
             "can at best double it.", "",
-            "| cell | 1 process, 2 threads | 1 process, 1 thread | 2 ranks, 1 thread each | 2 ranks / 1 process (2 threads) "
-            "| 2 ranks / 1 process (1 thread) | step: 1 proc 2 thr / 2 ranks | in collectives, rank 0 / 1 | "
+            "| cell | 1 process, 2 threads | 1 process, 1 thread | 2 ranks, 1 thread each "
+            "| 2 ranks / 1 process (2 threads) | 2 ranks / 1 process (1 thread) | step: 1 proc 2 thr / 2 ranks "
+            "| in collectives, rank 0 / 1 | "
             "peak RSS: 1 proc / per rank |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in p1:
@@ -242,7 +241,8 @@ def markdown(meta, p1, p2):
             "Step times with 2 and with 1 BLAS thread; the projection uses the faster (on a loaded machine "
             "two OpenBLAS threads can be much slower than one). 'Replicated': clipping, the optimizer's "
             "update and the weight average, which every rank does whole.", "",
-            "| model | B | T | parameters P | all-reduced per step | step, 2 threads | step, 1 thread | of which replicated |",
+            "| model | B | T | parameters P | all-reduced per step | step, 2 threads | step, 1 thread "
+            "| of which replicated |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in p2:
         out.append(f"| {r['name']}: {r['describe']}, {r['dtype']} | {r['B']} | {r['T']} | {r['params']:,} | "
@@ -289,7 +289,8 @@ def main():
 
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                   f"{platform.system()} {platform.release()}",
         "python / numpy": f"{platform.python_version()} / {np.__version__}",
         "load average before / after": f"{LOAD0} / {loadavg()} (2 cores)",
         "command": "python " + " ".join(sys.argv),
