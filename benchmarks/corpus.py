@@ -25,7 +25,8 @@ For every size (``--sizes``, e.g. ``10M,200M,2G``) it measures, each in a fresh 
   of a wrapper).
 
 The bundled 1 MB corpus (data/shakespeare_tiny.txt) is measured the same way first, as
-the reference. Throughput, on the largest size: training steps from the prepared
+the reference. Throughput, on the largest size: training steps (charrnn's step as users run it,
+``harness.CharrnnTrainer``) from the prepared
 directory (read from disk) and from the same indices in memory, alternating step by step
 in one process, the ratio of the median step times; and the batch gather alone, the only
 work that differs, from disk and from memory.
@@ -53,14 +54,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness as HN  # noqa: E402  (this folder: charrnn's step as users run it)
 
 from charrnn import corpus as CO  # noqa: E402
-from charrnn import data as D  # noqa: E402
-from charrnn import model as M  # noqa: E402
-from charrnn import optim  # noqa: E402
 from charrnn.runtime import tune_allocator  # noqa: E402
+
+ROOT = HN.ROOT
 
 TINY = ROOT / "data" / "shakespeare_tiny.txt"
 BLOCK = 8 << 20  # text is generated in blocks of this many bytes, then repeated
@@ -197,35 +197,18 @@ def throughput(prep, steps):
     batches each."""
     tune_allocator()
     c = CO.open_corpus(str(prep))
-    sides = {}
-    for name, data in (("disk", c.train), ("memory", np.asarray(c.train))):
-        spec = M.ModelSpec("lstm", len(c.vocab), 512)
-        params = M.init_params(spec, np.random.default_rng(0), np.float32)
-        opt = optim.Adagrad()
-        sides[name] = dict(spec=spec, params=params, opt=opt, opt_state=opt.init_state(params),
-                           streams=D.Streams(data, 32, 64), p=0, n=0, state=M.zero_state(spec, 32, np.float32))
-
-    def step(s):
-        X, Y = s["streams"].batch(s["p"])
-        _, grads, s["state"], _ = M.loss_and_grads(s["params"], s["spec"], X, Y, s["state"])
-        optim.clip_by_value(grads, 5.0)
-        s["n"] += 1
-        s["opt"].update(s["params"], grads, s["opt_state"], 0.05, s["n"])
-        s["p"] += 64
-
+    # charrnn's step as users run it (harness.CharrnnTrainer), at row 6's settings.
+    sides = {name: HN.trainer(data, len(c.vocab), "lstm", 512, 64, 32, lr=0.05)
+             for name, data in (("disk", c.train), ("memory", np.asarray(c.train)))}
     times = {name: [] for name in sides}
     for i in range(steps + 2):
-        for name, s in sides.items():
-            t0 = time.perf_counter()
-            step(s)
+        for name, trainer in sides.items():
+            t = HN.timed(trainer.step)
             if i >= 2:  # two warm-up steps each
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(t)
     gather = {}
-    for name, s in sides.items():
-        t0 = time.perf_counter()
-        for k in range(500):
-            s["streams"].batch(64 * k)
-        gather[name] = (time.perf_counter() - t0) / 500
+    for name, trainer in sides.items():
+        gather[name] = HN.timed(lambda s=trainer.streams: [s.batch(64 * k) for k in range(500)]) / 500
     rate = {name: 64 * 32 / statistics.median(t) for name, t in times.items()}
     return dict(disk=rate["disk"], memory=rate["memory"], ratio=rate["disk"] / rate["memory"],
                 step_ms=1e3 * statistics.median(times["memory"]),

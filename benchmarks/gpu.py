@@ -10,6 +10,13 @@ copied from the host, loss summed over T and averaged over B, backward, clip to 
 3. LSTM H=1024 B=128: against ``nn.LSTM`` (target ≥ 0.5×);
 4. GRU H=1024 B=128, likewise.
 
+charrnn's step is the one users run: the body of ``charrnn train``'s loop
+(``harness.CharrnnTrainer``: ``runstate.next_batch``, ``optim.learning_rate``,
+``train.train_step``), on a run built from a ``charrnn.config.Config`` with ``model.device``
+set to ``--device``. ``train_step`` reads the loss and one all-finite flag of the gradients
+back from the device every step (the finite check and the divergence rule need them), so
+each of its steps waits for the GPU once; the PyTorch step does not read its loss.
+
 charrnn runs with its fused gate kernels (``charrnn.kernels``) and, for the breakdown,
 without them. PyTorch runs at float32 too (``torch.backends.cudnn.allow_tf32 = False``;
 its default lets cuDNN use TF32 tensor cores, shown in its own column), with the faster of
@@ -44,23 +51,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness as HN  # noqa: E402  (this folder: charrnn's step as users run it, the references, timing)
 
-from charrnn import device, kernels, optim, sampling  # noqa: E402
+from charrnn import device, kernels, sampling  # noqa: E402
 from charrnn import model as M  # noqa: E402
-from charrnn.data import Streams, build_vocab, encode, read_text  # noqa: E402
 from charrnn.errors import CharrnnError  # noqa: E402
 
-CORPUS = ROOT / "data" / "shakespeare_tiny.txt"
+ROOT, CORPUS = HN.ROOT, HN.CORPUS
 RESULTS_MD = ROOT / "benchmarks" / "results.md"
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError:
-    torch = None
 
 
 def cpu_figures():
@@ -74,102 +73,33 @@ def cpu_figures():
     return out
 
 
-def sync(xp):
-    device.synchronize(xp)
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.synchronize()
+def syncer(xp):
+    """What to call before a clock is read: wait for CuPy's queued work and PyTorch's."""
+    torch = HN.torch_module()
+
+    def sync():
+        device.synchronize(xp)
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    return sync
 
 
-def timed(run, xp):
-    t0 = time.perf_counter()
-    run()
-    sync(xp)
-    return time.perf_counter() - t0
+def trainer(args, data, V, cell, H, T, B):
+    """charrnn's training step as ``charrnn train`` runs it (``harness.CharrnnTrainer``), at
+    this benchmark's settings: float32, Adam at 2e-3, clipping to global norm 5, weights 0.05."""
+    return HN.trainer(data, V, cell, H, T, B, optimizer="adam", lr=2e-3, clip_value=None, clip_norm=5.0,
+                      init_std=0.05, device_name=args.device)
 
 
-def interleave(sides, repeats, xp):
-    """Median seconds per block of each side (name -> run()), timed in turns."""
-    times = {name: [] for name in sides}
-    for _ in range(repeats):
-        for name, run in sides.items():
-            times[name].append(timed(run, xp))
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def block_steps(step, xp, target_s, lo=3, hi=400):
-    """How many steps make a timed block of about ``target_s`` seconds."""
-    t = timed(lambda: [step() for _ in range(3)], xp) / 3
-    return int(min(hi, max(lo, target_s / max(t, 1e-6))))
-
-
-# ---------------------------------------------------------------------------------------
-# charrnn's training step, as train.py runs it, on any array module.
-
-
-class CharrnnTrainer:
-    def __init__(self, xp, data, V, cell, H, T, B, lr=2e-3, clip=5.0, dtype=np.float32, seed=0):
-        self.xp, self.spec = xp, M.ModelSpec(cell, V, H)
-        self.params = device.to_device(M.init_params(self.spec, np.random.default_rng(seed), dtype, 0.05), xp)
-        self.opt = optim.Adam()
-        self.opt_state = self.opt.init_state(self.params)
-        self.streams = Streams(data, B, T)
-        self.T, self.B, self.dtype, self.lr, self.clip = T, B, dtype, lr, clip
-        self.p, self.n, self.loss = 0, 0, None
-        self.state = M.zero_state(self.spec, B, dtype, xp)
-
-    def step(self):
-        if self.streams.wraps(self.p):
-            self.p, self.state = 0, M.zero_state(self.spec, self.B, self.dtype, self.xp)
-        X, Y = self.streams.batch(self.p)
-        self.loss, grads, self.state, _ = M.loss_and_grads(self.params, self.spec, X, Y, self.state)
-        optim.clip_by_norm(grads, self.clip)
-        self.n += 1
-        self.opt.update(self.params, grads, self.opt_state, self.lr, self.n)
-        self.p += self.T
-
-
-# ---------------------------------------------------------------------------------------
-# PyTorch.
-
-
-# The same model as the CPU table's PyTorch rows: one definition, in throughput.py.
-from throughput import TorchModel  # noqa: E402
-
-
-class TorchTrainer:
-    def __init__(self, dev, data, V, cell, H, T, B, onehot, tf32=False, lr=2e-3, clip=5.0, seed=0):
-        torch.manual_seed(seed)
-        self.dev, self.tf32 = dev, tf32
-        self.model = TorchModel(cell, V, H, onehot).to(dev)
-        fused = dev.type == "cuda"
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, fused=fused)
-        self.streams = Streams(data, B, T)
-        self.cell, self.H, self.T, self.B, self.V, self.clip = cell, H, T, B, V, clip
-        self.p, self.state = 0, self._zero()
-
-    def _zero(self):
-        h = torch.zeros(1, self.B, self.H, device=self.dev)
-        return (h, torch.zeros_like(h)) if self.cell == "lstm" else h
-
-    def step(self):
-        torch.backends.cudnn.allow_tf32 = self.tf32
-        if self.streams.wraps(self.p):
-            self.p, self.state = 0, self._zero()
-        X, Y = self.streams.batch(self.p)
-        x = torch.from_numpy(X.astype(np.int64)).to(self.dev)
-        y = torch.from_numpy(Y.astype(np.int64)).to(self.dev)
-        self.opt.zero_grad(set_to_none=True)
-        logits, state = self.model(x, self.state)
-        # Same loss as charrnn: summed over time, averaged over the streams.
-        loss = F.cross_entropy(logits.reshape(-1, self.V), y.reshape(-1), reduction="sum") / self.B
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        self.opt.step()
-        self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-        self.p += self.T
+def torch_trainer(tdev, data, V, cell, H, T, B, onehot, tf32=False):
+    """PyTorch's step at the same settings (``harness.TorchTrainer``), fused Adam on CUDA."""
+    return HN.TorchTrainer(data, V, cell, H, T, B, lr=2e-3, onehot=onehot, optimizer="adam", clip_norm=5.0,
+                           dev=tdev, tf32=tf32)
 
 
 def torch_device(args):
+    torch = HN.torch_module()
     if torch is None:
         return None, "torch not installed"
     if args.device == "gpu":
@@ -186,7 +116,8 @@ def torch_device(args):
 def products_time(xp, cell, H, T, B, V, repeats=5):
     """Seconds per step of the step's matrix products alone: 2T recurrent products, the
     weight gradients (dWhh, dWxh through the one-hot, dWhy), the output layer both ways."""
-    G = GATES[cell] * H
+    G = HN.gates(cell) * H
+    sync = syncer(xp)
     rng = np.random.default_rng(0)
 
     def arr(*shape):
@@ -210,28 +141,30 @@ def products_time(xp, cell, H, T, B, V, repeats=5):
         dy @ Why  # gradient at the top layer
 
     run()
-    sync(xp)
-    return statistics.median(timed(run, xp) for _ in range(repeats))
+    sync()
+    return statistics.median(HN.timed(run, sync) for _ in range(repeats))
 
 
 def launch_time(xp, n=2000):
     """Host seconds per launch of a trivial elementwise kernel (one element)."""
     a, b = xp.zeros(1, dtype=np.float32), xp.ones(1, dtype=np.float32)
+    sync = syncer(xp)
     for _ in range(50):
         a += b
-    sync(xp)
+    sync()
     t0 = time.perf_counter()
     for _ in range(n):
         a += b
     host = (time.perf_counter() - t0) / n
-    sync(xp)
+    sync()
     return host
 
 
-def breakdown(xp, data, V, cell, H, T, B, step_s):
-    floor = CharrnnTrainer(xp, data, V, cell, 8, T, 1)
-    n = block_steps(floor.step, xp, 0.3)
-    floor_s = timed(lambda: [floor.step() for _ in range(n)], xp) / n
+def breakdown(args, xp, data, V, cell, H, T, B, step_s):
+    sync = syncer(xp)
+    floor = trainer(args, data, V, cell, 8, T, 1)
+    n = HN.block_steps(floor.step, 0.3, sync)
+    floor_s = HN.timed(lambda: floor.steps(n), sync) / n
     prod_s = products_time(xp, cell, H, T, B, V)
     per_launch = launch_time(xp)
     return {
@@ -282,7 +215,7 @@ def sampling_speed(xp, V, n):
     dparams = device.to_device(params, xp)
     prepared = M.prepare(dparams, spec, 1)
     state, index, rng = M.zero_state(spec, 1, np.float32, xp), 0, np.random.default_rng(1)
-    sync(xp)
+    syncer(xp)()
     t0 = time.perf_counter()
     for _ in range(n):
         logits, state, _ = M.forward(dparams, spec, np.array([[index]]), state, prepared=prepared)
@@ -305,42 +238,40 @@ def memory_mb(xp):
 def run_row(args, xp, tdev, data, V, cell, H, B, T, cpu_fig):
     name = f"{cell.upper()} H={H} B={B} T={T} float32"
     print(f"== {name}", file=sys.stderr, flush=True)
+    sync = syncer(xp)
     if xp is not np:
         xp.get_default_memory_pool().free_all_blocks()
-    fused = CharrnnTrainer(xp, data, V, cell, H, T, B)
-    plain = CharrnnTrainer(xp, data, V, cell, H, T, B)
+    fused = trainer(args, data, V, cell, H, T, B)
+    plain = trainer(args, data, V, cell, H, T, B)
 
-    def plain_step():
+    def plain_steps(k):
         with kernels.enabled(False):
-            plain.step()
+            plain.steps(k)
 
-    for _ in range(args.warmup):  # includes compiling the kernels (cached on disk after)
-        fused.step()
-        plain_step()
-    n = block_steps(fused.step, xp, args.block_s)
-    sides = {"charrnn": lambda: [fused.step() for _ in range(n)],
-             "charrnn_plain": lambda: [plain_step() for _ in range(n)]}
+    fused.steps(args.warmup)  # the warm-up includes compiling the kernels (cached on disk after)
+    plain_steps(args.warmup)
+    n = HN.block_steps(fused.step, args.block_s, sync)
+    sides = {"charrnn": lambda: fused.steps(n), "charrnn_plain": lambda: plain_steps(n)}
     res = {"row": name, "cell": cell, "H": H, "B": B, "T": T, "steps_per_block": n}
     torch_note = None
     if tdev is not None:
+        torch = HN.torch_module()
         if tdev.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        cands = {oh: TorchTrainer(tdev, data, V, cell, H, T, B, onehot=oh) for oh in (True, False)}
+        cands = {oh: torch_trainer(tdev, data, V, cell, H, T, B, onehot=oh) for oh in (True, False)}
         for tr in cands.values():
-            for _ in range(args.warmup):
-                tr.step()
-        quick = {oh: timed(lambda tr=tr: [tr.step() for _ in range(max(3, n // 3))], xp) for oh, tr in cands.items()}
-        best = min(quick, key=quick.get)
+            tr.steps(args.warmup)
+        best = HN.fastest({oh: (lambda tr=tr: tr.steps(max(3, n // 3))) for oh, tr in cands.items()}, 0, 1, sync)
         tt = cands[best]
-        tt32 = TorchTrainer(tdev, data, V, cell, H, T, B, onehot=best, tf32=True)
-        for _ in range(args.warmup):
-            tt32.step()
-        sides["torch"] = lambda: [tt.step() for _ in range(n)]
-        sides["torch_tf32"] = lambda: [tt32.step() for _ in range(n)]
+        tt32 = torch_trainer(tdev, data, V, cell, H, T, B, onehot=best, tf32=True)
+        tt32.steps(args.warmup)
+        sides["torch"] = lambda: tt.steps(n)
+        sides["torch_tf32"] = lambda: tt32.steps(n)
         res["torch_input"] = "one-hot" if best else "embedding"
     else:
         torch_note = "torch skipped: " + args.torch_missing
-    med = interleave(sides, args.repeats, xp)
+    times = HN.interleave(sides, args.repeats, 0, sync)
+    med = {side: statistics.median(t) for side, t in times.items()}
     chars = n * T * B
     for side, s in med.items():
         res[f"{side}_chars_s"] = chars / s
@@ -355,10 +286,10 @@ def run_row(args, xp, tdev, data, V, cell, H, B, T, cpu_fig):
         res["cpu_chars_s"] = cpu_fig[cell]
         res["vs_cpu"] = res["charrnn_chars_s"] / cpu_fig[cell]
     res["charrnn_mem_mb"] = memory_mb(xp)
-    res["breakdown"] = breakdown(xp, data, V, cell, H, T, B, med["charrnn"] / n)
+    res["breakdown"] = breakdown(args, xp, data, V, cell, H, T, B, med["charrnn"] / n)
     with kernels.enabled(False):
-        res["breakdown_plain"] = breakdown(xp, data, V, cell, H, T, B, med["charrnn_plain"] / n)
-    return res
+        res["breakdown_plain"] = breakdown(args, xp, data, V, cell, H, T, B, med["charrnn_plain"] / n)
+    return res  # the trainers go with the frame: the next row starts with their memory free
 
 
 def markdown(meta, rows, grads, samp):
@@ -418,10 +349,7 @@ def main():
     except CharrnnError as e:
         sys.exit(f"benchmarks/gpu.py: {e}")
     tdev, args.torch_missing = torch_device(args)
-    text = read_text(str(CORPUS))
-    vocab = build_vocab(text)
-    data = encode(text, vocab)
-    V = len(vocab)
+    data, V = HN.read_corpus(CORPUS)
     if args.dry_run:
         settings, T = [("lstm", 32, 4), ("gru", 32, 4)], 16
         args.repeats, args.warmup, args.block_s, args.sample_chars = 2, 1, 0.05, 20
@@ -439,6 +367,7 @@ def main():
         meta["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         meta["cupy"] = xp.__version__
         meta["cuda runtime"] = xp.cuda.runtime.runtimeGetVersion()
+    torch = HN.torch_module()
     if torch is not None:
         meta["torch"] = torch.__version__
         meta["cudnn"] = torch.backends.cudnn.version() if tdev is not None and tdev.type == "cuda" else None

@@ -5,9 +5,10 @@
    thread per rank (``OPENBLAS_NUM_THREADS``), on the same 2 cores; and, as a second
    reference, one process with 1 thread (what each rank has). The sides take turns
    (A B C A B C ...), ``--repeats`` times, and the table shows medians and ratios. Each run
-   is a fresh worker process (``--worker``) that runs ``train.train_step`` as the training
-   loop does (with ``comm.agreed`` for the stop flag every step), times its steps after a
-   warm-up, and reports the time spent in the collective calls (``comm.sum`` and
+   is a fresh worker process (``--worker``) that runs the training loop's body as
+   ``charrnn train`` does (``harness.CharrnnTrainer``: ``runstate.next_batch``,
+   ``optim.learning_rate``, ``train.train_step``; with ``comm.agreed`` for the stop flag
+   every step), times its steps after a warm-up, and reports the time spent in the collective calls (``comm.sum`` and
    ``comm.agreed``: moving the data plus waiting for the slower rank) and each rank's peak RSS.
 2. **Compute per step**, measured in one process for each shipped config
    (``configs/*.yaml``) and for LSTMs of 2×512 and 3×1024 units at B=32, T=64, with 2 and
@@ -66,12 +67,13 @@ def worker(spec_json):
     """Time training steps as the loop does; rank 0 prints one JSON line."""
     import numpy as np
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import harness as HN  # this folder: charrnn's step as users run it
+
     from charrnn import config as C
-    from charrnn import data as D
     from charrnn import distributed, optim
     from charrnn import model as M
     from charrnn.runtime import tune_allocator
-    from charrnn.train import new_run, next_batch, train_step
 
     tune_allocator()
     job = json.loads(spec_json)
@@ -79,17 +81,11 @@ def worker(spec_json):
     if job.get("config"):
         cfg = C.load(job["config"])
     else:
-        cfg = C.from_dict({"data": {"path": str(CORPUS)}, "model": job["model"], "optim": {"name": "adam"},
-                           "train": job["train"]}, "benchmark")
-    text = D.read_text(cfg.data.path)
-    vocab = D.build_vocab(text)
-    data = D.encode(text, vocab)
+        cfg = HN.config(job["model"], {"name": "adam"}, job["train"])
+    data, V = HN.read_corpus(cfg.data.path)
     tc = cfg.train
-    streams = D.Streams(data, tc.batch_size, tc.seq_length)
-    spec = M.ModelSpec.of(cfg.model, len(vocab))
-    optimizer = optim.from_config(cfg.optim)
-    run = new_run(cfg, spec, optimizer, vocab)
-    comm.split(run)
+    trainer = HN.CharrnnTrainer(cfg, data, V, comm)  # new_run, comm.split: as train.train sets a run up
+    spec = trainer.spec
 
     clock = {"comm": 0.0, "same": 0.0}
 
@@ -101,16 +97,17 @@ def worker(spec_json):
             return r
         return g
 
+    # train.train_step calls these through the objects it is given (comm, the optimizer) and
+    # through the optim module (clipping, the weight average): wrapped here, it runs unchanged.
     comm.sum, comm.agreed = timed(comm.sum, "comm"), timed(comm.agreed, "comm")
-    optimizer.update = timed(optimizer.update, "same")
+    trainer.optimizer.update = timed(trainer.optimizer.update, "same")
     for name in ("clip_by_value", "clip_by_norm", "ema_update"):
         setattr(optim, name, timed(getattr(optim, name), "same"))
 
     def steps(n):
         for _ in range(n):
             comm.agreed(False)  # the loop's stop flag
-            X, Y = next_batch(run, streams, spec)
-            train_step(run, X, Y, spec, optimizer, cfg, comm)
+            trainer.step()  # next_batch, learning_rate, train.train_step
 
     steps(job["warmup"])
     comm.agreed(False)  # start the clock together

@@ -1,9 +1,10 @@
 """What multiplicative integration (``model.multiplicative``) costs per training step.
 
-Times charrnn's training step (``throughput.py``'s ``CharrnnTrainer``: batch, loss and
-gradients, clipping at ±5, Adagrad) for the plain cell and the multiplicative one, at the
-same sizes, taking turns in one process (A B A B ...), and prints each side's median rate
-and their ratio. The default sizes are ``configs/shakespeare.yaml``'s model::
+Times charrnn's training step as users run it (``harness.CharrnnTrainer``, the body of
+``charrnn train``'s loop: ``runstate.next_batch``, ``optim.learning_rate``, ``train.train_step``;
+at the throughput benchmark's settings, Adagrad and clipping at ±5) for the plain cell and
+the multiplicative one, at the same sizes, taking turns in one process (A B A B ...), and
+prints each side's median rate and their ratio. The default sizes are ``configs/shakespeare.yaml``'s model::
 
     python benchmarks/multiplicative.py                       # GRU 384, T=32, B=32
     python benchmarks/multiplicative.py --cell lstm --hidden 512 --seq 64
@@ -13,12 +14,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import CORPUS, CharrnnTrainer, interleave  # noqa: E402  (this folder)
+import harness as HN  # noqa: E402  (this folder: charrnn's step as users run it, timing in turns)
 
-from charrnn.data import build_vocab, encode, read_text  # noqa: E402
 from charrnn.runtime import tune_allocator  # noqa: E402
 
 
@@ -33,21 +31,14 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=15, help="turns per side")
     args = ap.parse_args(argv)
     tune_allocator()  # as the CLI does
-    text = read_text(CORPUS)
-    vocab = build_vocab(text)
-    data = encode(text, vocab)
+    data, V = HN.read_corpus()
     chars = args.steps * args.seq * args.batch
     sides = {}
     for name, mult in (("plain", False), ("multiplicative", True)):
-        trainer = CharrnnTrainer(data, len(vocab), args.cell, args.hidden, args.seq, args.batch,
-                                 np.dtype(args.dtype), lr=0.05, multiplicative=mult)
-
-        def run(step=trainer.step):
-            for _ in range(args.steps):
-                step()
-
-        sides[name] = (run, chars)
-    medians, _ = interleave(sides, args.repeats, warmup=1)
+        trainer = HN.trainer(data, V, args.cell, args.hidden, args.seq, args.batch, dtype=args.dtype, lr=0.05,
+                             multiplicative=mult)
+        sides[name] = lambda trainer=trainer: trainer.steps(args.steps)
+    medians = HN.median_rates(HN.interleave(sides, args.repeats, warmup=1), dict.fromkeys(sides, chars))
     plain, mult = medians["plain"], medians["multiplicative"]
     print(f"{args.cell} H={args.hidden} T={args.seq} B={args.batch} {args.dtype}: "
           f"plain {plain:,.0f} chars/s, multiplicative {mult:,.0f} chars/s; "

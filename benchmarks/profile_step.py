@@ -1,11 +1,13 @@
 """Where a training step's time goes: line_profiler over charrnn's training step.
 
-The step is the one ``benchmarks/throughput.py`` times (its ``CharrnnTrainer``, which runs
-what ``charrnn/train.py`` runs): batch, ``model.loss_and_grads``, clipping at ±5, Adagrad,
-on the bundled corpus. It is
-timed first without the profiler, then profiled line by line in the cell's forward and
-backward, the model's forward and backward, the softmax, clipping and the update. Times
-are printed per training step, in milliseconds (microseconds for steps under 5 ms).
+The step is the one ``benchmarks/throughput.py`` times, the body of ``charrnn train``'s loop
+(``harness.CharrnnTrainer``: ``runstate.next_batch``, ``optim.learning_rate``,
+``train.train_step``), at its settings: Adagrad, clipping at ±5, on the bundled corpus. It is
+timed first without the profiler, then profiled line by line in ``train.train_step`` itself
+(the finite check, the divergence rule, clipping, the update), ``runstate.next_batch``, the
+cell's forward and backward, the model's forward and backward, the softmax, clipping and the
+update. Times are printed per training step, in milliseconds (microseconds for steps under
+5 ms).
 
     python benchmarks/profile_step.py lstm --hidden 512 --seq 64 --batch 32      # row 3
     python benchmarks/profile_step.py gru --hidden 512 --seq 64 --batch 32       # row 4
@@ -19,16 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness as HN  # noqa: E402  (this folder: charrnn's step as users run it)
 
 from charrnn import model as M  # noqa: E402
-from charrnn import optim  # noqa: E402
-from charrnn.data import build_vocab, encode, read_text  # noqa: E402
+from charrnn import optim, runstate, train  # noqa: E402
 from charrnn.runtime import tune_allocator  # noqa: E402
-from throughput import CORPUS, CharrnnTrainer  # noqa: E402  (this folder: the benchmark's own step)
 
 
 def main(argv=None):
@@ -46,11 +44,10 @@ def main(argv=None):
         sys.exit('profile_step.py needs line_profiler: pip install -e ".[bench]"')
 
     tune_allocator()  # as the CLI and the benchmark do
-    text = read_text(CORPUS)
-    vocab = build_vocab(text)
+    data, V = HN.read_corpus()
     # The learning rates of the benchmark: row 1's 0.1 for one stream, rows 2-4's 0.05 else.
-    trainer = CharrnnTrainer(encode(text, vocab), len(vocab), args.cell, args.hidden, args.seq,
-                             args.batch, np.dtype(args.dtype), lr=0.1 if args.batch == 1 else 0.05)
+    trainer = HN.trainer(data, V, args.cell, args.hidden, args.seq, args.batch, dtype=args.dtype,
+                         lr=0.1 if args.batch == 1 else 0.05)
     step = trainer.step
 
     def steps():
@@ -68,8 +65,8 @@ def main(argv=None):
 
     lp = LineProfiler()
     cell = trainer.spec.module
-    for f in (cell.forward, cell.backward, M.forward, M.backward,
-              M.target_log_probs, optim.clip_by_value, trainer.opt.update):
+    for f in (trainer.step, train.train_step, runstate.next_batch, cell.forward, cell.backward, M.forward,
+              M.backward, M.target_log_probs, optim.clip_by_value, trainer.optimizer.update):
         lp.add_function(f)
     lp.runcall(steps)
     # The "Time" column per training step (the profiled total / steps): in milliseconds, or

@@ -3,8 +3,8 @@
 Rows:
 
 1. min-char-rnn settings (vanilla, H=100, T=25, B=1, float64, Adagrad 0.1, clip ±5):
-   charrnn against min-char-rnn's own per-step loop, written out below as the gist does
-   it (column vectors, one-hot inputs, dicts keyed by t).
+   charrnn against min-char-rnn's own per-step loop, on the gist's ``lossFun`` as it writes
+   it (column vectors, one-hot inputs, dicts keyed by t; ``benchmarks/minchar_gist.py``).
 2. Vanilla RNN, H=512, T=64, B=32, float32, Adagrad, clip ±5: charrnn against PyTorch
    ``nn.RNN`` + ``nn.Linear`` + cross-entropy.
 3. LSTM, same settings, against ``nn.LSTM``.
@@ -14,8 +14,12 @@ Rows:
    512-unit LSTM, charrnn's ``sampling.generate`` against the usual PyTorch loop.
 6. Peak resident memory of a ``charrnn train`` run at row 3's settings, in a subprocess.
 
-Training throughput is B·T characters per optimizer step, where a step is the batch,
-loss, backward, clipping and update. Each side runs a few warm-up steps, then the sides
+Training throughput is B·T characters per optimizer step. charrnn's step is the one users
+run, the body of ``charrnn train``'s loop (``harness.CharrnnTrainer``: ``runstate.next_batch``,
+``optim.learning_rate``, ``train.train_step`` with its finite check, divergence rule,
+clipping, update and weight average), on a run built from a ``charrnn.config.Config``; the
+references' step is the batch, loss, backward, clipping and update. Each side runs a few
+warm-up steps, then the sides
 take turns (A B A B ...) timing a block of steps, ``--repeats`` times; the table shows each
 side's median and the ratio of the medians. Turns make the ratio fair on a machine that
 something else may also be using: both sides see the same disturbances.
@@ -37,7 +41,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,221 +49,16 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # minchar_gist: min-char-rnn's lossFun, shared with its test
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness as HN  # noqa: E402  (this folder: charrnn's step as users run it, the references, timing)
 
 from minchar_gist import loss_fun as minchar_loss_fun  # noqa: E402
 
 from charrnn import model as M  # noqa: E402
-from charrnn import optim, sampling  # noqa: E402
-from charrnn.data import Streams, build_vocab, encode, read_text  # noqa: E402
+from charrnn import sampling  # noqa: E402
 from charrnn.runtime import tune_allocator  # noqa: E402
 
-CORPUS = ROOT / "data" / "shakespeare_tiny.txt"
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
-try:
-    import torch
-    import torch.nn.functional as F
-except ImportError:  # the PyTorch rows say so in the table
-    torch = None
-
-
-def blas_info():
-    """NumPy's BLAS as threadpoolctl sees it: (description, threads)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "unknown (pip install threadpoolctl to see it)", os.cpu_count() or 1
-    for lib in threadpool_info():
-        if lib.get("user_api") == "blas":
-            desc = f"{lib.get('internal_api')} {lib.get('version')} ({lib.get('architecture')} kernels)"
-            return desc, int(lib["num_threads"])
-    return "unknown", os.cpu_count() or 1
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def train_flops_per_char(cell, H, V):
-    return 3 * (2 * GATES[cell] * H * H + 2 * H * V)
-
-
-def sample_flops_per_char(cell, H, V):
-    return 2 * GATES[cell] * H * H + 2 * H * V
-
-
-def interleave(sides, repeats, warmup):
-    """Median rate of each side, timed in turns. ``sides``: name -> (run(), units per run)."""
-    for run, _ in sides.values():
-        for _ in range(warmup):
-            run()
-    rates = {name: [] for name in sides}
-    for _ in range(repeats):
-        for name, (run, units) in sides.items():
-            t0 = time.perf_counter()
-            run()
-            rates[name].append(units / (time.perf_counter() - t0))
-    return {name: statistics.median(r) for name, r in rates.items()}, rates
-
-
-def fastest(runs, warmup, turns=3):
-    """The key of the fastest of ``runs`` (name -> run()), timed in turns, by median."""
-    for run in runs.values():
-        for _ in range(warmup):
-            run()
-    times = {k: [] for k in runs}
-    for _ in range(turns):
-        for k, run in runs.items():
-            t0 = time.perf_counter()
-            run()
-            times[k].append(time.perf_counter() - t0)
-    return min(times, key=lambda k: statistics.median(times[k]))
-
-
-# ----------------------------------------------------------------------------------------
-# Row 1: min-char-rnn's loop, as the gist writes it.
-
-
-class MinCharLoop:
-    """min-char-rnn's training loop, one step per ``step()``."""
-
-    def __init__(self, data, V, H, T, lr, seed=0):
-        rng = np.random.default_rng(seed)
-        self.data, self.T, self.H, self.lr = data, T, H, lr
-        self.Wxh = rng.standard_normal((H, V)) * 0.01
-        self.Whh = rng.standard_normal((H, H)) * 0.01
-        self.Why = rng.standard_normal((V, H)) * 0.01
-        self.bh, self.by = np.zeros((H, 1)), np.zeros((V, 1))
-        self.params = [self.Wxh, self.Whh, self.Why, self.bh, self.by]
-        self.mems = [np.zeros_like(p) for p in self.params]
-        self.p, self.hprev = 0, np.zeros((H, 1))
-
-    def step(self):
-        if self.p + self.T + 1 >= len(self.data):
-            self.p, self.hprev = 0, np.zeros((self.H, 1))
-        inputs = self.data[self.p : self.p + self.T]
-        targets = self.data[self.p + 1 : self.p + self.T + 1]
-        loss, dWxh, dWhh, dWhy, dbh, dby, self.hprev = minchar_loss_fun(inputs, targets, self.hprev, *self.params)
-        for param, dparam, mem in zip(self.params, [dWxh, dWhh, dWhy, dbh, dby], self.mems, strict=True):
-            mem += dparam * dparam
-            param += -self.lr * dparam / np.sqrt(mem + 1e-8)
-        self.p += self.T
-        return loss
-
-
-# ----------------------------------------------------------------------------------------
-# charrnn's training step, exactly as charrnn/train.py runs it.
-
-
-class CharrnnTrainer:
-    def __init__(self, data, V, cell, H, T, B, dtype, lr, clip=5.0, seed=0, multiplicative=False):
-        self.spec = M.ModelSpec(cell, V, H, multiplicative=multiplicative)
-        self.params = M.init_params(self.spec, np.random.default_rng(seed), dtype)
-        self.opt = optim.Adagrad()
-        self.opt_state = self.opt.init_state(self.params)
-        self.streams = Streams(data, B, T)
-        self.T, self.B, self.dtype, self.lr, self.clip = T, B, dtype, lr, clip
-        self.p, self.n = 0, 0
-        self.state = M.zero_state(self.spec, B, dtype)
-
-    def step(self):
-        if self.streams.wraps(self.p):
-            self.p, self.state = 0, M.zero_state(self.spec, self.B, self.dtype)
-        X, Y = self.streams.batch(self.p)
-        loss, grads, self.state, _ = M.loss_and_grads(self.params, self.spec, X, Y, self.state)
-        optim.clip_by_value(grads, self.clip)
-        self.n += 1
-        self.opt.update(self.params, grads, self.opt_state, self.lr, self.n)
-        self.p += self.T
-        return loss
-
-
-# ----------------------------------------------------------------------------------------
-# PyTorch.
-
-
-class TorchModel(torch.nn.Module if torch else object):
-    """Input (one-hot or embedding) -> nn.RNN / nn.LSTM / nn.GRU -> nn.Linear."""
-
-    def __init__(self, cell, V, H, onehot):
-        super().__init__()
-        rnn = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
-        self.V, self.onehot = V, onehot
-        self.embed = None if onehot else torch.nn.Embedding(V, H)
-        self.rnn = rnn(V if onehot else H, H)  # time-major (T, B, ·), like charrnn
-        self.out = torch.nn.Linear(H, V)
-
-    def forward(self, x, state):
-        e = F.one_hot(x, self.V).float() if self.onehot else self.embed(x)
-        hs, state = self.rnn(e, state)
-        return self.out(hs), state
-
-
-def _detach(state):
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-
-
-def torch_config(onehot, mkldnn):
-    return f"{'one-hot' if onehot else 'embedding'} input, oneDNN {'on' if mkldnn else 'off'}"
-
-
-class TorchTrainer:
-    def __init__(self, data, V, cell, H, T, B, lr, onehot, mkldnn=True, clip=5.0, seed=0):
-        self.mkldnn = mkldnn  # oneDNN kernels: faster for some cells, slower for others
-        torch.manual_seed(seed)
-        self.model = TorchModel(cell, V, H, onehot)
-        self.opt = torch.optim.Adagrad(self.model.parameters(), lr=lr)
-        self.streams = Streams(data, B, T)
-        self.cell, self.H, self.T, self.B, self.V, self.clip = cell, H, T, B, V, clip
-        self.p = 0
-        self.state = self._zero()
-
-    def _zero(self):
-        h = torch.zeros(1, self.B, self.H)
-        return (h, torch.zeros_like(h)) if self.cell == "lstm" else h
-
-    def step(self):
-        if self.streams.wraps(self.p):
-            self.p, self.state = 0, self._zero()
-        torch.backends.mkldnn.enabled = self.mkldnn
-        X, Y = self.streams.batch(self.p)
-        x = torch.from_numpy(X.astype(np.int64))
-        y = torch.from_numpy(Y.astype(np.int64))
-        self.opt.zero_grad(set_to_none=True)
-        logits, state = self.model(x, self.state)
-        # Same loss as charrnn: summed over time, averaged over the streams.
-        loss = F.cross_entropy(logits.reshape(-1, self.V), y.reshape(-1), reduction="sum") / self.B
-        loss.backward()
-        torch.nn.utils.clip_grad_value_(self.model.parameters(), self.clip)
-        self.opt.step()
-        self.state = _detach(state)
-        self.p += self.T
-        return loss.item()
-
-
-def torch_sample(model, first, length, gen, mkldnn, temperature=1.0):
-    """The usual PyTorch sampling loop: one character per call, multinomial draw."""
-    out = []
-    torch.backends.mkldnn.enabled = mkldnn  # off: ~5× faster here for one character per call
-    with torch.inference_mode():
-        x = torch.tensor([[first]])
-        state = None
-        for _ in range(length):
-            logits, state = model(x, state)
-            p = torch.softmax(logits[0, 0] / temperature, dim=0)
-            i = int(torch.multinomial(p, 1, generator=gen))
-            out.append(i)
-            x = torch.tensor([[i]])
-    return out
+ROOT, CORPUS = HN.ROOT, HN.CORPUS
 
 
 # ----------------------------------------------------------------------------------------
@@ -269,54 +67,53 @@ def torch_sample(model, first, length, gen, mkldnn, temperature=1.0):
 
 def row_minchar(args, data, V):
     H, T = 100, 25
-    mc = MinCharLoop(data.tolist(), V, H, T, lr=0.1)
-    cr = CharrnnTrainer(data, V, "rnn", H, T, 1, np.float64, lr=0.1)
+    mc = HN.MinCharLoop(data.tolist(), V, H, T, lr=0.1)
+    cr = HN.trainer(data, V, "rnn", H, T, 1, dtype="float64", lr=0.1)
     n = args.steps * 20  # a step here is ~1 ms: time blocks of the same length as rows 2-4
 
     def run_mc():
         for _ in range(n):
             mc.step()
 
-    def run_cr():
-        for _ in range(n):
-            cr.step()
-
-    med, _ = interleave({"charrnn": (run_cr, n * T), "ref": (run_mc, n * T)}, args.repeats, 1)
+    times = HN.interleave({"charrnn": lambda: cr.steps(n), "ref": run_mc}, args.repeats, 1)
+    med = HN.median_rates(times, {"charrnn": n * T, "ref": n * T})
     return dict(row=1, name="min-char-rnn settings: vanilla H=100 T=25 B=1 float64",
                 reference="min-char-rnn loop", unit="chars/s", charrnn=med["charrnn"], ref=med["ref"],
-                target=5.0, flops_per_char=train_flops_per_char("rnn", H, V))
+                target=5.0, flops_per_char=HN.train_flops_per_char("rnn", H, V))
 
 
 def row_train(args, data, V, cell, row, target):
     H, T, B = 512, 64, 32
     name = f"{'vanilla RNN' if cell == 'rnn' else cell.upper()} H=512 T=64 B=32 float32"
     res = dict(row=row, name=name, reference=f"PyTorch nn.{ {'rnn': 'RNN', 'lstm': 'LSTM', 'gru': 'GRU'}[cell]}",
-               unit="chars/s", target=target, flops_per_char=train_flops_per_char(cell, H, V))
-    cr = CharrnnTrainer(data, V, cell, H, T, B, np.float32, lr=args.lr)
-    sides = {"charrnn": (lambda: [cr.step() for _ in range(args.steps)], args.steps * T * B)}
-    if torch is not None:
+               unit="chars/s", target=target, flops_per_char=HN.train_flops_per_char(cell, H, V))
+    cr = HN.trainer(data, V, cell, H, T, B, lr=args.lr)
+    sides = {"charrnn": lambda: cr.steps(args.steps)}
+    if HN.torch_module() is not None:
         # PyTorch's fastest configuration, decided here by timing: one-hot or embedding
         # input, oneDNN kernels on or off.
         configs = [(oh, mk) for oh in (True, False) for mk in (True, False)]
-        cands = {c: TorchTrainer(data, V, cell, H, T, B, args.lr, onehot=c[0], mkldnn=c[1]) for c in configs}
-        steps = max(2, args.steps // 2)
-        best = fastest({c: (lambda tr=tr: [tr.step() for _ in range(steps)]) for c, tr in cands.items()}, args.warmup)
+        cands = {c: HN.TorchTrainer(data, V, cell, H, T, B, lr=args.lr, onehot=c[0], mkldnn=c[1], clip_value=5.0)
+                 for c in configs}
+        best = HN.fastest({c: (lambda tr=tr: tr.steps(max(2, args.steps // 2))) for c, tr in cands.items()},
+                          args.warmup)
         tt = cands[best]
         cands.clear()
-        res["reference"] += f" ({torch_config(*best)})"
-        sides["ref"] = (lambda: [tt.step() for _ in range(args.steps)], args.steps * T * B)
-    med, _ = interleave(sides, args.repeats, args.warmup)
+        res["reference"] += f" ({HN.torch_config(*best)})"
+        sides["ref"] = lambda: tt.steps(args.steps)
+    times = HN.interleave(sides, args.repeats, args.warmup)
+    med = HN.median_rates(times, dict.fromkeys(sides, args.steps * T * B))
     res["charrnn"] = med["charrnn"]
     res["ref"] = med.get("ref")
-    if torch is None:
-        res["skipped"] = "skipped: torch not installed"
+    if "ref" not in sides:
+        res["skipped"] = HN.TORCH_MISSING
     return res
 
 
 def row_sample(args, data, V):
     H, n = 512, args.sample_chars
     res = dict(row=5, name=f"sampling {n} chars, LSTM H=512 float32", reference="PyTorch nn.LSTM loop",
-               unit="chars/s", target=4.0, flops_per_char=sample_flops_per_char("lstm", H, V))
+               unit="chars/s", target=4.0, flops_per_char=HN.sample_flops_per_char("lstm", H, V))
     spec = M.ModelSpec("lstm", V, H)
     params = M.init_params(spec, np.random.default_rng(0), np.float32, std=0.05)
     rng = np.random.default_rng(0)
@@ -326,20 +123,22 @@ def row_sample(args, data, V):
         for _ in sampling.generate(params, spec, int(data[0]), state, n, rng):
             pass
 
-    sides = {"charrnn": (run_cr, n)}
+    sides = {"charrnn": run_cr}
+    torch = HN.torch_module()
     if torch is not None:
         torch.manual_seed(0)
-        model = TorchModel("lstm", V, H, onehot=False).eval()
+        model = HN.TorchModel("lstm", V, H, onehot=False).eval()
         gen = torch.Generator().manual_seed(0)
-        first, probe = int(data[0]), min(n, 500)
-        mk = fastest({m: (lambda m=m: torch_sample(model, first, probe, gen, m)) for m in (True, False)}, 1)
+        mk = HN.fastest({m: (lambda m=m: HN.torch_sample(model, int(data[0]), min(n, 500), gen, m))
+                         for m in (True, False)}, 1)
         res["reference"] += f" (oneDNN {'on' if mk else 'off'})"
-        sides["ref"] = (lambda: torch_sample(model, int(data[0]), n, gen, mk), n)
-    med, _ = interleave(sides, args.repeats, 1)
+        sides["ref"] = lambda: HN.torch_sample(model, int(data[0]), n, gen, mk)
+    times = HN.interleave(sides, args.repeats, 1)
+    med = HN.median_rates(times, dict.fromkeys(sides, n))
     res["charrnn"] = med["charrnn"]
     res["ref"] = med.get("ref")
-    if torch is None:
-        res["skipped"] = "skipped: torch not installed"
+    if "ref" not in sides:
+        res["skipped"] = HN.TORCH_MISSING
     return res
 
 
@@ -431,12 +230,13 @@ def main(argv=None):
 
     # As the charrnn CLI does. It is process-wide, so the PyTorch side gets it too.
     tuned = False if args.default_allocator else tune_allocator()
-    blas, threads = blas_info()
+    blas, threads = HN.blas_info()
+    torch = HN.torch_module()
     if torch is not None:
         torch.set_num_threads(threads)  # the same cores for both sides
     header = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+        "machine": f"{HN.cpu_name()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__ if torch is not None else "not installed (PyTorch rows skipped)",
@@ -448,10 +248,7 @@ def main(argv=None):
         if tuned else "system default",
         "method": f"{args.repeats} interleaved turns per side, median; {args.warmup} warm-up steps",
     }
-    text = read_text(CORPUS)
-    vocab = build_vocab(text)
-    data = encode(text, vocab)
-    V = len(vocab)
+    data, V = HN.read_corpus(CORPUS)
 
     rows = []
     plan = [
@@ -467,7 +264,7 @@ def main(argv=None):
             print(f"row {num} ...", file=sys.stderr, flush=True)
             rows.append(fn())
     if torch is None:
-        print("skipped: torch not installed (rows 2-5 show charrnn only)", file=sys.stderr)
+        print(f"{HN.TORCH_MISSING} (rows 2-5 show charrnn only)", file=sys.stderr)
     print(render(header, rows, args.peak_gflops))
     if args.json_path:
         for r in rows:

@@ -14,10 +14,15 @@ RUN = ["runstate.py", "train.py", "checkpoint.py", "rundir.py", "progress.py", "
 
 
 def imports(relpath):
-    """Every module name that ``charrnn/relpath`` imports (``from charrnn import x`` as charrnn.x)."""
+    """Every module name that ``charrnn/relpath`` imports (``from charrnn import x`` as charrnn.x),
+    but those under ``if TYPE_CHECKING:``: names for type hints, never imported when it runs."""
     tree = ast.parse(open(os.path.join(ROOT, "charrnn", relpath), encoding="utf-8").read())
+    hints = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test).endswith(
+        "TYPE_CHECKING") for n in ast.walk(node)}
     names = set()
     for node in ast.walk(tree):
+        if id(node) in hints:
+            continue
         if isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:

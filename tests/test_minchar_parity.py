@@ -8,6 +8,8 @@ calls: ``runstate.next_batch`` (which resets the carried state when the stream w
 min-char-rnn resets ``hprev``), ``optim.learning_rate`` and ``train.train_step``.
 """
 
+import sys
+
 import numpy as np
 
 from charrnn import config as C
@@ -16,8 +18,10 @@ from charrnn import optim
 from charrnn.data import Streams, build_vocab, encode
 from charrnn.runstate import new_run, next_batch
 from charrnn.train import StepRules, train_step
-from conftest import CORPUS
-from minchar_gist import loss_fun
+from conftest import CORPUS, ROOT
+
+sys.path.insert(0, f"{ROOT}/benchmarks")  # benchmarks/minchar_gist.py, the one copy: the benchmarks' reference
+from minchar_gist import loss_fun  # noqa: E402
 
 STEPS = 150
 H, T, LR = 24, 25, 0.1

@@ -1,8 +1,11 @@
 """min-char-rnn's ``lossFun``, as the gist writes it: column vectors, one-hot inputs, a
 Python loop over time, dicts keyed by t, and its clipping at ±5.
 
-The one copy of it in the project. ``test_minchar_parity.py`` checks charrnn against it
-step for step; ``benchmarks/throughput.py`` (row 1) times a training loop built on it.
+The one copy of it in the project: the reference the benchmarks compare charrnn with
+(``benchmarks/throughput.py``'s row 1, through ``benchmarks/harness.py``, times a training loop
+built on it), and that ``tests/test_minchar_parity.py`` checks charrnn against step for step.
+It lives with the benchmarks, which must not import the tests; the parity test reads this one
+file from here (it is reference code, not a benchmark: it imports nothing of charrnn).
 """
 
 import numpy as np
