@@ -2,8 +2,10 @@
 
 Trains a few dozen steps of every shipped config (and a float64 run, a run stopped and
 resumed, a 2-rank MPI run), then hashes what each run leaves: every array of ``ckpt.npz``
-and ``best.npz`` (but ``elapsed_s``), ``metrics.jsonl`` without its clock fields
-(``elapsed_s``, ``chars_per_s``), and a seeded ``charrnn sample``. Run it on the tree before
+and ``best.npz`` (but ``elapsed_s``, and ``format_version``: a layout's number, which says
+how the arrays are stored, not what they are), ``metrics.jsonl`` without its clock fields
+(``elapsed_s``, ``chars_per_s``), and a seeded ``charrnn sample``. The paths a checkpoint
+records (the run directory, the corpus's path) are left out, so that two checkouts compare. Run it on the tree before
 a change and after it, and compare:
 
     python benchmarks/behaviour_hashes.py --out before.json
@@ -51,15 +53,18 @@ def digest_npz(path):
     with np.load(path, allow_pickle=False) as z:
         for name in names:
             key = name[:-4]
-            if key == "elapsed_s":
+            if key in ("elapsed_s", "format_version"):
                 continue
             a = z[key]
-            h.update(key.encode() + str(a.dtype).encode() + str(a.shape).encode())
-            if key == "config":  # the run directory is a temporary folder's: leave out its path
-                cfg = json.loads(str(a))
-                cfg["train"]["out_dir"] = None
-                h.update(json.dumps(cfg, sort_keys=True).encode())
+            if key in ("config", "corpus"):  # JSON, without the paths (its dtype, <U697, is its length)
+                record = json.loads(str(a))
+                if key == "config":
+                    record["train"]["out_dir"] = record["data"]["path"] = None
+                else:
+                    record["path"] = None
+                h.update(key.encode() + json.dumps(record, sort_keys=True).encode())
             else:
+                h.update(key.encode() + str(a.dtype).encode() + str(a.shape).encode())
                 h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:16]
 
