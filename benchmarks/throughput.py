@@ -52,8 +52,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as HN  # noqa: E402  (this folder: charrnn's step as users run it, the references, timing)
 
-from minchar_gist import loss_fun as minchar_loss_fun  # noqa: E402
-
 from charrnn import model as M  # noqa: E402
 from charrnn import sampling  # noqa: E402
 from charrnn.runtime import tune_allocator  # noqa: E402

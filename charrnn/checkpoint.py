@@ -53,7 +53,6 @@ import tempfile
 import tokenize
 import zipfile
 from dataclasses import dataclass, replace
-from typing import Optional
 
 import numpy as np
 

@@ -34,11 +34,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from charrnn import checkpoint
+from charrnn import checkpoint, device, distributed, identity, optim, rundir, runstate, sampling, signals
 from charrnn import config as C
 from charrnn import corpus as CO
 from charrnn import data as D
-from charrnn import device, distributed, identity, optim, rundir, runstate, sampling, signals
 from charrnn import model as M
 from charrnn.errors import CharrnnError, Interrupted, Terminated, UsageError
 from charrnn.evaluate import evaluate

@@ -21,25 +21,23 @@ step fails here. ``test_the_pretend_device_refuses_numpy`` shows the detectors w
 
 import json
 import math
+import operator
 import os
 import shutil
-import operator
 import subprocess
 import sys
 from collections import Counter
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from charrnn import checkpoint as ckpt_io
-from charrnn import gradcheck
-from charrnn import device, kernels, optim, sampling
+from charrnn import device, gradcheck, kernels, optim, sampling
 from charrnn import model as M
 from charrnn.cells import CELLS
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.evaluate import evaluate
-
-from conftest import ROOT
 
 # ---------------------------------------------------------------- the pretend device
 

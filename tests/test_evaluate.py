@@ -12,8 +12,8 @@ from test_prepare import metrics
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import model as M
-from charrnn.evaluate import evaluate
 from charrnn.corpus import open_corpus, validation_split
+from charrnn.evaluate import evaluate
 
 
 def setup(cell="rnn"):

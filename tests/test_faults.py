@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from conftest import CORPUS, ROOT, one_line_error, run
 
 from charrnn import checkpoint as ckpt_io
-from conftest import CORPUS, ROOT, one_line_error, run
 
 # One BLAS thread: the machine is small and shared, and a run and its reference must do
 # the same arithmetic to be compared bit for bit.

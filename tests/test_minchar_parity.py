@@ -11,6 +11,7 @@ min-char-rnn resets ``hprev``), ``optim.learning_rate`` and ``train.train_step``
 import sys
 
 import numpy as np
+from conftest import CORPUS, ROOT
 
 from charrnn import config as C
 from charrnn import model as M
@@ -18,7 +19,6 @@ from charrnn import optim
 from charrnn.data import Streams, build_vocab, encode
 from charrnn.runstate import new_run, next_batch
 from charrnn.train import StepRules, train_step
-from conftest import CORPUS, ROOT
 
 sys.path.insert(0, f"{ROOT}/benchmarks")  # benchmarks/minchar_gist.py, the one copy: the benchmarks' reference
 from minchar_gist import loss_fun  # noqa: E402

@@ -1,7 +1,6 @@
 import sys
 
 import pytest
-
 from conftest import CONFIGS, one_line_error, run
 
 

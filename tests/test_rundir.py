@@ -8,11 +8,11 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import CONFIGS, ROOT, run
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import rundir
 from charrnn.errors import CharrnnError
-from conftest import CONFIGS, ROOT, run
 
 SMOKE = os.path.join(CONFIGS, "smoke.yaml")
 HOLDER = """

@@ -6,10 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from charrnn import checkpoint
+from charrnn import checkpoint, optim
 from charrnn import config as C
 from charrnn import model as M
-from charrnn import optim
 from charrnn.data import Streams
 from charrnn.runstate import RunState, new_run, next_batch
 

@@ -3,10 +3,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import CONFIGS, ROOT, run
 
 from charrnn import model as M
 from charrnn import sampling
-from conftest import CONFIGS, ROOT, run
 
 SMOKE = f"{CONFIGS}/smoke.yaml"
 

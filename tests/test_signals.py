@@ -5,12 +5,12 @@ import signal
 import zipfile
 
 import pytest
+from conftest import CORPUS
 
 from charrnn import config as C
 from charrnn import progress, signals
 from charrnn.errors import Interrupted, Terminated
 from charrnn.train import train
-from conftest import CORPUS
 
 
 def test_the_first_signal_sets_the_flag_and_a_second_stops_at_once():

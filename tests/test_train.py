@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import CORPUS, one_line_error, run, small_config
 
 from charrnn import checkpoint as ckpt_io
-from charrnn.evaluate import evaluate
 from charrnn.corpus import open_corpus, validation_split
-from conftest import CORPUS, one_line_error, run, small_config
+from charrnn.evaluate import evaluate
 
 
 @pytest.fixture

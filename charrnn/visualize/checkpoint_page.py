@@ -14,9 +14,8 @@ from typing import NamedTuple
 import numpy as np
 
 from charrnn import checkpoint as ckpt_io
-from charrnn import corpus
+from charrnn import corpus, sampling
 from charrnn import data as D
-from charrnn import sampling
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.visualize.render import build
 from charrnn.visualize.tracing import sample_text
