@@ -45,11 +45,9 @@ keys. A version above ``FORMAT_VERSION`` is refused with a message to upgrade ch
 later layout, or a missing key of the declared one, is a one-line "damaged checkpoint" error.
 """
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 import tokenize
 import zipfile
 from dataclasses import dataclass, replace
@@ -58,6 +56,7 @@ import numpy as np
 
 from charrnn import config as C
 from charrnn import optim
+from charrnn.atomic import atomic_write
 from charrnn.data import describe_chars
 from charrnn.device import CounterRNG
 from charrnn.errors import CharrnnError, UsageError
@@ -117,41 +116,6 @@ def weights_for(path, spec, vocab):
             f"{path}: its model ({src.spec.describe()}) does not match the config's ({spec.describe()})"
         )
     return weights(src)
-
-
-def _new_file_mode():
-    """The mode ``open(path, "w")`` gives a new file: 0o666 less the process's umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path, write, hold=None):
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place.
-
-    ``hold``: a context manager factory to call ``write`` inside (``signals.StopFlag.held``,
-    so that a second Ctrl-C waits for the serialization and then discards the file).
-
-    mkstemp creates the temporary file readable by its owner only (0600); it gets the mode a
-    plainly written file would have, so that a run's checkpoints, config and plots are as
-    readable as its metrics.jsonl.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        os.chmod(tmp, _new_file_mode())
-        with os.fdopen(fd, "wb") as f:
-            with hold() if hold is not None else contextlib.nullcontext():
-                write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def save(path, ck, hold=None):

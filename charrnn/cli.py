@@ -95,17 +95,31 @@ def cli():
 
 
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML config file (default with --data: the built-in one, configs/default.yaml's settings).")
-@click.option("--data", "data_path", type=click.Path(), help="Corpus to train on, a UTF-8 text file or a directory made by `charrnn prepare` (overrides data.path).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default: train.out_dir of the config; with --resume, the checkpoint's directory).")
-@click.option("--steps", type=click.IntRange(min=1), help="Stop at this total step count (default: train.steps); a run stopped early and resumed ends exactly as an uninterrupted one.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="YAML config file (default with --data: the built-in one, configs/default.yaml's settings).")
+@click.option("--data", "data_path", type=click.Path(),
+              help="Corpus to train on, a UTF-8 text file or a directory made by `charrnn prepare` (overrides "
+                   "data.path).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Run directory (default: train.out_dir of the config; with --resume, the checkpoint's directory).")
+@click.option("--steps", type=click.IntRange(min=1),
+              help="Stop at this total step count (default: train.steps); a run stopped early and resumed ends exactly "
+                   "as an uninterrupted one.")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides train.seed).")
-@click.option("--resume", type=click.Path(exists=True, dir_okay=False), help="Continue the run saved in this checkpoint exactly.")
-@click.option("--init-from", type=click.Path(exists=True, dir_okay=False), help="Start a new run from this checkpoint's weights (same vocabulary and model shape).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set optim.lr=0.05 (repeatable).")
-@click.option("--overwrite", is_flag=True, help="Start a new run in a directory that holds one: the old run's files are moved into RUN/replaced-<time>/.")
-@click.option("--quiet", "-q", is_flag=True, help="No banner, progress bar or preview samples (errors and the final summary still go to stderr).")
-@click.option("--device", "device_name", type=click.Choice(["cpu", "gpu"]), help="Train on the CPU or on the GPU (overrides model.device; with --resume, continues the run there). gpu needs CuPy: pip install 'charrnn[gpu]'.")
+@click.option("--resume", type=click.Path(exists=True, dir_okay=False),
+              help="Continue the run saved in this checkpoint exactly.")
+@click.option("--init-from", type=click.Path(exists=True, dir_okay=False),
+              help="Start a new run from this checkpoint's weights (same vocabulary and model shape).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key, e.g. --set optim.lr=0.05 (repeatable).")
+@click.option("--overwrite", is_flag=True,
+              help="Start a new run in a directory that holds one: the old run's files are moved into "
+                   "RUN/replaced-<time>/.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No banner, progress bar or preview samples (errors and the final summary still go to stderr).")
+@click.option("--device", "device_name", type=click.Choice(["cpu", "gpu"]),
+              help="Train on the CPU or on the GPU (overrides model.device; with --resume, continues the run there). "
+                   "gpu needs CuPy: pip install 'charrnn[gpu]'.")
 @ends_together  # under mpiexec/srun: MPI starts, and an error on one rank ends every rank
 def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overrides, overwrite, quiet, device_name):
     """Train a model from a YAML config or on --data PATH (or resume a run from its checkpoint).
@@ -119,14 +133,18 @@ def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overr
     from charrnn.train import train as run_training
 
     if resume and init_from:
-        raise click.UsageError("--resume and --init-from exclude each other: resume continues a run, init-from starts a new one")
+        raise click.UsageError("--resume and --init-from exclude each other: resume continues a run, init-from starts "
+                               "a new one")
     if resume:
         if config_path or data_path or overrides or seed is not None:
-            raise click.UsageError("--resume continues a run with its own stored config and corpus; --config, --data, --set and --seed do not apply (use --init-from to start a new run from its weights)")
+            raise click.UsageError("--resume continues a run with its own stored config and corpus; --config, --data, "
+                                   "--set and --seed do not apply (use --init-from to start a new run from its "
+                                   "weights)")
         cfg = None
     else:
         if not config_path and not data_path:
-            raise click.UsageError("give --data PATH (a text file or prepared directory), --config FILE (e.g. configs/default.yaml), or --resume CKPT")
+            raise click.UsageError("give --data PATH (a text file or prepared directory), --config FILE (e.g. "
+                                   "configs/default.yaml), or --resume CKPT")
         sets = list(overrides) + ([f"train.seed={seed}"] if seed is not None else [])
         cfg = C.load(config_path, sets, data_path) if config_path else C.default_config(data_path, sets)
     summary = run_training(cfg, resume=resume, init_from=init_from, steps=steps, quiet=quiet, out_dir=out_dir,
@@ -164,14 +182,21 @@ def _byte_writer():
 
 
 @cli.command()
-@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Checkpoint to sample from, e.g. RUN/ckpt.npz or RUN/best.npz.")
-@click.option("--length", "-n", type=click.IntRange(min=0), help="Characters to generate per sample (default: sample.length of the run's config).")
-@click.option("--temperature", "-t", type=FiniteFloatRange(min=0), help="Softmax temperature: below 1 more conservative, above 1 more varied, 0 greedy (default: the run's sample.temperature).")
+@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Checkpoint to sample from, e.g. RUN/ckpt.npz or RUN/best.npz.")
+@click.option("--length", "-n", type=click.IntRange(min=0),
+              help="Characters to generate per sample (default: sample.length of the run's config).")
+@click.option("--temperature", "-t", type=FiniteFloatRange(min=0),
+              help="Softmax temperature: below 1 more conservative, above 1 more varied, 0 greedy (default: the run's "
+                   "sample.temperature).")
 @click.option("--top-k", type=click.IntRange(min=1), help="Draw only from the k most likely characters.")
-@click.option("--top-p", type=FiniteFloatRange(0, 1, min_open=True), help="Draw only from the smallest set of most likely characters whose probability reaches p (nucleus sampling).")
+@click.option("--top-p", type=FiniteFloatRange(0, 1, min_open=True),
+              help="Draw only from the smallest set of most likely characters whose probability reaches p (nucleus "
+                   "sampling).")
 @click.option("--greedy", is_flag=True, help="Always take the most likely character (same as --temperature 0).")
 @click.option("--prime", default="", help="Text to feed the model first; it is printed before the continuation.")
-@click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True, help="Independent samples, each from the prime, separated by a line of dashes.")
+@click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Independent samples, each from the prime, separated by a line of dashes.")
 @click.option("--stop", "stop_text", help="Stop a sample right after it produces this text.")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed for the draws (default: fresh randomness).")
 def sample(ckpt_path, length, temperature, top_k, top_p, greedy, prime, num_samples, stop_text, seed):
@@ -194,11 +219,16 @@ def sample(ckpt_path, length, temperature, top_k, top_p, greedy, prime, num_samp
 
 
 @cli.command(name="eval")
-@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Checkpoint to evaluate.")
-@click.option("--text", "text_path", type=click.Path(), help="A UTF-8 text file (bytes, for a model of bytes), or a prepared directory (its validation split); default: the validation split of the run's corpus.")
-@click.option("--skip-unknown", is_flag=True, help="Drop characters that are not in the model's vocabulary (and count them) instead of failing.")
+@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Checkpoint to evaluate.")
+@click.option("--text", "text_path", type=click.Path(),
+              help="A UTF-8 text file (bytes, for a model of bytes), or a prepared directory (its validation split); "
+                   "default: the validation split of the run's corpus.")
+@click.option("--skip-unknown", is_flag=True,
+              help="Drop characters that are not in the model's vocabulary (and count them) instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-@click.option("--device", "device_name", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True, help="Evaluate on the CPU or on the GPU (gpu needs CuPy: pip install 'charrnn[gpu]').")
+@click.option("--device", "device_name", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+              help="Evaluate on the CPU or on the GPU (gpu needs CuPy: pip install 'charrnn[gpu]').")
 def eval_(ckpt_path, text_path, skip_unknown, as_json, device_name):
     """Loss of a model on a text: nats and bits per character, perplexity.
 
@@ -234,11 +264,17 @@ EVAL_BAR_CHARS = 1_000_000  # `charrnn eval` shows a progress bar for texts long
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Directory to write train.bin, val.bin and meta.json into.")
-@click.option("--glob", "globs", multiple=True, metavar="PATTERN", help="Take only the files in directories whose name matches PATTERN, e.g. '*.c' (repeatable; a pattern with a / is matched against the path below the directory).")
-@click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.1, show_default=True, help="The last fraction of the text, held out for validation (0: none).")
-@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True, help="Invalid UTF-8: strict stops with the file and byte offset, replace makes each invalid byte U+FFFD.")
-@click.option("--bytes", "as_bytes", is_flag=True, help="A vocabulary of byte values instead of characters: for text that is not UTF-8, or not text.")
+@click.option("--out", "out_dir", required=True, type=click.Path(),
+              help="Directory to write train.bin, val.bin and meta.json into.")
+@click.option("--glob", "globs", multiple=True, metavar="PATTERN",
+              help="Take only the files in directories whose name matches PATTERN, e.g. '*.c' (repeatable; a pattern "
+                   "with a / is matched against the path below the directory).")
+@click.option("--val-fraction", type=click.FloatRange(0, 0.5), default=0.1, show_default=True,
+              help="The last fraction of the text, held out for validation (0: none).")
+@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
+              help="Invalid UTF-8: strict stops with the file and byte offset, replace makes each invalid byte U+FFFD.")
+@click.option("--bytes", "as_bytes", is_flag=True,
+              help="A vocabulary of byte values instead of characters: for text that is not UTF-8, or not text.")
 @click.option("--overwrite", is_flag=True, help="Replace the train.bin, val.bin and meta.json of an existing DIR.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def prepare(inputs, out_dir, globs, val_fraction, errors, as_bytes, overwrite, quiet):
@@ -295,8 +331,10 @@ def plot(run_dir, out_path):
 @cli.command()
 @click.option("--cell", type=click.Choice(["rnn", "lstm", "gru"]), help="Check only this cell (default: every cell).")
 @click.option("--layers", type=click.IntRange(min=1, max=4), help="Check only this depth (default: 1 and 2).")
-@click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=0.25, show_default=True, help="Dropout probability of a second, fixed-mask check (0: skip it).")
-@click.option("--tol", type=FiniteFloatRange(min=0, min_open=True), default=1e-6, show_default=True, help="Largest relative error that passes.")
+@click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=0.25, show_default=True,
+              help="Dropout probability of a second, fixed-mask check (0: skip it).")
+@click.option("--tol", type=FiniteFloatRange(min=0, min_open=True), default=1e-6, show_default=True,
+              help="Largest relative error that passes.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def gradcheck(cell, layers, dropout, tol, seed):
     """Check analytic gradients against finite differences (float64)."""
@@ -325,19 +363,26 @@ def gradcheck(cell, layers, dropout, tol, seed):
 
 
 @cli.command()
-@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False), help="Checkpoint whose model to look into.")
-@click.option("--text", "text_path", type=click.Path(dir_okay=False), help="UTF-8 text to run the model over (default: the start of the run's validation split).")
+@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Checkpoint whose model to look into.")
+@click.option("--text", "text_path", type=click.Path(dir_okay=False),
+              help="UTF-8 text to run the model over (default: the start of the run's validation split).")
 @click.option("--prime", help="Sample the text instead, from this prime (with --length).")
-@click.option("--length", "-n", type=click.IntRange(min=1), help="Characters to sample after --prime (or after a line break).")
-@click.option("--temperature", "-t", type=FiniteFloatRange(min=0), help="Temperature of the sampled text (default: the run's sample.temperature).")
+@click.option("--length", "-n", type=click.IntRange(min=1),
+              help="Characters to sample after --prime (or after a line break).")
+@click.option("--temperature", "-t", type=FiniteFloatRange(min=0),
+              help="Temperature of the sampled text (default: the run's sample.temperature).")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed of the sampled text.")
-@click.option("--chars", type=click.IntRange(min=2), default=2000, show_default=True, help="Use at most this many characters of the text.")
-@click.option("--layers", help="Layers to show, counted from 1, e.g. 1,2 (default: all); each adds about 1.33·chars·H bytes to the page (twice for the LSTM's h and c).")
+@click.option("--chars", type=click.IntRange(min=2), default=2000, show_default=True,
+              help="Use at most this many characters of the text.")
+@click.option("--layers",
+              help="Layers to show, counted from 1, e.g. 1,2 (default: all); each adds about 1.33·chars·H bytes to the "
+                   "page (twice for the LSTM's h and c).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="HTML page to write.")
 def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, layers, out_path):
     """Write a web page showing hidden units and predictions over a text."""
-    from charrnn import checkpoint as ckpt_io
     from charrnn import visualize as viz
+    from charrnn.atomic import atomic_write
 
     try:
         layer_list = None if layers is None else [int(x) for x in layers.split(",")]
@@ -347,7 +392,7 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
     shown = viz.page_for(ckpt_path, text_path=text_path, prime=prime, length=length, temperature=temperature,
                          seed=seed, chars=chars, layers=layer_list)
     body = shown.html.encode("utf-8")
-    ckpt_io.atomic_write(out_path, lambda f: f.write(body))
+    atomic_write(out_path, lambda f: f.write(body))
     click.echo(f"wrote {out_path}: {len(shown.text):,} characters, {len(body) / 1e6:.2f} MB", err=True)
 
 

@@ -58,8 +58,8 @@ import numpy as np
 from numpy.typing import DTypeLike
 from tqdm import tqdm
 
-from charrnn import checkpoint as ckpt_io
 from charrnn import data as D
+from charrnn.atomic import atomic_write
 from charrnn.errors import CharrnnError, UsageError
 
 if TYPE_CHECKING:
@@ -574,7 +574,7 @@ def prepare(inputs: Sequence[str], out: str, globs: Sequence[str] = (), val_frac
 
         # val.bin is moved into place when the pass ends, train.bin just after it.
         try:
-            ckpt_io.atomic_write(os.path.join(out, TRAIN_BIN), lambda t: ckpt_io.atomic_write(
+            atomic_write(os.path.join(out, TRAIN_BIN), lambda t: atomic_write(
                 os.path.join(out, VAL_BIN), lambda v: write_splits(t, v)))
         except OSError as e:  # e.g. a full disk: the temporary files are gone, and there is no meta.json
             raise CharrnnError(f"{out}: cannot write the prepared corpus: {e.strerror or e}") from None
@@ -592,7 +592,7 @@ def prepare(inputs: Sequence[str], out: str, globs: Sequence[str] = (), val_frac
     }
     # One key a line, each value on its line: readable, and short even for a large vocabulary.
     text = "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n"
-    ckpt_io.atomic_write(meta_path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write(meta_path, lambda f: f.write(text.encode("utf-8")))
     return meta
 
 

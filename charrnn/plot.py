@@ -2,7 +2,7 @@
 
 import json
 
-from charrnn.checkpoint import atomic_write
+from charrnn.atomic import atomic_write
 from charrnn.errors import CharrnnError
 
 
@@ -63,7 +63,13 @@ def plot_run(metrics_path, out_path, chars_per_step=None, title=None):
     ax.grid(alpha=0.3)
     ax.legend()
     if chars_per_step:
-        top = ax.secondary_xaxis("top", functions=(lambda s: s * chars_per_step / 1e6, lambda c: c * 1e6 / chars_per_step))
+        def millions(s):
+            return s * chars_per_step / 1e6
+
+        def steps(c):
+            return c * 1e6 / chars_per_step
+
+        top = ax.secondary_xaxis("top", functions=(millions, steps))
         top.set_xlabel("characters seen (millions)")
     fig.tight_layout()
     atomic_write(out_path, lambda f: fig.savefig(f, format="png"))

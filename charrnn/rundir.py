@@ -32,7 +32,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from charrnn.checkpoint import atomic_write
+from charrnn.atomic import atomic_write
 from charrnn.errors import CharrnnError
 
 # The files of a run directory, by what they hold.

@@ -106,7 +106,8 @@ def next_batch(run: RunState, streams: Streams, spec: M.ModelSpec) -> tuple[np.n
 
 def not_finite(run: RunState) -> str | None:
     """What of the run's arrays holds NaN or inf (a checkpoint of it would not load), or None."""
-    for what, arrays in (("weights", run.params), ("optimizer state", run.opt_state), ("weight average", run.ema or {})):
+    kinds = (("weights", run.params), ("optimizer state", run.opt_state), ("weight average", run.ema or {}))
+    for what, arrays in kinds:
         if not all(bool(device.array_module(a).isfinite(a).all()) for a in arrays.values()):
             return what
     return None

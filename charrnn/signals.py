@@ -3,7 +3,7 @@
 The first SIGINT or SIGTERM sets a flag that the loop reads between steps, so that the
 checkpoint saved on the way out is always of a whole step. A second one (either) raises
 ``StopNow`` at once, wherever the run is, and the last checkpoint stays as it was
-(``checkpoint.atomic_write`` removes its temporary file on the way).
+(``atomic.atomic_write`` removes its temporary file on the way).
 """
 
 from __future__ import annotations

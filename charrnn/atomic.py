@@ -1,0 +1,50 @@
+"""Writing a file so that whatever happens (a crash, kill -9, a full disk, Ctrl-C) it holds
+either what it held before or the whole new content, never a part of it.
+
+The content goes into a temporary file beside the target (same directory, so same file
+system), is flushed and fsynced, and is then moved over the target with ``os.replace``, which
+is atomic on POSIX and Windows. On any failure the temporary file is removed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from typing import IO, Any
+
+
+def _new_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: str, write: Callable[[IO[bytes]], Any], hold: Callable[[], Any] | None = None) -> None:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then move it into place.
+
+    ``hold``: a context manager factory to call ``write`` inside (``signals.StopFlag.held``,
+    so that a second Ctrl-C waits for the serialization and then discards the file).
+
+    mkstemp creates the temporary file readable by its owner only (0600); it gets the mode a
+    plainly written file would have, so that a run's checkpoints, config and plots are as
+    readable as its metrics.jsonl.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        os.chmod(tmp, _new_file_mode())
+        with os.fdopen(fd, "wb") as f:
+            with hold() if hold is not None else contextlib.nullcontext():
+                write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
