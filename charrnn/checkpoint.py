@@ -45,12 +45,16 @@ keys. A version above ``FORMAT_VERSION`` is refused with a message to upgrade ch
 later layout, or a missing key of the declared one, is a one-line "damaged checkpoint" error.
 """
 
+from __future__ import annotations
+
 import json
 import math
 import os
 import tokenize
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -93,13 +97,13 @@ class Checkpoint:
     unit: str = "chars"  # the vocabulary's symbols: "chars" (code points) or "bytes" (byte values)
 
 
-def weights(ck):
+def weights(ck: Checkpoint) -> dict:
     """The weights to evaluate and sample with: the moving average of the weights when the
     run keeps one (``optim.ema``) and has taken a step, otherwise the trained parameters."""
     return optim.eval_weights(ck.run.params, ck.run.ema, ck.config.optim.ema, ck.run.step)
 
 
-def weights_for(path, spec, vocab):
+def weights_for(path: str, spec: ModelSpec, vocab: np.ndarray) -> dict:
     """The weights of checkpoint ``path`` (its moving average, if it keeps one) for a new run
     of model ``spec`` on a corpus of vocabulary ``vocab`` (``--init-from``): refused in one
     line when the vocabulary or the model's shape differs (dropout may differ)."""
@@ -118,7 +122,7 @@ def weights_for(path, spec, vocab):
     return weights(src)
 
 
-def save(path, ck, hold=None):
+def save(path: str, ck: Checkpoint, hold: Callable[[], Any] | None = None) -> None:
     """Write checkpoint ``ck`` to ``path`` atomically, in the newest layout (``FORMAT_VERSION``),
     which records the corpus: ``ck.corpus`` must be its identity record. ``hold``: as
     ``atomic_write`` takes it."""
@@ -227,7 +231,7 @@ def _one_line(e, limit=200):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def load(path):
+def load(path: str) -> Checkpoint:
     """Read and validate a checkpoint. Raises CharrnnError with a one-line reason."""
     z = _read_all(path)
 
@@ -301,7 +305,7 @@ def _declared(path, a):
     return declared
 
 
-def layout(path, z, counter_rng=False):
+def layout(path: str, z: Mapping[str, np.ndarray], counter_rng: bool = False) -> int:
     """The layout (1 to ``FORMAT_VERSION``) of the arrays ``z`` of the checkpoint at ``path``,
     whose rng is a ``CounterRNG``'s state if ``counter_rng``: its declared ``format_version``, or
     for a file that declares 1 (what charrnn wrote before the layouts were numbered), the layout
@@ -340,12 +344,12 @@ def _text(path, a, key):
     return str(a)
 
 
-def generator_state(rng):
+def generator_state(rng: np.random.Generator | CounterRNG) -> dict:
     """The JSON-able state of a run's generator (NumPy's, or a ``device.CounterRNG``)."""
     return rng.bit_generator.state if isinstance(rng, np.random.Generator) else rng.state
 
 
-def generator(state):
+def generator(state: dict) -> np.random.Generator | CounterRNG:
     """The generator that ``generator_state`` described: a GPU run's ``CounterRNG`` comes back
     on the host (``train`` moves it to the run's device). Raises TypeError, ValueError or
     KeyError for a state that neither takes."""

@@ -11,11 +11,15 @@ error (YAML would silently keep the last), and an error in a ``--set`` value nam
 ``--set KEY=VALUE``, not the file.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import difflib
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 
@@ -275,7 +279,7 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def yaml_load(stream):
+def yaml_load(stream: Any) -> Any:
     """``yaml.safe_load`` with duplicate keys refused (StrictLoader)."""
     return yaml.load(stream, Loader=StrictLoader)  # a SafeLoader: no Python objects, as safe_load
 
@@ -394,12 +398,12 @@ def _unknown(key, valid, source):
     return UsageError(f"{source}: unknown key '{key}'{hint}")
 
 
-def all_keys():
+def all_keys() -> list[str]:
     """Every dotted key of the schema: ``model.hidden_size``, ..."""
     return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
-def from_dict(data, source, base_dir=None, origins=None):
+def from_dict(data: Any, source: str, base_dir: str | None = None, origins: dict | None = None) -> Config:
     """Validate a nested mapping into a ``Config``.
 
     ``source`` names where the data came from (the file) in every error message;
@@ -482,7 +486,7 @@ def _applies(meta, o):
         not meta["only_schedule"] or o.schedule in meta["only_schedule"])
 
 
-def to_dict(cfg):
+def to_dict(cfg: Config) -> dict:
     """The config as plain data, without the settings of optimizers and schedules not chosen."""
     d = dataclasses.asdict(cfg)
     for f in dataclasses.fields(OptimConfig):
@@ -491,7 +495,7 @@ def to_dict(cfg):
     return d
 
 
-def parse_override(text):
+def parse_override(text: str) -> tuple[str, Any]:
     """``"optim.lr=0.002"`` -> ``("optim.lr", 0.002)``; the value is read as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
@@ -503,7 +507,7 @@ def parse_override(text):
     return key.strip(), value
 
 
-def apply_overrides(data, overrides):
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     """Merge ``KEY=VALUE`` overrides into the raw mapping (validation happens after).
 
     Returns ``(data, origins)``: the merged mapping, and for every overridden dotted key the
@@ -539,7 +543,7 @@ def _set_data_path(data, data_path):
     data["data"] = dict(section if isinstance(section, dict) else {}, path=os.path.abspath(data_path))
 
 
-def load(path, overrides=(), data_path=None):
+def load(path: str, overrides: Iterable[str] = (), data_path: str | None = None) -> Config:
     """Read, merge overrides into and validate a YAML config file.
 
     ``data_path`` (``charrnn train --data``) replaces ``data.path``; like a path given with
@@ -590,7 +594,7 @@ DEFAULT_RUN = {
 }
 
 
-def default_config(data_path, overrides=()):
+def default_config(data_path: str, overrides: Iterable[str] = ()) -> Config:
     """The built-in default config (``DEFAULT_RUN``) for the corpus at ``data_path``, with
     overrides; its run directory is runs/<the corpus's name> in the working directory."""
     data, origins = apply_overrides(DEFAULT_RUN, overrides)
@@ -604,5 +608,5 @@ def default_config(data_path, overrides=()):
     return cfg
 
 
-def dump_yaml(cfg):
+def dump_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)

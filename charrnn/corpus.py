@@ -820,7 +820,7 @@ class EvalText(NamedTuple):
     skipped: int  # characters dropped as unknown (skip_unknown)
 
 
-def evaluation_text(ck, ckpt_path, text_path=None, skip_unknown=False):
+def evaluation_text(ck: Any, ckpt_path: str, text_path: str | None = None, skip_unknown: bool = False) -> EvalText:
     """What ``charrnn eval`` reads for checkpoint ``ck`` (from ``ckpt_path``): the text file
     ``text_path``, the validation split of the prepared directory ``text_path``, or with no
     ``text_path`` the validation split of the corpus the run was trained on. Unknown

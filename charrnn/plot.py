@@ -1,12 +1,14 @@
 """``charrnn plot``: loss curves of a run from its metrics.jsonl (matplotlib, optional)."""
 
+from __future__ import annotations
+
 import json
 
 from charrnn.atomic import atomic_write
 from charrnn.errors import CharrnnError
 
 
-def read_metrics(path):
+def read_metrics(path: str) -> tuple[list[dict], list[dict]]:
     """Training lines and evaluation lines of a metrics.jsonl, skipping a torn last line."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -28,7 +30,7 @@ def read_metrics(path):
     return train, val
 
 
-def plot_run(metrics_path, out_path, chars_per_step=None, title=None):
+def plot_run(metrics_path: str, out_path: str, chars_per_step: int | None = None, title: str | None = None) -> None:
     """Draw training loss (each logged step's, and the mean over each log window) and
     validation loss against steps into the PNG ``out_path``.
 
@@ -63,10 +65,10 @@ def plot_run(metrics_path, out_path, chars_per_step=None, title=None):
     ax.grid(alpha=0.3)
     ax.legend()
     if chars_per_step:
-        def millions(s):
+        def millions(s: float) -> float:
             return s * chars_per_step / 1e6
 
-        def steps(c):
+        def steps(c: float) -> float:
             return c * 1e6 / chars_per_step
 
         top = ax.secondary_xaxis("top", functions=(millions, steps))

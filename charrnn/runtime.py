@@ -10,6 +10,8 @@ reuse memory that is already mapped. Peak memory is unchanged (the same arrays a
 live at the peak); only the release of freed memory to the system is deferred.
 """
 
+from __future__ import annotations
+
 import ctypes
 import ctypes.util
 import sys
@@ -22,7 +24,7 @@ MMAP_THRESHOLD = 32 * 1024 * 1024
 TRIM_THRESHOLD = 256 * 1024 * 1024
 
 
-def tune_allocator():
+def tune_allocator() -> bool:
     """Keep arrays up to 32 MB on the heap and the heap mapped. True if it took effect.
 
     Only on Linux with glibc (other C libraries and systems have their own policies and

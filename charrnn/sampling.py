@@ -14,13 +14,16 @@ last (the next input is the draw from this output), so a GPU would be slower tha
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from charrnn import data as D
 from charrnn import model as M
 from charrnn.device import Array, Arrays, to_host
+
+T = TypeVar("T", str, bytes)
 
 
 def step(params: Arrays, spec: M.ModelSpec, index: int, state: M.State,
@@ -116,7 +119,7 @@ def generate(params: Arrays, spec: M.ModelSpec, first: int, state: M.State, leng
         yield index
 
 
-def start_indices(prime_text, vocab, unit="chars"):
+def start_indices(prime_text: str | None, vocab: np.ndarray, unit: str = "chars") -> list[int]:
     """The indices a sample feeds first: the prime's (``data.encode``; an unknown character is
     a one-line CharrnnError), or with no prime, a line break's, as if the sample began a new
     line (it is not printed), or the first symbol's where the vocabulary has no line break."""
@@ -126,7 +129,7 @@ def start_indices(prime_text, vocab, unit="chars"):
     return [nl if nl < len(vocab) and vocab[nl] == ord("\n") else 0]
 
 
-def until(pieces, stop):
+def until(pieces: Iterable[T], stop: T | None) -> Iterator[T]:
     """``pieces`` (str or bytes) as they come, ending right after the ones produced end with
     ``stop`` (None or empty: all of them)."""
     produced = stop[:0] if stop else None
@@ -138,8 +141,9 @@ def until(pieces, stop):
                 return
 
 
-def samples(params, spec, vocab, unit, prime_text, length, rng, num_samples=1, stop=None, temperature=1.0, top_k=None,
-            top_p=None, greedy=False):
+def samples(params: Arrays, spec: M.ModelSpec, vocab: np.ndarray, unit: str, prime_text: str, length: int,
+            rng: np.random.Generator, num_samples: int = 1, stop: str | None = None, temperature: float = 1.0,
+            top_k: int | None = None, top_p: float | None = None, greedy: bool = False) -> Iterator[str | bytes]:
     """What ``charrnn sample`` writes, piece by piece as it is generated: each sample is the
     prime, then up to ``length`` symbols (ending early after ``stop``), then a line break; a
     line of dashes separates samples. Every sample starts from the state after the prime.

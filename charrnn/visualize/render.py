@@ -103,7 +103,7 @@ def page_data(text: str, vocab: np.ndarray, tr: Trace, header: Mapping, per_feat
     }
 
 
-def json_for_script(obj) -> str:
+def json_for_script(obj: object) -> str:
     """JSON text that cannot end or break out of the ``<script>`` element holding it.
 
     ``<``, ``>`` and ``&`` are written as JSON's ``\\u003c``, ``\\u003e``, ``\\u0026``: the
