@@ -47,6 +47,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -59,6 +60,7 @@ from numpy.typing import DTypeLike
 from tqdm import tqdm
 
 from charrnn import data as D
+from charrnn import rundir
 from charrnn.atomic import atomic_write
 from charrnn.errors import CharrnnError, UsageError
 
@@ -70,8 +72,14 @@ COUNT_PIECE = 1 << 18  # code points per bincount: its int64 temporaries stay in
 MAX_CODE_POINT = 0x110000
 UNITS = ("chars", "bytes")
 FORMAT = "charrnn prepared corpus"
-FORMAT_VERSION = 1
+# 2: meta.json names its .bin files ("files"), so that replacing meta.json commits a new corpus
+# at once; version 1's fixed train.bin and val.bin are still read.
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 META, TRAIN_BIN, VAL_BIN = "meta.json", "train.bin", "val.bin"
+SPLIT_FILE = re.compile(r"(train|val)(\.[0-9a-f]{16})?\.bin")  # a name meta.json may give a split's file
+# atomic_write's temporary files for prepare's files: ".train.<tag>.bin.<8 random>.tmp"
+PREP_TEMPORARY = re.compile(r"\.(meta\.json|(train|val)(\.[0-9a-f]{16})?\.bin)\.[a-z0-9_]{8}\.tmp")
 BAR_MIN_BYTES = 32 << 20  # reading a text to train on shows a progress bar from this size on
 
 
@@ -508,7 +516,7 @@ def find_files(inputs: Sequence[str], globs: Sequence[str] = (), exclude: str | 
     exclude = os.path.realpath(exclude) if exclude else None
     files = []
     for inp in inputs:
-        if os.path.isfile(inp):
+        if os.path.exists(inp) and not os.path.isdir(inp):  # a file, or a pipe (<(zcat big.gz))
             files.append(inp)
             continue
         if not os.path.isdir(inp):
@@ -540,25 +548,108 @@ def prepare(inputs: Sequence[str], out: str, globs: Sequence[str] = (), val_frac
             errors: str = "strict", unit: str = "chars", overwrite: bool = False, chunk_size: int = CHUNK,
             quiet: bool = True) -> dict[str, Any]:
     """Read, count and encode ``inputs`` into the prepared directory ``out``; returns its
-    meta.json as a dict. Every file is written to a temporary file in ``out`` and moved
-    into place; meta.json, which makes the directory a corpus, last."""
+    meta.json as a dict.
+
+    Holding ``out``'s lock (``rundir.lock``: a second prepare is refused at once, naming this
+    one's PID), it first removes what a killed prepare left there, then writes the new
+    ``train.<tag>.bin`` and ``val.<tag>.bin`` beside the old corpus's files and commits them
+    with one atomic replace of meta.json, which names them: at every moment ``out`` holds the
+    old corpus whole or the new one whole. With ``overwrite``, the old corpus is then moved
+    (hard links, no copy) into ``out/replaced-<time>/``, whole. ``<tag>`` is a hash of the
+    new meta.json's content, so preparing the same text again gives the same files and the
+    same identity (a run on it still resumes).
+    """
     if unit not in UNITS:
         raise UsageError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise CharrnnError(f"{out}: exists and is not a directory")
-    if os.path.exists(out) and not overwrite:
-        raise CharrnnError(f"{out}: already exists; pass --overwrite to replace its {TRAIN_BIN}, {VAL_BIN} and {META}")
-    paths = find_files(inputs, globs, exclude=out)
+    with rundir.lock(out, "charrnn prepare", "prepared directory"):
+        has_meta, live = _clean(out)
+        if has_meta and not overwrite:
+            raise CharrnnError(
+                f"{out}: already holds a prepared corpus; give another --out, or add --overwrite to replace it "
+                f"(the old one is then moved into {os.path.join(out, rundir.REPLACED_PREFIX + '<time>')}/)")
+        others = sorted(n for n in os.listdir(out) if n != rundir.LOCK_NAME)
+        if not has_meta and others:
+            raise CharrnnError(f"{out}: exists, is not a prepared corpus and is not empty (it holds {others[0]!r}"
+                               f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}); give an empty or "
+                               "new directory as --out")
+        with contextlib.ExitStack() as stack:  # pipes (prepare <(zcat big.gz)) are copied once, to read twice
+            paths = [stack.enter_context(_readable_twice(p)) for p in find_files(inputs, globs, exclude=out)]
+            return _build(inputs, paths, out, live, val_fraction, errors, unit, chunk_size, quiet)
+
+
+def _clean(out):
+    """Remove what a killed prepare left in ``out`` (call it holding the lock): atomic_write's
+    temporaries, .bin files that meta.json does not name (written but never committed, or
+    the old corpus's, already linked into its replaced-* folder), and replaced-* folders
+    that a kill left unfinished (no meta.json yet, or the live one's: never committed).
+
+    Returns (whether ``out`` has a meta.json, the names of the files it names; empty when
+    it cannot be read, and then no .bin file is removed).
+    """
+    meta_path = os.path.join(out, META)
+    has_meta = os.path.exists(meta_path)
+    live = None
+    if has_meta:
+        try:
+            live = set(split_files(read_meta(out)[0]).values())
+        except CharrnnError:
+            live = None  # damaged: leave its files to the user (or to --overwrite)
+    for name in os.listdir(out):
+        path = os.path.join(out, name)
+        known = live is not None or not has_meta  # which .bin files are the corpus's is known
+        if PREP_TEMPORARY.fullmatch(name) or (known and SPLIT_FILE.fullmatch(name) and name not in (live or ())):
+            _remove(path)
+        elif name.startswith(rundir.REPLACED_PREFIX) and os.path.isdir(path):
+            inside = os.listdir(path)
+            folder_meta = os.path.join(path, META)
+            if not all(SPLIT_FILE.fullmatch(n) or n == META for n in inside):
+                continue  # not ours (train --overwrite's folders share the prefix)
+            if META not in inside or (has_meta and os.path.samefile(folder_meta, meta_path)):
+                for n in inside:
+                    _remove(os.path.join(path, n))
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)
+    return has_meta, live or set()
+
+
+def _remove(path):
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _build(inputs, paths, out, live, val_fraction, errors, unit, chunk_size, quiet):
+    """The second half of ``prepare``, holding the lock: scan, write the new .bin files beside
+    the live corpus (whose files are ``live``), commit, move the old corpus aside."""
     s = scan(paths, unit, errors, chunk_size, quiet)
     if s.chars == 0:
         raise CharrnnError(f"{', '.join(inputs)}: no text to prepare (the {len(paths)} file(s) found are empty)")
     vocab = s.vocab
     n_train, n_val = _split_sizes(s.chars, val_fraction, ", ".join(inputs), "--val-fraction")
     dtype = np.dtype(D.index_dtype(len(vocab))).newbyteorder("<")
-    os.makedirs(out, exist_ok=True)
-    meta_path = os.path.join(out, META)
-    if os.path.exists(meta_path):
-        os.unlink(meta_path)  # the directory is no corpus until the new meta.json is in place
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "unit": unit,
+        "errors": errors if unit == "chars" else None,
+        "dtype": dtype.name,
+        "chars": s.chars,
+        "split": {"val_fraction": val_fraction, "train": n_train, "val": n_val},
+        "vocab": vocab.tolist(),
+        "counts": s.counts[vocab].tolist(),
+        "sources": [src._asdict() for src in s.sources],
+    }
+    # Named by what they hold: the same text prepared again reuses its names (and identity).
+    tag = hashlib.sha256(json.dumps(meta, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    files = {"train": f"train.{tag}.bin", "val": f"val.{tag}.bin"}
+    meta["files"] = files
+    new = [n for n in files.values() if n not in live]  # the live corpus's files are never removed
+
+    def discard():
+        for name in new:
+            _remove(os.path.join(out, name))
+
     with _bar("encoding", sum(src.bytes for src in s.sources), quiet) as bar:
 
         def write_splits(train_file, val_file):
@@ -572,28 +663,45 @@ def prepare(inputs: Sequence[str], out: str, globs: Sequence[str] = (), val_frac
             if pos != s.chars:
                 raise CharrnnError(f"{', '.join(inputs)}: changed while being read ({s.chars}, then {pos} symbols)")
 
-        # val.bin is moved into place when the pass ends, train.bin just after it.
         try:
-            atomic_write(os.path.join(out, TRAIN_BIN), lambda t: atomic_write(
-                os.path.join(out, VAL_BIN), lambda v: write_splits(t, v)))
-        except OSError as e:  # e.g. a full disk: the temporary files are gone, and there is no meta.json
-            raise CharrnnError(f"{out}: cannot write the prepared corpus: {e.strerror or e}") from None
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "unit": unit,
-        "errors": errors if unit == "chars" else None,
-        "dtype": dtype.name,
-        "chars": s.chars,
-        "split": {"val_fraction": val_fraction, "train": n_train, "val": n_val},
-        "vocab": vocab.tolist(),
-        "counts": s.counts[vocab].tolist(),
-        "sources": [src._asdict() for src in s.sources],
-    }
+            atomic_write(os.path.join(out, files["train"]), lambda t: atomic_write(
+                os.path.join(out, files["val"]), lambda v: write_splits(t, v)))
+        except OSError as e:  # e.g. a full disk: the temporary files are gone, meta.json is the old one
+            discard()
+            raise CharrnnError(f"{out}: cannot write the prepared corpus: {e.strerror or e}; "
+                               "the directory is as it was") from None
+        except BaseException:
+            discard()
+            raise
+    old = sorted(live - set(files.values()))
+    meta_path = os.path.join(out, META)
     # One key a line, each value on its line: readable, and short even for a large vocabulary.
     text = "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in meta.items()) + "\n}\n"
-    atomic_write(meta_path, lambda f: f.write(text.encode("utf-8")))
+    folder = None
+    try:
+        if old:  # the old corpus, linked whole into its folder before the commit: never lost, never copied
+            folder = rundir.new_folder(out)
+            for name in old:
+                os.link(os.path.join(out, name), os.path.join(folder, name))
+            os.link(meta_path, os.path.join(folder, META))  # last: a folder with a meta.json is whole
+        atomic_write(meta_path, lambda f: f.write(text.encode("utf-8")))  # the commit
+    except BaseException as e:
+        discard()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise CharrnnError(f"{out}: cannot write the prepared corpus: {e.strerror or e}; "
+                               "the directory is as it was") from None
+        raise
+    for name in old:  # committed: the old files now live on in the folder only
+        _remove(os.path.join(out, name))
     return meta
+
+
+def split_files(meta: dict[str, Any]) -> dict[str, str]:
+    """The names of a prepared directory's two .bin files, by split ("train", "val"), as its
+    (validated) meta.json gives them; format version 1 had fixed names."""
+    return meta.get("files") or {"train": TRAIN_BIN, "val": VAL_BIN}
 
 
 def _bad_meta(path, what):
@@ -607,9 +715,8 @@ def read_meta(directory: str) -> tuple[dict[str, Any], str]:
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
-        raise CharrnnError(
-            f"{directory}: is a directory but not a prepared corpus (no {META}); prepare it with: "
-            f"charrnn prepare {directory} --out DIR") from None
+        raise CharrnnError(f"{directory}: is a directory but not a prepared corpus (no {META}); "
+                           f"{_way_on(directory)}") from None
     except OSError as e:
         raise CharrnnError(f"{path}: cannot read: {e.strerror}") from None
     try:
@@ -618,7 +725,7 @@ def read_meta(directory: str) -> tuple[dict[str, Any], str]:
         raise _bad_meta(path, f"not JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise _bad_meta(path, f"its 'format' is not {FORMAT!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READ_VERSIONS:
         raise CharrnnError(f"{path}: prepared corpus format version {meta.get('format_version')!r} is not "
                            f"supported (expected {FORMAT_VERSION}); prepare it again with this charrnn")
     try:
@@ -627,6 +734,12 @@ def read_meta(directory: str) -> tuple[dict[str, Any], str]:
         n_train, n_val = int(split["train"]), int(split["val"])
     except (KeyError, TypeError, ValueError) as e:
         raise _bad_meta(path, f"missing or malformed key ({type(e).__name__}: {e})") from None
+    files = meta.get("files")
+    if meta["format_version"] >= 2 and not (
+            isinstance(files, dict) and sorted(files) == ["train", "val"] and files["train"] != files["val"]
+            and all(isinstance(n, str) and SPLIT_FILE.fullmatch(n) for n in files.values())):
+        # Plain names matching the pattern: meta.json never points outside its directory.
+        raise _bad_meta(path, "'files' must name its train and val .bin files")
     limit = 256 if unit == "bytes" else MAX_CODE_POINT
     if unit not in UNITS:
         raise _bad_meta(path, f"'unit' must be one of {', '.join(UNITS)}, got {unit!r}")
@@ -708,10 +821,35 @@ class DiskIndices:
         return a if dtype is None else a.astype(dtype)
 
 
+def _way_on(directory):
+    """What to do with a directory that is not a prepared corpus: a way that works."""
+    try:
+        entries = [n for n in os.listdir(directory) if n != rundir.LOCK_NAME]
+    except OSError:
+        entries = []
+    if not entries:
+        return f"it is empty; prepare a corpus into it with: charrnn prepare TEXT... --out {directory}"
+    if all(SPLIT_FILE.fullmatch(n) or PREP_TEMPORARY.fullmatch(n) for n in entries):
+        return (f"it holds only what an unfinished prepare left; prepare the text into it again: charrnn prepare "
+                f"TEXT... --out {directory}")
+    try:
+        find_files([directory])
+    except CharrnnError:
+        return ("it holds no files to prepare (names that begin with a dot are skipped); give a text file or a "
+                "directory made by charrnn prepare")
+    return f"prepare its files with: charrnn prepare {directory} --out DIR, and use DIR"
+
+
+class _Gone(Exception):
+    """A split file that meta.json names is not there (a prepare replaced the corpus since)."""
+
+
 def _open_split(path, dtype, n):
     """A split file as DiskIndices of n indices, checking its size."""
     try:
         size = os.path.getsize(path)
+    except FileNotFoundError:
+        raise _Gone(path) from None
     except OSError as e:
         raise CharrnnError(f"{path}: cannot read: {e.strerror}") from None
     if size != n * dtype.itemsize:
@@ -734,14 +872,39 @@ def prepared_dir(path: str) -> str | None:
     return None
 
 
+def _open_splits(directory):
+    """meta.json, its hash and the two splits it names, opened: one consistent corpus.
+
+    A ``prepare --overwrite`` may commit a new corpus between the reading of meta.json and
+    the opening of the files it names, and remove those; then meta.json is read again (it
+    names the new corpus, whose files are in place before it is). Once open, a file stays
+    readable whatever happens to its name.
+    """
+    for _ in range(5):
+        meta, digest = read_meta(directory)
+        dtype = np.dtype(meta["dtype"]).newbyteorder("<")
+        files, split = split_files(meta), meta["split"]
+        opened = []
+        try:
+            for key in ("train", "val"):
+                opened.append(_open_split(os.path.join(directory, files[key]), dtype, split[key]))
+            return meta, digest, opened[0], opened[1]
+        except _Gone as gone:
+            for f in opened:
+                f._file.close()
+            if read_meta(directory)[1] == digest:  # not replaced: the file is missing
+                raise CharrnnError(f"{gone}: not found, but {META} names it; the directory is damaged: prepare "
+                                   "it again (charrnn prepare TEXT... --out DIR --overwrite)") from None
+    raise CharrnnError(f"{directory}: its corpus keeps being replaced (charrnn prepare --overwrite); try again")
+
+
 def open_prepared(directory: str, vocab: np.ndarray | None = None, unit: str | None = None,
                   source: str | None = None) -> Corpus:
     """A prepared directory as a Corpus whose splits are read from disk on demand.
 
     ``vocab`` / ``unit``: those of a resumed run, which the directory's must equal.
     """
-    meta, digest = read_meta(directory)
-    dtype = np.dtype(meta["dtype"]).newbyteorder("<")
+    meta, digest, train, val = _open_splits(directory)
     own = np.asarray(meta["vocab"], np.int32)
     if unit is not None and unit != meta["unit"]:
         raise CharrnnError(f"{directory}: its unit is {meta['unit']}, but {source} was trained on {unit}")
@@ -751,8 +914,6 @@ def open_prepared(directory: str, vocab: np.ndarray | None = None, unit: str | N
         raise CharrnnError(
             f"{directory}: its vocabulary ({len(own)} symbols) differs from that of {source} "
             f"({len(vocab)}){detail}")
-    train = _open_split(os.path.join(directory, TRAIN_BIN), dtype, meta["split"]["train"])
-    val = _open_split(os.path.join(directory, VAL_BIN), dtype, meta["split"]["val"])
     identity = dict(kind="prepared", path=os.path.abspath(directory), unit=meta["unit"],
                     chars=len(train) + len(val), bytes=train.nbytes + val.nbytes, sha256=digest)
     return Corpus(own, train, val, identity, meta["unit"])

@@ -130,8 +130,12 @@ def _holder(fd):
 
 
 @contextmanager
-def lock(run_dir: str) -> Iterator[None]:
+def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory") -> Iterator[None]:
     """Hold the run directory ``run_dir`` (created if missing) for the ``with`` block.
+
+    ``holder`` and ``place`` name, in the refusal, who holds it and what the directory is
+    (``charrnn prepare`` holds a prepared directory the same way: "another charrnn prepare
+    (PID 1234) is using this prepared directory").
 
     Takes ``flock(LOCK_EX | LOCK_NB)`` on ``RUN/.lock`` and writes this process's PID into
     it. Raises CharrnnError (exit 1) at once if another process holds it:
@@ -151,15 +155,15 @@ def lock(run_dir: str) -> Iterator[None]:
         os.makedirs(run_dir, exist_ok=True)
         fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
-        raise CharrnnError(f"{run_dir}: cannot create the run directory's lock file: {e.strerror}") from None
+        raise CharrnnError(f"{run_dir}: cannot create the {place}'s lock file: {e.strerror}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise CharrnnError(f"{run_dir}: cannot lock the run directory: {e.strerror}") from None
+                raise CharrnnError(f"{run_dir}: cannot lock the {place}: {e.strerror}") from None
             raise CharrnnError(
-                f"{run_dir}: another charrnn run (PID {_holder(fd)}) is using this run directory; "
+                f"{run_dir}: another {holder} (PID {_holder(fd)}) is using this {place}; "
                 "wait for it to end or stop it, or give another --out"
             ) from None
         os.ftruncate(fd, 0)
@@ -222,7 +226,7 @@ def check_fresh(run_dir: str, overwrite: bool) -> str | None:
         )
     if not overwrite or not present:
         return None
-    folder = _new_folder(run_dir)
+    folder = new_folder(run_dir)
     try:
         for name in present:
             os.replace(os.path.join(run_dir, name), os.path.join(folder, name))
@@ -231,7 +235,7 @@ def check_fresh(run_dir: str, overwrite: bool) -> str | None:
     return folder
 
 
-def _new_folder(run_dir):
+def new_folder(run_dir: str) -> str:
     """A new, empty ``RUN/replaced-<time>[-n]`` folder (mkdir claims the name atomically)."""
     stem = os.path.join(run_dir, REPLACED_PREFIX + time.strftime("%Y%m%d-%H%M%S"))
     for n in range(1, 1000):

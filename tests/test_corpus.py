@@ -2,6 +2,7 @@
 finding files, prepared directories and the identity record."""
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -268,7 +269,8 @@ def test_identity_records(tmp_path):
     p = CO.open_corpus(str(out)).identity
     assert p["kind"] == "prepared" and p["path"] == str(out) and p["chars"] == len(UNICODE)
     assert p["sha256"] == hashlib.sha256((out / "meta.json").read_bytes()).hexdigest()
-    assert p["bytes"] == os.path.getsize(out / "train.bin") + os.path.getsize(out / "val.bin")
+    files = json.loads((out / "meta.json").read_text())["files"]
+    assert p["bytes"] == os.path.getsize(out / files["train"]) + os.path.getsize(out / files["val"])
     path.write_text(UNICODE + "more", encoding="utf-8")  # another text, prepared again: another identity
     CO.prepare([str(path)], str(out), overwrite=True)
     assert CO.open_corpus(str(out)).identity["sha256"] != p["sha256"]
@@ -279,16 +281,20 @@ def test_damaged_prepared_directories_are_one_line_errors(tmp_path):
     path.write_text("hello world\n" * 10, encoding="utf-8")
     out = tmp_path / "prep"
     CO.prepare([str(path)], str(out))
-    with open(out / "train.bin", "ab") as f:
+    train_bin = json.loads((out / "meta.json").read_text())["files"]["train"]
+    with open(out / train_bin, "ab") as f:
         f.write(b"\x00")
-    with pytest.raises(CharrnnError, match="train.bin: is 109 bytes, but meta.json says 108 indices"):
+    with pytest.raises(CharrnnError, match=f"{train_bin}: is 109 bytes, but meta.json says 108 indices"):
         CO.open_corpus(str(out))
     (out / "meta.json").write_text('{"format": "something else"}')
     with pytest.raises(CharrnnError, match="not a valid prepared corpus"):
         CO.open_corpus(str(out))
     os.unlink(out / "meta.json")
-    with pytest.raises(CharrnnError, match="not a prepared corpus \\(no meta.json\\); prepare it with"):
+    with pytest.raises(CharrnnError, match="not a prepared corpus \\(no meta.json\\); it holds only what an "
+                       "unfinished prepare left; prepare the text into it again: charrnn prepare TEXT... --out"):
         CO.open_corpus(str(out))
+    CO.prepare([str(path)], str(out))  # which works: the leftovers are removed
+    assert sorted(os.listdir(out)) == [".lock", "meta.json", train_bin, train_bin.replace("train", "val")]
 
 
 def test_remap_between_vocabularies():

@@ -24,6 +24,12 @@ def metrics(run_dir):
             for l in open(run_dir / "metrics.jsonl")]
 
 
+def corpus_files(directory):
+    """meta.json and the two .bin files it names."""
+    meta = json.loads((directory / "meta.json").read_text())
+    return sorted(["meta.json", meta["files"]["train"], meta["files"]["val"]])
+
+
 def test_prepare_a_tree_through_the_cli(tmp_path):
     src = tmp_path / "src"
     files = make_tree(src)
@@ -37,12 +43,13 @@ def test_prepare_a_tree_through_the_cli(tmp_path):
     meta = json.loads((out / "meta.json").read_text())
     c = CO.open_corpus(str(out))
     assert D.decode(np.concatenate([c.train, c.val]), c.vocab) == text
-    assert meta["unit"] == "chars" and meta["format_version"] == 1 and meta["dtype"] == "uint8"
+    assert meta["unit"] == "chars" and meta["format_version"] == 2 and meta["dtype"] == "uint8"
     assert meta["split"] == {"val_fraction": 0.2, "train": len(text) - int(len(text) * 0.2), "val": int(len(text) * 0.2)}
     # A tiny chunk size (every multibyte character straddles a boundary) writes the same files.
     again = tmp_path / "again"
     CO.prepare([str(src)], str(again), globs=["*.c", "*.h"], val_fraction=0.2, chunk_size=2)
-    for name in ("train.bin", "val.bin", "meta.json"):
+    assert corpus_files(out) == corpus_files(again)
+    for name in corpus_files(out):
         assert (out / name).read_bytes() == (again / name).read_bytes(), name
 
 
@@ -52,13 +59,18 @@ def test_prepare_refuses_an_existing_directory_unless_overwrite(tmp_path):
     b.write_text("second, longer text " * 20, encoding="utf-8")
     out = tmp_path / "prep"
     assert run("prepare", a, "--out", out, "-q").exit_code == 0
-    before = {n: (out / n).read_bytes() for n in ("train.bin", "val.bin", "meta.json")}
-    one_line_error(run("prepare", b, "--out", out, "-q"), 1, str(out), "already exists", "--overwrite")
+    before = {n: (out / n).read_bytes() for n in corpus_files(out)}
+    one_line_error(run("prepare", b, "--out", out, "-q"), 1, str(out), "already holds a prepared corpus", "--overwrite")
     assert {n: (out / n).read_bytes() for n in before} == before
     assert run("prepare", b, "--out", out, "-q", "--overwrite").exit_code == 0
     c = CO.open_corpus(str(out))
     assert D.decode(np.concatenate([c.train, c.val]), c.vocab) == b.read_text(encoding="utf-8")
-    assert sorted(os.listdir(out)) == ["meta.json", "train.bin", "val.bin"]  # no temporary files left
+    # No temporary files left; the old corpus moved aside whole, its meta.json the same bytes.
+    (folder,) = [n for n in os.listdir(out) if n.startswith("replaced-")]
+    assert sorted(os.listdir(out)) == sorted([".lock", folder, *corpus_files(out)])
+    assert {n: (out / folder / n).read_bytes() for n in before} == before
+    c = CO.open_corpus(str(out / folder))
+    assert D.decode(np.concatenate([c.train, c.val]), c.vocab) == a.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("setup, args, code, fragments", [
@@ -165,8 +177,9 @@ def test_resume_refuses_a_prepared_corpus_that_changed(tmp_path, write_config, c
         corpus.write_text(UNICODE * 2 + UNICODE[:40], encoding="utf-8")
         assert run("prepare", corpus, "--out", prep, "-q", "--overwrite").exit_code == 0
     else:  # a train.bin that lost its last 16 indices
-        data = (prep / "train.bin").read_bytes()
-        (prep / "train.bin").write_bytes(data[:-16])
+        train_bin = prep / json.loads((prep / "meta.json").read_text())["files"]["train"]
+        data = train_bin.read_bytes()
+        train_bin.write_bytes(data[:-16])
     before = (tmp_path / "run" / "ckpt.npz").read_bytes()
     r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "-q")
     one_line_error(r, 1, str(prep))
@@ -272,7 +285,5 @@ def test_a_full_disk_while_preparing_leaves_no_corpus_and_no_temporary_files(tmp
     r = subprocess.run([sys.executable, "-m", "charrnn", "prepare", str(text), "--out", str(out), "-q"],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), preexec_fn=limit)
     assert r.returncode == 1, r.stderr
-    assert r.stderr == f"Error: {out}: cannot write the prepared corpus: File too large\n", r.stderr
-    assert os.listdir(out) == []  # no meta.json, no half-written .bin, no temporary file
-    with pytest.raises(CharrnnError, match="not a prepared corpus"):
-        CO.open_corpus(str(out))
+    assert r.stderr == f"Error: {out}: cannot write the prepared corpus: File too large; the directory is as it was\n"
+    assert not out.exists()  # as it was: no empty directory that would be taken for a corpus
