@@ -563,20 +563,30 @@ def prepare(inputs: Sequence[str], out: str, globs: Sequence[str] = (), val_frac
         raise UsageError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise CharrnnError(f"{out}: exists and is not a directory")
+    if os.path.isdir(out) and not os.path.exists(os.path.join(out, META)):
+        _refuse_foreign(out)  # before the lock, which would add a file to someone else's directory
     with rundir.lock(out, "charrnn prepare", "prepared directory"):
         has_meta, live = _clean(out)
         if has_meta and not overwrite:
             raise CharrnnError(
                 f"{out}: already holds a prepared corpus; give another --out, or add --overwrite to replace it "
                 f"(the old one is then moved into {os.path.join(out, rundir.REPLACED_PREFIX + '<time>')}/)")
-        others = sorted(n for n in os.listdir(out) if n != rundir.LOCK_NAME)
-        if not has_meta and others:
-            raise CharrnnError(f"{out}: exists, is not a prepared corpus and is not empty (it holds {others[0]!r}"
-                               f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}); give an empty or "
-                               "new directory as --out")
+        if not has_meta:
+            _refuse_foreign(out)
         with contextlib.ExitStack() as stack:  # pipes (prepare <(zcat big.gz)) are copied once, to read twice
             paths = [stack.enter_context(_readable_twice(p)) for p in find_files(inputs, globs, exclude=out)]
             return _build(inputs, paths, out, live, val_fraction, errors, unit, chunk_size, quiet)
+
+
+def _refuse_foreign(out):
+    """Refuse a directory without meta.json that holds files other than the lock and what a
+    killed prepare leaves (which ``_clean`` removes): a prepare writes only into its own."""
+    others = sorted(n for n in os.listdir(out) if n != rundir.LOCK_NAME and not PREP_TEMPORARY.fullmatch(n)
+                    and not SPLIT_FILE.fullmatch(n))
+    if others:
+        raise CharrnnError(f"{out}: exists, is not a prepared corpus and is not empty (it holds {others[0]!r}"
+                           f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}); give an empty or "
+                           "new directory as --out")
 
 
 def _clean(out):

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -284,6 +285,186 @@ def test_a_full_disk_while_preparing_leaves_no_corpus_and_no_temporary_files(tmp
 
     r = subprocess.run([sys.executable, "-m", "charrnn", "prepare", str(text), "--out", str(out), "-q"],
                        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), preexec_fn=limit)
+    assert not out.exists()  # as it was: no empty directory that would block the next prepare
     assert r.returncode == 1, r.stderr
     assert r.stderr == f"Error: {out}: cannot write the prepared corpus: File too large; the directory is as it was\n"
-    assert not out.exists()  # as it was: no empty directory that would be taken for a corpus
+
+
+# --- Real faults: a second prepare, kill -9, an empty --out, a full disk ------------------------
+# docs/robustness.md's fault matrix has a row for each.
+
+ENV = dict(os.environ, PYTHONPATH=ROOT)
+
+
+def start_prepare(*args):
+    return subprocess.Popen([sys.executable, "-m", "charrnn", "prepare", *map(str, args)], env=ENV, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def prepare_proc(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "charrnn", "prepare", *map(str, args)], env=ENV, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, **kw)
+
+
+def holds_lock(directory, proc):
+    try:
+        return (directory / ".lock").read_text() == f"{proc.pid}\n"
+    except OSError:
+        return False
+
+
+def wait_until(condition, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def whole_corpus(directory):
+    """The text of the prepared corpus in ``directory``, checked whole: the .bin files that
+    meta.json names have its sizes, and decode to text whose SHA-256 is its sources'."""
+    import hashlib
+
+    c = CO.open_prepared(str(directory))
+    meta, _ = CO.read_meta(str(directory))
+    text = D.decode(np.concatenate([np.asarray(c.train), np.asarray(c.val)]), c.vocab)
+    (source,) = meta["sources"]
+    assert hashlib.sha256(text.encode("utf-8")).hexdigest() == source["sha256"]
+    assert (len(c.train), len(c.val)) == (meta["split"]["train"], meta["split"]["val"])
+    return text
+
+
+def leftovers(directory):
+    """What is in ``directory`` beyond its lock, meta.json, the files it names and whole
+    replaced-* folders (each itself a whole corpus)."""
+    expected = {".lock", *corpus_files(directory)}
+    extra = []
+    for name in os.listdir(directory):
+        if name.startswith("replaced-") and (directory / name).is_dir():
+            whole_corpus(directory / name)
+            assert sorted(os.listdir(directory / name)) == corpus_files(directory / name)
+        elif name not in expected:
+            extra.append(name)
+    return extra
+
+
+def test_a_second_prepare_into_the_same_directory_is_refused_at_once(tmp_path, write_config):
+    """The first prepare reads its input from a named pipe: holding the lock, it waits there
+    until the test feeds it, so each second prepare meets it for certain."""
+    pipe = tmp_path / "pipe.txt"
+    os.mkfifo(pipe)
+    text = open(CORPUS, encoding="utf-8").read(20_000)
+    other = tmp_path / "other.txt"
+    other.write_text("another text entirely, " * 200, encoding="utf-8")
+    out = tmp_path / "prep"
+    first = start_prepare(pipe, "--out", out, "-q")
+    wait_until(lambda: holds_lock(out, first), first)
+    refusal = (f"Error: {out}: another charrnn prepare (PID {first.pid}) is using this prepared directory; "
+               "wait for it to end or stop it, or give another --out\n")
+    for extra in ([], ["--overwrite"]):
+        t0 = time.monotonic()
+        second = prepare_proc(other, "--out", out, "-q", *extra)
+        assert (second.returncode, second.stderr) == (1, refusal)
+        assert time.monotonic() - t0 < 30 and first.poll() is None
+    fd = os.open(pipe, os.O_WRONLY)  # the first has it open for reading: this does not block
+    try:
+        os.write(fd, text.encode("utf-8"))
+    finally:
+        os.close(fd)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert whole_corpus(out) == text and leftovers(out) == []
+    cfg = small_config(write_config, out, steps=5)
+    r = run("train", "--config", cfg, "--out", tmp_path / "run", "-q")
+    assert r.exit_code == 0, r.output
+
+
+@pytest.mark.slow
+def test_kill_9_during_prepare_overwrite_leaves_the_old_corpus_or_the_new_one_whole(tmp_path):
+    """``prepare --overwrite`` over a prepared directory, killed (SIGKILL) at a seeded random
+    moment after it takes the lock, until 10 kills have landed before it ended. After each,
+    the directory is one of the two corpora, whole; the next prepare into it (refused, since
+    it holds a corpus) removes what the killed one left."""
+    import random
+
+    full = open(CORPUS, encoding="utf-8").read(3_000_000)
+    texts = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    texts[0].write_text(full[:1_000_000], encoding="utf-8")
+    texts[1].write_text(full, encoding="utf-8")
+    content = [t.read_text(encoding="utf-8") for t in texts]
+    out = tmp_path / "prep"
+    assert prepare_proc(texts[0], "--out", out, "-q").returncode == 0
+    # How long the part after the lock takes, unkilled (b over a): the window to kill in.
+    p = start_prepare(texts[1], "--out", out, "-q", "--overwrite")
+    wait_until(lambda: holds_lock(out, p), p)
+    t0 = time.monotonic()
+    assert p.wait(timeout=300) == 0
+    window = time.monotonic() - t0
+    current = 1
+    rng = random.Random(20261201)
+    landed = trials = dirty = switched = 0
+    while landed < 10:
+        trials += 1
+        assert trials < 60, f"only {landed} of {trials} kills landed"
+        new = 1 - current
+        p = start_prepare(texts[new], "--out", out, "-q", "--overwrite")
+        wait_until(lambda p=p: holds_lock(out, p), p)
+        time.sleep(rng.uniform(0, window))
+        if p.poll() is None:
+            landed += 1
+        p.kill()
+        p.wait()
+        got = whole_corpus(out)
+        assert got in (content[current], content[new])
+        switched += current != content.index(got)
+        current = content.index(got)
+        dirty += bool(leftovers(out))
+        again = prepare_proc(texts[current], "--out", out, "-q")  # refused: but it cleans up first
+        assert again.returncode == 1 and "already holds a prepared corpus" in again.stderr, again.stderr
+        assert leftovers(out) == []
+    assert whole_corpus(out) == content[current]
+    print(f"{landed} of {trials} kills landed; {switched} found the new corpus, {dirty} left files that the next "
+          "prepare removed")
+
+
+def test_an_empty_existing_directory_is_accepted_and_a_non_empty_one_refused(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("some text to prepare " * 30, encoding="utf-8")
+    out = tmp_path / "empty"
+    out.mkdir()
+    r = run("prepare", text, "--out", out, "-q")
+    assert r.exit_code == 0, r.output
+    assert whole_corpus(out) == text.read_text(encoding="utf-8")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.md").write_text("mine\n")
+    one_line_error(run("prepare", text, "--out", notes, "-q"), 1, str(notes), "is not a prepared corpus and is not "
+                   "empty", "'todo.md'", "give an empty or new directory")
+    assert os.listdir(notes) == ["todo.md"]  # refused before it locks: nothing added
+
+
+def test_a_full_disk_during_prepare_overwrite_leaves_the_old_corpus_as_it_was(tmp_path):
+    """A real write failure (RLIMIT_FSIZE, SIGXFSZ ignored) while the new train .bin is written
+    over a prepared directory: one line naming it, and the old corpus byte for byte."""
+    import resource
+    import signal
+
+    old, big = tmp_path / "old.txt", tmp_path / "big.txt"
+    old.write_text("the old corpus, small " * 50, encoding="utf-8")
+    big.write_text(open(CORPUS, encoding="utf-8").read(300_000), encoding="utf-8")
+    out = tmp_path / "prep"
+    assert run("prepare", old, "--out", out, "-q").exit_code == 0
+    before = {n: (out / n).read_bytes() for n in os.listdir(out) if n != ".lock"}
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    r = prepare_proc(big, "--out", out, "-q", "--overwrite", preexec_fn=limit)
+    assert {n: (out / n).read_bytes() for n in os.listdir(out) if n != ".lock"} == before
+    assert whole_corpus(out) == old.read_text(encoding="utf-8")
+    assert r.returncode == 1
+    assert r.stderr == f"Error: {out}: cannot write the prepared corpus: File too large; the directory is as it was\n"
+    assert run("prepare", big, "--out", out, "-q", "--overwrite").exit_code == 0  # nothing blocks the next one
+    assert whole_corpus(out) == big.read_text(encoding="utf-8") and leftovers(out) == []
