@@ -265,7 +265,7 @@ EVAL_BAR_CHARS = 1_000_000  # `charrnn eval` shows a progress bar for texts long
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", "out_dir", required=True, type=click.Path(),
-              help="Directory to write train.bin, val.bin and meta.json into.")
+              help="Directory to write the corpus into (new, empty, or with --overwrite a prepared one).")
 @click.option("--glob", "globs", multiple=True, metavar="PATTERN",
               help="Take only the files in directories whose name matches PATTERN, e.g. '*.c' (repeatable; a pattern "
                    "with a / is matched against the path below the directory).")
@@ -275,7 +275,9 @@ EVAL_BAR_CHARS = 1_000_000  # `charrnn eval` shows a progress bar for texts long
               help="Invalid UTF-8: strict stops with the file and byte offset, replace makes each invalid byte U+FFFD.")
 @click.option("--bytes", "as_bytes", is_flag=True,
               help="A vocabulary of byte values instead of characters: for text that is not UTF-8, or not text.")
-@click.option("--overwrite", is_flag=True, help="Replace the train.bin, val.bin and meta.json of an existing DIR.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the corpus of a prepared DIR; the old one is moved into DIR/replaced-<time>/ once the new "
+                   "one is complete.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def prepare(inputs, out_dir, globs, val_fraction, errors, as_bytes, overwrite, quiet):
     """Read text files and folders of them (INPUT...) into a directory to train on.

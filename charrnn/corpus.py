@@ -25,16 +25,18 @@ code points; in valid UTF-8 the ASCII bytes are the ASCII characters, so the fir
 counts bytes and decodes only the rest, and the second translates bytes to indices with
 ``bytes.translate`` and looks up only the non-ASCII characters.
 
-Prepared directories (``charrnn prepare``; nanoGPT's way) hold ``train.bin`` and
-``val.bin``, the raw little-endian indices, and ``meta.json``: the format version, the
+Prepared directories (``charrnn prepare``; nanoGPT's way) hold ``train.<tag>.bin`` and
+``val.<tag>.bin``, the raw little-endian indices, and ``meta.json``: the format version, the
 vocabulary with counts, the unit, the sources with their sizes and hashes, the number
-of characters and the split. Training reads from the two files just the positions each
-step needs (``DiskIndices``), so resident memory does not grow with the corpus.
+of characters, the split and the names of the two .bin files. Replacing meta.json commits a
+new corpus (``prepare``), so a directory holds one corpus whole at every moment. Training
+reads from the two files just the positions each step needs (``DiskIndices``), so resident
+memory does not grow with the corpus.
 
 Identity. Every corpus comes with a small record saying which text it is, for
 ``--resume`` to compare: ``kind`` ("text" or "prepared"), ``path`` (absolute), ``unit``,
 ``chars`` (symbols in the corpus), ``bytes`` (the text file's size; for a prepared
-directory, the sizes of train.bin and val.bin together) and ``sha256`` (of the text
+directory, the sizes of its two .bin files together) and ``sha256`` (of the text
 file's bytes, computed in the first pass; for a prepared directory, of its meta.json,
 which holds every source's hash and the options it was prepared with). An edit of a
 .bin file that keeps its size is not seen: that would mean reading all of it at start-up.

@@ -468,3 +468,26 @@ def test_a_full_disk_during_prepare_overwrite_leaves_the_old_corpus_as_it_was(tm
     assert r.stderr == f"Error: {out}: cannot write the prepared corpus: File too large; the directory is as it was\n"
     assert run("prepare", big, "--out", out, "-q", "--overwrite").exit_code == 0  # nothing blocks the next one
     assert whole_corpus(out) == big.read_text(encoding="utf-8") and leftovers(out) == []
+
+
+def test_a_reader_that_read_meta_json_just_before_a_commit_opens_the_new_corpus(tmp_path, monkeypatch):
+    """A real prepare --overwrite commits between a reader's reading of meta.json and its
+    opening of the files meta.json named (which the commit removed): it reads meta.json again."""
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("the first text " * 40, encoding="utf-8")
+    b.write_text("and then a second one " * 40, encoding="utf-8")
+    out = tmp_path / "prep"
+    CO.prepare([str(a)], str(out))
+    real, first = CO.read_meta, []
+
+    def read_meta_then_replace(directory):
+        got = real(directory)
+        if not first:  # the reader's first reading: the commit lands just after it
+            first.append(got)
+            CO.prepare([str(b)], str(out), overwrite=True)
+        return got
+
+    monkeypatch.setattr(CO, "read_meta", read_meta_then_replace)
+    c = CO.open_prepared(str(out))
+    assert first[0][0]["files"] != real(str(out))[0]["files"]  # it had read the old corpus's names
+    assert D.decode(np.concatenate([np.asarray(c.train), np.asarray(c.val)]), c.vocab) == b.read_text(encoding="utf-8")
