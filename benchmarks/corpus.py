@@ -177,7 +177,8 @@ def measure_training(data, work, steps):
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     wall, rss, first, _ = charrnn(train_args(data, run_dir, steps), first_step_of=run_dir / "metrics.jsonl")
-    step1 = json.loads(open(run_dir / "metrics.jsonl").readline())["elapsed_s"]
+    with open(run_dir / "metrics.jsonl") as f:
+        step1 = json.loads(f.readline())["elapsed_s"]
     shutil.rmtree(run_dir, ignore_errors=True)
     return dict(startup_s=first, first_step_s=step1, before_s=first - step1, wall_s=wall, rss_mb=rss)
 

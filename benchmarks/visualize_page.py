@@ -56,10 +56,11 @@ def browser_timings(page, chromium, runs=3):
             f.write(page[:i] + PROBE + page[i + len("</body>"):])
         got = []
         for _ in range(runs):
-            dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "file://" + path],
-                                 capture_output=True, text=True, timeout=120).stdout
-            got.append([float(re.search(rf'data-{k}-ms="([0-9.]+)"', dom).group(1)) for k in ("ready", "switch", "loss")])
-    return [statistics.median(col) for col in zip(*got)], got
+            cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "file://" + path]
+            dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+            got.append([float(re.search(rf'data-{k}-ms="([0-9.]+)"', dom).group(1))
+                        for k in ("ready", "switch", "loss")])
+    return [statistics.median(col) for col in zip(*got, strict=True)], got
 
 
 def main(argv=None):

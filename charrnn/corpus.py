@@ -764,6 +764,23 @@ def read_meta(directory: str) -> tuple[dict[str, Any], str]:
     return meta, hashlib.sha256(raw).hexdigest()
 
 
+class _SplitFile:
+    """The open file of a split, shared by a ``DiskIndices`` and its views: closed with the last
+    of them to be collected (a corpus lives as long as its run, and nothing else knows when
+    that is), or by ``close``."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class DiskIndices:
     """A read-only 1-D array of indices in a file (train.bin, val.bin), read on demand.
 
@@ -784,7 +801,11 @@ class DiskIndices:
 
     def __init__(self, path: str, dtype: DTypeLike, length: int, start: int = 0, file: Any = None) -> None:
         self.path, self.dtype, self.length, self.start = path, np.dtype(dtype), length, start
-        self._file = file if file is not None else open(path, "rb", buffering=0)  # views share it
+        self._file = file if file is not None else _SplitFile(path)  # views share it
+
+    def close(self) -> None:
+        """Close the file now (and for its views), instead of when the last of them is collected."""
+        self._file.close()
 
     def __len__(self) -> int:
         return self.length
@@ -800,7 +821,7 @@ class DiskIndices:
     def _read(self, first, count):
         """``count`` indices from position ``first``, as bytes."""
         n = count * self.dtype.itemsize
-        raw = os.pread(self._file.fileno(), n, (self.start + first) * self.dtype.itemsize)
+        raw = os.pread(self._file.fd, n, (self.start + first) * self.dtype.itemsize)
         if len(raw) != n:
             raise CharrnnError(f"{self.path}: shorter than meta.json says (it changed after it was opened)")
         return raw
@@ -870,6 +891,8 @@ def _open_split(path, dtype, n):
             "the directory is damaged or half-written: prepare it again")
     try:
         return DiskIndices(path, dtype, n)
+    except FileNotFoundError:  # removed since its size was read: a commit of a new corpus
+        raise _Gone(path) from None
     except OSError as e:
         raise CharrnnError(f"{path}: cannot read: {e.strerror}") from None
 
@@ -903,7 +926,7 @@ def _open_splits(directory):
             return meta, digest, opened[0], opened[1]
         except _Gone as gone:
             for f in opened:
-                f._file.close()
+                f.close()
             if read_meta(directory)[1] == digest:  # not replaced: the file is missing
                 raise CharrnnError(f"{gone}: not found, but {META} names it; the directory is damaged: prepare "
                                    "it again (charrnn prepare TEXT... --out DIR --overwrite)") from None

@@ -10,11 +10,16 @@ CONFIGS = os.path.join(ROOT, "configs")
 CORPUS = os.path.join(ROOT, "data", "shakespeare_tiny.txt")
 
 
+def corpus_text(chars=-1):
+    """The bundled text's first ``chars`` characters (all of it by default)."""
+    with open(CORPUS, encoding="utf-8") as f:
+        return f.read(chars)
+
+
 def first_chars(tmp_path, chars, name="c.txt"):
     """The bundled text's first ``chars`` characters, written to tmp_path/name."""
     path = tmp_path / name
-    with open(CORPUS, encoding="utf-8") as f:
-        path.write_text(f.read(chars), encoding="utf-8")
+    path.write_text(corpus_text(chars), encoding="utf-8")
     return path
 
 
@@ -52,7 +57,7 @@ def run(*args):
 
 def one_line_error(result, code, *fragments):
     assert result.exit_code == code, (result.exit_code, result.output)
-    lines = [l for l in result.stderr.splitlines() if l.startswith("Error")]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error")]
     assert len(lines) == 1, result.stderr
     for f in fragments:
         assert f in lines[0], (f, lines[0])

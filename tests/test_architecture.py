@@ -16,7 +16,8 @@ RUN = ["runstate.py", "train.py", "checkpoint.py", "rundir.py", "progress.py", "
 def imports(relpath):
     """Every module name that ``charrnn/relpath`` imports (``from charrnn import x`` as charrnn.x),
     but those under ``if TYPE_CHECKING:``: names for type hints, never imported when it runs."""
-    tree = ast.parse(open(os.path.join(ROOT, "charrnn", relpath), encoding="utf-8").read())
+    with open(os.path.join(ROOT, "charrnn", relpath), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
     hints = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and ast.unparse(node.test).endswith(
         "TYPE_CHECKING") for n in ast.walk(node)}
     names = set()
@@ -35,17 +36,21 @@ def imports(relpath):
 def all_modules():
     out = []
     for root, _, files in os.walk(os.path.join(ROOT, "charrnn")):
-        out += [os.path.relpath(os.path.join(root, f), os.path.join(ROOT, "charrnn")) for f in files if f.endswith(".py")]
+        out += [os.path.relpath(os.path.join(root, f), os.path.join(ROOT, "charrnn"))
+                for f in files if f.endswith(".py")]
     return sorted(out)
 
 
 def test_every_module_is_on_the_map():
-    text = open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8").read()
+    with open(os.path.join(ROOT, "docs", "architecture.md"), encoding="utf-8") as f:
+        text = f.read()
     for rel in all_modules():
         name = rel if not rel.startswith(("cells/", "visualize/")) else rel.split("/")[0] + "/"
         if rel in ("__init__.py", "__main__.py"):
             continue
-        assert f"`{name}" in text or f"`{os.path.basename(rel)}`" in text, f"charrnn/{rel} is not in docs/architecture.md"
+        assert f"`{name}" in text or f"`{os.path.basename(rel)}`" in text, (
+            f"charrnn/{rel} is not in docs/architecture.md"
+        )
 
 
 @pytest.mark.parametrize("relpath", CORE)
@@ -82,7 +87,8 @@ def test_the_benchmarks_do_not_import_the_tests():
     for f in sorted(os.listdir(bench)):
         if not f.endswith(".py"):
             continue
-        tree = ast.parse(open(os.path.join(bench, f), encoding="utf-8").read())
+        with open(os.path.join(bench, f), encoding="utf-8") as source:
+            tree = ast.parse(source.read())
         for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module else []

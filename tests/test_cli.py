@@ -7,10 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, CORPUS, ROOT, one_line_error, run, small_config
+from conftest import CONFIGS, CORPUS, ROOT, first_chars, one_line_error, run, small_config
 
 from charrnn import checkpoint as ckpt_io
 
@@ -23,7 +24,7 @@ def test_smoke_config_trains_and_samples(tmp_path):
     assert r.exit_code == 0, r.output
     assert r.stdout == ""  # progress, previews and the summary all go to stderr
     assert "sample at step 30" in r.stderr
-    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines if "loss" in m] == list(range(10, 61, 10))
     assert [m["step"] for m in lines if "val_loss" in m] == [60]  # eval_every 1000 > steps: at the end
     for key in ("step", "loss", "smooth_loss", "lr", "chars_per_s", "elapsed_s"):
@@ -40,7 +41,8 @@ def test_smoke_config_trains_and_samples(tmp_path):
 
 def test_non_ascii_corpus_trains_and_samples_with_non_ascii_prime(tmp_path, write_config):
     corpus = tmp_path / "zh.txt"
-    corpus.write_text("春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。Café crème, naïve façade.\n" * 30, encoding="utf-8")
+    text = "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。Café crème, naïve façade.\n"
+    corpus.write_text(text * 30, encoding="utf-8")
     cfg = small_config(write_config, corpus)
     assert run("train", "--config", cfg, "--quiet").exit_code == 0
     r = run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--prime", "春眠", "-n", 20, "--seed", 0)
@@ -57,14 +59,15 @@ def test_prime_with_unknown_characters_is_a_usage_error(tmp_path):
 
 def read_metrics(path):
     """Every metrics line without its timings."""
-    return [{k: v for k, v in m.items() if k not in ("chars_per_s", "elapsed_s")} for m in map(json.loads, open(path))]
+    return [{k: v for k, v in m.items() if k not in ("chars_per_s", "elapsed_s")}
+            for m in map(json.loads, Path(path).read_text().splitlines())]
 
 
-@pytest.mark.parametrize("extra", [[], ["--set", "model.layers=2", "--set", "model.dropout=0.3"]], ids=["rnn", "rnn-2-layers-dropout"])
+@pytest.mark.parametrize("extra", [[], ["--set", "model.layers=2", "--set", "model.dropout=0.3"]],
+                         ids=["rnn", "rnn-2-layers-dropout"])
 def test_resume_is_bitwise_exact(tmp_path, write_config, extra):
     # 1,200 characters in 2 streams of 8: the streams wrap (and the state resets) mid-run.
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(1200), encoding="utf-8")
+    corpus = first_chars(tmp_path, 1200)
     cfg = small_config(write_config, corpus, steps=120, checkpoint_every=7)
     whole, half = tmp_path / "whole", tmp_path / "half"
     assert run("train", "--config", cfg, "--out", whole, "-q", *extra).exit_code == 0
@@ -78,13 +81,13 @@ def test_resume_is_bitwise_exact(tmp_path, write_config, extra):
         assert np.array_equal(a.run.opt_state[k], b.run.opt_state[k]), k
     for sa, sb in zip(a.run.state, b.run.state, strict=False):
         assert all(np.array_equal(x, y) for x, y in zip(sa, sb, strict=False))
-    assert (a.run.position, a.run.smooth_loss, a.run.rng.bit_generator.state) == (b.run.position, b.run.smooth_loss, b.run.rng.bit_generator.state)
+    assert (a.run.position, a.run.smooth_loss, a.run.rng.bit_generator.state) == (
+        b.run.position, b.run.smooth_loss, b.run.rng.bit_generator.state)
     assert read_metrics(whole / "metrics.jsonl") == read_metrics(half / "metrics.jsonl")
 
 
 def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, write_config):
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(3000), encoding="utf-8")
+    corpus = first_chars(tmp_path, 3000)
     cfg = small_config(write_config, corpus, steps=20, checkpoint_every=5)
     out = tmp_path / "run"
     assert run("train", "--config", cfg, "-q", "--steps", 10).exit_code == 0
@@ -98,11 +101,11 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, write_config
 
 
 def test_init_from_starts_a_new_run_from_the_weights(tmp_path, write_config):
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(3000), encoding="utf-8")
+    corpus = first_chars(tmp_path, 3000)
     cfg = small_config(write_config, corpus, steps=10)
     run("train", "--config", cfg, "-q", "--out", tmp_path / "a")
-    r = run("train", "--config", cfg, "-q", "--out", tmp_path / "b", "--init-from", tmp_path / "a" / "ckpt.npz", "--steps", 3)
+    r = run("train", "--config", cfg, "-q", "--out", tmp_path / "b", "--init-from", tmp_path / "a" / "ckpt.npz",
+            "--steps", 3)
     assert r.exit_code == 0, r.output
     assert ckpt_io.load(str(tmp_path / "b" / "ckpt.npz")).run.step == 3
 
@@ -215,7 +218,8 @@ def damaged(kind, good, path):
 )
 def test_damaged_checkpoints_are_refused_in_one_line(tmp_path, trained, kind, fragment):
     bad = damaged(kind, trained, tmp_path / "bad.npz")
-    for args in (["sample", "--checkpoint", bad], ["train", "--resume", bad], ["train", "--config", SMOKE, "--init-from", bad, "--out", tmp_path / "x"]):
+    for args in (["sample", "--checkpoint", bad], ["train", "--resume", bad],
+                 ["train", "--config", SMOKE, "--init-from", bad, "--out", tmp_path / "x"]):
         one_line_error(run(*args), 1, fragment, "bad.npz")
     assert not (tmp_path / "x" / "ckpt.npz").exists()
 
@@ -251,7 +255,8 @@ def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, trained, 
     with pytest.raises(KeyboardInterrupt):
         ckpt_io.save(str(trained), ck)
     assert trained.read_bytes() == before
-    assert sorted(os.listdir(trained.parent)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl"]  # no temporary left
+    # no temporary left
+    assert sorted(os.listdir(trained.parent)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
@@ -298,13 +303,12 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert "interrupted at step" in stderr and "--resume" in stderr
     ck = ckpt_io.load(str(out / "ckpt.npz"))
     assert ck.run.step >= 10
-    logged = [json.loads(l)["step"] for l in open(out / "metrics.jsonl")]
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged[-1] <= ck.run.step
 
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, write_config):
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(5000), encoding="utf-8")
+    corpus = first_chars(tmp_path, 5000)
     cfg = small_config(write_config, corpus, steps=50, checkpoint_every=1)
     out = tmp_path / "run"
     run("train", "--config", cfg, "-q", "--steps", 2)
@@ -349,10 +353,10 @@ def test_a_model_too_big_for_memory_is_a_one_line_error(tmp_path):
 
 def test_train_data_without_a_config_uses_the_built_in_default(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    corpus = tmp_path / "mytext.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(30000), encoding="utf-8")
+    corpus = first_chars(tmp_path, 30000, "mytext.txt")
     assert run("prepare", corpus, "--out", tmp_path / "prepared", "-q").exit_code == 0
-    for data, name in ((corpus, "mytext"), (tmp_path / "prepared", "prepared"), (tmp_path / "prepared" / "meta.json", "prepared")):
+    for data, name in ((corpus, "mytext"), (tmp_path / "prepared", "prepared"),
+                       (tmp_path / "prepared" / "meta.json", "prepared")):
         r = run("train", "--data", data, "--steps", 2, "-q", "--set", "model.hidden_size=16", "--overwrite")
         assert r.exit_code == 0, r.output
         ck = ckpt_io.load(str(tmp_path / "runs" / name / "ckpt.npz"))  # runs/<corpus name>
@@ -369,7 +373,8 @@ def test_train_data_overrides_the_config_path(tmp_path, write_config, monkeypatc
     assert run("train", "--config", cfg, "--data", "b.txt", "-q").exit_code == 0
     ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
     assert ck.config.data.path == str(b) and "".join(map(chr, ck.vocab)) == " cd"
-    no_path = write_config("model:\n  hidden_size: 8\ntrain:\n  steps: 2\n  batch_size: 2\n  seq_length: 4\n", name="nopath.yaml")
+    no_path = write_config("model:\n  hidden_size: 8\ntrain:\n  steps: 2\n  batch_size: 2\n  seq_length: 4\n",
+                           name="nopath.yaml")
     assert run("train", "--config", no_path, "--data", b, "-q").exit_code == 0  # --data supplies data.path
     r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "--data", a)
     one_line_error(r, 2, "--data")

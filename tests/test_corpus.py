@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import CORPUS, ROOT, run
+from conftest import ROOT, corpus_text, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,7 +84,7 @@ def test_both_encoding_paths_give_todays_indices(tmp_path, chunk_size, wide):
 def test_text_file_gives_todays_vocabulary_and_indices(tmp_path):
     """np.unique and searchsorted (the code before chunked reading) and the chunked two
     passes agree, so existing runs and checkpoints stay valid."""
-    for text in (open(CORPUS, encoding="utf-8").read(20000), UNICODE):
+    for text in (corpus_text(20000), UNICODE):
         path = tmp_path / "c.txt"
         path.write_text(text, encoding="utf-8")
         c = CO.read_text_corpus(str(path), 0.1, chunk_size=5)
@@ -312,7 +312,8 @@ def test_remap_between_vocabularies():
 def test_shipped_corpora_have_todays_vocabulary_and_indices():
     for name in ("shakespeare_tiny.txt", "shakespeare.txt"):
         path = os.path.join(ROOT, "data", name)
-        text = open(path, encoding="utf-8").read()
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
         vocab = D.build_vocab(text)
         c = CO.open_corpus(path, 0.1)
         assert np.array_equal(c.vocab, vocab)
@@ -341,7 +342,7 @@ def test_a_pipe_is_read_as_the_file_it_carries(tmp_path):
     import threading
 
     path = tmp_path / "c.txt"
-    path.write_text(open(CORPUS, encoding="utf-8").read(20000) + "é€😀", encoding="utf-8")
+    path.write_text(corpus_text(20000) + "é€😀", encoding="utf-8")
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
     feeder = threading.Thread(target=lambda: pipe.write_bytes(path.read_bytes()))
@@ -379,7 +380,7 @@ def test_memory_stays_flat_with_the_corpus_size(tmp_path):
     """Training from a prepared 30 MB corpus takes about the memory of a tiny one; a 30 MB
     text file trained directly costs its index array (30 MB) and a little more, not the
     25 copies of the text that reading it whole made."""
-    text = open(CORPUS, encoding="utf-8").read() * 30  # the 1 MB corpus, 30 times over
+    text = corpus_text() * 30  # the 1 MB corpus, 30 times over
     size = 30_000_000
     big = tmp_path / "big.txt"
     big.write_text(text[:size], encoding="utf-8")
@@ -387,8 +388,9 @@ def test_memory_stays_flat_with_the_corpus_size(tmp_path):
     tiny.write_text(text[:100_000], encoding="utf-8")
     for path in (big, tiny):
         assert run("prepare", path, "--out", tmp_path / f"{path.stem}.prep", "-q").exit_code == 0
-    train = ["train", "--data", None, "-q", "--steps", "20", "--set", "model.cell=lstm", "--set", "model.hidden_size=64",
-             "--set", "train.eval_every=10", "--set", "train.eval_chars=20000", "--out", None]
+    train = ["train", "--data", None, "-q", "--steps", "20", "--set", "model.cell=lstm",
+             "--set", "model.hidden_size=64", "--set", "train.eval_every=10", "--set", "train.eval_chars=20000",
+             "--out", None]
     rss = {}
     for name in ("tiny.prep", "big.prep", "big.txt"):
         train[2], train[-1] = tmp_path / name, tmp_path / f"run-{name}"

@@ -64,4 +64,5 @@ def test_bytes_unit_encodes_and_decodes_utf8_bytes():
 
 
 def test_index_dtype_is_the_smallest_unsigned_type():
-    assert [D.index_dtype(n) for n in (1, 256, 257, 65536, 65537)] == [np.uint8, np.uint8, np.uint16, np.uint16, np.uint32]
+    assert [D.index_dtype(n) for n in (1, 256, 257, 65536, 65537)] == [
+        np.uint8, np.uint8, np.uint16, np.uint16, np.uint32]

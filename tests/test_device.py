@@ -166,7 +166,8 @@ class DeviceArray:
     __rtruediv__, __rmatmul__ = _reflected(operator.truediv), _reflected(operator.matmul)
     __iadd__, __isub__, __imul__ = _inplace(operator.iadd), _inplace(operator.isub), _inplace(operator.imul)
     __itruediv__ = _inplace(operator.itruediv)
-    __lt__, __le__, __gt__, __ge__ = _binary(operator.lt), _binary(operator.le), _binary(operator.gt), _binary(operator.ge)
+    __lt__, __le__ = _binary(operator.lt), _binary(operator.le)
+    __gt__, __ge__ = _binary(operator.gt), _binary(operator.ge)
 
     def __neg__(self):
         return DeviceArray(-self.a)
@@ -234,7 +235,7 @@ def assert_bitwise(ours, ref, what):
             assert_bitwise(ours[k], ref[k], f"{what}[{k!r}]")
     elif isinstance(ref, (list, tuple)):
         assert len(ours) == len(ref), what
-        for i, (o, r) in enumerate(zip(ours, ref)):
+        for i, (o, r) in enumerate(zip(ours, ref, strict=True)):
             assert_bitwise(o, r, f"{what}[{i}]")
     else:
         o = host(ours)
@@ -338,7 +339,7 @@ def test_clipping_updates_and_weight_average_run_on_the_device_module_alone(pret
     ours = run(to_pretend(params), to_pretend)
     assert pretend_device.numpy_calls == []
     assert pretend_device.syncs == [], "clipping or an update read a device value back to the host"
-    for what, o, r in zip(("params", "optimizer state", "weight average"), ours[:3], ref[:3]):
+    for what, o, r in zip(("params", "optimizer state", "weight average"), ours[:3], ref[:3], strict=True):
         assert_bitwise(o, r, what)
     assert [float(host(n)) for n in ours[3]] == ref[3]
     assert ref[3][1] < 2.0 < min(ref[3][0], ref[3][2])  # both branches of clip_by_norm ran
@@ -371,7 +372,7 @@ def test_sampling_takes_device_weights_to_the_host(pretend_device):
     d_state = sampling.prime(to_pretend(params), spec, [1, 2, 3])
     # primed on the host, whatever the weights' device
     assert all(type(a) is np.ndarray and np.array_equal(a, b)
-               for s, r in zip(d_state, state) for a, b in zip(s, r))
+               for s, r in zip(d_state, state, strict=True) for a, b in zip(s, r, strict=True))
     ours = list(sampling.generate(to_pretend(params), spec, 3, to_pretend(state), 40, np.random.default_rng(7)))
     assert ours == ref
     assert pretend_device.numpy_calls == []
@@ -537,7 +538,8 @@ def test_train_and_eval_on_gpu_without_cupy_are_one_line_before_anything_is_writ
     from conftest import CONFIGS, one_line_error, run
 
     monkeypatch.setitem(sys.modules, "cupy", None)  # as if CuPy were not installed
-    r = run("train", "--config", os.path.join(CONFIGS, "smoke.yaml"), "--out", tmp_path / "run", "--device", "gpu", "-q")
+    r = run("train", "--config", os.path.join(CONFIGS, "smoke.yaml"), "--out", tmp_path / "run",
+            "--device", "gpu", "-q")
     one_line_error(r, 1, "pip install 'charrnn[gpu]'")
     assert not (tmp_path / "run").exists()
     assert run("train", "--config", os.path.join(CONFIGS, "smoke.yaml"), "--out", tmp_path / "ok", "-q",

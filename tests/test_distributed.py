@@ -18,10 +18,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CORPUS, ROOT, run
+from conftest import ROOT, first_chars, run
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import distributed
@@ -103,7 +104,9 @@ def wait_for(predicate, proc, what, timeout=120):
 
 
 def lines(path):
-    return [json.loads(line) for line in open(path, encoding="utf-8")] if os.path.exists(path) else []
+    if not os.path.exists(path):
+        return []
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
 
 
 def error_lines(stderr):
@@ -342,8 +345,7 @@ def test_an_error_on_rank_1_alone_ends_both_ranks_with_its_message(tmp_path, sta
     """A real MemoryError on rank 1 only: its address space is capped (prlimit RLIMIT_AS) while
     it trains, so the first validation, which needs new memory for 128-step chunks, fails
     there. Both ranks end, rank 0 prints rank 1's error in one line, exit 1."""
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(20000), encoding="utf-8")
+    corpus = first_chars(tmp_path, 20000)
     cfg = config(tmp_path, corpus, data={"val_fraction": 0.5}, model={"cell": "lstm", "hidden_size": 128},
                  train={"steps": 100000, "eval_every": 100, "checkpoint_every": 0})
     out = tmp_path / "run"

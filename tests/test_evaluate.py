@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import CORPUS, ROOT, one_line_error, run, small_config
+from conftest import ROOT, first_chars, one_line_error, run, small_config
 from test_corpus import UNICODE
 from test_prepare import metrics
 
@@ -26,7 +26,8 @@ def setup(cell="rnn"):
 
 def test_one_stream_equals_the_loss_of_the_whole_text_in_one_chunk():
     spec, params, data = setup()
-    loss, _ = M.loss_only(params, spec, data[:-1].reshape(-1, 1), data[1:].reshape(-1, 1), M.zero_state(spec, 1, np.float64))
+    loss, _ = M.loss_only(params, spec, data[:-1].reshape(-1, 1), data[1:].reshape(-1, 1),
+                          M.zero_state(spec, 1, np.float64))
     r = evaluate(params, spec, data, batch_size=1, seq_length=37)  # chunks do not change the result
     assert r.chars == 1000
     assert math.isclose(r.nats, loss / 1000, rel_tol=1e-12)
@@ -40,7 +41,8 @@ def test_streams_cover_every_character_once_and_are_deterministic():
     total = 0.0
     for start, n in ((0, 334), (334, 334), (668, 332)):
         seg = data[start:start + n + 1]
-        loss, _ = M.loss_only(params, spec, seg[:-1].reshape(-1, 1), seg[1:].reshape(-1, 1), M.zero_state(spec, 1, np.float64))
+        loss, _ = M.loss_only(params, spec, seg[:-1].reshape(-1, 1), seg[1:].reshape(-1, 1),
+                              M.zero_state(spec, 1, np.float64))
         total += loss
     assert r.chars == 1000
     assert math.isclose(r.nats, total / 1000, rel_tol=1e-12)
@@ -56,7 +58,8 @@ def test_eval_text_dir_with_another_vocabulary_is_remapped(tmp_path, write_confi
     small.write_text("Ab ü 春眠不觉晓 x\n" * 20, encoding="utf-8")  # a subset of the model's characters
     assert run("prepare", small, "--out", tmp_path / "prep", "-q").exit_code == 0
     val_text = tmp_path / "val.txt"
-    val_text.write_text(small.read_text(encoding="utf-8")[-int(len(small.read_text(encoding="utf-8")) * 0.1):], encoding="utf-8")
+    small_text = small.read_text(encoding="utf-8")
+    val_text.write_text(small_text[-int(len(small_text) * 0.1):], encoding="utf-8")
     ck = tmp_path / "run" / "ckpt.npz"
     via_dir = run("eval", "--checkpoint", ck, "--text", tmp_path / "prep", "--json")
     via_file = run("eval", "--checkpoint", ck, "--text", val_text, "--json")
@@ -65,7 +68,8 @@ def test_eval_text_dir_with_another_vocabulary_is_remapped(tmp_path, write_confi
     other = tmp_path / "other.txt"
     other.write_text("zzz qqq\n" * 30, encoding="utf-8")
     assert run("prepare", other, "--out", tmp_path / "other", "-q").exit_code == 0
-    one_line_error(run("eval", "--checkpoint", ck, "--text", tmp_path / "other"), 1, "not in the model's vocabulary", "--skip-unknown")
+    one_line_error(run("eval", "--checkpoint", ck, "--text", tmp_path / "other"), 1,
+                   "not in the model's vocabulary", "--skip-unknown")
     skipped = run("eval", "--checkpoint", ck, "--text", tmp_path / "other", "--skip-unknown", "--json")
     assert json.loads(skipped.stdout)["skipped"] > 0
 
@@ -94,8 +98,7 @@ def evaluate_before_streaming(params, spec, data, batch_size=32, seq_length=128)
 
 
 def test_bounded_evaluation_reads_the_first_eval_chars_of_the_split(tmp_path, write_config):
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(8000), encoding="utf-8")
+    corpus = first_chars(tmp_path, 8000)
     cfg = small_config(write_config, corpus, steps=20, eval_every=10)
     assert run("train", "--config", cfg, "-q", "--set", "train.eval_chars=300", "--out", tmp_path / "a").exit_code == 0
     assert run("train", "--config", cfg, "-q", "--set", "train.eval_chars=null", "--out", tmp_path / "b").exit_code == 0
@@ -141,8 +144,7 @@ def test_shipped_configs_validation_numbers_are_unchanged():
 def test_eval_of_a_long_text_shows_a_progress_bar(tmp_path, write_config, monkeypatch):
     from charrnn import cli
 
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(20000), encoding="utf-8")
+    corpus = first_chars(tmp_path, 20000)
     assert run("train", "--config", small_config(write_config, corpus, steps=2), "-q").exit_code == 0
     ck = tmp_path / "run" / "ckpt.npz"
     monkeypatch.setattr(cli, "EVAL_BAR_CHARS", 10_000)  # "long", scaled down with the text
@@ -154,8 +156,7 @@ def test_eval_of_a_long_text_shows_a_progress_bar(tmp_path, write_config, monkey
 
 
 def test_eval_without_a_validation_split_is_a_clear_error(tmp_path, write_config):
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(3000), encoding="utf-8")
+    corpus = first_chars(tmp_path, 3000)
     cfg = small_config(write_config, corpus, steps=2)
     assert run("train", "--config", cfg, "-q", "--set", "data.val_fraction=0").exit_code == 0
     ck = tmp_path / "run" / "ckpt.npz"

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import CORPUS, ROOT, one_line_error, run
+from conftest import ROOT, first_chars, one_line_error, run
 
 from charrnn import checkpoint as ckpt_io
 
@@ -42,9 +42,7 @@ def write_config(path, corpus, hidden_size=16, **train):
 
 @pytest.fixture
 def corpus(tmp_path):
-    path = tmp_path / "c.txt"
-    path.write_text(open(CORPUS, encoding="utf-8").read(3000), encoding="utf-8")
-    return path
+    return first_chars(tmp_path, 3000)
 
 
 def start(*args, **kw):
@@ -90,7 +88,7 @@ def temporaries(run_dir):
 def metrics(run_dir):
     """metrics.jsonl without its timings, every line parsed (a torn line fails here)."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(l).items() if k not in ("chars_per_s", "elapsed_s")} for l in lines]
+    return [{k: v for k, v in json.loads(line).items() if k not in ("chars_per_s", "elapsed_s")} for line in lines]
 
 
 def npz(path):
@@ -144,7 +142,7 @@ def _kill_trial(i, cfg, run_dir, t_run):
     wait_for(lambda: holds_lock(run_dir, proc), proc)
     time.sleep(delay)
     proc.kill()
-    proc.wait()
+    proc.communicate()  # waits, and closes its pipes
     seen = {"trial": i, "delay": round(delay, 3), "exit": proc.returncode, "temporaries": temporaries(run_dir)}
     ckpt = run_dir / "ckpt.npz"
     if ckpt.exists():
@@ -165,7 +163,8 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path, corpus):
     proc = start("--config", cfg, "--out", ref, "-q")
     wait_for(lambda: holds_lock(ref, proc), proc)
     t0 = time.monotonic()
-    assert proc.wait(timeout=300) == 0, proc.communicate()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, (out, err)
     t_run = time.monotonic() - t0  # from taking the lock to the end: where a kill can land
     seen = []
     with ThreadPoolExecutor(max_workers=2) as pool:  # two at a time: half the wall time
@@ -193,7 +192,7 @@ def test_kill_9_during_a_checkpoint_write_leaves_a_temporary_that_the_next_run_r
     proc = start("--config", cfg, "--out", run_dir, "-q")
     wait_for(lambda: (run_dir / "ckpt.npz").exists() and temporaries(run_dir), proc, poll=0.0005)
     proc.kill()
-    proc.wait()
+    proc.communicate()  # waits, and closes its pipes
     left = temporaries(run_dir)
     assert left and left[0].startswith(".ckpt.npz."), left  # the fault happened where meant
     step = ckpt_io.load(str(run_dir / "ckpt.npz")).run.step  # the previous checkpoint is whole
@@ -249,7 +248,8 @@ def test_sigterm_during_a_checkpoint_write(tmp_path, corpus, second):
     assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == step >= 1
     if second is not None and "stopped at once" in err:
         name = "Ctrl-C" if second == signal.SIGINT else "SIGTERM"
-        assert f"stopped at once by a second {name}; the last checkpoint, {run_dir / 'ckpt.npz'}, holds step {step}" in err
+        assert (f"stopped at once by a second {name}; the last checkpoint, {run_dir / 'ckpt.npz'}, "
+                f"holds step {step}") in err
         assert proc.returncode == (130 if second == signal.SIGINT else 143), err
     else:  # one signal, or the second came after the run had saved and stopped: then it is ignored
         assert f"interrupted at step {step} by SIGTERM; checkpoint saved" in err
@@ -276,7 +276,7 @@ def test_double_ctrl_c_exits_130_with_the_last_checkpoint_whole(tmp_path, corpus
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "Aborted" not in err
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err  # one line: what happened, the step held, how to go on
     step = held_step(err)
     ck = ckpt_io.load(str(run_dir / "ckpt.npz"))  # intact and loadable
@@ -321,7 +321,8 @@ def test_ctrl_c_while_loading_a_text_exits_130_quietly(tmp_path, corpus, command
 def test_ctrl_c_in_sample_exits_130_quietly(tmp_path, corpus):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=3)
     assert train("--config", cfg, "--out", tmp_path / "run", "-q").returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", "--checkpoint", str(tmp_path / "run" / "ckpt.npz"),
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample",
+                             "--checkpoint", str(tmp_path / "run" / "ckpt.npz"),
                              "-n", "100000000", "--seed", "0"], env=ENV, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.read(100)  # it is generating
@@ -431,7 +432,8 @@ def test_a_second_run_into_the_same_directory_is_refused_at_once(tmp_path, corpu
     refusal = (f"Error: {run_dir}: another charrnn run (PID {first.pid}) is using this run "
                "directory; wait for it to end or stop it, or give another --out\n")
     for args in (["--config", cfg, "--out", run_dir], ["--config", cfg, "--out", run_dir, "--overwrite"],
-                 ["--config", cfg, "--out", run_dir, "--seed", "3"], ["--resume", other / "ckpt.npz", "--out", run_dir]):
+                 ["--config", cfg, "--out", run_dir, "--seed", "3"],
+                 ["--resume", other / "ckpt.npz", "--out", run_dir]):
         second = train(*args, "-q", timeout=60)  # at once: before it would read the corpus (and block)
         assert (second.returncode, second.stderr) == (1, refusal)
         assert first.poll() is None
@@ -448,7 +450,8 @@ def test_a_second_run_into_the_same_directory_is_refused_at_once(tmp_path, corpu
     solo_dir = tmp_path / "solo"  # the same run alone, from the same pipe
     solo = start("--config", cfg, "--out", solo_dir, "-q")
     feed(pipe, corpus.read_bytes(), solo)
-    assert solo.wait(timeout=300) == 0
+    _, err = solo.communicate(timeout=300)
+    assert solo.returncode == 0, err
     assert_same_run(run_dir, solo_dir)  # the first run never noticed
 
 

@@ -23,12 +23,13 @@ import math
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from conftest import CORPUS, Payload
+from conftest import CORPUS, Payload, first_chars
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
@@ -203,7 +204,8 @@ def test_random_config_documents(tmp_path, doc_fault):
                     assert got == value, (section, name, got, value)
 
 
-SMOKE_TEXT = open(os.path.join(os.path.dirname(CORPUS), "..", "configs", "smoke.yaml"), encoding="utf-8").read()
+with open(os.path.join(os.path.dirname(CORPUS), "..", "configs", "smoke.yaml"), encoding="utf-8") as f:
+    SMOKE_TEXT = f.read()
 
 
 @pytest.mark.slow
@@ -291,8 +293,7 @@ class Bases(dict):
 def bases(tmp_path_factory):
     """Two small trained runs (checkpoint bytes and config path), and a marker directory."""
     root = tmp_path_factory.mktemp("fuzz")
-    corpus = root / "corpus.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(3000), encoding="utf-8")
+    corpus = first_chars(root, 3000, "corpus.txt")
     cfg = root / "cfg.yaml"
     cfg.write_text(f"data:\n  path: {corpus}\nmodel:\n  hidden_size: 6\ntrain:\n  seq_length: 8\n  batch_size: 2\n"
                    "  steps: 4\n  log_every: 1\n  sample_every: 0\n  eval_every: 2\n", encoding="utf-8")
@@ -444,7 +445,7 @@ def files_in(d):
         for n in names:
             if n != ".lock":
                 p = os.path.join(root, n)
-                found[os.path.relpath(p, d)] = open(p, "rb").read()
+                found[os.path.relpath(p, d)] = Path(p).read_bytes()
     return found
 
 

@@ -216,8 +216,8 @@ def test_cli_fifty_float64_steps_on_the_gpu_match_the_cpu(tmp_path, write_config
               "--set", "optim.name=adam", "--set", "optim.clip_norm=1.0"]
     assert run("train", *common, "--out", tmp_path / "cpu", "--device", "cpu").exit_code == 0
     assert run("train", *common, "--out", tmp_path / "gpu", "--device", "gpu").exit_code == 0
-    cpu = [json.loads(line) for line in open(tmp_path / "cpu" / "metrics.jsonl")]
-    gpu = [json.loads(line) for line in open(tmp_path / "gpu" / "metrics.jsonl")]
+    cpu = [json.loads(line) for line in (tmp_path / "cpu" / "metrics.jsonl").read_text().splitlines()]
+    gpu = [json.loads(line) for line in (tmp_path / "gpu" / "metrics.jsonl").read_text().splitlines()]
     pairs = [(g["loss"], c["loss"]) for g, c in zip(gpu, cpu, strict=True) if "loss" in c]
     assert len(pairs) == 50 and max(abs(g - c) / abs(c) for g, c in pairs) <= 1e-9
     a, b = ckpt_io.load(str(tmp_path / "gpu" / "ckpt.npz")), ckpt_io.load(str(tmp_path / "cpu" / "ckpt.npz"))

@@ -20,7 +20,8 @@ def identity_of(path, data):
     [
         (lambda t: t + b"more text\n", f"its size went from {len(TEXT):,} to {len(TEXT) + 10:,} bytes"),
         (lambda t: t[: len(t) // 2], f"its size went from {len(TEXT):,} to {len(TEXT) // 2:,} bytes"),
-        (lambda t: b"abc " * (len(t) // 4) + b"x" * (len(t) % 4), f"same size ({len(TEXT):,} bytes), different content"),
+        (lambda t: b"abc " * (len(t) // 4) + b"x" * (len(t) % 4),
+         f"same size ({len(TEXT):,} bytes), different content"),
         (lambda t: t[:-2] + b"?\n", "same size"),  # one character, at the very end
     ],
     ids=["appended", "truncated", "replaced", "one-char"],

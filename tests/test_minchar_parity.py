@@ -49,7 +49,8 @@ def reference_training(data, weights, steps):
         targets = [int(c) for c in data[p + 1:p + T + 1]]
         loss, dWxh, dWhh, dWhy, dbh, dby, hprev = loss_fun(inputs, targets, hprev, Wxh, Whh, Why, bh, by)
         losses.append(loss)
-        for param, dparam, mem in zip([Wxh, Whh, Why, bh, by], [dWxh, dWhh, dWhy, dbh, dby], mems):
+        for param, dparam, mem in zip([Wxh, Whh, Why, bh, by], [dWxh, dWhh, dWhy, dbh, dby], mems,
+                                      strict=True):
             mem += dparam * dparam
             param += -LR * dparam / np.sqrt(mem + 1e-8)
         p += T
@@ -90,7 +91,9 @@ def test_charrnn_matches_min_char_rnn_step_for_step():
     our_losses, our_params = charrnn_training(data, weights, STEPS, spec)
 
     assert len(our_losses) == STEPS
-    np.testing.assert_allclose(our_losses, ref_losses, rtol=1e-9, atol=0, err_msg="loss per step: charrnn vs min-char-rnn")
+    np.testing.assert_allclose(our_losses, ref_losses, rtol=1e-9, atol=0,
+                               err_msg="loss per step: charrnn vs min-char-rnn")
     for k in ref_params:
-        np.testing.assert_allclose(our_params[k], ref_params[k], rtol=1e-9, atol=1e-12, err_msg=f"final {k}: charrnn vs min-char-rnn")
+        np.testing.assert_allclose(our_params[k], ref_params[k], rtol=1e-9, atol=1e-12,
+                                   err_msg=f"final {k}: charrnn vs min-char-rnn")
     assert ref_losses[-1] < ref_losses[0]  # it learned something, so the comparison is not of constants

@@ -40,9 +40,9 @@ def test_plot_titles_the_run_and_its_model_and_draws_the_window_mean(run_dir, tm
     assert run("plot", run_dir, "--out", tmp_path / "p.png").exit_code == 0
     ax = drawn[0].axes[0]
     assert ax.get_title() == f"{run_dir}: rnn, 1 layer(s) of 32"  # configs/smoke.yaml's model
-    lines = {l.get_label(): l for l in ax.get_lines()}
+    lines = {line.get_label(): line for line in ax.get_lines()}
     assert not any("smooth" in label for label in lines)  # min-char-rnn's lagging loss is not drawn
     window = lines["training loss (mean of the steps since the previous point)"]
-    logged = [m for m in map(json.loads, open(run_dir / "metrics.jsonl")) if "window_loss" in m]
+    logged = [m for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "window_loss" in m]
     assert list(window.get_ydata()) == [m["window_loss"] for m in logged]
     assert list(window.get_xdata()) == [m["step"] for m in logged]

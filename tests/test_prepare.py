@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import CORPUS, ROOT, one_line_error, run, small_config
+from conftest import ROOT, corpus_text, first_chars, one_line_error, run, small_config
 from test_corpus import UNICODE, make_tree
 
 from charrnn import checkpoint as ckpt_io
@@ -21,8 +21,8 @@ from charrnn.errors import CharrnnError
 
 
 def metrics(run_dir):
-    return [{k: v for k, v in json.loads(l).items() if k not in ("chars_per_s", "elapsed_s")}
-            for l in open(run_dir / "metrics.jsonl")]
+    return [{k: v for k, v in json.loads(line).items() if k not in ("chars_per_s", "elapsed_s")}
+            for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def corpus_files(directory):
@@ -45,7 +45,8 @@ def test_prepare_a_tree_through_the_cli(tmp_path):
     c = CO.open_corpus(str(out))
     assert D.decode(np.concatenate([c.train, c.val]), c.vocab) == text
     assert meta["unit"] == "chars" and meta["format_version"] == 2 and meta["dtype"] == "uint8"
-    assert meta["split"] == {"val_fraction": 0.2, "train": len(text) - int(len(text) * 0.2), "val": int(len(text) * 0.2)}
+    assert meta["split"] == {"val_fraction": 0.2, "train": len(text) - int(len(text) * 0.2),
+                             "val": int(len(text) * 0.2)}
     # A tiny chunk size (every multibyte character straddles a boundary) writes the same files.
     again = tmp_path / "again"
     CO.prepare([str(src)], str(again), globs=["*.c", "*.h"], val_fraction=0.2, chunk_size=2)
@@ -121,7 +122,7 @@ def ckpt_arrays(path):
 @pytest.mark.parametrize("text", ["ascii", "unicode"])
 def test_text_file_and_prepared_directory_train_bitwise_identically(tmp_path, write_config, text):
     corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(3000) if text == "ascii" else UNICODE * 12, encoding="utf-8")
+    corpus.write_text(corpus_text(3000) if text == "ascii" else UNICODE * 12, encoding="utf-8")
     assert run("prepare", corpus, "--out", tmp_path / "prep", "-q").exit_code == 0
     runs = {}
     for name, data in (("txt", corpus), ("prep", tmp_path / "prep")):
@@ -208,7 +209,8 @@ def test_bytes_model_trains_and_samples_bytes(tmp_path, write_config):
     assert len(parts) == 2 and all(p.endswith(b", \n") or len(p) == 401 for p in parts)
     assert any(p.endswith(b", \n") for p in parts)
     # A prime whose UTF-8 bytes the model has not seen.
-    one_line_error(run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--prime", "€"), 2, "byte value(s)", "0xe2")
+    one_line_error(run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--prime", "€"), 2,
+                   "byte value(s)", "0xe2")
     # `eval --text` reads a file's bytes for a model of bytes.
     e = run("eval", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--text", path, "--json")
     assert e.exit_code == 0 and json.loads(e.stdout)["chars"] == len(raw) - 1
@@ -276,8 +278,7 @@ def test_a_full_disk_while_preparing_leaves_no_corpus_and_no_temporary_files(tmp
     """A real write failure: the file size limit (RLIMIT_FSIZE) stops the writing of train.bin."""
     import resource
 
-    text = tmp_path / "t.txt"
-    text.write_text(open(CORPUS, encoding="utf-8").read(300_000), encoding="utf-8")
+    text = first_chars(tmp_path, 300_000, "t.txt")
     out = tmp_path / "prep"
 
     def limit():
@@ -354,7 +355,7 @@ def test_a_second_prepare_into_the_same_directory_is_refused_at_once(tmp_path, w
     until the test feeds it, so each second prepare meets it for certain."""
     pipe = tmp_path / "pipe.txt"
     os.mkfifo(pipe)
-    text = open(CORPUS, encoding="utf-8").read(20_000)
+    text = corpus_text(20_000)
     other = tmp_path / "other.txt"
     other.write_text("another text entirely, " * 200, encoding="utf-8")
     out = tmp_path / "prep"
@@ -388,7 +389,7 @@ def test_kill_9_during_prepare_overwrite_leaves_the_old_corpus_or_the_new_one_wh
     it holds a corpus) removes what the killed one left."""
     import random
 
-    full = open(CORPUS, encoding="utf-8").read(3_000_000)
+    full = corpus_text(3_000_000)
     texts = [tmp_path / "a.txt", tmp_path / "b.txt"]
     texts[0].write_text(full[:1_000_000], encoding="utf-8")
     texts[1].write_text(full, encoding="utf-8")
@@ -452,7 +453,7 @@ def test_a_full_disk_during_prepare_overwrite_leaves_the_old_corpus_as_it_was(tm
 
     old, big = tmp_path / "old.txt", tmp_path / "big.txt"
     old.write_text("the old corpus, small " * 50, encoding="utf-8")
-    big.write_text(open(CORPUS, encoding="utf-8").read(300_000), encoding="utf-8")
+    big.write_text(corpus_text(300_000), encoding="utf-8")
     out = tmp_path / "prep"
     assert run("prepare", old, "--out", out, "-q").exit_code == 0
     before = {n: (out / n).read_bytes() for n in os.listdir(out) if n != ".lock"}

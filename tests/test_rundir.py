@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,14 +47,15 @@ def test_a_second_process_is_refused_naming_the_directory_and_the_holder(tmp_pat
                                 "directory; wait for it to end or stop it, or give another --out")
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()  # waits, and closes its pipes
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     run_dir = tmp_path / "run"
     holder = start_holder(run_dir)
     os.kill(holder.pid, signal.SIGKILL)  # no finally block, no atexit: only the kernel releases it
-    assert holder.wait(timeout=30) == -signal.SIGKILL
+    holder.communicate(timeout=30)  # waits, and closes its pipes
+    assert holder.returncode == -signal.SIGKILL
     assert (run_dir / ".lock").read_text() == f"{holder.pid}\n"  # the stale PID is still written...
     with rundir.lock(str(run_dir)):  # ...but the lock is free
         assert (run_dir / ".lock").read_text() == f"{os.getpid()}\n"
@@ -76,7 +78,7 @@ def test_the_lock_is_released_at_the_end_of_the_block_and_not_taken_twice(tmp_pa
         pass
     holder = start_holder(run_dir)  # and another process can take it
     holder.kill()
-    holder.wait()
+    holder.communicate()  # waits, and closes its pipes
 
 
 def test_an_unusable_run_directory_is_a_one_line_error(tmp_path):
@@ -123,7 +125,7 @@ def test_overwrite_moves_the_previous_run_aside_whole(finished):
     folder = rundir.check_fresh(str(finished), overwrite=True)
     assert os.path.dirname(folder) == str(finished)
     assert os.path.basename(folder).startswith("replaced-")
-    assert {n: open(os.path.join(folder, n), "rb").read() for n in os.listdir(folder)} == before
+    assert {n: Path(folder, n).read_bytes() for n in os.listdir(folder)} == before
     assert ckpt_io.load(os.path.join(folder, "ckpt.npz")).run.step == 4  # the old run is intact
     assert sorted(os.listdir(finished)) == sorted([".lock", "notes.txt", os.path.basename(folder)])  # the lock stays
     assert rundir.check_fresh(str(finished), overwrite=False) is None  # now a fresh run may start
@@ -137,7 +139,7 @@ def test_two_overwrites_in_one_second_keep_both_old_runs(tmp_path):
         (run_dir / "ckpt.npz").write_text(f"run {i}")
         folders.append(rundir.check_fresh(str(run_dir), overwrite=True))
     assert len(set(folders)) == 3
-    assert sorted(open(os.path.join(f, "ckpt.npz")).read() for f in folders) == ["run 0", "run 1", "run 2"]
+    assert sorted(Path(f, "ckpt.npz").read_text() for f in folders) == ["run 0", "run 1", "run 2"]
 
 
 def test_nothing_to_replace(tmp_path):

@@ -52,7 +52,8 @@ def test_every_field_of_the_run_state_survives_a_checkpoint(tmp_path):
         if field.name == "rng":
             assert checkpoint.generator_state(theirs) == checkpoint.generator_state(ours)
         elif field.name == "state":
-            assert all(np.array_equal(a, b) for s, t in zip(ours, theirs) for a, b in zip(s, t))
+            assert all(np.array_equal(a, b)
+                       for s, t in zip(ours, theirs, strict=True) for a, b in zip(s, t, strict=True))
             assert [len(s) for s in theirs] == [len(s) for s in ours]
         elif isinstance(ours, dict):
             assert ours.keys() == theirs.keys() and all(np.array_equal(ours[k], theirs[k]) for k in ours), field.name

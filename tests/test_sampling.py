@@ -96,6 +96,7 @@ def test_a_closed_pipe_exits_quietly(ckpt):
     first = proc.stdout.read(100)
     proc.stdout.close()  # like `| head -c 100`
     err = proc.stderr.read().decode()
+    proc.stderr.close()
     assert proc.wait(timeout=60) == 0
     assert len(first) == 100 and err == ""
 

@@ -6,22 +6,15 @@ import math
 
 import numpy as np
 import pytest
-from conftest import CORPUS, one_line_error, run, small_config
+from conftest import CORPUS, first_chars, one_line_error, run, small_config
 
 from charrnn import checkpoint as ckpt_io
 from charrnn.corpus import open_corpus, validation_split
 from charrnn.evaluate import evaluate
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    path = tmp_path / "c.txt"
-    path.write_text(open(CORPUS, encoding="utf-8").read(4000), encoding="utf-8")
-    return path
-
-
 def metrics(run_dir):
-    return [json.loads(l) for l in open(run_dir / "metrics.jsonl")]
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_validation_is_deterministic_and_matches_charrnn_eval(tmp_path, write_config, corpus):
@@ -31,7 +24,8 @@ def test_validation_is_deterministic_and_matches_charrnn_eval(tmp_path, write_co
     va = [m["val_loss"] for m in metrics(tmp_path / "a") if "val_loss" in m]
     vb = [m["val_loss"] for m in metrics(tmp_path / "b") if "val_loss" in m]
     assert len(va) == 3 and va == vb
-    assert all(math.isclose(m["val_bpc"], m["val_loss"] / math.log(2)) for m in metrics(tmp_path / "a") if "val_loss" in m)
+    assert all(math.isclose(m["val_bpc"], m["val_loss"] / math.log(2))
+               for m in metrics(tmp_path / "a") if "val_loss" in m)
     r = run("eval", "--checkpoint", tmp_path / "a" / "ckpt.npz", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
@@ -43,8 +37,7 @@ def test_validation_is_deterministic_and_matches_charrnn_eval(tmp_path, write_co
 
 def test_best_checkpoint_is_the_one_with_the_lowest_validation_loss(tmp_path, write_config):
     # A tiny corpus and a high learning rate: validation loss goes down, then up again.
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(1000), encoding="utf-8")
+    corpus = first_chars(tmp_path, 1000)
     cfg = small_config(write_config, corpus, steps=200, eval_every=5)
     run("train", "--config", cfg, "-q", "--set", "optim.lr=0.3")
     vals = [m for m in metrics(tmp_path / "run") if "val_loss" in m]
@@ -97,8 +90,7 @@ def timeless(run_dir):
          "adam-ema", "adamw-linear", "gru-multiplicative"],
 )
 def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, sets):
-    corpus = tmp_path / "c.txt"
-    corpus.write_text(open(CORPUS, encoding="utf-8").read(600), encoding="utf-8")  # wraps: epochs pass
+    corpus = first_chars(tmp_path, 600)  # wraps: epochs pass
     cfg = small_config(write_config, corpus, steps=100, checkpoint_every=9, eval_every=20)
     extra = [a for s in sets for a in ("--set", s)]
     run("train", "--config", cfg, "-q", "--out", tmp_path / "whole", *extra)
@@ -119,7 +111,8 @@ def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, s
     lrs = {m["lr"] for m in metrics(tmp_path / "whole") if "lr" in m}
     assert len(lrs) > 1 or "schedule" not in " ".join(sets)  # the schedules do change the rate
     best_a, best_b = (ckpt_io.load(str(tmp_path / d / "best.npz")) for d in ("whole", "half"))
-    assert best_a.run.step == best_b.run.step and all(np.array_equal(best_a.run.params[k], best_b.run.params[k]) for k in best_a.run.params)
+    assert best_a.run.step == best_b.run.step and all(np.array_equal(best_a.run.params[k], best_b.run.params[k])
+                                                      for k in best_a.run.params)
 
 
 def test_the_moving_average_of_the_weights_is_what_validation_eval_and_sample_use(tmp_path, write_config, corpus):
@@ -141,7 +134,8 @@ def test_the_moving_average_of_the_weights_is_what_validation_eval_and_sample_us
     def greedy(params):
         idx = D.encode("Th", ck.vocab)
         state = sampling.prime(params, ck.spec, idx)
-        return "Th" + D.decode(list(sampling.generate(params, ck.spec, int(idx[-1]), state, 60, None, greedy=True)), ck.vocab)
+        generated = sampling.generate(params, ck.spec, int(idx[-1]), state, 60, None, greedy=True)
+        return "Th" + D.decode(list(generated), ck.vocab)
 
     r = run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--greedy", "-n", 60, "--prime", "Th")
     assert greedy(avg) != greedy(ck.run.params), "the test needs the two models to write different text"
@@ -253,7 +247,8 @@ def test_divergence_before_any_checkpoint_says_so(tmp_path, write_config, corpus
     assert not (tmp_path / "run" / "ckpt.npz").exists()
 
 
-@pytest.mark.parametrize("sets", [["train.seed=10"], ["train.seed=10", "optim.lr=0.5"]], ids=["minchar", "minchar-lr-0.5"])
+@pytest.mark.parametrize("sets", [["train.seed=10"], ["train.seed=10", "optim.lr=0.5"]],
+                         ids=["minchar", "minchar-lr-0.5"])
 def test_a_healthy_adagrad_start_is_not_divergence(tmp_path, sets):
     """min-char-rnn's Adagrad start has single steps far above log V (3.5 times at its own
     settings with this seed, 9 times at lr 0.5): char-rnn's 3x-the-first-loss rule would
@@ -324,7 +319,7 @@ def test_window_loss_is_the_mean_of_the_steps_since_the_last_line(tmp_path, writ
     assert [m["step"] for m in five] == [5, 10, 15, 20, 23]
     losses = {m["step"]: m["loss"] for m in every}
     assert all(m["window_loss"] == m["loss"] for m in every)  # a window of one step
-    for prev, m in zip([0] + [m["step"] for m in five], five):
+    for prev, m in zip([0] + [m["step"] for m in five[:-1]], five, strict=True):
         steps = range(prev + 1, m["step"] + 1)
         assert m["window_loss"] == pytest.approx(sum(losses[s] for s in steps) / len(steps), rel=1e-12)
         assert m["loss"] == losses[m["step"]] and "smooth_loss" in m
@@ -337,7 +332,8 @@ def test_the_summary_shows_min_char_rnns_smoothed_loss_when_asked(tmp_path, writ
     cfg = small_config(write_config, corpus, steps=20, eval_every=0)
     r = run("train", "--config", cfg, "-q", "--set", "train.progress_loss=smooth")
     smooth = [m for m in metrics(tmp_path / "run") if "loss" in m][-1]["smooth_loss"]
-    assert f"training loss {smooth:.4f} nats/char ({smooth / math.log(2):.4f} bits/char), min-char-rnn's smoothed loss (0.999)" in r.stderr
+    assert (f"training loss {smooth:.4f} nats/char ({smooth / math.log(2):.4f} bits/char), "
+            "min-char-rnn's smoothed loss (0.999)") in r.stderr
 
 
 def test_a_pause_between_log_lines_resumes_the_window_exactly(tmp_path, write_config, corpus):

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-from conftest import CORPUS, one_line_error, run, small_config
+from conftest import corpus_text, one_line_error, run, small_config
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import data as D
@@ -61,7 +61,7 @@ def decode(b64, dtype):
 @pytest.fixture
 def corpus(tmp_path):
     path = tmp_path / "c.txt"
-    path.write_text(open(CORPUS, encoding="utf-8").read(3000) + HOSTILE, encoding="utf-8")
+    path.write_text(corpus_text(3000) + HOSTILE, encoding="utf-8")
     return path
 
 
@@ -128,7 +128,7 @@ def check_page(html, ck, text, layers):
 def test_page_holds_text_activations_and_predictions_for_every_cell(tmp_path, write_config, corpus, cell, layers,
                                                                     multiplicative):
     path = train(tmp_path, write_config, corpus, cell, layers, multiplicative)
-    text = open(CORPUS, encoding="utf-8").read()[5000:5300]  # more than one 256-character chunk
+    text = corpus_text()[5000:5300]  # more than one 256-character chunk
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
     r = run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--out", tmp_path / "p.html")
     assert r.exit_code == 0, r.output
@@ -226,7 +226,7 @@ def test_usage_errors(tmp_path, write_config, corpus):
 
 def test_a_model_of_bytes_and_a_corpus_without_validation_are_refused_in_one_line(tmp_path, write_config):
     text = tmp_path / "c.txt"
-    text.write_text(open(CORPUS, encoding="utf-8").read(3000) + "é日", encoding="utf-8")
+    text.write_text(corpus_text(3000) + "é日", encoding="utf-8")
     out = tmp_path / "p.html"
     for name, options in (("bytes", ["--bytes"]), ("all", ["--val-fraction", "0"])):
         assert run("prepare", text, "--out", tmp_path / name, "-q", *options).exit_code == 0
@@ -295,7 +295,7 @@ def latch_model(vocab):
 
 
 def test_ranking_finds_the_hand_built_units():
-    text = open(CORPUS, encoding="utf-8").read()[100000:106000]  # 16 stage directions in [...]
+    text = corpus_text()[100000:106000]  # 16 stage directions in [...]
     assert text.count("[") > 10
     vocab = D.build_vocab(text)
     spec, params = latch_model(vocab)
