@@ -44,7 +44,8 @@ def assert_close(ours, ref, what, rel=1e-6):
 
 @pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-@pytest.mark.parametrize("layers", [1, 2])
+# 2 layers: the slow part of the suite's math, run with the slow tests
+@pytest.mark.parametrize("layers", [1, pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("cell", CELL_NAMES)
 def test_gradients_match_finite_differences(cell, layers, dropout, multiplicative):
     rows = check_gradients(M.ModelSpec(cell, V, H, layers, dropout, multiplicative))

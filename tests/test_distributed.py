@@ -257,7 +257,7 @@ CASES = {
 
 
 @needs_mpi
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", [c if c == "rnn-adagrad" else pytest.param(c, marks=pytest.mark.slow) for c in CASES])
 def test_two_ranks_train_the_same_run_as_one_process(tmp_path, corpus_2000, case):
     """float64, 50 steps through a wrap of the streams: the loss of every step, the validation
     losses and every array of the final checkpoint (weights, optimizer state, weight average,
@@ -340,6 +340,7 @@ def test_rank_0_alone_writes_and_speaks(tmp_path, corpus_2000):
     assert r.stdout == ""
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_an_error_on_rank_1_alone_ends_both_ranks_with_its_message(tmp_path, start):
     """A real MemoryError on rank 1 only: its address space is capped (prlimit RLIMIT_AS) while
@@ -363,6 +364,7 @@ def test_an_error_on_rank_1_alone_ends_both_ranks_with_its_message(tmp_path, sta
     assert rank_pids(str(out)) == {}
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_a_full_disk_on_rank_0_ends_both_ranks_and_keeps_the_last_checkpoint(tmp_path, corpus_2000, start):
     """Rank 0's files may not grow past 8 KB (prlimit RLIMIT_FSIZE on the running rank 0, after
@@ -384,6 +386,7 @@ def test_a_full_disk_on_rank_0_ends_both_ranks_and_keeps_the_last_checkpoint(tmp
     assert sorted(os.listdir(out)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl"]
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_a_corpus_that_rank_1_cannot_open_ends_both_ranks(tmp_path, corpus_2000):
     """data.path is /dev/fd/57: open on the corpus in rank 0's process, not in rank 1's, like
@@ -400,6 +403,7 @@ def test_a_corpus_that_rank_1_cannot_open_ends_both_ranks(tmp_path, corpus_2000)
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("how", ["SIGINT to rank 1", "SIGTERM to mpiexec"])
 def test_a_stop_signal_stops_every_rank_after_the_same_step(tmp_path, corpus_2000, how, start):
@@ -425,6 +429,7 @@ def test_a_stop_signal_stops_every_rank_after_the_same_step(tmp_path, corpus_200
     assert lines(out / "metrics.jsonl")[-1]["step"] == step + 3
 
 
+@pytest.mark.slow
 @needs_mpi
 @pytest.mark.parametrize("differ", ["initial weights", "learning rate"])
 def test_ranks_whose_weights_differ_are_stopped(tmp_path, corpus_2000, differ):

@@ -185,6 +185,7 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path, corpus):
     assert sum(s is not None and 0 < s < 30 for s in steps) >= KILLS // 3, steps
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_checkpoint_write_leaves_a_temporary_that_the_next_run_removes(tmp_path, corpus):
     # A model whose checkpoint (9 MB) takes a while to write, so the kill lands inside the write.
     cfg = write_config(tmp_path / "cfg.yaml", corpus, hidden_size=1024, steps=6, eval_every=0, log_every=1)
@@ -228,6 +229,7 @@ def test_sigterm_during_training_saves_and_resumes_exactly(tmp_path, corpus):
     assert_same_run(run_dir, ref)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("second", [None, signal.SIGTERM, signal.SIGINT], ids=["once", "twice", "then-ctrl-c"])
 def test_sigterm_during_a_checkpoint_write(tmp_path, corpus, second):
     """SIGTERM while the temporary checkpoint file is being written: the write completes and
@@ -350,6 +352,7 @@ def snapshot(run_dir):
     return {n: (run_dir / n).read_bytes() for n in os.listdir(run_dir) if n != ".lock"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["ckpt.npz", "best.npz", "metrics.jsonl"])
 def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays(tmp_path, corpus, target):
     # The first part of the run writes freely; the rest runs with a file-size limit that the
@@ -417,6 +420,7 @@ def feed(pipe, data, proc):
         os.close(fd)
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_same_directory_is_refused_at_once(tmp_path, corpus):
     """The first run reads its corpus from a named pipe: holding the lock, it waits there
     until the test feeds it, and later it is paused (SIGSTOP) mid-training; so each second run
@@ -455,6 +459,7 @@ def test_a_second_run_into_the_same_directory_is_refused_at_once(tmp_path, corpu
     assert_same_run(run_dir, solo_dir)  # the first run never noticed
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_replaced_unless_asked(tmp_path, corpus):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=12)
     run_dir = tmp_path / "run"
@@ -532,6 +537,7 @@ def test_a_checkpoint_from_before_corpus_identity_resumes_with_a_warning(tmp_pat
     assert ck.run.step == 20 and ck.corpus["bytes"] == 3000  # and from now on it does
 
 
+@pytest.mark.slow
 def test_overwrite_moves_the_old_run_only_once_the_new_one_is_ready(tmp_path, corpus):
     """--overwrite with --init-from the run's own best.npz starts the new run from those weights;
     an --overwrite that fails (a missing corpus, a batch that does not fit) keeps the old run."""

@@ -33,6 +33,7 @@ def faults_per_step(mode):
     return tuned, float(faults)
 
 
+@pytest.mark.slow  # many steps, and its page-fault count is what a loaded machine disturbs most
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
     reason="the allocator setting is for glibc on Linux",

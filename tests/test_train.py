@@ -72,23 +72,25 @@ def timeless(run_dir):
     return [{k: v for k, v in m.items() if k not in ("chars_per_s", "elapsed_s")} for m in metrics(run_dir)]
 
 
-@pytest.mark.parametrize(
-    "sets",
-    [
-        ["optim.name=adam", "optim.schedule=cosine", "optim.warmup_steps=10"],
-        ["optim.name=rmsprop", "optim.schedule=step", "optim.decay_after=1", "optim.decay_rate=0.5"],
-        ["optim.name=sgd", "optim.momentum=0.5", "optim.clip_norm=1.0"],
-        ["optim.name=adagrad", "model.dropout=0.2", "model.layers=2"],
-        ["model.cell=lstm", "model.layers=2", "model.dropout=0.1", "optim.name=adam"],
-        ["model.cell=gru", "model.layers=2", "optim.name=rmsprop"],
-        ["optim.name=adam", "optim.ema=0.9"],
-        ["optim.name=adam", "optim.weight_decay=0.1", "optim.schedule=linear", "optim.warmup_steps=10",
-         "optim.min_lr=0"],
-        ["model.cell=gru", "model.multiplicative=true", "model.layers=2", "optim.name=adam", "optim.ema=0.9"],
-    ],
-    ids=["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout", "lstm-2-layers", "gru-2-layers",
-         "adam-ema", "adamw-linear", "gru-multiplicative"],
-)
+RESUME_CASES = [
+    ["optim.name=adam", "optim.schedule=cosine", "optim.warmup_steps=10"],
+    ["optim.name=rmsprop", "optim.schedule=step", "optim.decay_after=1", "optim.decay_rate=0.5"],
+    ["optim.name=sgd", "optim.momentum=0.5", "optim.clip_norm=1.0"],
+    ["optim.name=adagrad", "model.dropout=0.2", "model.layers=2"],
+    ["model.cell=lstm", "model.layers=2", "model.dropout=0.1", "optim.name=adam"],
+    ["model.cell=gru", "model.layers=2", "optim.name=rmsprop"],
+    ["optim.name=adam", "optim.ema=0.9"],
+    ["optim.name=adam", "optim.weight_decay=0.1", "optim.schedule=linear", "optim.warmup_steps=10",
+     "optim.min_lr=0"],
+    ["model.cell=gru", "model.multiplicative=true", "model.layers=2", "optim.name=adam", "optim.ema=0.9"],
+]
+RESUME_IDS = ["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout", "lstm-2-layers",
+              "gru-2-layers", "adam-ema", "adamw-linear", "gru-multiplicative"]
+FAST_RESUME = ("adam-cosine", "gru-multiplicative")  # the fast loop's two; the others run with the slow tests
+
+
+@pytest.mark.parametrize("sets", [pytest.param(c, id=i, marks=() if i in FAST_RESUME else pytest.mark.slow)
+                                  for c, i in zip(RESUME_CASES, RESUME_IDS, strict=True)])
 def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, sets):
     corpus = first_chars(tmp_path, 600)  # wraps: epochs pass
     cfg = small_config(write_config, corpus, steps=100, checkpoint_every=9, eval_every=20)

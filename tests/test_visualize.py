@@ -326,6 +326,7 @@ def test_correlations_of_constructed_activations():
     assert [p.r for p in picks[2:]] == [r[1, 2] * 0.5, r[3, 0] * 0.5] and len(picks) == 4
 
 
+@pytest.mark.slow  # builds a wheel
 def test_the_wheel_ships_the_page_files_and_a_page_builds_from_it(tmp_path):
     """The page's HTML, CSS and JS are package data: a wheel without them would install a
     command that fails on its first page. Built from a copy of the sources (pip builds in
