@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import ROOT, first_chars, one_line_error, run
+from conftest import ROOT, one_line_error, run
 
 from charrnn import checkpoint as ckpt_io
 
@@ -38,11 +38,6 @@ def write_config(path, corpus, hidden_size=16, **train):
     path.write_text(f"data:\n  path: {corpus}\nmodel:\n  hidden_size: {hidden_size}\n"
                     f"optim:\n  lr: 0.01\ntrain:\n{lines}\n", encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    return first_chars(tmp_path, 3000)
 
 
 def start(*args, **kw):
@@ -498,9 +493,9 @@ def test_resuming_into_another_directory_does_not_replace_a_run_there(tmp_path, 
 # --- Corpus changed under --resume -----------------------------------------------------------
 
 @pytest.mark.parametrize("change, reason", [
-    ("appended", "its size went from 3,000 to 3,500 bytes"),
-    ("truncated", "its size went from 3,000 to 1,500 bytes"),
-    ("same-size", "same size (3,000 bytes), different content"),
+    ("appended", "its size went from 4,000 to 4,500 bytes"),
+    ("truncated", "its size went from 4,000 to 1,500 bytes"),
+    ("same-size", "same size (4,000 bytes), different content"),
 ])
 def test_resume_refuses_a_changed_corpus(tmp_path, corpus, change, reason):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=20)
@@ -508,7 +503,7 @@ def test_resume_refuses_a_changed_corpus(tmp_path, corpus, change, reason):
     assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 10).exit_code == 0
     ckpt = (run_dir / "ckpt.npz").read_bytes()
     text = corpus.read_text(encoding="utf-8")
-    assert len(text.encode("utf-8")) == 3000
+    assert len(text.encode("utf-8")) == 4000
     corpus.write_text({"appended": text + text[:500], "truncated": text[:1500],
                        "same-size": text[::-1]}[change], encoding="utf-8")  # the same characters
     r = run("train", "--resume", run_dir / "ckpt.npz", "-q")
@@ -534,7 +529,7 @@ def test_a_checkpoint_from_before_corpus_identity_resumes_with_a_warning(tmp_pat
     assert r.exit_code == 0, r.output
     assert r.stderr.count("does not record its corpus") == 1
     ck = ckpt_io.load(str(run_dir / "ckpt.npz"))
-    assert ck.run.step == 20 and ck.corpus["bytes"] == 3000  # and from now on it does
+    assert ck.run.step == 20 and ck.corpus["bytes"] == 4000  # and from now on it does
 
 
 @pytest.mark.slow

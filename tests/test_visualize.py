@@ -59,14 +59,15 @@ def decode(b64, dtype):
 
 
 @pytest.fixture
-def corpus(tmp_path):
+def hostile_corpus(tmp_path):
+    """3,000 characters of the bundled text and HOSTILE: the page must show every one as text."""
     path = tmp_path / "c.txt"
     path.write_text(corpus_text(3000) + HOSTILE, encoding="utf-8")
     return path
 
 
-def train(tmp_path, write_config, corpus, cell="rnn", layers=1, multiplicative=False, out="run"):
-    cfg = small_config(write_config, corpus, steps=3)
+def train(tmp_path, write_config, hostile_corpus, cell="rnn", layers=1, multiplicative=False, out="run"):
+    cfg = small_config(write_config, hostile_corpus, steps=3)
     r = run("train", "--config", cfg, "-q", "--out", tmp_path / out, "--set", f"model.cell={cell}",
             "--set", f"model.layers={layers}", "--set", f"model.multiplicative={str(multiplicative).lower()}",
             "--set", "model.init_std=0.3")  # large weights: activations spread over [-1, 1]
@@ -125,9 +126,9 @@ def check_page(html, ck, text, layers):
 @pytest.mark.parametrize("cell, layers, multiplicative",
                          [("rnn", 1, False), ("rnn", 2, True), ("lstm", 2, False), ("lstm", 1, True),
                           ("gru", 2, True), ("gru", 1, False)])
-def test_page_holds_text_activations_and_predictions_for_every_cell(tmp_path, write_config, corpus, cell, layers,
-                                                                    multiplicative):
-    path = train(tmp_path, write_config, corpus, cell, layers, multiplicative)
+def test_page_holds_text_activations_and_predictions_for_every_cell(tmp_path, write_config, hostile_corpus, cell,
+                                                                    layers, multiplicative):
+    path = train(tmp_path, write_config, hostile_corpus, cell, layers, multiplicative)
     text = corpus_text()[5000:5300]  # more than one 256-character chunk
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
     r = run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--out", tmp_path / "p.html")
@@ -137,8 +138,8 @@ def test_page_holds_text_activations_and_predictions_for_every_cell(tmp_path, wr
                range(1, layers + 1))
 
 
-def test_layers_option_keeps_only_the_chosen_layers(tmp_path, write_config, corpus):
-    path = train(tmp_path, write_config, corpus, "lstm", 2)
+def test_layers_option_keeps_only_the_chosen_layers(tmp_path, write_config, hostile_corpus):
+    path = train(tmp_path, write_config, hostile_corpus, "lstm", 2)
     (tmp_path / "t.txt").write_text("ROMEO.\nAy me!\n", encoding="utf-8")
     r = run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--layers", "2",
             "--out", tmp_path / "p.html")
@@ -148,8 +149,8 @@ def test_layers_option_keeps_only_the_chosen_layers(tmp_path, write_config, corp
     assert data["arrays"][1]["scale"] is not None  # c is unbounded: a scale per unit
 
 
-def test_hostile_text_and_file_names_stay_text(tmp_path, write_config, corpus):
-    path = train(tmp_path, write_config, corpus)
+def test_hostile_text_and_file_names_stay_text(tmp_path, write_config, hostile_corpus):
+    path = train(tmp_path, write_config, hostile_corpus)
     # A checkpoint path that reads as markup too: directory "x<", file "script><img ...>.npz".
     (tmp_path / "x<").mkdir()
     evil_ckpt = tmp_path / "x<" / "script><img src=y onerror=alert(3)>.npz"
@@ -177,8 +178,8 @@ def test_json_for_script_escapes_what_could_end_the_element():
     assert json.loads(s) == {"t": "</script><!--<script>&\u2028"}
 
 
-def test_sampled_text_is_the_sample_commands_text(tmp_path, write_config, corpus):
-    path = train(tmp_path, write_config, corpus)
+def test_sampled_text_is_the_sample_commands_text(tmp_path, write_config, hostile_corpus):
+    path = train(tmp_path, write_config, hostile_corpus)
     r = run("visualize", "--checkpoint", path, "--prime", "KING", "--length", 60, "--seed", 5, "-t", 0.9,
             "--out", tmp_path / "p.html")
     assert r.exit_code == 0, r.output
@@ -193,8 +194,8 @@ def test_sampled_text_is_the_sample_commands_text(tmp_path, write_config, corpus
     assert Page((tmp_path / "p.html").read_text(encoding="utf-8")).data["text"] == "\n" + s.stdout[:-1]
 
 
-def test_default_text_is_the_start_of_the_validation_split(tmp_path, write_config, corpus):
-    path = train(tmp_path, write_config, corpus)
+def test_default_text_is_the_start_of_the_validation_split(tmp_path, write_config, hostile_corpus):
+    path = train(tmp_path, write_config, hostile_corpus)
     r = run("visualize", "--checkpoint", path, "--chars", 100, "--out", tmp_path / "p.html")
     assert r.exit_code == 0, r.output
     ck = ckpt_io.load(str(path))
@@ -204,8 +205,8 @@ def test_default_text_is_the_start_of_the_validation_split(tmp_path, write_confi
     assert data["source"].startswith("validation split of")
 
 
-def test_usage_errors(tmp_path, write_config, corpus):
-    path = train(tmp_path, write_config, corpus)
+def test_usage_errors(tmp_path, write_config, hostile_corpus):
+    path = train(tmp_path, write_config, hostile_corpus)
     out = tmp_path / "p.html"
     (tmp_path / "t.txt").write_text("ab", encoding="utf-8")
     one_line_error(run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--prime", "a", "--length", 3,
