@@ -16,7 +16,7 @@ import click
 import numpy as np
 
 from charrnn import __version__
-from charrnn.distributed import ends_together
+from charrnn.distributed import ends_together, env_rank
 from charrnn.errors import CharrnnError, Interrupted
 
 
@@ -99,7 +99,7 @@ def cli():
               help="YAML config file (default with --data: the built-in one, configs/default.yaml's settings).")
 @click.option("--data", "data_path", type=click.Path(),
               help="Corpus to train on, a UTF-8 text file or a directory made by `charrnn prepare` (overrides "
-                   "data.path).")
+                   "data.path); with --resume, where the run's corpus is now, if it moved (the same text).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
               help="Run directory (default: train.out_dir of the config; with --resume, the checkpoint's directory).")
 @click.option("--steps", type=click.IntRange(min=1),
@@ -136,10 +136,10 @@ def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overr
         raise click.UsageError("--resume and --init-from exclude each other: resume continues a run, init-from starts "
                                "a new one")
     if resume:
-        if config_path or data_path or overrides or seed is not None:
-            raise click.UsageError("--resume continues a run with its own stored config and corpus; --config, --data, "
-                                   "--set and --seed do not apply (use --init-from to start a new run from its "
-                                   "weights)")
+        if config_path or overrides or seed is not None:
+            raise click.UsageError("--resume continues a run with its own stored config and corpus; --config, --set "
+                                   "and --seed do not apply (--data only says where its corpus is now; use "
+                                   "--init-from to start a new run from its weights)")
         cfg = None
     else:
         if not config_path and not data_path:
@@ -148,7 +148,7 @@ def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overr
         sets = list(overrides) + ([f"train.seed={seed}"] if seed is not None else [])
         cfg = C.load(config_path, sets, data_path) if config_path else C.default_config(data_path, sets)
     summary = run_training(cfg, resume=resume, init_from=init_from, steps=steps, quiet=quiet, out_dir=out_dir,
-                           overwrite=overwrite, device_name=device_name)
+                           overwrite=overwrite, device_name=device_name, data_path=data_path if resume else None)
     click.echo(summary_line(summary, RunDir(summary.run_dir).ckpt), err=True)
 
 
@@ -420,6 +420,9 @@ def main():
             stopped.show()
             code = stopped.exit_code
     except click.ClickException as e:
-        e.show()
+        # Under mpiexec every rank parses the same command line: rank 0 alone says what is wrong
+        # (an error in parsing comes before MPI starts, so the launcher's variable tells the rank).
+        if env_rank() in (None, 0):
+            e.show()
         code = e.exit_code
     sys.exit(code if isinstance(code, int) else 0)

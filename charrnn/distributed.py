@@ -74,7 +74,7 @@ class Single:
 
     rank, size = 0, 1
 
-    def split(self, run: RunState) -> None:
+    def split(self, run: RunState, resumed: bool = False) -> None:
         """A run starts: nothing to divide."""
 
     def whole(self, run: RunState) -> RunState | None:
@@ -94,6 +94,9 @@ class Single:
 
     def agreed(self, flag: bool) -> bool:
         return flag
+
+    def same_corpus(self, identity: dict, path: str) -> None:
+        """One process reads one corpus: nothing to compare."""
 
     def end(self, error: BaseException | None) -> None:
         """Nothing to coordinate: the error goes its way."""
@@ -121,7 +124,7 @@ def world() -> Single | Ranks:
         mpi4py.rc.threads = False  # MPI is called from the main thread only: plain MPI_Init
         from mpi4py import MPI
     except ImportError:
-        if _env_rank() not in (None, 0):
+        if env_rank() not in (None, 0):
             _silence()  # every rank would say it: rank 0 says it once
         raise CharrnnError(f"started by an MPI launcher ({var} is set), but mpi4py is not installed: "
                            f"{INSTALL_HINT} (on a cluster, against the site's MPI: see docs/cluster.md)") from None
@@ -132,7 +135,8 @@ def world() -> Single | Ranks:
     return _world
 
 
-def _env_rank():
+def env_rank() -> int | None:
+    """This process's rank as its launcher set it (before MPI starts), or None outside a launcher."""
     for v in RANK_VARS:
         try:
             return int(os.environ[v])
@@ -256,15 +260,34 @@ class Ranks:
             return type(a)(self.mine(x, axis) for x in a)
         return np.ascontiguousarray(a[(slice(None),) * axis + (self._streams,)])
 
-    def split(self, run: RunState) -> None:
+    def same_corpus(self, identity: dict, path: str) -> None:
+        """Before the first step: every rank's corpus (its size and SHA-256, as a checkpoint
+        records it) must be rank 0's. The same path can name other files on other nodes (another
+        mount, another working directory); their gradients would mix two texts without a word."""
+        mine = (int(identity["bytes"]), str(identity["sha256"]), os.path.abspath(path))
+        self._control()
+        everyone = self.comm.allgather(mine)
+        bad = [r for r, x in enumerate(everyone) if x[:2] != everyone[0][:2]]
+        if bad:
+            r = bad[0]
+            raise CharrnnError(f"ranks 0 and {r} of {self.size} read different corpora: {everyone[0][2]} on rank 0 "
+                               f"({everyone[0][0]:,} bytes, SHA-256 {everyone[0][1][:12]}...) and {everyone[r][2]} "
+                               f"on rank {r} ({everyone[r][0]:,} bytes, SHA-256 {everyone[r][1][:12]}...): their "
+                               "contents differ; give every rank the same file (a shared file system, or copies "
+                               "checked with sha256sum)")
+
+    def split(self, run: RunState, resumed: bool = False) -> None:
         """A run starts on every rank: check that they all hold the same weights, and keep
-        this rank's streams of the carried state (a checkpoint or a new run holds all B)."""
+        this rank's streams of the carried state (a checkpoint or a new run holds all B).
+        ``resumed``: the run continues a checkpoint, whose batch size is fixed."""
         B = run.state[0][0].shape[0]
         if B % self.size:
             fits = [n for n in range(1, B + 1) if B % n == 0]
-            raise UsageError(f"train.batch_size {B} cannot be split between {self.size} processes: "
-                             f"run a number of processes that divides it ({', '.join(map(str, fits))}), "
-                             f"or set train.batch_size to a multiple of {self.size}")
+            how = (f"the resumed run's train.batch_size is fixed: run a number of processes that divides it "
+                   f"(mpiexec -n N with N one of {', '.join(map(str, fits))})" if resumed else
+                   f"run a number of processes that divides it ({', '.join(map(str, fits))}), "
+                   f"or set train.batch_size to a multiple of {self.size}")
+            raise UsageError(f"train.batch_size {B} cannot be split between {self.size} processes: {how}")
         self._check_weights(run, "start every rank with the same command and files (config, --resume, --init-from)")
         self._streams = slice(self.rank * B // self.size, (self.rank + 1) * B // self.size)
         run.state = self.mine(run.state, axis=0)

@@ -33,10 +33,16 @@ def describe_change(old_identity: dict, new_identity: dict, path: str) -> str | 
     return None
 
 
-def check_unchanged(old_identity: dict, new_identity: dict, path: str) -> None:
+def check_unchanged(old_identity: dict, new_identity: dict, path: str, moved_from: str | None = None) -> None:
     """Raise CharrnnError (exit 1) if the corpus changed, for ``--resume``: a resumed run on
-    other text would not be the run it continues. ``--init-from`` (a new run) skips this."""
+    other text would not be the run it continues. ``--init-from`` (a new run) skips this.
+    ``moved_from``: the path the run was trained at, when ``--data`` says where it is now."""
     reason = describe_change(old_identity, new_identity, path)
+    if reason is not None and moved_from is not None:
+        reason = reason.replace("the corpus changed since the checkpoint was written",
+                                f"not the text the run was trained on ({moved_from})")
+        raise CharrnnError(f"{reason}; --resume --data needs the same text at its new place "
+                           "(or start a new run from these weights with --init-from)")
     if reason is not None:
         raise CharrnnError(f"{reason}; --resume needs the text the run was trained on "
                            "(restore it, or start a new run from these weights with --init-from)")

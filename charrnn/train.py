@@ -26,6 +26,7 @@ import contextlib
 import math
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -132,7 +133,7 @@ def train_step(run: RunState, X: Any, Y: Any, spec: M.ModelSpec, optimizer: Any,
 
 def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | None = None, steps: int | None = None,
           quiet: bool = False, out_dir: str | None = None, overwrite: bool = False, comm: Any = None,
-          device_name: str | None = None) -> Summary:
+          device_name: str | None = None, data_path: str | None = None) -> Summary:
     """Train according to ``cfg`` (or continue the run in checkpoint ``resume``, cfg None).
 
     steps : stop at this total step count (default ``train.steps``); a run stopped early
@@ -144,6 +145,8 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
         ``mpiexec``/``srun``, or this process alone); rank 0 alone writes and reports.
     device_name : "cpu" or "gpu": overrides ``model.device`` (a resumed run's too, so that a GPU
         run can continue on a CPU and the other way round).
+    data_path : with ``resume``, where the run's corpus is now (it moved): its text must be the
+        one the checkpoint records; the run's stored config then names this path.
     Returns a Summary. The run directory is locked (``rundir.lock``, by rank 0) before the
     checkpoint or the corpus is read and until the last save is done.
     """
@@ -151,13 +154,15 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
     files = rundir.RunDir(run_directory(cfg, resume, out_dir))
     with rundir.lock(files.path) if comm.rank == 0 else contextlib.nullcontext(), _told(files):
         # The plan: the config (a resumed run's own), where to stop, where to write, on what device.
-        plan = make_plan(cfg, resume, init_from, steps, files, overwrite, device_name, quiet or comm.rank != 0, comm)
+        plan = make_plan(cfg, resume, init_from, steps, files, overwrite, device_name, quiet or comm.rank != 0, comm,
+                         data_path)
         cfg, tc = plan.cfg, plan.cfg.train
         if comm.rank == 0:  # the one process that writes the run directory: refused before anything is read
             claim(plan)
 
         # The corpus: the vocabulary, the training text as B streams, the held-out text.
-        corpus = open_corpus(plan)
+        corpus = open_corpus(plan, comm)
+        comm.same_corpus(corpus.identity, plan.cfg.data.path)  # every rank reads the same text
         streams = D.Streams(corpus.train, tc.batch_size, tc.seq_length)
 
         # The model, the optimizer and the run's state: resumed whole, or new.
@@ -168,7 +173,7 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
         else:
             weights = checkpoint.weights_for(init_from, spec, corpus.vocab) if init_from else None
             run = runstate.new_run(cfg, spec, optimizer, weights)
-        comm.split(run)  # each process keeps the carried state of its own streams
+        comm.split(run, resumed=plan.checkpoint is not None)  # each process keeps the carried state of its own streams
         runstate.on_device(run, plan.xp)  # the arrays go where the run trains; the corpus stays on the host
         if comm.rank == 0:
             write_run_dir(plan, run)
@@ -227,12 +232,17 @@ def run_directory(cfg: C.Config | None, resume: str | None, out_dir: str | None)
 
 
 def make_plan(cfg: C.Config | None, resume: str | None, init_from: str | None, steps: int | None,
-              files: rundir.RunDir, overwrite: bool, device_name: str | None, quiet: bool, comm: Any) -> Plan:
+              files: rundir.RunDir, overwrite: bool, device_name: str | None, quiet: bool, comm: Any,
+              data_path: str | None = None) -> Plan:
     """The plan of a call of ``train``: reads the resumed checkpoint (a resumed run keeps its
-    own config), applies ``--steps`` and ``--device``, and refuses what cannot be done."""
+    own config, but for ``data_path``, where its corpus moved), applies ``--steps`` and
+    ``--device``, and refuses what cannot be done."""
     ck = checkpoint.load(resume) if resume is not None else None
     if ck is not None:
         cfg = ck.config
+        if data_path is not None:  # checked against the checkpoint's record of its text in open_corpus
+            # Absolute, as a config's paths are when written: the run's config.yaml stays true from anywhere.
+            cfg = replace(cfg, data=replace(cfg.data, path=os.path.abspath(data_path)))
     if device_name is not None:
         cfg = replace(cfg, model=replace(cfg.model, device=device_name))
     xp = device.get_xp(cfg.model.device)  # numpy, or cupy: a one-line error if there is no GPU to use
@@ -261,17 +271,37 @@ def claim(plan: Plan) -> None:
     plan.files.remove_temporaries()
 
 
-def open_corpus(plan: Plan) -> CO.Corpus:
-    """The corpus of the plan's ``data.path``; a resumed run's must be the text it was trained on."""
+def open_corpus(plan: Plan, comm: Any = distributed.SINGLE) -> CO.Corpus:
+    """The corpus of the plan's ``data.path``; a resumed run's must be the text it was trained on.
+    Under MPI it must be a file or a prepared directory that every rank can read."""
     ck, path = plan.checkpoint, plan.cfg.data.path
+    if comm.size > 1 and not _seekable(path):
+        # A pipe gives its bytes once, to whichever rank reads first: the others would wait for
+        # a writer for ever, or read nothing. Refused before any rank opens it (no copy is made).
+        raise UsageError(f"{path}: a pipe or device cannot be the corpus of {comm.size} processes (each rank "
+                         "reads the corpus itself): copy it to a file, or charrnn prepare it into a directory, "
+                         "and train on that")
+    if ck is not None and not os.path.exists(path):
+        raise CharrnnError(f"{path}: corpus file not found; if it moved, give its new place: "
+                           f"charrnn train --resume {plan.resume} --data NEWPATH")
     corpus = CO.open_corpus(path, plan.cfg.data.val_fraction, ck.vocab if ck else None, ck.unit if ck else None,
                             plan.resume, plan.quiet)
     if ck is not None and ck.corpus is not None:
-        identity.check_unchanged(ck.corpus, corpus.identity, path)
+        moved_from = ck.config.data.path if path != ck.config.data.path else None
+        identity.check_unchanged(ck.corpus, corpus.identity, path, moved_from)
     elif ck is not None:
         print(f"warning: {plan.resume} does not record its corpus (an older charrnn wrote it), so a changed "
               f"{path} cannot be detected", file=sys.stderr)
     return corpus
+
+
+def _seekable(path: str) -> bool:
+    """Whether ``path`` is a regular file or a directory (or is not there: opening it says so)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return True
+    return stat.S_ISREG(mode) or stat.S_ISDIR(mode)
 
 
 def write_run_dir(plan: Plan, run: RunState) -> None:

@@ -376,6 +376,6 @@ def test_train_data_overrides_the_config_path(tmp_path, write_config, monkeypatc
     no_path = write_config("model:\n  hidden_size: 8\ntrain:\n  steps: 2\n  batch_size: 2\n  seq_length: 4\n",
                            name="nopath.yaml")
     assert run("train", "--config", no_path, "--data", b, "-q").exit_code == 0  # --data supplies data.path
-    r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "--data", a)
-    one_line_error(r, 2, "--data")
+    r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "--data", "a.txt")  # where it is now: other text
+    one_line_error(r, 1, f"{a}: does not match the vocabulary of")
     one_line_error(run("train"), 2, "--data PATH", "--config FILE")

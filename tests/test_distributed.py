@@ -454,3 +454,64 @@ def test_ranks_whose_weights_differ_are_stopped(tmp_path, corpus_2000, differ):
         "the ranks computed different updates (settings that differ between ranks, or mixed hardware or "
         "libraries); no checkpoint was written for it")]
     assert not (tmp_path / "run" / "ckpt.npz").exists()
+
+
+@needs_mpi
+def test_ranks_that_read_different_corpora_are_stopped(tmp_path, corpus_2000):
+    """--data is relative, and rank 1 starts in another directory: the same path names
+    another file there (as another mount would), of the same size and characters. Both ranks
+    stop before the first step, with one line naming the ranks and paths; no checkpoint."""
+    text = corpus_2000.read_text(encoding="utf-8")
+    for d, t in (("r0", text), ("r1", text[::-1])):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "c.txt").write_text(t, encoding="utf-8")
+    cfg = config(tmp_path, corpus_2000)
+    args = ["-m", "charrnn", "train", "--config", cfg, "--data", "c.txt", "--out", str(tmp_path / "run"), "-q"]
+    chdir = (f"import os, sys; os.chdir({str(tmp_path / 'r1')!r}); "
+             "os.execv(sys.executable, [sys.executable] + sys.argv[1:])")
+    cmd = [MPIEXEC, "-n", "1", "-wdir", str(tmp_path / "r0"), sys.executable, *args, ":",
+           "-n", "1", sys.executable, "-c", chdir, *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=mpi_env(), cwd=ROOT, timeout=120)
+    assert r.returncode == 1, r.stderr
+    said = error_lines(r.stderr)
+    assert len(said) == 1 and said[0].startswith(
+        f"Error: ranks 0 and 1 of 2 read different corpora: {tmp_path / 'r0' / 'c.txt'} on rank 0 "), r.stderr
+    assert f"{tmp_path / 'r1' / 'c.txt'} on rank 1" in said[0] and "their contents differ" in said[0]
+    assert not (tmp_path / "run" / "ckpt.npz").exists()
+
+
+@needs_mpi
+def test_a_pipe_as_the_corpus_of_two_ranks_is_refused_once_and_copies_nothing(tmp_path):
+    """A FIFO gives its bytes to one reader: refused on every rank before any opens it (no
+    hang on a writer, no temporary copy), said once."""
+    fifo, tmp = tmp_path / "fifo", tmp_path / "tmp"
+    os.mkfifo(fifo)
+    tmp.mkdir()
+    cmd = [MPIEXEC, "-n", "2", sys.executable, "-m", "charrnn", "train", "--config", config(tmp_path, fifo),
+           "--out", str(tmp_path / "run"), "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**mpi_env(), "TMPDIR": str(tmp)}, cwd=ROOT,
+                       timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert error_lines(r.stderr) == [
+        f"Error: {fifo}: a pipe or device cannot be the corpus of 2 processes (each rank reads the corpus itself): "
+        "copy it to a file, or charrnn prepare it into a directory, and train on that"]
+    assert os.listdir(tmp) == [] and not (tmp_path / "run").exists()
+
+
+@needs_mpi
+def test_a_usage_error_under_mpiexec_is_said_once(tmp_path):
+    r = mpiexec("train", "--no-such-option")
+    assert r.returncode == 2, r.stderr
+    assert [line for line in r.stderr.splitlines() if line.startswith("Error")] == [
+        "Error: No such option '--no-such-option'."]
+
+
+@needs_mpi
+def test_resume_on_a_number_of_ranks_that_does_not_divide_the_batch_advises_one_that_does(tmp_path, corpus_2000):
+    cfg = config(tmp_path, corpus_2000)
+    assert run("train", "--config", cfg, "-q", "--steps", 2, "--out", tmp_path / "run").exit_code == 0
+    r = mpiexec("train", "--resume", tmp_path / "run" / "ckpt.npz", "-q", n=3)
+    assert r.returncode == 2, r.stderr
+    assert error_lines(r.stderr) == [
+        "Error: train.batch_size 4 cannot be split between 3 processes: the resumed run's train.batch_size is "
+        "fixed: run a number of processes that divides it (mpiexec -n N with N one of 1, 2, 4)"]

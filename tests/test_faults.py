@@ -516,6 +516,34 @@ def test_resume_refuses_a_changed_corpus(tmp_path, corpus, change, reason):
         assert r.exit_code == 0, r.output
 
 
+def test_a_moved_corpus_resumes_with_data_and_another_text_is_refused(tmp_path, corpus):
+    """A corpus moved after the checkpoint: --resume alone says to give --data NEWPATH; --data
+    with the same bytes continues the run exactly (its stored config then names the new path);
+    --data with other text of the same size is refused, naming both paths."""
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=20)
+    run_dir, whole = tmp_path / "run", tmp_path / "whole"
+    assert run("train", "--config", cfg, "--out", whole, "-q").exit_code == 0
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 10).exit_code == 0
+    moved = tmp_path / "elsewhere" / "moved.txt"
+    moved.parent.mkdir()
+    text = corpus.read_text(encoding="utf-8")
+    corpus.rename(moved)
+    ckpt = (run_dir / "ckpt.npz").read_bytes()
+    r = run("train", "--resume", run_dir / "ckpt.npz", "-q")
+    one_line_error(r, 1, f"{corpus}: corpus file not found", "--data NEWPATH")
+    other = tmp_path / "other.txt"
+    other.write_text(text[::-1], encoding="utf-8")  # same size, same characters
+    r = run("train", "--resume", run_dir / "ckpt.npz", "--data", other, "-q")
+    one_line_error(r, 1, f"{other}: not the text the run was trained on ({corpus})", "different content")
+    assert (run_dir / "ckpt.npz").read_bytes() == ckpt
+    r = run("train", "--resume", run_dir / "ckpt.npz", "--data", moved, "-q")
+    assert r.exit_code == 0, r.output
+    assert f"path: {moved}" in (run_dir / "config.yaml").read_text(encoding="utf-8")
+    a, b = ckpt_io.load(str(run_dir / "ckpt.npz")), ckpt_io.load(str(whole / "ckpt.npz"))
+    assert a.run.step == b.run.step == 20
+    assert all(np.array_equal(a.run.params[k], b.run.params[k]) for k in b.run.params)
+
+
 def test_a_checkpoint_from_before_corpus_identity_resumes_with_a_warning(tmp_path, corpus):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=20)
     run_dir = tmp_path / "run"
