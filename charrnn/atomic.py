@@ -33,9 +33,12 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any], hold: Callable[[]
     readable as its metrics.jsonl.
     """
     directory = os.path.dirname(os.path.abspath(path))
+    # mkstemp opens with O_CREAT | O_EXCL (and O_NOFOLLOW): the temporary is always a new file of
+    # this process, never one a link planted at its name points to; os.replace (rename) then
+    # replaces whatever is at ``path``, a symbolic link included, instead of writing through it.
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
-        os.chmod(tmp, _new_file_mode())
+        os.fchmod(fd, _new_file_mode())  # the file opened, not whatever the name holds by now
         with os.fdopen(fd, "wb") as f:
             with hold() if hold is not None else contextlib.nullcontext():
                 write(f)

@@ -7,9 +7,11 @@ char-RNN literature uses (nats: the loss as trained; bits: the compression figur
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import stat
 import sys
 from typing import Any, NamedTuple
 
@@ -59,6 +61,25 @@ def summary_line(s: Summary, ckpt_path: str) -> str:
     return f"step {s.step}{why}: " + "; ".join(parts)
 
 
+def open_log(path: str) -> Any:
+    """``path`` opened for appending, unbuffered, if it is a plain file of the run directory's
+    own: O_NOFOLLOW, so that a symbolic link planted at RUN/metrics.jsonl never makes the run
+    append to a file elsewhere, and no other name (hard link) shares it. Raises CharrnnError."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     0o666)
+    except OSError as e:
+        why = "is a symbolic link" if e.errno == errno.ELOOP else f"cannot open the metrics log ({e.strerror or e})"
+        raise CharrnnError(f"{path}: {why}; the run appends only to a plain file of its own") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} names"
+        raise CharrnnError(f"{path}: is {what}; the run appends only to a plain file of its own (move it away)")
+    os.set_blocking(fd, True)
+    return open(fd, "ab", buffering=0, closefd=True)  # noqa: SIM115 (closed by Progress.close())
+
+
 class Progress:
     """The progress bar and previews on stderr, and the metrics log.
 
@@ -69,7 +90,8 @@ class Progress:
 
     def __init__(self, metrics_path: str | None, total: int, initial: int, quiet: bool):
         self.quiet = quiet
-        self.file = open(metrics_path or os.devnull, "ab", buffering=0)  # noqa: SIM115 (closed by close())
+        self.path = metrics_path or os.devnull
+        self.file = open_log(metrics_path) if metrics_path else open(os.devnull, "ab", buffering=0)  # noqa: SIM115
         self.bar = tqdm(total=total, initial=initial, file=sys.stderr, disable=quiet, unit="step",
                         dynamic_ncols=True, mininterval=0.5)
         self.postfix: dict[str, str] = {}
@@ -88,7 +110,7 @@ class Progress:
             while data:
                 data = data[self.file.write(data):]
         except OSError as e:
-            raise CharrnnError(f"{self.file.name}: cannot append to the metrics log ({e.strerror or e})") from None
+            raise CharrnnError(f"{self.path}: cannot append to the metrics log ({e.strerror or e})") from None
 
     def show(self, **fields: str) -> None:
         """Set parts of the text after the bar, each a whole phrase (``val="val 1.960 nats/char ..."``)."""

@@ -20,15 +20,16 @@ until the user deletes it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
 import re
+import stat
 import time
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def _holder(fd):
     return text if text.isdigit() else "unknown"
 
 
-@contextmanager
+@contextlib.contextmanager
 def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory") -> Iterator[None]:
     """Hold the run directory ``run_dir`` (created if missing) for the ``with`` block.
 
@@ -151,12 +152,32 @@ def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory"
     (the run failed before writing anything, e.g. on a bad corpus) is removed again.
     """
     created = not os.path.isdir(run_dir)
+    path = os.path.join(run_dir, LOCK_NAME)
     try:
         os.makedirs(run_dir, exist_ok=True)
-        fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
         raise CharrnnError(f"{run_dir}: cannot create the {place}'s lock file: {e.strerror}") from None
     try:
+        # O_NOFOLLOW: a link planted at RUN/.lock must not make the run truncate and write
+        # its PID into a file elsewhere (the run directory itself may be a link: the user chose it).
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if created:  # what this call made goes again: nothing of the run is in it
+            with contextlib.suppress(OSError):
+                os.rmdir(run_dir)
+        if e.errno == errno.ELOOP:
+            raise CharrnnError(f"{path}: is a symbolic link; the {place}'s lock file must be a plain file "
+                               "(remove the link)") from None
+        raise CharrnnError(f"{path}: cannot create the {place}'s lock file: {e.strerror}") from None
+    held = False  # the lock taken: only then is the file this run's to truncate
+    try:
+        st = os.fstat(fd)
+        # The PID is written by truncating the file: only safe on a plain file that no other
+        # name shares (a hard link would carry the truncation to a file outside the run directory).
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} names"
+            raise CharrnnError(f"{path}: is {what}; the {place}'s lock file must be a plain file of its own "
+                               "(remove it)")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -166,19 +187,22 @@ def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory"
                 f"{run_dir}: another {holder} (PID {_holder(fd)}) is using this {place}; "
                 "wait for it to end or stop it, or give another --out"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        held = True
         try:
-            yield
-        finally:
-            try:
-                os.ftruncate(fd, 0)  # no stale PID for the next reader; the lock goes with close
-                if created and os.listdir(run_dir) == [LOCK_NAME]:  # still holding it: nobody else is in
-                    os.unlink(os.path.join(run_dir, LOCK_NAME))
-                    os.rmdir(run_dir)
-            except OSError:
-                pass
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except OSError as e:  # a full disk or a file-size limit, before the run has written anything
+            raise CharrnnError(f"{path}: cannot write the lock file ({e.strerror or e})") from None
+        yield
     finally:
+        try:
+            if held:
+                os.ftruncate(fd, 0)  # no stale PID for the next reader; the lock goes with close
+            if held and created and os.listdir(run_dir) == [LOCK_NAME]:  # still holding it: nobody else is in
+                os.unlink(path)
+                os.rmdir(run_dir)
+        except OSError:
+            pass
         os.close(fd)
 
 

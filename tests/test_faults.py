@@ -578,3 +578,55 @@ def test_overwrite_moves_the_old_run_only_once_the_new_one_is_ready(tmp_path, co
     old = [n for n in os.listdir(run_dir) if n.startswith("replaced-")]
     assert len(old) == 1 and snapshot(run_dir / old[0]) == before
     assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == 3
+
+
+# --- Links planted in the run directory --------------------------------------------------------
+
+LINKED = [".lock", "ckpt.npz", "best.npz", "metrics.jsonl", "metrics.jsonl.old", "config.yaml"]
+
+
+@pytest.mark.parametrize("name, kind", [(n, "symlink") for n in LINKED] + [(".lock", "hard"),
+                                                                            ("metrics.jsonl", "hard")])
+def test_a_link_planted_in_the_run_directory_never_writes_outside_it(tmp_path, corpus, name, kind):
+    """A link at a name the run writes, to a file outside the run directory: the file is left
+    byte for byte; the run either replaces the link with a file of its own or refuses in one
+    line naming it. (atomic_write's temporaries have random names, created with O_EXCL.)"""
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=12, eval_every=5, log_every=2)
+    run_dir, outside = tmp_path / "run", tmp_path / "outside"
+    run_dir.mkdir()
+    outside.mkdir()
+    target = outside / name.lstrip(".")
+    content = b"someone else's file\n" * 50
+    target.write_bytes(content)
+    if kind == "symlink":
+        os.symlink(target, run_dir / name)
+    else:
+        os.link(target, run_dir / name)
+    if name == "metrics.jsonl.old":  # moved over only when there is a log to keep
+        (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    r = train("--config", cfg, "--out", run_dir, "-q")
+    assert target.read_bytes() == content  # nothing written through the link
+    assert "Traceback" not in r.stderr
+    if r.returncode == 0:
+        assert not (run_dir / name).is_symlink() and os.stat(run_dir / name).st_nlink == 1, name
+        assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == 12
+    else:
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and r.stderr.startswith("Error: "), r.stderr
+        assert str(run_dir / name) in r.stderr or name in ("ckpt.npz", "best.npz"), r.stderr
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hard"])
+def test_a_resumed_run_never_appends_to_a_linked_metrics_log(tmp_path, corpus, kind):
+    """The log a resumed run keeps (nothing to cut back) is appended to where it is: a link there
+    to a file outside the run directory is refused in one line, the file untouched."""
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=12, eval_every=5, log_every=2)
+    run_dir = tmp_path / "run"
+    assert train("--config", cfg, "--out", run_dir, "-q", "--steps", 6).returncode == 0
+    target = tmp_path / "elsewhere.jsonl"
+    os.replace(run_dir / "metrics.jsonl", target)
+    content = target.read_bytes()
+    (os.symlink if kind == "symlink" else os.link)(target, run_dir / "metrics.jsonl")
+    r = train("--resume", run_dir / "ckpt.npz", "-q")
+    assert target.read_bytes() == content
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"Error: {run_dir / 'metrics.jsonl'}: is "), r.stderr
