@@ -795,12 +795,20 @@ class DiskIndices:
     its size: a 40 MB train.bin was all resident after the first step (measured). Reads
     copy the few KB a step needs and leave the file in the page cache, which is shared
     and which the kernel reclaims when memory is short, not in the process.
+
+    ``vocab_size``: every index read is checked to be below it (one ``max()`` of what was
+    read, a few microseconds for a batch against milliseconds for a step), and one that is
+    not is a one-line error naming the file and its byte offset. Checking the whole file
+    when it is opened would mean reading all of it at start-up; checking what is read
+    catches a damaged byte before the model ever indexes with it.
     """
 
     ndim = 1
 
-    def __init__(self, path: str, dtype: DTypeLike, length: int, start: int = 0, file: Any = None) -> None:
+    def __init__(self, path: str, dtype: DTypeLike, length: int, start: int = 0, file: Any = None,
+                 vocab_size: int | None = None) -> None:
         self.path, self.dtype, self.length, self.start = path, np.dtype(dtype), length, start
+        self.vocab_size = vocab_size
         self._file = file if file is not None else _SplitFile(path)  # views share it
 
     def close(self) -> None:
@@ -831,7 +839,8 @@ class DiskIndices:
             first, stop, step = key.indices(self.length)
             if step != 1:
                 raise IndexError("only contiguous slices of a DiskIndices")
-            return DiskIndices(self.path, self.dtype, max(stop - first, 0), self.start + first, self._file)
+            return DiskIndices(self.path, self.dtype, max(stop - first, 0), self.start + first, self._file,
+                               self.vocab_size)
         idx = np.asarray(key, dtype=np.int64)
         if idx.size == 0:
             return np.empty(idx.shape, self.dtype)
@@ -840,17 +849,32 @@ class DiskIndices:
         if idx.ndim == 2 and idx.shape[0] > 1 and (np.diff(idx, axis=0) == 1).all():
             # A (T, B) block whose columns are runs, as a batch is: one read per column.
             raw = b"".join(self._read(first, idx.shape[0]) for first in idx[0].tolist())
-            return np.ascontiguousarray(np.frombuffer(raw, self.dtype).reshape(idx.shape[::-1]).T)
+            block = np.ascontiguousarray(np.frombuffer(raw, self.dtype).reshape(idx.shape[::-1]).T)
+            return self._checked(block, idx)
         flat = idx.ravel()
         positions = np.unique(flat)  # sorted; runs of consecutive ones are read at once
         breaks = np.flatnonzero(np.diff(positions) != 1) + 1
         firsts = positions[np.r_[0, breaks]].tolist()
         counts = np.diff(np.r_[0, breaks, len(positions)]).tolist()
         values = np.frombuffer(b"".join(self._read(f, c) for f, c in zip(firsts, counts, strict=True)), self.dtype)
-        return values[np.searchsorted(positions, flat)].reshape(idx.shape)
+        return self._checked(values[np.searchsorted(positions, flat)].reshape(idx.shape), idx)
+
+    def _checked(self, values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """``values`` (read from ``positions``), or a CharrnnError naming the byte offset of
+        the first index that is not below ``vocab_size``."""
+        if self.vocab_size is None or values.size == 0 or values.max() < self.vocab_size:
+            return values
+        bad = values >= self.vocab_size
+        first = int(positions[bad].min())
+        value = int(values[positions == first].flat[0])
+        raise CharrnnError(
+            f"{self.path}: index {value} at byte offset {(self.start + first) * self.dtype.itemsize} is outside "
+            f"the vocabulary of {self.vocab_size} in meta.json; the file is damaged: prepare it again")
 
     def __array__(self, dtype: DTypeLike = None, copy: bool | None = None) -> np.ndarray:
-        a = np.frombuffer(self._read(0, self.length), self.dtype) if self.length else np.empty(0, self.dtype)
+        if not self.length:
+            return np.empty(0, self.dtype if dtype is None else dtype)
+        a = self._checked(np.frombuffer(self._read(0, self.length), self.dtype), np.arange(self.length))
         return a if dtype is None else a.astype(dtype)
 
 
@@ -877,8 +901,9 @@ class _Gone(Exception):
     """A split file that meta.json names is not there (a prepare replaced the corpus since)."""
 
 
-def _open_split(path, dtype, n):
-    """A split file as DiskIndices of n indices, checking its size."""
+def _open_split(path, dtype, n, vocab_size):
+    """A split file as DiskIndices of n indices, checking its size (and, as they are read,
+    that its indices are below ``vocab_size``)."""
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:
@@ -890,7 +915,7 @@ def _open_split(path, dtype, n):
             f"{path}: is {size} bytes, but meta.json says {n} indices of {dtype.itemsize} byte(s); "
             "the directory is damaged or half-written: prepare it again")
     try:
-        return DiskIndices(path, dtype, n)
+        return DiskIndices(path, dtype, n, vocab_size=vocab_size)
     except FileNotFoundError:  # removed since its size was read: a commit of a new corpus
         raise _Gone(path) from None
     except OSError as e:
@@ -922,7 +947,8 @@ def _open_splits(directory):
         opened = []
         try:
             for key in ("train", "val"):
-                opened.append(_open_split(os.path.join(directory, files[key]), dtype, split[key]))
+                size = len(meta["vocab"])
+                opened.append(_open_split(os.path.join(directory, files[key]), dtype, split[key], size))
             return meta, digest, opened[0], opened[1]
         except _Gone as gone:
             for f in opened:

@@ -492,3 +492,49 @@ def test_a_reader_that_read_meta_json_just_before_a_commit_opens_the_new_corpus(
     c = CO.open_prepared(str(out))
     assert first[0][0]["files"] != real(str(out))[0]["files"]  # it had read the old corpus's names
     assert D.decode(np.concatenate([np.asarray(c.train), np.asarray(c.val)]), c.vocab) == b.read_text(encoding="utf-8")
+
+
+# --- A damaged byte in a prepared split ---------------------------------------------------------
+
+def test_an_index_outside_the_vocabulary_is_one_line_naming_the_file_and_offset(tmp_path, write_config):
+    """A damaged byte in train.bin or val.bin (a size-keeping edit, which opening cannot see
+    without reading the whole file) stops train, resume and eval with one line, not an
+    IndexError from the model's lookup."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(UNICODE * 2, encoding="utf-8")
+    prep = tmp_path / "prep"
+    assert run("prepare", corpus, "--out", prep, "-q").exit_code == 0
+    cfg = small_config(write_config, prep, steps=20, checkpoint_every=5, eval_every=5)
+    assert run("train", "--config", cfg, "--out", tmp_path / "run", "-q", "--steps", 10).exit_code == 0
+
+    files = json.loads((prep / "meta.json").read_text())["files"]  # train.<tag>.bin, val.<tag>.bin
+
+    def damage(split, offset):
+        name = files[split]
+        data = bytearray((prep / name).read_bytes())
+        data[offset] = 0xFF  # the vocabulary is far smaller than 255: uint8 indices
+        (prep / name).write_bytes(bytes(data))
+
+    damage("train", 85)  # stream 0's step 11 reads positions 80 to 88 (T = 8): after the resume too
+    for args in (("--config", cfg, "--out", tmp_path / "fresh"), ("--resume", tmp_path / "run" / "ckpt.npz")):
+        one_line_error(run("train", *args, "-q"), 1, str(prep / files["train"]), "byte offset 85",
+                       "outside the vocabulary")
+    damage("val", 5)
+    one_line_error(run("eval", "--checkpoint", tmp_path / "run" / "ckpt.npz"), 1, str(prep / files["val"]),
+                   "byte offset 5")
+    one_line_error(run("eval", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--text", prep), 1,
+                   str(prep / files["val"]), "byte offset 5")
+
+
+def test_disk_indices_check_every_read_against_the_vocabulary(tmp_path):
+    path = tmp_path / "x.bin"
+    data = np.arange(100, dtype=np.uint8) % 7
+    data[61] = 9
+    path.write_bytes(data.tobytes())
+    disk = CO.DiskIndices(str(path), np.uint8, 100, vocab_size=7)
+    assert np.array_equal(disk[np.arange(10, 20)], data[10:20])  # reads that miss it are fine
+    for read in (lambda: disk[np.arange(55, 70)], lambda: disk[np.arange(50, 70).reshape(4, 5)],
+                 lambda: disk[np.arange(60, 63)[:, None] + np.array([0, 10])], lambda: np.asarray(disk),
+                 lambda: np.asarray(disk[40:80])):
+        with pytest.raises(CharrnnError, match="index 9 at byte offset 61 is outside the vocabulary of 7"):
+            read()
