@@ -456,6 +456,7 @@ def test_ranks_whose_weights_differ_are_stopped(tmp_path, corpus_2000, differ):
     assert not (tmp_path / "run" / "ckpt.npz").exists()
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_ranks_that_read_different_corpora_are_stopped(tmp_path, corpus_2000):
     """--data is relative, and rank 1 starts in another directory: the same path names
@@ -506,6 +507,7 @@ def test_a_usage_error_under_mpiexec_is_said_once(tmp_path):
         "Error: No such option '--no-such-option'."]
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_resume_on_a_number_of_ranks_that_does_not_divide_the_batch_advises_one_that_does(tmp_path, corpus_2000):
     cfg = config(tmp_path, corpus_2000)

@@ -585,8 +585,12 @@ def test_overwrite_moves_the_old_run_only_once_the_new_one_is_ready(tmp_path, co
 LINKED = [".lock", "ckpt.npz", "best.npz", "metrics.jsonl", "metrics.jsonl.old", "config.yaml"]
 
 
-@pytest.mark.parametrize("name, kind", [(n, "symlink") for n in LINKED] + [(".lock", "hard"),
-                                                                            ("metrics.jsonl", "hard")])
+# The fast loop keeps the two names a run opens in place (.lock, metrics.jsonl); the rest run with the slow tests.
+LINK_CASES = [(n, "symlink") for n in LINKED] + [(".lock", "hard"), ("metrics.jsonl", "hard")]
+
+
+@pytest.mark.parametrize("name, kind", [c if c in ((".lock", "symlink"), ("metrics.jsonl", "symlink"))
+                                        else pytest.param(*c, marks=pytest.mark.slow) for c in LINK_CASES])
 def test_a_link_planted_in_the_run_directory_never_writes_outside_it(tmp_path, corpus, name, kind):
     """A link at a name the run writes, to a file outside the run directory: the file is left
     byte for byte; the run either replaces the link with a file of its own or refuses in one
@@ -615,7 +619,7 @@ def test_a_link_planted_in_the_run_directory_never_writes_outside_it(tmp_path, c
         assert str(run_dir / name) in r.stderr or name in ("ckpt.npz", "best.npz"), r.stderr
 
 
-@pytest.mark.parametrize("kind", ["symlink", "hard"])
+@pytest.mark.parametrize("kind", ["symlink", pytest.param("hard", marks=pytest.mark.slow)])
 def test_a_resumed_run_never_appends_to_a_linked_metrics_log(tmp_path, corpus, kind):
     """The log a resumed run keeps (nothing to cut back) is appended to where it is: a link there
     to a file outside the run directory is refused in one line, the file untouched."""

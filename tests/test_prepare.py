@@ -400,7 +400,8 @@ def test_kill_9_during_prepare_overwrite_leaves_the_old_corpus_or_the_new_one_wh
     p = start_prepare(texts[1], "--out", out, "-q", "--overwrite")
     wait_until(lambda: holds_lock(out, p), p)
     t0 = time.monotonic()
-    assert p.wait(timeout=300) == 0
+    p.communicate(timeout=300)  # communicate, not wait: it also closes the pipes
+    assert p.returncode == 0
     window = time.monotonic() - t0
     current = 1
     rng = random.Random(20261201)
@@ -415,7 +416,7 @@ def test_kill_9_during_prepare_overwrite_leaves_the_old_corpus_or_the_new_one_wh
         if p.poll() is None:
             landed += 1
         p.kill()
-        p.wait()
+        p.communicate()
         got = whole_corpus(out)
         assert got in (content[current], content[new])
         switched += current != content.index(got)
