@@ -9,10 +9,14 @@ is atomic on POSIX and Windows. On any failure the temporary file is removed aga
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from typing import IO, Any
+
+from charrnn.errors import CharrnnError
 
 
 def _new_file_mode() -> int:
@@ -51,3 +55,26 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any], hold: Callable[[]
         except OSError:
             pass
         raise
+
+
+def open_own(path: str, flags: int, rule: str) -> int:
+    """``os.open(path, flags | O_CREAT)`` for a file a run writes in place (its lock file, its
+    metrics log): never through a symbolic link (``O_NOFOLLOW``), and refused unless it is a
+    regular file that no other name shares, since a hard link would carry a write or a truncation
+    to a file elsewhere. ``rule`` ends the refusal ("the lock file must be a plain file of its
+    own"). Returns the descriptor (blocking); raises CharrnnError for a link or a foreign file,
+    OSError for the rest."""
+    try:
+        # O_NONBLOCK: a FIFO planted at the name must not hang the open; the check below refuses it.
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise CharrnnError(f"{path}: is a symbolic link; {rule} (remove the link)") from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} names"
+        raise CharrnnError(f"{path}: is {what}; {rule} (move it away)")
+    os.set_blocking(fd, True)
+    return fd

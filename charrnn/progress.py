@@ -7,16 +7,15 @@ char-RNN literature uses (nats: the loss as trained; bits: the compression figur
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
-import stat
 import sys
 from typing import Any, NamedTuple
 
 from tqdm import tqdm
 
+from charrnn.atomic import open_own
 from charrnn.errors import CharrnnError
 
 SMOOTHING = 0.999  # min-char-rnn: smooth_loss = smooth_loss * 0.999 + loss * 0.001
@@ -63,20 +62,11 @@ def summary_line(s: Summary, ckpt_path: str) -> str:
 
 def open_log(path: str) -> Any:
     """``path`` opened for appending, unbuffered, if it is a plain file of the run directory's
-    own: O_NOFOLLOW, so that a symbolic link planted at RUN/metrics.jsonl never makes the run
-    append to a file elsewhere, and no other name (hard link) shares it. Raises CharrnnError."""
+    own (``atomic.open_own``: never through a link). Raises CharrnnError."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     0o666)
+        fd = open_own(path, os.O_WRONLY | os.O_APPEND, "the run appends only to a plain file of its own")
     except OSError as e:
-        why = "is a symbolic link" if e.errno == errno.ELOOP else f"cannot open the metrics log ({e.strerror or e})"
-        raise CharrnnError(f"{path}: {why}; the run appends only to a plain file of its own") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-        os.close(fd)
-        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} names"
-        raise CharrnnError(f"{path}: is {what}; the run appends only to a plain file of its own (move it away)")
-    os.set_blocking(fd, True)
+        raise CharrnnError(f"{path}: cannot open the metrics log ({e.strerror or e})") from None
     return open(fd, "ab", buffering=0, closefd=True)  # noqa: SIM115 (closed by Progress.close())
 
 

@@ -26,14 +26,13 @@ import fcntl
 import json
 import os
 import re
-import stat
 import time
 import zipfile
 from collections.abc import Iterator
 
 import numpy as np
 
-from charrnn.atomic import atomic_write
+from charrnn.atomic import atomic_write, open_own
 from charrnn.errors import CharrnnError
 
 # The files of a run directory, by what they hold.
@@ -158,26 +157,18 @@ def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory"
     except OSError as e:
         raise CharrnnError(f"{run_dir}: cannot create the {place}'s lock file: {e.strerror}") from None
     try:
-        # O_NOFOLLOW: a link planted at RUN/.lock must not make the run truncate and write
-        # its PID into a file elsewhere (the run directory itself may be a link: the user chose it).
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
-    except OSError as e:
+        # A link planted at RUN/.lock must not make the run truncate and write its PID into a file
+        # elsewhere (the run directory itself may be a link: the user chose it).
+        fd = open_own(path, os.O_RDWR, f"the {place}'s lock file must be a plain file of its own")
+    except (CharrnnError, OSError) as e:
         if created:  # what this call made goes again: nothing of the run is in it
             with contextlib.suppress(OSError):
                 os.rmdir(run_dir)
-        if e.errno == errno.ELOOP:
-            raise CharrnnError(f"{path}: is a symbolic link; the {place}'s lock file must be a plain file "
-                               "(remove the link)") from None
+        if isinstance(e, CharrnnError):
+            raise
         raise CharrnnError(f"{path}: cannot create the {place}'s lock file: {e.strerror}") from None
     held = False  # the lock taken: only then is the file this run's to truncate
     try:
-        st = os.fstat(fd)
-        # The PID is written by truncating the file: only safe on a plain file that no other
-        # name shares (a hard link would carry the truncation to a file outside the run directory).
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} names"
-            raise CharrnnError(f"{path}: is {what}; the {place}'s lock file must be a plain file of its own "
-                               "(remove it)")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
