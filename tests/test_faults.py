@@ -40,9 +40,17 @@ def write_config(path, corpus, hidden_size=16, **train):
     return path
 
 
+def as_at_a_terminal():
+    """In the child, before it runs: Ctrl-C as a terminal delivers it. A shell starts background
+    jobs with SIGINT ignored, which their children inherit, and Python then installs no
+    KeyboardInterrupt handler: a suite run in the background would see SIGINT do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "charrnn", "train", *map(str, args)], env=ENV, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_at_a_terminal, **kw)
 
 
 def train(*args, timeout=300, **kw):
@@ -302,7 +310,7 @@ def test_ctrl_c_while_loading_a_text_exits_130_quietly(tmp_path, corpus, command
         assert train("--config", cfg, "--out", tmp_path / "run", "-q").returncode == 0
         args = ["eval", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--text", pipe]
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args)], env=ENV, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_at_a_terminal)
     fd = open_pipe_for_writing(pipe, proc)
     try:
         os.write(fd, b"some text, and more to come")
@@ -321,7 +329,7 @@ def test_ctrl_c_in_sample_exits_130_quietly(tmp_path, corpus):
     proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample",
                              "--checkpoint", str(tmp_path / "run" / "ckpt.npz"),
                              "-n", "100000000", "--seed", "0"], env=ENV, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_at_a_terminal)
     assert proc.stdout.read(100)  # it is generating
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
