@@ -47,10 +47,14 @@ def as_at_a_terminal():
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start(*args, **kw):
+def start(*args, preexec_fn=None, **kw):
+    def before():  # the caller's own set-up (a file-size limit) too
+        as_at_a_terminal()
+        if preexec_fn is not None:
+            preexec_fn()
+
     return subprocess.Popen([sys.executable, "-m", "charrnn", "train", *map(str, args)], env=ENV, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=as_at_a_terminal, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=before, **kw)
 
 
 def train(*args, timeout=300, **kw):
