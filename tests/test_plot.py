@@ -46,3 +46,45 @@ def test_plot_titles_the_run_and_its_model_and_draws_the_window_mean(run_dir, tm
     logged = [m for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "window_loss" in m]
     assert list(window.get_ydata()) == [m["window_loss"] for m in logged]
     assert list(window.get_xdata()) == [m["step"] for m in logged]
+
+
+def _damaged_run(run_dir, tmp_path):
+    """A copy of the run whose metrics.jsonl holds real damage between its lines; returns the
+    copy and the good records."""
+    import json
+    import shutil
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(run_dir, copy)
+    lines = (copy / "metrics.jsonl").read_bytes().splitlines()
+    damaged = [lines[0], b"\x80\xff" + lines[1], b"\0" * 100, b"[]", b'{"loss": 3.0}'] + lines[2:] + [lines[-1][:9]]
+    (copy / "metrics.jsonl").write_bytes(b"\n".join(damaged))
+    return copy, [json.loads(line) for line in [lines[0]] + lines[2:]]
+
+
+def test_plot_draws_the_good_lines_of_a_damaged_log(run_dir, tmp_path, monkeypatch):
+    """Bytes that are not UTF-8, NULs, a JSON array, a record without a step and a torn last line
+    in metrics.jsonl: plot warns once, naming the file and the lines, and draws the rest."""
+    pytest.importorskip("matplotlib", reason="matplotlib is the [plot] extra (and part of [test])")
+    from matplotlib.figure import Figure
+
+    copy, good = _damaged_run(run_dir, tmp_path)
+    drawn = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), savefig(fig, *a, **k))[1])
+    r = run("plot", copy)
+    assert r.exit_code == 0, r.output
+    n = len(good) + 5
+    assert [line for line in r.stderr.splitlines() if "warning" in line] == [
+        f"warning: {copy / 'metrics.jsonl'}: skipped 5 damaged lines (lines 2, 3, 4, 5, {n}: "
+        "not a UTF-8 JSON record with a step)"]
+    assert (copy / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = {line.get_label(): line for line in drawn[0].axes[0].get_lines()}
+    logged = lines["training loss (the logged step)"]
+    assert list(logged.get_xdata()) == [m["step"] for m in good if "loss" in m]
+    assert list(lines["validation loss"].get_xdata()) == [m["step"] for m in good if "val_loss" in m]
+
+
+def test_plot_of_an_unreadable_log_is_one_line(tmp_path):
+    (tmp_path / "metrics.jsonl").mkdir()
+    one_line_error(run("plot", tmp_path), 1, str(tmp_path / "metrics.jsonl"), "cannot read the metrics log")
