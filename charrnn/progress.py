@@ -186,6 +186,21 @@ def blas_threads() -> str:
     return f"not set (the library's default, usually one per core: {cores} here)"
 
 
+def text_notes(crlf: int | None, boms: int, files: int = 1) -> str:
+    """What a user should know of a text's bytes, in a phrase ("" when nothing): lines that end
+    in CR LF (the text is taken as it is, so "\\r" is a character of the vocabulary) and
+    byte-order marks left out."""
+    parts = []
+    if crlf:
+        parts.append(f"{crlf:,} line{'s' * (crlf != 1)} end{'s' * (crlf == 1)} in CR LF, so '\\r' is in the vocabulary "
+                     "(convert the text to LF line endings first to leave it out)")
+    if boms:
+        where = "its start" if files == 1 else f"the start of {boms} of its {files} files"
+        parts.append(f"a UTF-8 byte-order mark at {where} left out")
+    return "; ".join(parts)
+
+
+
 def banner(cfg: Any, corpus: Any, spec: Any, run: Any, run_dir: str, start: str) -> str:
     """What the run is, in a few lines on stderr before the first step; ``start`` says how it
     began (new, resumed from a checkpoint, from another run's weights)."""
@@ -199,9 +214,10 @@ def banner(cfg: Any, corpus: Any, spec: Any, run: Any, run_dir: str, start: str)
         schedule = f"{o.schedule} to {o.min_lr:g} at step {tc.steps:,} after {o.warmup_steps:,} steps of warm-up"
     extra = ", ".join(f"{name} {value:g}" for name, value in
                       (("clip_value", o.clip_value), ("clip_norm", o.clip_norm), ("ema", o.ema)) if value)
+    notes = text_notes(getattr(corpus, "crlf", None), int(getattr(corpus, "bom", False)))
     return "\n".join([
         f"corpus    {cfg.data.path}: {n_train + n_val:,} characters, vocabulary {len(corpus.vocab)}; "
-        f"{n_train:,} for training, {n_val:,} for validation",
+        f"{n_train:,} for training, {n_val:,} for validation" + (f"; {notes}" if notes else ""),
         f"model     {spec.describe()}: {sum(p.size for p in run.params.values()):,} parameters, {cfg.model.dtype}",
         f"optimizer {o.name}, lr {o.lr:g}, {schedule}" + (f"; {extra}" if extra else ""),
         f"batches   B={tc.batch_size} streams × T={tc.seq_length} characters; {tc.steps:,} steps; "
