@@ -8,7 +8,11 @@ pieces can then also be worked on as bytes). Strict UTF-8 by default: an invalid
 is a one-line error naming the file and its byte offset. ``errors="replace"`` turns
 invalid bytes into U+FFFD; the unit ``"bytes"`` skips decoding and takes every byte as a
 symbol (char-rnn's way, for text that is not UTF-8 or not text at all). Files are joined
-as they are, each decoded on its own.
+as they are, each decoded on its own. A UTF-8 byte-order mark at the start of a file is not
+text and is left out (in characters; the unit bytes keeps it), unless the vocabulary holds
+U+FEFF anyway (``_bom_kept``: a model trained before the mark was left out reads its text as
+it was). Line endings are the text's own: CR LF is not converted, only counted (``Scan.crlf``)
+so that the user is told '\r' is in the vocabulary.
 
 Two passes, linear in the text. The first checks the UTF-8, counts every code point
 (``np.bincount``, a few hundred thousand at a time, into one count per possible code
@@ -37,7 +41,7 @@ Identity. Every corpus comes with a small record saying which text it is, for
 ``--resume`` to compare: ``kind`` ("text" or "prepared"), ``path`` (absolute), ``unit``,
 ``chars`` (symbols in the corpus), ``bytes`` (the text file's size; for a prepared
 directory, the sizes of its two .bin files together) and ``sha256`` (of the text
-file's bytes, computed in the first pass; for a prepared directory, of its meta.json,
+file's bytes, a byte-order mark included, computed in the first pass; for a prepared directory, of its meta.json,
 which holds every source's hash and the options it was prepared with). An edit of a
 .bin file that keeps its size is not seen: that would mean reading all of it at start-up.
 """
