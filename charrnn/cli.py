@@ -337,8 +337,10 @@ def plot(run_dir, out_path):
               help="Dropout probability of a second, fixed-mask check (0: skip it).")
 @click.option("--tol", type=FiniteFloatRange(min=0, min_open=True), default=1e-6, show_default=True,
               help="Largest relative error that passes.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-def gradcheck(cell, layers, dropout, tol, seed):
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the random model and chunk.")
+@click.option("--verbose", "-v", is_flag=True, help="A row per parameter and initial state, not a line per model.")
+def gradcheck(cell, layers, dropout, tol, seed, verbose):
     """Check analytic gradients against finite differences (float64)."""
     from charrnn.cells import CELLS
     from charrnn.gradcheck import check_gradients
@@ -348,16 +350,25 @@ def gradcheck(cell, layers, dropout, tol, seed):
     depths = [layers] if layers else [1, 2]
     drops = [0.0] + ([dropout] if dropout > 0 else [])
     worst = 0.0
-    click.echo(f"{'model':<26} {'parameter':<14} {'shape':<10} {'max rel error':>14}")
+    if verbose:
+        click.echo(f"{'model':<26} {'parameter':<14} {'shape':<10} {'max rel error':>14}")
+    else:
+        click.echo(f"{'model':<26} {'arrays':>6} {'max rel error':>14}  worst array")
     for c in cells:
         for n in depths:
             for d, mult in itertools.product(drops, (False, True)):
                 label = f"{c} x{n}" + (" mult" if mult else "") + (f" dropout {d:g}" if d else "")
-                for row in check_gradients(ModelSpec(c, 7, 5, n, d, mult), seed=seed):
-                    flag = "" if row.max_rel_error <= tol else "  FAIL"
-                    worst = max(worst, row.max_rel_error)
-                    shape = "x".join(map(str, row.shape))
-                    click.echo(f"{label:<26} {row.name:<14} {shape:<10} {row.max_rel_error:>14.2e}{flag}")
+                rows = check_gradients(ModelSpec(c, 7, 5, n, d, mult), seed=seed)
+                worst = max([worst] + [row.max_rel_error for row in rows])
+                if verbose:
+                    for row in rows:
+                        flag = "" if row.max_rel_error <= tol else "  FAIL"
+                        shape = "x".join(map(str, row.shape))
+                        click.echo(f"{label:<26} {row.name:<14} {shape:<10} {row.max_rel_error:>14.2e}{flag}")
+                else:
+                    top = max(rows, key=lambda row: row.max_rel_error)
+                    flag = "" if top.max_rel_error <= tol else "  FAIL"
+                    click.echo(f"{label:<26} {len(rows):>6} {top.max_rel_error:>14.2e}  {top.name}{flag}")
     verdict = "passed" if worst <= tol else "FAILED"
     click.echo(f"gradcheck {verdict}: largest relative error {worst:.2e} (tolerance {tol:g})")
     if worst > tol:
