@@ -43,8 +43,10 @@ def write_config(path, corpus, hidden_size=16, **train):
 def as_at_a_terminal():
     """In the child, before it runs: Ctrl-C as a terminal delivers it. A shell starts background
     jobs with SIGINT ignored, which their children inherit, and Python then installs no
-    KeyboardInterrupt handler: a suite run in the background would see SIGINT do nothing."""
+    KeyboardInterrupt handler: a suite run in the background would see SIGINT do nothing. SIGHUP
+    too, which ``nohup`` ignores (and charrnn then leaves ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def start(*args, preexec_fn=None, **kw):
@@ -127,6 +129,22 @@ def assert_same_run(a, b):
     if (b / "best.npz").exists():
         assert_same_checkpoint(a / "best.npz", b / "best.npz")
     assert metrics(a) == metrics(b)
+
+
+def status(run_dir):
+    """RUN/status.json, parsed."""
+    return json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+
+
+def assert_status(run_dir, pid, **expected):
+    """RUN/status.json says ``expected`` (and was written by ``pid``, unless None, with a time)."""
+    got = status(run_dir)
+    assert set(got) == {"status", "signal", "exit_code", "step", "checkpoint", "message", "resume", "time", "pid"}
+    assert pid is None or got["pid"] == pid, got
+    assert got["time"].endswith("+00:00"), got
+    for k, v in expected.items():
+        assert got[k] == v, (k, got)
+    return got
 
 
 def held_step(stderr):
@@ -214,23 +232,36 @@ def test_kill_9_during_a_checkpoint_write_leaves_a_temporary_that_the_next_run_r
     assert step >= 1
 
 
-# --- SIGTERM -------------------------------------------------------------------------------
+# --- SIGTERM, SIGHUP (and Ctrl-C) --------------------------------------------------------------
 
-def test_sigterm_during_training_saves_and_resumes_exactly(tmp_path, corpus):
+STOPS = [pytest.param(signal.SIGINT, 130, "Ctrl-C", "SIGINT", id="sigint", marks=pytest.mark.slow),
+         pytest.param(signal.SIGTERM, 143, "SIGTERM", "SIGTERM", id="sigterm"),
+         pytest.param(signal.SIGHUP, 129, "SIGHUP", "SIGHUP", id="sighup")]
+
+
+@pytest.mark.parametrize("signum, code, said, name", STOPS)
+def test_a_stop_signal_during_training_saves_and_resumes_exactly(tmp_path, corpus, signum, code, said, name):
+    """SIGTERM (kill, a scheduler), SIGHUP (the terminal or ssh session closed), Ctrl-C: the step
+    finishes, the checkpoint is saved, the exit code is 128 + the signal, RUN/status.json says so."""
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=10**6, checkpoint_every=0, eval_every=0, log_every=5)
     run_dir = tmp_path / "run"
     proc = start("--config", cfg, "--out", run_dir)  # not quiet: the banner and bar go to stderr too
     wait_for(lambda: (run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").stat().st_size, proc)
-    proc.send_signal(signal.SIGTERM)
+    assert_status(run_dir, proc.pid, status="running", exit_code=None, step=None, resume=None)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err and out == ""
     step = held_step(err)
-    assert f"interrupted at step {step} by SIGTERM; checkpoint saved to {run_dir / 'ckpt.npz'}" in err
-    assert f"continue with: charrnn train --resume {run_dir / 'ckpt.npz'}" in err
-    assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == step >= 5
+    ckpt = str(run_dir / "ckpt.npz")
+    assert f"interrupted at step {step} by {said}; checkpoint saved to {ckpt}" in err
+    assert f"continue with: charrnn train --resume {ckpt}" in err
+    assert ckpt_io.load(ckpt).run.step == step >= 5
+    assert_status(run_dir, proc.pid, status="interrupted", signal=name, exit_code=code, step=step, checkpoint=ckpt,
+                  message=err.splitlines()[-1], resume=f"charrnn train --resume {ckpt}")
     done = train("--resume", run_dir / "ckpt.npz", "-q", "--steps", step + 12)
     assert done.returncode == 0, done.stderr
+    assert_status(run_dir, None, status="paused", signal=None, exit_code=0, step=step + 12)
     ref = tmp_path / "ref"
     assert train("--config", cfg, "--out", ref, "-q", "--steps", step + 12).returncode == 0
     assert_same_run(run_dir, ref)
@@ -339,6 +370,123 @@ def test_ctrl_c_in_sample_exits_130_quietly(tmp_path, corpus):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert b"Aborted" not in err and b"Traceback" not in err and len(err.splitlines()) <= 1, err
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["sigterm", "sighup"])
+def test_a_stop_signal_in_sample_exits_quietly(tmp_path, corpus, signum, code):
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=3)
+    assert train("--config", cfg, "--out", tmp_path / "run", "-q").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample",
+                             "--checkpoint", str(tmp_path / "run" / "ckpt.npz"),
+                             "-n", "100000000", "--seed", "0"], env=ENV, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_at_a_terminal)
+    assert proc.stdout.read(100)  # it is generating
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (code, b"")
+
+
+# --- The temporary copy of a pipe ------------------------------------------------------------
+
+def copies(tmp):
+    """The pipe copies (``charrnn-XXXXXXXX.txt``) in the folder the child's TMPDIR names."""
+    return sorted(n for n in os.listdir(tmp) if n.startswith("charrnn-"))
+
+
+def start_on_a_pipe(tmp_path, corpus, command, preexec_fn=None):
+    """``charrnn train`` (or ``eval``) reading its text from a named pipe, with TMPDIR a folder of
+    the test's own, so that the check for a copy left behind is exact. (proc, pipe, TMPDIR)."""
+    pipe, tmp = fifo(tmp_path), tmp_path / "tmp"
+    tmp.mkdir()
+    if command == "train":
+        args = ["train", "--config", write_config(tmp_path / "cfg.yaml", pipe), "--out", tmp_path / "run", "-q"]
+    else:
+        cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=3)
+        assert train("--config", cfg, "--out", tmp_path / "run", "-q").returncode == 0
+        args = ["eval", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--text", pipe]
+
+    def before():
+        as_at_a_terminal()
+        if preexec_fn is not None:
+            preexec_fn()
+
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args)], env=dict(ENV, TMPDIR=str(tmp)),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=before)
+    return proc, pipe, tmp
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+                         ids=["sigint", "sigterm", "sighup"])
+def test_a_signal_while_a_pipe_is_copied_ends_quietly_and_removes_the_copy(tmp_path, corpus, command, signum, code):
+    """The writer keeps the pipe open and has written a line: the signal lands while the text is
+    being copied into the temporary file (SIGTERM's default action would end the process there
+    and leave the copy behind)."""
+    proc, pipe, tmp = start_on_a_pipe(tmp_path, corpus, command)
+    fd = open_pipe_for_writing(pipe, proc)
+    try:
+        os.write(fd, b"some text, and more to come\n")
+        # Copying now, and blocked in the read of its next chunk: a signal that landed just before
+        # that read began would wait for the read to return (as in any Python program).
+        wait_for(lambda: copies(tmp) and reading_a_pipe(proc.pid), proc)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(fd)
+    assert (proc.returncode, err) == (code, ""), err
+    assert copies(tmp) == []
+    if command == "train":  # the run directory it had made (holding nothing but its lock) went too
+        assert not (tmp_path / "run").exists()
+
+
+def reading_a_pipe(pid):
+    """Whether process ``pid`` sleeps in a read of a pipe (Linux: /proc/PID/wchan, e.g.
+    ``pipe_read`` or ``anon_pipe_read``)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return "pipe_read" in f.read()
+    except OSError:
+        return False
+
+
+def write_all(pipe, data, proc):
+    """Feed ``data`` into the pipe and close it; the reader may stop reading first (it failed)."""
+    fd = open_pipe_for_writing(pipe, proc)
+    try:
+        os.write(fd, data)
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("fault", ["full-disk", "invalid-utf8", "cannot-open"])
+def test_a_failure_while_a_pipe_is_copied_is_one_line_and_removes_the_copy(tmp_path, corpus, fault):
+    """The other ways out of the copy: a full disk (RLIMIT_FSIZE of 100 kB, 300 kB through the
+    pipe), a text that is not UTF-8 (refused once copied), a device that cannot be opened
+    (/dev/tty in a process with no terminal: ENXIO, after the copy's file was made)."""
+    limit = file_size_limit(100_000) if fault == "full-disk" else None
+    if fault == "cannot-open":
+        tmp = tmp_path / "tmp"
+        tmp.mkdir()
+        cfg = write_config(tmp_path / "cfg.yaml", "/dev/tty")
+        proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", "--config", str(cfg), "--out",
+                                 str(tmp_path / "run"), "-q"], env=dict(ENV, TMPDIR=str(tmp)), cwd=ROOT,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # no controlling terminal
+    else:
+        proc, pipe, tmp = start_on_a_pipe(tmp_path, corpus, "train", preexec_fn=limit)
+        text = corpus.read_bytes()
+        write_all(pipe, text * 75 if fault == "full-disk" else b"\xff" + text, proc)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err.count("\n") == 1 and err.startswith("Error: "), err
+    expected = {"full-disk": rf"Error: {re.escape(str(tmp))}/charrnn-\w+\.txt: cannot write the temporary copy of "
+                             rf"{re.escape(str(tmp_path / 'pipe.txt'))} \(File too large\); set TMPDIR",
+                "invalid-utf8": rf"Error: {re.escape(str(tmp_path / 'pipe.txt'))}: .*UTF-8",
+                "cannot-open": r"Error: /dev/tty: cannot read corpus: No such device or address"}[fault]
+    assert re.match(expected, err), err
+    assert copies(tmp) == []
+    assert not (tmp_path / "run").exists()
 
 
 # --- Disk full -----------------------------------------------------------------------------
