@@ -381,7 +381,8 @@ class Record:
     def begin(self) -> None:
         if self.writes and not self.ours:
             self.ours = True
-            self.write("running", None, None, None)
+            with _signals_wait():
+                self.write("running", None, None, None)
 
     def returned(self, summary: Summary, planned_steps: int) -> None:
         """The call ran to its end: finished, out of time, early stopping, or paused at --steps N."""
@@ -438,16 +439,21 @@ class Record:
                   "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   "pid": os.getpid()}
         body = (json.dumps(record, indent=1) + "\n").encode("utf-8")
-        # Signals wait for the few microseconds of the write (then arrive): a record half written
-        # and abandoned would leave the previous one, saying "running".
-        stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
         try:
             atomic_write(files.status, lambda f: f.write(body))
         except OSError as e:  # a full disk: the run's own message says more than this record would
             print(f"warning: {files.status}: cannot write ({e.strerror or e})", file=sys.stderr)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def _signals_wait() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP wait for the block (a millisecond: the record's write), then
+    arrive: a record abandoned half way would leave the previous one, saying "running"."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextlib.contextmanager
@@ -457,9 +463,11 @@ def _recorded(record: Record) -> Iterator[Record]:
     try:
         yield record
     except BaseException as e:
-        record.ended(e)
+        with _signals_wait():
+            record.ended(e)
         raise
-    record.ended(None)
+    with _signals_wait():
+        record.ended(None)
 
 
 # ----------------------------------------------------------------------------- around the steps

@@ -322,7 +322,28 @@ def test_double_ctrl_c_exits_130_with_the_last_checkpoint_whole(tmp_path, corpus
     ck = ckpt_io.load(str(run_dir / "ckpt.npz"))  # intact and loadable
     assert ck.run.step == step
     assert temporaries(run_dir) == []
+    assert_status(run_dir, proc.pid, status="interrupted", signal="SIGINT", exit_code=130, step=step,
+                  message=lines[0])
     assert train("--resume", run_dir / "ckpt.npz", "-q", "--steps", step + 3).returncode == 0
+
+
+def test_a_second_sighup_stops_at_once_with_the_last_checkpoint_whole(tmp_path, corpus):
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=10**6, checkpoint_every=7, eval_every=0, log_every=1)
+    run_dir = tmp_path / "run"
+    proc = start("--config", cfg, "--out", run_dir, "-q")
+    wait_for(lambda: (run_dir / "ckpt.npz").exists(), proc)
+    proc.send_signal(signal.SIGHUP)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 129, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    step = held_step(err)
+    assert err.startswith("stopped at once by a second SIGHUP; ") or err.startswith(
+        f"interrupted at step {step} by SIGHUP; "), err  # (the second one may land after the save)
+    assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == step
+    assert temporaries(run_dir) == []
+    assert_status(run_dir, proc.pid, status="interrupted", signal="SIGHUP", exit_code=129, step=step,
+                  message=err.strip())
 
 
 # --- Ctrl-C outside the training loop ---------------------------------------------------------
@@ -534,6 +555,8 @@ def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays(tmp_p
     assert f"{run_dir / target}: cannot" in full.stderr and "File too large" in full.stderr
     if target != "metrics.jsonl":
         assert f"the last checkpoint, {run_dir / 'ckpt.npz'}, holds step {first}" in full.stderr
+    assert_status(run_dir, None, status="failed", exit_code=1, step=first, message=full.stderr.strip()[7:],
+                  resume=f"charrnn train --resume {run_dir / 'ckpt.npz'}")
     after = snapshot(run_dir)
     assert temporaries(run_dir) == []
     for name in ("ckpt.npz", "best.npz"):
@@ -596,12 +619,14 @@ def test_a_second_run_into_the_same_directory_is_refused_at_once(tmp_path, corpu
         second = train(*args, "-q", timeout=60)  # at once: before it would read the corpus (and block)
         assert (second.returncode, second.stderr) == (1, refusal)
         assert first.poll() is None
+        assert_status(run_dir, first.pid, status="running")  # the first run's record, not the refused one's
     feed(pipe, corpus.read_bytes(), first)
     wait_for(lambda: (run_dir / "ckpt.npz").exists(), first)  # training now
     first.send_signal(signal.SIGSTOP)
     try:
         second = train("--resume", run_dir / "ckpt.npz", "-q", timeout=60)
         assert (second.returncode, second.stderr) == (1, refusal)
+        assert_status(run_dir, first.pid, status="running")
     finally:
         first.send_signal(signal.SIGCONT)
     out, err = first.communicate(timeout=300)
@@ -742,14 +767,15 @@ def test_overwrite_moves_the_old_run_only_once_the_new_one_is_ready(tmp_path, co
 
 # --- Links planted in the run directory --------------------------------------------------------
 
-LINKED = [".lock", "ckpt.npz", "best.npz", "metrics.jsonl", "metrics.jsonl.old", "config.yaml"]
+LINKED = [".lock", "ckpt.npz", "best.npz", "metrics.jsonl", "metrics.jsonl.old", "config.yaml", "status.json"]
 
 
 # The fast loop keeps the two names a run opens in place (.lock, metrics.jsonl); the rest run with the slow tests.
 LINK_CASES = [(n, "symlink") for n in LINKED] + [(".lock", "hard"), ("metrics.jsonl", "hard")]
 
 
-@pytest.mark.parametrize("name, kind", [c if c in ((".lock", "symlink"), ("metrics.jsonl", "symlink"))
+@pytest.mark.parametrize("name, kind", [c if c in ((".lock", "symlink"), ("metrics.jsonl", "symlink"),
+                                                    ("status.json", "symlink"))
                                         else pytest.param(*c, marks=pytest.mark.slow) for c in LINK_CASES])
 def test_a_link_planted_in_the_run_directory_never_writes_outside_it(tmp_path, corpus, name, kind):
     """A link at a name the run writes, to a file outside the run directory: the file is left
