@@ -675,6 +675,29 @@ def test_resuming_into_another_directory_does_not_replace_a_run_there(tmp_path, 
     assert ckpt_io.load(str(tmp_path / "b" / "ckpt.npz")).run.step == 12
 
 
+def test_resuming_best_npz_in_its_own_directory_behind_ckpt_npz_is_refused(tmp_path, corpus):
+    """RUN/best.npz continued in RUN would overwrite RUN/ckpt.npz with a run rewound to the best
+    step and cut its log: refused in one line naming both steps and the two commands that work,
+    which then do."""
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=30, eval_every=5)
+    run_dir = tmp_path / "run"
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 12).exit_code == 0  # paused: no final eval
+    best, ckpt = run_dir / "best.npz", run_dir / "ckpt.npz"
+    best_step = ckpt_io.load(str(best)).run.step
+    assert best_step in (5, 10) and ckpt_io.load(str(ckpt)).run.step == 12
+    before = snapshot(run_dir)
+    r = run("train", "--resume", best, "-q")
+    one_line_error(r, 2, f"{best} holds step {best_step}, {ckpt} step 12: resuming from best.npz here would rewind "
+                         f"the run; continue the run with --resume {ckpt}, or branch from step {best_step} with "
+                         f"--resume {best} --out NEWDIR")
+    assert snapshot(run_dir) == before
+    branch = tmp_path / "branch"
+    assert run("train", "--resume", best, "--out", branch, "-q").exit_code == 0
+    assert ckpt_io.load(str(branch / "ckpt.npz")).run.step == 30 and snapshot(run_dir) == before
+    assert run("train", "--resume", ckpt, "-q").exit_code == 0
+    assert ckpt_io.load(str(ckpt)).run.step == 30
+
+
 # --- Corpus changed under --resume -----------------------------------------------------------
 
 @pytest.mark.parametrize("change, reason", [
