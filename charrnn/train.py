@@ -382,7 +382,7 @@ class Record:
         if self.writes and not self.ours:
             self.ours = True
             with _signals_wait():
-                self.write("running", None, None, None)
+                self.write("running", None, None, None, strict=True)
 
     def returned(self, summary: Summary, planned_steps: int) -> None:
         """The call ran to its end: finished, out of time, early stopping, or paused at --steps N."""
@@ -397,7 +397,7 @@ class Record:
             return
         if exc is None:
             status, message = self.outcome or ("finished", None)
-            self.write(status, None, 0, message)
+            self.write(status, None, 0, message, warn=True)
             return
         signal_name = None
         if isinstance(exc, Interrupted):
@@ -428,7 +428,11 @@ class Record:
             return
         self.write(status, signal_name, code, message)
 
-    def write(self, status: str, signal_name: str | None, exit_code: int | None, message: str | None) -> None:
+    def write(self, status: str, signal_name: str | None, exit_code: int | None, message: str | None,
+              strict: bool = False, warn: bool = False) -> None:
+        """Write the record. A disk too full for it: at the start (``strict``) the run stops there,
+        in one line naming the file; at a clean end (``warn``) a warning; after a failure nothing
+        more than the failure's own line (the record then still says "running")."""
         files = self.files
         step = rundir.held_step(files.ckpt) if os.path.exists(files.ckpt) else None
         has_ckpt = step is not None
@@ -441,8 +445,11 @@ class Record:
         body = (json.dumps(record, indent=1) + "\n").encode("utf-8")
         try:
             atomic_write(files.status, lambda f: f.write(body))
-        except OSError as e:  # a full disk: the run's own message says more than this record would
-            print(f"warning: {files.status}: cannot write ({e.strerror or e})", file=sys.stderr)
+        except OSError as e:
+            if strict:
+                raise CharrnnError(f"{files.status}: cannot write ({e.strerror or e})") from None
+            if warn:
+                print(f"warning: {files.status}: cannot write ({e.strerror or e})", file=sys.stderr)
 
 
 @contextlib.contextmanager

@@ -569,6 +569,65 @@ def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays(tmp_p
     assert_same_run(run_dir, ref)
 
 
+STARTS = {  # the file a new run's start-up fails on, and the settings that make it the first to outgrow the limit
+    ".lock": dict(checkpoint_every=1),
+    "config.yaml": dict(checkpoint_every=1),
+    "metrics.jsonl": dict(steps=100, checkpoint_every=0, eval_every=0, log_every=1),
+    "ckpt.npz": dict(checkpoint_every=1, log_every=100),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("existing", [False, True], ids=["new-dir", "existing-dir"])
+@pytest.mark.parametrize("target", list(STARTS))
+def test_a_full_disk_at_the_start_names_the_file_and_leaves_no_directory(tmp_path, corpus, target, existing):
+    """RLIMIT_FSIZE just below what the new run's first write of ``target`` needs (0 for its lock's PID,
+    its config, its log's first lines, its first checkpoint): one line naming that file, exit 1;
+    a directory the run made is gone again; an existing one keeps what it held."""
+    ref = tmp_path / "ref"  # the sizes of what a run writes, with these paths' lengths
+    assert train("--config", write_config(tmp_path / "ref.yaml", corpus), "--out", ref, "-q",
+                 "--steps", 1).returncode == 0
+    config_size, status_size = (ref / "config.yaml").stat().st_size, (ref / "status.json").stat().st_size
+    assert status_size < config_size  # so the "running" record fits under a limit that config.yaml exceeds
+    limit = {".lock": 0, "config.yaml": status_size, "metrics.jsonl": config_size + 10,
+             "ckpt.npz": config_size + 10}[target]
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, **STARTS[target])
+    run_dir = tmp_path / "run"
+    if existing:
+        run_dir.mkdir()
+        (run_dir / "notes.txt").write_text("the user's own file\n")
+    r = train("--config", cfg, "--out", run_dir, "-q", preexec_fn=file_size_limit(limit))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith(f"Error: {run_dir / target}: cannot "), r.stderr
+    assert "(File too large)" in r.stderr, r.stderr
+    if not existing:
+        assert not run_dir.exists()
+    else:
+        assert (run_dir / "notes.txt").read_text() == "the user's own file\n" and temporaries(run_dir) == []
+        assert not (run_dir / "ckpt.npz").exists()
+        if target != ".lock":  # (refused before the directory was the run's: nothing of it written)
+            assert_status(run_dir, None, status="failed", exit_code=1, message=r.stderr.strip()[len("Error: "):])
+
+
+def test_a_full_tmpfs_at_the_first_checkpoint_names_the_file_and_leaves_no_directory(tmp_path, corpus):
+    """A real full disk: a 64 kB tmpfs (mounting needs root; skipped otherwise), the first
+    checkpoint of a run with 64 hidden units larger than the room left."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        cfg = write_config(tmp_path / "cfg.yaml", corpus, hidden_size=64, checkpoint_every=1)
+        r = train("--config", cfg, "--out", disk / "run", "-q")
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"Error: {disk / 'run' / 'ckpt.npz'}: cannot write (No space left on device); "
+                                   "no checkpoint was written yet"), r.stderr
+        assert os.listdir(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
 # --- One run per directory -------------------------------------------------------------------
 
 def open_pipe_for_writing(pipe, proc):
