@@ -400,6 +400,7 @@ class Record:
             self.write(status, None, 0, message, warn=True)
             return
         signal_name = None
+        exc = _stop_behind(exc)
         if isinstance(exc, Interrupted):
             default = {Hangup: "SIGHUP", Terminated: "SIGTERM"}.get(type(exc), "SIGINT")
             status, signal_name, code, message = "interrupted", getattr(exc, "signal", default), exc.exit_code, str(exc)
@@ -452,6 +453,18 @@ class Record:
                 print(f"warning: {files.status}: cannot write ({e.strerror or e})", file=sys.stderr)
 
 
+def _stop_behind(exc: BaseException) -> BaseException:
+    """The Interrupted that a late signal's KeyboardInterrupt (or Signalled) cut short, if any (the
+    line the run ends with is that stop's: ``cli._stopped_in``); else ``exc``."""
+    seen, e = set(), exc
+    while isinstance(e, (KeyboardInterrupt, signals.Signalled)) and id(e) not in seen:
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+        if isinstance(e, Interrupted):
+            return e
+    return exc
+
+
 @contextlib.contextmanager
 def _signals_wait() -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP wait for the block (a millisecond: the record's write), then
@@ -470,11 +483,25 @@ def _recorded(record: Record) -> Iterator[Record]:
     try:
         yield record
     except BaseException as e:
-        with _signals_wait():
-            record.ended(e)
+        _record_end(record, e)
         raise
-    with _signals_wait():
-        record.ended(None)
+    _record_end(record, None)
+
+
+def _record_end(record: Record, exc: BaseException | None) -> None:
+    """``record.ended(exc)``, signals held while it writes. A second Ctrl-C that lands as a
+    stopped run unwinds (the stop flag's handlers gone) can raise here before they are held: the
+    record is written all the same, of the stop it cut short, and the late signal then goes on."""
+    late = None
+    for _ in range(3):  # a third signal within the same few microseconds is the limit
+        try:
+            with _signals_wait():
+                record.ended(exc)
+            break
+        except (KeyboardInterrupt, signals.Signalled) as e:
+            late = late or e
+    if late is not None:
+        raise late
 
 
 # ----------------------------------------------------------------------------- around the steps
