@@ -418,11 +418,13 @@ class Record:
         else:
             status, code, message = "failed", 1, f"{type(exc).__name__}: {exc}"
         files = self.files
-        if self.created and not any(os.path.exists(p) for p in (files.ckpt, files.best)) and (
-                status == "failed" or not os.path.exists(files.config)):
-            # A directory this run made, that a failure left without a checkpoint (a full disk at the
-            # start), or that a signal stopped before the run wrote anything: its files go, so that
-            # the lock removes the directory. (A diverged or interrupted run keeps its log.)
+        saved = os.path.exists(files.ckpt) or os.path.exists(files.best)
+        logged = os.path.exists(files.metrics) and os.path.getsize(files.metrics) > 0
+        if self.created and not saved and not logged and (status == "failed" or not os.path.exists(files.config)):
+            # A directory this run made, that a failure left without a checkpoint or a line of its
+            # log (a full disk at the start), or that a signal stopped before the run wrote anything:
+            # its files go, so that the lock removes the directory. (A diverged or interrupted run,
+            # or one that logged steps before it failed, keeps what it wrote.)
             for p in (files.status, files.config, files.metrics):
                 with contextlib.suppress(OSError):
                     os.unlink(p)

@@ -582,8 +582,9 @@ STARTS = {  # the file a new run's start-up fails on, and the settings that make
 @pytest.mark.parametrize("target", list(STARTS))
 def test_a_full_disk_at_the_start_names_the_file_and_leaves_no_directory(tmp_path, corpus, target, existing):
     """RLIMIT_FSIZE just below what the new run's first write of ``target`` needs (0 for its lock's PID,
-    its config, its log's first lines, its first checkpoint): one line naming that file, exit 1;
-    a directory the run made is gone again; an existing one keeps what it held."""
+    its config, its first checkpoint; for the log, a few lines): one line naming that file, exit 1;
+    a directory the run made is gone again (but one whose log holds the steps it took); an
+    existing one keeps what it held."""
     ref = tmp_path / "ref"  # the sizes of what a run writes, with these paths' lengths
     assert train("--config", write_config(tmp_path / "ref.yaml", corpus), "--out", ref, "-q",
                  "--steps", 1).returncode == 0
@@ -600,7 +601,10 @@ def test_a_full_disk_at_the_start_names_the_file_and_leaves_no_directory(tmp_pat
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.startswith(f"Error: {run_dir / target}: cannot "), r.stderr
     assert "(File too large)" in r.stderr, r.stderr
-    if not existing:
+    if target == "metrics.jsonl":  # its first lines fit: a run that logged steps keeps them, and says how it ended
+        assert (run_dir / "metrics.jsonl").stat().st_size > 0 and not (run_dir / "ckpt.npz").exists()
+        assert_status(run_dir, None, status="failed", exit_code=1, message=r.stderr.strip()[len("Error: "):])
+    elif not existing:
         assert not run_dir.exists()
     else:
         assert (run_dir / "notes.txt").read_text() == "the user's own file\n" and temporaries(run_dir) == []
