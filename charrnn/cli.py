@@ -2,8 +2,9 @@
 
 Exit codes: 0 success; 1 a problem with a file or the run (corpus, checkpoint,
 divergence, failed gradient check); 2 a usage error (bad option, config key or value);
-130 interrupted by Ctrl-C (training: after saving a checkpoint); 143 training stopped by
-SIGTERM after saving a checkpoint.
+130 interrupted by Ctrl-C (training: after saving a checkpoint); 143 stopped by SIGTERM and
+129 by SIGHUP (training: after saving a checkpoint; elsewhere quietly, every temporary file
+removed). How a training run ended is also in RUN/status.json (docs/robustness.md).
 """
 
 import itertools
@@ -18,6 +19,7 @@ import numpy as np
 from charrnn import __version__
 from charrnn.distributed import ends_together, env_rank
 from charrnn.errors import CharrnnError, Interrupted
+from charrnn.signals import Signalled, raising_on_signals
 
 
 class _Failure(click.ClickException):
@@ -51,9 +53,9 @@ class _Stopped(click.ClickException):
 
 
 def _stopped_in(exc):
-    """The _Stopped (or Interrupted) that ``exc`` interrupted, if any: a second Ctrl-C or SIGTERM
-    that arrives after a run has saved, while its message is on the way out, raises
-    KeyboardInterrupt there, with the stop it cut short as its context (or cause)."""
+    """The _Stopped (or Interrupted) that ``exc`` interrupted, if any: a second Ctrl-C, SIGTERM or
+    SIGHUP that arrives after a run has saved, while its message is on the way out, raises
+    KeyboardInterrupt (or Signalled) there, with the stop it cut short as its context (or cause)."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -405,28 +407,34 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
     shown = viz.page_for(ckpt_path, text_path=text_path, prime=prime, length=length, temperature=temperature,
                          seed=seed, chars=chars, layers=layer_list)
     body = shown.html.encode("utf-8")
-    atomic_write(out_path, lambda f: f.write(body))
+    try:
+        atomic_write(out_path, lambda f: f.write(body))
+    except OSError as e:  # a missing or read-only folder, a full disk: the page asked for, named
+        raise CharrnnError(f"{out_path}: cannot write ({e.strerror or e})") from None
     click.echo(f"wrote {out_path}: {len(shown.text):,} characters, {len(body) / 1e6:.2f} MB", err=True)
 
 
 def main():
     """The ``charrnn`` program: Click's standalone handling, except that Ctrl-C is exit 130
-    wherever it lands (never "Aborted!" and 1), and that once the command is over further
-    Ctrl-C or SIGTERM are ignored, so that a late one cannot turn a clean end (a run that has
-    saved and says so) into a traceback or a silent exit while the interpreter shuts down.
+    wherever it lands (never "Aborted!" and 1), SIGTERM 143 and SIGHUP 129 (raised as
+    ``signals.Signalled``, so that every ``finally`` runs: a pipe's temporary copy is removed),
+    and that once the command is over further Ctrl-C, SIGTERM or SIGHUP are ignored, so that a
+    late one cannot turn a clean end (a run that has saved and says so) into a traceback or a
+    silent exit while the interpreter shuts down.
 
     A run stopped by a signal says where its checkpoint is even when a second signal lands
     while that message is on its way out: the KeyboardInterrupt it raises carries the stop
     as its context, and the stop's message is what is shown."""
     try:
         try:
+            raising_on_signals()  # SIGTERM, SIGHUP (unless nohup ignores it): as KeyboardInterrupt for Ctrl-C
             code = cli.main(prog_name="charrnn", standalone_mode=False)
         finally:  # the first thing on the way out, whatever happened
-            for s in (signal.SIGINT, signal.SIGTERM):
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(s, signal.SIG_IGN)
-    except (click.exceptions.Abort, KeyboardInterrupt) as e:  # Click's Abort: a KeyboardInterrupt it caught
+    except (click.exceptions.Abort, KeyboardInterrupt, Signalled) as e:  # Abort: a KeyboardInterrupt Click caught
         stopped = _stopped_in(e)
-        code = 130
+        code = e.exit_code if isinstance(e, Signalled) else 130
         if stopped is not None:
             stopped.show()
             code = stopped.exit_code

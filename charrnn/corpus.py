@@ -158,10 +158,30 @@ def _readable_twice(path):
     if regular:
         yield path
         return
-    fd, tmp = tempfile.mkstemp(prefix="charrnn-", suffix=".txt")
     try:
-        with os.fdopen(fd, "wb") as out, _open(path) as f:
-            shutil.copyfileobj(f, out, CHUNK)
+        fd, tmp = tempfile.mkstemp(prefix="charrnn-", suffix=".txt")
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot make its temporary copy in {tempfile.gettempdir()} ({e.strerror or e}); "
+                           "set TMPDIR to a folder that takes it, or copy the text to a file and give that") from None
+    # Removed on every way out: an error, Ctrl-C, and SIGTERM or SIGHUP too (cli.main turns them
+    # into an exception, signals.Signalled, so that this ``finally`` runs).
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as out, _open(path) as f:  # unbuffered: no write left for close
+            while True:
+                try:
+                    chunk = f.read(CHUNK)
+                except OSError as e:
+                    raise CharrnnError(f"{path}: cannot read corpus: {e.strerror or e}") from None
+                if not chunk:
+                    break
+                data = memoryview(chunk)
+                try:
+                    while data:
+                        data = data[out.write(data):]
+                except OSError as e:  # a full disk: the copy's file named, and the way round it
+                    raise CharrnnError(f"{tmp}: cannot write the temporary copy of {path} ({e.strerror or e}); "
+                                       "set TMPDIR to a folder with room, or copy the text to a file and give "
+                                       "that") from None
         copied = _Copied(path)
         copied.file = tmp
         yield copied

@@ -15,7 +15,6 @@ import numpy as np
 from charrnn import model as M
 from charrnn.device import Array, Arrays
 
-
 DEFAULT_EPS = 1e-3  # the finite-difference step (see numerical_gradient)
 
 

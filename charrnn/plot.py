@@ -79,5 +79,9 @@ def plot_run(metrics_path: str, out_path: str, chars_per_step: int | None = None
         top = ax.secondary_xaxis("top", functions=(millions, steps))
         top.set_xlabel("characters seen (millions)")
     fig.tight_layout()
-    atomic_write(out_path, lambda f: fig.savefig(f, format="png"))
-    plt.close(fig)
+    try:
+        atomic_write(out_path, lambda f: fig.savefig(f, format="png"))
+    except OSError as e:  # a missing or read-only folder, a full disk: the file asked for, named
+        raise CharrnnError(f"{out_path}: cannot write ({e.strerror or e})") from None
+    finally:
+        plt.close(fig)

@@ -43,18 +43,20 @@ METRICS = "metrics.jsonl"  # one JSON line per log line and per evaluation
 OLD_METRICS = "metrics.jsonl.old"  # the log of a run that a new one replaced in the same directory
 CONFIG = "config.yaml"  # the run's resolved config
 PLOT = "loss.png"  # charrnn plot's default picture
+STATUS = "status.json"  # how the run ended (or "running"), for a requeue script: docs/robustness.md
 LOCK_NAME = ".lock"  # held by the run that writes here (``lock``)
 # What a run writes into its directory; --overwrite moves these (and nothing else) aside.
-RUN_FILES = (CKPT, BEST, METRICS, OLD_METRICS, CONFIG, PLOT)
+RUN_FILES = (CKPT, BEST, METRICS, OLD_METRICS, CONFIG, PLOT, STATUS)
 CHECKPOINTS = (CKPT, BEST)
 REPLACED_PREFIX = "replaced-"
 # atomic_write's temporary files for the trainer's files: ".ckpt.npz.<8 random>.tmp"
-TEMPORARY = re.compile(r"\.(" + "|".join(re.escape(n) for n in (CKPT, BEST, METRICS, CONFIG)) + r")\.[a-z0-9_]{8}\.tmp")
+TEMPORARY = re.compile(
+    r"\.(" + "|".join(re.escape(n) for n in (CKPT, BEST, METRICS, CONFIG, STATUS)) + r")\.[a-z0-9_]{8}\.tmp")
 
 
 class RunDir:
     """The run directory ``path`` and its files (``.ckpt``, ``.best``, ``.metrics``,
-    ``.config``, ``.plot``: their paths)."""
+    ``.config``, ``.plot``, ``.status``: their paths)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -63,14 +65,18 @@ class RunDir:
         self.metrics = os.path.join(path, METRICS)
         self.config = os.path.join(path, CONFIG)
         self.plot = os.path.join(path, PLOT)
+        self.status = os.path.join(path, STATUS)
 
     def create(self, config_text: str) -> None:
         """Make the directory (if missing) and write the run's resolved config into it."""
         try:
             os.makedirs(self.path, exist_ok=True)
-            atomic_write(self.config, lambda f: f.write(config_text.encode("utf-8")))
         except OSError as e:
-            raise CharrnnError(f"{self.path}: cannot write the run directory: {e.strerror}") from None
+            raise CharrnnError(f"{self.path}: cannot create the run directory ({e.strerror or e})") from None
+        try:
+            atomic_write(self.config, lambda f: f.write(config_text.encode("utf-8")))
+        except OSError as e:  # a full disk: the file named, not its temporary
+            raise CharrnnError(f"{self.config}: cannot write ({e.strerror or e})") from None
 
     def remove_temporaries(self) -> None:
         """Delete the temporary files a run killed while saving (kill -9, power loss) left.

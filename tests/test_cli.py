@@ -256,7 +256,7 @@ def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, trained, 
         ckpt_io.save(str(trained), ck)
     assert trained.read_bytes() == before
     # no temporary left
-    assert sorted(os.listdir(trained.parent)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl"]
+    assert sorted(os.listdir(trained.parent)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl", "status.json"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")

@@ -88,3 +88,20 @@ def test_plot_draws_the_good_lines_of_a_damaged_log(run_dir, tmp_path, monkeypat
 def test_plot_of_an_unreadable_log_is_one_line(tmp_path):
     (tmp_path / "metrics.jsonl").mkdir()
     one_line_error(run("plot", tmp_path), 1, str(tmp_path / "metrics.jsonl"), "cannot read the metrics log")
+
+
+@pytest.mark.parametrize("where", ["missing", "a-file", "read-only"])
+def test_plot_into_a_folder_that_cannot_take_it_names_the_file_asked_for(run_dir, tmp_path, request, where):
+    """A missing folder (ENOENT), a regular file as the folder (ENOTDIR), a read-only tmpfs
+    (EROFS: a chmod 0555 folder would not stop root): the message names --out, never the hidden
+    temporary atomic_write makes beside it."""
+    pytest.importorskip("matplotlib", reason="matplotlib is the [plot] extra (and part of [test])")
+    if where == "read-only":
+        out, reason = request.getfixturevalue("read_only_dir") / "x.png", "Read-only file system"
+    elif where == "a-file":
+        (tmp_path / "f").write_text("a file\n")
+        out, reason = tmp_path / "f" / "x.png", "Not a directory"
+    else:
+        out, reason = tmp_path / "missing" / "x.png", "No such file or directory"
+    line = one_line_error(run("plot", run_dir, "--out", out), 1, f"Error: {out}: cannot write ({reason})")
+    assert ".tmp" not in line

@@ -123,7 +123,7 @@ def test_a_damaged_checkpoint_still_refuses(finished):
 def test_overwrite_moves_the_previous_run_aside_whole(finished):
     (finished / "notes.txt").write_text("mine")  # not a run file: left where it is
     before = {n: (finished / n).read_bytes() for n in rundir.RUN_FILES if (finished / n).exists()}
-    assert set(before) == {"ckpt.npz", "config.yaml", "metrics.jsonl"}
+    assert set(before) == {"ckpt.npz", "config.yaml", "metrics.jsonl", "status.json"}
     folder = rundir.check_fresh(str(finished), overwrite=True)
     assert os.path.dirname(folder) == str(finished)
     assert os.path.basename(folder).startswith("replaced-")
