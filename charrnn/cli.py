@@ -310,8 +310,6 @@ def prepare(inputs, out_dir, globs, val_fraction, errors, as_bytes, overwrite, q
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="PNG file to write (default: RUN/loss.png).")
 def plot(run_dir, out_path):
     """Plot training and validation loss of a run (needs matplotlib: pip install 'charrnn[plot]')."""
-    import yaml
-
     from charrnn import config as C
     from charrnn.model import ModelSpec
     from charrnn.plot import plot_run
@@ -321,12 +319,10 @@ def plot(run_dir, out_path):
     out_path = out_path or files.plot
     chars_per_step, title = None, os.path.abspath(run_dir)
     try:  # B·T for the characters-seen axis, and the model for the title, from the run's config
-        config_path = files.config
-        with open(config_path, encoding="utf-8") as f:
-            cfg = C.from_dict(yaml.safe_load(f), config_path)
+        cfg = C.load(files.config)  # bounded and strict: a damaged config.yaml only costs the title
         chars_per_step = cfg.train.batch_size * cfg.train.seq_length
         title += ": " + ModelSpec.of(cfg.model, vocab_size=0).describe()  # describe() does not use V
-    except (OSError, yaml.YAMLError, CharrnnError):
+    except CharrnnError:
         pass
     plot_run(files.metrics, out_path, chars_per_step, title)
     click.echo(f"wrote {out_path}", err=True)

@@ -105,3 +105,26 @@ def test_plot_into_a_folder_that_cannot_take_it_names_the_file_asked_for(run_dir
         out, reason = tmp_path / "missing" / "x.png", "No such file or directory"
     line = one_line_error(run("plot", run_dir, "--out", out), 1, f"Error: {out}: cannot write ({reason})")
     assert ".tmp" not in line
+
+
+BOMB = "a: &a ['x','x','x','x','x','x','x','x','x']\n" + "".join(
+    f"{n}: &{n} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n" for p, n in zip("abcdefgh", "bcdefghi", strict=True))
+
+
+@pytest.mark.parametrize("damage", ["not UTF-8", "an alias bomb"])
+def test_plot_of_a_run_whose_config_is_damaged_still_draws_without_the_title(run_dir, tmp_path, damage):
+    """config.yaml only gives the plot its title and characters axis: not UTF-8, or a YAML alias
+    bomb (which yaml.safe_load would expand into billions of values), costs the title, in
+    well under a second, and never a traceback."""
+    pytest.importorskip("matplotlib", reason="matplotlib is the [plot] extra (and part of [test])")
+    import shutil
+    import time
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "config.yaml").write_bytes(b"\xff\xfe model: \x80\n" if damage == "not UTF-8" else BOMB.encode())
+    t0 = time.perf_counter()
+    r = run("plot", copy)
+    assert r.exit_code == 0, r.output
+    assert time.perf_counter() - t0 < 20  # matplotlib's first import is most of it
+    assert (copy / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
