@@ -80,7 +80,7 @@ def test_a_signal_while_the_stop_is_being_reported_still_reports_it(monkeypatch,
     import sys
 
     from charrnn import cli
-    from charrnn import runstatus as runstatus
+    from charrnn import train as train_module
 
     def stopped_run(*args, **kwargs):
         try:
@@ -88,7 +88,7 @@ def test_a_signal_while_the_stop_is_being_reported_still_reports_it(monkeypatch,
         finally:
             signal.raise_signal(signal.SIGINT)  # Python's own handler: KeyboardInterrupt, here
 
-    monkeypatch.setattr(runstatus, "train", stopped_run)
+    monkeypatch.setattr(train_module, "train", stopped_run)
     monkeypatch.setattr(sys, "argv", ["charrnn", "train", "--data", str(CORPUS), "--out", str(tmp_path / "r")])
     old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -109,7 +109,7 @@ def test_a_second_signal_as_the_stopped_run_unwinds_still_records_the_stop(tmp_p
     the record is written all the same, of the first stop, and the KeyboardInterrupt goes on."""
     import json
 
-    from charrnn import runstatus as runstatus
+    from charrnn import runstatus
 
     with open(CORPUS, encoding="utf-8") as f:
         (tmp_path / "c.txt").write_text(f.read(3000), encoding="utf-8")
