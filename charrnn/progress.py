@@ -151,11 +151,13 @@ class Progress:
     ``train.log_every`` steps instead, ``step 400/19000 | train 1.523 nats (2.197 bits) |
     val 1.613 nats (2.327 bits) | 6,211 chars/s | eta 12m04s``, which a ``grep '^step '``
     or ``tail -f`` reads. The line of a step is printed when the next step is shown (or at the
-    end), so that a validation of that same step is in it.
+    end), so that a validation of that same step is in it; with ``every_s``
+    (``train.log_seconds``), only if that many seconds have passed since the last line.
     """
 
-    def __init__(self, metrics_path: str | None, total: int, initial: int, quiet: bool):
-        self.quiet = quiet
+    def __init__(self, metrics_path: str | None, total: int, initial: int, quiet: bool,
+                 every_s: float | None = None):
+        self.quiet, self.every_s = quiet, every_s  # every_s: train.log_seconds, the plain lines' least interval
         self.path = metrics_path or os.devnull
         self.file = open_log(metrics_path) if metrics_path else open(os.devnull, "ab", buffering=0)  # noqa: SIM115
         self.plain = not quiet and not _is_terminal(sys.stderr)
@@ -166,6 +168,7 @@ class Progress:
         self.left_s: float | None = None  # the time budget left (train.max_minutes), seconds
         self.due: int | None = None  # the step whose plain line is still to print
         self.t0 = time.perf_counter()
+        self.printed_at = -math.inf  # when the last plain line was printed
         self.bar: Any = _PlainBar(self, initial) if self.plain else tqdm(
             total=total, initial=initial, file=sys.stderr, disable=quiet, unit="step", dynamic_ncols=True,
             mininterval=0.5, bar_format=self._bar_format())
@@ -235,11 +238,15 @@ class Progress:
             parts.append(f"eta {clock(eta)}")
         return " | ".join(parts)
 
-    def flush_line(self) -> None:
-        """Print the plain line still due, if any."""
+    def flush_line(self, last: bool = False) -> None:
+        """Print the plain line still due, if any, unless ``train.log_seconds`` have not passed
+        since the last one printed (the ``last`` one, at the end, always)."""
         if self.plain and self.due is not None:
             step, self.due = self.due, None
-            print(self.line(step), file=sys.stderr, flush=True)
+            now = time.perf_counter()
+            if last or self.every_s is None or now - self.printed_at >= self.every_s:
+                self.printed_at = now
+                print(self.line(step), file=sys.stderr, flush=True)
 
     def write(self, text: str) -> None:
         if not self.quiet:
@@ -280,7 +287,7 @@ class _PlainBar:
         print(text, file=file or sys.stderr, flush=True)
 
     def close(self) -> None:
-        self.progress.flush_line()
+        self.progress.flush_line(last=True)
 
 
 def blas_threads() -> str:

@@ -190,7 +190,7 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
         # The loop: batch, learning rate, step, and what follows a step.
         rules = StepRules.of(cfg)
         with signals.StopFlag() as stop, Progress(files.metrics if comm.rank == 0 else None, plan.stop_at, run.step,
-                                                  plan.quiet) as progress:
+                                                  plan.quiet, tc.log_seconds) as progress:
             session = Session(plan, run, corpus, spec, progress, stop, comm)
             while run.step < plan.stop_at and not comm.agreed(stop.set):  # all processes stop together
                 if session.out_of_time():

@@ -13,6 +13,7 @@ import termios
 import types
 
 import numpy as np
+import pytest
 from conftest import run, small_config
 
 from charrnn import progress as P
@@ -147,3 +148,29 @@ def test_the_banner_says_how_many_processes_and_threads_train(monkeypatch, write
     one = banner_of(types.SimpleNamespace(rank=0, size=1), monkeypatch, write_config, corpus)
     assert one[3] == "batches   B=32 streams × T=8 characters; 20 steps; BLAS threads 2 (OPENBLAS_NUM_THREADS)"
     assert len(one) == 5 and not any(line.startswith("processes") for line in one)
+
+
+@pytest.mark.parametrize("every_s, shown", [(None, list(range(4, 41, 4))), (10.0, [4, 16, 28, 40])])
+def test_log_seconds_thins_the_plain_lines_and_keeps_the_last(monkeypatch, capsys, every_s, shown):
+    """A step a second, a log step every 4: with train.log_seconds 10 a line is printed only when
+    10 s have passed since the last printed one (step 4's at 5 s, 16's at 17 s, ...); the last
+    one is always printed."""
+    now = [0.0]
+    monkeypatch.setattr(P.time, "perf_counter", lambda: now[0])
+    with P.Progress(None, 40, 0, quiet=False, every_s=every_s) as p:
+        assert p.plain  # capsys's stderr is not a terminal
+        for step in range(1, 41):
+            now[0] += 1
+            p.bar.update(1)
+            if step % 4 == 0:
+                p.show(train=(1.0, "x"), speed=1.0)
+    lines = capsys.readouterr().err.splitlines()
+    assert [int(line.split()[1].split("/")[0]) for line in lines] == shown, lines
+
+
+def test_log_seconds_reaches_the_progress_of_a_run(tmp_path, write_config, corpus):
+    cfg = small_config(write_config, corpus, steps=20, eval_every=0, log_every=5)
+    r = run("train", "--config", cfg, "--set", "train.log_seconds=1000")
+    assert r.exit_code == 0, r.output
+    assert [line.split(" | ")[0] for line in r.stderr.splitlines() if " | " in line] == ["step 5/20", "step 20/20"]
+    assert len([m for m in records(tmp_path / "run") if "loss" in m]) == 4  # the metrics log keeps every log step
