@@ -96,9 +96,21 @@ def cli():
     tune_allocator()  # before any large array exists: see runtime.py for why
 
 
+class _ConfigOption(click.Option):
+    """--config, whose help names the shipped configs (read when the help is shown, not at
+    every start)."""
+
+    def get_help_record(self, ctx):
+        from charrnn.config import shipped_configs
+
+        names = ", ".join(shipped_configs()) or "none in this installation"
+        self.help = (f"YAML config: a file, or the name of a shipped one ({names}; `charrnn configs` describes "
+                     "them). Default with --data: the built-in one, the default config's settings.")
+        return super().get_help_record(ctx)
+
+
 @cli.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False),
-              help="YAML config file (default with --data: the built-in one, configs/default.yaml's settings).")
+@click.option("--config", "config_path", cls=_ConfigOption, type=click.Path(dir_okay=False), metavar="NAME|FILE")
 @click.option("--data", "data_path", type=click.Path(),
               help="Corpus to train on, a UTF-8 text file or a directory made by `charrnn prepare` (overrides "
                    "data.path); with --resume, where the run's corpus is now, if it moved (the same text).")
@@ -145,13 +157,32 @@ def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overr
         cfg = None
     else:
         if not config_path and not data_path:
-            raise click.UsageError("give --data PATH (a text file or prepared directory), --config FILE (e.g. "
-                                   "configs/default.yaml), or --resume CKPT")
+            raise click.UsageError("give --data PATH (a text file or prepared directory), --config NAME or FILE "
+                                   "(e.g. --config default: `charrnn configs` lists the shipped ones), or "
+                                   "--resume CKPT")
         sets = list(overrides) + ([f"train.seed={seed}"] if seed is not None else [])
-        cfg = C.load(config_path, sets, data_path) if config_path else C.default_config(data_path, sets)
+        if config_path:
+            cfg = C.load(C.find_config(config_path), sets, data_path)
+        else:
+            cfg = C.default_config(data_path, sets)
     summary = run_training(cfg, resume=resume, init_from=init_from, steps=steps, quiet=quiet, out_dir=out_dir,
                            overwrite=overwrite, device_name=device_name, data_path=data_path if resume else None)
     click.echo(summary_line(summary, RunDir(summary.run_dir).ckpt), err=True)
+
+
+@cli.command()
+def configs():
+    """List the shipped configs, one a line: its name (what --config NAME takes) and what it trains."""
+    from charrnn.config import describe_config, shipped_configs, shipped_dir
+
+    shipped = shipped_configs()
+    if not shipped:
+        raise CharrnnError("no shipped configs in this installation (charrnn/shipped/configs is missing: reinstall "
+                           "charrnn)")
+    width = max(map(len, shipped))
+    for name, path in shipped.items():
+        click.echo(f"{name:<{width}}  {describe_config(path)}")
+    click.echo(f"(in {shipped_dir()}; train one with: charrnn train --config NAME)", err=True)
 
 
 def _write(text):

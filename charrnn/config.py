@@ -155,6 +155,12 @@ class TrainConfig:
         "run directory (relative to the config file); null: runs/<config name> in the working directory",
         nullable=True, path=True)
     log_every: int = opt(100, int, "append a line to metrics.jsonl every this many steps", lo=1)
+    log_seconds: float | None = opt(
+        None, float,
+        "when stderr is not a terminal (a file, SLURM, mpiexec): print a log step's progress line only if this many "
+        "seconds have passed since the last one printed (metrics.jsonl still gets every log step); null: every log "
+        "step",
+        lo=0.0, lo_open=True, nullable=True)
     sample_every: int = opt(1000, int, "print a preview sample to stderr every this many steps; 0 disables", lo=0)
     checkpoint_every: int = opt(
         1000, int,
@@ -649,7 +655,10 @@ def load(path: str, overrides: Iterable[str] = (), data_path: str | None = None)
                              "(is this the config?)")
         data = yaml_load(raw.decode("utf-8"))
     except FileNotFoundError:
-        raise UsageError(f"{path}: config file not found") from None
+        stem, suffix = os.path.splitext(os.path.basename(path))
+        shipped = f" (the shipped {stem}{suffix} goes by its name: --config {stem})" if (
+            suffix in CONFIG_SUFFIXES and stem in shipped_configs()) else ""
+        raise UsageError(f"{path}: config file not found{shipped}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: cannot read config file: {e}") from None
     except TooLargeError as e:
@@ -678,6 +687,69 @@ def load(path: str, overrides: Iterable[str] = (), data_path: str | None = None)
         stem = os.path.splitext(os.path.basename(path))[0]
         cfg.train.out_dir = os.path.abspath(os.path.join("runs", stem))
     return cfg
+
+
+# ----------------------------------------------------------------------------- shipped configs
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def shipped_dir() -> str | None:
+    """The folder of the shipped configs: ``charrnn/shipped/configs`` in an installed wheel
+    (pyproject.toml installs the checkout's ``configs/`` there, and ``data/`` beside it), or the
+    checkout's own ``configs/`` when charrnn runs from its source tree; None if neither is there."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "shipped", "configs")
+    if os.path.isdir(installed):
+        return installed
+    root = os.path.dirname(package)
+    checkout = os.path.join(root, "configs")
+    if os.path.isfile(os.path.join(root, "pyproject.toml")) and os.path.isdir(checkout):
+        return checkout
+    return None
+
+
+def shipped_configs() -> dict[str, str]:
+    """The shipped configs, by name (the file's name without ``.yaml``), sorted: name -> path."""
+    folder = shipped_dir()
+    if folder is None:
+        return {}
+    return {name[:-5]: os.path.join(folder, name) for name in sorted(os.listdir(folder)) if name.endswith(".yaml")}
+
+
+def describe_config(path: str) -> str:
+    """A config's one-line description: the first line of the comment at the top of the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline(1000)
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return first[1:].strip() if first.startswith("#") else ""
+
+
+def is_bare_name(value: str) -> bool:
+    """``lstm``, not ``configs/lstm.yaml``, ``./lstm`` or ``lstm.yaml``: what --config looks up
+    among the shipped configs (when no file of that name is there)."""
+    seps = [os.sep] + ([os.altsep] if os.altsep else []) + ["/"]
+    return bool(value) and not any(sep in value for sep in seps) and not value.endswith(CONFIG_SUFFIXES)
+
+
+def find_config(value: str) -> str:
+    """The file ``--config VALUE`` means: VALUE itself when something of that name is there (a
+    path, relative to the working directory, always wins: a file ``lstm`` in the working
+    directory is that file); otherwise, for a bare name (``lstm``), the shipped config of that
+    name; otherwise VALUE (``load`` then says it is not found). Raises UsageError for a bare
+    name that is neither."""
+    if os.path.lexists(value) or not is_bare_name(value):
+        return value
+    shipped = shipped_configs()
+    if value in shipped:
+        return shipped[value]
+    close = difflib.get_close_matches(value, list(shipped), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    names = ", ".join(shipped) or "none in this installation"
+    raise UsageError(f"--config {_printable(value)}: no such file, nor a shipped config ({hint}shipped: {names}; "
+                     "`charrnn configs` describes them)")
 
 
 # What `charrnn train --data PATH` trains without --config: configs/default.yaml without its

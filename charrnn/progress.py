@@ -12,6 +12,7 @@ import json
 import math
 import os
 import sys
+import time
 from typing import Any, NamedTuple
 
 from tqdm import tqdm
@@ -126,21 +127,51 @@ def damage_warning(path: str, damaged: list[int], what: str) -> str:
             "not a UTF-8 JSON record with a step)")
 
 
+def clock(seconds: float) -> str:
+    """``12m04s``, ``1h05m``, ``42s``: a duration as the plain progress line shows it."""
+    s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 class Progress:
-    """The progress bar and previews on stderr, and the metrics log.
+    """The progress on stderr (a bar on a terminal, plain lines otherwise), the previews, and
+    the metrics log.
 
     ``with Progress(metrics_path, total, initial, quiet) as progress:`` opens the log for
-    appending (``metrics_path`` None: no log, as on the ranks other than 0) and starts the bar
-    at step ``initial`` of ``total``.
+    appending (``metrics_path`` None: no log, as on the ranks other than 0) and starts showing
+    progress at step ``initial`` of ``total``.
+
+    On a terminal it is tqdm's bar, its text in the order that matters when the window is
+    narrow: the step, the training loss, the validation loss, the speed, the time left; the bar
+    itself takes what width is left, last (at 80 columns the text fits). When stderr is
+    not a terminal (a file, a pipe: SLURM, nohup, mpiexec) a bar's refreshes, each a carriage
+    return and the whole line, would fill the file; there the progress is one plain line per
+    ``train.log_every`` steps instead, ``step 400/19000 | train 1.523 nats (2.197 bits) |
+    val 1.613 nats (2.327 bits) | 6,211 chars/s | eta 12m04s``, which a ``grep '^step '``
+    or ``tail -f`` reads. The line of a step is printed when the next step is shown (or at the
+    end), so that a validation of that same step is in it; with ``every_s``
+    (``train.log_seconds``), only if that many seconds have passed since the last line.
     """
 
-    def __init__(self, metrics_path: str | None, total: int, initial: int, quiet: bool):
-        self.quiet = quiet
+    def __init__(self, metrics_path: str | None, total: int, initial: int, quiet: bool,
+                 every_s: float | None = None):
+        self.quiet, self.every_s = quiet, every_s  # every_s: train.log_seconds, the plain lines' least interval
         self.path = metrics_path or os.devnull
         self.file = open_log(metrics_path) if metrics_path else open(os.devnull, "ab", buffering=0)  # noqa: SIM115
-        self.bar = tqdm(total=total, initial=initial, file=sys.stderr, disable=quiet, unit="step",
-                        dynamic_ncols=True, mininterval=0.5)
-        self.postfix: dict[str, str] = {}
+        self.plain = not quiet and not _is_terminal(sys.stderr)
+        self.total, self.initial = total, initial
+        self.train: tuple[float, str] | None = None  # the training loss shown, nats, and its label
+        self.val: float | None = None  # the last validation loss, nats
+        self.speed: float | None = None  # chars/s over the last window
+        self.left_s: float | None = None  # the time budget left (train.max_minutes), seconds
+        self.due: int | None = None  # the step whose plain line is still to print
+        self.t0 = time.perf_counter()
+        self.printed_at = -math.inf  # when the last plain line was printed
+        self.bar: Any = _PlainBar(self, initial) if self.plain else tqdm(
+            total=total, initial=initial, file=sys.stderr, disable=quiet, unit="step", dynamic_ncols=True,
+            mininterval=0.5, bar_format=self._bar_format())
 
     def __enter__(self) -> Progress:
         return self
@@ -158,10 +189,64 @@ class Progress:
         except OSError as e:
             raise CharrnnError(f"{self.path}: cannot append to the metrics log ({e.strerror or e})") from None
 
-    def show(self, **fields: str) -> None:
-        """Set parts of the text after the bar, each a whole phrase (``val="val 1.960 nats/char ..."``)."""
-        self.postfix.update(fields)
-        self.bar.set_postfix_str(" | ".join(self.postfix.values()), refresh=False)
+    def show(self, train: tuple[float, str] | None = None, speed: float | None = None, val: float | None = None,
+             left_s: float | None = None) -> None:
+        """What the progress shows from now on: the training loss (nats per character, and its
+        label, as ``shown_loss`` gives them) and the speed (characters per second) of a log
+        step, with the time budget left (``left_s``, seconds; None: no budget), or the
+        validation loss (nats per character) of an evaluation."""
+        if train is not None:
+            self.train, self.speed, self.left_s = train, speed, left_s
+            self.due = self.bar.n
+        if val is not None:
+            self.val = val
+        if not self.plain:
+            self.bar.bar_format = self._bar_format()
+
+    def _bar_format(self) -> str:
+        """tqdm's bar_format: the text first, single-spaced, 2 decimals (the plain line and the
+        summary give more), then the time left, then the bar in whatever width is left. At 80
+        columns, ``400/19000 train 1.52 (2.20 bits) val 1.61 (2.33 bits) 6,211 chars/s eta
+        12:04`` fits; what a narrower window or longer figures cut is the bar, then the time."""
+        parts = []
+        if self.train is not None:
+            parts.append(f"train {self.train[0]:.2f} ({_bits(self.train[0]):.2f} bits)")
+        if self.val is not None:
+            parts.append(f"val {self.val:.2f} ({_bits(self.val):.2f} bits)")
+        if self.speed is not None:
+            parts.append(f"{self.speed:,.0f} chars/s")
+        text = "".join(f" {p}" for p in parts).replace("{", "{{").replace("}", "}}")
+        return "{n_fmt}/{total_fmt}" + text + " eta {remaining} |{bar}|"
+
+    def line(self, step: int) -> str:
+        """The plain progress line of ``step`` (what was last shown, with the time left)."""
+        parts = [f"step {step}/{self.total}"]
+        if self.train is not None:
+            nats = self.train[0]
+            parts.append(f"train {nats:.3f} nats ({_bits(nats):.3f} bits)")
+        if self.val is not None:
+            parts.append(f"val {self.val:.3f} nats ({_bits(self.val):.3f} bits)")
+        if self.speed is not None:
+            parts.append(f"{self.speed:,.0f} chars/s")
+        elapsed = time.perf_counter() - self.t0
+        done = step - self.initial
+        parts.append(f"elapsed {clock(elapsed)}")
+        eta = elapsed / done * (self.total - step) if done > 0 else None
+        if self.left_s is not None:
+            eta = max(0.0, self.left_s) if eta is None else min(eta, max(0.0, self.left_s))
+        if eta is not None:
+            parts.append(f"eta {clock(eta)}")
+        return " | ".join(parts)
+
+    def flush_line(self, last: bool = False) -> None:
+        """Print the plain line still due, if any, unless ``train.log_seconds`` have not passed
+        since the last one printed (the ``last`` one, at the end, always)."""
+        if self.plain and self.due is not None:
+            step, self.due = self.due, None
+            now = time.perf_counter()
+            if last or self.every_s is None or now - self.printed_at >= self.every_s:
+                self.printed_at = now
+                print(self.line(step), file=sys.stderr, flush=True)
 
     def write(self, text: str) -> None:
         if not self.quiet:
@@ -174,6 +259,35 @@ class Progress:
     def close(self) -> None:
         self.bar.close()
         self.file.close()
+
+
+def _bits(nats: float) -> float:
+    return nats / math.log(2)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+class _PlainBar:
+    """What stands for tqdm's bar when stderr is not a terminal: it counts the steps and prints
+    the line due (``Progress.flush_line``) when the next step is counted or the bar ends."""
+
+    def __init__(self, progress: Progress, initial: int):
+        self.progress, self.n = progress, initial
+
+    def update(self, n: int = 1) -> None:
+        self.progress.flush_line()
+        self.n += n
+
+    def write(self, text: str, file: Any = None) -> None:
+        print(text, file=file or sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.progress.flush_line(last=True)
 
 
 def blas_threads() -> str:
@@ -201,9 +315,22 @@ def text_notes(crlf: int | None, boms: int, files: int = 1) -> str:
 
 
 
-def banner(cfg: Any, corpus: Any, spec: Any, run: Any, run_dir: str, start: str) -> str:
+def processes_line(comm: Any, batch_size: int) -> str:
+    """The banner's line for a run of several processes (``comm.size`` > 1): how many train,
+    how many of the B streams each computes, and how many BLAS threads each may use."""
+    n = comm.size
+    threads = blas_threads()
+    count = threads.split(" ", 1)[0]
+    total = f", {int(count) * n:,} in all" if count.isdigit() else ""
+    return (f"processes {n} (MPI), {batch_size // n} of the {batch_size} streams each; "
+            f"BLAS threads per process {threads}{total}")
+
+
+def banner(cfg: Any, corpus: Any, spec: Any, run: Any, run_dir: str, start: str, comm: Any = None) -> str:
     """What the run is, in a few lines on stderr before the first step; ``start`` says how it
-    began (new, resumed from a checkpoint, from another run's weights)."""
+    began (new, resumed from a checkpoint, from another run's weights). ``comm`` (the run's
+    processes, ``charrnn.distributed``): with more than one, a line says how many train, and
+    the BLAS threads are per process."""
     o, tc = cfg.optim, cfg.train
     n_train, n_val = len(corpus.train), len(corpus.val)
     if o.schedule == "constant":
@@ -215,12 +342,14 @@ def banner(cfg: Any, corpus: Any, spec: Any, run: Any, run_dir: str, start: str)
     extra = ", ".join(f"{name} {value:g}" for name, value in
                       (("clip_value", o.clip_value), ("clip_norm", o.clip_norm), ("ema", o.ema)) if value)
     notes = text_notes(getattr(corpus, "crlf", None), int(getattr(corpus, "bom", False)))
+    several = comm is not None and comm.size > 1
     return "\n".join([
         f"corpus    {cfg.data.path}: {n_train + n_val:,} characters, vocabulary {len(corpus.vocab)}; "
         f"{n_train:,} for training, {n_val:,} for validation" + (f"; {notes}" if notes else ""),
         f"model     {spec.describe()}: {sum(p.size for p in run.params.values()):,} parameters, {cfg.model.dtype}",
         f"optimizer {o.name}, lr {o.lr:g}, {schedule}" + (f"; {extra}" if extra else ""),
-        f"batches   B={tc.batch_size} streams × T={tc.seq_length} characters; {tc.steps:,} steps; "
-        f"BLAS threads {blas_threads()}",
+        f"batches   B={tc.batch_size} streams × T={tc.seq_length} characters; {tc.steps:,} steps"
+        + ("" if several else f"; BLAS threads {blas_threads()}"),
+        *([processes_line(comm, tc.batch_size)] if several else []),
         f"run       {run_dir} ({start})",
     ])

@@ -44,7 +44,7 @@ from charrnn import data as D
 from charrnn import model as M
 from charrnn.errors import CharrnnError, Hangup, Interrupted, Terminated, UsageError
 from charrnn.evaluate import evaluate
-from charrnn.progress import SMOOTHING, Progress, Summary, banner, nats_bits, shown_loss
+from charrnn.progress import SMOOTHING, Progress, Summary, banner, shown_loss
 from charrnn.runstate import RunState
 
 
@@ -185,12 +185,12 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
             write_run_dir(plan, run)
             record.begin()  # with --overwrite the old run (its status.json too) has only now moved aside
         if not plan.quiet:
-            print(banner(cfg, corpus, spec, run, files.path, plan.start), file=sys.stderr)
+            print(banner(cfg, corpus, spec, run, files.path, plan.start, comm), file=sys.stderr)
 
         # The loop: batch, learning rate, step, and what follows a step.
         rules = StepRules.of(cfg)
         with signals.StopFlag() as stop, Progress(files.metrics if comm.rank == 0 else None, plan.stop_at, run.step,
-                                                  plan.quiet) as progress:
+                                                  plan.quiet, tc.log_seconds) as progress:
             session = Session(plan, run, corpus, spec, progress, stop, comm)
             while run.step < plan.stop_at and not comm.agreed(stop.set):  # all processes stop together
                 if session.out_of_time():
@@ -428,8 +428,9 @@ class Session:
         self.chars_per_s = self.window_steps * tc.batch_size * tc.seq_length / max(now - self.window_t, 1e-9)
         self.window_t, self.window_steps = now, 0
         self.shown = shown_loss(run, tc)
-        self.progress.show(train=f"train {nats_bits(self.shown[0])}, {self.shown[1]}",
-                           speed=f"{self.chars_per_s:,.0f} chars/s")
+        limit = tc.max_minutes
+        self.progress.show(train=self.shown, speed=self.chars_per_s,
+                           left_s=None if limit is None else 60 * limit - self.elapsed())
         T = tc.seq_length
         self.progress.log({"step": run.step, "epoch": run.epoch, "loss": loss / T,
                            "smooth_loss": run.smooth_loss / T, "window_loss": run.loss_sum / run.loss_steps,
@@ -468,7 +469,7 @@ class Session:
         self.progress.log({"step": run.step, "epoch": run.epoch, "val_loss": run.val_loss,
                            "val_bpc": run.val_loss / math.log(2), "best_val_loss": run.best_val_loss,
                            "elapsed_s": round(self.elapsed(), 3)})
-        self.progress.show(val="val " + nats_bits(run.val_loss))
+        self.progress.show(val=run.val_loss)
         # best.npz first: a run killed between the two saves resumes from before this
         # evaluation and writes best.npz again; the other way round it would never write it.
         if improved:

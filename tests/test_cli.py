@@ -390,4 +390,65 @@ def test_train_data_overrides_the_config_path(tmp_path, write_config, monkeypatc
     assert run("train", "--config", no_path, "--data", b, "-q").exit_code == 0  # --data supplies data.path
     r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "--data", "a.txt")  # where it is now: other text
     one_line_error(r, 1, f"{a}: does not match the vocabulary of")
-    one_line_error(run("train"), 2, "--data PATH", "--config FILE")
+    one_line_error(run("train"), 2, "--data PATH", "--config NAME or FILE")
+
+
+# --- The shipped configs, by name ------------------------------------------------------------
+
+def test_configs_lists_the_shipped_configs_and_train_by_name_uses_one(tmp_path, monkeypatch):
+    r = run("configs")
+    assert r.exit_code == 0, r.output
+    names = sorted(n[:-5] for n in os.listdir(CONFIGS))
+    rows = r.stdout.splitlines()
+    assert [row.split()[0] for row in rows] == names
+    for name, row in zip(names, rows, strict=True):
+        with open(os.path.join(CONFIGS, f"{name}.yaml"), encoding="utf-8") as f:
+            assert row.endswith("  " + f.readline()[1:].strip()), row  # the file's first comment line
+    assert f"(in {CONFIGS}; train one with: charrnn train --config NAME)" in r.stderr
+    assert ", ".join(names) in " ".join(run("train", "--help").stdout.split())  # --help names them too
+    hint = one_line_error(run("train"), 2, "--config NAME or FILE (e.g. --config default")
+    assert "configs/default.yaml" not in hint
+    monkeypatch.chdir(tmp_path)
+    r = run("train", "--config", "smoke", "--steps", 3, "-q")
+    assert r.exit_code == 0, r.output
+    assert ckpt_io.load(str(tmp_path / "runs" / "smoke" / "ckpt.npz")).run.step == 3
+    one_line_error(run("train", "--config", "smok", "-q"), 2, "--config smok: no such file, nor a shipped config",
+                   "did you mean 'smoke'?")
+
+
+@pytest.mark.slow  # builds a wheel
+def test_a_wheel_trains_a_shipped_config_by_name_outside_the_checkout(tmp_path):
+    """From the files of a wheel alone (unpacked, as pip installs them, away from this
+    checkout): `charrnn configs` lists the configs, and `--config smoke` trains on the bundled
+    corpus, which the wheel carries beside them, into runs/smoke of the working directory."""
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), src / name)
+    for name in ("charrnn", "configs", "data"):
+        shutil.copytree(os.path.join(ROOT, name), src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                        "-q", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (wheel,) = (tmp_path / "dist").glob("charrnn-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(tmp_path / "installed")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "installed"))
+    r = subprocess.run([sys.executable, "-m", "charrnn", "configs"], cwd=work, capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert [row.split()[0] for row in r.stdout.splitlines()] == sorted(n[:-5] for n in os.listdir(CONFIGS))
+    assert str(tmp_path / "installed" / "charrnn" / "shipped" / "configs") in r.stderr
+    r = subprocess.run([sys.executable, "-m", "charrnn", "train", "--config", "smoke", "--steps", "3", "-q"],
+                       cwd=work, capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ck = ckpt_io.load(str(work / "runs" / "smoke" / "ckpt.npz"))
+    assert ck.run.step == 3
+    assert ck.config.data.path == str(tmp_path / "installed" / "charrnn" / "shipped" / "data" / "shakespeare_tiny.txt")
+    shipped = tmp_path / "installed" / "charrnn" / "shipped"
+    assert os.listdir(work) == ["runs"] and sorted(os.listdir(shipped)) == ["configs", "data"]
+    assert sorted(os.listdir(shipped / "configs")) == sorted(os.listdir(CONFIGS))  # nothing written beside them

@@ -322,3 +322,74 @@ def test_legitimate_anchors_and_aliases_still_load(write_config):
     assert (cfg.train.seq_length, cfg.sample.length, cfg.model.cell) == (16, 32, "lstm")
     cfg = C.load(write_config("data:\n  path: c.txt\ntrain:\n  seq_length: &t 16\nsample:\n  length: *t\n"))
     assert cfg.sample.length == 16
+
+
+# ----------------------------------------------------------------------------- shipped configs by name
+
+def test_a_bare_name_is_the_shipped_config_and_its_run_goes_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert C.shipped_dir() == CONFIGS  # from the checkout: its own configs/, no copy
+    assert C.find_config("lstm") == os.path.join(CONFIGS, "lstm.yaml")
+    cfg = C.load(C.find_config("lstm"))
+    assert cfg.model.cell == "lstm" and os.path.isfile(cfg.data.path)
+    assert cfg.train.out_dir == str(tmp_path / "runs" / "lstm")  # never beside the shipped file
+
+
+def test_a_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
+    """A file (or link) named as the user typed it is that file; only a bare name that is not
+    there is looked up; names with a folder or a .yaml suffix are always paths."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lstm").write_text("data:\n  path: c.txt\n")
+    assert C.find_config("lstm") == "lstm"
+    (tmp_path / "gru.yaml").write_text("data:\n  path: c.txt\n")
+    assert C.find_config("gru.yaml") == "gru.yaml" and C.find_config("gru") == os.path.join(CONFIGS, "gru.yaml")
+    os.symlink("nowhere", tmp_path / "smoke")  # a dangling link is still the user's path, not the shipped one
+    assert C.find_config("smoke") == "smoke"
+    for path in ("./default", "sub/default", "default.yaml", "default.yml"):
+        assert C.find_config(path) == path
+    with pytest.raises(UsageError, match=r"^configs/lstm\.yaml: config file not found \(the shipped lstm\.yaml goes "
+                                         r"by its name: --config lstm\)$"):
+        C.load("configs/lstm.yaml")
+    with pytest.raises(UsageError, match=r"^mine\.yaml: config file not found$"):
+        C.load("mine.yaml")
+
+
+def test_an_unknown_name_names_the_shipped_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as e:
+        C.find_config("lstn")
+    names = ", ".join(n[:-5] for n in sorted(os.listdir(CONFIGS)))
+    assert str(e.value) == ("--config lstn: no such file, nor a shipped config (did you mean 'lstm'? "
+                            f"shipped: {names}; `charrnn configs` describes them)")
+
+
+def test_every_shipped_config_has_a_one_line_description():
+    for name, path in C.shipped_configs().items():
+        text = C.describe_config(path)
+        assert text and len(text) <= 100 and text[0].isupper() and text.endswith("."), (name, text)
+    assert set(C.shipped_configs()) == {n[:-5] for n in os.listdir(CONFIGS) if n.endswith(".yaml")}
+    assert all(n.endswith(".yaml") for n in os.listdir(CONFIGS))  # a .yml would not be shipped
+
+
+def test_every_shipped_config_and_its_corpus_are_package_data():
+    """pyproject.toml installs configs/ as charrnn/shipped/configs and data/ beside it: each
+    config and the corpus its data.path names (relative, so it resolves in both places) match
+    the package-data patterns; without this a wheel's `--config NAME` would fail."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    with open(os.path.join(os.path.dirname(CONFIGS), "pyproject.toml"), "rb") as f:
+        tool = tomllib.load(f)["tool"]["setuptools"]
+    dirs = tool["package-dir"]
+    assert dirs["charrnn.shipped.configs"] == "configs" and dirs["charrnn.shipped.data"] == "data"
+    assert {"charrnn.shipped.configs", "charrnn.shipped.data"} <= set(tool["packages"])
+    patterns = tool["package-data"]
+    root = os.path.dirname(CONFIGS)
+    for name in os.listdir(CONFIGS):
+        assert any(fnmatch.fnmatch(name, p) for p in patterns["charrnn.shipped.configs"]), name
+        with open(os.path.join(CONFIGS, name), encoding="utf-8") as f:
+            data_path = yaml.safe_load(f)["data"]["path"]
+        assert not os.path.isabs(data_path), (name, data_path)
+        corpus = os.path.relpath(os.path.normpath(os.path.join(CONFIGS, data_path)), os.path.join(root, "data"))
+        assert not corpus.startswith(".."), (name, data_path)  # in data/, shipped beside configs/
+        assert any(fnmatch.fnmatch(corpus, p) for p in patterns["charrnn.shipped.data"]), (name, corpus)

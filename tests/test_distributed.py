@@ -332,9 +332,12 @@ def test_rank_0_alone_writes_and_speaks(tmp_path, corpus_2000):
     assert sorted(os.listdir(a / "run")) == [".lock", "best.npz", "ckpt.npz", "config.yaml", "metrics.jsonl",
                                              "status.json"]
     assert os.listdir(b) == []
-    summary = [line for line in r.stderr.splitlines() if line.startswith("step ")]
+    summary = [line for line in r.stderr.splitlines() if line.startswith("step ") and " | " not in line]
     assert len(summary) == 1 and "(time budget)" in summary[0], r.stderr
     step = int(summary[0].split()[1])
+    shown = [line.split()[1] for line in r.stderr.splitlines() if line.startswith("step ") and " | " in line]
+    assert shown == [f"{s}/100000" for s in range(5, step + 1, 5)], r.stderr  # plain lines, once, every log_every
+    assert "\r" not in r.stderr and "processes 2 (MPI), 2 of the 4 streams each; BLAS threads per process" in r.stderr
     assert ckpt_io.load(str(a / "run" / "ckpt.npz")).run.step == step
     previews = [line for line in r.stderr.splitlines() if line.startswith("----- sample at step")]
     assert [int(line.split()[4]) for line in previews] == list(range(7, step + 1, 7))

@@ -343,7 +343,8 @@ def test_the_wheel_ships_the_page_files_and_a_page_builds_from_it(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(os.path.join(ROOT, name), src / name)
-    shutil.copytree(os.path.join(ROOT, "charrnn"), src / "charrnn", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("charrnn", "configs", "data"):  # configs/ and data/: package data too (pyproject.toml)
+        shutil.copytree(os.path.join(ROOT, name), src / name, ignore=shutil.ignore_patterns("__pycache__"))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
                         "-q", "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
