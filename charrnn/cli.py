@@ -423,8 +423,8 @@ def _interactive(session, emit):
 
 
 @cli.command(name="eval")
-@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Checkpoint to evaluate.")
+@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True),
+              help="Checkpoint to evaluate; a run directory: its best.npz (else its ckpt.npz).")
 @click.option("--text", "text_path", type=click.Path(),
               help="A UTF-8 text file (bytes, for a model of bytes), or a prepared directory (its validation split); "
                    "default: the validation split of the run's corpus.")
@@ -449,6 +449,7 @@ def eval_(ckpt_path, text_path, skip_unknown, as_json, device_name):
     from charrnn.evaluate import evaluate
 
     xp = get_xp(device_name)  # first: no GPU to use is said before anything is read
+    ckpt_path = _checkpoint_file(ckpt_path, "evaluating")
     ck = checkpoint.load(ckpt_path)
     text = evaluation_text(ck, ckpt_path, text_path, skip_unknown)
     with tqdm(total=len(text.data) - 1, desc="evaluating", unit="char", unit_scale=True, file=sys.stderr,
@@ -576,8 +577,8 @@ def gradcheck(cell, layers, dropout, tol, seed, verbose):
 
 
 @cli.command()
-@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Checkpoint whose model to look into.")
+@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True),
+              help="Checkpoint whose model to look into; a run directory: its best.npz (else its ckpt.npz).")
 @click.option("--text", "text_path", type=click.Path(dir_okay=False),
               help="UTF-8 text to run the model over (default: the start of the run's validation split).")
 @click.option("--prime", help="Sample the text instead, from this prime (with --length).")
@@ -602,6 +603,7 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
     except ValueError:
         raise click.BadParameter(f"{layers!r}: give layer numbers separated by commas, e.g. 1,2",
                                  param_hint="'--layers'") from None
+    ckpt_path = _checkpoint_file(ckpt_path, "visualizing")
     shown = viz.page_for(ckpt_path, text_path=text_path, prime=prime, length=length, temperature=temperature,
                          seed=seed, chars=chars, layers=layer_list)
     body = shown.html.encode("utf-8")
