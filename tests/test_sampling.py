@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from conftest import CONFIGS, ROOT, corpus_text, one_line_error, run
 from charrnn import model as M
 from charrnn import sampling
 from charrnn.cli import cli
+from charrnn.errors import CharrnnError
 
 SMOKE = f"{CONFIGS}/smoke.yaml"
 
@@ -334,3 +336,117 @@ def test_beam_on_the_command_line(ckpt, loaded):
     assert r.stdout == run("sample", "--checkpoint", ckpt, "--beam", 4, "-n", 30, "--prime", "The").stdout
     g = run("sample", "--checkpoint", ckpt, "--greedy", "-n", 30, "--prime", "The").stdout
     assert run("sample", "--checkpoint", ckpt, "--beam", 1, "-n", 30, "--prime", "The").stdout == g
+
+
+# --- interactive ------------------------------------------------------------------------------
+
+def test_a_session_carries_its_state_from_line_to_line(loaded):
+    params, ck = loaded
+    a = sampling.Session(params, ck.spec, ck.vocab, ck.unit, np.random.default_rng(0), 10)
+    a.feed("The ki")
+    a.feed("ng")
+    b = sampling.Session(params, ck.spec, ck.vocab, ck.unit, np.random.default_rng(0), 10)
+    b.feed("The king")
+    np.testing.assert_array_equal(a.state[0][0], b.state[0][0])
+    assert a.generate() == b.generate()
+    a.reset()
+    c = sampling.Session(params, ck.spec, ck.vocab, ck.unit, np.random.default_rng(5), 10)
+    assert a.pending == c.pending and np.array_equal(a.state[0][0], c.state[0][0])
+    with pytest.raises(CharrnnError, match="not in the model's vocabulary"):
+        a.feed("ok ☃")
+    assert np.array_equal(a.state[0][0], c.state[0][0])  # nothing fed
+
+
+INTERACTIVE_LINES = ["To be", "/length 5", "", "/temperature 0.5", "/bogus", "/length -3", "And ☃", "/top-k 3",
+                     "/top-p 2", "nor", "/reset", "/seed 4", "ab", "/help", "/quit", "never read"]
+
+
+def _interactive_expected(loaded, lines, length, seed):
+    """What ``--interactive`` prints for ``lines``, through the library."""
+    params, ck = loaded
+    s = sampling.Session(params, ck.spec, ck.vocab, ck.unit, np.random.default_rng(seed), length)
+    out = []
+    for line in lines:
+        if line == "/quit":
+            break
+        if line.startswith("/"):
+            name, _, arg = line[1:].partition(" ")
+            if name == "length" and int(arg) >= 0:
+                s.length = int(arg)
+            elif name == "temperature":
+                s.temperature = float(arg)
+            elif name == "top-k":
+                s.top_k = int(arg)
+            elif name == "reset":
+                s.reset()
+            elif name == "seed":
+                s.rng = np.random.default_rng(int(arg))
+            continue
+        try:
+            s.feed(line)
+        except CharrnnError:
+            continue
+        out.append(s.generate() + "\n")
+    return "".join(out)
+
+
+def test_interactive_through_a_pipe(ckpt, loaded):
+    proc = subprocess.run([sys.executable, "-m", "charrnn", "sample", "--checkpoint", str(ckpt), "--interactive",
+                           "-n", "20", "--seed", "1"], input="\n".join(INTERACTIVE_LINES) + "\n",
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == _interactive_expected(loaded, INTERACTIVE_LINES, 20, 1)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error")]
+    assert errors == ["Error: /bogus: no such command (/help lists them)",
+                      "Error: /length '-3': give a whole number >= 0",
+                      "Error: 1 character(s) not in the model's vocabulary: '☃' (U+2603)",
+                      "Error: /top-p '2': give a number > 0 and <= 1 (or off)"]
+    for reply in ("length 5", "temperature 0.5", "top-k 3", "state reset", "seed 4", "/quit"[1:]):
+        assert reply in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_interactive_edits_lines_with_readline_on_a_terminal(ckpt):
+    """A real pseudo-terminal: Ctrl-B (back one character), which only readline knows,
+    turns the typed "/length 5<Ctrl-B>1" into /length 15."""
+    import pty
+    import select
+
+    pytest.importorskip("readline")
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdin, stdout and stderr are the terminal
+        os.chdir(ROOT)
+        os.environ["PYTHONPATH"] = ROOT
+        os.execv(sys.executable, [sys.executable, "-m", "charrnn", "sample", "--checkpoint", str(ckpt),
+                                  "--interactive", "-n", "10", "--seed", "1"])
+    seen = b""
+
+    def read_until(marker, times=1, timeout=30):
+        nonlocal seen
+        import time
+        end = time.monotonic() + timeout
+        while seen.count(marker) < times and time.monotonic() < end:
+            if select.select([fd], [], [], 0.5)[0]:
+                try:
+                    seen += os.read(fd, 4096)
+                except OSError:
+                    break
+        return seen.count(marker) >= times
+
+    try:
+        assert read_until(b"> "), seen
+        os.write(fd, b"/length 5\x021\r")
+        assert read_until(b"length 15"), seen
+        os.write(fd, b"The\r")
+        assert read_until(b"> ", times=3), seen  # the continuation was written, and the next prompt
+        os.write(fd, b"/quit\r")
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0, seen
+    finally:
+        os.close(fd)
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
