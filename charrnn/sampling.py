@@ -173,9 +173,34 @@ def generate_batch(params: Arrays, spec: M.ModelSpec, first: int, state: M.State
     prepared = M.prepare(params, spec, B)
     for _ in range(length):
         logits, state, _ = M.forward(params, spec, index, state, prepared=prepared)
-        index = np.array([[next_index(logits[b], rngs[b], temperature, top_k, top_p, greedy)
-                           for b in range(B)]], dtype=np.int64)
+        index = next_indices(logits, rngs, temperature, top_k, top_p, greedy).reshape(1, B)
         yield index[0]
+
+
+def next_indices(logits: Array, rngs: Sequence[np.random.Generator], temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, greedy: bool = False) -> Array:
+    """``next_index`` for each row of ``logits`` (B, V), row b drawing with ``rngs[b]``: (B,) int64.
+
+    Plain draws (no top-k or top-p) of several rows are computed for all rows at once: the
+    same operations as ``probabilities`` and ``draw`` on each row (a reduction along a
+    contiguous row sums in the same order as over a 1-D array; ``searchsorted(c, x, "right")``
+    on a non-decreasing c is the count of entries <= x), so row b is what it would be alone.
+    """
+    if greedy or temperature == 0 or len(rngs) == 1 or top_k is not None or top_p is not None:
+        return np.array([next_index(logits[b], rngs[b], temperature, top_k, top_p, greedy)
+                         for b in range(len(rngs))], dtype=np.int64)
+    z = np.asarray(logits, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        z = (z - z.max(axis=1, keepdims=True)) / temperature
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    c = np.cumsum(p, axis=1)
+    u = np.array([rng.random() for rng in rngs]) * c[:, -1]
+    out = np.minimum((c <= u[:, None]).sum(axis=1), p.shape[1] - 1)
+    for b in np.flatnonzero(p[np.arange(len(out)), out] == 0):  # as draw: rounding put u past the end
+        while p[b, out[b]] == 0:
+            out[b] -= 1
+    return out.astype(np.int64)
 
 
 def start_indices(prime_text: str | None, vocab: np.ndarray, unit: str = "chars") -> list[int]:

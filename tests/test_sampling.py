@@ -272,6 +272,16 @@ def test_a_batch_of_any_cell_is_its_samples_alone():
         assert many == ("\n" + "-" * 40 + "\n").join(one)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 1e-3, 1e-300])
+def test_draws_for_a_batch_are_each_rows_draw(temperature):
+    rng = np.random.default_rng(3)
+    logits = (rng.standard_normal((64, 50)) * 4).astype(np.float32)
+    logits[::5, :10] = -1e30  # rows with characters of probability 0
+    batch = sampling.next_indices(logits, [np.random.default_rng([7, b]) for b in range(64)], temperature)
+    rows = [sampling.next_index(logits[b], np.random.default_rng([7, b]), temperature) for b in range(64)]
+    assert batch.tolist() == rows and len(set(rows)) > (1 if temperature < 1e-2 else 10)
+
+
 def test_num_samples_and_sample_index_on_the_command_line(ckpt):
     three = run("sample", "--checkpoint", ckpt, "-n", 50, "--seed", 8, "--num-samples", 3).stdout
     parts = three.split("\n" + "-" * 40 + "\n")
