@@ -307,7 +307,7 @@ def beam_search(params: Arrays, spec: M.ModelSpec, indices: Sequence[int] | Arra
     prepared = M.prepare(params, spec, beam)  # valid for any batch size up to the beam
     V = params["Why"].shape[0]
     scores = np.zeros(1)
-    seqs = np.zeros((1, 0), dtype=np.int64)
+    steps = []  # per character: (the beam each kept one extends, its last index)
     last = np.array([int(indices[-1])], dtype=np.int64)
     for _ in range(length):
         logits, state, _ = M.forward(params, spec, last.reshape(1, -1), state, prepared=prepared)
@@ -318,9 +318,13 @@ def beam_search(params: Arrays, spec: M.ModelSpec, indices: Sequence[int] | Arra
         best = np.argsort(-cand, kind="stable")[:beam]
         origin, last = np.divmod(best, V)
         scores = cand[best]
-        seqs = np.concatenate([seqs[origin], last[:, None]], axis=1)
+        steps.append((origin, last))
         state = [tuple(a[origin] for a in layer) for layer in state]
-    return Beam(seqs[0].tolist(), float(scores[0]))
+    found, beam_at = [], 0  # back from the best beam, through the beams it extended
+    for origin, chars in reversed(steps):
+        found.append(int(chars[beam_at]))
+        beam_at = int(origin[beam_at])
+    return Beam(found[::-1], float(scores[0]))
 
 
 class Session:
