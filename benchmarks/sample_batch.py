@@ -6,7 +6,8 @@ Without --checkpoint, a random 1-layer LSTM of 256 units on a 76-symbol vocabula
 as training keeps it) and the smoke run's RNN of 32 units are timed. Each side is timed in
 turns, the fastest of 3 kept. With --cli, the same two ways are timed through the command
 line: one ``charrnn sample --num-samples N`` against N ``charrnn sample --sample-index i``
-processes, and one process against N library calls in a loop (``--sample-index`` i each).
+processes (the same N texts). The prime is timed in chunks (``sampling.prime``) and, for
+comparison, one character per ``sampling.step`` (10,000 characters, scaled to 100,000).
 """
 
 from __future__ import annotations
@@ -49,7 +50,14 @@ def library(params, spec, vocab, n, length):
           f"({n * length / b:,.0f} vs {n * length / s:,.0f} chars/s)")
     ind = np.random.default_rng(0).integers(0, len(vocab), 100_000)
     p = fastest(lambda: sampling.prime(params, spec, ind))
-    print(f"  a 100,000-character prime: {p:.3f} s ({100_000 / p:,.0f} chars/s)")
+    def by_char():
+        state, prepared = M.zero_state(spec, 1, params["Why"].dtype), M.prepare(params, spec, 1)
+        for i in ind[:10_000]:
+            _, state = sampling.step(params, spec, int(i), state, prepared)
+
+    c = fastest(by_char, 1) * 10
+    print(f"  a 100,000-character prime: {p:.3f} s ({100_000 / p:,.0f} chars/s); one character at a time "
+          f"{c:.2f} s")
 
 
 def cli(ckpt, n, length):
