@@ -209,6 +209,12 @@ def test_priming_in_chunks_is_priming_character_by_character(cell, layers):
                     np.testing.assert_array_equal(x, y)
                 else:  # layer 2 reads layer 1's outputs as one (T, H) product: rounding differs in the last bit
                     np.testing.assert_allclose(x, y, rtol=0, atol=1e-14)
+    # In chunks of 256 the state is the one a single forward over the whole prime gave (what
+    # `sample --prime` did before chunks): a long prime's sample is the same text as before.
+    whole = sampling.prime(params, spec, indices, chunk=len(indices))
+    for a, b in zip(sampling.prime(params, spec, indices), whole, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
 
 
 def test_a_long_prime_goes_through_the_model_in_chunks(monkeypatch):
