@@ -388,7 +388,7 @@ def _session_command(session, line):
 def _interactive(session, emit):
     """``charrnn sample --interactive``: lines from stdin, each fed and continued (stdout);
     replies and prompts on stderr; a bad line or command is one line there and the session
-    goes on. On a terminal, lines are edited with readline."""
+    goes on. On a terminal (stdin and stdout), lines are edited with readline."""
     tty = sys.stdin.isatty()
     if tty:
         import readline  # noqa: F401  (importing it gives input() line editing and history)
@@ -397,7 +397,9 @@ def _interactive(session, emit):
     nl = b"\n" if session.unit == "bytes" else "\n"
     while True:
         try:
-            if tty:
+            if tty and sys.stdout.isatty():  # readline edits the line and must know the prompt to redraw it
+                line = input("> ")
+            elif tty:  # stdout is a file or a pipe: it gets generated text only
                 sys.stderr.write("> ")
                 sys.stderr.flush()
                 line = input()

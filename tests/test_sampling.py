@@ -466,3 +466,21 @@ def test_interactive_edits_lines_with_readline_on_a_terminal(ckpt):
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
+
+
+def test_interactive_on_a_terminal_with_stdout_to_a_pipe_keeps_prompts_off_stdout(ckpt, loaded):
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample", "--checkpoint", str(ckpt), "--interactive",
+                             "-n", "12", "--seed", "2"], stdin=slave, stderr=slave, stdout=subprocess.PIPE,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    os.close(slave)
+    try:
+        os.write(master, b"The\n/quit\n")
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        os.close(master)
+    assert proc.returncode == 0
+    assert out.decode() == _interactive_expected(loaded, ["The"], 12, 2)  # no prompt, no banner
