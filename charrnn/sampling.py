@@ -234,7 +234,7 @@ def samples(params: Arrays, spec: M.ModelSpec, vocab: np.ndarray, unit: str, pri
     Every sample starts from the state after the prime.
 
     Sample i (counted from ``first_index``) draws from ``sample_rng(seed, i)``, or, for a
-    single sample given ``rng``, from ``rng``. One sample is written piece by piece as it is
+    single sample given ``rng`` (``num_samples`` 1), from ``rng``. One sample is written piece by piece as it is
     generated; several are generated as one batch (``generate_batch``) and written once all
     are done, each the same text as when generated alone.
 
@@ -248,6 +248,8 @@ def samples(params: Arrays, spec: M.ModelSpec, vocab: np.ndarray, unit: str, pri
         symbol, out, join = chr, (lambda text: text), "".join
     stop = out(stop) if stop else None
     if rng is not None:
+        if num_samples != 1:
+            raise ValueError("samples: rng is one sample's generator; give seed for several samples")
         rngs = [rng]
     else:
         root = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
