@@ -214,9 +214,82 @@ def _byte_writer():
     return lambda b: _write(decoder.decode(b))
 
 
+def _checkpoint_file(path, doing):
+    """The checkpoint ``--checkpoint PATH`` names: the file itself, or in a run directory its
+    best.npz (else its ckpt.npz), said on stderr; one with neither is a one-line error."""
+    from charrnn.rundir import checkpoint_in
+
+    found = checkpoint_in(path)
+    if found != path:
+        click.echo(f"{doing} {found}", err=True)
+    return found
+
+
+def _read_prime(path):
+    """The text of a prime file (``-``: stdin), UTF-8; one line when it cannot be read."""
+    where = "stdin" if path == "-" else path
+    try:
+        if path == "-":
+            raw = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                raw = f.read()
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CharrnnError(f"{where}: the prime is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                           f"{e.start})") from None
+    except OSError as e:
+        raise CharrnnError(f"{where}: cannot read the prime ({e.strerror or e})") from None
+
+
+def _check_sample_options(ctx, o):
+    """Refuse, in one line, options that contradict each other or say nothing (exit 2)."""
+    given = {name for name in o if ctx.get_parameter_source(name) not in
+             (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP, None)}
+
+    def refuse(message):
+        raise click.UsageError(message)
+
+    if o["stop_text"] == "":
+        refuse("--stop '' is empty: give the text a sample ends after, or leave --stop out")
+    if o["prime"] and o["prime_file"] is not None:
+        refuse("--prime and --prime-file both give the prime: use one (--prime - or --prime-file - reads it "
+               "from stdin)")
+    if o["beam"] is not None:
+        for name, flag in (("temperature", "--temperature"), ("top_k", "--top-k"), ("top_p", "--top-p"),
+                           ("greedy", "--greedy"), ("seed", "--seed"), ("stop_text", "--stop"),
+                           ("sample_index", "--sample-index"), ("interactive", "--interactive")):
+            if name in given:
+                refuse(f"--beam searches for the most probable text, deterministically: {flag} does not apply "
+                       "(leave it out, or sample without --beam)")
+        if o["num_samples"] > 1:
+            refuse("--beam finds one text (the most probable): --num-samples must be 1 with it")
+    if o["greedy"]:
+        if o["temperature"] not in (None, 0):
+            refuse(f"--greedy takes the most likely character, and --temperature {o['temperature']:g} draws: "
+                   "use one (--greedy is --temperature 0)")
+        for name, flag in (("top_k", "--top-k"), ("top_p", "--top-p")):
+            if o[name] is not None:
+                refuse(f"--greedy takes the most likely character: {flag} (which restricts a draw) does not apply")
+    elif o["temperature"] == 0:
+        for name, flag in (("top_k", "--top-k"), ("top_p", "--top-p")):
+            if o[name] is not None:
+                refuse(f"--temperature 0 takes the most likely character: {flag} (which restricts a draw) does "
+                       "not apply")
+    if o["interactive"]:
+        if "num_samples" in given:
+            refuse("--interactive continues one text line by line: --num-samples does not apply")
+        if "sample_index" in given:
+            refuse("--interactive continues one text line by line: --sample-index does not apply")
+        if "-" in (o["prime"], o["prime_file"]):
+            refuse("--interactive reads its lines from stdin: give the prime with --prime TEXT or --prime-file FILE, "
+                   "not from stdin")
+
+
 @cli.command()
-@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Checkpoint to sample from, e.g. RUN/ckpt.npz or RUN/best.npz.")
+@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True),
+              help="Checkpoint to sample from, e.g. RUN/ckpt.npz or RUN/best.npz; a run directory: its best.npz "
+                   "(else its ckpt.npz).")
 @click.option("--length", "-n", type=click.IntRange(min=0),
               help="Characters to generate per sample (default: sample.length of the run's config).")
 @click.option("--temperature", "-t", type=FiniteFloatRange(min=0),
@@ -227,33 +300,164 @@ def _byte_writer():
               help="Draw only from the smallest set of most likely characters whose probability reaches p (nucleus "
                    "sampling).")
 @click.option("--greedy", is_flag=True, help="Always take the most likely character (same as --temperature 0).")
-@click.option("--prime", default="", help="Text to feed the model first; it is printed before the continuation.")
+@click.option("--prime", default="", help="Text to feed the model first; it is printed before the continuation "
+                                          "(-: read it from stdin).")
+@click.option("--prime-file", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Read the prime from this UTF-8 file (-: stdin), for long primes.")
 @click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Independent samples, each from the prime, separated by a line of dashes.")
+              help="Independent samples, each from the prime, generated as one batch, separated by a line of dashes.")
+@click.option("--sample-index", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The index of the first sample: sample i of --seed S --num-samples N is --seed S "
+                   "--sample-index i alone.")
 @click.option("--stop", "stop_text", help="Stop a sample right after it produces this text.")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed for the draws (default: fresh randomness).")
-def sample(ckpt_path, length, temperature, top_k, top_p, greedy, prime, num_samples, stop_text, seed):
+@click.option("--beam", type=click.IntRange(min=1),
+              help="Beam search of this width: the most probable continuation it finds (deterministic); its total "
+                   "log-probability goes to stderr.")
+@click.option("--interactive", "-i", is_flag=True,
+              help="Read lines from stdin, continue each (the state carried); /help lists the commands.")
+@click.pass_context
+def sample(ctx, ckpt_path, length, temperature, top_k, top_p, greedy, prime, prime_file, num_samples, sample_index,
+           stop_text, seed, beam, interactive):
     """Generate text from a checkpoint, streamed to stdout (a model of bytes writes bytes;
     to a terminal, their UTF-8 decoding)."""
     from charrnn import checkpoint, sampling
 
-    ck = checkpoint.load(ckpt_path)
+    _check_sample_options(ctx, dict(ckpt_path=ckpt_path, length=length, temperature=temperature, top_k=top_k,
+                                    top_p=top_p, greedy=greedy, prime=prime, prime_file=prime_file,
+                                    num_samples=num_samples, sample_index=sample_index, stop_text=stop_text,
+                                    seed=seed, beam=beam, interactive=interactive))
+    ck = checkpoint.load(_checkpoint_file(ckpt_path, "sampling from"))
+    source = "--prime"
+    if prime == "-" or prime_file is not None:
+        source = "--prime" if prime == "-" else "--prime-file"
+        prime = _read_prime("-" if prime == "-" else prime_file)
     try:
         sampling.start_indices(prime, ck.vocab, ck.unit)  # an unknown character is the option's fault
     except CharrnnError as e:
-        raise click.BadParameter(str(e), param_hint="'--prime'") from None
+        raise click.BadParameter(str(e), param_hint=f"'{source}'") from None
     emit = _byte_writer() if ck.unit == "bytes" else _write
     length = ck.config.sample.length if length is None else length
     temperature = ck.config.sample.temperature if temperature is None else temperature
-    for piece in sampling.samples(checkpoint.weights(ck), ck.spec, ck.vocab, ck.unit, prime, length,
-                                  np.random.default_rng(seed), num_samples, stop_text, temperature, top_k, top_p,
-                                  greedy):
+    params = checkpoint.weights(ck)
+    if interactive:
+        _interactive(sampling.Session(params, ck.spec, ck.vocab, ck.unit, np.random.default_rng(seed), length,
+                                      temperature, top_k, top_p, greedy, stop_text, prime), emit)
+        return
+    if beam is not None:
+        found = sampling.beam_search(params, ck.spec, sampling.start_indices(prime, ck.vocab, ck.unit), length, beam)
+        text = sampling.symbols(found.indices, ck.vocab, ck.unit)
+        nl = b"\n" if ck.unit == "bytes" else "\n"
+        emit((prime.encode("utf-8") if ck.unit == "bytes" else prime) + text + nl)
+        per = f", {found.log_prob / length:.4f} nats/char" if length else ""
+        click.echo(f"beam {beam}: log-probability {found.log_prob:.4f} nats over {length} characters{per}", err=True)
+        return
+    for piece in sampling.samples(params, ck.spec, ck.vocab, ck.unit, prime, length, None, num_samples, stop_text,
+                                  temperature, top_k, top_p, greedy, seed=seed, first_index=sample_index):
         emit(piece)
 
 
+INTERACTIVE_HELP = """\
+Each line is fed to the model and continued; the state carries from line to line.
+An empty line continues the text further. Commands:
+  /length N        characters per continuation
+  /temperature T   softmax temperature (0: greedy)
+  /top-k K         draw from the K most likely (/top-k off: all)
+  /top-p P         draw from the nucleus of probability P (/top-p off: all)
+  /seed N          restart the draws from seed N
+  /reset           forget the text so far (back to the prime)
+  /help            this list
+  /quit            end the session (as does end of input)"""
+
+
+def _session_command(session, line):
+    """Apply one /command to ``session``; its one-line reply (stderr), or None for /quit."""
+    name, _, arg = line[1:].strip().partition(" ")
+    arg = arg.strip()
+
+    def number(kind, low, high=math.inf, low_open=False, off=False):
+        if off and arg == "off":
+            return None
+        try:
+            v = kind(arg)
+        except ValueError:
+            v = None
+        if v is None or not math.isfinite(v) or v < low or v > high or (low_open and v == low):
+            bound = f"> {low}" if low_open else f">= {low}"
+            bound += f" and <= {high}" if high != math.inf else ""
+            offs = " (or off)" if off else ""
+            raise click.UsageError(f"/{name} {arg!r}: give a {'whole ' if kind is int else ''}number {bound}{offs}")
+        return v
+
+    if name == "quit":
+        return None
+    if name == "help":
+        return INTERACTIVE_HELP
+    if name == "reset":
+        if arg:
+            raise click.UsageError("/reset takes nothing after it")
+        session.reset()
+        return "state reset"
+    if name == "length":
+        session.length = number(int, 0)
+        return f"length {session.length}"
+    if name == "temperature":
+        session.temperature, session.greedy = number(float, 0), False  # the temperature asked for, even after --greedy
+        return f"temperature {session.temperature:g}"
+    if name == "top-k":
+        session.top_k = number(int, 1, off=True)
+        return f"top-k {session.top_k or 'off'}"
+    if name == "top-p":
+        session.top_p = number(float, 0, 1, low_open=True, off=True)
+        return f"top-p {session.top_p or 'off'}"
+    if name == "seed":
+        session.rng = np.random.default_rng(number(int, 0))
+        return f"seed {arg}"
+    raise click.UsageError(f"/{name}: no such command (/help lists them)")
+
+
+def _interactive(session, emit):
+    """``charrnn sample --interactive``: lines from stdin, each fed and continued (stdout);
+    replies and prompts on stderr; a bad line or command is one line there and the session
+    goes on. On a terminal (stdin and stdout), lines are edited with readline."""
+    tty = sys.stdin.isatty()
+    if tty:
+        import readline  # noqa: F401  (importing it gives input() line editing and history)
+
+        click.echo("charrnn interactive: a line to continue, /help for commands, /quit or Ctrl-D to end", err=True)
+    nl = b"\n" if session.unit == "bytes" else "\n"
+    while True:
+        try:
+            if tty and sys.stdout.isatty():  # readline edits the line and must know the prompt to redraw it
+                line = input("> ")
+            elif tty:  # stdout is a file or a pipe: it gets generated text only
+                sys.stderr.write("> ")
+                sys.stderr.flush()
+                line = input()
+            else:
+                line = sys.stdin.readline()
+                if not line:
+                    break
+                line = line[:-1] if line.endswith("\n") else line
+        except EOFError:
+            break
+        try:
+            if line.startswith("/"):
+                reply = _session_command(session, line)
+                if reply is None:
+                    break
+                click.echo(reply, err=True)
+                continue
+            session.feed(line)
+        except (click.UsageError, CharrnnError) as e:
+            click.echo(f"Error: {e.format_message() if isinstance(e, click.UsageError) else e}", err=True)
+            continue
+        emit(session.generate() + nl)
+
+
 @cli.command(name="eval")
-@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Checkpoint to evaluate.")
+@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True),
+              help="Checkpoint to evaluate; a run directory: its best.npz (else its ckpt.npz).")
 @click.option("--text", "text_path", type=click.Path(),
               help="A UTF-8 text file (bytes, for a model of bytes), or a prepared directory (its validation split); "
                    "default: the validation split of the run's corpus.")
@@ -278,6 +482,7 @@ def eval_(ckpt_path, text_path, skip_unknown, as_json, device_name):
     from charrnn.evaluate import evaluate
 
     xp = get_xp(device_name)  # first: no GPU to use is said before anything is read
+    ckpt_path = _checkpoint_file(ckpt_path, "evaluating")
     ck = checkpoint.load(ckpt_path)
     text = evaluation_text(ck, ckpt_path, text_path, skip_unknown)
     with tqdm(total=len(text.data) - 1, desc="evaluating", unit="char", unit_scale=True, file=sys.stderr,
@@ -405,8 +610,8 @@ def gradcheck(cell, layers, dropout, tol, seed, verbose):
 
 
 @cli.command()
-@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Checkpoint whose model to look into.")
+@click.option("--checkpoint", "ckpt_path", required=True, type=click.Path(exists=True),
+              help="Checkpoint whose model to look into; a run directory: its best.npz (else its ckpt.npz).")
 @click.option("--text", "text_path", type=click.Path(dir_okay=False),
               help="UTF-8 text to run the model over (default: the start of the run's validation split).")
 @click.option("--prime", help="Sample the text instead, from this prime (with --length).")
@@ -431,6 +636,7 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
     except ValueError:
         raise click.BadParameter(f"{layers!r}: give layer numbers separated by commas, e.g. 1,2",
                                  param_hint="'--layers'") from None
+    ckpt_path = _checkpoint_file(ckpt_path, "visualizing")
     shown = viz.page_for(ckpt_path, text_path=text_path, prime=prime, length=length, temperature=temperature,
                          seed=seed, chars=chars, layers=layer_list)
     body = shown.html.encode("utf-8")

@@ -214,6 +214,18 @@ def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory"
         os.close(fd)
 
 
+def checkpoint_in(path: str) -> str:
+    """The checkpoint file ``--checkpoint PATH`` means: PATH itself, or in a run directory its
+    best.npz, else its ckpt.npz; a directory with neither is a one-line CharrnnError."""
+    if not os.path.isdir(path):
+        return path
+    for name in (BEST, CKPT):
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    raise CharrnnError(f"{path}: a directory without {BEST} or {CKPT}; give a checkpoint file, or a run "
+                       "directory that holds one")
+
+
 def held_step(path: str) -> int | None:
     """The step stored in checkpoint ``path``, or None if it cannot be read.
 

@@ -254,3 +254,16 @@ def test_an_unreadable_log_is_one_line_on_resume(stopped, fault):
     r = run("train", "--resume", stopped / "ckpt.npz", "-q", "--steps", 12)
     one_line_error(r, 1, str(log), "cannot read the metrics log", "move it aside")
     assert ckpt_io.load(str(stopped / "ckpt.npz")).run.step == 10
+
+
+def test_checkpoint_in_a_run_directory(tmp_path):
+    assert rundir.checkpoint_in(str(tmp_path / "x.npz")) == str(tmp_path / "x.npz")  # a file: itself
+    with pytest.raises(CharrnnError, match=r"without best\.npz or ckpt\.npz"):
+        rundir.checkpoint_in(str(tmp_path))
+    (tmp_path / "ckpt.npz").write_bytes(b"")
+    assert rundir.checkpoint_in(str(tmp_path)) == str(tmp_path / "ckpt.npz")
+    (tmp_path / "best.npz").mkdir()  # not a file: not a checkpoint
+    assert rundir.checkpoint_in(str(tmp_path)) == str(tmp_path / "ckpt.npz")
+    (tmp_path / "best.npz").rmdir()
+    (tmp_path / "best.npz").write_bytes(b"")
+    assert rundir.checkpoint_in(str(tmp_path)) == str(tmp_path / "best.npz")
