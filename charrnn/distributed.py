@@ -26,10 +26,27 @@ at that same control allreduce (or on their way to it); they all learn there tha
 failed, exchange the messages, and every rank raises: rank 0 the error of the lowest
 failing rank (one line, ``rank r of N: ...`` when it is another rank's), the other ranks
 exit silently with the same code. A failure that every rank meets at once (a bad config,
-a diverged loss) ends the same way. No timeout is involved, and MPI is finalized normally.
+a diverged loss) ends the same way, and MPI is finalized normally.
 The same control allreduce carries the stop flag (Ctrl-C, SIGTERM) and the time budget,
 so that every rank stops after the same step; and the validation loss (``total``).
 
+**A rank that does not answer.** That protocol needs every rank to act. A rank can also
+stop answering without failing: its process stopped (SIGSTOP, a debugger, a node that
+swaps), its node cut off the network. Every collective is therefore non-blocking
+(``Iallreduce``, ``Igather``, ``Iallgather(v)``) and waited for by ``_wait``, which polls
+the request in Python with naps that grow with the wait (at most a tenth of the time
+waited so far, so a step is slowed by little; 10 ms at most). A collective that has not
+completed after ``train.peer_timeout`` seconds (``heed``) ends the run on this rank
+(``_give_up``): it sends a small notice (tag ``NOTICE``) to every other rank, and waits
+``GRACE`` seconds for theirs; a rank whose notice does not come is silent. A rank that
+receives a notice while it waits in a collective gives up at once too, so that every rank
+that can act ends within about ``peer_timeout + GRACE``. A stop signal (the ``StopFlag``
+given to ``heed``) while a collective waits gives up ``SIGNAL_GRACE`` seconds after it (at
+once after a second signal) instead of waiting for the timeout. The lowest rank that can
+act says it in one line (``PeerLost``: which rank did not answer; ``train`` adds the step
+and what the last checkpoint holds) on its own stderr, even when that is not rank 0, and
+every such rank leaves without finalizing MPI (``os._exit``: MPI_Finalize, and any further
+collective, would wait for the silent rank); the launcher then ends the silent processes.
 Weights are compared across ranks (a CRC of their bytes) when the run starts and at every
 checkpoint: ranks started with different weights, or whose arithmetic drifted apart,
 stop the run with a message instead of training on inconsistent copies.
@@ -37,9 +54,13 @@ stop the run with a message instead of training on inconsistent copies.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import os
+import pickle
 import sys
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import replace
@@ -52,6 +73,7 @@ from charrnn.errors import CharrnnError, UsageError
 if TYPE_CHECKING:
     from charrnn.checkpoint import RunState
     from charrnn.device import Arrays
+    from charrnn.signals import StopFlag
 
 _T = TypeVar("_T")  # mine(): what it is given, this rank's part of it
 _P = ParamSpec("_P")
@@ -61,6 +83,24 @@ _P = ParamSpec("_P")
 LAUNCHER_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS")
 RANK_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")  # this process's rank, before MPI starts
 INSTALL_HINT = "pip install 'charrnn[mpi]'"
+
+PEER_TIMEOUT = 600.0  # seconds a collective may wait before ``heed`` sets train.peer_timeout
+GRACE = 3.0  # seconds a rank that gave up waits for the others' notices
+SIGNAL_GRACE = 3.0  # seconds a collective still waits after a stop signal before giving up
+NOTICE = 7377  # the MPI tag of the notice a rank that gives up sends to every other rank
+SIGNAL_NAMES = {2: "Ctrl-C", 15: "SIGTERM"}  # signals.NAMES, by number (no import of signal handling here)
+
+
+class PeerLost(CharrnnError):
+    """A collective did not complete: some rank did not answer (``silent``), or a stop signal
+    came while it waited. The message says which rank and why; ``train`` adds the step
+    (``step``: the last step this rank completed, set there) and the last checkpoint.
+    ``exit_code``: 1, or 130/143 after Ctrl-C/SIGTERM."""
+
+    def __init__(self, message: str, exit_code: int = 1, silent: tuple[int, ...] = ()):
+        super().__init__(message)
+        self.exit_code, self.silent = exit_code, silent
+        self.step: int | None = None
 
 
 def launcher_var() -> str | None:
@@ -97,6 +137,9 @@ class Single:
 
     def same_corpus(self, identity: dict, path: str) -> None:
         """One process reads one corpus: nothing to compare."""
+
+    def heed(self, timeout: float, stop: StopFlag | None = None) -> None:
+        """One process waits for no other: nothing to time out."""
 
     def end(self, error: BaseException | None) -> None:
         """Nothing to coordinate: the error goes its way."""
@@ -145,6 +188,14 @@ def env_rank() -> int | None:
     return None
 
 
+def speaks() -> bool:
+    """Whether this process speaks for the run: rank 0 (or a process outside a launcher), or,
+    once a rank gave up on the others (``Ranks._give_up``), the lowest rank that can act."""
+    if isinstance(_world, Ranks) and _world.speaker is not None:
+        return _world.speaker
+    return env_rank() in (None, 0)
+
+
 def _silence():
     """Rank 0 speaks for the run: other ranks discard what Python would print."""
     sys.stdout = sys.stderr = open(os.devnull, "w", encoding="utf-8")
@@ -166,6 +217,18 @@ def ends_together(command: Callable[_P, _T]) -> Callable[_P, _T]:
         return result
 
     return run
+
+
+def _leave(code: int) -> None:
+    """At exit, after a rank gave up on the others: flush what was said and leave without
+    MPI_Finalize, which would wait for them (registered by ``_give_up``, so it runs before
+    mpi4py's finalization). The launcher sees a rank end without finalizing and ends the job."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _report(e):
@@ -194,6 +257,93 @@ class Ranks:
         self._buf = None  # the flat gradient buffer, allocated at the first ``sum``
         self._streams = None  # this rank's slice of the B training streams, from ``split``
         self._ended = False  # every rank knows the run is ending with an error
+        self._broken = False  # this rank gave up on a collective: no further one is attempted
+        self.timeout, self._stop = PEER_TIMEOUT, None  # from ``heed``
+        self.speaker: bool | None = None  # after giving up: whether this rank says why (``speaks``)
+        self._sent = []  # the notices this rank sent when it gave up (kept until it exits)
+
+    def heed(self, timeout: float, stop: StopFlag | None = None) -> None:
+        """From now on a collective gives up after ``timeout`` seconds (train.peer_timeout),
+        and, with ``stop``, ``SIGNAL_GRACE`` seconds after a stop signal (at once after a
+        second one) instead of waiting for a rank that does not answer."""
+        self.timeout, self._stop = float(timeout), stop
+
+    # ----------------------------------------------------------------- waiting
+    def _wait(self, req: Any) -> None:
+        """Wait for the non-blocking collective ``req``; give up (``_give_up``: raises
+        PeerLost) when it has not completed within ``self.timeout`` seconds, when another
+        rank's notice says it gave up, or after a stop signal.
+
+        It polls ``req.Test()`` (which also drives MPI's progress) with naps of at most a tenth
+        of the time waited so far (10 ms at most): the answer is seen at most ~10% late, and
+        Python runs between polls, so a signal's handler sets the stop flag here."""
+        if req.Test():
+            return
+        stop = self._stop
+        # A second signal while waiting is held until the collective completes (then StopNow,
+        # between two collectives, as a blocking call would have it): cut short in the middle,
+        # this rank would start the next collective while the others finish this one.
+        with stop.held() if stop is not None else contextlib.nullcontext():
+            t0 = time.monotonic()
+            next_look = t0 + 0.05  # when to look for a notice next: not on every poll
+            signalled = None  # when the wait first saw the stop flag set
+            while not req.Test():
+                now = time.monotonic()
+                waited = now - t0
+                if now >= next_look:
+                    next_look = now + 0.05
+                    if self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=NOTICE):
+                        self._give_up(waited, notified=True)
+                    if stop is not None and stop.set:
+                        signalled = now if signalled is None else signalled
+                        if stop.insisted or now - signalled >= SIGNAL_GRACE:
+                            self._give_up(waited, signum=stop.signum)
+                    if waited >= self.timeout:
+                        self._give_up(waited)
+                if waited > 2e-4:  # the first 0.2 ms spin, as MPI's blocking calls do
+                    time.sleep(min(0.01, 0.1 * waited))
+
+    def _give_up(self, waited: float, signum: int | None = None, notified: bool = False) -> None:
+        """This rank stops waiting: it tells every other rank (a notice: its exit code and the
+        signal, if any), gathers the notices of those that can still act for ``GRACE`` seconds
+        (fewer when all have come), and raises PeerLost naming the ranks whose notice did not
+        come. From here no collective is attempted (``_broken``) and the process leaves
+        without finalizing MPI (``_leave``, at exit); the lowest rank that can act speaks,
+        on its own stderr (others' was silenced)."""
+        MPI, comm = self.MPI, self.comm
+        self._broken = True
+        code = 128 + signum if signum else 1
+        mine = np.array([code, signum or 0], dtype=np.int64)
+        self._sent = [comm.Isend(mine, dest=r, tag=NOTICE) for r in range(self.size) if r != self.rank]
+        notices = {}
+        deadline = time.monotonic() + GRACE
+        status = MPI.Status()
+        while len(notices) < self.size - 1 and time.monotonic() < deadline:
+            if comm.Iprobe(source=MPI.ANY_SOURCE, tag=NOTICE, status=status):
+                theirs = np.empty(2, dtype=np.int64)
+                comm.Recv(theirs, source=status.Get_source(), tag=NOTICE)
+                notices[status.Get_source()] = theirs
+            else:
+                time.sleep(0.005)
+        silent = tuple(r for r in range(self.size) if r != self.rank and r not in notices)
+        if notified and not signum and notices:  # another rank gave up first: end as it does
+            first = notices[min(notices)]
+            code, signum = int(first[0]), int(first[1]) or None
+        alive = [r for r in range(self.size) if r not in silent]
+        self.speaker = self.rank == alive[0]
+        if self.speaker and self.rank != 0:
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # rank 0 is silent: this rank speaks
+        atexit.register(_leave, code)
+        who = (f"rank {silent[0]}" if len(silent) == 1 else "ranks " + ", ".join(map(str, silent))) + \
+            f" of {self.size}"
+        if not silent:
+            message = f"the {self.size} ranks lost step with each other (a collective did not complete)"
+        elif signum:
+            message = f"interrupted by {SIGNAL_NAMES.get(signum, f'signal {signum}')} while {who} did not answer"
+        else:
+            waited = max(waited, self.timeout) if notified else waited
+            message = f"{who} did not answer for {waited:.0f} s (train.peer_timeout)"
+        raise PeerLost(message, code, silent)
 
     # ----------------------------------------------------------------- control and errors
     def _control(self, error=None, flag=False, value=0.0):
@@ -203,17 +353,28 @@ class Ranks:
         """
         c = self._control_buf
         c[:] = (error is not None, bool(flag), value)
-        self.comm.Allreduce(self.MPI.IN_PLACE, c, op=self.MPI.SUM)
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, c, op=self.MPI.SUM))
         if c[0]:
             self._fail(error)
         return bool(c[1]), float(c[2])
+
+    def _allgather(self, obj: Any) -> list:
+        """Every rank's picklable ``obj``, on every rank (mpi4py's ``allgather``, non-blocking:
+        the sizes, then the bytes)."""
+        data = np.frombuffer(pickle.dumps(obj), dtype=np.uint8)
+        sizes = np.zeros(self.size, dtype=np.int64)
+        self._wait(self.comm.Iallgather(np.array([data.size], dtype=np.int64), sizes))
+        at = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        out = np.empty(int(sizes.sum()), dtype=np.uint8)
+        self._wait(self.comm.Iallgatherv(data, [out, sizes, at, self.MPI.BYTE]))
+        return [pickle.loads(out[a:a + n].tobytes()) for a, n in zip(at, sizes, strict=True)]
 
     def _fail(self, error):
         """Some rank failed, and every rank knows it: exchange the reports and raise. Rank 0
         raises the error of the lowest failing rank (its own exception, when that is rank 0);
         the others exit with the same code, silently."""
         self._ended = True
-        reports = self.comm.allgather(None if error is None else _report(error))
+        reports = self._allgather(None if error is None else _report(error))
         first = next(r for r, x in enumerate(reports) if x is not None)
         message, code = reports[first]
         if self.rank != 0:
@@ -226,15 +387,23 @@ class Ranks:
 
     def end(self, error: BaseException | None) -> None:
         """This rank's command ended (``error``: with an exception). Unless every rank already
-        knows of a failure, meet the others at their next control allreduce.
+        knows of a failure, or this rank gave up on them, meet the others at their next
+        control allreduce.
 
         A KeyboardInterrupt (a second Ctrl-C: stop at once) can strike between a control
         allreduce and the one it announces, where no other rank would meet this one; it ends
         the job at once instead (MPI_Abort; the last checkpoint is intact, being atomic)."""
         if isinstance(error, KeyboardInterrupt):
             self.comm.Abort(130)
-        if not self._ended:
+        if self._ended or self._broken:
+            return
+        try:
             self._control(error=error)
+        except PeerLost as lost:
+            if error is None or isinstance(error, SystemExit):
+                raise
+            message, code = _report(error)  # this rank's own error, and then no answer
+            raise PeerLost(f"{message}; then {lost}", code, lost.silent) from None
 
     def agreed(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any (a stop request, the time budget)."""
@@ -266,7 +435,7 @@ class Ranks:
         mount, another working directory); their gradients would mix two texts without a word."""
         mine = (int(identity["bytes"]), str(identity["sha256"]), os.path.abspath(path))
         self._control()
-        everyone = self.comm.allgather(mine)
+        everyone = self._allgather(mine)
         bad = [r for r, x in enumerate(everyone) if x[:2] != everyone[0][:2]]
         if bad:
             r = bad[0]
@@ -301,7 +470,7 @@ class Ranks:
         mine = np.stack(arrays)  # (S, B/N, H)
         everything = np.empty((self.size,) + mine.shape, mine.dtype) if self.rank == 0 else None
         self._control()
-        self.comm.Gather(mine, everything, root=0)
+        self._wait(self.comm.Igather(mine, everything, root=0))
         if self.rank != 0:
             return None
         full = np.concatenate(everything, axis=1)  # (S, B, H): rank r's streams after rank r-1's
@@ -315,7 +484,7 @@ class Ranks:
         for p in run.params.values():
             crc = zlib.crc32(np.ascontiguousarray(p).data, crc)
         self._control()
-        crcs = self.comm.allgather(crc)
+        crcs = self._allgather(crc)
         bad = [r for r, c in enumerate(crcs) if c != crcs[0]]
         if bad:
             raise CharrnnError(f"the weights of rank {bad[0]} of {self.size} differ from rank 0's at step "
@@ -340,5 +509,5 @@ class Ranks:
             out[k] = part.reshape(g.shape)
             at += g.size
         _, loss = self._control(value=loss * scale)
-        self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        self._wait(self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM))
         return loss, out
