@@ -293,17 +293,17 @@ class Ranks:
                 if now >= next_look:
                     next_look = now + 0.05
                     if self.comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=NOTICE):
-                        self._give_up(waited, notified=True)
+                        self._give_up(notified=True)
                     if stop is not None and stop.set:
                         signalled = now if signalled is None else signalled
                         if stop.insisted or now - signalled >= SIGNAL_GRACE:
-                            self._give_up(waited, signum=stop.signum)
+                            self._give_up(signum=stop.signum)
                     if waited >= self.timeout:
-                        self._give_up(waited)
+                        self._give_up()
                 if waited > 2e-4:  # the first 0.2 ms spin, as MPI's blocking calls do
                     time.sleep(min(0.01, 0.1 * waited))
 
-    def _give_up(self, waited: float, signum: int | None = None, notified: bool = False) -> None:
+    def _give_up(self, signum: int | None = None, notified: bool = False) -> None:
         """This rank stops waiting: it tells every other rank (a notice: its exit code and the
         signal, if any), gathers the notices of those that can still act for ``GRACE`` seconds
         (fewer when all have come), and raises PeerLost naming the ranks whose notice did not
@@ -341,8 +341,7 @@ class Ranks:
         elif signum:
             message = f"interrupted by {SIGNAL_NAMES.get(signum, f'signal {signum}')} while {who} did not answer"
         else:
-            waited = max(waited, self.timeout) if notified else waited
-            message = f"{who} did not answer for {waited:.0f} s (train.peer_timeout)"
+            message = f"{who} did not answer for {self.timeout:g} s (train.peer_timeout)"
         raise PeerLost(message, code, silent)
 
     # ----------------------------------------------------------------- control and errors

@@ -12,6 +12,7 @@ one rank cannot open, ranks started with different files or settings.
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -517,3 +518,113 @@ def test_resume_on_a_number_of_ranks_that_does_not_divide_the_batch_advises_one_
     assert error_lines(r.stderr) == [
         "Error: train.batch_size 4 cannot be split between 3 processes: the resumed run's train.batch_size is "
         "fixed: run a number of processes that divides it (mpiexec -n N with N one of 1, 2, 4)"]
+
+
+# ----------------------------------------------------------------------------- a rank that does not answer
+
+PEER_TIMEOUT = 5  # train.peer_timeout of the frozen-rank runs, seconds
+ENDS_WITHIN = PEER_TIMEOUT + distributed.GRACE + 20  # generous: the machine is shared and loaded
+
+
+def frozen_run(tmp_path, corpus, start, peer_timeout=PEER_TIMEOUT):
+    """A 2-rank run that checkpoints every 10 steps, waited for until its first checkpoint:
+    (its Popen, its run directory, {rank: pid})."""
+    cfg = config(tmp_path, corpus, train={"steps": 100000, "log_every": 1000, "eval_every": 0,
+                                          "checkpoint_every": 10, "peer_timeout": peer_timeout})
+    out = tmp_path / "run"
+    proc = start("train", "--config", cfg, "--out", out, "-q")
+    wait_for(lambda: (out / "ckpt.npz").exists(), proc, "the first checkpoint")
+    pids = rank_pids(str(out))
+    assert sorted(pids) == [0, 1], pids
+    return proc, out, pids
+
+
+@pytest.fixture
+def frozen():
+    """``frozen(pid)``: SIGSTOP the rank process ``pid``; at teardown, a frozen rank that is still
+    there (a failed test) is killed, so that no test leaves a process behind."""
+    stopped = []
+
+    def freeze(pid):
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        return time.monotonic()
+
+    yield freeze
+    for pid in stopped:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"charrnn" in f.read():
+                    os.kill(pid, signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
+def said_step(line, pattern):
+    """(step after which the run gave up, step the checkpoint holds) from the one line."""
+    m = re.fullmatch(pattern, line)
+    assert m, line
+    return int(m["after"]), int(m["holds"])
+
+
+@pytest.mark.slow
+@needs_mpi
+@pytest.mark.parametrize("rank", [1, 0])
+def test_a_frozen_rank_ends_the_run_after_peer_timeout_in_one_line(tmp_path, corpus_2000, start, frozen, rank):
+    """A real SIGSTOP on one rank after the first checkpoint: the other gives up after
+    train.peer_timeout (5 s), says in one line which rank did not answer, after which step,
+    and what the last checkpoint holds (rank 1 says it when rank 0 is the frozen one); exit 1.
+    The job ends whole (the launcher kills the stopped rank), the checkpoint loads, and the
+    run resumes from it in one process."""
+    proc, out, pids = frozen_run(tmp_path, corpus_2000, start)
+    t = frozen(pids[rank])
+    _, stderr = proc.communicate(timeout=120)
+    took = time.monotonic() - t
+    assert proc.returncode == 1, stderr
+    ckpt = out / "ckpt.npz"
+    (line,) = error_lines(stderr)
+    after, holds = said_step(line, rf"Error: rank {rank} of 2 did not answer for {PEER_TIMEOUT} s "
+                                   rf"\(train\.peer_timeout\) after step (?P<after>\d+); the last checkpoint, "
+                                   rf"{ckpt}, holds step (?P<holds>\d+); continue with: charrnn train --resume {ckpt}")
+    print(f"\nrank {rank} frozen: the job ended {took:.1f} s after the SIGSTOP")
+    assert PEER_TIMEOUT - 1 <= took <= ENDS_WITHIN, took
+    assert rank_pids(str(out)) == {}
+    step = ckpt_io.load(str(ckpt)).run.step
+    assert step == holds and holds % 10 == 0 and after >= holds, (after, holds)
+    more = run("train", "--resume", ckpt, "-q", "--steps", step + 3)
+    assert more.exit_code == 0, more.output
+    assert ckpt_io.load(str(ckpt)).run.step == step + 3
+
+
+@pytest.mark.slow
+@needs_mpi
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_while_a_rank_is_frozen_ends_the_run_within_seconds(tmp_path, corpus_2000, start, frozen,
+                                                                           signame):
+    """Rank 1 is stopped (SIGSTOP), then SIGTERM or SIGINT goes to mpiexec, which forwards it:
+    rank 0 gives up a few seconds later, far from train.peer_timeout (120 s), with one line
+    saying it was interrupted while rank 1 did not answer and what the checkpoint holds;
+    exit 143 (130). Nothing is left running; the run resumes on 2 ranks."""
+    proc, out, pids = frozen_run(tmp_path, corpus_2000, start, peer_timeout=120)
+    frozen(pids[1])
+    time.sleep(0.5)  # rank 0 is now waiting for rank 1
+    sig = getattr(signal, signame)
+    t = time.monotonic()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=100)
+    took = time.monotonic() - t
+    assert proc.returncode == 128 + sig, stderr
+    ckpt = out / "ckpt.npz"
+    how = {"SIGTERM": "SIGTERM", "SIGINT": "Ctrl-C"}[signame]
+    (line,) = error_lines(stderr)
+    after, holds = said_step(line, rf"interrupted by {how} while rank 1 of 2 did not answer after step "
+                                   rf"(?P<after>\d+); the last checkpoint, {ckpt}, holds step (?P<holds>\d+); "
+                                   rf"continue with: charrnn train --resume {ckpt}")
+    print(f"\n{signame} with rank 1 frozen: the job ended {took:.1f} s after the signal")
+    assert took <= distributed.SIGNAL_GRACE + distributed.GRACE + 20, took
+    assert rank_pids(str(out)) == {}
+    step = ckpt_io.load(str(ckpt)).run.step
+    assert step == holds and after >= holds
+    r = mpiexec("train", "--resume", ckpt, "-q", "--steps", step + 3)
+    assert r.returncode == 0, r.stderr
+    assert ckpt_io.load(str(ckpt)).run.step == step + 3
