@@ -337,7 +337,7 @@ class Ranks:
         who = (f"rank {silent[0]}" if len(silent) == 1 else "ranks " + ", ".join(map(str, silent))) + \
             f" of {self.size}"
         if not silent:
-            message = f"the {self.size} ranks lost step with each other (a collective did not complete)"
+            message = f"the {self.size} ranks fell out of step (a collective did not complete, though every rank answered)"
         elif signum:
             message = f"interrupted by {SIGNAL_NAMES.get(signum, f'signal {signum}')} while {who} did not answer"
         else:

@@ -628,3 +628,122 @@ def test_a_stop_signal_while_a_rank_is_frozen_ends_the_run_within_seconds(tmp_pa
     r = mpiexec("train", "--resume", ckpt, "-q", "--steps", step + 3)
     assert r.returncode == 0, r.stderr
     assert ckpt_io.load(str(ckpt)).run.step == step + 3
+
+
+class FakeMPI:
+    """What ``Ranks._wait`` and ``_give_up`` use of mpi4py's MPI module, for the unit tests below."""
+
+    ANY_SOURCE = -1
+
+    class Status:
+        source = None
+
+        def Get_source(self):
+            return self.source
+
+
+class FakeComm:
+    """Rank 0 of 2: its collectives complete when ``done()`` says so; the notices it is sent are
+    ``inbox`` ({source: [code, signum]}); those it sends are kept."""
+
+    def __init__(self, inbox=None):
+        self.inbox, self.sent = dict(inbox or {}), []
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 2
+
+    def Iprobe(self, source, tag, status=None):
+        if self.inbox and status is not None:
+            status.source = next(iter(self.inbox))
+        return bool(self.inbox)
+
+    def Recv(self, buf, source, tag):
+        buf[:] = self.inbox.pop(source)
+
+    def Isend(self, buf, dest, tag):
+        self.sent.append((dest, tag, list(buf)))
+
+
+class Request:
+    def __init__(self, after):  # completes ``after`` seconds from now (None: never)
+        self.at = None if after is None else time.monotonic() + after
+
+    def Test(self):
+        return self.at is not None and time.monotonic() >= self.at
+
+
+@pytest.fixture
+def ranks(monkeypatch):
+    """``ranks(inbox)``: a Ranks over FakeComm, with short graces and the exit at the end of a
+    give-up recorded (not registered: it would end pytest)."""
+    left = []
+    monkeypatch.setattr(distributed, "GRACE", 0.3)
+    monkeypatch.setattr(distributed, "SIGNAL_GRACE", 0.3)
+    monkeypatch.setattr(distributed.atexit, "register", lambda f, *a: left.append(a))
+
+    def make(inbox=None):
+        r = distributed.Ranks(FakeComm(inbox), FakeMPI)
+        r.left = left
+        return r
+
+    return make
+
+
+def test_a_collective_that_completes_is_seen_soon_after(ranks):
+    """The naps grow with the wait, but stay a tenth of it: 0.2 s is seen within ~10%."""
+    r = ranks()
+    for after in (0.0, 0.001, 0.2):
+        t = time.monotonic()
+        r._wait(Request(after))
+        late = time.monotonic() - t - after
+        assert late <= 0.1 * after + 0.015, (after, late)
+    assert r.comm.sent == [] and r.left == []
+
+
+def test_a_collective_that_never_completes_gives_up_after_the_timeout(ranks):
+    """A request that never completes: after peer_timeout the rank sends its notice (exit code
+    1) to rank 1, waits the grace for rank 1's, and raises PeerLost naming rank 1; the process
+    is set to leave with code 1, and nothing further is attempted (``end`` does nothing)."""
+    r = ranks()
+    r.heed(0.5)
+    t = time.monotonic()
+    with pytest.raises(distributed.PeerLost, match=r"^rank 1 of 2 did not answer for 0\.5 s \(train\.peer_timeout\)$") \
+            as e:
+        r._wait(Request(None))
+    took = time.monotonic() - t
+    assert 0.5 <= took <= 0.5 + 0.3 + 0.5, took
+    assert e.value.exit_code == 1 and e.value.silent == (1,)
+    assert r.comm.sent == [(1, distributed.NOTICE, [1, 0])] and r.left == [(1,)]
+    assert r.speaker is True
+    r.end(None)  # no collective: it would wait for rank 1 again
+
+
+def test_a_stop_signal_while_waiting_gives_up_after_the_signal_grace(ranks):
+    """The stop flag is set (SIGTERM) while the collective waits: it gives up SIGNAL_GRACE
+    later, long before the timeout, exit 143."""
+    from charrnn.signals import StopFlag
+
+    r = ranks()
+    stop = StopFlag()
+    stop.signum = signal.SIGTERM
+    r.heed(600, stop)
+    t = time.monotonic()
+    with pytest.raises(distributed.PeerLost, match="^interrupted by SIGTERM while rank 1 of 2 did not answer$") as e:
+        r._wait(Request(None))
+    assert time.monotonic() - t <= 0.3 + 0.3 + 0.5
+    assert e.value.exit_code == 143 and r.left == [(143,)]
+
+
+def test_a_notice_from_a_rank_that_gave_up_ends_the_wait_at_once(ranks):
+    """Rank 1 gave up first (its notice: code 1, no signal): rank 0 gives up at its next look,
+    without waiting for the timeout; rank 1 answered, so no rank is named silent."""
+    r = ranks(inbox={1: [1, 0]})
+    r.heed(600)
+    t = time.monotonic()
+    with pytest.raises(distributed.PeerLost, match="^the 2 ranks fell out of step") as e:
+        r._wait(Request(None))
+    assert time.monotonic() - t <= 0.5
+    assert e.value.silent == () and r.left == [(1,)]
