@@ -747,3 +747,174 @@ def test_a_notice_from_a_rank_that_gave_up_ends_the_wait_at_once(ranks):
         r._wait(Request(None))
     assert time.monotonic() - t <= 0.5
     assert e.value.silent == () and r.left == [(1,)]
+
+
+# ----------------------------------------------------------------------------- two hosts on this machine
+
+IP = shutil.which("ip") or "/usr/sbin/ip"
+# What keeps MPICH's ranks off shared memory, so that the gradients cross the veth link over
+# TCP: without MPIR_CVAR_NOLOCAL both "hosts" (one hostname) talk through /dev/shm, and with
+# it alone UCX still picks its own shared-memory transports (measured: ~8 kB on the link
+# for 80 MB of allreduces, against 80 MB with both).
+OVER_TCP = {"MPIR_CVAR_NOLOCAL": "1", "UCX_TLS": "tcp,self"}
+
+
+def _ip(*args):
+    return subprocess.run([IP, *args], capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def hosts():
+    """Two network namespaces joined by a veth pair, 10.77.0.1/24 and 10.77.0.2/24: two hosts
+    on this machine. Yields ``Hosts``; at teardown every process left in them is killed and
+    both are deleted (which deletes the link). Skipped, with the reason, where namespaces
+    cannot be made (not root, no ip, refused)."""
+    tag = f"{os.getpid() % 100000}"
+    names = (f"charrnn{tag}a", f"charrnn{tag}b")
+    links = (f"cr{tag}a", f"cr{tag}b")
+    if not os.path.exists(IP):
+        pytest.skip("no ip command: two network namespaces cannot be made")
+    made = []
+    try:
+        for ns in names:
+            r = _ip("netns", "add", ns)
+            if r.returncode:
+                pytest.skip(f"cannot make a network namespace (ip netns add): {r.stderr.strip()}")
+            made.append(ns)
+        steps = [("link", "add", links[0], "type", "veth", "peer", "name", links[1])]
+        for ns, link, addr in zip(names, links, ("10.77.0.1/24", "10.77.0.2/24"), strict=True):
+            steps += [("link", "set", link, "netns", ns), ("-n", ns, "addr", "add", addr, "dev", link),
+                      ("-n", ns, "link", "set", "lo", "up"), ("-n", ns, "link", "set", link, "up")]
+        for step in steps:
+            r = _ip(*step)
+            if r.returncode:
+                pytest.skip(f"cannot join two network namespaces (ip {' '.join(step)}): {r.stderr.strip()}")
+        two = Hosts(names, links)
+        yield two
+    finally:
+        for ns in made:
+            for pid in _ip("netns", "pids", ns).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+        for proc in two.procs if "two" in locals() else ():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        for ns in made:
+            for _ in range(50):  # the killed processes leave the namespace first
+                if _ip("netns", "del", ns).returncode == 0:
+                    break
+                time.sleep(0.1)
+
+
+class Hosts:
+    """``start(ARGS)``: ``mpiexec -n 2 python -m charrnn ARGS`` with rank 0 on host a and rank 1
+    on host b: mpiexec runs in a with hydra's manual launcher, and each proxy command that it
+    prints runs in its namespace (``ip netns exec``). Returns mpiexec's Popen."""
+
+    def __init__(self, names, links):
+        self.names, self.links, self.procs = names, links, []
+
+    def start(self, *args):
+        env = {k: v for k, v in mpi_env().items() if k != "HYDRA_LAUNCHER"}
+        env.update(OVER_TCP)
+        cmd = [IP, "netns", "exec", self.names[0], MPIEXEC, "-launcher", "manual", "-hosts", "10.77.0.1,10.77.0.2",
+               "-n", "2", sys.executable, "-m", "charrnn", *map(str, args)]
+        job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        proxies = []
+        for line in job.stdout:
+            if line.startswith("HYDRA_LAUNCH_END"):
+                break
+            if line.startswith("HYDRA_LAUNCH:"):
+                proxies.append(line.split(":", 1)[1].split())
+        assert len(proxies) == 2, proxies
+        for ns, proxy in zip(self.names, proxies, strict=True):
+            self.procs.append(subprocess.Popen([IP, "netns", "exec", ns, *proxy], stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL, env=env, cwd=ROOT))
+        self.procs.append(job)
+        return job
+
+    def received(self, i):
+        """Bytes received so far on host i's end of the link."""
+        out = _ip("-n", self.names[i], "-s", "-j", "link", "show", self.links[i]).stdout
+        return json.loads(out)[0]["stats64"]["rx"]["bytes"]
+
+    def cut(self):
+        """Take the link down (on host a's end: the pair goes down)."""
+        r = _ip("-n", self.names[0], "link", "set", self.links[0], "down")
+        assert r.returncode == 0, r.stderr
+
+    def heal(self):
+        r = _ip("-n", self.names[0], "link", "set", self.links[0], "up")
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_a_run_across_two_hosts_equals_one_process(tmp_path, corpus_2000, hosts):
+    """Rank 0 and rank 1 in two network namespaces, the gradients over TCP on the veth link
+    (the bytes received on it are counted): the run is bitwise the same 2-rank run on one
+    host, and within 1e-10 of one process (as test_equivalence)."""
+    cfg = config(tmp_path, corpus_2000, model={"cell": "lstm"}, optim={"name": "adam", "lr": 0.01})
+    assert run("train", "--config", cfg, "-q", "--out", tmp_path / "one").exit_code == 0
+    r = mpiexec("train", "--config", cfg, "-q", "--out", tmp_path / "local")
+    assert r.returncode == 0, r.stderr
+    before = hosts.received(0)
+    job = hosts.start("train", "--config", cfg, "-q", "--out", tmp_path / "two")
+    _, stderr = job.communicate(timeout=240)
+    assert job.returncode == 0, stderr
+    crossed = hosts.received(0) - before
+    P = sum(a.size for k, a in ckpt_io.load(str(tmp_path / "one" / "ckpt.npz")).run.params.items())
+    print(f"\ntwo hosts: {crossed:,} bytes received on host a's end of the link (P = {P:,}, 50 steps)")
+    assert crossed >= 50 * P * 8, crossed  # every step's float64 gradients came over the link
+    assert same_bits(tmp_path / "two", tmp_path / "local")
+    loss, val, arrays = compare_runs(tmp_path / "two", tmp_path / "one")
+    assert loss <= TOL and val <= TOL and max(arrays.values()) <= TOL, (loss, val, arrays)
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_a_cut_link_between_two_hosts_ends_every_rank_in_one_line(tmp_path, corpus_2000, hosts):
+    """The link between the two hosts goes down (ip link set down) after the first checkpoint:
+    rank 0 gives up after train.peer_timeout and says in one line that rank 1 did not answer
+    and what the checkpoint holds; rank 1, cut off, gives up too. Every rank process and
+    both hydra proxies end within peer_timeout and a margin. mpiexec itself waits to hear
+    from the cut-off proxy, and ends (exit 1) once the link is back. The checkpoint loads and
+    the run resumes from it."""
+    cfg = config(tmp_path, corpus_2000, train={"steps": 100000, "log_every": 1000, "eval_every": 0,
+                                          "checkpoint_every": 10, "peer_timeout": PEER_TIMEOUT})
+    out = tmp_path / "run"
+    job = hosts.start("train", "--config", cfg, "--out", out, "-q")
+    wait_for(lambda: (out / "ckpt.npz").exists(), job, "the first checkpoint")
+    assert sorted(rank_pids(str(out))) == [0, 1]
+    hosts.cut()
+    t = time.monotonic()
+    while (rank_pids(str(out)) or any(p.poll() is None for p in hosts.procs[:2])) and \
+            time.monotonic() - t < ENDS_WITHIN:
+        time.sleep(0.1)
+    took = time.monotonic() - t
+    assert rank_pids(str(out)) == {}, "a rank is still running"
+    assert [p.poll() for p in hosts.procs[:2]] == [0, 0], "a proxy is still running"
+    # mpiexec, on host a, waits to hear from host b's proxy: it ends once the link is back.
+    waiting = job.poll() is None
+    hosts.heal()
+    _, stderr = job.communicate(timeout=60)
+    print(f"\ncut link: the ranks and proxies ended {took:.1f} s after the cut; mpiexec "
+          f"{'waited until the link was back, then ' if waiting else ''}exited {job.returncode}")
+    assert job.returncode == 1, stderr
+    ckpt = out / "ckpt.npz"
+    said = [line for line in error_lines(stderr) if "rank 1 of 2" in line]
+    assert len(said) == 1, stderr
+    after, holds = said_step(said[0], rf"Error: rank 1 of 2 did not answer for {PEER_TIMEOUT} s "
+                                      rf"\(train\.peer_timeout\) after step (?P<after>\d+); the last checkpoint, "
+                                      rf"{ckpt}, holds step (?P<holds>\d+); continue with: charrnn train --resume "
+                                      rf"{ckpt}")
+    # rank 1 gave up too (its line, naming rank 0, comes through once the link is back)
+    assert all("rank 0 of 2 did not answer" in line for line in error_lines(stderr) if line != said[0]), stderr
+    step = ckpt_io.load(str(ckpt)).run.step
+    assert step == holds and after >= holds
+    more = run("train", "--resume", ckpt, "-q", "--steps", step + 3)
+    assert more.exit_code == 0, more.output
+    assert ckpt_io.load(str(ckpt)).run.step == step + 3
