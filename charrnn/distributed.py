@@ -45,8 +45,11 @@ given to ``heed``) while a collective waits gives up ``SIGNAL_GRACE`` seconds af
 once after a second signal) instead of waiting for the timeout. The lowest rank that can
 act says it in one line (``PeerLost``: which rank did not answer; ``train`` adds the step
 and what the last checkpoint holds) on its own stderr, even when that is not rank 0, and
-every such rank leaves without finalizing MPI (``os._exit``: MPI_Finalize, and any further
-collective, would wait for the silent rank); the launcher then ends the silent processes.
+every such rank leaves without finalizing MPI (``_leave``: ``os._exit``, since
+MPI_Finalize, or any further collective, would wait for the silent rank); the launcher then
+ends the silent processes. Within ``peer_timeout`` every collective is what it was: the
+same calls in the same order, the same numbers.
+
 Weights are compared across ranks (a CRC of their bytes) when the run starts and at every
 checkpoint: ranks started with different weights, or whose arithmetic drifted apart,
 stop the run with a message instead of training on inconsistent copies.
@@ -219,18 +222,6 @@ def ends_together(command: Callable[_P, _T]) -> Callable[_P, _T]:
     return run
 
 
-def _leave(code: int) -> None:
-    """At exit, after a rank gave up on the others: flush what was said and leave without
-    MPI_Finalize, which would wait for them (registered by ``_give_up``, so it runs before
-    mpi4py's finalization). The launcher sees a rank end without finalizing and ends the job."""
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
-
-
 def _report(e):
     """(one-line message, exit code) for an exception, as the command line would show it."""
     if isinstance(e, KeyboardInterrupt):
@@ -259,6 +250,7 @@ class Ranks:
         self._ended = False  # every rank knows the run is ending with an error
         self._broken = False  # this rank gave up on a collective: no further one is attempted
         self.timeout, self._stop = PEER_TIMEOUT, None  # from ``heed``
+        self.exit_code = 1  # after giving up: this process's (``_leave``)
         self.speaker: bool | None = None  # after giving up: whether this rank says why (``speaks``)
         self._sent = []  # the notices this rank sent when it gave up (kept until it exits)
 
@@ -333,16 +325,34 @@ class Ranks:
         self.speaker = self.rank == alive[0]
         if self.speaker and self.rank != 0:
             sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__  # rank 0 is silent: this rank speaks
-        atexit.register(_leave, code)
+        self.exit_code = code
+        atexit.register(self._leave)
         who = (f"rank {silent[0]}" if len(silent) == 1 else "ranks " + ", ".join(map(str, silent))) + \
             f" of {self.size}"
-        if not silent:
-            message = f"the {self.size} ranks fell out of step (a collective did not complete, though every rank answered)"
+        name = SIGNAL_NAMES.get(signum, f"signal {signum}")
+        if not silent and signum:  # e.g. a rank busy for longer than SIGNAL_GRACE (a large checkpoint)
+            message = f"interrupted by {name} while the {self.size} ranks were at different steps (every rank " \
+                      "answered, but a collective did not complete in time)"
+        elif not silent:
+            message = f"the {self.size} ranks fell out of step (a collective did not complete, though every rank " \
+                      "answered)"
         elif signum:
-            message = f"interrupted by {SIGNAL_NAMES.get(signum, f'signal {signum}')} while {who} did not answer"
+            message = f"interrupted by {name} while {who} did not answer"
         else:
             message = f"{who} did not answer for {self.timeout:g} s (train.peer_timeout)"
         raise PeerLost(message, code, silent)
+
+    def _leave(self) -> None:
+        """At exit, after this rank gave up on the others: flush what was said and leave with
+        ``exit_code`` without MPI_Finalize, which would wait for them (registered by
+        ``_give_up``, so it runs before mpi4py's finalization). The launcher sees a rank end
+        without finalizing and ends the job."""
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(self.exit_code)
 
     # ----------------------------------------------------------------- control and errors
     def _control(self, error=None, flag=False, value=0.0):
@@ -401,8 +411,8 @@ class Ranks:
         except PeerLost as lost:
             if error is None or isinstance(error, SystemExit):
                 raise
-            message, code = _report(error)  # this rank's own error, and then no answer
-            raise PeerLost(f"{message}; then {lost}", code, lost.silent) from None
+            message, self.exit_code = _report(error)  # this rank's own error, and then no answer
+            raise PeerLost(f"{message}; then {lost}", self.exit_code, lost.silent) from None
 
     def agreed(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any (a stop request, the time budget)."""
