@@ -34,8 +34,8 @@ so that every rank stops after the same step; and the validation loss (``total``
 stop answering without failing: its process stopped (SIGSTOP, a debugger, a node that
 swaps), its node cut off the network. Every collective is therefore non-blocking
 (``Iallreduce``, ``Igather``, ``Iallgather(v)``) and waited for by ``_wait``, which polls
-the request in Python with naps that grow with the wait (at most a tenth of the time
-waited so far, so a step is slowed by little; 10 ms at most). A collective that has not
+the request in Python: it spins for the first 5 ms, as MPI's blocking calls do, then naps
+a tenth of the time waited so far (10 ms at most), so an answer is seen at most ~10% late. A collective that has not
 completed after ``train.peer_timeout`` seconds (``heed``) ends the run on this rank
 (``_give_up``): it sends a small notice (tag ``NOTICE``) to every other rank, and waits
 ``GRACE`` seconds for theirs; a rank whose notice does not come is silent. A rank that
@@ -88,6 +88,10 @@ RANK_VARS = ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK")  # this process's 
 INSTALL_HINT = "pip install 'charrnn[mpi]'"
 
 PEER_TIMEOUT = 600.0  # seconds a collective may wait before ``heed`` sets train.peer_timeout
+# The first 5 ms of a wait spin, as MPI's blocking calls do: a rank that naps loses its core on a
+# busy machine and comes back late (back-to-back 24-byte allreduces on 2 loaded cores: 250 us a
+# call spinning 0.2 ms, 7 to 12 us spinning 5 ms, 14 us blocking; benchmarks/collective_wait.py).
+SPIN = 0.005
 GRACE = 3.0  # seconds a rank that gave up waits for the others' notices
 SIGNAL_GRACE = 3.0  # seconds a collective still waits after a stop signal before giving up
 NOTICE = 7377  # the MPI tag of the notice a rank that gives up sends to every other rank
@@ -266,9 +270,10 @@ class Ranks:
         PeerLost) when it has not completed within ``self.timeout`` seconds, when another
         rank's notice says it gave up, or after a stop signal.
 
-        It polls ``req.Test()`` (which also drives MPI's progress) with naps of at most a tenth
-        of the time waited so far (10 ms at most): the answer is seen at most ~10% late, and
-        Python runs between polls, so a signal's handler sets the stop flag here."""
+        It polls ``req.Test()`` (which also drives MPI's progress): for the first ``SPIN``
+        seconds without a pause, then with naps of a tenth of the time waited so far (10 ms at
+        most), so the answer is seen at most ~10% late and a long wait leaves the core to
+        others. Python runs between polls, so a signal's handler sets the stop flag here."""
         if req.Test():
             return
         stop = self._stop
@@ -292,7 +297,7 @@ class Ranks:
                             self._give_up(signum=stop.signum)
                     if waited >= self.timeout:
                         self._give_up()
-                if waited > 2e-4:  # the first 0.2 ms spin, as MPI's blocking calls do
+                if waited > SPIN:
                     time.sleep(min(0.01, 0.1 * waited))
 
     def _give_up(self, signum: int | None = None, notified: bool = False) -> None:
