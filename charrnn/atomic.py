@@ -40,7 +40,10 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any], hold: Callable[[]
     # mkstemp opens with O_CREAT | O_EXCL (and O_NOFOLLOW): the temporary is always a new file of
     # this process, never one a link planted at its name points to; os.replace (rename) then
     # replaces whatever is at ``path``, a symbolic link included, instead of writing through it.
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    except OSError as e:  # a missing or read-only folder: named as the file the caller asked for
+        raise _naming(e, path, None) from None
     try:
         os.fchmod(fd, _new_file_mode())  # the file opened, not whatever the name holds by now
         with os.fdopen(fd, "wb") as f:
@@ -49,12 +52,26 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any], hold: Callable[[]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            renamed = _naming(e, path, tmp)
+            if renamed is not e:
+                raise renamed from None
         raise
+
+
+def _naming(e: OSError, path: str, tmp: str | None) -> OSError:
+    """``e`` as an error about ``path`` when it is about the temporary file (or about no file: a
+    write into it that failed, a full disk), so that a message built from ``e.filename`` names
+    the file the user knows of, never the hidden ``.NAME.XXXXXXXX.tmp``; ``e`` itself otherwise.
+    ``tmp`` None: mkstemp failed, on a temporary name of its own."""
+    if e.errno is None or (tmp is not None and e.filename not in (None, tmp)):
+        return e
+    return OSError(e.errno, e.strerror, path)  # the subclass of the errno (FileNotFoundError, ...)
 
 
 def open_own(path: str, flags: int, rule: str) -> int:

@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import math
 import os
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,6 +237,22 @@ class DuplicateKeyError(yaml.YAMLError):
         self.key, self.first_line, self.line = key, first_line, line
 
 
+# Bounds no real config comes near (a config is a few dozen keys of short values, two levels deep),
+# which a hostile or broken file meets long before it costs time or memory: values counted with
+# their aliases expanded, collections inside collections, and the file's bytes (or a --set's).
+MAX_NODES = 10_000
+MAX_DEPTH = 100
+MAX_BYTES = 1 << 20
+
+
+class TooLargeError(yaml.YAMLError):
+    """A YAML document beyond the bounds above; ``problem`` says which, ``line`` where (from 1)."""
+
+    def __init__(self, problem, mark):
+        super().__init__(problem)
+        self.problem, self.line = problem, mark.line + 1 if mark is not None else None
+
+
 class StrictLoader(yaml.SafeLoader):
     """``yaml.safe_load``'s loader, except that a key given twice in one mapping, at any depth,
     raises DuplicateKeyError instead of the last one silently winning.
@@ -243,11 +260,46 @@ class StrictLoader(yaml.SafeLoader):
     Keys are compared as constructed values, as the dict they go into compares them (so
     ``steps`` and ``"steps"`` are the same key). Keys brought in by a merge (``<<: *base``)
     may be overridden, as YAML intends; two explicit keys may not.
+
+    A document beyond the bounds (``MAX_NODES`` values with the aliases expanded, ``MAX_DEPTH``
+    levels) raises TooLargeError while it is composed, before any value is built; an integer
+    too long for Python to convert raises a ConstructorError at its line.
     """
 
     def __init__(self, stream):
         super().__init__(stream)
         self._paths = {}  # node -> dotted path of keys leading to it, for messages
+        self._sizes = {}  # node -> how many nodes it stands for, its aliases expanded
+        self._total = 0  # the nodes of the document so far, each alias counted as what it expands to
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        # Count as composing, before anything is built: an alias bomb (a few lines whose aliases
+        # expand to billions of values) is a handful of nodes until something walks it whole.
+        event = self.peek_event()
+        mark = event.start_mark
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)) and self._depth >= MAX_DEPTH:
+            raise TooLargeError(f"nested too deeply for a config file (more than {MAX_DEPTH} levels)", mark)
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(event, yaml.AliasEvent):
+            size = self._sizes.get(node)
+            if size is None:  # the alias's anchor is still being composed: it contains itself
+                raise TooLargeError(f"the alias *{event.anchor} refers to a value that contains it (a recursive "
+                                    "value); no config value is one", mark)
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else \
+                [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+            size = self._sizes[node] = 1 + sum(self._sizes[c] for c in children)
+        self._total += size if isinstance(event, yaml.AliasEvent) else 1  # children counted as they came
+        if self._total > MAX_NODES:
+            alias = f" (the alias *{event.anchor} brings in {size:,})" if isinstance(event, yaml.AliasEvent) else ""
+            raise TooLargeError(f"the document stands for more than {MAX_NODES:,} values, its aliases expanded"
+                                f"{alias}, far more than any config (an alias bomb?)", mark)
+        return node
 
     def construct_document(self, node):
         # Name every collection by its path first (iteratively: documents may nest deeply,
@@ -284,6 +336,18 @@ class StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _construct_int(loader, node):
+    try:
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError:  # beyond Python's digit limit for int(str) (4,300 digits)
+        raise yaml.constructor.ConstructorError(
+            None, None, f"an integer of {len(node.value):,} digits, far too long for a config value",
+            node.start_mark) from None
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
 def yaml_load(stream: Any) -> Any:
     """``yaml.safe_load`` with duplicate keys refused (StrictLoader)."""
     return yaml.load(stream, Loader=StrictLoader)  # a SafeLoader: no Python objects, as safe_load
@@ -295,10 +359,28 @@ def _printable(text):
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
+# A repr that walks at most 3 levels and 6 items of each: an alias bomb's value (a few nodes
+# shared billions of times over) or a deep one must never be turned into text whole.
+_BOUNDED = reprlib.Repr()
+_BOUNDED.maxlevel = 3
+_BOUNDED.maxlist = _BOUNDED.maxtuple = _BOUNDED.maxdict = _BOUNDED.maxset = _BOUNDED.maxfrozenset = 6
+_BOUNDED.maxstring = _BOUNDED.maxlong = _BOUNDED.maxother = 200
+
+
 def _show(value, limit=60):
-    """A value as it appears in an error message: its repr, on one line, cut to ``limit``."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    """A value as it appears in an error message: its repr, on one line, cut to ``limit``.
+
+    Bounded whatever the value: strings are cut before repr, and containers are walked only
+    a few levels and items deep (``reprlib``), so the text costs the same for any value."""
+    if isinstance(value, str):
+        text = repr(value[:limit + 1])
+        return text if len(value) <= limit and len(text) <= limit else \
+            f"{text[:limit]}... ({len(value):,} characters)"
+    text = _BOUNDED.repr(value)
+    if isinstance(value, (list, dict)):
+        kind = "list" if isinstance(value, list) else "mapping"
+        return text if len(text) <= limit else f"{text[:limit]}... (a {kind} of {len(value):,} items)"
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _check_value(key, value, meta, source):
@@ -500,13 +582,23 @@ def to_dict(cfg: Config) -> dict:
     return d
 
 
+def _named(text: str) -> str:
+    """A ``--set KEY=VALUE`` as errors name it: as typed, cut to 80 characters."""
+    return f"--set {_printable(text if len(text) <= 80 else text[:80] + '...')}"
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``"optim.lr=0.002"`` -> ``("optim.lr", 0.002)``; the value is read as YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise UsageError(f"--set {_show(text)}: expected KEY=VALUE, e.g. --set optim.lr=0.002")
+    if len(raw) > MAX_BYTES:
+        raise UsageError(f"--set {_printable(key[:80])}=...: a value of {len(raw):,} characters, far longer than any "
+                         f"config value (at most {MAX_BYTES:,})")
     try:
         value = yaml_load(raw) if raw.strip() else None
+    except TooLargeError as e:  # YAML, but a bomb: refused, not taken as a text of its own
+        raise UsageError(f"{_named(text)}: {e.problem}") from None
     except (yaml.YAMLError, RecursionError):
         value = raw  # not YAML: the text itself, which validation then judges
     return key.strip(), value
@@ -524,7 +616,7 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     origins = {}
     for text in overrides:
         key, value = parse_override(text)
-        source = f"--set {_printable(text if len(text) <= 80 else text[:80] + '...')}"
+        source = _named(text)
         section, dot, name = key.partition(".")
         if not dot or section not in SECTIONS:
             raise _unknown(_printable(key), all_keys(), source)
@@ -555,12 +647,18 @@ def load(path: str, overrides: Iterable[str] = (), data_path: str | None = None)
     ``--set``, it is relative to the working directory.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml_load(f)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)  # never more: a config file is a few hundred bytes
+        if len(raw) > MAX_BYTES:
+            raise UsageError(f"{path}: larger than {MAX_BYTES >> 20} MiB, far larger than any config file "
+                             "(is this the config?)")
+        data = yaml_load(raw.decode("utf-8"))
     except FileNotFoundError:
         raise UsageError(f"{path}: config file not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: cannot read config file: {e}") from None
+    except TooLargeError as e:
+        raise UsageError(f"{path}: line {e.line}: {e.problem}") from None
     except DuplicateKeyError as e:
         lines = f"twice on line {e.line}" if e.line == e.first_line else f"at lines {e.first_line} and {e.line}"
         raise UsageError(f"{path}: duplicate key '{_printable(e.key)}' {lines}; give each key once "

@@ -8,7 +8,11 @@ pieces can then also be worked on as bytes). Strict UTF-8 by default: an invalid
 is a one-line error naming the file and its byte offset. ``errors="replace"`` turns
 invalid bytes into U+FFFD; the unit ``"bytes"`` skips decoding and takes every byte as a
 symbol (char-rnn's way, for text that is not UTF-8 or not text at all). Files are joined
-as they are, each decoded on its own.
+as they are, each decoded on its own. A UTF-8 byte-order mark at the start of a file is not
+text and is left out (in characters; the unit bytes keeps it), unless the vocabulary holds
+U+FEFF anyway (``_bom_kept``: a model trained before the mark was left out reads its text as
+it was). Line endings are the text's own: CR LF is not converted, only counted (``Scan.crlf``)
+so that the user is told '\r' is in the vocabulary.
 
 Two passes, linear in the text. The first checks the UTF-8, counts every code point
 (``np.bincount``, a few hundred thousand at a time, into one count per possible code
@@ -37,7 +41,7 @@ Identity. Every corpus comes with a small record saying which text it is, for
 ``--resume`` to compare: ``kind`` ("text" or "prepared"), ``path`` (absolute), ``unit``,
 ``chars`` (symbols in the corpus), ``bytes`` (the text file's size; for a prepared
 directory, the sizes of its two .bin files together) and ``sha256`` (of the text
-file's bytes, computed in the first pass; for a prepared directory, of its meta.json,
+file's bytes, a byte-order mark included, computed in the first pass; for a prepared directory, of its meta.json,
 which holds every source's hash and the options it was prepared with). An edit of a
 .bin file that keeps its size is not seen: that would mean reading all of it at start-up.
 """
@@ -65,6 +69,7 @@ from charrnn import data as D
 from charrnn import rundir
 from charrnn.atomic import atomic_write
 from charrnn.errors import CharrnnError, UsageError
+from charrnn.progress import text_notes
 
 if TYPE_CHECKING:
     from charrnn.config import Config
@@ -98,6 +103,8 @@ class Scan(NamedTuple):
     sources: list[Source]  # in reading order
     counts: np.ndarray  # (256,) for bytes or (0x110000,) for chars: occurrences of each symbol
     unit: str
+    boms: tuple[bool, ...] = ()  # for each source, whether a byte-order mark at its start was left out
+    crlf: int = 0  # lines that end in CR LF ("\r\n"), in all the sources
 
     @property
     def chars(self) -> int:
@@ -118,6 +125,8 @@ class Corpus(NamedTuple):
     val: np.ndarray | DiskIndices  # (N_val,) indices
     identity: dict
     unit: str
+    crlf: int | None = None  # lines of the text that end in CR LF (None: not known, a prepared directory)
+    bom: bool = False  # a byte-order mark at the start of the text was left out
 
 
 def _bar(desc, total, quiet):
@@ -149,10 +158,30 @@ def _readable_twice(path):
     if regular:
         yield path
         return
-    fd, tmp = tempfile.mkstemp(prefix="charrnn-", suffix=".txt")
     try:
-        with os.fdopen(fd, "wb") as out, _open(path) as f:
-            shutil.copyfileobj(f, out, CHUNK)
+        fd, tmp = tempfile.mkstemp(prefix="charrnn-", suffix=".txt")
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot make its temporary copy in {tempfile.gettempdir()} ({e.strerror or e}); "
+                           "set TMPDIR to a folder that takes it, or copy the text to a file and give that") from None
+    # Removed on every way out: an error, Ctrl-C, and SIGTERM or SIGHUP too (cli.main turns them
+    # into an exception, signals.Signalled, so that this ``finally`` runs).
+    try:
+        with os.fdopen(fd, "wb", buffering=0) as out, _open(path) as f:  # unbuffered: no write left for close
+            while True:
+                try:
+                    chunk = f.read(CHUNK)
+                except OSError as e:
+                    raise CharrnnError(f"{path}: cannot read corpus: {e.strerror or e}") from None
+                if not chunk:
+                    break
+                data = memoryview(chunk)
+                try:
+                    while data:
+                        data = data[out.write(data):]
+                except OSError as e:  # a full disk: the copy's file named, and the way round it
+                    raise CharrnnError(f"{tmp}: cannot write the temporary copy of {path} ({e.strerror or e}); "
+                                       "set TMPDIR to a folder with room, or copy the text to a file and give "
+                                       "that") from None
         copied = _Copied(path)
         copied.file = tmp
         yield copied
@@ -205,6 +234,8 @@ def _raw_chunks(path, chunk_size, hasher=None, bar=None):
 
 
 ASCII = bytes(range(0x80))
+BOM = b"\xef\xbb\xbf"  # U+FEFF in UTF-8: at the start of a file, a byte-order mark, not text
+BOM_CHAR = 0xFEFF
 CONTINUATION = bytes(range(0x80, 0xC0))  # the bytes that continue a multibyte UTF-8 character
 
 
@@ -226,16 +257,25 @@ def _cut(data):
     return len(data)
 
 
-def _pieces(path, unit, chunk_size, hasher=None, bar=None):
+def _pieces(path, unit, chunk_size, hasher=None, bar=None, keep_bom=False, found=None):
     """(offset, bytes) of the file, about ``chunk_size`` bytes at a time; for the unit chars,
     each piece ends at a character boundary (the bytes of a character begun at the end of
-    a chunk are carried over to the next piece)."""
-    carry, end = b"", 0
+    a chunk are carried over to the next piece), and a UTF-8 byte-order mark at the start of
+    the file is left out (unless ``keep_bom``; ``found``, a list, is told whether there was one).
+    The hasher sees every byte: the identity is of the file as it is on disk."""
+    carry, end, first = b"", 0, unit == "chars"
     for offset, raw in _raw_chunks(path, chunk_size, hasher, bar):
         data = carry + raw if carry else raw
         end = offset + len(raw)
         cut = len(data) if unit == "bytes" else _cut(data)
         carry = data[cut:]
+        if cut and first:  # the file's first whole character: _cut never splits the mark's three bytes
+            first = False
+            if data.startswith(BOM):
+                if found is not None:
+                    found.append(True)
+                if not keep_bom:
+                    data, cut = data[len(BOM):], cut - len(BOM)
         if cut:
             yield end - len(data), data[:cut]
     if carry:  # a character cut off by the end of the file: decoding it reports it
@@ -298,12 +338,15 @@ def scan(paths: Sequence[str], unit: str = "chars", errors: str = "strict", chun
     """The first pass: every file's size, symbol count and SHA-256, and the counts of all
     symbols. Raises CharrnnError for an unreadable file or invalid UTF-8."""
     counts = np.zeros(256 if unit == "bytes" else MAX_CODE_POINT, np.int64)
-    sources = []
+    sources, boms, crlf = [], [], 0
     total = sum(_size(p) for p in paths)
     with _bar(desc, total, quiet) as bar:
         for path in paths:
-            digest, chars = _Digest(), 0
-            for offset, piece in _pieces(path, unit, chunk_size, digest, bar):
+            digest, chars, found, cr = _Digest(), 0, [], False
+            for offset, piece in _pieces(path, unit, chunk_size, digest, bar, found=found):
+                if cr or b"\r" in piece:  # a memchr: a text without CR costs next to nothing here
+                    crlf += piece.count(b"\r\n") + (cr and piece[:1] == b"\n")
+                    cr = piece[-1:] == b"\r"
                 if unit == "bytes" or piece.isascii():
                     _count(np.frombuffer(piece, np.uint8), counts)
                     chars += len(piece)
@@ -317,7 +360,33 @@ def scan(paths: Sequence[str], unit: str = "chars", errors: str = "strict", chun
                 else:
                     _count(_code_points(text), counts)
             sources.append(Source(os.path.abspath(path), digest.bytes, chars, digest.sha256.hexdigest()))
-    return Scan(sources, counts, unit)
+            boms.append(bool(found))
+    return Scan(sources, counts, unit, tuple(boms), crlf)
+
+
+def _bom_kept(s: Scan, vocab: np.ndarray | None) -> bool:
+    """Whether the byte-order marks ``scan`` left out are read as characters (U+FEFF) after all:
+    when the vocabulary holds U+FEFF anyway, that of a model (a run resumed, a model evaluated:
+    one trained before charrnn dropped the mark has it, and its text must stay the same) or,
+    with no ``vocab``, the text's own (U+FEFF inside it too). So a text reads the same, mark
+    or none, in every pass and at every resume."""
+    if not any(s.boms):
+        return False
+    return bool(np.isin(BOM_CHAR, vocab)) if vocab is not None else bool(s.counts[BOM_CHAR])
+
+
+def _with_boms(s: Scan) -> Scan:
+    """``s`` as if each byte-order mark it left out had been read as the character U+FEFF."""
+    counts = s.counts.copy()
+    counts[BOM_CHAR] += sum(s.boms)
+    sources = [src._replace(chars=src.chars + bom) for src, bom in zip(s.sources, s.boms, strict=True)]
+    return Scan(sources, counts, s.unit, (False,) * len(s.boms), s.crlf)
+
+
+def _settled(s: Scan, vocab: np.ndarray | None) -> tuple[Scan, bool]:
+    """The scan with the byte-order marks read as ``_bom_kept`` says, and whether they are kept."""
+    keep = _bom_kept(s, vocab)
+    return (_with_boms(s) if keep else s), keep
 
 
 def _size(path):
@@ -373,16 +442,18 @@ class _Lookup:
 
 
 def index_chunks(paths: Sequence[str], vocab: np.ndarray, unit: str = "chars", errors: str = "strict",
-                 chunk_size: int = CHUNK, skip_unknown: bool = False, bar: tqdm | None = None) -> Iterator[np.ndarray]:
+                 chunk_size: int = CHUNK, skip_unknown: bool = False, bar: tqdm | None = None,
+                 keep_bom: bool = False) -> Iterator[np.ndarray]:
     """The second pass: the files' indices in ``vocab``, a piece at a time, in the smallest
-    unsigned type that holds them. It expects files that ``scan`` has read (and checked).
+    unsigned type that holds them. It expects files that ``scan`` has read (and checked);
+    a byte-order mark at the start of a file is left out as there, unless ``keep_bom``.
 
     A symbol outside ``vocab`` is dropped with ``skip_unknown``; otherwise it means the file
     changed after the first pass counted it, which is an error.
     """
     lookup = _Lookup(vocab, unit)
     for path in paths:
-        for offset, piece in _pieces(path, unit, chunk_size, bar=bar):
+        for offset, piece in _pieces(path, unit, chunk_size, bar=bar, keep_bom=keep_bom):
             try:
                 if unit == "bytes" or piece.isascii():
                     idx = lookup(np.frombuffer(piece, np.uint8))
@@ -412,10 +483,10 @@ def _describe(symbols, unit):
     return D.describe_chars(symbols)
 
 
-def _encode_into(out, paths, vocab, unit, errors, chunk_size, skip_unknown=False, bar=None):
+def _encode_into(out, paths, vocab, unit, errors, chunk_size, skip_unknown=False, bar=None, keep_bom=False):
     """Fill the preallocated index array ``out`` with the second pass."""
     pos = 0
-    for idx in index_chunks(paths, vocab, unit, errors, chunk_size, skip_unknown, bar):
+    for idx in index_chunks(paths, vocab, unit, errors, chunk_size, skip_unknown, bar, keep_bom):
         if pos + len(idx) > len(out):
             raise CharrnnError(f"{paths[-1]}: changed while it was being read (it grew); read it again")
         out[pos:pos + len(idx)] = idx
@@ -439,7 +510,7 @@ def read_indices(path: str, vocab: np.ndarray, unit: str = "chars", skip_unknown
 
 
 def _read_indices(path, vocab, unit, skip_unknown, chunk_size, quiet):
-    s = scan([path], unit, "strict", chunk_size, quiet)
+    s, keep_bom = _settled(scan([path], unit, "strict", chunk_size, quiet), vocab)
     unknown = _unknown_in(s, vocab)
     if len(unknown) and not skip_unknown:
         raise CharrnnError(
@@ -448,7 +519,7 @@ def _read_indices(path, vocab, unit, skip_unknown, chunk_size, quiet):
     skipped = int(s.counts[unknown].sum())
     out = np.empty(s.chars - skipped, D.index_dtype(len(vocab)))
     with _bar("encoding", sum(src.bytes for src in s.sources), quiet) as bar:
-        _encode_into(out, [path], vocab, unit, "strict", chunk_size, skip_unknown, bar)
+        _encode_into(out, [path], vocab, unit, "strict", chunk_size, skip_unknown, bar, keep_bom)
     return out, skipped
 
 
@@ -479,7 +550,8 @@ def read_text_corpus(path: str, val_fraction: float, vocab: np.ndarray | None = 
 def _read_text_corpus(path, val_fraction, vocab, source, chunk_size, quiet):
     size = _size(path)
     no_bar = quiet or size < BAR_MIN_BYTES
-    s = scan([path], "chars", "strict", chunk_size, quiet=no_bar, desc=f"counting {os.path.basename(path)}")
+    s, keep_bom = _settled(scan([path], "chars", "strict", chunk_size, quiet=no_bar,
+                                desc=f"counting {os.path.basename(path)}"), vocab)
     if s.chars == 0:
         raise CharrnnError(f"{path}: corpus is empty")
     if vocab is None:
@@ -493,10 +565,11 @@ def _read_text_corpus(path, val_fraction, vocab, source, chunk_size, quiet):
     n_train, _ = _split_sizes(s.chars, val_fraction, path, "data.val_fraction")
     data = np.empty(s.chars, D.index_dtype(len(vocab)))
     with _bar(f"encoding {os.path.basename(path)}", size, no_bar) as bar:
-        _encode_into(data, [path], vocab, "chars", "strict", chunk_size, bar=bar)
+        _encode_into(data, [path], vocab, "chars", "strict", chunk_size, bar=bar, keep_bom=keep_bom)
     src = s.sources[0]
     identity = dict(kind="text", path=src.path, unit="chars", chars=s.chars, bytes=src.bytes, sha256=src.sha256)
-    return Corpus(np.asarray(vocab, np.int32), data[:n_train], data[n_train:], identity, "chars")
+    return Corpus(np.asarray(vocab, np.int32), data[:n_train], data[n_train:], identity, "chars", s.crlf,
+                  any(s.boms) and not keep_bom)
 
 
 # ----------------------------------------------------------------------------------------
@@ -634,7 +707,7 @@ def _remove(path):
 def _build(inputs, paths, out, live, val_fraction, errors, unit, chunk_size, quiet):
     """The second half of ``prepare``, holding the lock: scan, write the new .bin files beside
     the live corpus (whose files are ``live``), commit, move the old corpus aside."""
-    s = scan(paths, unit, errors, chunk_size, quiet)
+    s, keep_bom = _settled(scan(paths, unit, errors, chunk_size, quiet), None)
     if s.chars == 0:
         raise CharrnnError(f"{', '.join(inputs)}: no text to prepare (the {len(paths)} file(s) found are empty)")
     vocab = s.vocab
@@ -667,7 +740,7 @@ def _build(inputs, paths, out, live, val_fraction, errors, unit, chunk_size, qui
         def write_splits(train_file, val_file):
             """One pass of encoding: the first n_train indices to train.bin, the rest to val.bin."""
             pos = 0
-            for idx in index_chunks(paths, vocab, unit, errors, chunk_size, bar=bar):
+            for idx in index_chunks(paths, vocab, unit, errors, chunk_size, bar=bar, keep_bom=keep_bom):
                 head = max(0, min(len(idx), n_train - pos))
                 train_file.write(idx[:head].astype(dtype, copy=False).data)
                 val_file.write(idx[head:].astype(dtype, copy=False).data)
@@ -707,6 +780,9 @@ def _build(inputs, paths, out, live, val_fraction, errors, unit, chunk_size, qui
         raise
     for name in old:  # committed: the old files now live on in the folder only
         _remove(os.path.join(out, name))
+    notes = text_notes(s.crlf, sum(s.boms) if not keep_bom else 0, len(paths))
+    if notes:
+        print(f"{out}: {notes}", file=sys.stderr)
     return meta
 
 

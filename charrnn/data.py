@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 
 def read_text(path: str) -> str:
-    """Read a UTF-8 text file, with one-line errors for the ways that can fail."""
+    """Read a UTF-8 text file, with one-line errors for the ways that can fail. A byte-order
+    mark at its start is left out, as ``charrnn.corpus`` leaves it out of a corpus."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -32,7 +33,7 @@ def read_text(path: str) -> str:
     except OSError as e:
         raise CharrnnError(f"{path}: cannot read corpus: {e.strerror}") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         raise CharrnnError(
             f"{path}: not UTF-8 text (invalid byte 0x{raw[e.start]:02x} at offset {e.start}); "

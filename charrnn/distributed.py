@@ -95,18 +95,18 @@ SPIN = 0.005
 GRACE = 3.0  # seconds a rank that gave up waits for the others' notices
 SIGNAL_GRACE = 3.0  # seconds a collective still waits after a stop signal before giving up
 NOTICE = 7377  # the MPI tag of the notice a rank that gives up sends to every other rank
-SIGNAL_NAMES = {2: "Ctrl-C", 15: "SIGTERM"}  # signals.NAMES, by number (no import of signal handling here)
+STOP_NAMES = {1: "SIGHUP", 2: "Ctrl-C", 15: "SIGTERM"}  # signals.NAMES, by number (no import of signal handling here)
 
 
 class PeerLost(CharrnnError):
     """A collective did not complete: some rank did not answer (``silent``), or a stop signal
-    came while it waited. The message says which rank and why; ``train`` adds the step
-    (``step``: the last step this rank completed, set there) and the last checkpoint.
-    ``exit_code``: 1, or 130/143 after Ctrl-C/SIGTERM."""
+    came while it waited (``signum``). The message says which rank and why; ``train`` adds the
+    step (``step``: the last step this rank completed, set there) and the last checkpoint.
+    ``exit_code``: 1, or 128 + ``signum`` (130 after Ctrl-C, 143 after SIGTERM, 129 after SIGHUP)."""
 
-    def __init__(self, message: str, exit_code: int = 1, silent: tuple[int, ...] = ()):
+    def __init__(self, message: str, exit_code: int = 1, silent: tuple[int, ...] = (), signum: int | None = None):
         super().__init__(message)
-        self.exit_code, self.silent = exit_code, silent
+        self.exit_code, self.silent, self.signum = exit_code, silent, signum
         self.step: int | None = None
 
 
@@ -334,7 +334,7 @@ class Ranks:
         atexit.register(self._leave)
         who = (f"rank {silent[0]}" if len(silent) == 1 else "ranks " + ", ".join(map(str, silent))) + \
             f" of {self.size}"
-        name = SIGNAL_NAMES.get(signum, f"signal {signum}")
+        name = STOP_NAMES.get(signum, f"signal {signum}")
         if not silent and signum:  # e.g. a rank busy for longer than SIGNAL_GRACE (a large checkpoint)
             message = f"interrupted by {name} while the {self.size} ranks were at different steps (every rank " \
                       "answered, but a collective did not complete in time)"
@@ -345,7 +345,7 @@ class Ranks:
             message = f"interrupted by {name} while {who} did not answer"
         else:
             message = f"{who} did not answer for {self.timeout:g} s (train.peer_timeout)"
-        raise PeerLost(message, code, silent)
+        raise PeerLost(message, code, silent, signum)
 
     def _leave(self) -> None:
         """At exit, after this rank gave up on the others: flush what was said and leave with
@@ -417,7 +417,7 @@ class Ranks:
             if error is None or isinstance(error, SystemExit):
                 raise
             message, self.exit_code = _report(error)  # this rank's own error, and then no answer
-            raise PeerLost(f"{message}; then {lost}", self.exit_code, lost.silent) from None
+            raise PeerLost(f"{message}; then {lost}", self.exit_code, lost.silent, lost.signum) from None
 
     def agreed(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any (a stop request, the time budget)."""

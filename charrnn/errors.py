@@ -27,3 +27,9 @@ class Terminated(Interrupted):
     """Stopped by SIGTERM (``kill``, ``timeout``, a batch scheduler): exit 143 (128 + 15)."""
 
     exit_code = 143
+
+
+class Hangup(Interrupted):
+    """Stopped by SIGHUP (the terminal or ssh session closed): exit 129 (128 + 1)."""
+
+    exit_code = 129

@@ -2,32 +2,37 @@
 
 from __future__ import annotations
 
-import json
+import sys
 
 from charrnn.atomic import atomic_write
 from charrnn.errors import CharrnnError
+from charrnn.progress import damage_warning, read_log
 
 
 def read_metrics(path: str) -> tuple[list[dict], list[dict]]:
-    """Training lines and evaluation lines of a metrics.jsonl, skipping a torn last line."""
+    """Training lines and evaluation lines of a metrics.jsonl (``progress.read_log``): damaged
+    lines (a torn last line, bytes that are not UTF-8, NULs) are skipped with one warning on
+    stderr, and the good ones plotted."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.readlines()
+        good, damaged = read_log(path)
     except FileNotFoundError:
         raise CharrnnError(f"{path}: no metrics file (is this a run directory?)") from None
+    if damaged:
+        print(damage_warning(path, damaged, "skipped"), file=sys.stderr)
     train, val = [], []
-    for line in lines:
-        try:
-            m = json.loads(line)
-        except ValueError:
-            continue
-        if "loss" in m:
+    for line in good:
+        m = line.record
+        if _number(m.get("loss")):
             train.append(m)
-        elif "val_loss" in m:
+        elif _number(m.get("val_loss")):
             val.append(m)
     if not train and not val:
         raise CharrnnError(f"{path}: no metrics to plot yet")
     return train, val
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def plot_run(metrics_path: str, out_path: str, chars_per_step: int | None = None, title: str | None = None) -> None:
@@ -52,7 +57,7 @@ def plot_run(metrics_path: str, out_path: str, chars_per_step: int | None = None
     if train:
         steps = [m["step"] for m in train]
         ax.plot(steps, [m["loss"] for m in train], lw=0.6, alpha=0.4, label="training loss (the logged step)")
-        windows = [m for m in train if "window_loss" in m]  # runs from before it was logged have none
+        windows = [m for m in train if _number(m.get("window_loss"))]  # runs from before it was logged have none
         if windows:
             ax.plot([m["step"] for m in windows], [m["window_loss"] for m in windows], lw=1.5,
                     label="training loss (mean of the steps since the previous point)")
@@ -74,5 +79,9 @@ def plot_run(metrics_path: str, out_path: str, chars_per_step: int | None = None
         top = ax.secondary_xaxis("top", functions=(millions, steps))
         top.set_xlabel("characters seen (millions)")
     fig.tight_layout()
-    atomic_write(out_path, lambda f: fig.savefig(f, format="png"))
-    plt.close(fig)
+    try:
+        atomic_write(out_path, lambda f: fig.savefig(f, format="png"))
+    except OSError as e:  # a missing or read-only folder, a full disk: the file asked for, named
+        raise CharrnnError(f"{out_path}: cannot write ({e.strerror or e})") from None
+    finally:
+        plt.close(fig)

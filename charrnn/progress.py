@@ -1,5 +1,6 @@
 """What a run tells its user and its log: the start banner, the progress bar and previews on
-stderr, one JSON line per record in ``metrics.jsonl``, and the final summary line.
+stderr, one JSON line per record in ``metrics.jsonl`` (written by ``Progress.log``, read back
+by ``read_log``), and the final summary line.
 
 Losses are shown in nats per character and in bits (``nats_bits``), the two units the
 char-RNN literature uses (nats: the loss as trained; bits: the compression figure).
@@ -70,6 +71,61 @@ def open_log(path: str) -> Any:
     return open(fd, "ab", buffering=0, closefd=True)  # noqa: SIM115 (closed by Progress.close())
 
 
+SHOWN_LINES = 5  # how many damaged lines' numbers a warning names
+
+
+class LogLine(NamedTuple):
+    """One good line of a metrics log: its number (from 1), its bytes as on disk (without the
+    newline), and the record it holds."""
+
+    number: int
+    raw: bytes
+    record: dict
+
+
+def read_log(path: str) -> tuple[list[LogLine], list[int]]:
+    """The good lines of the metrics log ``path``, and the numbers of the damaged ones.
+
+    The log is read in binary and each line decoded on its own, so one bad byte costs its line
+    only: a line is good if it is UTF-8, a JSON object, and has an integer ``step``. Damage
+    (a line torn by a crash, garbage, the run of NUL bytes some file systems leave after a
+    power loss, a line without a step) is dropped, never fatal: the checkpoint, not the log,
+    is the truth of a run. Raises FileNotFoundError if there is no log, CharrnnError (one line)
+    if ``path`` cannot be read (a directory, no permission).
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise CharrnnError(f"{path}: cannot read the metrics log ({e.strerror or e}); move it aside "
+                           "(the checkpoint does not need it)") from None
+    good, damaged = [], []
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the newline that ends the last line
+    for number, raw in enumerate(lines, 1):
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            record = None
+        step = record.get("step") if isinstance(record, dict) else None
+        if isinstance(step, int) and not isinstance(step, bool):
+            good.append(LogLine(number, raw, record))
+        else:
+            damaged.append(number)
+    return good, damaged
+
+
+def damage_warning(path: str, damaged: list[int], what: str) -> str:
+    """The one line that says which lines of the log ``path`` were ``what`` ("dropped"...)."""
+    n = len(damaged)
+    shown = ", ".join(map(str, damaged[:SHOWN_LINES])) + (f" and {n - SHOWN_LINES} more" if n > SHOWN_LINES else "")
+    return (f"warning: {path}: {what} {n} damaged line{'s' * (n != 1)} (line{'s' * (n != 1)} {shown}: "
+            "not a UTF-8 JSON record with a step)")
+
+
 class Progress:
     """The progress bar and previews on stderr, and the metrics log.
 
@@ -130,6 +186,21 @@ def blas_threads() -> str:
     return f"not set (the library's default, usually one per core: {cores} here)"
 
 
+def text_notes(crlf: int | None, boms: int, files: int = 1) -> str:
+    """What a user should know of a text's bytes, in a phrase ("" when nothing): lines that end
+    in CR LF (the text is taken as it is, so "\\r" is a character of the vocabulary) and
+    byte-order marks left out."""
+    parts = []
+    if crlf:
+        parts.append(f"{crlf:,} line{'s' * (crlf != 1)} end{'s' * (crlf == 1)} in CR LF, so '\\r' is in the vocabulary "
+                     "(convert the text to LF line endings first to leave it out)")
+    if boms:
+        where = "its start" if files == 1 else f"the start of {boms} of its {files} files"
+        parts.append(f"a UTF-8 byte-order mark at {where} left out")
+    return "; ".join(parts)
+
+
+
 def banner(cfg: Any, corpus: Any, spec: Any, run: Any, run_dir: str, start: str) -> str:
     """What the run is, in a few lines on stderr before the first step; ``start`` says how it
     began (new, resumed from a checkpoint, from another run's weights)."""
@@ -143,9 +214,10 @@ def banner(cfg: Any, corpus: Any, spec: Any, run: Any, run_dir: str, start: str)
         schedule = f"{o.schedule} to {o.min_lr:g} at step {tc.steps:,} after {o.warmup_steps:,} steps of warm-up"
     extra = ", ".join(f"{name} {value:g}" for name, value in
                       (("clip_value", o.clip_value), ("clip_norm", o.clip_norm), ("ema", o.ema)) if value)
+    notes = text_notes(getattr(corpus, "crlf", None), int(getattr(corpus, "bom", False)))
     return "\n".join([
         f"corpus    {cfg.data.path}: {n_train + n_val:,} characters, vocabulary {len(corpus.vocab)}; "
-        f"{n_train:,} for training, {n_val:,} for validation",
+        f"{n_train:,} for training, {n_val:,} for validation" + (f"; {notes}" if notes else ""),
         f"model     {spec.describe()}: {sum(p.size for p in run.params.values()):,} parameters, {cfg.model.dtype}",
         f"optimizer {o.name}, lr {o.lr:g}, {schedule}" + (f"; {extra}" if extra else ""),
         f"batches   B={tc.batch_size} streams × T={tc.seq_length} characters; {tc.steps:,} steps; "

@@ -23,9 +23,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import re
+import sys
 import time
 import zipfile
 from collections.abc import Iterator
@@ -34,6 +34,7 @@ import numpy as np
 
 from charrnn.atomic import atomic_write, open_own
 from charrnn.errors import CharrnnError
+from charrnn.progress import damage_warning, read_log
 
 # The files of a run directory, by what they hold.
 CKPT = "ckpt.npz"  # the run's checkpoint: --resume continues from it
@@ -42,18 +43,20 @@ METRICS = "metrics.jsonl"  # one JSON line per log line and per evaluation
 OLD_METRICS = "metrics.jsonl.old"  # the log of a run that a new one replaced in the same directory
 CONFIG = "config.yaml"  # the run's resolved config
 PLOT = "loss.png"  # charrnn plot's default picture
+STATUS = "status.json"  # how the run ended (or "running"), for a requeue script: docs/robustness.md
 LOCK_NAME = ".lock"  # held by the run that writes here (``lock``)
 # What a run writes into its directory; --overwrite moves these (and nothing else) aside.
-RUN_FILES = (CKPT, BEST, METRICS, OLD_METRICS, CONFIG, PLOT)
+RUN_FILES = (CKPT, BEST, METRICS, OLD_METRICS, CONFIG, PLOT, STATUS)
 CHECKPOINTS = (CKPT, BEST)
 REPLACED_PREFIX = "replaced-"
 # atomic_write's temporary files for the trainer's files: ".ckpt.npz.<8 random>.tmp"
-TEMPORARY = re.compile(r"\.(" + "|".join(re.escape(n) for n in (CKPT, BEST, METRICS, CONFIG)) + r")\.[a-z0-9_]{8}\.tmp")
+TEMPORARY = re.compile(
+    r"\.(" + "|".join(re.escape(n) for n in (CKPT, BEST, METRICS, CONFIG, STATUS)) + r")\.[a-z0-9_]{8}\.tmp")
 
 
 class RunDir:
     """The run directory ``path`` and its files (``.ckpt``, ``.best``, ``.metrics``,
-    ``.config``, ``.plot``: their paths)."""
+    ``.config``, ``.plot``, ``.status``: their paths)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -62,14 +65,18 @@ class RunDir:
         self.metrics = os.path.join(path, METRICS)
         self.config = os.path.join(path, CONFIG)
         self.plot = os.path.join(path, PLOT)
+        self.status = os.path.join(path, STATUS)
 
     def create(self, config_text: str) -> None:
         """Make the directory (if missing) and write the run's resolved config into it."""
         try:
             os.makedirs(self.path, exist_ok=True)
-            atomic_write(self.config, lambda f: f.write(config_text.encode("utf-8")))
         except OSError as e:
-            raise CharrnnError(f"{self.path}: cannot write the run directory: {e.strerror}") from None
+            raise CharrnnError(f"{self.path}: cannot create the run directory ({e.strerror or e})") from None
+        try:
+            atomic_write(self.config, lambda f: f.write(config_text.encode("utf-8")))
+        except OSError as e:  # a full disk: the file named, not its temporary
+            raise CharrnnError(f"{self.config}: cannot write ({e.strerror or e})") from None
 
     def remove_temporaries(self) -> None:
         """Delete the temporary files a run killed while saving (kill -9, power loss) left.
@@ -92,24 +99,34 @@ class RunDir:
     def start_log(self, resumed_step: int | None) -> None:
         """The metrics log a run appends to: a resumed run's cut back to its checkpoint's step
         (a run that crashed after its last checkpoint logged steps it will take again); a new
-        run's fresh, the old log kept as metrics.jsonl.old."""
+        run's fresh, the old log kept as metrics.jsonl.old.
+
+        The checkpoint is the truth, the log only its story: damaged lines of a resumed run's
+        log (``progress.read_log``: not UTF-8, not a JSON record with a step, a torn last line,
+        NUL bytes) are dropped with one warning on stderr, and the log is rewritten atomically
+        with the good lines at steps up to ``resumed_step``, as they were on disk. A log that
+        cannot be read at all (a directory, no permission) is one line (CharrnnError).
+        """
         if resumed_step is None:
             if os.path.exists(self.metrics):
-                os.replace(self.metrics, os.path.join(self.path, OLD_METRICS))
+                try:
+                    os.replace(self.metrics, os.path.join(self.path, OLD_METRICS))
+                except OSError as e:
+                    raise CharrnnError(f"{self.metrics}: cannot move the previous log aside to {OLD_METRICS} "
+                                       f"({e.strerror or e}); move it yourself") from None
             return
-        if not os.path.exists(self.metrics):
+        try:
+            good, damaged = read_log(self.metrics)
+        except FileNotFoundError:
             return
-        with open(self.metrics, encoding="utf-8") as f:
-            lines = f.readlines()
-        keep = []
-        for line in lines:
+        if damaged:
+            print(damage_warning(self.metrics, damaged, "dropped"), file=sys.stderr)
+        keep = [line.raw + b"\n" for line in good if line.record["step"] <= resumed_step]
+        if sum(map(len, keep)) != os.path.getsize(self.metrics):  # lines dropped or cut, or no last newline
             try:
-                if json.loads(line)["step"] <= resumed_step:
-                    keep.append(line)
-            except (ValueError, KeyError, TypeError):
-                continue  # a torn last line from a crash
-        if len(keep) != len(lines):
-            atomic_write(self.metrics, lambda f: f.write("".join(keep).encode("utf-8")))
+                atomic_write(self.metrics, lambda f: f.write(b"".join(keep)))
+            except OSError as e:
+                raise CharrnnError(f"{self.metrics}: cannot rewrite the metrics log ({e.strerror or e})") from None
 
     def holds(self) -> str:
         """What the checkpoint holds now, for messages: read from the file, since a save that

@@ -1,9 +1,17 @@
-"""Stopping a run on a signal: the first Ctrl-C or SIGTERM asks, a second one insists.
+"""Stopping a run on a signal: the first Ctrl-C, SIGTERM or SIGHUP asks, a second one insists.
 
-The first SIGINT or SIGTERM sets a flag that the loop reads between steps, so that the
-checkpoint saved on the way out is always of a whole step. A second one (either) raises
-``StopNow`` at once, wherever the run is, and the last checkpoint stays as it was
-(``atomic.atomic_write`` removes its temporary file on the way).
+The first SIGINT, SIGTERM or SIGHUP (a closed terminal or ssh session) sets a flag that the
+loop reads between steps, so that the checkpoint saved on the way out is always of a whole
+step. A second one (any of them) raises ``StopNow`` at once, wherever the run is, and the last
+checkpoint stays as it was (``atomic.atomic_write`` removes its temporary file on the way).
+
+Outside a training loop (loading a corpus, ``sample``, ``eval``) SIGTERM and SIGHUP raise
+``Signalled`` (``raising_on_signals``), as Python's own handler turns SIGINT into
+KeyboardInterrupt: every ``finally`` on the way runs (a pipe's temporary copy is removed, a lock
+released), where the default action would end the process on the spot.
+
+A SIGHUP that is ignored when the program starts (``nohup charrnn train ...``) stays ignored:
+that is what the user asked for.
 """
 
 from __future__ import annotations
@@ -13,11 +21,41 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
-NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+# The names a machine reads (RUN/status.json): the signal's own.
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+
+
+class Signalled(BaseException):
+    """SIGTERM or SIGHUP outside a training loop: unwind, running every ``finally``, and exit
+    128 + the signal's number (143, 129), quietly. A BaseException, as KeyboardInterrupt is."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+def _raise_signalled(signum: int, frame: FrameType | None) -> None:
+    raise Signalled(signum)
+
+
+def ignored_at_start(signum: int) -> bool:
+    """Whether ``signum`` is ignored now (SIGHUP under ``nohup``): it is then left alone."""
+    return signal.getsignal(signum) is signal.SIG_IGN
+
+
+def raising_on_signals() -> None:
+    """From now on SIGTERM, and SIGHUP unless it is ignored, raise ``Signalled`` (call it in the
+    main thread, once, as the program starts: ``cli.main``)."""
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        if s == signal.SIGHUP and ignored_at_start(s):
+            continue
+        signal.signal(s, _raise_signalled)
 
 
 class StopNow(BaseException):
-    """A second Ctrl-C or SIGTERM: stop wherever the run is. A BaseException, as
+    """A second Ctrl-C, SIGTERM or SIGHUP: stop wherever the run is. A BaseException, as
     KeyboardInterrupt is, so that no ``except Exception`` on its way swallows it."""
 
     def __init__(self, signum: int):
@@ -40,10 +78,11 @@ def stop_in(exc: BaseException | None) -> StopNow | None:
 
 
 class StopFlag:
-    """``with StopFlag() as stop:``: inside the block SIGINT and SIGTERM set ``stop.signum``
-    (``stop.set`` is then true); a second one raises ``StopNow``. The handlers that were there
-    before come back when the block ends. Outside the main thread, where Python cannot
-    handle signals, it leaves them alone (and the flag stays unset)."""
+    """``with StopFlag() as stop:``: inside the block SIGINT, SIGTERM and SIGHUP set
+    ``stop.signum`` (``stop.set`` is then true); a second one raises ``StopNow``. The handlers
+    that were there before come back when the block ends. Outside the main thread, where Python
+    cannot handle signals, it leaves them alone (and the flag stays unset). A SIGHUP ignored
+    when the block starts (``nohup``) stays ignored."""
 
     def __init__(self) -> None:
         self.signum: int | None = None  # the first signal received
@@ -63,6 +102,8 @@ class StopFlag:
     def __enter__(self) -> StopFlag:
         try:
             for s in NAMES:
+                if s == signal.SIGHUP and ignored_at_start(s):
+                    continue
                 self._old[s] = signal.signal(s, self._handle)
         except ValueError:  # not in the main thread
             pass

@@ -14,8 +14,10 @@ average of the weights, updated after every step) and the best model kept as
 ``RUN/ckpt.npz`` (atomically): ``progress.py`` and ``rundir.py``.
 
 A run holds its directory's lock (``rundir.lock``) from before it reads anything until after
-its last save. Ctrl-C or SIGTERM finishes the step in progress, saves a checkpoint and
-stops; a second one stops at once, leaving the last checkpoint as it was (``signals.py``).
+its last save. Ctrl-C, SIGTERM or SIGHUP finishes the step in progress, saves a checkpoint
+and stops; a second one stops at once, leaving the last checkpoint as it was (``signals.py``).
+How the run ended is written to ``RUN/status.json`` (``runstatus.py``), for a script that requeues
+it whatever the launcher's exit code.
 
 Letters: B streams, T characters per chunk, H hidden units, V vocabulary.
 """
@@ -35,12 +37,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from charrnn import checkpoint, device, distributed, identity, optim, rundir, runstate, sampling, signals
+from charrnn import checkpoint, device, distributed, identity, optim, rundir, runstate, runstatus, sampling, signals
 from charrnn import config as C
 from charrnn import corpus as CO
 from charrnn import data as D
 from charrnn import model as M
-from charrnn.errors import CharrnnError, Interrupted, Terminated, UsageError
+from charrnn.errors import CharrnnError, Hangup, Interrupted, Terminated, UsageError
 from charrnn.evaluate import evaluate
 from charrnn.progress import SMOOTHING, Progress, Summary, banner, nats_bits, shown_loss
 from charrnn.runstate import RunState
@@ -152,7 +154,9 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
     """
     comm = distributed.world() if comm is None else comm
     files = rundir.RunDir(run_directory(cfg, resume, out_dir))
-    with rundir.lock(files.path) if comm.rank == 0 else contextlib.nullcontext(), _told(files):
+    record = runstatus.Record(files, created=not os.path.isdir(files.path), writes=comm.rank == 0)
+    locked = rundir.lock(files.path) if comm.rank == 0 else contextlib.nullcontext()
+    with locked, runstatus.recorded(record), _told(files):  # status.json sees the message _told makes
         # The plan: the config (a resumed run's own), where to stop, where to write, on what device.
         plan = make_plan(cfg, resume, init_from, steps, files, overwrite, device_name, quiet or comm.rank != 0, comm,
                          data_path)
@@ -160,6 +164,8 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
         comm.heed(tc.peer_timeout)  # under MPI: how long a collective waits for a rank that does not answer
         if comm.rank == 0:  # the one process that writes the run directory: refused before anything is read
             claim(plan)
+            if not plan.overwrite or plan.continues_here:  # the directory is this run's now
+                record.begin()
 
         # The corpus: the vocabulary, the training text as B streams, the held-out text.
         corpus = open_corpus(plan, comm)
@@ -178,6 +184,7 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
         runstate.on_device(run, plan.xp)  # the arrays go where the run trains; the corpus stays on the host
         if comm.rank == 0:
             write_run_dir(plan, run)
+            record.begin()  # with --overwrite the old run (its status.json too) has only now moved aside
         if not plan.quiet:
             print(banner(cfg, corpus, spec, run, files.path, plan.start), file=sys.stderr)
 
@@ -201,7 +208,9 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
             except distributed.PeerLost as e:
                 e.step = run.step  # the last step this rank completed, for the message (_told)
                 raise
-    return session.summary()
+        summary = session.summary()
+        record.returned(summary, tc.steps)
+    return summary
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -264,6 +273,15 @@ def make_plan(cfg: C.Config | None, resume: str | None, init_from: str | None, s
     if continues_here and overwrite:
         raise UsageError(f"--overwrite replaces the run in {files.path} with a new one, --resume continues it; "
                          "give one of them (or --out DIR to continue the run elsewhere)")
+    if continues_here and os.path.abspath(resume) != files.ckpt and os.path.exists(files.ckpt):
+        # RUN/best.npz (or another checkpoint kept in RUN) continued in RUN would cut the log and
+        # overwrite RUN/ckpt.npz back to its step: the steps after it lost without a word.
+        further = rundir.held_step(files.ckpt)
+        if further is not None and further > ck.run.step:
+            raise UsageError(
+                f"{resume} holds step {ck.run.step}, {files.ckpt} step {further}: resuming from "
+                f"{os.path.basename(resume)} here would rewind the run; continue the run with --resume "
+                f"{files.ckpt}, or branch from step {ck.run.step} with --resume {resume} --out NEWDIR")
     stop_at = cfg.train.steps if steps is None else steps
     return Plan(cfg, ck, resume, init_from, stop_at, files, continues_here, overwrite, xp, quiet)
 
@@ -332,19 +350,30 @@ def _told(files: rundir.RunDir) -> Iterator[None]:
         if stop is not None:
             how = f"continue with: charrnn train --resume {files.ckpt}" if os.path.exists(files.ckpt) else \
                 "nothing to resume"
-            cls = Terminated if stop.signum == signal.SIGTERM else Interrupted
-            raise cls(f"stopped at once by a second {signals.NAMES[stop.signum]}; {files.holds()}; {how}") from None
+            raise stopped_by(stop.signum, f"stopped at once by a second {signals.NAMES[stop.signum]}; "
+                                          f"{files.holds()}; {how}") from None
         if isinstance(e, Diverged):
-            raise CharrnnError(f"{e}; {files.holds()}; try a lower optim.lr or enable clipping") from None
+            err = CharrnnError(f"{e}; {files.holds()}; try a lower optim.lr or enable clipping")
+            err.diverged = True  # for RUN/status.json
+            raise err from None
         if isinstance(e, distributed.PeerLost):  # under MPI, a rank did not answer
             when = "before the first step" if e.step is None else f"after step {e.step}"
             how = f"continue with: charrnn train --resume {files.ckpt}" if os.path.exists(files.ckpt) else \
                 "nothing to resume"
-            cls = {130: Interrupted, 143: Terminated}.get(e.exit_code, CharrnnError)
-            said = cls(f"{e} {when}; {files.holds()}; {how}")
-            said.exit_code = e.exit_code
-            raise said from None
+            message = f"{e} {when}; {files.holds()}; {how}"
+            err = stopped_by(e.signum, message) if e.signum else CharrnnError(message)
+            err.exit_code = e.exit_code
+            raise err from None
         raise
+
+
+def stopped_by(signum: int | None, message: str) -> Interrupted:
+    """The exit of a run stopped by ``signum`` (None: by a stop signal to another process of the
+    run): Terminated (143) for SIGTERM, Hangup (129) for SIGHUP, else Interrupted (130)."""
+    cls = {signal.SIGTERM: Terminated, signal.SIGHUP: Hangup}.get(signum, Interrupted)
+    err = cls(message)
+    err.signal = signals.SIGNAL_NAMES.get(signum)
+    return err
 
 
 # ----------------------------------------------------------------------------- around the steps
@@ -491,10 +520,9 @@ class Session:
         if self.last_saved != run.step:
             self.save(self.files.ckpt)
         if interrupted:  # raised inside the StopFlag: a second signal until here still stops at once
-            cls = Terminated if stop.signum == signal.SIGTERM else Interrupted
             how = signals.NAMES.get(stop.signum, "a stop signal to another process of the run")
-            raise cls(f"interrupted at step {run.step} by {how}; checkpoint saved to "
-                      f"{self.files.ckpt}; continue with: charrnn train --resume {self.files.ckpt}")
+            raise stopped_by(stop.signum, f"interrupted at step {run.step} by {how}; checkpoint saved to "
+                                          f"{self.files.ckpt}; continue with: charrnn train --resume {self.files.ckpt}")
 
     def summary(self) -> Summary:
         """How the call ended: the training loss and speed over the steps since the last log line

@@ -82,3 +82,18 @@ class Payload:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A folder that refuses writes even to root (who may write into a chmod 0555 folder): a
+    tmpfs mounted read-only (EROFS). Skipped where mounting is not allowed (not root)."""
+    import subprocess
+
+    path = tmp_path / "read-only"
+    path.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(path)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    yield path
+    subprocess.run(["umount", str(path)], check=True)

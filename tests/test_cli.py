@@ -256,7 +256,7 @@ def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, trained, 
         ckpt_io.save(str(trained), ck)
     assert trained.read_bytes() == before
     # no temporary left
-    assert sorted(os.listdir(trained.parent)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl"]
+    assert sorted(os.listdir(trained.parent)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl", "status.json"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
@@ -277,12 +277,24 @@ def test_files_are_written_with_the_mode_of_a_plainly_written_file(tmp_path, tra
         assert mode == (trained.parent / "metrics.jsonl").stat().st_mode & 0o777, name
 
 
-def test_gradcheck_command_prints_a_table_and_fails_above_tolerance():
+def test_gradcheck_command_prints_a_line_per_model_and_fails_above_tolerance():
     r = run("gradcheck", "--cell", "rnn")
     assert r.exit_code == 0, r.output
-    assert "Whh" in r.stdout and "state0.0.h" in r.stdout and "gradcheck passed" in r.stdout
+    lines = r.stdout.splitlines()
+    models = ["rnn x1", "rnn x1 mult", "rnn x1 dropout 0.25", "rnn x1 mult dropout 0.25",
+              "rnn x2", "rnn x2 mult", "rnn x2 dropout 0.25", "rnn x2 mult dropout 0.25"]
+    assert [line[:26].rstrip() for line in lines[1:-1]] == models  # a header, a line per model, the verdict
+    assert lines[-1].startswith("gradcheck passed")
     r = run("gradcheck", "--cell", "rnn", "--layers", "1", "--tol", "1e-30")
-    assert r.exit_code == 1 and "gradcheck FAILED" in r.stdout
+    assert r.exit_code == 1 and "gradcheck FAILED" in r.stdout and r.stdout.count("  FAIL") == 4
+
+
+def test_gradcheck_verbose_prints_a_row_per_array():
+    r = run("gradcheck", "--cell", "rnn", "--layers", "1", "--dropout", "0", "--verbose")
+    assert r.exit_code == 0, r.output
+    rows = [line[27:41].rstrip() for line in r.stdout.splitlines()[1:-1]]
+    assert rows == ["Wxh", "Whh", "bh", "Why", "by", "state0.0.h"] + ["Wxh", "Whh", "bh", "Wmx", "bm", "Why", "by",
+                                                                      "state0.0.h"]
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):

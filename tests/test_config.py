@@ -235,3 +235,90 @@ def test_built_in_default_config_is_configs_default_yaml():
     for d in (shipped, built_in):
         d["train"].pop("out_dir")
     assert built_in == shipped
+
+
+# ----------------------------------------------------------------------------- hostile YAML
+
+def bomb(levels=9, width=9):
+    """The classic "billion laughs" as one YAML flow sequence: ``width ** levels`` strings
+    (387 million here) in a few hundred bytes, each level nine aliases of the one before."""
+    names = [chr(ord("a") + i) for i in range(levels)]
+    parts = [f"&a [{', '.join(['lol'] * width)}]"]
+    parts += [f"&{n} [{', '.join([f'*{p}'] * width)}]" for p, n in zip(names, names[1:], strict=False)]
+    return "[" + ", ".join(parts) + "]"
+
+
+def refused_fast(*args):
+    """``charrnn train ARGS`` through the command line: exit 2 with one line, in well under a
+    second (5 s allowed for a loaded machine; before the bounds each ran past 60 s and 4 GB)."""
+    import time
+
+    from conftest import one_line_error, run
+
+    start = time.perf_counter()
+    r = run("train", *args)
+    took = time.perf_counter() - start
+    line = one_line_error(r, 2)
+    assert took < 5, took
+    assert len(line) < 400, line
+    return line
+
+
+@pytest.mark.parametrize("key", ["model.cell", "data.path", "optim.lr"])
+def test_an_alias_bomb_as_a_value_is_refused_at_once(write_config, key):
+    section, name = key.split(".")
+    head = "" if section == "data" else "data:\n  path: c.txt\n"
+    path = write_config(f"{head}{section}:\n  {name}: {bomb()}\n")
+    line = refused_fast("--config", path)
+    assert line.startswith(f"Error: {path}: line {2 if section == 'data' else 4}: the document stands for more than "
+                           "10,000 values, its aliases expanded"), line
+
+
+def test_an_alias_bomb_at_the_top_level_is_refused_at_once(write_config):
+    path = write_config("".join(f"{chr(97 + i)}: &{chr(97 + i)} [" + ", ".join(
+        [f"*{chr(96 + i)}" if i else "lol"] * 9) + "]\n" for i in range(9)))
+    assert "an alias bomb?" in refused_fast("--config", path)
+
+
+@pytest.mark.parametrize("key", ["model.cell", "data.path", "optim.lr"])
+def test_an_alias_bomb_in_a_set_is_refused_at_once(write_config, tmp_path, key):
+    path = write_config(GOOD)
+    line = refused_fast("--config", path, "--set", f"{key}={bomb()}")
+    assert line.startswith(f"Error: --set {key}=[&a"), line
+    assert "more than 10,000 values, its aliases expanded" in line
+
+
+def test_the_bounds_of_a_config(write_config, tmp_path):
+    """Deep nesting, a recursive alias, an integer past Python's digit limit, a file of 2 MB
+    and a --set of 2 MB: each one line, at once."""
+    cases = {
+        "[" * 10000 + "]" * 10000: "line 1: nested too deeply for a config file (more than 100 levels)",
+        "model:\n  cell: &a [*a]\n": "line 2: the alias *a refers to a value that contains it",
+        "train:\n  steps: " + "1" * 5000 + "\n": "an integer of 5,000 digits, far too long for a config value",
+        "data:\n  path: '" + "x" * (2 << 20) + "'\n": "larger than 1 MiB, far larger than any config file",
+    }
+    for text, message in cases.items():
+        assert message in refused_fast("--config", write_config(text)), message
+    assert "a value of 2,097,152 characters, far longer than any config value" in refused_fast(
+        "--config", write_config(GOOD), "--set", "data.path=" + "x" * (2 << 20))
+
+
+def test_show_is_bounded_for_any_value():
+    shared = ["lol"] * 9
+    for _ in range(30):  # 9 ** 30 strings, were it walked whole
+        shared = [shared] * 9
+    deep = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert C._show(shared).endswith("... (a list of 9 items)") and len(C._show(shared)) < 100
+    assert len(C._show(deep)) < 100
+    assert C._show("x" * 10**8) == "'" + "x" * 59 + "... (100,000,000 characters)"
+    assert C._show({"a": 1}) == "{'a': 1}" and C._show(0.5) == "0.5" and C._show("abc") == "'abc'"
+
+
+def test_legitimate_anchors_and_aliases_still_load(write_config):
+    cfg = C.load(write_config("data:\n  path: c.txt\ntrain:\n  seq_length: &t 16\n  batch_size: 4\n"
+                              "sample:\n  length: *t\nmodel: &m\n  cell: lstm\n"), ["sample.length=32"])
+    assert (cfg.train.seq_length, cfg.sample.length, cfg.model.cell) == (16, 32, "lstm")
+    cfg = C.load(write_config("data:\n  path: c.txt\ntrain:\n  seq_length: &t 16\nsample:\n  length: *t\n"))
+    assert cfg.sample.length == 16

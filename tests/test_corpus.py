@@ -397,3 +397,183 @@ def test_memory_stays_flat_with_the_corpus_size(tmp_path):
         rss[name] = peak_rss_mb(train, tmp_path)
     assert rss["big.prep"] < rss["tiny.prep"] + 10, rss  # a copy of the corpus would be 30 MB more
     assert rss["big.txt"] < rss["tiny.prep"] + size / 1e6 + 40, rss  # the index array, uint8, and a few chunks
+
+
+# ----------------------------------------------------------------------------- byte-order marks and CR LF
+
+BOM = b"\xef\xbb\xbf"
+
+
+def bom_and_plain(tmp_path, text=UNICODE, name="t"):
+    """The same text written twice, with a UTF-8 byte-order mark at its start and without."""
+    with_bom, plain = tmp_path / f"{name}-bom.txt", tmp_path / f"{name}.txt"
+    with_bom.write_bytes(BOM + text.encode("utf-8"))
+    plain.write_bytes(text.encode("utf-8"))
+    return with_bom, plain
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 4, 5, 1 << 20])
+def test_a_byte_order_mark_is_left_out_of_a_text_but_not_of_its_identity(tmp_path, chunk_size):
+    """Both passes, every chunk size (the mark's three bytes cut by the chunks): the text with a
+    mark reads as the text without; its size and SHA-256 are the file's own bytes."""
+    with_bom, plain = bom_and_plain(tmp_path)
+    a = CO.read_text_corpus(str(with_bom), 0.1, chunk_size=chunk_size)
+    b = CO.read_text_corpus(str(plain), 0.1, chunk_size=chunk_size)
+    assert 0xFEFF not in a.vocab and np.array_equal(a.vocab, b.vocab)
+    assert np.array_equal(a.train, b.train) and np.array_equal(a.val, b.val)
+    assert a.bom and not b.bom
+    assert a.identity["chars"] == b.identity["chars"] == len(UNICODE)
+    assert a.identity["bytes"] == with_bom.stat().st_size == b.identity["bytes"] + 3
+    assert a.identity["sha256"] == hashlib.sha256(with_bom.read_bytes()).hexdigest()
+    assert symbols_of(with_bom, chunk_size).tolist() == D.code_points(UNICODE).tolist()
+
+
+def test_only_a_mark_at_the_very_start_is_left_out(tmp_path):
+    """U+FEFF elsewhere is a character (a zero-width no-break space); and a text that holds one
+    keeps its mark too, so that its vocabulary (with U+FEFF) reads it the same at every resume."""
+    inner = tmp_path / "inner.txt"
+    inner.write_bytes(b"ab" + BOM + b"cd\n" * 20)
+    assert 0xFEFF in CO.read_text_corpus(str(inner), 0.1).vocab
+    both = tmp_path / "both.txt"
+    both.write_bytes(BOM + b"ab" + BOM + b"cd\n" * 20)
+    c = CO.read_text_corpus(str(both), 0.1)
+    assert not c.bom and c.vocab[np.concatenate([c.train, c.val])][:3].tolist() == [0xFEFF, ord("a"), ord("b")]
+    only = tmp_path / "only.txt"
+    only.write_bytes(BOM)
+    with pytest.raises(CharrnnError, match="corpus is empty"):
+        CO.read_text_corpus(str(only), 0.1)
+
+
+def test_the_mark_is_kept_for_a_model_that_has_it_in_its_vocabulary(tmp_path):
+    """A model trained before charrnn left the mark out has U+FEFF in its vocabulary: its text
+    (a resume, eval's validation split or --text) reads as it did, the mark its first character;
+    a model without U+FEFF reads the same file without the mark."""
+    with_bom, plain = bom_and_plain(tmp_path)
+    own = CO.read_text_corpus(str(plain), 0.1).vocab
+    old = np.union1d(own, [0xFEFF]).astype(np.int32)
+    c = CO.read_text_corpus(str(with_bom), 0.1, vocab=old)
+    whole = old[np.concatenate([c.train, c.val])]
+    assert not c.bom and whole.tolist() == [0xFEFF] + D.code_points(UNICODE).tolist()
+    idx, skipped = CO.read_indices(str(with_bom), old)
+    assert old[idx].tolist() == whole.tolist() and skipped == 0
+    idx, _ = CO.read_indices(str(with_bom), own)
+    assert own[idx].tolist() == D.code_points(UNICODE).tolist()
+
+
+def test_a_byte_order_mark_through_a_pipe_is_left_out(tmp_path):
+    import threading
+
+    with_bom, plain = bom_and_plain(tmp_path)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    feeder = threading.Thread(target=lambda: pipe.write_bytes(with_bom.read_bytes()))
+    feeder.start()
+    from_pipe = CO.read_text_corpus(str(pipe), 0.1, chunk_size=2)
+    feeder.join(timeout=30)
+    from_file = CO.read_text_corpus(str(plain), 0.1)
+    assert np.array_equal(from_pipe.vocab, from_file.vocab) and np.array_equal(from_pipe.train, from_file.train)
+    assert from_pipe.identity["sha256"] == hashlib.sha256(with_bom.read_bytes()).hexdigest()
+
+
+def test_the_bytes_unit_keeps_a_mark_as_bytes(tmp_path):
+    with_bom, _ = bom_and_plain(tmp_path)
+    s = CO.scan([str(with_bom)], unit="bytes")
+    assert s.chars == with_bom.stat().st_size and all(s.counts[list(BOM)])
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 1 << 20])
+def test_cr_lf_line_endings_are_counted_not_converted(tmp_path, chunk_size):
+    path = tmp_path / "dos.txt"
+    path.write_bytes(b"one\r\ntwo\r\n\r\nthree\rfour\n\r\r\n" + "é\r\n".encode() * 10)
+    c = CO.read_text_corpus(str(path), 0.1, chunk_size=chunk_size)
+    assert c.crlf == 14 and ord("\r") in c.vocab
+    assert c.vocab[np.concatenate([c.train, c.val])].tolist() == D.code_points(path.read_bytes().decode()).tolist()
+    assert CO.read_text_corpus(str(bom_and_plain(tmp_path)[1]), 0.1).crlf == 0
+
+
+def test_visualize_and_short_texts_leave_the_mark_out(tmp_path):
+    with_bom, plain = bom_and_plain(tmp_path)
+    assert D.read_text(str(with_bom)) == D.read_text(str(plain)) == UNICODE
+
+
+def _trained(out):
+    from charrnn import checkpoint as ckpt_io
+
+    return ckpt_io.load(str(out / "ckpt.npz"))
+
+
+def _same_run(a, b):
+    assert a.run.step == b.run.step and np.array_equal(a.vocab, b.vocab)
+    for k in a.run.params:
+        assert np.array_equal(a.run.params[k], b.run.params[k]), k
+    for k in a.run.opt_state:
+        assert np.array_equal(a.run.opt_state[k], b.run.opt_state[k]), k
+    assert (a.run.position, a.run.rng.bit_generator.state) == (b.run.position, b.run.rng.bit_generator.state)
+
+
+def test_training_on_a_text_with_a_mark_is_training_on_the_text(tmp_path, write_config):
+    """train --data: a file with a mark trains bit for bit as the same text without one, the
+    banner says the mark was left out and how many lines end in CR LF, and --resume works (the
+    identity is the file's bytes, mark included)."""
+    from conftest import small_config
+
+    text = corpus_text(3000).replace("\n", "\r\n")
+    with_bom, plain = bom_and_plain(tmp_path, text)
+    crlf = text.count("\r\n")
+    for corpus, out in ((with_bom, "a"), (plain, "b")):
+        cfg = small_config(write_config, corpus, steps=12, checkpoint_every=6, log_every=3)
+        r = run("train", "--config", cfg, "--out", tmp_path / out, "--steps", 6)
+        assert r.exit_code == 0, r.output
+        note = f"; {crlf:,} lines end in CR LF, so '\\r' is in the vocabulary (convert the text to LF line " \
+               "endings first to leave it out)"
+        first = r.stderr.splitlines()[0]
+        assert first.endswith(note + ("; a UTF-8 byte-order mark at its start left out" if out == "a" else "")), first
+        r = run("train", "--resume", tmp_path / out / "ckpt.npz", "-q")
+        assert r.exit_code == 0, r.output
+    a, b = _trained(tmp_path / "a"), _trained(tmp_path / "b")
+    _same_run(a, b)
+    assert a.corpus["sha256"] == hashlib.sha256(with_bom.read_bytes()).hexdigest()
+    assert a.corpus["bytes"] == b.corpus["bytes"] + 3 and a.corpus["chars"] == b.corpus["chars"]
+
+
+def test_a_run_trained_with_the_mark_as_a_character_resumes_as_it_was(tmp_path, write_config, monkeypatch):
+    """A checkpoint written before charrnn left the mark out (the mark read as U+FEFF: made here
+    by giving the reader a mark no file can start with, which is the code before the change)
+    resumes on the same file bit for bit as if it had never stopped; eval reads its text with the
+    mark too. A new run on that file leaves the mark out, and its resume does too."""
+    from conftest import small_config
+
+    with_bom, _ = bom_and_plain(tmp_path, corpus_text(3000))
+    cfg = small_config(write_config, with_bom, steps=12, checkpoint_every=6)
+    with monkeypatch.context() as m:
+        m.setattr(CO, "BOM", b"\xff\xff\xff")  # never valid UTF-8: no mark is ever found
+        assert run("train", "--config", cfg, "--out", tmp_path / "whole", "-q").exit_code == 0
+        assert run("train", "--config", cfg, "--out", tmp_path / "half", "-q", "--steps", 6).exit_code == 0
+        evaluated = [run("eval", "--checkpoint", tmp_path / "whole" / "ckpt.npz", "--json", *text).stdout
+                     for text in ((), ("--text", with_bom))]
+    old = _trained(tmp_path / "half")
+    assert 0xFEFF in old.vocab and old.run.step == 6
+    r = run("train", "--resume", tmp_path / "half" / "ckpt.npz", "-q")
+    assert r.exit_code == 0, r.output
+    _same_run(_trained(tmp_path / "whole"), _trained(tmp_path / "half"))
+    assert [run("eval", "--checkpoint", tmp_path / "whole" / "ckpt.npz", "--json", *text).stdout
+            for text in ((), ("--text", with_bom))] == evaluated  # its validation split and the file, as they were
+    assert json.loads(evaluated[1])["chars"] == len(corpus_text(3000))  # the mark, then all but the last
+    assert run("train", "--config", cfg, "--out", tmp_path / "new", "-q", "--steps", 6).exit_code == 0
+    assert 0xFEFF not in _trained(tmp_path / "new").vocab
+    assert run("train", "--resume", tmp_path / "new" / "ckpt.npz", "-q").exit_code == 0
+    assert 0xFEFF not in _trained(tmp_path / "new").vocab and _trained(tmp_path / "new").run.step == 12
+
+
+def test_eval_of_a_text_with_a_mark(tmp_path, write_config):
+    """charrnn eval --text: the mark is not a character to predict (the same loss as without)."""
+    from conftest import small_config
+
+    text = corpus_text(3000)
+    with_bom, plain = bom_and_plain(tmp_path, text)
+    cfg = small_config(write_config, plain, steps=4)
+    assert run("train", "--config", cfg, "--out", tmp_path / "r", "-q").exit_code == 0
+    a = run("eval", "--checkpoint", tmp_path / "r" / "ckpt.npz", "--text", with_bom)
+    b = run("eval", "--checkpoint", tmp_path / "r" / "ckpt.npz", "--text", plain)
+    assert a.exit_code == b.exit_code == 0, a.output
+    assert a.stdout.replace(str(with_bom), "T") == b.stdout.replace(str(plain), "T")

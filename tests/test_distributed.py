@@ -330,7 +330,8 @@ def test_rank_0_alone_writes_and_speaks(tmp_path, corpus_2000):
     cmd = [MPIEXEC, "-n", "1", "-wdir", str(a), *args, ":", "-n", "1", "-wdir", str(b), *args]
     r = subprocess.run(cmd, capture_output=True, text=True, env=mpi_env(), timeout=240)
     assert r.returncode == 0, r.stderr
-    assert sorted(os.listdir(a / "run")) == [".lock", "best.npz", "ckpt.npz", "config.yaml", "metrics.jsonl"]
+    assert sorted(os.listdir(a / "run")) == [".lock", "best.npz", "ckpt.npz", "config.yaml", "metrics.jsonl",
+                                             "status.json"]
     assert os.listdir(b) == []
     summary = [line for line in r.stderr.splitlines() if line.startswith("step ")]
     assert len(summary) == 1 and "(time budget)" in summary[0], r.stderr
@@ -384,7 +385,7 @@ def test_a_full_disk_on_rank_0_ends_both_ranks_and_keeps_the_last_checkpoint(tmp
     assert error_lines(stderr) == [f"Error: {out / 'ckpt.npz'}: cannot write (File too large); the last checkpoint, "
                                    f"{out / 'ckpt.npz'}, holds step {ck.run.step}"], stderr
     assert ck.run.step % 10 == 0 and ck.run.step >= 10
-    assert sorted(os.listdir(out)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl"]
+    assert sorted(os.listdir(out)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl", "status.json"]
 
 
 @pytest.mark.slow

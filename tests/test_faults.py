@@ -43,8 +43,10 @@ def write_config(path, corpus, hidden_size=16, **train):
 def as_at_a_terminal():
     """In the child, before it runs: Ctrl-C as a terminal delivers it. A shell starts background
     jobs with SIGINT ignored, which their children inherit, and Python then installs no
-    KeyboardInterrupt handler: a suite run in the background would see SIGINT do nothing."""
+    KeyboardInterrupt handler: a suite run in the background would see SIGINT do nothing. SIGHUP
+    too, which ``nohup`` ignores (and charrnn then leaves ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def start(*args, preexec_fn=None, **kw):
@@ -127,6 +129,22 @@ def assert_same_run(a, b):
     if (b / "best.npz").exists():
         assert_same_checkpoint(a / "best.npz", b / "best.npz")
     assert metrics(a) == metrics(b)
+
+
+def status(run_dir):
+    """RUN/status.json, parsed."""
+    return json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+
+
+def assert_status(run_dir, pid, **expected):
+    """RUN/status.json says ``expected`` (and was written by ``pid``, unless None, with a time)."""
+    got = status(run_dir)
+    assert set(got) == {"status", "signal", "exit_code", "step", "checkpoint", "message", "resume", "time", "pid"}
+    assert pid is None or got["pid"] == pid, got
+    assert got["time"].endswith("+00:00"), got
+    for k, v in expected.items():
+        assert got[k] == v, (k, got)
+    return got
 
 
 def held_step(stderr):
@@ -214,23 +232,36 @@ def test_kill_9_during_a_checkpoint_write_leaves_a_temporary_that_the_next_run_r
     assert step >= 1
 
 
-# --- SIGTERM -------------------------------------------------------------------------------
+# --- SIGTERM, SIGHUP (and Ctrl-C) --------------------------------------------------------------
 
-def test_sigterm_during_training_saves_and_resumes_exactly(tmp_path, corpus):
+STOPS = [pytest.param(signal.SIGINT, 130, "Ctrl-C", "SIGINT", id="sigint", marks=pytest.mark.slow),
+         pytest.param(signal.SIGTERM, 143, "SIGTERM", "SIGTERM", id="sigterm"),
+         pytest.param(signal.SIGHUP, 129, "SIGHUP", "SIGHUP", id="sighup")]
+
+
+@pytest.mark.parametrize("signum, code, said, name", STOPS)
+def test_a_stop_signal_during_training_saves_and_resumes_exactly(tmp_path, corpus, signum, code, said, name):
+    """SIGTERM (kill, a scheduler), SIGHUP (the terminal or ssh session closed), Ctrl-C: the step
+    finishes, the checkpoint is saved, the exit code is 128 + the signal, RUN/status.json says so."""
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=10**6, checkpoint_every=0, eval_every=0, log_every=5)
     run_dir = tmp_path / "run"
     proc = start("--config", cfg, "--out", run_dir)  # not quiet: the banner and bar go to stderr too
     wait_for(lambda: (run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").stat().st_size, proc)
-    proc.send_signal(signal.SIGTERM)
+    assert_status(run_dir, proc.pid, status="running", exit_code=None, step=None, resume=None)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
+    assert proc.returncode == code, err
     assert "Traceback" not in err and out == ""
     step = held_step(err)
-    assert f"interrupted at step {step} by SIGTERM; checkpoint saved to {run_dir / 'ckpt.npz'}" in err
-    assert f"continue with: charrnn train --resume {run_dir / 'ckpt.npz'}" in err
-    assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == step >= 5
+    ckpt = str(run_dir / "ckpt.npz")
+    assert f"interrupted at step {step} by {said}; checkpoint saved to {ckpt}" in err
+    assert f"continue with: charrnn train --resume {ckpt}" in err
+    assert ckpt_io.load(ckpt).run.step == step >= 5
+    assert_status(run_dir, proc.pid, status="interrupted", signal=name, exit_code=code, step=step, checkpoint=ckpt,
+                  message=err.splitlines()[-1], resume=f"charrnn train --resume {ckpt}")
     done = train("--resume", run_dir / "ckpt.npz", "-q", "--steps", step + 12)
     assert done.returncode == 0, done.stderr
+    assert_status(run_dir, None, status="paused", signal=None, exit_code=0, step=step + 12)
     ref = tmp_path / "ref"
     assert train("--config", cfg, "--out", ref, "-q", "--steps", step + 12).returncode == 0
     assert_same_run(run_dir, ref)
@@ -291,7 +322,28 @@ def test_double_ctrl_c_exits_130_with_the_last_checkpoint_whole(tmp_path, corpus
     ck = ckpt_io.load(str(run_dir / "ckpt.npz"))  # intact and loadable
     assert ck.run.step == step
     assert temporaries(run_dir) == []
+    assert_status(run_dir, proc.pid, status="interrupted", signal="SIGINT", exit_code=130, step=step,
+                  message=lines[0])
     assert train("--resume", run_dir / "ckpt.npz", "-q", "--steps", step + 3).returncode == 0
+
+
+def test_a_second_sighup_stops_at_once_with_the_last_checkpoint_whole(tmp_path, corpus):
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=10**6, checkpoint_every=7, eval_every=0, log_every=1)
+    run_dir = tmp_path / "run"
+    proc = start("--config", cfg, "--out", run_dir, "-q")
+    wait_for(lambda: (run_dir / "ckpt.npz").exists(), proc)
+    proc.send_signal(signal.SIGHUP)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 129, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    step = held_step(err)
+    assert err.startswith("stopped at once by a second SIGHUP; ") or err.startswith(
+        f"interrupted at step {step} by SIGHUP; "), err  # (the second one may land after the save)
+    assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == step
+    assert temporaries(run_dir) == []
+    assert_status(run_dir, proc.pid, status="interrupted", signal="SIGHUP", exit_code=129, step=step,
+                  message=err.strip())
 
 
 # --- Ctrl-C outside the training loop ---------------------------------------------------------
@@ -341,6 +393,123 @@ def test_ctrl_c_in_sample_exits_130_quietly(tmp_path, corpus):
     assert b"Aborted" not in err and b"Traceback" not in err and len(err.splitlines()) <= 1, err
 
 
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["sigterm", "sighup"])
+def test_a_stop_signal_in_sample_exits_quietly(tmp_path, corpus, signum, code):
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=3)
+    assert train("--config", cfg, "--out", tmp_path / "run", "-q").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", "sample",
+                             "--checkpoint", str(tmp_path / "run" / "ckpt.npz"),
+                             "-n", "100000000", "--seed", "0"], env=ENV, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=as_at_a_terminal)
+    assert proc.stdout.read(100)  # it is generating
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (code, b"")
+
+
+# --- The temporary copy of a pipe ------------------------------------------------------------
+
+def copies(tmp):
+    """The pipe copies (``charrnn-XXXXXXXX.txt``) in the folder the child's TMPDIR names."""
+    return sorted(n for n in os.listdir(tmp) if n.startswith("charrnn-"))
+
+
+def start_on_a_pipe(tmp_path, corpus, command, preexec_fn=None):
+    """``charrnn train`` (or ``eval``) reading its text from a named pipe, with TMPDIR a folder of
+    the test's own, so that the check for a copy left behind is exact. (proc, pipe, TMPDIR)."""
+    pipe, tmp = fifo(tmp_path), tmp_path / "tmp"
+    tmp.mkdir()
+    if command == "train":
+        args = ["train", "--config", write_config(tmp_path / "cfg.yaml", pipe), "--out", tmp_path / "run", "-q"]
+    else:
+        cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=3)
+        assert train("--config", cfg, "--out", tmp_path / "run", "-q").returncode == 0
+        args = ["eval", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--text", pipe]
+
+    def before():
+        as_at_a_terminal()
+        if preexec_fn is not None:
+            preexec_fn()
+
+    proc = subprocess.Popen([sys.executable, "-m", "charrnn", *map(str, args)], env=dict(ENV, TMPDIR=str(tmp)),
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=before)
+    return proc, pipe, tmp
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
+                         ids=["sigint", "sigterm", "sighup"])
+def test_a_signal_while_a_pipe_is_copied_ends_quietly_and_removes_the_copy(tmp_path, corpus, command, signum, code):
+    """The writer keeps the pipe open and has written a line: the signal lands while the text is
+    being copied into the temporary file (SIGTERM's default action would end the process there
+    and leave the copy behind)."""
+    proc, pipe, tmp = start_on_a_pipe(tmp_path, corpus, command)
+    fd = open_pipe_for_writing(pipe, proc)
+    try:
+        os.write(fd, b"some text, and more to come\n")
+        # Copying now, and blocked in the read of its next chunk: a signal that landed just before
+        # that read began would wait for the read to return (as in any Python program).
+        wait_for(lambda: copies(tmp) and reading_a_pipe(proc.pid), proc)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(fd)
+    assert (proc.returncode, err) == (code, ""), err
+    assert copies(tmp) == []
+    if command == "train":  # the run directory it had made (holding nothing but its lock) went too
+        assert not (tmp_path / "run").exists()
+
+
+def reading_a_pipe(pid):
+    """Whether process ``pid`` sleeps in a read of a pipe (Linux: /proc/PID/wchan, e.g.
+    ``pipe_read`` or ``anon_pipe_read``)."""
+    try:
+        with open(f"/proc/{pid}/wchan") as f:
+            return "pipe_read" in f.read()
+    except OSError:
+        return False
+
+
+def write_all(pipe, data, proc):
+    """Feed ``data`` into the pipe and close it; the reader may stop reading first (it failed)."""
+    fd = open_pipe_for_writing(pipe, proc)
+    try:
+        os.write(fd, data)
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("fault", ["full-disk", "invalid-utf8", "cannot-open"])
+def test_a_failure_while_a_pipe_is_copied_is_one_line_and_removes_the_copy(tmp_path, corpus, fault):
+    """The other ways out of the copy: a full disk (RLIMIT_FSIZE of 100 kB, 300 kB through the
+    pipe), a text that is not UTF-8 (refused once copied), a device that cannot be opened
+    (/dev/tty in a process with no terminal: ENXIO, after the copy's file was made)."""
+    limit = file_size_limit(100_000) if fault == "full-disk" else None
+    if fault == "cannot-open":
+        tmp = tmp_path / "tmp"
+        tmp.mkdir()
+        cfg = write_config(tmp_path / "cfg.yaml", "/dev/tty")
+        proc = subprocess.Popen([sys.executable, "-m", "charrnn", "train", "--config", str(cfg), "--out",
+                                 str(tmp_path / "run"), "-q"], env=dict(ENV, TMPDIR=str(tmp)), cwd=ROOT,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)  # no controlling terminal
+    else:
+        proc, pipe, tmp = start_on_a_pipe(tmp_path, corpus, "train", preexec_fn=limit)
+        text = corpus.read_bytes()
+        write_all(pipe, text * 75 if fault == "full-disk" else b"\xff" + text, proc)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err.count("\n") == 1 and err.startswith("Error: "), err
+    expected = {"full-disk": rf"Error: {re.escape(str(tmp))}/charrnn-\w+\.txt: cannot write the temporary copy of "
+                             rf"{re.escape(str(tmp_path / 'pipe.txt'))} \(File too large\); set TMPDIR",
+                "invalid-utf8": rf"Error: {re.escape(str(tmp_path / 'pipe.txt'))}: .*UTF-8",
+                "cannot-open": r"Error: /dev/tty: cannot read corpus: No such device or address"}[fault]
+    assert re.match(expected, err), err
+    assert copies(tmp) == []
+    assert not (tmp_path / "run").exists()
+
+
 # --- Disk full -----------------------------------------------------------------------------
 
 def file_size_limit(limit):
@@ -386,6 +555,8 @@ def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays(tmp_p
     assert f"{run_dir / target}: cannot" in full.stderr and "File too large" in full.stderr
     if target != "metrics.jsonl":
         assert f"the last checkpoint, {run_dir / 'ckpt.npz'}, holds step {first}" in full.stderr
+    assert_status(run_dir, None, status="failed", exit_code=1, step=first, message=full.stderr.strip()[7:],
+                  resume=f"charrnn train --resume {run_dir / 'ckpt.npz'}")
     after = snapshot(run_dir)
     assert temporaries(run_dir) == []
     for name in ("ckpt.npz", "best.npz"):
@@ -396,6 +567,69 @@ def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays(tmp_p
     ref = tmp_path / "ref"
     assert train("--config", cfg, "--out", ref, "-q", "--steps", first + 20).returncode == 0
     assert_same_run(run_dir, ref)
+
+
+STARTS = {  # the file a new run's start-up fails on, and the settings that make it the first to outgrow the limit
+    ".lock": dict(checkpoint_every=1),
+    "config.yaml": dict(checkpoint_every=1),
+    "metrics.jsonl": dict(steps=100, checkpoint_every=0, eval_every=0, log_every=1),
+    "ckpt.npz": dict(checkpoint_every=1, log_every=100),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("existing", [False, True], ids=["new-dir", "existing-dir"])
+@pytest.mark.parametrize("target", list(STARTS))
+def test_a_full_disk_at_the_start_names_the_file_and_leaves_no_directory(tmp_path, corpus, target, existing):
+    """RLIMIT_FSIZE just below what the new run's first write of ``target`` needs (0 for its lock's PID,
+    its config, its first checkpoint; for the log, a few lines): one line naming that file, exit 1;
+    a directory the run made is gone again (but one whose log holds the steps it took); an
+    existing one keeps what it held."""
+    ref = tmp_path / "ref"  # the sizes of what a run writes, with these paths' lengths
+    assert train("--config", write_config(tmp_path / "ref.yaml", corpus), "--out", ref, "-q",
+                 "--steps", 1).returncode == 0
+    config_size, status_size = (ref / "config.yaml").stat().st_size, (ref / "status.json").stat().st_size
+    assert status_size < config_size  # so the "running" record fits under a limit that config.yaml exceeds
+    limit = {".lock": 0, "config.yaml": status_size, "metrics.jsonl": config_size + 10,
+             "ckpt.npz": config_size + 10}[target]
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, **STARTS[target])
+    run_dir = tmp_path / "run"
+    if existing:
+        run_dir.mkdir()
+        (run_dir / "notes.txt").write_text("the user's own file\n")
+    r = train("--config", cfg, "--out", run_dir, "-q", preexec_fn=file_size_limit(limit))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith(f"Error: {run_dir / target}: cannot "), r.stderr
+    assert "(File too large)" in r.stderr, r.stderr
+    if target == "metrics.jsonl":  # its first lines fit: a run that logged steps keeps them, and says how it ended
+        assert (run_dir / "metrics.jsonl").stat().st_size > 0 and not (run_dir / "ckpt.npz").exists()
+        assert_status(run_dir, None, status="failed", exit_code=1, message=r.stderr.strip()[len("Error: "):])
+    elif not existing:
+        assert not run_dir.exists()
+    else:
+        assert (run_dir / "notes.txt").read_text() == "the user's own file\n" and temporaries(run_dir) == []
+        assert not (run_dir / "ckpt.npz").exists()
+        if target != ".lock":  # (refused before the directory was the run's: nothing of it written)
+            assert_status(run_dir, None, status="failed", exit_code=1, message=r.stderr.strip()[len("Error: "):])
+
+
+def test_a_full_tmpfs_at_the_first_checkpoint_names_the_file_and_leaves_no_directory(tmp_path, corpus):
+    """A real full disk: a 64 kB tmpfs (mounting needs root; skipped otherwise), the first
+    checkpoint of a run with 64 hidden units larger than the room left."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        cfg = write_config(tmp_path / "cfg.yaml", corpus, hidden_size=64, checkpoint_every=1)
+        r = train("--config", cfg, "--out", disk / "run", "-q")
+        assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"Error: {disk / 'run' / 'ckpt.npz'}: cannot write (No space left on device); "
+                                   "no checkpoint was written yet"), r.stderr
+        assert os.listdir(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
 
 
 # --- One run per directory -------------------------------------------------------------------
@@ -448,12 +682,14 @@ def test_a_second_run_into_the_same_directory_is_refused_at_once(tmp_path, corpu
         second = train(*args, "-q", timeout=60)  # at once: before it would read the corpus (and block)
         assert (second.returncode, second.stderr) == (1, refusal)
         assert first.poll() is None
+        assert_status(run_dir, first.pid, status="running")  # the first run's record, not the refused one's
     feed(pipe, corpus.read_bytes(), first)
     wait_for(lambda: (run_dir / "ckpt.npz").exists(), first)  # training now
     first.send_signal(signal.SIGSTOP)
     try:
         second = train("--resume", run_dir / "ckpt.npz", "-q", timeout=60)
         assert (second.returncode, second.stderr) == (1, refusal)
+        assert_status(run_dir, first.pid, status="running")
     finally:
         first.send_signal(signal.SIGCONT)
     out, err = first.communicate(timeout=300)
@@ -500,6 +736,29 @@ def test_resuming_into_another_directory_does_not_replace_a_run_there(tmp_path, 
     r = run("train", "--resume", tmp_path / "a" / "ckpt.npz", "--out", tmp_path / "b", "-q", "--overwrite")
     assert r.exit_code == 0, r.output
     assert ckpt_io.load(str(tmp_path / "b" / "ckpt.npz")).run.step == 12
+
+
+def test_resuming_best_npz_in_its_own_directory_behind_ckpt_npz_is_refused(tmp_path, corpus):
+    """RUN/best.npz continued in RUN would overwrite RUN/ckpt.npz with a run rewound to the best
+    step and cut its log: refused in one line naming both steps and the two commands that work,
+    which then do."""
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=30, eval_every=5)
+    run_dir = tmp_path / "run"
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 12).exit_code == 0  # paused: no final eval
+    best, ckpt = run_dir / "best.npz", run_dir / "ckpt.npz"
+    best_step = ckpt_io.load(str(best)).run.step
+    assert best_step in (5, 10) and ckpt_io.load(str(ckpt)).run.step == 12
+    before = snapshot(run_dir)
+    r = run("train", "--resume", best, "-q")
+    one_line_error(r, 2, f"{best} holds step {best_step}, {ckpt} step 12: resuming from best.npz here would rewind "
+                         f"the run; continue the run with --resume {ckpt}, or branch from step {best_step} with "
+                         f"--resume {best} --out NEWDIR")
+    assert snapshot(run_dir) == before
+    branch = tmp_path / "branch"
+    assert run("train", "--resume", best, "--out", branch, "-q").exit_code == 0
+    assert ckpt_io.load(str(branch / "ckpt.npz")).run.step == 30 and snapshot(run_dir) == before
+    assert run("train", "--resume", ckpt, "-q").exit_code == 0
+    assert ckpt_io.load(str(ckpt)).run.step == 30
 
 
 # --- Corpus changed under --resume -----------------------------------------------------------
@@ -594,14 +853,15 @@ def test_overwrite_moves_the_old_run_only_once_the_new_one_is_ready(tmp_path, co
 
 # --- Links planted in the run directory --------------------------------------------------------
 
-LINKED = [".lock", "ckpt.npz", "best.npz", "metrics.jsonl", "metrics.jsonl.old", "config.yaml"]
+LINKED = [".lock", "ckpt.npz", "best.npz", "metrics.jsonl", "metrics.jsonl.old", "config.yaml", "status.json"]
 
 
 # The fast loop keeps the two names a run opens in place (.lock, metrics.jsonl); the rest run with the slow tests.
 LINK_CASES = [(n, "symlink") for n in LINKED] + [(".lock", "hard"), ("metrics.jsonl", "hard")]
 
 
-@pytest.mark.parametrize("name, kind", [c if c in ((".lock", "symlink"), ("metrics.jsonl", "symlink"))
+@pytest.mark.parametrize("name, kind", [c if c in ((".lock", "symlink"), ("metrics.jsonl", "symlink"),
+                                                    ("status.json", "symlink"))
                                         else pytest.param(*c, marks=pytest.mark.slow) for c in LINK_CASES])
 def test_a_link_planted_in_the_run_directory_never_writes_outside_it(tmp_path, corpus, name, kind):
     """A link at a name the run writes, to a file outside the run directory: the file is left

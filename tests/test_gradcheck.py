@@ -89,3 +89,36 @@ def test_random_problem_has_nonzero_biases_and_state_in_float64():
     assert all(np.abs(params[b]).min() > 0 for b in ("bh", "bh_1", "by"))
     assert X.shape == Y.shape == (4, 3) and X.max() < 7 and Y.max() < 7
     assert [len(s) for s in state0] == [2, 2] and all(np.abs(a).min() > 0 for s in state0 for a in s)
+
+
+def test_the_floor_is_the_models_largest_gradient_when_given():
+    """An array whose gradients are all small (a deep network's first layer) is measured against
+    1e-4 of the model's largest gradient, not of its own largest: rounding is absolute."""
+    analytic, numeric = np.array([1e-3, 1e-7]), np.array([1e-3, 1e-7 + 1e-12])
+    assert max_relative_error(analytic, numeric) == pytest.approx(1e-12 / (1e-7 + 1e-12))  # 1e-5: "FAILED"
+    assert max_relative_error(analytic, numeric, scale=1.0) == pytest.approx(1e-12 / 1e-4)
+
+
+@pytest.mark.parametrize("layers, seed", [(3, 5), (4, 9)])
+def test_deep_multiplicative_lstms_pass_with_a_margin(layers, seed):
+    """charrnn gradcheck --cell lstm --layers 3 --seed 5 said FAILED (1.46e-6) with the floor of
+    each array's own largest gradient and eps 2e-3; 4 layers, seed 9 was the worst of seeds 0-20
+    (see benchmarks/gradcheck_margins.py). The gradients are right to about 1e-12 absolute."""
+    rows = check_gradients(M.ModelSpec("lstm", 7, 5, layers, 0.0, True), seed=seed)
+    assert worst(rows) <= 2.5e-7, max(rows, key=lambda r: r.max_rel_error)
+
+
+def test_a_wrong_gradient_in_the_first_layer_of_a_deep_lstm_still_fails():
+    """The model's floor does not hide an error in an array of small gradients: 0.01% too much in
+    the first layer's input weights of a 4-layer LSTM (gradients about 100 times smaller than
+    the output layer's) is caught, and the other arrays still pass."""
+    spec = M.ModelSpec("lstm", 7, 5, 4)
+
+    def broken(params, spec, X, Y, state0, masks=None):
+        res = M.loss_and_grads(params, spec, X, Y, state0, masks)
+        res.grads["Wxh"] *= 1.0001
+        return res
+
+    rows = {r.name: r.max_rel_error for r in check_gradients(spec, seed=5, loss_and_grads=broken)}
+    assert rows["Wxh"] > 1e-5
+    assert max(e for name, e in rows.items() if name != "Wxh") <= 1e-6

@@ -539,3 +539,46 @@ def test_disk_indices_check_every_read_against_the_vocabulary(tmp_path):
                  lambda: np.asarray(disk[40:80])):
         with pytest.raises(CharrnnError, match="index 9 at byte offset 61 is outside the vocabulary of 7"):
             read()
+
+
+def test_prepare_leaves_out_the_mark_of_each_file_and_says_so(tmp_path):
+    """A folder whose files each start with a byte-order mark (one in CR LF): the prepared
+    corpus is the texts without the marks, its sources' sizes and hashes are the files' bytes,
+    and prepare says how many lines end in CR LF and that the marks were left out."""
+    import hashlib
+
+    tree, plain = tmp_path / "tree", tmp_path / "plain"
+    tree.mkdir()
+    plain.mkdir()
+    texts = {"a.txt": UNICODE, "b.txt": corpus_text(2000).replace("\n", "\r\n"), "c.txt": "no mark here\n" * 20}
+    for name, text in texts.items():
+        (tree / name).write_bytes((b"" if name == "c.txt" else b"\xef\xbb\xbf") + text.encode("utf-8"))
+        (plain / name).write_bytes(text.encode("utf-8"))
+    r = run("prepare", tree, "--out", tmp_path / "p")
+    assert r.exit_code == 0, r.output
+    crlf = texts["b.txt"].count("\r\n")
+    assert f"{tmp_path / 'p'}: {crlf:,} lines end in CR LF, so '\\r' is in the vocabulary (convert the text to LF " \
+           "line endings first to leave it out); a UTF-8 byte-order mark at the start of 2 of its 3 files left out" \
+           in r.stderr.splitlines(), r.stderr
+    assert run("prepare", plain, "--out", tmp_path / "q").exit_code == 0
+    a, b = CO.open_prepared(str(tmp_path / "p")), CO.open_prepared(str(tmp_path / "q"))
+    assert 0xFEFF not in a.vocab and np.array_equal(a.vocab, b.vocab)
+    assert np.array_equal(np.asarray(a.train), np.asarray(b.train)) and np.array_equal(np.asarray(a.val),
+                                                                                         np.asarray(b.val))
+    sources = json.loads((tmp_path / "p" / "meta.json").read_text())["sources"]
+    assert [(s["bytes"], s["sha256"]) for s in sources] == [
+        (os.path.getsize(tree / n), hashlib.sha256((tree / n).read_bytes()).hexdigest()) for n in sorted(texts)]
+    assert [s["chars"] for s in sources] == [len(texts[n]) for n in sorted(texts)]
+
+
+def test_prepare_from_a_pipe_leaves_out_its_mark(tmp_path):
+    """A real pipe (/dev/stdin of a charrnn prepare process) carrying a text with a mark."""
+    text = corpus_text(3000)
+    proc = subprocess.run([sys.executable, "-m", "charrnn", "prepare", "/dev/stdin", "--out", str(tmp_path / "p")],
+                          input=b"\xef\xbb\xbf" + text.encode("utf-8"), capture_output=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr
+    assert b"a UTF-8 byte-order mark at its start left out" in proc.stderr
+    p = CO.open_prepared(str(tmp_path / "p"))
+    whole = p.vocab[np.concatenate([np.asarray(p.train), np.asarray(p.val)])]
+    assert whole.tolist() == D.code_points(text).tolist()

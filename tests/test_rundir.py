@@ -1,6 +1,8 @@
 """The run-directory lock (with a real second process) and the refusal to overwrite a run."""
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, ROOT, run
+from conftest import CONFIGS, ROOT, one_line_error, run
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import rundir
@@ -121,7 +123,7 @@ def test_a_damaged_checkpoint_still_refuses(finished):
 def test_overwrite_moves_the_previous_run_aside_whole(finished):
     (finished / "notes.txt").write_text("mine")  # not a run file: left where it is
     before = {n: (finished / n).read_bytes() for n in rundir.RUN_FILES if (finished / n).exists()}
-    assert set(before) == {"ckpt.npz", "config.yaml", "metrics.jsonl"}
+    assert set(before) == {"ckpt.npz", "config.yaml", "metrics.jsonl", "status.json"}
     folder = rundir.check_fresh(str(finished), overwrite=True)
     assert os.path.dirname(folder) == str(finished)
     assert os.path.basename(folder).startswith("replaced-")
@@ -168,3 +170,87 @@ def test_the_step_of_a_bomb_is_never_inflated(tmp_path, monkeypatch):
     monkeypatch.setattr(np, "load", load)
     with pytest.raises(CharrnnError, match=r"\(ckpt.npz, unreadable\)"):
         rundir.check_fresh(str(tmp_path), overwrite=False)
+
+
+# ----------------------------------------------------------------------------- a damaged metrics log
+
+def _timeless(lines):
+    """Metrics lines (bytes) as records without their timings, which differ run to run."""
+    return [{k: v for k, v in json.loads(line).items() if k not in ("chars_per_s", "elapsed_s")} for line in lines]
+
+
+@pytest.fixture
+def stopped(tmp_path, write_config):
+    """A run stopped at its checkpoint of step 10 (logging every step), and its config."""
+    from conftest import first_chars, small_config
+
+    cfg = small_config(write_config, first_chars(tmp_path, 3000), steps=16, checkpoint_every=5)
+    out = tmp_path / "run"
+    assert run("train", "--config", cfg, "--out", out, "-q", "--steps", 10).exit_code == 0
+    return out
+
+
+def test_a_damaged_log_never_blocks_a_resume(stopped, tmp_path):
+    """Real damage in metrics.jsonl (bytes that are not UTF-8 in the middle of a line, a line of
+    NULs, a JSON array, a record without a step, a line logged after the checkpoint, a torn
+    last line): --resume warns once, rewrites the log with exactly the good lines, and ends
+    with the checkpoint an undamaged resume ends with."""
+    clean = tmp_path / "clean"
+    shutil.copytree(stopped, clean)
+    assert run("train", "--resume", clean / "ckpt.npz", "-q", "--steps", 16).exit_code == 0
+
+    lines = (stopped / "metrics.jsonl").read_bytes().splitlines()
+    assert len(lines) == 10
+    broken = lines[3][:5] + b"\xff\xfe\x80" + lines[3][5:]  # line 4 (step 4), no longer UTF-8
+    damaged = (lines[:3] + [broken, b"\0" * 300, b"[1, 2, 3]", b'{"loss": 1.5}', b"\xc3"] + lines[4:]
+               + [lines[9].replace(b'"step": 10', b'"step": 11'), b'{"step": 12, "loss": 2.0'])
+    (stopped / "metrics.jsonl").write_bytes(b"\n".join(damaged))  # the torn last line has no newline
+    r = run("train", "--resume", stopped / "ckpt.npz", "-q", "--steps", 16)
+    assert r.exit_code == 0, r.output
+    warnings = [line for line in r.stderr.splitlines() if "metrics.jsonl" in line]
+    assert warnings == [f"warning: {stopped / 'metrics.jsonl'}: dropped 6 damaged lines (lines 4, 5, 6, 7, 8 and "
+                        "1 more: not a UTF-8 JSON record with a step)"], r.stderr
+    assert r.stderr.count("warning") == 1
+
+    good = lines[:3] + lines[4:]  # the line made unreadable is lost; step 11 was past the checkpoint
+    after = (stopped / "metrics.jsonl").read_bytes().splitlines()
+    assert after[:9] == good  # the good lines kept as they were, byte for byte
+    want = (clean / "metrics.jsonl").read_bytes().splitlines()
+    assert _timeless(after) == _timeless(want[:3] + want[4:])
+    a, b = ckpt_io.load(str(clean / "ckpt.npz")), ckpt_io.load(str(stopped / "ckpt.npz"))
+    assert a.run.step == b.run.step == 16
+    for k in a.run.params:
+        assert np.array_equal(a.run.params[k], b.run.params[k]), k
+    assert a.run.rng.bit_generator.state == b.run.rng.bit_generator.state
+
+
+def test_start_log_rewrites_only_what_needs_it(tmp_path):
+    """An intact log at or before the checkpoint is left as it is (not even rewritten); one
+    whose last line lost only its newline gets it back, so the next line is not glued to it."""
+    files = rundir.RunDir(str(tmp_path))
+    intact = b'{"step": 1, "loss": 2.0}\n{"step": 2, "val_loss": 1.9}\n'
+    (tmp_path / "metrics.jsonl").write_bytes(intact)
+    before = os.stat(files.metrics)
+    files.start_log(2)
+    assert (tmp_path / "metrics.jsonl").read_bytes() == intact
+    assert os.stat(files.metrics).st_ino == before.st_ino  # the same file: nothing rewritten
+    (tmp_path / "metrics.jsonl").write_bytes(intact[:-1])
+    files.start_log(2)
+    assert (tmp_path / "metrics.jsonl").read_bytes() == intact
+    files.start_log(1)
+    assert (tmp_path / "metrics.jsonl").read_bytes() == intact.splitlines(keepends=True)[0]
+
+
+@pytest.mark.parametrize("fault", ["directory", "link loop"])
+def test_an_unreadable_log_is_one_line_on_resume(stopped, fault):
+    """A metrics.jsonl that cannot be read at all (a directory in its place; a link to itself,
+    which open() cannot follow) stops the resume with one line, before any step."""
+    log = stopped / "metrics.jsonl"
+    log.unlink()
+    if fault == "directory":
+        log.mkdir()
+    else:
+        log.symlink_to(log.name)
+    r = run("train", "--resume", stopped / "ckpt.npz", "-q", "--steps", 12)
+    one_line_error(r, 1, str(log), "cannot read the metrics log", "move it aside")
+    assert ckpt_io.load(str(stopped / "ckpt.npz")).run.step == 10

@@ -80,7 +80,7 @@ def test_a_signal_while_the_stop_is_being_reported_still_reports_it(monkeypatch,
     import sys
 
     from charrnn import cli
-    from charrnn import train as train_module
+    from charrnn import runstatus as runstatus
 
     def stopped_run(*args, **kwargs):
         try:
@@ -88,16 +88,60 @@ def test_a_signal_while_the_stop_is_being_reported_still_reports_it(monkeypatch,
         finally:
             signal.raise_signal(signal.SIGINT)  # Python's own handler: KeyboardInterrupt, here
 
-    monkeypatch.setattr(train_module, "train", stopped_run)
+    monkeypatch.setattr(runstatus, "train", stopped_run)
     monkeypatch.setattr(sys, "argv", ["charrnn", "train", "--data", str(CORPUS), "--out", str(tmp_path / "r")])
-    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         with pytest.raises(SystemExit) as e:
             cli.main()
     finally:
         for s, handler in old.items():
-            signal.signal(s, handler)  # main() ignores both once the command is over
+            signal.signal(s, handler)  # main() ignores them once the command is over
     assert e.value.code == 130
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines == ["interrupted at step 7 by Ctrl-C; checkpoint saved to RUN/ckpt.npz"]
+
+
+def test_a_second_signal_as_the_stopped_run_unwinds_still_records_the_stop(tmp_path, monkeypatch):
+    """A second Ctrl-C that lands after the stop flag's handlers are gone, just as RUN/status.json
+    is about to be written (before the signals are held): Python raises KeyboardInterrupt there;
+    the record is written all the same, of the first stop, and the KeyboardInterrupt goes on."""
+    import json
+
+    from charrnn import runstatus as runstatus
+
+    with open(CORPUS, encoding="utf-8") as f:
+        (tmp_path / "c.txt").write_text(f.read(3000), encoding="utf-8")
+    cfg = C.from_dict({"data": {"path": str(tmp_path / "c.txt")}, "model": {"hidden_size": 8},
+                       "train": {"seq_length": 8, "batch_size": 2, "steps": 10**6, "log_every": 1,
+                                 "sample_every": 0, "checkpoint_every": 0, "eval_every": 0}}, "test")
+    log = progress.Progress.log
+
+    def log_then_signal(self, record):
+        log(self, record)
+        if record.get("step") == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    held = runstatus._signals_wait
+    calls = []
+
+    def second_signal_first(*args):
+        calls.append(1)
+        if len(calls) == 2:  # the first call holds signals for the "running" record; the second, the end's
+            signal.raise_signal(signal.SIGINT)  # the flag's handlers are gone: KeyboardInterrupt, here
+        return held(*args)
+
+    monkeypatch.setattr(progress.Progress, "log", log_then_signal)
+    monkeypatch.setattr(runstatus, "_signals_wait", second_signal_first)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as e:
+            train(cfg, out_dir=str(tmp_path / "run"), quiet=True)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert isinstance(e.value.__context__, Interrupted)
+    record = json.loads((tmp_path / "run" / "status.json").read_text(encoding="utf-8"))
+    assert (record["status"], record["signal"], record["exit_code"], record["step"]) == ("interrupted", "SIGINT",
+                                                                                        130, 3)
+    assert record["message"] == str(e.value.__context__)

@@ -414,3 +414,83 @@ def test_the_weight_average_takes_the_weights_after_the_update(write_config, cor
             assert not np.array_equal(run_.params[k], weights[k])  # the step moved the weights
             np.testing.assert_allclose(run_.ema[k], 0.9 * avg[k] + 0.1 * run_.params[k], rtol=1e-6, atol=1e-7,
                                        err_msg=f"ema.{k}: not the average of the updated weights")
+
+
+# --- How the run ended: RUN/status.json ------------------------------------------------------
+
+def status(run_dir):
+    return json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
+
+
+def test_status_json_of_a_finished_and_of_a_paused_run(tmp_path, write_config, corpus):
+    import os
+
+    cfg = small_config(write_config, corpus, steps=12, eval_every=5)
+    run_dir, ckpt = tmp_path / "run", str(tmp_path / "run" / "ckpt.npz")
+    r = run("train", "--config", cfg, "-q", "--steps", 6)
+    assert r.exit_code == 0, r.output
+    s = status(run_dir)
+    assert s == {"status": "paused", "signal": None, "exit_code": 0, "step": 6, "checkpoint": ckpt,
+                 "message": r.stderr.strip(), "resume": f"charrnn train --resume {ckpt}", "time": s["time"],
+                 "pid": os.getpid()}
+    r = run("train", "--resume", ckpt, "-q")
+    assert r.exit_code == 0, r.output
+    s = status(run_dir)
+    assert (s["status"], s["exit_code"], s["step"], s["resume"], s["message"]) == (
+        "finished", 0, 12, None, r.stderr.strip())
+    assert s["message"].startswith("step 12: ")
+
+
+def test_status_json_of_a_time_budget_and_of_early_stopping(tmp_path, write_config, corpus):
+    cfg = small_config(write_config, corpus, steps=10**6, eval_every=0)
+    assert run("train", "--config", cfg, "-q", "--set", "train.max_minutes=0.0002").exit_code == 0
+    s = status(tmp_path / "run")
+    assert (s["status"], s["exit_code"], s["resume"]) == ("time budget", 0, None)
+    assert s["step"] == ckpt_io.load(str(tmp_path / "run" / "ckpt.npz")).run.step
+    cfg = small_config(write_config, corpus, steps=1000, eval_every=5, patience=2)
+    r = run("train", "--config", cfg, "-q", "--set", "optim.lr=0.3", "--out", tmp_path / "es")
+    assert r.exit_code == 0 and "(early stopping)" in r.stderr
+    s = status(tmp_path / "es")
+    assert (s["status"], s["exit_code"], s["resume"]) == ("early stopping", 0, None)
+    assert s["step"] < 1000 and "(early stopping)" in s["message"]
+
+
+def test_status_json_of_a_diverged_run(tmp_path, write_config, corpus):
+    r = explode(tmp_path, write_config, corpus, "optim.name=sgd", "optim.lr=1e30")
+    assert r.returncode == 1, r.stderr
+    s = status(tmp_path / "run")
+    assert (s["status"], s["signal"], s["exit_code"], s["step"], s["resume"]) == ("diverged", None, 1, 1, None)
+    assert "Error: " + s["message"] == r.stderr.strip()
+
+
+def test_status_json_of_a_run_that_failed_after_it_claimed_its_directory(tmp_path, write_config, corpus):
+    cfg = small_config(write_config, corpus, steps=12)
+    run_dir, ckpt = tmp_path / "run", str(tmp_path / "run" / "ckpt.npz")
+    assert run("train", "--config", cfg, "-q", "--steps", 6).exit_code == 0
+    corpus.write_text(corpus.read_text(encoding="utf-8") + "more", encoding="utf-8")
+    r = run("train", "--resume", ckpt, "-q")
+    line = one_line_error(r, 1, "the corpus changed since the checkpoint was written")
+    s = status(run_dir)
+    assert (s["status"], s["exit_code"], s["step"], s["checkpoint"], s["resume"]) == (
+        "failed", 1, 6, ckpt, f"charrnn train --resume {ckpt}")
+    assert "Error: " + s["message"] == line
+
+
+def test_a_refused_run_leaves_the_other_runs_status_json_alone(tmp_path, write_config, corpus):
+    """Refused because the directory holds a run, and because another run holds its lock (here
+    this process, through rundir.lock: a second lock of it is refused even in one process)."""
+    from charrnn import rundir
+
+    cfg = small_config(write_config, corpus, steps=6)
+    run_dir = tmp_path / "run"
+    assert run("train", "--config", cfg, "-q", "--steps", 3).exit_code == 0
+    before = (run_dir / "status.json").read_bytes()
+    one_line_error(run("train", "--config", cfg, "-q"), 1, "already holds a run")
+    assert (run_dir / "status.json").read_bytes() == before
+    with rundir.lock(str(run_dir)):
+        one_line_error(run("train", "--resume", run_dir / "ckpt.npz", "-q"), 1, "is using this run directory")
+        one_line_error(run("train", "--config", cfg, "-q", "--overwrite"), 1, "is using this run directory")
+    assert (run_dir / "status.json").read_bytes() == before
+    # --overwrite that fails before the old run is moved aside (a missing corpus) leaves it too
+    one_line_error(run("train", "--config", cfg, "-q", "--overwrite", "--data", tmp_path / "missing.txt"), 1)
+    assert (run_dir / "status.json").read_bytes() == before

@@ -366,3 +366,20 @@ def test_the_wheel_ships_the_page_files_and_a_page_builds_from_it(tmp_path):
     assert r.returncode == 0, r.stderr
     where, ok = r.stdout.split()
     assert where == str(tmp_path / "installed" / "charrnn" / "__init__.py") and ok == "True", r.stdout
+
+
+@pytest.mark.parametrize("where", ["missing", "a-file", "read-only"])
+def test_a_page_into_a_folder_that_cannot_take_it_names_the_file_asked_for(tmp_path, write_config, hostile_corpus,
+                                                                            request, where):
+    """As for plot: ENOENT, ENOTDIR, EROFS (a read-only tmpfs, which stops root too)."""
+    ckpt = train(tmp_path, write_config, hostile_corpus)
+    if where == "read-only":
+        out, reason = request.getfixturevalue("read_only_dir") / "x.html", "Read-only file system"
+    elif where == "a-file":
+        (tmp_path / "f").write_text("a file\n")
+        out, reason = tmp_path / "f" / "x.html", "Not a directory"
+    else:
+        out, reason = tmp_path / "missing" / "x.html", "No such file or directory"
+    line = one_line_error(run("visualize", "--checkpoint", ckpt, "--out", out), 1,
+                          f"Error: {out}: cannot write ({reason})")
+    assert ".tmp" not in line
