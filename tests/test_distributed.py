@@ -592,6 +592,12 @@ def test_a_frozen_rank_ends_the_run_after_peer_timeout_in_one_line(tmp_path, cor
     assert rank_pids(str(out)) == {}
     step = ckpt_io.load(str(ckpt)).run.step
     assert step == holds and holds % 10 == 0 and after >= holds, (after, holds)
+    status = json.loads((out / "status.json").read_text(encoding="utf-8"))
+    if rank == 1:  # rank 0 writes RUN/status.json: how the run ended, its line as the message
+        assert (status["status"], status["exit_code"], status["step"]) == ("failed", 1, step)
+        assert status["message"] == line.removeprefix("Error: ")
+    else:  # only rank 0 writes it, and rank 0 is the silent one: "running", with no process left to hold the lock
+        assert status["status"] == "running"
     more = run("train", "--resume", ckpt, "-q", "--steps", step + 3)
     assert more.exit_code == 0, more.output
     assert ckpt_io.load(str(ckpt)).run.step == step + 3
@@ -626,6 +632,9 @@ def test_a_stop_signal_while_a_rank_is_frozen_ends_the_run_within_seconds(tmp_pa
     assert rank_pids(str(out)) == {}
     step = ckpt_io.load(str(ckpt)).run.step
     assert step == holds and after >= holds
+    status = json.loads((out / "status.json").read_text(encoding="utf-8"))
+    assert (status["status"], status["signal"], status["exit_code"], status["message"]) == (
+        "interrupted", signame, 128 + sig, line)
     r = mpiexec("train", "--resume", ckpt, "-q", "--steps", step + 3)
     assert r.returncode == 0, r.stderr
     assert ckpt_io.load(str(ckpt)).run.step == step + 3
