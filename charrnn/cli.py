@@ -17,7 +17,7 @@ import click
 import numpy as np
 
 from charrnn import __version__
-from charrnn.distributed import ends_together, env_rank
+from charrnn.distributed import ends_together, speaks
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.signals import Signalled, raising_on_signals
 
@@ -673,8 +673,9 @@ def main():
             code = stopped.exit_code
     except click.ClickException as e:
         # Under mpiexec every rank parses the same command line: rank 0 alone says what is wrong
-        # (an error in parsing comes before MPI starts, so the launcher's variable tells the rank).
-        if env_rank() in (None, 0):
+        # (an error in parsing comes before MPI starts, so the launcher's variable tells the rank;
+        # when rank 0 stopped answering, the lowest rank that can act: distributed.speaks).
+        if speaks():
             e.show()
         code = e.exit_code
     sys.exit(code if isinstance(code, int) else 0)

@@ -189,6 +189,11 @@ class TrainConfig:
         " of log V (a uniform guess) and the first step's loss (a loss or gradient that is not finite always stops the"
         " run); null: only then",
         lo=1.0, lo_open=True, nullable=True)
+    peer_timeout: float = opt(
+        600.0, float,
+        "under MPI: seconds a rank waits at a collective (a step's gradient sum, a checkpoint) for the other ranks "
+        "before it ends the run, saying which rank did not answer; a run in one process never waits",
+        lo=0.0, lo_open=True)
     progress_loss: str = opt(
         "window", str,
         "training loss on the progress bar and in the summary: window (the mean over the steps since the last log "

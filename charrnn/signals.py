@@ -94,6 +94,11 @@ class StopFlag:
     def set(self) -> bool:
         return self.signum is not None
 
+    @property
+    def insisted(self) -> bool:
+        """A second signal came inside a ``held`` block (it raises StopNow as the block ends)."""
+        return self._pending is not None
+
     def __enter__(self) -> StopFlag:
         try:
             for s in NAMES:

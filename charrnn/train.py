@@ -161,6 +161,7 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
         plan = make_plan(cfg, resume, init_from, steps, files, overwrite, device_name, quiet or comm.rank != 0, comm,
                          data_path)
         cfg, tc = plan.cfg, plan.cfg.train
+        comm.heed(tc.peer_timeout)  # under MPI: how long a collective waits for a rank that does not answer
         if comm.rank == 0:  # the one process that writes the run directory: refused before anything is read
             claim(plan)
             if not plan.overwrite or plan.continues_here:  # the directory is this run's now
@@ -192,16 +193,21 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
         with signals.StopFlag() as stop, Progress(files.metrics if comm.rank == 0 else None, plan.stop_at, run.step,
                                                   plan.quiet, tc.log_seconds) as progress:
             session = Session(plan, run, corpus, spec, progress, stop, comm)
-            while run.step < plan.stop_at and not comm.agreed(stop.set):  # all processes stop together
-                if session.out_of_time():
-                    break
-                X, Y = runstate.next_batch(run, streams, spec)
-                lr = optim.learning_rate(cfg.optim, run.step + 1, run.epoch, tc.steps)
-                loss = train_step(run, X, Y, spec, optimizer, lr, rules, comm)
-                if session.after_step(loss, lr, Y[-1, 0]):
-                    break
-            progress.close_bar()
-            session.finish()  # the final validation and checkpoint; raises Interrupted after a signal
+            comm.heed(tc.peer_timeout, stop)  # a stop signal also ends a wait for a rank that does not answer
+            try:
+                while run.step < plan.stop_at and not comm.agreed(stop.set):  # all processes stop together
+                    if session.out_of_time():
+                        break
+                    X, Y = runstate.next_batch(run, streams, spec)
+                    lr = optim.learning_rate(cfg.optim, run.step + 1, run.epoch, tc.steps)
+                    loss = train_step(run, X, Y, spec, optimizer, lr, rules, comm)
+                    if session.after_step(loss, lr, Y[-1, 0]):
+                        break
+                progress.close_bar()
+                session.finish()  # the final validation and checkpoint; raises Interrupted after a signal
+            except distributed.PeerLost as e:
+                e.step = run.step  # the last step this rank completed, for the message (_told)
+                raise
         summary = session.summary()
         record.returned(summary, tc.steps)
     return summary
@@ -334,8 +340,9 @@ def write_run_dir(plan: Plan, run: RunState) -> None:
 
 @contextlib.contextmanager
 def _told(files: rundir.RunDir) -> Iterator[None]:
-    """A run that diverged, or that a second signal stopped, ends with one line saying what the
-    last checkpoint holds and how to go on."""
+    """A run that diverged, that a second signal stopped, or whose ranks did not all answer
+    (``distributed.PeerLost``), ends with one line saying what the last checkpoint holds and
+    how to go on."""
     try:
         yield
     except BaseException as e:
@@ -348,6 +355,14 @@ def _told(files: rundir.RunDir) -> Iterator[None]:
         if isinstance(e, Diverged):
             err = CharrnnError(f"{e}; {files.holds()}; try a lower optim.lr or enable clipping")
             err.diverged = True  # for RUN/status.json
+            raise err from None
+        if isinstance(e, distributed.PeerLost):  # under MPI, a rank did not answer
+            when = "before the first step" if e.step is None else f"after step {e.step}"
+            how = f"continue with: charrnn train --resume {files.ckpt}" if os.path.exists(files.ckpt) else \
+                "nothing to resume"
+            message = f"{e} {when}; {files.holds()}; {how}"
+            err = stopped_by(e.signum, message) if e.signum else CharrnnError(message)
+            err.exit_code = e.exit_code
             raise err from None
         raise
 

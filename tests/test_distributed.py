@@ -12,6 +12,7 @@ one rank cannot open, ranks started with different files or settings.
 
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -521,3 +522,412 @@ def test_resume_on_a_number_of_ranks_that_does_not_divide_the_batch_advises_one_
     assert error_lines(r.stderr) == [
         "Error: train.batch_size 4 cannot be split between 3 processes: the resumed run's train.batch_size is "
         "fixed: run a number of processes that divides it (mpiexec -n N with N one of 1, 2, 4)"]
+
+
+# ----------------------------------------------------------------------------- a rank that does not answer
+
+PEER_TIMEOUT = 5  # train.peer_timeout of the frozen-rank runs, seconds
+ENDS_WITHIN = PEER_TIMEOUT + distributed.GRACE + 20  # generous: the machine is shared and loaded
+
+
+def frozen_run(tmp_path, corpus, start, peer_timeout=PEER_TIMEOUT):
+    """A 2-rank run that checkpoints every 10 steps, waited for until its first checkpoint:
+    (its Popen, its run directory, {rank: pid})."""
+    cfg = config(tmp_path, corpus, train={"steps": 100000, "log_every": 1000, "eval_every": 0,
+                                          "checkpoint_every": 10, "peer_timeout": peer_timeout})
+    out = tmp_path / "run"
+    proc = start("train", "--config", cfg, "--out", out, "-q")
+    wait_for(lambda: (out / "ckpt.npz").exists(), proc, "the first checkpoint")
+    pids = rank_pids(str(out))
+    assert sorted(pids) == [0, 1], pids
+    return proc, out, pids
+
+
+@pytest.fixture
+def frozen():
+    """``frozen(pid)``: SIGSTOP the rank process ``pid``; at teardown, a frozen rank that is still
+    there (a failed test) is killed, so that no test leaves a process behind."""
+    stopped = []
+
+    def freeze(pid):
+        os.kill(pid, signal.SIGSTOP)
+        stopped.append(pid)
+        return time.monotonic()
+
+    yield freeze
+    for pid in stopped:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"charrnn" in f.read():
+                    os.kill(pid, signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            pass
+
+
+def said_step(line, pattern):
+    """(step after which the run gave up, step the checkpoint holds) from the one line."""
+    m = re.fullmatch(pattern, line)
+    assert m, line
+    return int(m["after"]), int(m["holds"])
+
+
+@pytest.mark.slow
+@needs_mpi
+@pytest.mark.parametrize("rank", [1, 0])
+def test_a_frozen_rank_ends_the_run_after_peer_timeout_in_one_line(tmp_path, corpus_2000, start, frozen, rank):
+    """A real SIGSTOP on one rank after the first checkpoint: the other gives up after
+    train.peer_timeout (5 s), says in one line which rank did not answer, after which step,
+    and what the last checkpoint holds (rank 1 says it when rank 0 is the frozen one); exit 1.
+    The job ends whole (the launcher kills the stopped rank), the checkpoint loads, and the
+    run resumes from it in one process."""
+    proc, out, pids = frozen_run(tmp_path, corpus_2000, start)
+    t = frozen(pids[rank])
+    _, stderr = proc.communicate(timeout=120)
+    took = time.monotonic() - t
+    assert proc.returncode == 1, stderr
+    ckpt = out / "ckpt.npz"
+    (line,) = error_lines(stderr)
+    after, holds = said_step(line, rf"Error: rank {rank} of 2 did not answer for {PEER_TIMEOUT} s "
+                                   rf"\(train\.peer_timeout\) after step (?P<after>\d+); the last checkpoint, "
+                                   rf"{ckpt}, holds step (?P<holds>\d+); continue with: charrnn train --resume {ckpt}")
+    print(f"\nrank {rank} frozen: the job ended {took:.1f} s after the SIGSTOP")
+    assert PEER_TIMEOUT - 1 <= took <= ENDS_WITHIN, took
+    assert rank_pids(str(out)) == {}
+    step = ckpt_io.load(str(ckpt)).run.step
+    assert step == holds and holds % 10 == 0 and after >= holds, (after, holds)
+    status = json.loads((out / "status.json").read_text(encoding="utf-8"))
+    if rank == 1:  # rank 0 writes RUN/status.json: how the run ended, its line as the message
+        assert (status["status"], status["exit_code"], status["step"]) == ("failed", 1, step)
+        assert status["message"] == line.removeprefix("Error: ")
+    else:  # only rank 0 writes it, and rank 0 is the silent one: "running", with no process left to hold the lock
+        assert status["status"] == "running"
+    more = run("train", "--resume", ckpt, "-q", "--steps", step + 3)
+    assert more.exit_code == 0, more.output
+    assert ckpt_io.load(str(ckpt)).run.step == step + 3
+
+
+@pytest.mark.slow
+@needs_mpi
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_stop_signal_while_a_rank_is_frozen_ends_the_run_within_seconds(tmp_path, corpus_2000, start, frozen,
+                                                                           signame):
+    """Rank 1 is stopped (SIGSTOP), then SIGTERM or SIGINT goes to mpiexec, which forwards it:
+    rank 0 gives up a few seconds later, far from train.peer_timeout (120 s), with one line
+    saying it was interrupted while rank 1 did not answer and what the checkpoint holds;
+    exit 143 (130). Nothing is left running; the run resumes on 2 ranks."""
+    proc, out, pids = frozen_run(tmp_path, corpus_2000, start, peer_timeout=120)
+    frozen(pids[1])
+    time.sleep(0.5)  # rank 0 is now waiting for rank 1
+    sig = getattr(signal, signame)
+    t = time.monotonic()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=100)
+    took = time.monotonic() - t
+    assert proc.returncode == 128 + sig, stderr
+    ckpt = out / "ckpt.npz"
+    how = {"SIGTERM": "SIGTERM", "SIGINT": "Ctrl-C"}[signame]
+    (line,) = error_lines(stderr)
+    after, holds = said_step(line, rf"interrupted by {how} while rank 1 of 2 did not answer after step "
+                                   rf"(?P<after>\d+); the last checkpoint, {ckpt}, holds step (?P<holds>\d+); "
+                                   rf"continue with: charrnn train --resume {ckpt}")
+    print(f"\n{signame} with rank 1 frozen: the job ended {took:.1f} s after the signal")
+    assert took <= distributed.SIGNAL_GRACE + distributed.GRACE + 20, took
+    assert rank_pids(str(out)) == {}
+    step = ckpt_io.load(str(ckpt)).run.step
+    assert step == holds and after >= holds
+    status = json.loads((out / "status.json").read_text(encoding="utf-8"))
+    assert (status["status"], status["signal"], status["exit_code"], status["message"]) == (
+        "interrupted", signame, 128 + sig, line)
+    r = mpiexec("train", "--resume", ckpt, "-q", "--steps", step + 3)
+    assert r.returncode == 0, r.stderr
+    assert ckpt_io.load(str(ckpt)).run.step == step + 3
+
+
+class FakeMPI:
+    """What ``Ranks._wait`` and ``_give_up`` use of mpi4py's MPI module, for the unit tests below."""
+
+    ANY_SOURCE = -1
+
+    class Status:
+        source = None
+
+        def Get_source(self):
+            return self.source
+
+
+class FakeComm:
+    """Rank 0 of 2: its collectives complete when ``done()`` says so; the notices it is sent are
+    ``inbox`` ({source: [code, signum]}); those it sends are kept."""
+
+    def __init__(self, inbox=None):
+        self.inbox, self.sent = dict(inbox or {}), []
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 2
+
+    def Iprobe(self, source, tag, status=None):
+        if self.inbox and status is not None:
+            status.source = next(iter(self.inbox))
+        return bool(self.inbox)
+
+    def Recv(self, buf, source, tag):
+        buf[:] = self.inbox.pop(source)
+
+    def Isend(self, buf, dest, tag):
+        self.sent.append((dest, tag, list(buf)))
+
+
+class Request:
+    def __init__(self, after):  # completes ``after`` seconds from now (None: never)
+        self.at = None if after is None else time.monotonic() + after
+
+    def Test(self):
+        return self.at is not None and time.monotonic() >= self.at
+
+
+@pytest.fixture
+def ranks(monkeypatch):
+    """``ranks(inbox)``: a Ranks over FakeComm, with short graces and the exit at the end of a
+    give-up recorded (not registered: it would end pytest)."""
+    left = []
+    monkeypatch.setattr(distributed, "GRACE", 0.3)
+    monkeypatch.setattr(distributed, "SIGNAL_GRACE", 0.3)
+    monkeypatch.setattr(distributed.atexit, "register", lambda f: left.append(f.__self__.exit_code))
+
+    def make(inbox=None):
+        r = distributed.Ranks(FakeComm(inbox), FakeMPI)
+        r.left = left
+        return r
+
+    return make
+
+
+def test_a_collective_that_completes_is_seen_soon_after(ranks):
+    """The naps grow with the wait, but stay a tenth of it: 0.2 s is seen within ~10%."""
+    r = ranks()
+    for after in (0.0, 0.001, 0.2):
+        t = time.monotonic()
+        r._wait(Request(after))
+        late = time.monotonic() - t - after
+        assert late <= 0.1 * after + 0.015, (after, late)
+    assert r.comm.sent == [] and r.left == []
+
+
+def test_a_collective_that_never_completes_gives_up_after_the_timeout(ranks):
+    """A request that never completes: after peer_timeout the rank sends its notice (exit code
+    1) to rank 1, waits the grace for rank 1's, and raises PeerLost naming rank 1; the process
+    is set to leave with code 1, and nothing further is attempted (``end`` does nothing)."""
+    r = ranks()
+    r.heed(0.5)
+    t = time.monotonic()
+    with pytest.raises(distributed.PeerLost, match=r"^rank 1 of 2 did not answer for 0\.5 s \(train\.peer_timeout\)$") \
+            as e:
+        r._wait(Request(None))
+    took = time.monotonic() - t
+    assert 0.5 <= took <= 0.5 + 0.3 + 0.5, took
+    assert e.value.exit_code == 1 and e.value.silent == (1,)
+    assert r.comm.sent == [(1, distributed.NOTICE, [1, 0])] and r.left == [1]
+    assert r.speaker is True
+    r.end(None)  # no collective: it would wait for rank 1 again
+
+
+def test_a_stop_signal_while_waiting_gives_up_after_the_signal_grace(ranks):
+    """The stop flag is set (SIGTERM) while the collective waits: it gives up SIGNAL_GRACE
+    later, long before the timeout, exit 143."""
+    from charrnn.signals import StopFlag
+
+    r = ranks()
+    stop = StopFlag()
+    stop.signum = signal.SIGTERM
+    r.heed(600, stop)
+    t = time.monotonic()
+    with pytest.raises(distributed.PeerLost, match="^interrupted by SIGTERM while rank 1 of 2 did not answer$") as e:
+        r._wait(Request(None))
+    assert time.monotonic() - t <= 0.3 + 0.3 + 0.5
+    assert e.value.exit_code == 143 and r.left == [143]
+
+
+def test_a_notice_from_a_rank_that_gave_up_ends_the_wait_at_once(ranks):
+    """Rank 1 gave up first (its notice: code 1, no signal): rank 0 gives up at its next look,
+    without waiting for the timeout; rank 1 answered, so no rank is named silent."""
+    r = ranks(inbox={1: [1, 0]})
+    r.heed(600)
+    t = time.monotonic()
+    with pytest.raises(distributed.PeerLost, match="^the 2 ranks fell out of step") as e:
+        r._wait(Request(None))
+    assert time.monotonic() - t <= 0.5
+    assert e.value.silent == () and r.left == [1]
+
+
+# ----------------------------------------------------------------------------- two hosts on this machine
+
+IP = shutil.which("ip") or "/usr/sbin/ip"
+# What keeps MPICH's ranks off shared memory, so that the gradients cross the veth link over
+# TCP: without MPIR_CVAR_NOLOCAL both "hosts" (one hostname) talk through /dev/shm, and with
+# it alone UCX still picks its own shared-memory transports (measured: ~8 kB on the link
+# for 80 MB of allreduces, against 80 MB with both).
+OVER_TCP = {"MPIR_CVAR_NOLOCAL": "1", "UCX_TLS": "tcp,self"}
+
+
+def _ip(*args):
+    return subprocess.run([IP, *args], capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def hosts():
+    """Two network namespaces joined by a veth pair, 10.77.0.1/24 and 10.77.0.2/24: two hosts
+    on this machine. Yields ``Hosts``; at teardown every process left in them is killed and
+    both are deleted (which deletes the link). Skipped, with the reason, where namespaces
+    cannot be made (not root, no ip, refused)."""
+    tag = f"{os.getpid() % 100000}"
+    names = (f"charrnn{tag}a", f"charrnn{tag}b")
+    links = (f"cr{tag}a", f"cr{tag}b")
+    if not os.path.exists(IP):
+        pytest.skip("no ip command: two network namespaces cannot be made")
+    made = []
+    try:
+        for ns in names:
+            r = _ip("netns", "add", ns)
+            if r.returncode:
+                pytest.skip(f"cannot make a network namespace (ip netns add): {r.stderr.strip()}")
+            made.append(ns)
+        steps = [("link", "add", links[0], "type", "veth", "peer", "name", links[1])]
+        for ns, link, addr in zip(names, links, ("10.77.0.1/24", "10.77.0.2/24"), strict=True):
+            steps += [("link", "set", link, "netns", ns), ("-n", ns, "addr", "add", addr, "dev", link),
+                      ("-n", ns, "link", "set", "lo", "up"), ("-n", ns, "link", "set", link, "up")]
+        for step in steps:
+            r = _ip(*step)
+            if r.returncode:
+                pytest.skip(f"cannot join two network namespaces (ip {' '.join(step)}): {r.stderr.strip()}")
+        two = Hosts(names, links)
+        yield two
+    finally:
+        for ns in made:
+            for pid in _ip("netns", "pids", ns).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+        for proc in two.procs if "two" in locals() else ():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        for ns in made:
+            for _ in range(50):  # the killed processes leave the namespace first
+                if _ip("netns", "del", ns).returncode == 0:
+                    break
+                time.sleep(0.1)
+
+
+class Hosts:
+    """``start(ARGS)``: ``mpiexec -n 2 python -m charrnn ARGS`` with rank 0 on host a and rank 1
+    on host b: mpiexec runs in a with hydra's manual launcher, and each proxy command that it
+    prints runs in its namespace (``ip netns exec``). Returns mpiexec's Popen."""
+
+    def __init__(self, names, links):
+        self.names, self.links, self.procs = names, links, []
+
+    def start(self, *args):
+        env = {k: v for k, v in mpi_env().items() if k != "HYDRA_LAUNCHER"}
+        env.update(OVER_TCP)
+        cmd = [IP, "netns", "exec", self.names[0], MPIEXEC, "-launcher", "manual", "-hosts", "10.77.0.1,10.77.0.2",
+               "-n", "2", sys.executable, "-m", "charrnn", *map(str, args)]
+        job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        proxies = []
+        for line in job.stdout:
+            if line.startswith("HYDRA_LAUNCH_END"):
+                break
+            if line.startswith("HYDRA_LAUNCH:"):
+                proxies.append(line.split(":", 1)[1].split())
+        assert len(proxies) == 2, proxies
+        for ns, proxy in zip(self.names, proxies, strict=True):
+            self.procs.append(subprocess.Popen([IP, "netns", "exec", ns, *proxy], stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL, env=env, cwd=ROOT))
+        self.procs.append(job)
+        return job
+
+    def received(self, i):
+        """Bytes received so far on host i's end of the link."""
+        out = _ip("-n", self.names[i], "-s", "-j", "link", "show", self.links[i]).stdout
+        return json.loads(out)[0]["stats64"]["rx"]["bytes"]
+
+    def cut(self):
+        """Take the link down (on host a's end: the pair goes down)."""
+        r = _ip("-n", self.names[0], "link", "set", self.links[0], "down")
+        assert r.returncode == 0, r.stderr
+
+    def heal(self):
+        r = _ip("-n", self.names[0], "link", "set", self.links[0], "up")
+        assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_a_run_across_two_hosts_equals_one_process(tmp_path, corpus_2000, hosts):
+    """Rank 0 and rank 1 in two network namespaces, the gradients over TCP on the veth link
+    (the bytes received on it are counted): the run is bitwise the same 2-rank run on one
+    host, and within 1e-10 of one process (as test_equivalence)."""
+    cfg = config(tmp_path, corpus_2000, model={"cell": "lstm"}, optim={"name": "adam", "lr": 0.01})
+    assert run("train", "--config", cfg, "-q", "--out", tmp_path / "one").exit_code == 0
+    r = mpiexec("train", "--config", cfg, "-q", "--out", tmp_path / "local")
+    assert r.returncode == 0, r.stderr
+    before = hosts.received(0)
+    job = hosts.start("train", "--config", cfg, "-q", "--out", tmp_path / "two")
+    _, stderr = job.communicate(timeout=240)
+    assert job.returncode == 0, stderr
+    crossed = hosts.received(0) - before
+    P = sum(a.size for k, a in ckpt_io.load(str(tmp_path / "one" / "ckpt.npz")).run.params.items())
+    print(f"\ntwo hosts: {crossed:,} bytes received on host a's end of the link (P = {P:,}, 50 steps)")
+    assert crossed >= 50 * P * 8, crossed  # every step's float64 gradients came over the link
+    assert same_bits(tmp_path / "two", tmp_path / "local")
+    loss, val, arrays = compare_runs(tmp_path / "two", tmp_path / "one")
+    assert loss <= TOL and val <= TOL and max(arrays.values()) <= TOL, (loss, val, arrays)
+
+
+@pytest.mark.slow
+@needs_mpi
+def test_a_cut_link_between_two_hosts_ends_every_rank_in_one_line(tmp_path, corpus_2000, hosts):
+    """The link between the two hosts goes down (ip link set down) after the first checkpoint:
+    rank 0 gives up after train.peer_timeout and says in one line that rank 1 did not answer
+    and what the checkpoint holds; rank 1, cut off, gives up too. Every rank process and
+    both hydra proxies end within peer_timeout and a margin. mpiexec itself waits to hear
+    from the cut-off proxy, and ends (exit 1) once the link is back. The checkpoint loads and
+    the run resumes from it."""
+    cfg = config(tmp_path, corpus_2000, train={"steps": 100000, "log_every": 1000, "eval_every": 0,
+                                          "checkpoint_every": 10, "peer_timeout": PEER_TIMEOUT})
+    out = tmp_path / "run"
+    job = hosts.start("train", "--config", cfg, "--out", out, "-q")
+    wait_for(lambda: (out / "ckpt.npz").exists(), job, "the first checkpoint")
+    assert sorted(rank_pids(str(out))) == [0, 1]
+    hosts.cut()
+    t = time.monotonic()
+    while (rank_pids(str(out)) or any(p.poll() is None for p in hosts.procs[:2])) and \
+            time.monotonic() - t < ENDS_WITHIN:
+        time.sleep(0.1)
+    took = time.monotonic() - t
+    assert rank_pids(str(out)) == {}, "a rank is still running"
+    assert [p.poll() for p in hosts.procs[:2]] == [0, 0], "a proxy is still running"
+    # mpiexec, on host a, waits to hear from host b's proxy: it ends once the link is back.
+    waiting = job.poll() is None
+    hosts.heal()
+    _, stderr = job.communicate(timeout=60)
+    print(f"\ncut link: the ranks and proxies ended {took:.1f} s after the cut; mpiexec "
+          f"{'waited until the link was back, then ' if waiting else ''}exited {job.returncode}")
+    assert job.returncode == 1, stderr
+    ckpt = out / "ckpt.npz"
+    said = [line for line in error_lines(stderr) if "rank 1 of 2" in line]
+    assert len(said) == 1, stderr
+    after, holds = said_step(said[0], rf"Error: rank 1 of 2 did not answer for {PEER_TIMEOUT} s "
+                                      rf"\(train\.peer_timeout\) after step (?P<after>\d+); the last checkpoint, "
+                                      rf"{ckpt}, holds step (?P<holds>\d+); continue with: charrnn train --resume "
+                                      rf"{ckpt}")
+    # rank 1 gave up too (its line, naming rank 0, comes through once the link is back)
+    assert all("rank 0 of 2 did not answer" in line for line in error_lines(stderr) if line != said[0]), stderr
+    step = ckpt_io.load(str(ckpt)).run.step
+    assert step == holds and after >= holds
+    more = run("train", "--resume", ckpt, "-q", "--steps", step + 3)
+    assert more.exit_code == 0, more.output
+    assert ckpt_io.load(str(ckpt)).run.step == step + 3
