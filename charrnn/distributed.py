@@ -72,6 +72,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 import numpy as np
 
 from charrnn.errors import CharrnnError, UsageError
+from charrnn.signals import SIGNAL_NAMES, Signalled
 
 if TYPE_CHECKING:
     from charrnn.checkpoint import RunState
@@ -230,6 +231,8 @@ def _report(e):
     """(one-line message, exit code) for an exception, as the command line would show it."""
     if isinstance(e, KeyboardInterrupt):
         return "interrupted", 130
+    if isinstance(e, Signalled):  # SIGTERM or SIGHUP outside the training loop
+        return f"stopped by {SIGNAL_NAMES.get(e.signum, e.signum)}", e.exit_code
     if isinstance(e, SystemExit):
         return "exited", e.code if isinstance(e.code, int) else 1
     if isinstance(e, OSError) and e.strerror:

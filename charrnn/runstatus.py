@@ -5,7 +5,7 @@ stopped, from one that failed; a launcher's exit code does not always say (Open 
 ``mpirun`` turns 130 and 143 into 1). So rank 0 writes a small JSON record into the run
 directory: ``"running"`` once the directory is this run's, then how it ended (finished, time
 budget, early stopping, paused at ``--steps``, interrupted and by which signal, diverged,
-failed), with the exit code, the step the checkpoint holds and the command to continue.
+a rank lost under MPI, failed), with the exit code, the step the checkpoint holds and the command to continue.
 ``train.train`` wraps the whole run in ``recorded``. The fields are listed in
 docs/robustness.md.
 """
@@ -70,7 +70,8 @@ class Record:
             status, signal_name, code, message = ("interrupted", signals.SIGNAL_NAMES.get(exc.signum),
                                                   exc.exit_code, None)
         elif isinstance(exc, CharrnnError):
-            status = "diverged" if getattr(exc, "diverged", False) else "failed"
+            status = "diverged" if getattr(exc, "diverged", False) else \
+                "rank lost" if getattr(exc, "rank_lost", False) else "failed"
             code, message = exc.exit_code, str(exc)
         elif isinstance(exc, OSError):  # as cli.py words it
             status, code = "failed", 1
@@ -100,7 +101,7 @@ class Record:
         step = rundir.held_step(files.ckpt) if os.path.exists(files.ckpt) else None
         has_ckpt = step is not None
         resume = f"charrnn train --resume {files.ckpt}" if has_ckpt and status in (
-            "running", "paused", "interrupted", "failed") else None
+            "running", "paused", "interrupted", "rank lost", "failed") else None
         record = {"status": status, "signal": signal_name, "exit_code": exit_code, "step": step,
                   "checkpoint": files.ckpt if has_ckpt else None, "message": message, "resume": resume,
                   "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -363,6 +363,7 @@ def _told(files: rundir.RunDir) -> Iterator[None]:
             message = f"{e} {when}; {files.holds()}; {how}"
             err = stopped_by(e.signum, message) if e.signum else CharrnnError(message)
             err.exit_code = e.exit_code
+            err.rank_lost = True  # for RUN/status.json: a resume is the way on once the ranks are back
             raise err from None
         raise
 

@@ -597,8 +597,9 @@ def test_a_frozen_rank_ends_the_run_after_peer_timeout_in_one_line(tmp_path, cor
     assert step == holds and holds % 10 == 0 and after >= holds, (after, holds)
     status = json.loads((out / "status.json").read_text(encoding="utf-8"))
     if rank == 1:  # rank 0 writes RUN/status.json: how the run ended, its line as the message
-        assert (status["status"], status["exit_code"], status["step"]) == ("failed", 1, step)
+        assert (status["status"], status["exit_code"], status["step"]) == ("rank lost", 1, step)
         assert status["message"] == line.removeprefix("Error: ")
+        assert status["resume"] == f"charrnn train --resume {ckpt}"
     else:  # only rank 0 writes it, and rank 0 is the silent one: "running", with no process left to hold the lock
         assert status["status"] == "running"
     more = run("train", "--resume", ckpt, "-q", "--steps", step + 3)
@@ -931,3 +932,13 @@ def test_a_cut_link_between_two_hosts_ends_every_rank_in_one_line(tmp_path, corp
     more = run("train", "--resume", ckpt, "-q", "--steps", step + 3)
     assert more.exit_code == 0, more.output
     assert ckpt_io.load(str(ckpt)).run.step == step + 3
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_signal_outside_the_loop_is_reported_to_the_other_ranks_with_its_exit_code(signum, code):
+    """SIGTERM or SIGHUP while a rank reads its corpus raises signals.Signalled there; the report
+    the ranks exchange (``_report``) keeps its code, so every rank exits 143 or 129, not 1."""
+    from charrnn.distributed import _report
+    from charrnn.signals import Signalled
+
+    assert _report(Signalled(signum)) == (f"stopped by {signal.Signals(signum).name}", code)
