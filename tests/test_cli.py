@@ -71,7 +71,7 @@ def test_resume_is_bitwise_exact(tmp_path, write_config, extra):
     cfg = small_config(write_config, corpus, steps=120, checkpoint_every=7)
     whole, half = tmp_path / "whole", tmp_path / "half"
     assert run("train", "--config", cfg, "--out", whole, "-q", *extra).exit_code == 0
-    assert run("train", "--config", cfg, "--out", half, "-q", "--steps", 60, *extra).exit_code == 0
+    assert run("train", "--config", cfg, "--out", half, "-q", "--stop-at", 60, *extra).exit_code == 0
     assert run("train", "--resume", half / "ckpt.npz", "-q").exit_code == 0
     a, b = ckpt_io.load(str(whole / "ckpt.npz")), ckpt_io.load(str(half / "ckpt.npz"))
     assert a.run.step == b.run.step == 120 and a.run.epoch == b.run.epoch >= 1
@@ -90,10 +90,10 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, write_config
     corpus = first_chars(tmp_path, 3000)
     cfg = small_config(write_config, corpus, steps=20, checkpoint_every=5)
     out = tmp_path / "run"
-    assert run("train", "--config", cfg, "-q", "--steps", 10).exit_code == 0
+    assert run("train", "--config", cfg, "-q", "--stop-at", 10).exit_code == 0
     saved = tmp_path / "saved.npz"
     shutil.copy(out / "ckpt.npz", saved)  # as if the run crashed after step 10 was logged
-    assert run("train", "--config", cfg, "-q", "--steps", 13, "--overwrite").exit_code == 0
+    assert run("train", "--config", cfg, "-q", "--stop-at", 13, "--overwrite").exit_code == 0
     os.replace(saved, out / "ckpt.npz")
     ckpt_io.save(str(out / "ckpt.npz"), ckpt_io.load(str(out / "ckpt.npz")))
     run("train", "--resume", out / "ckpt.npz", "-q", "--steps", 12)
@@ -256,7 +256,7 @@ def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, trained, 
         ckpt_io.save(str(trained), ck)
     assert trained.read_bytes() == before
     # no temporary left
-    assert sorted(os.listdir(trained.parent)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl", "status.json"]
+    assert sorted(os.listdir(trained.parent)) == [".lock", "best.npz", "ckpt.npz", "config.yaml", "metrics.jsonl", "status.json"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
@@ -323,7 +323,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     corpus = first_chars(tmp_path, 5000)
     cfg = small_config(write_config, corpus, steps=50, checkpoint_every=1)
     out = tmp_path / "run"
-    run("train", "--config", cfg, "-q", "--steps", 2)
+    run("train", "--config", cfg, "-q", "--stop-at", 2)
     good = (out / "ckpt.npz").read_bytes()
     r = run("train", "--resume", out / "ckpt.npz", "-q", "--steps", 50)
     assert r.exit_code == 0  # sane settings: no divergence

@@ -261,7 +261,7 @@ def test_a_stop_signal_during_training_saves_and_resumes_exactly(tmp_path, corpu
                   message=err.splitlines()[-1], resume=f"charrnn train --resume {ckpt}")
     done = train("--resume", run_dir / "ckpt.npz", "-q", "--steps", step + 12)
     assert done.returncode == 0, done.stderr
-    assert_status(run_dir, None, status="paused", signal=None, exit_code=0, step=step + 12)
+    assert_status(run_dir, None, status="finished", signal=None, exit_code=0, step=step + 12)
     ref = tmp_path / "ref"
     assert train("--config", cfg, "--out", ref, "-q", "--steps", step + 12).returncode == 0
     assert_same_run(run_dir, ref)
@@ -542,7 +542,7 @@ def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays(tmp_p
                            hidden_size=4)
     run_dir = tmp_path / "run"
     first = 10 if target != "metrics.jsonl" else 200
-    assert train("--config", cfg, "--out", run_dir, "-q", "--steps", first).returncode == 0
+    assert train("--config", cfg, "--out", run_dir, "-q", "--stop-at", first).returncode == 0
     before = snapshot(run_dir)
     sizes = {n: len(b) for n, b in before.items()}
     limit = sizes["metrics.jsonl"] + 20 if target == "metrics.jsonl" else sizes["ckpt.npz"] - 1000
@@ -587,7 +587,7 @@ def test_a_full_disk_at_the_start_names_the_file_and_leaves_no_directory(tmp_pat
     existing one keeps what it held."""
     ref = tmp_path / "ref"  # the sizes of what a run writes, with these paths' lengths
     assert train("--config", write_config(tmp_path / "ref.yaml", corpus), "--out", ref, "-q",
-                 "--steps", 1).returncode == 0
+                 "--stop-at", 1).returncode == 0
     config_size, status_size = (ref / "config.yaml").stat().st_size, (ref / "status.json").stat().st_size
     assert status_size < config_size  # so the "running" record fits under a limit that config.yaml exceeds
     limit = {".lock": 0, "config.yaml": status_size, "metrics.jsonl": config_size + 10,
@@ -670,7 +670,7 @@ def test_a_second_run_into_the_same_directory_is_refused_at_once(tmp_path, corpu
     cfg = write_config(tmp_path / "cfg.yaml", pipe, steps=200, checkpoint_every=10, eval_every=50, log_every=10)
     other = tmp_path / "other"  # a checkpoint of another run, to --resume into the first one's directory
     assert run("train", "--config", write_config(tmp_path / "o.yaml", corpus), "--out", other, "-q",
-               "--steps", 2).exit_code == 0
+               "--stop-at", 2).exit_code == 0
     run_dir = tmp_path / "run"
     first = start("--config", cfg, "--out", run_dir, "-q")
     wait_for(lambda: holds_lock(run_dir, first), first)
@@ -730,7 +730,7 @@ def test_a_finished_run_is_not_replaced_unless_asked(tmp_path, corpus):
 def test_resuming_into_another_directory_does_not_replace_a_run_there(tmp_path, corpus):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=12)
     for d in ("a", "b"):
-        assert run("train", "--config", cfg, "--out", tmp_path / d, "-q", "--steps", 6).exit_code == 0
+        assert run("train", "--config", cfg, "--out", tmp_path / d, "-q", "--stop-at", 6).exit_code == 0
     r = run("train", "--resume", tmp_path / "a" / "ckpt.npz", "--out", tmp_path / "b", "-q")
     one_line_error(r, 1, f"{tmp_path / 'b'}: already holds a run (ckpt.npz at step 6)")
     r = run("train", "--resume", tmp_path / "a" / "ckpt.npz", "--out", tmp_path / "b", "-q", "--overwrite")
@@ -744,7 +744,7 @@ def test_resuming_best_npz_in_its_own_directory_behind_ckpt_npz_is_refused(tmp_p
     which then do."""
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=30, eval_every=5)
     run_dir = tmp_path / "run"
-    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 12).exit_code == 0  # paused: no final eval
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--stop-at", 12).exit_code == 0  # paused: no final eval
     best, ckpt = run_dir / "best.npz", run_dir / "ckpt.npz"
     best_step = ckpt_io.load(str(best)).run.step
     assert best_step in (5, 10) and ckpt_io.load(str(ckpt)).run.step == 12
@@ -771,7 +771,7 @@ def test_resuming_best_npz_in_its_own_directory_behind_ckpt_npz_is_refused(tmp_p
 def test_resume_refuses_a_changed_corpus(tmp_path, corpus, change, reason):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=20)
     run_dir = tmp_path / "run"
-    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 10).exit_code == 0
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--stop-at", 10).exit_code == 0
     ckpt = (run_dir / "ckpt.npz").read_bytes()
     text = corpus.read_text(encoding="utf-8")
     assert len(text.encode("utf-8")) == 4000
@@ -794,7 +794,7 @@ def test_a_moved_corpus_resumes_with_data_and_another_text_is_refused(tmp_path, 
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=20)
     run_dir, whole = tmp_path / "run", tmp_path / "whole"
     assert run("train", "--config", cfg, "--out", whole, "-q").exit_code == 0
-    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 10).exit_code == 0
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--stop-at", 10).exit_code == 0
     moved = tmp_path / "elsewhere" / "moved.txt"
     moved.parent.mkdir()
     text = corpus.read_text(encoding="utf-8")
@@ -818,7 +818,7 @@ def test_a_moved_corpus_resumes_with_data_and_another_text_is_refused(tmp_path, 
 def test_a_checkpoint_from_before_corpus_identity_resumes_with_a_warning(tmp_path, corpus):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=20)
     run_dir = tmp_path / "run"
-    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 10).exit_code == 0
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--stop-at", 10).exit_code == 0
     z = npz(run_dir / "ckpt.npz")
     for key in ("corpus", "first_loss", "loss_sum", "loss_steps"):  # what layout 2 did not write
         del z[key]
@@ -897,7 +897,7 @@ def test_a_resumed_run_never_appends_to_a_linked_metrics_log(tmp_path, corpus, k
     to a file outside the run directory is refused in one line, the file untouched."""
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=12, eval_every=5, log_every=2)
     run_dir = tmp_path / "run"
-    assert train("--config", cfg, "--out", run_dir, "-q", "--steps", 6).returncode == 0
+    assert train("--config", cfg, "--out", run_dir, "-q", "--stop-at", 6).returncode == 0
     target = tmp_path / "elsewhere.jsonl"
     os.replace(run_dir / "metrics.jsonl", target)
     content = target.read_bytes()

@@ -95,7 +95,7 @@ def test_an_unusable_run_directory_is_a_one_line_error(tmp_path):
 def finished(tmp_path):
     """A real run directory: ckpt.npz at step 4, config.yaml, metrics.jsonl."""
     out = tmp_path / "run"
-    assert run("train", "--config", SMOKE, "--out", out, "-q", "--steps", 4).exit_code == 0
+    assert run("train", "--config", SMOKE, "--out", out, "-q", "--stop-at", 4).exit_code == 0
     return out
 
 
@@ -186,7 +186,7 @@ def stopped(tmp_path, write_config):
 
     cfg = small_config(write_config, first_chars(tmp_path, 3000), steps=16, checkpoint_every=5)
     out = tmp_path / "run"
-    assert run("train", "--config", cfg, "--out", out, "-q", "--steps", 10).exit_code == 0
+    assert run("train", "--config", cfg, "--out", out, "-q", "--stop-at", 10).exit_code == 0
     return out
 
 
