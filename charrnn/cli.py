@@ -131,8 +131,8 @@ def cli():
               help="Train on the CPU or on the GPU (overrides model.device; with --resume, continues the run there). "
                    "gpu needs CuPy: pip install 'charrnn[gpu]'.")
 @ends_together  # under mpiexec/srun: MPI starts, and an error on one rank ends every rank
-def train(config_path, data_path, out_dir, steps, stop_at, minutes, seed, resume, init_from, overrides, overwrite, quiet,
-          device_name):
+def train(config_path, data_path, out_dir, steps, stop_at, minutes, seed, resume, init_from, overrides, overwrite,
+          quiet, device_name):
     """Train a model from a YAML config or on --data PATH (or resume a run from its checkpoint).
 
     Under an MPI launcher (mpiexec -n N charrnn train ...) the N processes share the

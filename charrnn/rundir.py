@@ -278,7 +278,8 @@ def how_to_go_on(path: str) -> str:
     except Exception:  # damaged or not a charrnn checkpoint: the plain command is the best guess
         return plain
     if step >= length:
-        return f"it is finished: train it further with charrnn train --resume {path} --steps {2 * step} (its new length)"
+        return f"it is finished: train it further with charrnn train --resume {path} --steps {2 * step} (its new " \
+               "length)"
     if budget is not None and elapsed >= 60 * float(budget):
         return (f"it stopped on its time budget: train it further with charrnn train --resume {path} --minutes "
                 f"{max(1, round(float(budget)))} (that many more minutes)")

@@ -330,7 +330,8 @@ def run_length(cfg: C.Config, ck: checkpoint.Checkpoint | None, resume: str | No
                           f"{2 * done}")
     if tc.max_minutes is not None and ck.run.elapsed_s >= 60 * tc.max_minutes:
         raise NothingToDo(f"{resume}: the run stopped on its time budget (train.max_minutes {tc.max_minutes:g}, "
-                          f"{ck.run.elapsed_s / 60:.3g} minutes trained, step {done:,} of {tc.steps:,}); nothing to do. "
+                          f"{ck.run.elapsed_s / 60:.3g} minutes trained, step {done:,} of {tc.steps:,}); "
+                          "nothing to do. "
                           f"To train it further: charrnn train --resume {resume} --minutes {_budget(tc.max_minutes)} "
                           "(that many more minutes)")
     return cfg

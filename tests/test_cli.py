@@ -256,7 +256,8 @@ def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, trained, 
         ckpt_io.save(str(trained), ck)
     assert trained.read_bytes() == before
     # no temporary left
-    assert sorted(os.listdir(trained.parent)) == [".lock", "best.npz", "ckpt.npz", "config.yaml", "metrics.jsonl", "status.json"]
+    assert sorted(os.listdir(trained.parent)) == [".lock", "best.npz", "ckpt.npz", "config.yaml", "metrics.jsonl",
+                                                  "status.json"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
@@ -383,11 +384,33 @@ def test_train_data_overrides_the_config_path(tmp_path, write_config, monkeypatc
     b.write_text("cccc dddd " * 100, encoding="utf-8")
     cfg = small_config(write_config, a, steps=3)
     assert run("train", "--config", cfg, "--data", "b.txt", "-q").exit_code == 0
-    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    ck = ckpt_io.load(str(tmp_path / "runs" / "b-cfg" / "ckpt.npz"))  # named for the corpus and the config
     assert ck.config.data.path == str(b) and "".join(map(chr, ck.vocab)) == " cd"
     no_path = write_config("model:\n  hidden_size: 8\ntrain:\n  steps: 2\n  batch_size: 2\n  seq_length: 4\n",
                            name="nopath.yaml")
     assert run("train", "--config", no_path, "--data", b, "-q").exit_code == 0  # --data supplies data.path
-    r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "--data", "a.txt")  # where it is now: other text
+    r = run("train", "--resume", tmp_path / "runs" / "b-cfg" / "ckpt.npz", "--data", "a.txt", "--steps", 6)
     one_line_error(r, 1, f"{a}: does not match the vocabulary of")
     one_line_error(run("train"), 2, "--data PATH", "--config FILE")
+
+
+def test_a_run_on_data_is_named_for_the_corpus_and_the_config(tmp_path, write_config, monkeypatch):
+    """--data PATH without --out: runs/<corpus> with the built-in config, runs/<corpus>-<config>
+    with --config (whose own train.out_dir names the run of its own corpus), so that one config
+    on two corpora, or one corpus under two configs, never meet in one directory; --out and
+    --set train.out_dir=DIR still choose."""
+    monkeypatch.chdir(tmp_path)
+    book, other = first_chars(tmp_path, 3000, "book.txt"), first_chars(tmp_path, 3000, "other.txt")
+    lstm = write_config(f"data:\n  path: {other}\nmodel:\n  cell: lstm\n  hidden_size: 8\ntrain:\n"
+                        "  steps: 2\n  batch_size: 2\n  seq_length: 4\n  out_dir: shared\n", name="lstm.yaml")
+    small = ["--set", "model.hidden_size=8", "--set", "train.batch_size=2", "--set", "train.seq_length=4"]
+    for args, where in ((["--data", book, *small], "runs/book"),
+                        (["--config", lstm, "--data", book], "runs/book-lstm"),
+                        (["--config", lstm, "--data", other], "runs/other-lstm"),
+                        (["--config", lstm], "shared"),  # no --data: the config's own directory
+                        (["--config", lstm, "--data", book, "--set", f"train.out_dir={tmp_path / 'mine'}"], "mine"),
+                        (["--config", lstm, "--data", book, "--out", tmp_path / "out"], "out")):
+        r = run("train", *args, "-q", "--steps", 2)
+        assert r.exit_code == 0, (args, r.output)
+        assert f"checkpoint {tmp_path / where / 'ckpt.npz'}" in r.stderr, (args, r.stderr)
+        assert ckpt_io.load(str(tmp_path / where / "ckpt.npz")).config.train.out_dir == str(tmp_path / where)

@@ -12,6 +12,7 @@ import os
 import random
 import re
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -264,6 +265,47 @@ def test_a_stop_signal_during_training_saves_and_resumes_exactly(tmp_path, corpu
     assert_status(run_dir, None, status="finished", signal=None, exit_code=0, step=step + 12)
     ref = tmp_path / "ref"
     assert train("--config", cfg, "--out", ref, "-q", "--steps", step + 12).returncode == 0
+    assert_same_run(run_dir, ref)
+
+
+# The stop condition of the call a signal stopped: what its printed command must reproduce.
+LENGTHS = [pytest.param(["--steps", 400], "finished", id="steps"),
+           pytest.param(["--stop-at", 400], "paused", id="stop-at"),
+           pytest.param(["--minutes", 0.04], "time budget", id="minutes")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("length, ending", LENGTHS)
+def test_the_printed_command_goes_on_to_where_the_stopped_call_was_going(tmp_path, corpus, length, ending):
+    """A call with --steps 400 (the run's length), --stop-at 400 (a pause) or --minutes (a time
+    budget) stopped by SIGTERM: the command its last line prints, and status.json's "resume",
+    run for real, stop where the call would have (step 400, finished or paused, exactly as the
+    uninterrupted call; or the same time budget, reached)."""
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=10**6, checkpoint_every=0, eval_every=0, log_every=5)
+    run_dir = tmp_path / "run"
+    proc = start("--config", cfg, "--out", run_dir, "-q", *length)
+    wait_for(lambda: (run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").stat().st_size, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    step = held_step(err)
+    assert 5 <= step < 400, err  # stopped on its way
+    printed = err.strip().split("continue with: ")[1]
+    assert status(run_dir)["resume"] == printed
+    command = shlex.split(printed)
+    assert command[:3] == ["charrnn", "train", "--resume"] and command[3] == str(run_dir / "ckpt.npz")
+    assert ("--stop-at" in command) == (length[0] == "--stop-at")  # the rest is in the checkpoint's config
+    done = train(*command[2:], "-q")
+    assert done.returncode == 0, done.stderr
+    ck = ckpt_io.load(str(run_dir / "ckpt.npz"))
+    assert status(run_dir)["status"] == ending
+    if length[0] == "--minutes":  # the budget of the first call: the run's training time reached it, once
+        assert ck.config.train.max_minutes == 0.04 and "(time budget)" in done.stderr
+        assert 60 * 0.04 <= ck.run.elapsed_s < 60 * 0.04 + 10
+        return
+    assert ck.run.step == 400
+    ref = tmp_path / "ref"
+    assert train("--config", cfg, "--out", ref, "-q", *length).returncode == 0
     assert_same_run(run_dir, ref)
 
 
@@ -744,7 +786,7 @@ def test_resuming_best_npz_in_its_own_directory_behind_ckpt_npz_is_refused(tmp_p
     which then do."""
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=30, eval_every=5)
     run_dir = tmp_path / "run"
-    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--stop-at", 12).exit_code == 0  # paused: no final eval
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--stop-at", 12).exit_code == 0  # no final eval
     best, ckpt = run_dir / "best.npz", run_dir / "ckpt.npz"
     best_step = ckpt_io.load(str(best)).run.step
     assert best_step in (5, 10) and ckpt_io.load(str(ckpt)).run.step == 12

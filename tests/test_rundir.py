@@ -254,3 +254,20 @@ def test_an_unreadable_log_is_one_line_on_resume(stopped, fault):
     r = run("train", "--resume", stopped / "ckpt.npz", "-q", "--steps", 12)
     one_line_error(r, 1, str(log), "cannot read the metrics log", "move it aside")
     assert ckpt_io.load(str(stopped / "ckpt.npz")).run.step == 10
+
+
+def test_the_refusal_of_a_finished_or_time_budgeted_run_suggests_a_command_that_works(tmp_path):
+    """A finished run's directory is refused with --resume ... --steps N (a plain --resume would
+    have nothing to do), one out of its time budget with --minutes; each command, run, trains on."""
+    done, budget = tmp_path / "done", tmp_path / "budget"
+    assert run("train", "--config", SMOKE, "--out", done, "-q", "--steps", 4).exit_code == 0
+    assert run("train", "--config", SMOKE, "--out", budget, "-q", "--steps", 10**6,
+               "--set", "train.max_minutes=0.001").exit_code == 0
+    for d, option, value in ((done, "--steps", "8"), (budget, "--minutes", "1")):
+        with pytest.raises(CharrnnError) as e:
+            rundir.check_fresh(str(d), overwrite=False)
+        command = f"charrnn train --resume {d / 'ckpt.npz'} {option} {value}"
+        assert command in str(e.value) and "continue it with" not in str(e.value), str(e.value)
+    r = run("train", "--resume", done / "ckpt.npz", "--steps", 8, "-q")
+    assert r.exit_code == 0 and ckpt_io.load(str(done / "ckpt.npz")).run.step == 8, r.output
+    # (--minutes 1 would train a minute: that it trains on is test_train's --minutes test)
