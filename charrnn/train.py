@@ -305,13 +305,14 @@ def make_plan(cfg: C.Config | None, resume: str | None, init_from: str | None, s
     elif ck is not None and stop_at <= ck.run.step:
         raise UsageError(f"--stop-at {stop_at}: {resume} already holds step {ck.run.step}; give a later step, or "
                          "leave --stop-at out to train to the run's length")
+    nothing_to_do(cfg, ck, resume)
     return Plan(cfg, ck, resume, init_from, stop_at, files, continues_here, overwrite, xp, quiet)
 
 
 def run_length(cfg: C.Config, ck: checkpoint.Checkpoint | None, resume: str | None, steps: int | None,
                minutes: float | None) -> C.Config:
-    """``cfg`` with the run's length (``--steps``) and time budget (``--minutes`` more) applied;
-    for a resumed run that has nothing left to do, NothingToDo saying what would go on."""
+    """``cfg`` with the run's length (``--steps``, which must exceed a resumed run's step) and
+    time budget (``--minutes`` more) applied."""
     done = ck.run.step if ck is not None else 0
     if steps is not None:
         if steps <= done:
@@ -321,9 +322,15 @@ def run_length(cfg: C.Config, ck: checkpoint.Checkpoint | None, resume: str | No
     if minutes is not None:  # the budget counts the run's training time across resumes
         trained = ck.run.elapsed_s / 60 if ck is not None else 0.0
         cfg = replace(cfg, train=replace(cfg.train, max_minutes=trained + minutes))
+    return cfg
+
+
+def nothing_to_do(cfg: C.Config, ck: checkpoint.Checkpoint | None, resume: str | None) -> None:
+    """Raise NothingToDo, naming the option that goes on, for a resumed run that is finished at
+    its length or out of its time budget (after every usage error: those are said first)."""
     if ck is None:
-        return cfg
-    tc = cfg.train
+        return
+    tc, done = cfg.train, ck.run.step
     if done >= tc.steps:
         raise NothingToDo(f"{resume}: the run is finished (step {done:,} of train.steps {tc.steps:,}); nothing to do. "
                           f"To train it further, give its new length: charrnn train --resume {resume} --steps "
@@ -334,7 +341,6 @@ def run_length(cfg: C.Config, ck: checkpoint.Checkpoint | None, resume: str | No
                           "nothing to do. "
                           f"To train it further: charrnn train --resume {resume} --minutes {_budget(tc.max_minutes)} "
                           "(that many more minutes)")
-    return cfg
 
 
 def _budget(minutes: float) -> str:

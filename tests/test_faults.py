@@ -753,9 +753,9 @@ def test_a_finished_run_is_not_replaced_unless_asked(tmp_path, corpus):
     again = train("--config", cfg, "--out", run_dir, "-q", "--seed", "7")
     assert again.returncode == 1
     assert again.stderr == (
-        f"Error: {run_dir}: already holds a run (ckpt.npz at step 12); continue it with charrnn train --resume "
-        f"{run_dir / 'ckpt.npz'}, give another --out, or add --overwrite to replace it (its files are then moved "
-        f"into {run_dir / 'replaced-<time>'}/)\n")
+        f"Error: {run_dir}: already holds a run (ckpt.npz at step 12); it is finished: train it further with "
+        f"charrnn train --resume {run_dir / 'ckpt.npz'} --steps 24 (its new length), give another --out, or add "
+        f"--overwrite to replace it (its files are then moved into {run_dir / 'replaced-<time>'}/)\n")
     assert snapshot(run_dir) == before  # untouched
     r = train("--resume", run_dir / "ckpt.npz", "--overwrite")
     assert r.returncode == 2 and "--overwrite replaces the run" in r.stderr and snapshot(run_dir) == before
