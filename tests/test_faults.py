@@ -372,7 +372,7 @@ def test_double_ctrl_c_exits_130_with_the_last_checkpoint_whole(tmp_path, corpus
 def test_a_second_sighup_stops_at_once_with_the_last_checkpoint_whole(tmp_path, corpus):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=10**6, checkpoint_every=7, eval_every=0, log_every=1)
     run_dir = tmp_path / "run"
-    proc = start("--config", cfg, "--out", run_dir, "-q")
+    proc = start("--config", cfg, "--out", run_dir, "-q", "--stop-at", 10**5)  # a pause: the line repeats it
     wait_for(lambda: (run_dir / "ckpt.npz").exists(), proc)
     proc.send_signal(signal.SIGHUP)
     proc.send_signal(signal.SIGHUP)
@@ -384,8 +384,10 @@ def test_a_second_sighup_stops_at_once_with_the_last_checkpoint_whole(tmp_path, 
         f"interrupted at step {step} by SIGHUP; "), err  # (the second one may land after the save)
     assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == step
     assert temporaries(run_dir) == []
+    command = f"charrnn train --resume {run_dir / 'ckpt.npz'} --stop-at 100000"
+    assert err.strip().endswith(f"continue with: {command}"), err
     assert_status(run_dir, proc.pid, status="interrupted", signal="SIGHUP", exit_code=129, step=step,
-                  message=err.strip())
+                  message=err.strip(), resume=command)
 
 
 # --- Ctrl-C outside the training loop ---------------------------------------------------------
