@@ -235,6 +235,7 @@ class Plan:
     overwrite: bool  # a new run replaces the one in its directory
     xp: Any  # the array module of the device it trains on (numpy, or cupy)
     quiet: bool  # no banner, bar or previews (and always on the ranks other than 0)
+    steps_given: bool = False  # the call gave --steps (the run's length, train.steps)
 
     @property
     def start(self) -> str:
@@ -252,9 +253,17 @@ class Plan:
 
     @property
     def resume_command(self) -> str:
-        """The command that continues this call after a signal stops it, to the same end: the
-        run's length and time budget are in its checkpoint's config; a pause is not."""
-        return f"charrnn train --resume {self.files.ckpt}" + (f" --stop-at {self.stop_at}" if self.pauses else "")
+        """The command that continues this call after a signal (or a failure, once fixed) stops
+        it, to the same end: its ``--steps`` (the run's length: in a checkpoint this call saved,
+        but not in an older one, which a failure before the first save leaves) and its pause
+        (``--stop-at``, in no checkpoint). A time budget is in every checkpoint this call saves."""
+        return self.command(self.files.ckpt)
+
+    def command(self, ckpt: str, *more: str) -> str:
+        """``charrnn train --resume CKPT`` with this call's length and pause, and ``more``."""
+        steps = [f"--steps {self.cfg.train.steps}"] if self.steps_given else []
+        pause = [f"--stop-at {self.stop_at}"] if self.pauses else []
+        return " ".join(["charrnn train --resume", ckpt, *more, *steps, *pause])
 
 
 def run_directory(cfg: C.Config | None, resume: str | None, out_dir: str | None) -> str:
@@ -306,7 +315,7 @@ def make_plan(cfg: C.Config | None, resume: str | None, init_from: str | None, s
         raise UsageError(f"--stop-at {stop_at}: {resume} already holds step {ck.run.step}; give a later step, or "
                          "leave --stop-at out to train to the run's length")
     nothing_to_do(cfg, ck, resume)
-    return Plan(cfg, ck, resume, init_from, stop_at, files, continues_here, overwrite, xp, quiet)
+    return Plan(cfg, ck, resume, init_from, stop_at, files, continues_here, overwrite, xp, quiet, steps is not None)
 
 
 def run_length(cfg: C.Config, ck: checkpoint.Checkpoint | None, resume: str | None, steps: int | None,
@@ -368,8 +377,9 @@ def open_corpus(plan: Plan, comm: Any = distributed.SINGLE) -> CO.Corpus:
                          "reads the corpus itself): copy it to a file, or charrnn prepare it into a directory, "
                          "and train on that")
     if ck is not None and not os.path.exists(path):
+        out = [] if plan.continues_here else ["--out", plan.files.path]  # the same call, with the new place
         raise CharrnnError(f"{path}: corpus file not found; if it moved, give its new place: "
-                           f"charrnn train --resume {plan.resume} --data NEWPATH")
+                           f"{plan.command(plan.resume, *out)} --data NEWPATH")
     corpus = CO.open_corpus(path, plan.cfg.data.val_fraction, ck.vocab if ck else None, ck.unit if ck else None,
                             plan.resume, plan.quiet)
     if ck is not None and ck.corpus is not None:

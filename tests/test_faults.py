@@ -294,7 +294,7 @@ def test_the_printed_command_goes_on_to_where_the_stopped_call_was_going(tmp_pat
     assert status(run_dir)["resume"] == printed
     command = shlex.split(printed)
     assert command[:3] == ["charrnn", "train", "--resume"] and command[3] == str(run_dir / "ckpt.npz")
-    assert ("--stop-at" in command) == (length[0] == "--stop-at")  # the rest is in the checkpoint's config
+    assert command[4:] == ([] if length[0] == "--minutes" else list(map(str, length)))  # the budget is in the checkpoint
     done = train(*command[2:], "-q")
     assert done.returncode == 0, done.stderr
     ck = ckpt_io.load(str(run_dir / "ckpt.npz"))
@@ -600,7 +600,7 @@ def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays(tmp_p
     if target != "metrics.jsonl":
         assert f"the last checkpoint, {run_dir / 'ckpt.npz'}, holds step {first}" in full.stderr
     assert_status(run_dir, None, status="failed", exit_code=1, step=first, message=full.stderr.strip()[7:],
-                  resume=f"charrnn train --resume {run_dir / 'ckpt.npz'}")
+                  resume=f"charrnn train --resume {run_dir / 'ckpt.npz'} --steps {first + 20}")  # the call's length
     after = snapshot(run_dir)
     assert temporaries(run_dir) == []
     for name in ("ckpt.npz", "best.npz"):
