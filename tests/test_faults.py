@@ -294,7 +294,8 @@ def test_the_printed_command_goes_on_to_where_the_stopped_call_was_going(tmp_pat
     assert status(run_dir)["resume"] == printed
     command = shlex.split(printed)
     assert command[:3] == ["charrnn", "train", "--resume"] and command[3] == str(run_dir / "ckpt.npz")
-    assert command[4:] == ([] if length[0] == "--minutes" else list(map(str, length)))  # the budget is in the checkpoint
+    # (a --minutes budget is in the checkpoint: the command leaves it out)
+    assert command[4:] == ([] if length[0] == "--minutes" else list(map(str, length)))
     done = train(*command[2:], "-q")
     assert done.returncode == 0, done.stderr
     ck = ckpt_io.load(str(run_dir / "ckpt.npz"))
