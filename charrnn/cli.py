@@ -1,6 +1,7 @@
 """The command line: parse, validate, call the library, turn its errors into exit codes.
 
-Exit codes: 0 success; 1 a problem with a file or the run (corpus, checkpoint,
+Exit codes: 0 success (and ``train --resume`` of a run already done: one line naming
+``--steps`` or ``--minutes``, nothing written); 1 a problem with a file or the run (corpus, checkpoint,
 divergence, failed gradient check); 2 a usage error (bad option, config key or value);
 130 interrupted by Ctrl-C (training: after saving a checkpoint); 143 stopped by SIGTERM and
 129 by SIGHUP (training: after saving a checkpoint; elsewhere quietly, every temporary file
