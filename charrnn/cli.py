@@ -151,8 +151,9 @@ def train(config_path, data_path, out_dir, steps, stop_at, minutes, seed, resume
     if resume:
         if config_path or overrides or seed is not None:
             raise click.UsageError("--resume continues a run with its own stored config and corpus; --config, --set "
-                                   "and --seed do not apply (--data only says where its corpus is now; use "
-                                   "--init-from to start a new run from its weights)")
+                                   "and --seed do not apply (--steps N makes it N steps long, --minutes M gives it M "
+                                   "more minutes; --data only says where its corpus is now; use --init-from to start "
+                                   "a new run from its weights)")
         cfg = None
     else:
         if not config_path and not data_path:

@@ -414,3 +414,10 @@ def test_a_run_on_data_is_named_for_the_corpus_and_the_config(tmp_path, write_co
         assert r.exit_code == 0, (args, r.output)
         assert f"checkpoint {tmp_path / where / 'ckpt.npz'}" in r.stderr, (args, r.stderr)
         assert ckpt_io.load(str(tmp_path / where / "ckpt.npz")).config.train.out_dir == str(tmp_path / where)
+
+
+def test_set_on_resume_is_refused_naming_steps_and_minutes(tmp_path):
+    """--set train.max_minutes=... (or train.steps) on --resume: refused, naming the options that do it."""
+    run("train", "--config", SMOKE, "--out", tmp_path, "-q", "--stop-at", 2)
+    r = run("train", "--resume", tmp_path / "ckpt.npz", "--set", "train.max_minutes=30")
+    one_line_error(r, 2, "--steps N makes it N steps long, --minutes M gives it M more minutes")
