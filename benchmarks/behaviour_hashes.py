@@ -12,7 +12,11 @@ a change and after it, and compare:
     ...change...
     python benchmarks/behaviour_hashes.py --out after.json --compare before.json
 
-Every run goes through the command line, as users run it, in a temporary folder.
+Every run goes through the command line, as users run it, in a temporary folder. A run of
+fewer steps than its config's ``train.steps`` is a pause there (no final validation, the
+config's schedule): ``--stop-at N`` where the charrnn has it, else ``--steps N``, which meant
+that before ``--steps`` became the run's length; so two trees on either side of that change
+compare.
 """
 
 import argparse
@@ -112,12 +116,15 @@ def main():
     a = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=ROOT, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     hashes = {}
+    helped = subprocess.run([sys.executable, "-m", "charrnn", "train", "--help"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    pause = "--stop-at" if "--stop-at" in helped else "--steps"  # see the module docstring
     tmp = tempfile.mkdtemp(prefix="charrnn-hashes-")
     try:
         for name, (config, steps, extra) in RUNS.items():
             out = os.path.join(tmp, name)
             args = ["train", "--config", f"configs/{config}.yaml", "--out", out, "-q", *COMMON, *extra]
-            charrnn(args + (["--steps", str(steps)] if steps else []), env)
+            charrnn(args + ([pause, str(steps)] if steps else []), env)
             hashes[name] = hash_run(out, env)
             print(name, hashes[name], file=sys.stderr)
         # Stopped at step 25 and resumed: the same files as one uninterrupted run of 50.
@@ -125,7 +132,7 @@ def main():
         base = ["--config", "configs/lstm.yaml", "--out", out, "-q", *COMMON, "--set", "train.eval_every=10",
                 "--set", "model.hidden_size=48", "--set", "optim.ema=0.9", "--set", "optim.schedule=cosine",
                 "--set", "train.steps=50", "--set", "model.dropout=0.1"]
-        charrnn(["train", *base, "--steps", "25"], env)
+        charrnn(["train", *base, pause, "25"], env)
         charrnn(["train", "--resume", os.path.join(out, "ckpt.npz"), "-q"], env)
         hashes["lstm_resumed"] = hash_run(out, env)
         print("lstm_resumed", hashes["lstm_resumed"], file=sys.stderr)
@@ -133,7 +140,7 @@ def main():
             mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or shutil.which("mpiexec")
             out = os.path.join(tmp, "mpi2")
             charrnn(["train", "--config", "configs/gru.yaml", "--out", out, "-q", *COMMON,
-                     "--set", "train.eval_every=10", "--set", "model.hidden_size=64", "--steps", "20"],
+                     "--set", "train.eval_every=10", "--set", "model.hidden_size=64", pause, "20"],
                     dict(env, HYDRA_LAUNCHER="fork"), prefix=(mpiexec, "-n", "2"))
             hashes["gru_mpi2"] = hash_run(out, env)
             print("gru_mpi2", hashes["gru_mpi2"], file=sys.stderr)

@@ -1,6 +1,7 @@
 """The command line: parse, validate, call the library, turn its errors into exit codes.
 
-Exit codes: 0 success; 1 a problem with a file or the run (corpus, checkpoint,
+Exit codes: 0 success (and ``train --resume`` of a run already done: one line naming
+``--steps`` or ``--minutes``, nothing written); 1 a problem with a file or the run (corpus, checkpoint,
 divergence, failed gradient check); 2 a usage error (bad option, config key or value);
 130 interrupted by Ctrl-C (training: after saving a checkpoint); 143 stopped by SIGTERM and
 129 by SIGHUP (training: after saving a checkpoint; elsewhere quietly, every temporary file
@@ -115,10 +116,18 @@ class _ConfigOption(click.Option):
               help="Corpus to train on, a UTF-8 text file or a directory made by `charrnn prepare` (overrides "
                    "data.path); with --resume, where the run's corpus is now, if it moved (the same text).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Run directory (default: train.out_dir of the config; with --resume, the checkpoint's directory).")
+              help="Run directory (default: with --data, runs/<corpus name>, or runs/<corpus name>-<config name> with "
+                   "--config; else train.out_dir of the config; with --resume, the checkpoint's directory).")
 @click.option("--steps", type=click.IntRange(min=1),
-              help="Stop at this total step count (default: train.steps); a run stopped early and resumed ends exactly "
-                   "as an uninterrupted one.")
+              help="The run's length, its total step count (sets train.steps: the schedule, the final validation and "
+                   "best.npz follow it); with --resume, the run's new length: more than its step extends a finished "
+                   "run.")
+@click.option("--stop-at", type=click.IntRange(min=1),
+              help="Pause at this total step, below the run's length (no final validation); a plain --resume goes on "
+                   "and ends exactly as an uninterrupted run.")
+@click.option("--minutes", type=FiniteFloatRange(min=0, min_open=True),
+              help="Train at most this many more minutes (sets train.max_minutes to the run's training time so far "
+                   "plus this); with --resume, continues a run that stopped on its time budget.")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides train.seed).")
 @click.option("--resume", type=click.Path(exists=True, dir_okay=False),
               help="Continue the run saved in this checkpoint exactly.")
@@ -135,15 +144,17 @@ class _ConfigOption(click.Option):
               help="Train on the CPU or on the GPU (overrides model.device; with --resume, continues the run there). "
                    "gpu needs CuPy: pip install 'charrnn[gpu]'.")
 @ends_together  # under mpiexec/srun: MPI starts, and an error on one rank ends every rank
-def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overrides, overwrite, quiet, device_name):
+def train(config_path, data_path, out_dir, steps, stop_at, minutes, seed, resume, init_from, overrides, overwrite,
+          quiet, device_name):
     """Train a model from a YAML config or on --data PATH (or resume a run from its checkpoint).
 
     Under an MPI launcher (mpiexec -n N charrnn train ...) the N processes share the
     batch's streams: see docs/cluster.md.
     """
     from charrnn import config as C
+    from charrnn.errors import NothingToDo
     from charrnn.progress import summary_line
-    from charrnn.rundir import RunDir
+    from charrnn.rundir import RunDir, run_name
     from charrnn.train import train as run_training
 
     if resume and init_from:
@@ -152,8 +163,9 @@ def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overr
     if resume:
         if config_path or overrides or seed is not None:
             raise click.UsageError("--resume continues a run with its own stored config and corpus; --config, --set "
-                                   "and --seed do not apply (--data only says where its corpus is now; use "
-                                   "--init-from to start a new run from its weights)")
+                                   "and --seed do not apply (--steps N makes it N steps long, --minutes M gives it M "
+                                   "more minutes; --data only says where its corpus is now; use --init-from to start "
+                                   "a new run from its weights)")
         cfg = None
     else:
         if not config_path and not data_path:
@@ -161,12 +173,20 @@ def train(config_path, data_path, out_dir, steps, seed, resume, init_from, overr
                                    "(e.g. --config default: `charrnn configs` lists the shipped ones), or "
                                    "--resume CKPT")
         sets = list(overrides) + ([f"train.seed={seed}"] if seed is not None else [])
-        if config_path:
-            cfg = C.load(C.find_config(config_path), sets, data_path)
-        else:
-            cfg = C.default_config(data_path, sets)
-    summary = run_training(cfg, resume=resume, init_from=init_from, steps=steps, quiet=quiet, out_dir=out_dir,
-                           overwrite=overwrite, device_name=device_name, data_path=data_path if resume else None)
+        cfg = C.load(C.find_config(config_path), sets, data_path) if config_path else C.default_config(data_path, sets)
+        if data_path and config_path and not out_dir and not any(
+                o.partition("=")[0].strip() == "train.out_dir" for o in overrides):
+            # The config's own train.out_dir names the run of its own corpus: another corpus gets
+            # a directory of its own (rundir.run_name), not the one the config's runs share.
+            out_dir = run_name(data_path, config_path)
+    try:
+        summary = run_training(cfg, resume=resume, init_from=init_from, steps=steps, quiet=quiet, out_dir=out_dir,
+                               overwrite=overwrite, device_name=device_name, data_path=data_path if resume else None,
+                               stop_at=stop_at, minutes=minutes)
+    except NothingToDo as e:  # a finished run resumed: one line, exit 0 (every rank: it is the same on each)
+        if speaks():
+            click.echo(str(e), err=True)
+        return
     click.echo(summary_line(summary, RunDir(summary.run_dir).ckpt), err=True)
 
 

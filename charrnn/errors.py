@@ -17,6 +17,14 @@ class UsageError(CharrnnError):
     exit_code = 2
 
 
+class NothingToDo(CharrnnError):
+    """A resumed run that has nothing left to do (finished, or out of its time budget): not a
+    failure (a requeue loop that resumes until the run is done ends cleanly), so exit 0; the
+    message says which option would train it further."""
+
+    exit_code = 0
+
+
 class Interrupted(CharrnnError):
     """Stopped by Ctrl-C (SIGINT): exit 130, as a shell reports it (128 + 2)."""
 

@@ -31,10 +31,12 @@ class Summary(NamedTuple):
     loss: float  # the training loss shown (train.progress_loss), nats per character (nan: no step taken)
     loss_label: str  # what it is: "mean of the last 100 steps" or min-char-rnn's smoothed loss
     val_loss: float  # last validation loss per character, nats (nan: no validation text)
-    best_val_loss: float
-    chars_per_s: float
+    best_val_loss: float  # the lowest validation loss of the run (inf: none yet)
+    chars_per_s: float  # training speed over the last steps, validation and saving left out
     elapsed_s: float
     stopped: str  # "done", "early stopping", "time budget"
+    best_step: int | None = None  # the step of best_val_loss (None: not known)
+    best_path: str | None = None  # the checkpoint that holds it, RUN/best.npz (None: not known)
 
 
 def nats_bits(nats: float, digits: int = 3) -> str:
@@ -57,6 +59,11 @@ def summary_line(s: Summary, ckpt_path: str) -> str:
 
     parts = [] if math.isnan(s.loss) else [f"training loss {both(s.loss)}, {s.loss_label}"]
     parts += [] if math.isnan(s.val_loss) else [f"validation {both(s.val_loss)}"]
+    if math.isfinite(s.best_val_loss):
+        at = f" at step {s.best_step}" if s.best_step is not None else ""
+        where = f", in {s.best_path}" if s.best_path else ""
+        parts.append(f"best validation {s.best_val_loss:.4f} nats/char ({s.best_val_loss / math.log(2):.4f} "
+                     f"bits/char){at}{where}")
     parts += [f"{s.chars_per_s:,.0f} chars/s, {s.elapsed_s:.0f} s", f"checkpoint {ckpt_path}"]
     why = "" if s.stopped == "done" else f" ({s.stopped})"
     return f"step {s.step}{why}: " + "; ".join(parts)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import sys
@@ -226,21 +227,75 @@ def checkpoint_in(path: str) -> str:
                        "directory that holds one")
 
 
+def run_name(data_path: str, config_path: str | None = None) -> str:
+    """The run directory of ``charrnn train --data PATH`` without ``--out``: ``runs/<the
+    corpus's name>`` in the working directory, and with ``--config FILE``
+    ``runs/<corpus>-<config>`` (``--config configs/lstm.yaml --data book.txt``: ``runs/book-lstm``),
+    so that one corpus trained with two configs, or two corpora with one, never share a
+    directory. A prepared directory (``DIR`` or ``DIR/meta.json``) is named after ``DIR``."""
+    stem = os.path.splitext(os.path.basename(os.path.normpath(data_path)))[0]
+    if stem == "meta":  # DIR/meta.json: the run is named after the directory
+        stem = os.path.basename(os.path.dirname(os.path.abspath(data_path)))
+    if config_path is not None:
+        stem += "-" + os.path.splitext(os.path.basename(os.path.normpath(config_path)))[0]
+    return os.path.abspath(os.path.join("runs", stem))
+
+
 def held_step(path: str) -> int | None:
     """The step stored in checkpoint ``path``, or None if it cannot be read.
 
     Reads only the ``step`` array (with ``allow_pickle=False``), not the whole checkpoint:
     this is for a message, and must not fail on a damaged file.
     """
+    held = _held(path, ("step",))
+    step = held.get("step") if held else None
+    return int(step) if step is not None and step.shape == () and step.dtype.kind in "iu" else None
+
+
+def held_best(path: str) -> tuple[int | None, float | None]:
+    """The step and validation loss that checkpoint ``path`` (a best.npz) holds, or (None, None)
+    if it is not there or cannot be read; reads only those two scalars."""
+    held = _held(path, ("step", "val_loss"))
+    try:
+        return int(held["step"]), float(held["val_loss"])
+    except Exception:  # absent or damaged: not known
+        return None, None
+
+
+def _held(path: str, keys: tuple[str, ...]) -> dict | None:
+    """The small arrays ``keys`` of checkpoint ``path`` (those it has), or None if it cannot be read."""
     try:
         with zipfile.ZipFile(path) as zf:
-            if zf.getinfo("step.npy").file_size > 1024:  # a scalar takes 136 bytes: never inflate more
-                return None
+            names = set(zf.namelist())
+            if any(zf.getinfo(k + ".npy").file_size > (1 << 20 if k == "config" else 1024)
+                   for k in keys if k + ".npy" in names):
+                return None  # a scalar takes 136 bytes, a config a few KB: never inflate more
         with np.load(path, allow_pickle=False) as z:
-            step = z["step"]
-            return int(step) if step.shape == () and step.dtype.kind in "iu" else None
+            return {k: z[k] for k in keys if k + ".npy" in names}
     except Exception:  # any damage: the caller says "unreadable" instead of a step
         return None
+
+
+def how_to_go_on(path: str) -> str:
+    """The command that trains the run of checkpoint ``path`` further, for a message: a plain
+    ``--resume`` below its length, ``--steps`` (a longer run) once it is finished, ``--minutes``
+    once it has used its time budget. Reads only a few small arrays; a damaged file gets the
+    plain command."""
+    plain = f"continue it with charrnn train --resume {path}"
+    held = _held(path, ("step", "elapsed_s", "config"))
+    try:
+        step, elapsed = int(held["step"]), float(held["elapsed_s"])
+        train = json.loads(str(held["config"]))["train"]
+        length, budget = int(train["steps"]), train.get("max_minutes")
+    except Exception:  # damaged or not a charrnn checkpoint: the plain command is the best guess
+        return plain
+    if step >= length:
+        return f"it is finished: train it further with charrnn train --resume {path} --steps {2 * step} (its new " \
+               "length)"
+    if budget is not None and elapsed >= 60 * float(budget):
+        return (f"it stopped on its time budget: train it further with charrnn train --resume {path} --minutes "
+                f"{max(1, round(float(budget)))} (that many more minutes)")
+    return plain
 
 
 def check_fresh(run_dir: str, overwrite: bool) -> str | None:
@@ -250,7 +305,8 @@ def check_fresh(run_dir: str, overwrite: bool) -> str | None:
     - One there, ``overwrite`` false: raises CharrnnError (exit 1), e.g.
       ``"RUN: already holds a run (ckpt.npz at step 120); continue it with
       charrnn train --resume RUN/ckpt.npz, give another --out, or add --overwrite to replace
-      it (its files are then moved into RUN/replaced-<time>/)"``.
+      it (its files are then moved into RUN/replaced-<time>/)"``; for a finished run the way on
+      is ``--steps`` (a longer run), for one out of its time budget ``--minutes`` (``how_to_go_on``).
     - ``overwrite`` true: moves the previous run's files (``RUN_FILES`` that exist, whether
       or not it left a checkpoint) into a new folder ``RUN/replaced-YYYYmmdd-HHMMSS[-n]/``
       and returns that folder's path (None if there was nothing to move). Moving is a
@@ -262,11 +318,10 @@ def check_fresh(run_dir: str, overwrite: bool) -> str | None:
         name = checkpoints[0]
         step = held_step(os.path.join(run_dir, name))
         held = f"{name} at step {step}" if step is not None else f"{name}, unreadable"
-        resume = os.path.join(run_dir, CKPT)
+        go_on = how_to_go_on(os.path.join(run_dir, CKPT))
         raise CharrnnError(
-            f"{run_dir}: already holds a run ({held}); continue it with charrnn train --resume "
-            f"{resume}, give another --out, or add --overwrite to replace it (its files are then "
-            f"moved into {os.path.join(run_dir, REPLACED_PREFIX + '<time>')}/)"
+            f"{run_dir}: already holds a run ({held}); {go_on}, give another --out, or add --overwrite to "
+            f"replace it (its files are then moved into {os.path.join(run_dir, REPLACED_PREFIX + '<time>')}/)"
         )
     if not overwrite or not present:
         return None

@@ -4,8 +4,9 @@ A requeue script (SLURM's, a cron job's) has to tell a finished run from one tha
 stopped, from one that failed; a launcher's exit code does not always say (Open MPI's
 ``mpirun`` turns 130 and 143 into 1). So rank 0 writes a small JSON record into the run
 directory: ``"running"`` once the directory is this run's, then how it ended (finished, time
-budget, early stopping, paused at ``--steps``, interrupted and by which signal, diverged,
-a rank lost under MPI, failed), with the exit code, the step the checkpoint holds and the command to continue.
+budget, early stopping, paused at ``--stop-at``, interrupted and by which signal, diverged,
+a rank lost under MPI, failed), with the exit code, the step the checkpoint holds and the
+command to continue.
 ``train.train`` wraps the whole run in ``recorded``. The fields are listed in
 docs/robustness.md.
 """
@@ -37,6 +38,10 @@ class Record:
         self.files, self.created, self.writes = files, created, writes
         self.ours = False  # begun: the record in the directory is this run's
         self.outcome: tuple[str, str] | None = None  # (status, message) of a call that returned
+        # What continues a stopped call to the end it was heading for (train.Plan.resume_command,
+        # set once the plan is made): a --stop-at pause is in it; the run's length and budget are
+        # in the checkpoint's config.
+        self.resume_command = f"charrnn train --resume {files.ckpt}"
 
     def begin(self) -> None:
         if self.writes and not self.ours:
@@ -45,7 +50,7 @@ class Record:
                 self.write("running", None, None, None, strict=True)
 
     def returned(self, summary: Summary, planned_steps: int) -> None:
-        """The call ran to its end: finished, out of time, early stopping, or paused at --steps N."""
+        """The call ran to its end: finished, out of time, early stopping, or paused at --stop-at N."""
         status = {"time budget": "time budget", "early stopping": "early stopping"}.get(summary.stopped)
         if status is None:
             status = "finished" if summary.step >= planned_steps else "paused"
@@ -100,8 +105,9 @@ class Record:
         files = self.files
         step = rundir.held_step(files.ckpt) if os.path.exists(files.ckpt) else None
         has_ckpt = step is not None
-        resume = f"charrnn train --resume {files.ckpt}" if has_ckpt and status in (
-            "running", "paused", "interrupted", "rank lost", "failed") else None
+        # A pause is continued to the run's length; a call stopped on its way, to where it was heading.
+        resume = None if not has_ckpt else f"charrnn train --resume {files.ckpt}" if status == "paused" else \
+            self.resume_command if status in ("running", "interrupted", "rank lost", "failed") else None
         record = {"status": status, "signal": signal_name, "exit_code": exit_code, "step": step,
                   "checkpoint": files.ckpt if has_ckpt else None, "message": message, "resume": resume,
                   "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -42,7 +42,7 @@ from charrnn import config as C
 from charrnn import corpus as CO
 from charrnn import data as D
 from charrnn import model as M
-from charrnn.errors import CharrnnError, Hangup, Interrupted, Terminated, UsageError
+from charrnn.errors import CharrnnError, Hangup, Interrupted, NothingToDo, Terminated, UsageError
 from charrnn.evaluate import evaluate
 from charrnn.progress import SMOOTHING, Progress, Summary, banner, shown_loss
 from charrnn.runstate import RunState
@@ -135,11 +135,21 @@ def train_step(run: RunState, X: Any, Y: Any, spec: M.ModelSpec, optimizer: Any,
 
 def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | None = None, steps: int | None = None,
           quiet: bool = False, out_dir: str | None = None, overwrite: bool = False, comm: Any = None,
-          device_name: str | None = None, data_path: str | None = None) -> Summary:
+          device_name: str | None = None, data_path: str | None = None, stop_at: int | None = None,
+          minutes: float | None = None) -> Summary:
     """Train according to ``cfg`` (or continue the run in checkpoint ``resume``, cfg None).
 
-    steps : stop at this total step count (default ``train.steps``); a run stopped early
-        and resumed ends exactly as an uninterrupted one.
+    steps : the run's length, its total step count: ``train.steps`` becomes ``steps`` (a
+        resumed run's too, which makes it longer or shorter; a schedule is then stretched to
+        the new length). Must exceed a resumed run's step.
+    stop_at : pause this call at this total step (at most the run's length): no final
+        validation, RUN/status.json "paused"; a plain ``--resume`` goes on to the run's length,
+        and ends exactly as an uninterrupted run.
+    minutes : train at most this many more minutes: ``train.max_minutes`` becomes the run's
+        training time so far (a resumed run's) plus ``minutes``.
+    A run stopped by a signal and resumed with the command it prints ends exactly as an
+    uninterrupted one. Raises NothingToDo (exit 0) for a resumed run that has nothing left
+    to do (finished, or out of its time budget), naming the option that would go on.
     out_dir : run directory (default ``cfg.train.out_dir``, or the checkpoint's directory).
     overwrite : a new run replaces the run in ``out_dir`` (its files are moved into
         ``RUN/replaced-<time>/``); without it a directory that holds a checkpoint is refused.
@@ -156,10 +166,11 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
     files = rundir.RunDir(run_directory(cfg, resume, out_dir))
     record = runstatus.Record(files, created=not os.path.isdir(files.path), writes=comm.rank == 0)
     locked = rundir.lock(files.path) if comm.rank == 0 else contextlib.nullcontext()
-    with locked, runstatus.recorded(record), _told(files):  # status.json sees the message _told makes
+    with locked, runstatus.recorded(record), _told(files, record):  # status.json sees the message _told makes
         # The plan: the config (a resumed run's own), where to stop, where to write, on what device.
         plan = make_plan(cfg, resume, init_from, steps, files, overwrite, device_name, quiet or comm.rank != 0, comm,
-                         data_path)
+                         data_path, stop_at, minutes)
+        record.resume_command = plan.resume_command  # what a stopped call of this plan is continued with
         cfg, tc = plan.cfg, plan.cfg.train
         comm.heed(tc.peer_timeout)  # under MPI: how long a collective waits for a rank that does not answer
         if comm.rank == 0:  # the one process that writes the run directory: refused before anything is read
@@ -230,13 +241,35 @@ class Plan:
     overwrite: bool  # a new run replaces the one in its directory
     xp: Any  # the array module of the device it trains on (numpy, or cupy)
     quiet: bool  # no banner, bar or previews (and always on the ranks other than 0)
+    steps_given: bool = False  # the call gave --steps (the run's length, train.steps)
 
     @property
     def start(self) -> str:
-        """How the run began, for the banner."""
+        """How the run began, for the banner (and where this call pauses, if it does)."""
         if self.resume:
-            return f"resuming at step {self.checkpoint.run.step:,} from {self.resume}"
-        return f"new, from the weights of {self.init_from}" if self.init_from else "new"
+            how = f"resuming at step {self.checkpoint.run.step:,} from {self.resume}"
+        else:
+            how = f"new, from the weights of {self.init_from}" if self.init_from else "new"
+        return how + (f"; pausing at step {self.stop_at:,}" if self.pauses else "")
+
+    @property
+    def pauses(self) -> bool:
+        """This call stops below the run's length (``--stop-at``)."""
+        return self.stop_at < self.cfg.train.steps
+
+    @property
+    def resume_command(self) -> str:
+        """The command that continues this call after a signal (or a failure, once fixed) stops
+        it, to the same end: its ``--steps`` (the run's length: in a checkpoint this call saved,
+        but not in an older one, which a failure before the first save leaves) and its pause
+        (``--stop-at``, in no checkpoint). A time budget is in every checkpoint this call saves."""
+        return self.command(self.files.ckpt)
+
+    def command(self, ckpt: str, *more: str) -> str:
+        """``charrnn train --resume CKPT`` with this call's length and pause, and ``more``."""
+        steps = [f"--steps {self.cfg.train.steps}"] if self.steps_given else []
+        pause = [f"--stop-at {self.stop_at}"] if self.pauses else []
+        return " ".join(["charrnn train --resume", ckpt, *more, *steps, *pause])
 
 
 def run_directory(cfg: C.Config | None, resume: str | None, out_dir: str | None) -> str:
@@ -248,10 +281,10 @@ def run_directory(cfg: C.Config | None, resume: str | None, out_dir: str | None)
 
 def make_plan(cfg: C.Config | None, resume: str | None, init_from: str | None, steps: int | None,
               files: rundir.RunDir, overwrite: bool, device_name: str | None, quiet: bool, comm: Any,
-              data_path: str | None = None) -> Plan:
+              data_path: str | None = None, stop_at: int | None = None, minutes: float | None = None) -> Plan:
     """The plan of a call of ``train``: reads the resumed checkpoint (a resumed run keeps its
-    own config, but for ``data_path``, where its corpus moved), applies ``--steps`` and
-    ``--device``, and refuses what cannot be done."""
+    own config, but for ``data_path``, where its corpus moved), applies ``--steps``,
+    ``--minutes``, ``--stop-at`` and ``--device``, and refuses what cannot be done."""
     ck = checkpoint.load(resume) if resume is not None else None
     if ck is not None:
         cfg = ck.config
@@ -264,10 +297,7 @@ def make_plan(cfg: C.Config | None, resume: str | None, init_from: str | None, s
     if xp is not np and comm.size > 1:
         raise UsageError(f"model.device gpu trains in one process, not {comm.size} (several GPUs through MPI "
                          "are not supported yet): leave out mpiexec, or train on the CPUs with --device cpu")
-    # --steps N stops this call at step N; the run's plan (train.steps, which schedules and the
-    # final log line follow) changes only when N extends it.
-    if steps is not None and steps > cfg.train.steps:
-        cfg = replace(cfg, train=replace(cfg.train, steps=steps))
+    cfg = run_length(cfg, ck, resume, steps, minutes)
     cfg = replace(cfg, train=replace(cfg.train, out_dir=files.path))
     continues_here = ck is not None and os.path.dirname(os.path.abspath(resume)) == files.path
     if continues_here and overwrite:
@@ -282,8 +312,55 @@ def make_plan(cfg: C.Config | None, resume: str | None, init_from: str | None, s
                 f"{resume} holds step {ck.run.step}, {files.ckpt} step {further}: resuming from "
                 f"{os.path.basename(resume)} here would rewind the run; continue the run with --resume "
                 f"{files.ckpt}, or branch from step {ck.run.step} with --resume {resume} --out NEWDIR")
-    stop_at = cfg.train.steps if steps is None else steps
-    return Plan(cfg, ck, resume, init_from, stop_at, files, continues_here, overwrite, xp, quiet)
+    if stop_at is None:
+        stop_at = cfg.train.steps
+    elif stop_at > cfg.train.steps:
+        raise UsageError(f"--stop-at {stop_at} is past the run's length, train.steps {cfg.train.steps}: give "
+                         f"--steps {stop_at} to make the run {stop_at} steps long")
+    elif ck is not None and stop_at <= ck.run.step:
+        raise UsageError(f"--stop-at {stop_at}: {resume} already holds step {ck.run.step}; give a later step, or "
+                         "leave --stop-at out to train to the run's length")
+    nothing_to_do(cfg, ck, resume)
+    return Plan(cfg, ck, resume, init_from, stop_at, files, continues_here, overwrite, xp, quiet, steps is not None)
+
+
+def run_length(cfg: C.Config, ck: checkpoint.Checkpoint | None, resume: str | None, steps: int | None,
+               minutes: float | None) -> C.Config:
+    """``cfg`` with the run's length (``--steps``, which must exceed a resumed run's step) and
+    time budget (``--minutes`` more) applied."""
+    done = ck.run.step if ck is not None else 0
+    if steps is not None:
+        if steps <= done:
+            raise UsageError(f"--steps {steps}: {resume} already holds step {done}, and --steps is the run's whole "
+                             f"length: give more than {done}, e.g. charrnn train --resume {resume} --steps {2 * done}")
+        cfg = replace(cfg, train=replace(cfg.train, steps=steps))
+    if minutes is not None:  # the budget counts the run's training time across resumes
+        trained = ck.run.elapsed_s / 60 if ck is not None else 0.0
+        cfg = replace(cfg, train=replace(cfg.train, max_minutes=trained + minutes))
+    return cfg
+
+
+def nothing_to_do(cfg: C.Config, ck: checkpoint.Checkpoint | None, resume: str | None) -> None:
+    """Raise NothingToDo, naming the option that goes on, for a resumed run that is finished at
+    its length or out of its time budget (after every usage error: those are said first)."""
+    if ck is None:
+        return
+    tc, done = cfg.train, ck.run.step
+    if done >= tc.steps:
+        raise NothingToDo(f"{resume}: the run is finished (step {done:,} of train.steps {tc.steps:,}); nothing to do. "
+                          f"To train it further, give its new length: charrnn train --resume {resume} --steps "
+                          f"{2 * done}")
+    if tc.max_minutes is not None and ck.run.elapsed_s >= 60 * tc.max_minutes:
+        raise NothingToDo(f"{resume}: the run stopped on its time budget (train.max_minutes {tc.max_minutes:g}, "
+                          f"{ck.run.elapsed_s / 60:.3g} minutes trained, step {done:,} of {tc.steps:,}); "
+                          "nothing to do. "
+                          f"To train it further: charrnn train --resume {resume} --minutes {_budget(tc.max_minutes)} "
+                          "(that many more minutes)")
+
+
+def _budget(minutes: float) -> str:
+    """A time budget as an option's value: the same again, at least one minute."""
+    return f"{max(1, round(minutes)):d}"
 
 
 def claim(plan: Plan) -> None:
@@ -306,8 +383,9 @@ def open_corpus(plan: Plan, comm: Any = distributed.SINGLE) -> CO.Corpus:
                          "reads the corpus itself): copy it to a file, or charrnn prepare it into a directory, "
                          "and train on that")
     if ck is not None and not os.path.exists(path):
+        out = [] if plan.continues_here else ["--out", plan.files.path]  # the same call, with the new place
         raise CharrnnError(f"{path}: corpus file not found; if it moved, give its new place: "
-                           f"charrnn train --resume {plan.resume} --data NEWPATH")
+                           f"{plan.command(plan.resume, *out)} --data NEWPATH")
     corpus = CO.open_corpus(path, plan.cfg.data.val_fraction, ck.vocab if ck else None, ck.unit if ck else None,
                             plan.resume, plan.quiet)
     if ck is not None and ck.corpus is not None:
@@ -339,17 +417,16 @@ def write_run_dir(plan: Plan, run: RunState) -> None:
 
 
 @contextlib.contextmanager
-def _told(files: rundir.RunDir) -> Iterator[None]:
+def _told(files: rundir.RunDir, record: runstatus.Record) -> Iterator[None]:
     """A run that diverged, that a second signal stopped, or whose ranks did not all answer
     (``distributed.PeerLost``), ends with one line saying what the last checkpoint holds and
-    how to go on."""
+    how to go on (``record.resume_command``: the plan's, once made)."""
     try:
         yield
     except BaseException as e:
         stop = signals.stop_in(e)  # a second signal, even where it made a library fail on its way
         if stop is not None:
-            how = f"continue with: charrnn train --resume {files.ckpt}" if os.path.exists(files.ckpt) else \
-                "nothing to resume"
+            how = f"continue with: {record.resume_command}" if os.path.exists(files.ckpt) else "nothing to resume"
             raise stopped_by(stop.signum, f"stopped at once by a second {signals.NAMES[stop.signum]}; "
                                           f"{files.holds()}; {how}") from None
         if isinstance(e, Diverged):
@@ -358,8 +435,7 @@ def _told(files: rundir.RunDir) -> Iterator[None]:
             raise err from None
         if isinstance(e, distributed.PeerLost):  # under MPI, a rank did not answer
             when = "before the first step" if e.step is None else f"after step {e.step}"
-            how = f"continue with: charrnn train --resume {files.ckpt}" if os.path.exists(files.ckpt) else \
-                "nothing to resume"
+            how = f"continue with: {record.resume_command}" if os.path.exists(files.ckpt) else "nothing to resume"
             message = f"{e} {when}; {files.holds()}; {how}"
             err = stopped_by(e.signum, message) if e.signum else CharrnnError(message)
             err.exit_code = e.exit_code
@@ -399,6 +475,7 @@ class Session:
         self.last_eval = run.step if resumed and not math.isnan(run.val_loss) else None
         self.window_t, self.window_steps = time.perf_counter(), 0  # the speed window since the last log line
         self.chars_per_s = 0.0
+        self.train_end: float | None = None  # when the last step ended (the final validation and save come after)
         self.shown = (float("nan"), "no step taken")  # the training loss for the summary, and what it is
         self.stopped = "done"  # or "early stopping", "time budget"
 
@@ -515,6 +592,7 @@ class Session:
         """After the last step: a finished run's final validation, the last checkpoint; after a
         stop signal, Interrupted (or Terminated) saying where the run can be continued from."""
         run, tc, stop = self.run, self.cfg.train, self.stop
+        self.train_end = time.perf_counter()  # the summary's speed is of the steps, not of what follows them
         interrupted = self.comm.agreed(stop.set) and run.step < self.plan.stop_at and self.stopped == "done"
         finished = run.step >= tc.steps or self.stopped == "time budget"  # not a pause at --steps N
         if len(self.corpus.val) and self.last_eval != run.step and finished:
@@ -524,16 +602,32 @@ class Session:
         if interrupted:  # raised inside the StopFlag: a second signal until here still stops at once
             how = signals.NAMES.get(stop.signum, "a stop signal to another process of the run")
             raise stopped_by(stop.signum, f"interrupted at step {run.step} by {how}; checkpoint saved to "
-                                          f"{self.files.ckpt}; continue with: charrnn train --resume {self.files.ckpt}")
+                                          f"{self.files.ckpt}; continue with: {self.plan.resume_command}")
 
     def summary(self) -> Summary:
         """How the call ended: the training loss and speed over the steps since the last log line
-        (when it stopped between two), the validation losses, the time."""
+        (when it stopped between two; the final validation and save left out, as a log line leaves
+        out the validations in its window), the validation losses, the best one and where it is, the time."""
         run, tc = self.run, self.cfg.train
         if run.loss_steps:
             self.shown = shown_loss(run, tc)
         if self.window_steps:
-            elapsed = max(time.perf_counter() - self.window_t, 1e-9)
-            self.chars_per_s = self.window_steps * tc.batch_size * tc.seq_length / elapsed
+            end = self.train_end if self.train_end is not None else time.perf_counter()
+            self.chars_per_s = self.window_steps * tc.batch_size * tc.seq_length / max(end - self.window_t, 1e-9)
+        best_step, best_path = self.best()
         return Summary(self.files.path, run.step, self.shown[0], self.shown[1], run.val_loss, run.best_val_loss,
-                       self.chars_per_s, self.elapsed(), self.stopped)
+                       self.chars_per_s, self.elapsed(), self.stopped, best_step, best_path)
+
+    def best(self) -> tuple[int | None, str | None]:
+        """The step and the file of the run's best validation loss: RUN/best.npz, if it holds that
+        loss (its own step is the best step); for a run branched into another directory that has
+        not improved on it yet, the best.npz beside the resumed checkpoint. (None, None) when no
+        file holds it (moved, deleted, or no validation yet)."""
+        places = [self.files.best]
+        if self.plan.resume and not self.plan.continues_here:
+            places.append(os.path.join(os.path.dirname(os.path.abspath(self.plan.resume)), rundir.BEST))
+        for path in places:
+            step, loss = rundir.held_best(path)
+            if step is not None and loss == self.run.best_val_loss:
+                return step, path
+        return None, None

@@ -71,7 +71,7 @@ def test_resume_is_bitwise_exact(tmp_path, write_config, extra):
     cfg = small_config(write_config, corpus, steps=120, checkpoint_every=7)
     whole, half = tmp_path / "whole", tmp_path / "half"
     assert run("train", "--config", cfg, "--out", whole, "-q", *extra).exit_code == 0
-    assert run("train", "--config", cfg, "--out", half, "-q", "--steps", 60, *extra).exit_code == 0
+    assert run("train", "--config", cfg, "--out", half, "-q", "--stop-at", 60, *extra).exit_code == 0
     assert run("train", "--resume", half / "ckpt.npz", "-q").exit_code == 0
     a, b = ckpt_io.load(str(whole / "ckpt.npz")), ckpt_io.load(str(half / "ckpt.npz"))
     assert a.run.step == b.run.step == 120 and a.run.epoch == b.run.epoch >= 1
@@ -90,10 +90,10 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, write_config
     corpus = first_chars(tmp_path, 3000)
     cfg = small_config(write_config, corpus, steps=20, checkpoint_every=5)
     out = tmp_path / "run"
-    assert run("train", "--config", cfg, "-q", "--steps", 10).exit_code == 0
+    assert run("train", "--config", cfg, "-q", "--stop-at", 10).exit_code == 0
     saved = tmp_path / "saved.npz"
     shutil.copy(out / "ckpt.npz", saved)  # as if the run crashed after step 10 was logged
-    assert run("train", "--config", cfg, "-q", "--steps", 13, "--overwrite").exit_code == 0
+    assert run("train", "--config", cfg, "-q", "--stop-at", 13, "--overwrite").exit_code == 0
     os.replace(saved, out / "ckpt.npz")
     ckpt_io.save(str(out / "ckpt.npz"), ckpt_io.load(str(out / "ckpt.npz")))
     run("train", "--resume", out / "ckpt.npz", "-q", "--steps", 12)
@@ -256,7 +256,8 @@ def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, trained, 
         ckpt_io.save(str(trained), ck)
     assert trained.read_bytes() == before
     # no temporary left
-    assert sorted(os.listdir(trained.parent)) == [".lock", "ckpt.npz", "config.yaml", "metrics.jsonl", "status.json"]
+    assert sorted(os.listdir(trained.parent)) == [".lock", "best.npz", "ckpt.npz", "config.yaml", "metrics.jsonl",
+                                                  "status.json"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
@@ -323,7 +324,7 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     corpus = first_chars(tmp_path, 5000)
     cfg = small_config(write_config, corpus, steps=50, checkpoint_every=1)
     out = tmp_path / "run"
-    run("train", "--config", cfg, "-q", "--steps", 2)
+    run("train", "--config", cfg, "-q", "--stop-at", 2)
     good = (out / "ckpt.npz").read_bytes()
     r = run("train", "--resume", out / "ckpt.npz", "-q", "--steps", 50)
     assert r.exit_code == 0  # sane settings: no divergence
@@ -383,12 +384,12 @@ def test_train_data_overrides_the_config_path(tmp_path, write_config, monkeypatc
     b.write_text("cccc dddd " * 100, encoding="utf-8")
     cfg = small_config(write_config, a, steps=3)
     assert run("train", "--config", cfg, "--data", "b.txt", "-q").exit_code == 0
-    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    ck = ckpt_io.load(str(tmp_path / "runs" / "b-cfg" / "ckpt.npz"))  # named for the corpus and the config
     assert ck.config.data.path == str(b) and "".join(map(chr, ck.vocab)) == " cd"
     no_path = write_config("model:\n  hidden_size: 8\ntrain:\n  steps: 2\n  batch_size: 2\n  seq_length: 4\n",
                            name="nopath.yaml")
     assert run("train", "--config", no_path, "--data", b, "-q").exit_code == 0  # --data supplies data.path
-    r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "--data", "a.txt")  # where it is now: other text
+    r = run("train", "--resume", tmp_path / "runs" / "b-cfg" / "ckpt.npz", "--data", "a.txt", "--steps", 6)
     one_line_error(r, 1, f"{a}: does not match the vocabulary of")
     one_line_error(run("train"), 2, "--data PATH", "--config NAME or FILE")
 
@@ -452,3 +453,32 @@ def test_a_wheel_trains_a_shipped_config_by_name_outside_the_checkout(tmp_path):
     shipped = tmp_path / "installed" / "charrnn" / "shipped"
     assert os.listdir(work) == ["runs"] and sorted(os.listdir(shipped)) == ["configs", "data"]
     assert sorted(os.listdir(shipped / "configs")) == sorted(os.listdir(CONFIGS))  # nothing written beside them
+
+
+def test_a_run_on_data_is_named_for_the_corpus_and_the_config(tmp_path, write_config, monkeypatch):
+    """--data PATH without --out: runs/<corpus> with the built-in config, runs/<corpus>-<config>
+    with --config (whose own train.out_dir names the run of its own corpus), so that one config
+    on two corpora, or one corpus under two configs, never meet in one directory; --out and
+    --set train.out_dir=DIR still choose."""
+    monkeypatch.chdir(tmp_path)
+    book, other = first_chars(tmp_path, 3000, "book.txt"), first_chars(tmp_path, 3000, "other.txt")
+    lstm = write_config(f"data:\n  path: {other}\nmodel:\n  cell: lstm\n  hidden_size: 8\ntrain:\n"
+                        "  steps: 2\n  batch_size: 2\n  seq_length: 4\n  out_dir: shared\n", name="lstm.yaml")
+    small = ["--set", "model.hidden_size=8", "--set", "train.batch_size=2", "--set", "train.seq_length=4"]
+    for args, where in ((["--data", book, *small], "runs/book"),
+                        (["--config", lstm, "--data", book], "runs/book-lstm"),
+                        (["--config", lstm, "--data", other], "runs/other-lstm"),
+                        (["--config", lstm], "shared"),  # no --data: the config's own directory
+                        (["--config", lstm, "--data", book, "--set", f"train.out_dir={tmp_path / 'mine'}"], "mine"),
+                        (["--config", lstm, "--data", book, "--out", tmp_path / "out"], "out")):
+        r = run("train", *args, "-q", "--steps", 2)
+        assert r.exit_code == 0, (args, r.output)
+        assert f"checkpoint {tmp_path / where / 'ckpt.npz'}" in r.stderr, (args, r.stderr)
+        assert ckpt_io.load(str(tmp_path / where / "ckpt.npz")).config.train.out_dir == str(tmp_path / where)
+
+
+def test_set_on_resume_is_refused_naming_steps_and_minutes(tmp_path):
+    """--set train.max_minutes=... (or train.steps) on --resume: refused, naming the options that do it."""
+    run("train", "--config", SMOKE, "--out", tmp_path, "-q", "--stop-at", 2)
+    r = run("train", "--resume", tmp_path / "ckpt.npz", "--set", "train.max_minutes=30")
+    one_line_error(r, 2, "--steps N makes it N steps long, --minutes M gives it M more minutes")

@@ -522,7 +522,7 @@ def test_training_on_a_text_with_a_mark_is_training_on_the_text(tmp_path, write_
     crlf = text.count("\r\n")
     for corpus, out in ((with_bom, "a"), (plain, "b")):
         cfg = small_config(write_config, corpus, steps=12, checkpoint_every=6, log_every=3)
-        r = run("train", "--config", cfg, "--out", tmp_path / out, "--steps", 6)
+        r = run("train", "--config", cfg, "--out", tmp_path / out, "--stop-at", 6)
         assert r.exit_code == 0, r.output
         note = f"; {crlf:,} lines end in CR LF, so '\\r' is in the vocabulary (convert the text to LF line " \
                "endings first to leave it out)"
@@ -548,7 +548,7 @@ def test_a_run_trained_with_the_mark_as_a_character_resumes_as_it_was(tmp_path, 
     with monkeypatch.context() as m:
         m.setattr(CO, "BOM", b"\xff\xff\xff")  # never valid UTF-8: no mark is ever found
         assert run("train", "--config", cfg, "--out", tmp_path / "whole", "-q").exit_code == 0
-        assert run("train", "--config", cfg, "--out", tmp_path / "half", "-q", "--steps", 6).exit_code == 0
+        assert run("train", "--config", cfg, "--out", tmp_path / "half", "-q", "--stop-at", 6).exit_code == 0
         evaluated = [run("eval", "--checkpoint", tmp_path / "whole" / "ckpt.npz", "--json", *text).stdout
                      for text in ((), ("--text", with_bom))]
     old = _trained(tmp_path / "half")
@@ -559,7 +559,7 @@ def test_a_run_trained_with_the_mark_as_a_character_resumes_as_it_was(tmp_path, 
     assert [run("eval", "--checkpoint", tmp_path / "whole" / "ckpt.npz", "--json", *text).stdout
             for text in ((), ("--text", with_bom))] == evaluated  # its validation split and the file, as they were
     assert json.loads(evaluated[1])["chars"] == len(corpus_text(3000))  # the mark, then all but the last
-    assert run("train", "--config", cfg, "--out", tmp_path / "new", "-q", "--steps", 6).exit_code == 0
+    assert run("train", "--config", cfg, "--out", tmp_path / "new", "-q", "--stop-at", 6).exit_code == 0
     assert 0xFEFF not in _trained(tmp_path / "new").vocab
     assert run("train", "--resume", tmp_path / "new" / "ckpt.npz", "-q").exit_code == 0
     assert 0xFEFF not in _trained(tmp_path / "new").vocab and _trained(tmp_path / "new").run.step == 12

@@ -287,8 +287,8 @@ def test_resume_on_another_number_of_processes(tmp_path, corpus_2000):
     d = {name: tmp_path / name for name in ("u1", "u2", "h1", "h2", "r21", "r12", "r22", "r11")}
     assert run("train", "--config", cfg, "-q", "--out", d["u1"]).exit_code == 0
     assert mpiexec("train", "--config", cfg, "-q", "--out", d["u2"]).returncode == 0
-    assert run("train", "--config", cfg, "-q", "--out", d["h1"], "--steps", 25).exit_code == 0
-    assert mpiexec("train", "--config", cfg, "-q", "--out", d["h2"], "--steps", 25).returncode == 0
+    assert run("train", "--config", cfg, "-q", "--out", d["h1"], "--stop-at", 25).exit_code == 0
+    assert mpiexec("train", "--config", cfg, "-q", "--out", d["h2"], "--stop-at", 25).returncode == 0
     for first, then in [("h2", "r21"), ("h1", "r12"), ("h2", "r22"), ("h1", "r11")]:
         shutil.copytree(d[first], d[then])
     assert run("train", "--resume", d["r21"] / "ckpt.npz", "-q").exit_code == 0

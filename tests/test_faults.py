@@ -12,6 +12,7 @@ import os
 import random
 import re
 import resource
+import shlex
 import signal
 import subprocess
 import sys
@@ -261,9 +262,51 @@ def test_a_stop_signal_during_training_saves_and_resumes_exactly(tmp_path, corpu
                   message=err.splitlines()[-1], resume=f"charrnn train --resume {ckpt}")
     done = train("--resume", run_dir / "ckpt.npz", "-q", "--steps", step + 12)
     assert done.returncode == 0, done.stderr
-    assert_status(run_dir, None, status="paused", signal=None, exit_code=0, step=step + 12)
+    assert_status(run_dir, None, status="finished", signal=None, exit_code=0, step=step + 12)
     ref = tmp_path / "ref"
     assert train("--config", cfg, "--out", ref, "-q", "--steps", step + 12).returncode == 0
+    assert_same_run(run_dir, ref)
+
+
+# The stop condition of the call a signal stopped: what its printed command must reproduce.
+LENGTHS = [pytest.param(["--steps", 400], "finished", id="steps"),
+           pytest.param(["--stop-at", 400], "paused", id="stop-at"),
+           pytest.param(["--minutes", 0.04], "time budget", id="minutes")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("length, ending", LENGTHS)
+def test_the_printed_command_goes_on_to_where_the_stopped_call_was_going(tmp_path, corpus, length, ending):
+    """A call with --steps 400 (the run's length), --stop-at 400 (a pause) or --minutes (a time
+    budget) stopped by SIGTERM: the command its last line prints, and status.json's "resume",
+    run for real, stop where the call would have (step 400, finished or paused, exactly as the
+    uninterrupted call; or the same time budget, reached)."""
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=10**6, checkpoint_every=0, eval_every=0, log_every=5)
+    run_dir = tmp_path / "run"
+    proc = start("--config", cfg, "--out", run_dir, "-q", *length)
+    wait_for(lambda: (run_dir / "metrics.jsonl").exists() and (run_dir / "metrics.jsonl").stat().st_size, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    step = held_step(err)
+    assert 5 <= step < 400, err  # stopped on its way
+    printed = err.strip().split("continue with: ")[1]
+    assert status(run_dir)["resume"] == printed
+    command = shlex.split(printed)
+    assert command[:3] == ["charrnn", "train", "--resume"] and command[3] == str(run_dir / "ckpt.npz")
+    # (a --minutes budget is in the checkpoint: the command leaves it out)
+    assert command[4:] == ([] if length[0] == "--minutes" else list(map(str, length)))
+    done = train(*command[2:], "-q")
+    assert done.returncode == 0, done.stderr
+    ck = ckpt_io.load(str(run_dir / "ckpt.npz"))
+    assert status(run_dir)["status"] == ending
+    if length[0] == "--minutes":  # the budget of the first call: the run's training time reached it, once
+        assert ck.config.train.max_minutes == 0.04 and "(time budget)" in done.stderr
+        assert 60 * 0.04 <= ck.run.elapsed_s < 60 * 0.04 + 10
+        return
+    assert ck.run.step == 400
+    ref = tmp_path / "ref"
+    assert train("--config", cfg, "--out", ref, "-q", *length).returncode == 0
     assert_same_run(run_dir, ref)
 
 
@@ -330,7 +373,7 @@ def test_double_ctrl_c_exits_130_with_the_last_checkpoint_whole(tmp_path, corpus
 def test_a_second_sighup_stops_at_once_with_the_last_checkpoint_whole(tmp_path, corpus):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=10**6, checkpoint_every=7, eval_every=0, log_every=1)
     run_dir = tmp_path / "run"
-    proc = start("--config", cfg, "--out", run_dir, "-q")
+    proc = start("--config", cfg, "--out", run_dir, "-q", "--stop-at", 10**5)  # a pause: the line repeats it
     wait_for(lambda: (run_dir / "ckpt.npz").exists(), proc)
     proc.send_signal(signal.SIGHUP)
     proc.send_signal(signal.SIGHUP)
@@ -342,8 +385,10 @@ def test_a_second_sighup_stops_at_once_with_the_last_checkpoint_whole(tmp_path, 
         f"interrupted at step {step} by SIGHUP; "), err  # (the second one may land after the save)
     assert ckpt_io.load(str(run_dir / "ckpt.npz")).run.step == step
     assert temporaries(run_dir) == []
+    command = f"charrnn train --resume {run_dir / 'ckpt.npz'} --stop-at 100000"
+    assert err.strip().endswith(f"continue with: {command}"), err
     assert_status(run_dir, proc.pid, status="interrupted", signal="SIGHUP", exit_code=129, step=step,
-                  message=err.strip())
+                  message=err.strip(), resume=command)
 
 
 # --- Ctrl-C outside the training loop ---------------------------------------------------------
@@ -542,7 +587,7 @@ def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays(tmp_p
                            hidden_size=4)
     run_dir = tmp_path / "run"
     first = 10 if target != "metrics.jsonl" else 200
-    assert train("--config", cfg, "--out", run_dir, "-q", "--steps", first).returncode == 0
+    assert train("--config", cfg, "--out", run_dir, "-q", "--stop-at", first).returncode == 0
     before = snapshot(run_dir)
     sizes = {n: len(b) for n, b in before.items()}
     limit = sizes["metrics.jsonl"] + 20 if target == "metrics.jsonl" else sizes["ckpt.npz"] - 1000
@@ -556,7 +601,7 @@ def test_a_full_disk_is_a_one_line_error_and_the_previous_checkpoint_stays(tmp_p
     if target != "metrics.jsonl":
         assert f"the last checkpoint, {run_dir / 'ckpt.npz'}, holds step {first}" in full.stderr
     assert_status(run_dir, None, status="failed", exit_code=1, step=first, message=full.stderr.strip()[7:],
-                  resume=f"charrnn train --resume {run_dir / 'ckpt.npz'}")
+                  resume=f"charrnn train --resume {run_dir / 'ckpt.npz'} --steps {first + 20}")  # the call's length
     after = snapshot(run_dir)
     assert temporaries(run_dir) == []
     for name in ("ckpt.npz", "best.npz"):
@@ -587,7 +632,7 @@ def test_a_full_disk_at_the_start_names_the_file_and_leaves_no_directory(tmp_pat
     existing one keeps what it held."""
     ref = tmp_path / "ref"  # the sizes of what a run writes, with these paths' lengths
     assert train("--config", write_config(tmp_path / "ref.yaml", corpus), "--out", ref, "-q",
-                 "--steps", 1).returncode == 0
+                 "--stop-at", 1).returncode == 0
     config_size, status_size = (ref / "config.yaml").stat().st_size, (ref / "status.json").stat().st_size
     assert status_size < config_size  # so the "running" record fits under a limit that config.yaml exceeds
     limit = {".lock": 0, "config.yaml": status_size, "metrics.jsonl": config_size + 10,
@@ -670,7 +715,7 @@ def test_a_second_run_into_the_same_directory_is_refused_at_once(tmp_path, corpu
     cfg = write_config(tmp_path / "cfg.yaml", pipe, steps=200, checkpoint_every=10, eval_every=50, log_every=10)
     other = tmp_path / "other"  # a checkpoint of another run, to --resume into the first one's directory
     assert run("train", "--config", write_config(tmp_path / "o.yaml", corpus), "--out", other, "-q",
-               "--steps", 2).exit_code == 0
+               "--stop-at", 2).exit_code == 0
     run_dir = tmp_path / "run"
     first = start("--config", cfg, "--out", run_dir, "-q")
     wait_for(lambda: holds_lock(run_dir, first), first)
@@ -711,9 +756,9 @@ def test_a_finished_run_is_not_replaced_unless_asked(tmp_path, corpus):
     again = train("--config", cfg, "--out", run_dir, "-q", "--seed", "7")
     assert again.returncode == 1
     assert again.stderr == (
-        f"Error: {run_dir}: already holds a run (ckpt.npz at step 12); continue it with charrnn train --resume "
-        f"{run_dir / 'ckpt.npz'}, give another --out, or add --overwrite to replace it (its files are then moved "
-        f"into {run_dir / 'replaced-<time>'}/)\n")
+        f"Error: {run_dir}: already holds a run (ckpt.npz at step 12); it is finished: train it further with "
+        f"charrnn train --resume {run_dir / 'ckpt.npz'} --steps 24 (its new length), give another --out, or add "
+        f"--overwrite to replace it (its files are then moved into {run_dir / 'replaced-<time>'}/)\n")
     assert snapshot(run_dir) == before  # untouched
     r = train("--resume", run_dir / "ckpt.npz", "--overwrite")
     assert r.returncode == 2 and "--overwrite replaces the run" in r.stderr and snapshot(run_dir) == before
@@ -730,7 +775,7 @@ def test_a_finished_run_is_not_replaced_unless_asked(tmp_path, corpus):
 def test_resuming_into_another_directory_does_not_replace_a_run_there(tmp_path, corpus):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=12)
     for d in ("a", "b"):
-        assert run("train", "--config", cfg, "--out", tmp_path / d, "-q", "--steps", 6).exit_code == 0
+        assert run("train", "--config", cfg, "--out", tmp_path / d, "-q", "--stop-at", 6).exit_code == 0
     r = run("train", "--resume", tmp_path / "a" / "ckpt.npz", "--out", tmp_path / "b", "-q")
     one_line_error(r, 1, f"{tmp_path / 'b'}: already holds a run (ckpt.npz at step 6)")
     r = run("train", "--resume", tmp_path / "a" / "ckpt.npz", "--out", tmp_path / "b", "-q", "--overwrite")
@@ -744,7 +789,7 @@ def test_resuming_best_npz_in_its_own_directory_behind_ckpt_npz_is_refused(tmp_p
     which then do."""
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=30, eval_every=5)
     run_dir = tmp_path / "run"
-    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 12).exit_code == 0  # paused: no final eval
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--stop-at", 12).exit_code == 0  # no final eval
     best, ckpt = run_dir / "best.npz", run_dir / "ckpt.npz"
     best_step = ckpt_io.load(str(best)).run.step
     assert best_step in (5, 10) and ckpt_io.load(str(ckpt)).run.step == 12
@@ -771,7 +816,7 @@ def test_resuming_best_npz_in_its_own_directory_behind_ckpt_npz_is_refused(tmp_p
 def test_resume_refuses_a_changed_corpus(tmp_path, corpus, change, reason):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=20)
     run_dir = tmp_path / "run"
-    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 10).exit_code == 0
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--stop-at", 10).exit_code == 0
     ckpt = (run_dir / "ckpt.npz").read_bytes()
     text = corpus.read_text(encoding="utf-8")
     assert len(text.encode("utf-8")) == 4000
@@ -794,7 +839,7 @@ def test_a_moved_corpus_resumes_with_data_and_another_text_is_refused(tmp_path, 
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=20)
     run_dir, whole = tmp_path / "run", tmp_path / "whole"
     assert run("train", "--config", cfg, "--out", whole, "-q").exit_code == 0
-    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 10).exit_code == 0
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--stop-at", 10).exit_code == 0
     moved = tmp_path / "elsewhere" / "moved.txt"
     moved.parent.mkdir()
     text = corpus.read_text(encoding="utf-8")
@@ -818,7 +863,7 @@ def test_a_moved_corpus_resumes_with_data_and_another_text_is_refused(tmp_path, 
 def test_a_checkpoint_from_before_corpus_identity_resumes_with_a_warning(tmp_path, corpus):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=20)
     run_dir = tmp_path / "run"
-    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--steps", 10).exit_code == 0
+    assert run("train", "--config", cfg, "--out", run_dir, "-q", "--stop-at", 10).exit_code == 0
     z = npz(run_dir / "ckpt.npz")
     for key in ("corpus", "first_loss", "loss_sum", "loss_steps"):  # what layout 2 did not write
         del z[key]
@@ -897,7 +942,7 @@ def test_a_resumed_run_never_appends_to_a_linked_metrics_log(tmp_path, corpus, k
     to a file outside the run directory is refused in one line, the file untouched."""
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=12, eval_every=5, log_every=2)
     run_dir = tmp_path / "run"
-    assert train("--config", cfg, "--out", run_dir, "-q", "--steps", 6).returncode == 0
+    assert train("--config", cfg, "--out", run_dir, "-q", "--stop-at", 6).returncode == 0
     target = tmp_path / "elsewhere.jsonl"
     os.replace(run_dir / "metrics.jsonl", target)
     content = target.read_bytes()

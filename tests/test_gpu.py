@@ -230,7 +230,7 @@ def test_cli_resume_on_the_gpu_is_bitwise_exact(tmp_path, write_config, corpus):
     extra = ["-q", "--device", "gpu", "--set", "model.cell=gru", "--set", "model.layers=2",
              "--set", "model.dropout=0.3", "--set", "optim.name=adam"]
     assert run("train", "--config", cfg, "--out", tmp_path / "whole", *extra).exit_code == 0
-    assert run("train", "--config", cfg, "--out", tmp_path / "half", "--steps", 30, *extra).exit_code == 0
+    assert run("train", "--config", cfg, "--out", tmp_path / "half", "--stop-at", 30, *extra).exit_code == 0
     assert run("train", "--resume", tmp_path / "half" / "ckpt.npz", "-q", "--device", "gpu").exit_code == 0
     a, b = _ckpt_arrays(tmp_path / "whole" / "ckpt.npz"), _ckpt_arrays(tmp_path / "half" / "ckpt.npz")
     assert a.keys() == b.keys()

@@ -150,7 +150,7 @@ def test_prepared_corpus_trains_resumes_evaluates_and_samples(tmp_path, write_co
     cfg = small_config(write_config, prep / "meta.json", steps=40, checkpoint_every=7, eval_every=10)
     whole, half = tmp_path / "whole", tmp_path / "half"
     assert run("train", "--config", cfg, "--out", whole, "-q").exit_code == 0
-    assert run("train", "--config", cfg, "--out", half, "-q", "--steps", 20).exit_code == 0
+    assert run("train", "--config", cfg, "--out", half, "-q", "--stop-at", 20).exit_code == 0
     assert run("train", "--resume", half / "ckpt.npz", "-q").exit_code == 0
     a, b = ckpt_io.load(str(whole / "ckpt.npz")), ckpt_io.load(str(half / "ckpt.npz"))
     assert a.run.step == b.run.step == 40 and a.run.epoch >= 1 and a.unit == b.unit == "chars"
@@ -174,7 +174,7 @@ def test_resume_refuses_a_prepared_corpus_that_changed(tmp_path, write_config, c
     prep = tmp_path / "prep"
     assert run("prepare", corpus, "--out", prep, "-q").exit_code == 0
     cfg = small_config(write_config, prep, steps=20, checkpoint_every=5)
-    assert run("train", "--config", cfg, "--out", tmp_path / "run", "-q", "--steps", 10).exit_code == 0
+    assert run("train", "--config", cfg, "--out", tmp_path / "run", "-q", "--stop-at", 10).exit_code == 0
     if change == "prepared-again":  # the same text and one more line: another train.bin and meta.json
         corpus.write_text(UNICODE * 2 + UNICODE[:40], encoding="utf-8")
         assert run("prepare", corpus, "--out", prep, "-q", "--overwrite").exit_code == 0
@@ -506,7 +506,7 @@ def test_an_index_outside_the_vocabulary_is_one_line_naming_the_file_and_offset(
     prep = tmp_path / "prep"
     assert run("prepare", corpus, "--out", prep, "-q").exit_code == 0
     cfg = small_config(write_config, prep, steps=20, checkpoint_every=5, eval_every=5)
-    assert run("train", "--config", cfg, "--out", tmp_path / "run", "-q", "--steps", 10).exit_code == 0
+    assert run("train", "--config", cfg, "--out", tmp_path / "run", "-q", "--stop-at", 10).exit_code == 0
 
     files = json.loads((prep / "meta.json").read_text())["files"]  # train.<tag>.bin, val.<tag>.bin
 

@@ -95,7 +95,7 @@ def test_an_unusable_run_directory_is_a_one_line_error(tmp_path):
 def finished(tmp_path):
     """A real run directory: ckpt.npz at step 4, config.yaml, metrics.jsonl."""
     out = tmp_path / "run"
-    assert run("train", "--config", SMOKE, "--out", out, "-q", "--steps", 4).exit_code == 0
+    assert run("train", "--config", SMOKE, "--out", out, "-q", "--stop-at", 4).exit_code == 0
     return out
 
 
@@ -186,7 +186,7 @@ def stopped(tmp_path, write_config):
 
     cfg = small_config(write_config, first_chars(tmp_path, 3000), steps=16, checkpoint_every=5)
     out = tmp_path / "run"
-    assert run("train", "--config", cfg, "--out", out, "-q", "--steps", 10).exit_code == 0
+    assert run("train", "--config", cfg, "--out", out, "-q", "--stop-at", 10).exit_code == 0
     return out
 
 
@@ -267,3 +267,20 @@ def test_checkpoint_in_a_run_directory(tmp_path):
     (tmp_path / "best.npz").rmdir()
     (tmp_path / "best.npz").write_bytes(b"")
     assert rundir.checkpoint_in(str(tmp_path)) == str(tmp_path / "best.npz")
+
+
+def test_the_refusal_of_a_finished_or_time_budgeted_run_suggests_a_command_that_works(tmp_path):
+    """A finished run's directory is refused with --resume ... --steps N (a plain --resume would
+    have nothing to do), one out of its time budget with --minutes; each command, run, trains on."""
+    done, budget = tmp_path / "done", tmp_path / "budget"
+    assert run("train", "--config", SMOKE, "--out", done, "-q", "--steps", 4).exit_code == 0
+    assert run("train", "--config", SMOKE, "--out", budget, "-q", "--steps", 10**6,
+               "--set", "train.max_minutes=0.001").exit_code == 0
+    for d, option, value in ((done, "--steps", "8"), (budget, "--minutes", "1")):
+        with pytest.raises(CharrnnError) as e:
+            rundir.check_fresh(str(d), overwrite=False)
+        command = f"charrnn train --resume {d / 'ckpt.npz'} {option} {value}"
+        assert command in str(e.value) and "continue it with" not in str(e.value), str(e.value)
+    r = run("train", "--resume", done / "ckpt.npz", "--steps", 8, "-q")
+    assert r.exit_code == 0 and ckpt_io.load(str(done / "ckpt.npz")).run.step == 8, r.output
+    # (--minutes 1 would train a minute: that it trains on is test_train's --minutes test)

@@ -96,7 +96,7 @@ def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, s
     cfg = small_config(write_config, corpus, steps=100, checkpoint_every=9, eval_every=20)
     extra = [a for s in sets for a in ("--set", s)]
     run("train", "--config", cfg, "-q", "--out", tmp_path / "whole", *extra)
-    run("train", "--config", cfg, "-q", "--out", tmp_path / "half", "--steps", 47, *extra)
+    run("train", "--config", cfg, "-q", "--out", tmp_path / "half", "--stop-at", 47, *extra)
     run("train", "--resume", tmp_path / "half" / "ckpt.npz", "-q")
     a, b = (ckpt_io.load(str(tmp_path / d / "ckpt.npz")) for d in ("whole", "half"))
     assert a.run.step == b.run.step == 100 and a.run.epoch >= 2
@@ -341,7 +341,7 @@ def test_the_summary_shows_min_char_rnns_smoothed_loss_when_asked(tmp_path, writ
 def test_a_pause_between_log_lines_resumes_the_window_exactly(tmp_path, write_config, corpus):
     cfg = small_config(write_config, corpus, steps=60, eval_every=25, log_every=10)
     run("train", "--config", cfg, "-q", "--out", tmp_path / "whole")
-    r = run("train", "--config", cfg, "-q", "--out", tmp_path / "half", "--steps", 47)
+    r = run("train", "--config", cfg, "-q", "--out", tmp_path / "half", "--stop-at", 47)
     assert "mean of the last 7 steps" in r.stderr
     ck = ckpt_io.load(str(tmp_path / "half" / "ckpt.npz"))
     assert ck.run.loss_steps == 7 and ck.run.loss_sum > 0  # the window in progress is saved
@@ -354,7 +354,7 @@ def test_the_banner_and_the_bar(tmp_path, write_config, corpus, monkeypatch):
     for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(var, raising=False)
     cfg = small_config(write_config, corpus, steps=20, eval_every=10, log_every=5)
-    r = run("train", "--config", cfg, "--steps", 10, "--set", "optim.name=adam", "--set", "optim.schedule=cosine",
+    r = run("train", "--config", cfg, "--stop-at", 10, "--set", "optim.name=adam", "--set", "optim.schedule=cosine",
             "--set", "optim.warmup_steps=4")
     ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
     n = sum(p.size for p in ck.run.params.values())
@@ -364,7 +364,7 @@ def test_the_banner_and_the_bar(tmp_path, write_config, corpus, monkeypatch):
     assert lines[1] == f"model     rnn, 1 layer(s) of 16: {n:,} parameters, float32"
     assert lines[2] == "optimizer adam, lr 0.002, cosine to 0.0002 at step 20 after 4 steps of warm-up; clip_value 5"
     assert lines[3] == "batches   B=2 streams × T=8 characters; 20 steps; BLAS threads 2 (OMP_NUM_THREADS)"
-    assert lines[4] == f"run       {tmp_path / 'run'} (new)"
+    assert lines[4] == f"run       {tmp_path / 'run'} (new; pausing at step 10)"
     window, val = metrics(tmp_path / "run")[-2]["window_loss"], ck.run.val_loss
     last = r.stderr.splitlines()[-2]  # stderr is not a terminal: plain lines, the last before the summary
     assert last.startswith(f"step 10/10 | train {window:.3f} nats ({window / math.log(2):.3f} bits) | "
@@ -427,7 +427,7 @@ def test_status_json_of_a_finished_and_of_a_paused_run(tmp_path, write_config, c
 
     cfg = small_config(write_config, corpus, steps=12, eval_every=5)
     run_dir, ckpt = tmp_path / "run", str(tmp_path / "run" / "ckpt.npz")
-    r = run("train", "--config", cfg, "-q", "--steps", 6)
+    r = run("train", "--config", cfg, "-q", "--stop-at", 6)
     assert r.exit_code == 0, r.output
     s = status(run_dir)
     assert s == {"status": "paused", "signal": None, "exit_code": 0, "step": 6, "checkpoint": ckpt,
@@ -466,7 +466,7 @@ def test_status_json_of_a_diverged_run(tmp_path, write_config, corpus):
 def test_status_json_of_a_run_that_failed_after_it_claimed_its_directory(tmp_path, write_config, corpus):
     cfg = small_config(write_config, corpus, steps=12)
     run_dir, ckpt = tmp_path / "run", str(tmp_path / "run" / "ckpt.npz")
-    assert run("train", "--config", cfg, "-q", "--steps", 6).exit_code == 0
+    assert run("train", "--config", cfg, "-q", "--stop-at", 6).exit_code == 0
     corpus.write_text(corpus.read_text(encoding="utf-8") + "more", encoding="utf-8")
     r = run("train", "--resume", ckpt, "-q")
     line = one_line_error(r, 1, "the corpus changed since the checkpoint was written")
@@ -494,3 +494,121 @@ def test_a_refused_run_leaves_the_other_runs_status_json_alone(tmp_path, write_c
     # --overwrite that fails before the old run is moved aside (a missing corpus) leaves it too
     one_line_error(run("train", "--config", cfg, "-q", "--overwrite", "--data", tmp_path / "missing.txt"), 1)
     assert (run_dir / "status.json").read_bytes() == before
+
+
+# --- A run's length: --steps, --stop-at, --minutes; what the summary says ----------------------
+
+def test_steps_on_a_new_run_makes_a_finished_run_of_that_length(tmp_path, write_config, corpus):
+    """--steps 12 below train.steps (1,000) is the run's length: a final validation, best.npz, the
+    banner, status.json "finished"; a --resume then has nothing to do (exit 0, one line, nothing
+    written) and names the --steps that trains it further, which does."""
+    cfg = small_config(write_config, corpus, steps=1000, eval_every=100, log_every=5)
+    run_dir, ckpt = tmp_path / "run", tmp_path / "run" / "ckpt.npz"
+    r = run("train", "--config", cfg, "--steps", 12)
+    assert r.exit_code == 0, r.output
+    assert "B=2 streams × T=8 characters; 12 steps;" in r.stderr
+    ck = ckpt_io.load(str(ckpt))
+    assert ck.run.step == 12 and ck.config.train.steps == 12 and "steps: 12" in (run_dir / "config.yaml").read_text()
+    assert [m["step"] for m in metrics(run_dir) if "val_loss" in m] == [12]  # the final validation
+    best = ckpt_io.load(str(run_dir / "best.npz"))
+    assert best.run.step == 12 and best.run.val_loss == ck.run.best_val_loss
+    assert status(run_dir)["status"] == "finished"
+    b = ck.run.best_val_loss
+    assert (f"best validation {b:.4f} nats/char ({b / math.log(2):.4f} bits/char) at step 12, in "
+            f"{run_dir / 'best.npz'}") in r.stderr.splitlines()[-1]
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    r = run("train", "--resume", ckpt)
+    assert r.exit_code == 0 and r.stderr.count("\n") == 1, r.output
+    assert r.stderr.startswith(f"{ckpt}: the run is finished (step 12 of train.steps 12); nothing to do."), r.stderr
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # status.json too
+    command = r.stderr.split("To train it further, give its new length: ")[1].split()
+    assert command[:2] == ["charrnn", "train"] and command[-2:] == ["--steps", "24"]
+    r = run(*command[1:], "-q")
+    assert r.exit_code == 0, r.output
+    assert ckpt_io.load(str(ckpt)).run.step == 24 and status(run_dir)["status"] == "finished"
+    one_line_error(run("train", "--resume", ckpt, "--steps", 20), 2,
+                   "--steps 20:", "already holds step 24", "--steps 48")
+
+
+def test_stop_at_beyond_the_length_or_behind_the_checkpoint_is_refused(tmp_path, write_config, corpus):
+    cfg = small_config(write_config, corpus, steps=12, eval_every=0)
+    one_line_error(run("train", "--config", cfg, "--stop-at", 13), 2,
+                   "--stop-at 13 is past the run's length, train.steps 12: give --steps 13")
+    assert not (tmp_path / "run").exists()
+    assert run("train", "--config", cfg, "-q", "--stop-at", 6).exit_code == 0
+    one_line_error(run("train", "--resume", tmp_path / "run" / "ckpt.npz", "--stop-at", 6), 2,
+                   "--stop-at 6:", "already holds step 6")
+    r = run("train", "--resume", tmp_path / "run" / "ckpt.npz", "-q", "--steps", 20, "--stop-at", 15)
+    assert r.exit_code == 0, r.output
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    assert (ck.run.step, ck.config.train.steps, status(tmp_path / "run")["status"]) == (15, 20, "paused")
+
+
+def test_steps_on_resume_stretches_the_schedule_to_the_new_length(tmp_path, write_config, corpus):
+    """A finished cosine run of 12 steps extended to 30: its first resumed step (13) takes the
+    schedule's rate for step 13 of 30 (which is higher than the rate of step 12 of 12: the rate
+    goes back up at the resume point), and every later step the rate of a 30-step schedule."""
+    from charrnn import optim
+
+    cfg = small_config(write_config, corpus, steps=12, log_every=1, eval_every=0)
+    sets = sum((["--set", s] for s in ("optim.name=adam", "optim.schedule=cosine", "optim.warmup_steps=4",
+                                       "optim.lr=0.01", "optim.min_lr=0.001")), [])
+    assert run("train", "--config", cfg, "-q", *sets).exit_code == 0
+    assert run("train", "--resume", tmp_path / "run" / "ckpt.npz", "-q", "--steps", 30).exit_code == 0
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    assert ck.run.step == 30 and ck.config.train.steps == 30
+    lines = {m["step"]: m for m in metrics(tmp_path / "run") if "lr" in m}
+    assert sorted(lines) == list(range(1, 31))
+    o = ck.config.optim
+    assert lines[12]["lr"] == optim.learning_rate(o, 12, lines[12]["epoch"], 12) == 0.001  # the end of 12 steps
+    lr13 = optim.learning_rate(o, 13, lines[13]["epoch"], 30)
+    assert lines[13]["lr"] == lr13 == pytest.approx(0.001 + 0.5 * (0.01 - 0.001) * (1 + math.cos(math.pi * 9 / 26)))
+    assert lr13 > 0.007  # back up, from 0.001
+    for s in range(13, 31):
+        assert lines[s]["lr"] == optim.learning_rate(o, s, lines[s]["epoch"], 30), s
+
+
+def test_minutes_continues_a_run_that_stopped_on_its_time_budget(tmp_path, write_config, corpus):
+    """A run out of its time budget: --resume, and --steps more, have nothing to do (exit 0, one
+    line naming --minutes, nothing written); --minutes M trains M more minutes of it."""
+    cfg = small_config(write_config, corpus, steps=10**6, eval_every=0)
+    run_dir, ckpt = tmp_path / "run", tmp_path / "run" / "ckpt.npz"
+    assert run("train", "--config", cfg, "-q", "--set", "train.max_minutes=0.002").exit_code == 0
+    first = ckpt_io.load(str(ckpt)).run
+    assert status(run_dir)["status"] == "time budget"
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    for more in ([], ["--steps", 10**7]):
+        r = run("train", "--resume", ckpt, "-q", *more)
+        assert r.exit_code == 0 and r.stderr.count("\n") == 1, r.output
+        assert "stopped on its time budget (train.max_minutes 0.002" in r.stderr
+        assert f"nothing to do. To train it further: charrnn train --resume {ckpt} --minutes 1" in r.stderr
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+    r = run("train", "--resume", ckpt, "-q", "--minutes", 0.002)
+    assert r.exit_code == 0 and "(time budget)" in r.stderr, r.output
+    ck = ckpt_io.load(str(ckpt))
+    assert ck.run.step > first.step and status(run_dir)["status"] == "time budget"
+    assert ck.config.train.max_minutes == pytest.approx(first.elapsed_s / 60 + 0.002, rel=1e-12)
+    assert ck.run.elapsed_s >= 60 * ck.config.train.max_minutes
+
+
+def test_the_summary_speed_leaves_out_the_final_validation(tmp_path, write_config, corpus, monkeypatch):
+    """A run stopped by its time budget between two log lines, its final validation made to take
+    a second: the summary's speed is that of the steps since the last log line (here all of
+    them), far above what it would be with that second in."""
+    import time
+
+    from charrnn import train as T
+
+    def slow(*a, **k):
+        time.sleep(1.0)
+        return evaluate(*a, **k)
+
+    monkeypatch.setattr(T, "evaluate", slow)
+    cfg = small_config(write_config, corpus, steps=10**6, log_every=10**6, eval_every=0)
+    r = run("train", "--config", cfg, "-q", "--set", "train.max_minutes=0.003")
+    assert r.exit_code == 0, r.output
+    line = r.stderr.splitlines()[-1]
+    steps = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz")).run.step
+    assert f"mean of the last {steps} steps" in line and "(time budget)" in line, line
+    speed = float(line.split(" chars/s")[0].rsplit("; ", 1)[1].replace(",", ""))
+    assert speed > 5 * steps * 2 * 8, line  # B·T = 16 characters a step; with the second in, under steps·16/s
