@@ -516,7 +516,7 @@ def test_a_usage_error_under_mpiexec_is_said_once(tmp_path):
 @needs_mpi
 def test_resume_on_a_number_of_ranks_that_does_not_divide_the_batch_advises_one_that_does(tmp_path, corpus_2000):
     cfg = config(tmp_path, corpus_2000)
-    assert run("train", "--config", cfg, "-q", "--steps", 2, "--out", tmp_path / "run").exit_code == 0
+    assert run("train", "--config", cfg, "-q", "--stop-at", 2, "--out", tmp_path / "run").exit_code == 0
     r = mpiexec("train", "--resume", tmp_path / "run" / "ckpt.npz", "-q", n=3)
     assert r.returncode == 2, r.stderr
     assert error_lines(r.stderr) == [
@@ -564,6 +564,22 @@ def frozen():
             pass
 
 
+def ended(proc, timeout=120):
+    """The stderr of the job ``proc`` once it has ended; if it is still running after ``timeout``
+    seconds (a hang: what these tests exist to rule out), fail with the state of every process
+    of the job (each one's state, what it waits in, its command) and what it printed so far."""
+    try:
+        return proc.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        table = subprocess.run(["ps", "-e", "-o", "pid,ppid,stat,wchan:24,etime,args", "--forest"],
+                               capture_output=True, text=True).stdout
+        job = [line for line in table.splitlines() if "charrnn" in line or "hydra" in line or "mpiexec" in line]
+        proc.kill()
+        _, stderr = proc.communicate()
+        states = "\n".join(job)
+        raise AssertionError(f"the job still ran after {timeout} s:\n{states}\nstderr:\n{stderr}") from None
+
+
 def said_step(line, pattern):
     """(step after which the run gave up, step the checkpoint holds) from the one line."""
     m = re.fullmatch(pattern, line)
@@ -582,7 +598,7 @@ def test_a_frozen_rank_ends_the_run_after_peer_timeout_in_one_line(tmp_path, cor
     run resumes from it in one process."""
     proc, out, pids = frozen_run(tmp_path, corpus_2000, start)
     t = frozen(pids[rank])
-    _, stderr = proc.communicate(timeout=120)
+    stderr = ended(proc)
     took = time.monotonic() - t
     assert proc.returncode == 1, stderr
     ckpt = out / "ckpt.npz"
@@ -622,7 +638,7 @@ def test_a_stop_signal_while_a_rank_is_frozen_ends_the_run_within_seconds(tmp_pa
     sig = getattr(signal, signame)
     t = time.monotonic()
     proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=100)
+    stderr = ended(proc, timeout=100)
     took = time.monotonic() - t
     assert proc.returncode == 128 + sig, stderr
     ckpt = out / "ckpt.npz"
