@@ -279,11 +279,10 @@ def test_files_are_written_with_the_mode_of_a_plainly_written_file(tmp_path, tra
 
 
 def test_gradcheck_command_prints_a_line_per_model_and_fails_above_tolerance():
-    r = run("gradcheck", "--cell", "rnn")
+    r = run("gradcheck", "--cell", "rnn", "--layers", "2")
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    models = ["rnn x1", "rnn x1 mult", "rnn x1 dropout 0.25", "rnn x1 mult dropout 0.25",
-              "rnn x2", "rnn x2 mult", "rnn x2 dropout 0.25", "rnn x2 mult dropout 0.25"]
+    models = ["rnn x2", "rnn x2 mult", "rnn x2 dropout 0.25", "rnn x2 mult dropout 0.25"]
     assert [line[:26].rstrip() for line in lines[1:-1]] == models  # a header, a line per model, the verdict
     assert lines[-1].startswith("gradcheck passed")
     r = run("gradcheck", "--cell", "rnn", "--layers", "1", "--tol", "1e-30")

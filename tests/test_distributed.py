@@ -305,6 +305,7 @@ def test_resume_on_another_number_of_processes(tmp_path, corpus_2000):
             assert loss <= TOL and val <= TOL and max(arrays.values()) <= TOL, (resumed, whole, loss, val, arrays)
 
 
+@pytest.mark.slow
 @needs_mpi
 def test_a_batch_that_the_ranks_cannot_share_is_a_one_line_usage_error(tmp_path, corpus_2000):
     r = mpiexec("train", "--config", config(tmp_path, corpus_2000), "-q", "--out", tmp_path / "run", n=3)
@@ -733,6 +734,7 @@ def test_a_collective_that_completes_is_seen_soon_after(ranks):
     assert r.comm.sent == [] and r.left == []
 
 
+@pytest.mark.slow
 def test_a_collective_that_never_completes_gives_up_after_the_timeout(ranks):
     """A request that never completes: after peer_timeout the rank sends its notice (exit code
     1) to rank 1, waits the grace for rank 1's, and raises PeerLost naming rank 1; the process
@@ -751,6 +753,7 @@ def test_a_collective_that_never_completes_gives_up_after_the_timeout(ranks):
     r.end(None)  # no collective: it would wait for rank 1 again
 
 
+@pytest.mark.slow
 def test_a_stop_signal_while_waiting_gives_up_after_the_signal_grace(ranks):
     """The stop flag is set (SIGTERM) while the collective waits: it gives up SIGNAL_GRACE
     later, long before the timeout, exit 143."""

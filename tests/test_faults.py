@@ -237,7 +237,7 @@ def test_kill_9_during_a_checkpoint_write_leaves_a_temporary_that_the_next_run_r
 
 STOPS = [pytest.param(signal.SIGINT, 130, "Ctrl-C", "SIGINT", id="sigint", marks=pytest.mark.slow),
          pytest.param(signal.SIGTERM, 143, "SIGTERM", "SIGTERM", id="sigterm"),
-         pytest.param(signal.SIGHUP, 129, "SIGHUP", "SIGHUP", id="sighup")]
+         pytest.param(signal.SIGHUP, 129, "SIGHUP", "SIGHUP", id="sighup", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("signum, code, said, name", STOPS)
@@ -347,7 +347,8 @@ def test_sigterm_during_a_checkpoint_write(tmp_path, corpus, second):
 
 # --- Double Ctrl-C -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("gap", [0.0, 0.003, 0.02])
+@pytest.mark.parametrize("gap", [pytest.param(0.0, marks=pytest.mark.slow), 0.003,
+                                 pytest.param(0.02, marks=pytest.mark.slow)])
 def test_double_ctrl_c_exits_130_with_the_last_checkpoint_whole(tmp_path, corpus, gap):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=10**6, checkpoint_every=7, eval_every=0, log_every=1)
     run_dir = tmp_path / "run"
@@ -424,6 +425,7 @@ def test_ctrl_c_while_loading_a_text_exits_130_quietly(tmp_path, corpus, command
     assert "Aborted" not in err and "Traceback" not in err and len(err.splitlines()) <= 1, err
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_sample_exits_130_quietly(tmp_path, corpus):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=3)
     assert train("--config", cfg, "--out", tmp_path / "run", "-q").returncode == 0
@@ -438,7 +440,9 @@ def test_ctrl_c_in_sample_exits_130_quietly(tmp_path, corpus):
     assert b"Aborted" not in err and b"Traceback" not in err and len(err.splitlines()) <= 1, err
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["sigterm", "sighup"])
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143),
+                                          pytest.param(signal.SIGHUP, 129, marks=pytest.mark.slow)],
+                         ids=["sigterm", "sighup"])
 def test_a_stop_signal_in_sample_exits_quietly(tmp_path, corpus, signum, code):
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=3)
     assert train("--config", cfg, "--out", tmp_path / "run", "-q").returncode == 0
@@ -481,7 +485,7 @@ def start_on_a_pipe(tmp_path, corpus, command, preexec_fn=None):
     return proc, pipe, tmp
 
 
-@pytest.mark.parametrize("command", ["train", "eval"])
+@pytest.mark.parametrize("command", ["train", pytest.param("eval", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)],
                          ids=["sigint", "sigterm", "sighup"])
 def test_a_signal_while_a_pipe_is_copied_ends_quietly_and_removes_the_copy(tmp_path, corpus, command, signum, code):

@@ -99,6 +99,7 @@ def test_the_floor_is_the_models_largest_gradient_when_given():
     assert max_relative_error(analytic, numeric, scale=1.0) == pytest.approx(1e-12 / 1e-4)
 
 
+@pytest.mark.slow  # 4-layer LSTMs: a few seconds each
 @pytest.mark.parametrize("layers, seed", [(3, 5), (4, 9)])
 def test_deep_multiplicative_lstms_pass_with_a_margin(layers, seed):
     """charrnn gradcheck --cell lstm --layers 3 --seed 5 said FAILED (1.46e-6) with the floor of
@@ -108,6 +109,7 @@ def test_deep_multiplicative_lstms_pass_with_a_margin(layers, seed):
     assert worst(rows) <= 2.5e-7, max(rows, key=lambda r: r.max_rel_error)
 
 
+@pytest.mark.slow
 def test_a_wrong_gradient_in_the_first_layer_of_a_deep_lstm_still_fails():
     """The model's floor does not hide an error in an array of small gradients: 0.01% too much in
     the first layer's input weights of a 4-layer LSTM (gradients about 100 times smaller than

@@ -109,6 +109,7 @@ def check_colours(driver, made, a, u):
     assert f"unit {u} of 6" in driver.find_element("id", "unitinfo").text
 
 
+@pytest.mark.slow
 def test_choosing_a_unit_recolours_the_text_with_its_values(browser, made):
     from selenium.webdriver.support.ui import Select
 
@@ -149,6 +150,7 @@ def hover(driver, i):
     return tip.text, rows
 
 
+@pytest.mark.slow
 def test_hovering_a_character_shows_its_top_five_and_its_loss(browser, made):
     load(browser, made.url)
     for i in (8, 40, 131):

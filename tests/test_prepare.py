@@ -216,6 +216,7 @@ def test_bytes_model_trains_and_samples_bytes(tmp_path, write_config):
     assert e.exit_code == 0 and json.loads(e.stdout)["chars"] == len(raw) - 1
 
 
+@pytest.mark.slow
 def test_bytes_sample_to_a_terminal_is_decoded(tmp_path, write_config):
     import pty
 
@@ -350,6 +351,7 @@ def leftovers(directory):
     return extra
 
 
+@pytest.mark.slow
 def test_a_second_prepare_into_the_same_directory_is_refused_at_once(tmp_path, write_config):
     """The first prepare reads its input from a named pipe: holding the lock, it waits there
     until the test feeds it, so each second prepare meets it for certain."""

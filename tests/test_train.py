@@ -59,6 +59,7 @@ def test_patience_stops_early(tmp_path, write_config, corpus):
     assert ckpt_io.load(str(tmp_path / "run" / "ckpt.npz")).run.step == 5 * len(vals) < 1000
 
 
+@pytest.mark.slow
 def test_time_budget_stops_the_run_with_a_checkpoint_and_an_evaluation(tmp_path, write_config, corpus):
     cfg = small_config(write_config, corpus, steps=10**6, eval_every=0)
     r = run("train", "--config", cfg, "-q", "--set", "train.max_minutes=0.02")
@@ -591,6 +592,7 @@ def test_minutes_continues_a_run_that_stopped_on_its_time_budget(tmp_path, write
     assert ck.run.elapsed_s >= 60 * ck.config.train.max_minutes
 
 
+@pytest.mark.slow
 def test_the_summary_speed_leaves_out_the_final_validation(tmp_path, write_config, corpus, monkeypatch):
     """A run stopped by its time budget between two log lines, its final validation made to take
     a second: the summary's speed is that of the steps since the last log line (here all of
