@@ -334,6 +334,28 @@ def check_fresh(run_dir: str, overwrite: bool) -> str | None:
     return folder
 
 
+def rewind(run_dir: str, resume: str) -> str:
+    """``--resume RUN/best.npz --overwrite``: RUN goes back to the checkpoint ``resume`` it holds.
+    The run as it went on (``RUN_FILES``) moves whole into ``RUN/replaced-<time>/``, as with
+    ``check_fresh(overwrite=True)``; ``resume`` comes back into RUN as a second name of the moved
+    file (a hard link: no copy, and a later save replaces the name, never the file), and the log
+    as a copy (the resumed run cuts it back to its step; a log is never written through a link).
+    Returns the folder."""
+    folder = check_fresh(run_dir, overwrite=True)
+    name = os.path.basename(resume)
+    try:
+        if name in RUN_FILES and os.path.isfile(os.path.join(folder, name)):
+            os.link(os.path.join(folder, name), os.path.join(run_dir, name))
+        old_log = os.path.join(folder, METRICS)
+        if os.path.isfile(old_log):
+            with open(old_log, "rb") as f:
+                log = f.read()
+            atomic_write(os.path.join(run_dir, METRICS), lambda f: f.write(log))
+    except OSError as e:
+        raise CharrnnError(f"{run_dir}: cannot bring {name} back from {folder}: {e.strerror}") from None
+    return folder
+
+
 def new_folder(run_dir: str) -> str:
     """A new, empty ``RUN/replaced-<time>[-n]`` folder (mkdir claims the name atomically)."""
     stem = os.path.join(run_dir, REPLACED_PREFIX + time.strftime("%Y%m%d-%H%M%S"))

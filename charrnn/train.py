@@ -175,7 +175,7 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
         comm.heed(tc.peer_timeout)  # under MPI: how long a collective waits for a rank that does not answer
         if comm.rank == 0:  # the one process that writes the run directory: refused before anything is read
             claim(plan)
-            if not plan.overwrite or plan.continues_here:  # the directory is this run's now
+            if not plan.overwrite:  # the directory is this run's now
                 record.begin()
 
         # The corpus: the vocabulary, the training text as B streams, the held-out text.
@@ -238,10 +238,11 @@ class Plan:
     stop_at: int  # this call stops at this step
     files: rundir.RunDir  # where it writes
     continues_here: bool  # a resumed run continued in its own directory (not branched into another)
-    overwrite: bool  # a new run replaces the one in its directory
+    overwrite: bool  # a new run replaces the one in its directory (or a rewound one, the run as it went on)
     xp: Any  # the array module of the device it trains on (numpy, or cupy)
     quiet: bool  # no banner, bar or previews (and always on the ranks other than 0)
     steps_given: bool = False  # the call gave --steps (the run's length, train.steps)
+    rewinds: bool = False  # --resume RUN/best.npz --overwrite: RUN goes back to an earlier checkpoint of its own
 
     @property
     def start(self) -> str:
@@ -300,18 +301,24 @@ def make_plan(cfg: C.Config | None, resume: str | None, init_from: str | None, s
     cfg = run_length(cfg, ck, resume, steps, minutes)
     cfg = replace(cfg, train=replace(cfg.train, out_dir=files.path))
     continues_here = ck is not None and os.path.dirname(os.path.abspath(resume)) == files.path
-    if continues_here and overwrite:
+    further = None  # the step RUN/ckpt.npz holds, when the run resumes from an earlier checkpoint kept in RUN
+    if continues_here and os.path.abspath(resume) != files.ckpt and os.path.exists(files.ckpt):
+        further = rundir.held_step(files.ckpt)
+        if further is not None and further <= ck.run.step:
+            further = None
+    rewinds = further is not None and overwrite
+    if continues_here and overwrite and not rewinds:
         raise UsageError(f"--overwrite replaces the run in {files.path} with a new one, --resume continues it; "
                          "give one of them (or --out DIR to continue the run elsewhere)")
-    if continues_here and os.path.abspath(resume) != files.ckpt and os.path.exists(files.ckpt):
+    if further is not None and not overwrite:
         # RUN/best.npz (or another checkpoint kept in RUN) continued in RUN would cut the log and
         # overwrite RUN/ckpt.npz back to its step: the steps after it lost without a word.
-        further = rundir.held_step(files.ckpt)
-        if further is not None and further > ck.run.step:
-            raise UsageError(
-                f"{resume} holds step {ck.run.step}, {files.ckpt} step {further}: resuming from "
-                f"{os.path.basename(resume)} here would rewind the run; continue the run with --resume "
-                f"{files.ckpt}, or branch from step {ck.run.step} with --resume {resume} --out NEWDIR")
+        raise UsageError(
+            f"{resume} holds step {ck.run.step}, {files.ckpt} step {further}: resuming from "
+            f"{os.path.basename(resume)} here would rewind the run; continue the run with --resume "
+            f"{files.ckpt}, branch from step {ck.run.step} with --resume {resume} --out NEWDIR, or rewind this "
+            f"run to it with --resume {resume} --overwrite (the run as it went on is moved into "
+            f"{os.path.join(files.path, rundir.REPLACED_PREFIX + '<time>')}/)")
     if stop_at is None:
         stop_at = cfg.train.steps
     elif stop_at > cfg.train.steps:
@@ -321,7 +328,8 @@ def make_plan(cfg: C.Config | None, resume: str | None, init_from: str | None, s
         raise UsageError(f"--stop-at {stop_at}: {resume} already holds step {ck.run.step}; give a later step, or "
                          "leave --stop-at out to train to the run's length")
     nothing_to_do(cfg, ck, resume)
-    return Plan(cfg, ck, resume, init_from, stop_at, files, continues_here, overwrite, xp, quiet, steps is not None)
+    return Plan(cfg, ck, resume, init_from, stop_at, files, continues_here, overwrite, xp, quiet, steps is not None,
+                rewinds)
 
 
 def run_length(cfg: C.Config, ck: checkpoint.Checkpoint | None, resume: str | None, steps: int | None,
@@ -412,6 +420,8 @@ def write_run_dir(plan: Plan, run: RunState) -> None:
     config written, the log cut back to a resumed checkpoint or started afresh."""
     if plan.overwrite and not plan.continues_here:
         rundir.check_fresh(plan.files.path, overwrite=True)
+    elif plan.rewinds:
+        rundir.rewind(plan.files.path, plan.resume)
     plan.files.create(C.dump_yaml(plan.cfg))
     plan.files.start_log(run.step if plan.checkpoint is not None else None)
 

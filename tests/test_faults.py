@@ -789,8 +789,9 @@ def test_resuming_into_another_directory_does_not_replace_a_run_there(tmp_path, 
 
 def test_resuming_best_npz_in_its_own_directory_behind_ckpt_npz_is_refused(tmp_path, corpus):
     """RUN/best.npz continued in RUN would overwrite RUN/ckpt.npz with a run rewound to the best
-    step and cut its log: refused in one line naming both steps and the two commands that work,
-    which then do."""
+    step and cut its log: refused in one line naming both steps and the three commands that
+    work, which then do: --resume RUN/ckpt.npz, a branch into --out, and --overwrite, which
+    rewinds RUN to the best step with the run as it went on moved whole into RUN/replaced-<time>/."""
     cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=30, eval_every=5)
     run_dir = tmp_path / "run"
     assert run("train", "--config", cfg, "--out", run_dir, "-q", "--stop-at", 12).exit_code == 0  # no final eval
@@ -800,14 +801,33 @@ def test_resuming_best_npz_in_its_own_directory_behind_ckpt_npz_is_refused(tmp_p
     before = snapshot(run_dir)
     r = run("train", "--resume", best, "-q")
     one_line_error(r, 2, f"{best} holds step {best_step}, {ckpt} step 12: resuming from best.npz here would rewind "
-                         f"the run; continue the run with --resume {ckpt}, or branch from step {best_step} with "
-                         f"--resume {best} --out NEWDIR")
+                         f"the run; continue the run with --resume {ckpt}, branch from step {best_step} with "
+                         f"--resume {best} --out NEWDIR, or rewind this run to it with --resume {best} --overwrite "
+                         f"(the run as it went on is moved into {run_dir / 'replaced-<time>'}/)")
     assert snapshot(run_dir) == before
     branch = tmp_path / "branch"
     assert run("train", "--resume", best, "--out", branch, "-q").exit_code == 0
     assert ckpt_io.load(str(branch / "ckpt.npz")).run.step == 30 and snapshot(run_dir) == before
-    assert run("train", "--resume", ckpt, "-q").exit_code == 0
-    assert ckpt_io.load(str(ckpt)).run.step == 30
+
+    # The rewind: the same run as the branch, in RUN; the run as it went on kept whole aside.
+    r = run("train", "--resume", best, "--overwrite", "-q")
+    assert r.exit_code == 0, r.output
+    (aside,) = [p for p in run_dir.iterdir() if p.name.startswith("replaced-")]
+    assert snapshot(aside) == {name: data for name, data in before.items() if name in snapshot(aside)}
+    assert {"ckpt.npz", "best.npz", "metrics.jsonl", "config.yaml"} <= set(snapshot(aside))
+    rewound, branched = ckpt_io.load(str(ckpt)).run, ckpt_io.load(str(branch / "ckpt.npz")).run
+    assert rewound.step == 30
+    for name in rewound.params:
+        np.testing.assert_array_equal(rewound.params[name], branched.params[name])
+    def logged(path):
+        return [json.loads(line)["step"] for line in path.read_text(encoding="utf-8").splitlines()]
+
+    old = logged(aside / "metrics.jsonl")
+    assert max(old) == 12  # the run as it went on logged past the best step
+    # The log was cut back to the best step, then the rewound run logged what the branch logged.
+    assert logged(run_dir / "metrics.jsonl") == [s for s in old if s <= best_step] + logged(branch / "metrics.jsonl")
+    assert run("train", "--resume", aside / "ckpt.npz", "--out", tmp_path / "went-on", "-q").exit_code == 0
+    assert ckpt_io.load(str(tmp_path / "went-on" / "ckpt.npz")).run.step == 30
 
 
 # --- Corpus changed under --resume -----------------------------------------------------------
