@@ -156,10 +156,10 @@ class TrainConfig:
         nullable=True, path=True)
     log_every: int = opt(100, int, "append a line to metrics.jsonl every this many steps", lo=1)
     log_seconds: float | None = opt(
-        None, float,
+        10.0, float,
         "when stderr is not a terminal (a file, SLURM, mpiexec): print a log step's progress line only if this many "
-        "seconds have passed since the last one printed (metrics.jsonl still gets every log step); null: every log "
-        "step",
+        "seconds have passed since the last one printed (the first and the last are always printed; metrics.jsonl "
+        "still gets every log step); null: every log step",
         lo=0.0, lo_open=True, nullable=True)
     sample_every: int = opt(1000, int, "print a preview sample to stderr every this many steps; 0 disables", lo=0)
     checkpoint_every: int = opt(

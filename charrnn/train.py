@@ -486,6 +486,8 @@ class Session:
         self.window_t, self.window_steps = time.perf_counter(), 0  # the speed window since the last log line
         self.chars_per_s = 0.0
         self.train_end: float | None = None  # when the last step ended (the final validation and save come after)
+        self.first_step = run.step  # this call's steps are those after it
+        self.eval_s = 0.0  # time this call spent in validations between steps: not training speed
         self.shown = (float("nan"), "no step taken")  # the training loss for the summary, and what it is
         self.stopped = "done"  # or "early stopping", "time budget"
 
@@ -515,7 +517,9 @@ class Session:
         if len(self.corpus.val) and tc.eval_every and run.step % tc.eval_every == 0:
             t_eval = time.perf_counter()
             patience_out = self.validate()
-            self.window_t += time.perf_counter() - t_eval  # evaluation time is not training speed
+            spent = time.perf_counter() - t_eval
+            self.window_t += spent  # evaluation time is not training speed
+            self.eval_s += spent
             if patience_out:
                 self.stopped = "early stopping"
                 return True
@@ -615,15 +619,17 @@ class Session:
                                           f"{self.files.ckpt}; continue with: {self.plan.resume_command}")
 
     def summary(self) -> Summary:
-        """How the call ended: the training loss and speed over the steps since the last log line
-        (when it stopped between two; the final validation and save left out, as a log line leaves
-        out the validations in its window), the validation losses, the best one and where it is, the time."""
+        """How the call ended: the training loss over the steps since the last log line (when it
+        stopped between two), the speed of all this call's steps (its validations, and the final
+        validation and save, left out: as a log line's window leaves out the validations in it),
+        the validation losses, the best one and where it is, the time."""
         run, tc = self.run, self.cfg.train
         if run.loss_steps:
             self.shown = shown_loss(run, tc)
-        if self.window_steps:
+        steps = run.step - self.first_step
+        if steps:
             end = self.train_end if self.train_end is not None else time.perf_counter()
-            self.chars_per_s = self.window_steps * tc.batch_size * tc.seq_length / max(end - self.window_t, 1e-9)
+            self.chars_per_s = steps * tc.batch_size * tc.seq_length / max(end - self.t_start - self.eval_s, 1e-9)
         best_step, best_path = self.best()
         return Summary(self.files.path, run.step, self.shown[0], self.shown[1], run.val_loss, run.best_val_loss,
                        self.chars_per_s, self.elapsed(), self.stopped, best_step, best_path)

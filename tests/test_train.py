@@ -595,8 +595,8 @@ def test_minutes_continues_a_run_that_stopped_on_its_time_budget(tmp_path, write
 @pytest.mark.slow
 def test_the_summary_speed_leaves_out_the_final_validation(tmp_path, write_config, corpus, monkeypatch):
     """A run stopped by its time budget between two log lines, its final validation made to take
-    a second: the summary's speed is that of the steps since the last log line (here all of
-    them), far above what it would be with that second in."""
+    a second: the summary's speed is that of the call's steps (here all between two log lines),
+    far above what it would be with that second in."""
     import time
 
     from charrnn import train as T
@@ -614,3 +614,32 @@ def test_the_summary_speed_leaves_out_the_final_validation(tmp_path, write_confi
     assert f"mean of the last {steps} steps" in line and "(time budget)" in line, line
     speed = float(line.split(" chars/s")[0].rsplit("; ", 1)[1].replace(",", ""))
     assert speed > 5 * steps * 2 * 8, line  # B·T = 16 characters a step; with the second in, under steps·16/s
+
+
+@pytest.mark.slow
+def test_the_summary_speed_is_the_mean_over_the_call_not_the_last_window(tmp_path, write_config, corpus,
+                                                                          monkeypatch):
+    """Steps 1-10 fast, 11-20 each made to take 40 ms more: the last log window's speed (steps
+    11-20) is about half the call's, and the summary gives the call's (20 steps over their time),
+    not that of its last few steps (which made a 5-minute run's summary say 5,511 chars/s where
+    its log lines said 100,000)."""
+    import time
+
+    from charrnn import train as T
+
+    real = T.train_step
+
+    def step(run, *a, **k):
+        if run.step >= 10:
+            time.sleep(0.04)
+        return real(run, *a, **k)
+
+    monkeypatch.setattr(T, "train_step", step)
+    cfg = small_config(write_config, corpus, steps=20, log_every=10, eval_every=0)
+    r = run("train", "--config", cfg, "-q")
+    assert r.exit_code == 0, r.output
+    line = r.stderr.splitlines()[-1]
+    speed = float(line.split(" chars/s")[0].rsplit("; ", 1)[1].replace(",", ""))
+    with open(tmp_path / "run" / "metrics.jsonl", encoding="utf-8") as f:
+        last_window = [json.loads(x) for x in f if '"chars_per_s"' in x][-1]["chars_per_s"]
+    assert 1.6 * last_window < speed < 2.4 * last_window, (speed, last_window)
