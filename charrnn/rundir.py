@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -33,6 +32,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from charrnn import portable
 from charrnn.atomic import atomic_write, open_own
 from charrnn.errors import CharrnnError
 from charrnn.progress import damage_warning, read_log
@@ -141,7 +141,7 @@ class RunDir:
 def _holder(fd):
     """The PID the lock's holder wrote into the lock file, as text ('unknown' if none yet)."""
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        text = portable.pread(fd, 32, 0).decode("ascii", "replace").strip()
     except OSError:
         text = ""
     return text if text.isdigit() else "unknown"
@@ -188,7 +188,7 @@ def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory"
     held = False  # the lock taken: only then is the file this run's to truncate
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            portable.lock(fd)  # flock; msvcrt.locking on Windows
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise CharrnnError(f"{run_dir}: cannot lock the {place}: {e.strerror}") from None
@@ -199,7 +199,7 @@ def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory"
         held = True
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            portable.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         except OSError as e:  # a full disk or a file-size limit, before the run has written anything
             raise CharrnnError(f"{path}: cannot write the lock file ({e.strerror or e})") from None
         yield
@@ -212,6 +212,8 @@ def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory"
                 os.rmdir(run_dir)
         except OSError:
             pass
+        if held:
+            portable.unlock(fd)  # Windows; on POSIX the close releases it
         os.close(fd)
 
 
