@@ -13,8 +13,9 @@ On POSIX (Linux, macOS) each function is exactly what the callers did before: ``
   holder's PID is written in would stop a second run from reading who holds the directory. It is
   released explicitly (``unlock``) before the file is closed, since Windows releases the locks of
   a closed handle only "eventually";
-- a positioned read or write is a seek and a read (write) under a lock of the module's own,
-  since two threads may share a descriptor (a prefetching thread reads the corpus);
+- a positioned read or write is a seek and a read (write) under a lock of the module's own, so
+  that it stays one operation if threads ever share a descriptor (charrnn starts none today;
+  a library caller may);
 - there is no SIGHUP (``STOP_SIGNALS`` holds the signals the platform has), and no signal mask:
   ``signals_blocked`` does nothing there;
 - ``O_NOFOLLOW`` does not exist: a symbolic link at the name is refused by an ``lstat`` before

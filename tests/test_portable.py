@@ -207,7 +207,7 @@ def test_a_prepared_corpus_trains_as_on_posix_and_its_lock_holds_across_processe
     ok(charrnn(tmp_path, "prepare", "a.txt", "--out", "prep", "-q"))
     ok(charrnn(tmp_path, "prepare", "a.txt", "--out", "prep_posix", "-q", windows=False))
     names = sorted(os.listdir(tmp_path / "prep"))
-    assert names == sorted(os.listdir(tmp_path / "prep_posix")) and len(names) == 4, names  # .lock, meta.json, the splits
+    assert names == sorted(os.listdir(tmp_path / "prep_posix")) and len(names) == 4, names  # .lock, meta, 2 splits
     for name in names:
         assert (tmp_path / "prep" / name).read_bytes() == (tmp_path / "prep_posix" / name).read_bytes(), name
     args = ("train", "--config", SMOKE, "--data", "prep", "--steps", 12, "-q")
