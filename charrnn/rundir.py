@@ -1,9 +1,10 @@
 """The run directory: one run at a time in it, and no finished run replaced by accident.
 
-``lock(run_dir)`` holds an OS lock (``flock``) on ``RUN/.lock`` for as long as a run writes
-there; a second run into the same directory is refused at once, naming the holder's PID.
-The kernel drops the lock when the holding process ends in any way, ``kill -9`` included,
-so a killed run never leaves a stale lock to clean up by hand.
+``lock(run_dir)`` holds an OS lock (``flock``; on Windows ``msvcrt.locking``: ``portable.lock``)
+on ``RUN/.lock`` for as long as a run writes there; a second run into the same directory is
+refused at once, naming the holder's PID. The kernel drops the lock when the holding process
+ends in any way, ``kill -9`` included, so a killed run never leaves a stale lock to clean up
+by hand.
 
 ``RunDir(path)`` names the files of a run directory (one table, ``CKPT`` ... ``PLOT``, that the
 trainer, ``charrnn plot``, the command line and ``check_fresh`` all read) and does what the
@@ -163,7 +164,7 @@ def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory"
     third process lock a new file while the second still holds the old one).
 
     A second ``lock`` of the same directory in the same process is refused too: flock locks
-    belong to an open file, not to a process.
+    belong to an open file, not to a process (and Windows' to a handle).
 
     A directory that it created and that holds nothing but the lock file when the block ends
     (the run failed before writing anything, e.g. on a bad corpus) is removed again.
