@@ -11,10 +11,13 @@ mandatory locking, its file sharing rules, TerminateProcess; none of this ran on
 """
 
 import ast
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -136,8 +139,6 @@ def test_the_pread_fallback_reads_what_os_pread_reads(tmp_path, monkeypatch):
 
 
 def test_the_stop_signals_are_the_platforms(monkeypatch):
-    import signal
-
     assert portable.STOP_SIGNALS == (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # this is Linux
     with portable.signals_blocked():
         assert set(signal.pthread_sigmask(signal.SIG_BLOCK, set())) >= set(portable.STOP_SIGNALS)
@@ -230,3 +231,29 @@ def test_a_prepared_corpus_trains_as_on_posix_and_its_lock_holds_across_processe
             holder.stdin.close()
             assert holder.wait(timeout=30) == 0, holder.stderr.read()
     ok(charrnn(tmp_path, "train", "--config", SMOKE, "--data", "prep", "--out", "held", "--steps", 2, "-q"))
+
+
+@pytest.mark.slow
+def test_ctrl_c_as_on_windows_saves_and_resumes(tmp_path):
+    """A real SIGINT to a run as on Windows (no SIGHUP, no signal mask): the step finishes, the
+    checkpoint is saved, exit 130 with the one line that says how to go on; status.json names
+    SIGINT; the printed --resume goes on."""
+    env = dict(os.environ, PYTHONPATH=ROOT, FAKE_MSVCRT_LOG=str(tmp_path / "msvcrt.log"))
+    with subprocess.Popen([sys.executable, "-c", WINDOWS, "train", "--config", SMOKE, "--out", "run",
+                           "--steps", str(10**6), "-q"], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        log = tmp_path / "run" / "metrics.jsonl"
+        deadline = time.monotonic() + 60
+        while not (log.exists() and log.read_text().count("\n") >= 2) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the run never logged"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "by Ctrl-C" in lines[0] and "--resume" in lines[0], err
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["signal"] == "SIGINT", status
+    step = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz")).run.step
+    ok(charrnn(tmp_path, "train", "--resume", tmp_path / "run" / "ckpt.npz", "--steps", step + 3, "-q"))
+    assert ckpt_io.load(str(tmp_path / "run" / "ckpt.npz")).run.step == step + 3
