@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
+from charrnn import portable
 from charrnn.errors import CharrnnError
 
 
@@ -45,7 +46,7 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any], hold: Callable[[]
     except OSError as e:  # a missing or read-only folder: named as the file the caller asked for
         raise _naming(e, path, None) from None
     try:
-        os.fchmod(fd, _new_file_mode())  # the file opened, not whatever the name holds by now
+        portable.set_mode(fd, tmp, _new_file_mode())  # the file opened, not whatever the name holds by now
         with os.fdopen(fd, "wb") as f:
             with hold() if hold is not None else contextlib.nullcontext():
                 write(f)
@@ -83,7 +84,8 @@ def open_own(path: str, flags: int, rule: str) -> int:
     OSError for the rest."""
     try:
         # O_NONBLOCK: a FIFO planted at the name must not hang the open; the check below refuses it.
-        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o666)
+        portable.refuse_link(path)  # where there is no O_NOFOLLOW (Windows)
+        fd = os.open(path, flags | os.O_CREAT | portable.OWN_FLAGS, 0o666)
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise CharrnnError(f"{path}: is a symbolic link; {rule} (remove the link)") from None
@@ -93,5 +95,6 @@ def open_own(path: str, flags: int, rule: str) -> int:
         os.close(fd)
         what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a file with {st.st_nlink} names"
         raise CharrnnError(f"{path}: is {what}; {rule} (move it away)")
-    os.set_blocking(fd, True)
+    if portable.NONBLOCK:
+        os.set_blocking(fd, True)
     return fd

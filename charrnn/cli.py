@@ -20,6 +20,7 @@ import numpy as np
 from charrnn import __version__
 from charrnn.distributed import ends_together, speaks
 from charrnn.errors import CharrnnError, Interrupted
+from charrnn.portable import STOP_SIGNALS
 from charrnn.signals import Signalled, raising_on_signals
 
 
@@ -683,7 +684,7 @@ def main():
             raising_on_signals()  # SIGTERM, SIGHUP (unless nohup ignores it): as KeyboardInterrupt for Ctrl-C
             code = cli.main(prog_name="charrnn", standalone_mode=False)
         finally:  # the first thing on the way out, whatever happened
-            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            for s in STOP_SIGNALS:  # those the platform has (no SIGHUP on Windows)
                 signal.signal(s, signal.SIG_IGN)
     except (click.exceptions.Abort, KeyboardInterrupt, Signalled) as e:  # Abort: a KeyboardInterrupt Click caught
         stopped = _stopped_in(e)

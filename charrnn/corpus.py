@@ -66,7 +66,7 @@ from numpy.typing import DTypeLike
 from tqdm import tqdm
 
 from charrnn import data as D
-from charrnn import rundir
+from charrnn import portable, rundir
 from charrnn.atomic import atomic_write
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.progress import text_notes
@@ -861,7 +861,7 @@ class DiskIndices:
     """A read-only 1-D array of indices in a file (train.bin, val.bin), read on demand.
 
     Indexing it with an array of positions (a batch's (T+1, B) offsets, a chunk of an
-    evaluation) reads just those positions with ``os.pread``, one read per run of
+    evaluation) reads just those positions with ``os.pread`` (``portable.pread``), one read per run of
     consecutive positions; a slice is a view of part of the file; ``np.asarray`` reads
     the whole of it (tests do, training never does).
 
@@ -905,7 +905,7 @@ class DiskIndices:
     def _read(self, first, count):
         """``count`` indices from position ``first``, as bytes."""
         n = count * self.dtype.itemsize
-        raw = os.pread(self._file.fd, n, (self.start + first) * self.dtype.itemsize)
+        raw = portable.pread(self._file.fd, n, (self.start + first) * self.dtype.itemsize)
         if len(raw) != n:
             raise CharrnnError(f"{self.path}: shorter than meta.json says (it changed after it was opened)")
         return raw

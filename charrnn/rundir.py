@@ -1,9 +1,10 @@
 """The run directory: one run at a time in it, and no finished run replaced by accident.
 
-``lock(run_dir)`` holds an OS lock (``flock``) on ``RUN/.lock`` for as long as a run writes
-there; a second run into the same directory is refused at once, naming the holder's PID.
-The kernel drops the lock when the holding process ends in any way, ``kill -9`` included,
-so a killed run never leaves a stale lock to clean up by hand.
+``lock(run_dir)`` holds an OS lock (``flock``; on Windows ``msvcrt.locking``: ``portable.lock``)
+on ``RUN/.lock`` for as long as a run writes there; a second run into the same directory is
+refused at once, naming the holder's PID. The kernel drops the lock when the holding process
+ends in any way, ``kill -9`` included, so a killed run never leaves a stale lock to clean up
+by hand.
 
 ``RunDir(path)`` names the files of a run directory (one table, ``CKPT`` ... ``PLOT``, that the
 trainer, ``charrnn plot``, the command line and ``check_fresh`` all read) and does what the
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import os
 import re
@@ -33,6 +33,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from charrnn import portable
 from charrnn.atomic import atomic_write, open_own
 from charrnn.errors import CharrnnError
 from charrnn.progress import damage_warning, read_log
@@ -141,7 +142,7 @@ class RunDir:
 def _holder(fd):
     """The PID the lock's holder wrote into the lock file, as text ('unknown' if none yet)."""
     try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        text = portable.pread(fd, 32, 0).decode("ascii", "replace").strip()
     except OSError:
         text = ""
     return text if text.isdigit() else "unknown"
@@ -163,7 +164,7 @@ def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory"
     third process lock a new file while the second still holds the old one).
 
     A second ``lock`` of the same directory in the same process is refused too: flock locks
-    belong to an open file, not to a process.
+    belong to an open file, not to a process (and Windows' to a handle).
 
     A directory that it created and that holds nothing but the lock file when the block ends
     (the run failed before writing anything, e.g. on a bad corpus) is removed again.
@@ -188,7 +189,7 @@ def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory"
     held = False  # the lock taken: only then is the file this run's to truncate
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            portable.lock(fd)  # flock; msvcrt.locking on Windows
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise CharrnnError(f"{run_dir}: cannot lock the {place}: {e.strerror}") from None
@@ -199,7 +200,7 @@ def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory"
         held = True
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+            portable.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         except OSError as e:  # a full disk or a file-size limit, before the run has written anything
             raise CharrnnError(f"{path}: cannot write the lock file ({e.strerror or e})") from None
         yield
@@ -212,6 +213,8 @@ def lock(run_dir: str, holder: str = "charrnn run", place: str = "run directory"
                 os.rmdir(run_dir)
         except OSError:
             pass
+        if held:
+            portable.unlock(fd)  # Windows; on POSIX the close releases it
         os.close(fd)
 
 

@@ -17,11 +17,10 @@ import contextlib
 import datetime
 import json
 import os
-import signal
 import sys
 from collections.abc import Iterator
 
-from charrnn import rundir, signals
+from charrnn import portable, rundir, signals
 from charrnn.atomic import atomic_write
 from charrnn.errors import CharrnnError, Hangup, Interrupted, Terminated
 from charrnn.progress import Summary, summary_line
@@ -138,11 +137,8 @@ def _stop_behind(exc: BaseException) -> BaseException:
 def _signals_wait() -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP wait for the block (a millisecond: the record's write), then
     arrive: a record abandoned half way would leave the previous one, saying "running"."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-    try:
+    with portable.signals_blocked():  # on Windows, which has no signal mask, nothing
         yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,8 @@ KeyboardInterrupt: every ``finally`` on the way runs (a pipe's temporary copy is
 released), where the default action would end the process on the spot.
 
 A SIGHUP that is ignored when the program starts (``nohup charrnn train ...``) stays ignored:
-that is what the user asked for.
+that is what the user asked for. Windows has no SIGHUP: only the signals the platform has
+(``portable.STOP_SIGNALS``) are handled and named.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import signal
 from collections.abc import Iterator
 from types import FrameType
 
-NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+from charrnn.portable import SIGHUP, STOP_SIGNALS
+
+# The stop signals this platform has (no SIGHUP on Windows), as the user knows them.
+NAMES = {s: {signal.SIGINT: "Ctrl-C"}.get(s, signal.Signals(s).name) for s in STOP_SIGNALS}
 # The names a machine reads (RUN/status.json): the signal's own.
-SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
+SIGNAL_NAMES = {s: signal.Signals(s).name for s in STOP_SIGNALS}
 
 
 class Signalled(BaseException):
@@ -48,8 +52,10 @@ def ignored_at_start(signum: int) -> bool:
 def raising_on_signals() -> None:
     """From now on SIGTERM, and SIGHUP unless it is ignored, raise ``Signalled`` (call it in the
     main thread, once, as the program starts: ``cli.main``)."""
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        if s == signal.SIGHUP and ignored_at_start(s):
+    for s in STOP_SIGNALS:
+        if s == signal.SIGINT:  # Python's own handler: KeyboardInterrupt
+            continue
+        if s == SIGHUP and ignored_at_start(s):
             continue
         signal.signal(s, _raise_signalled)
 
@@ -102,7 +108,7 @@ class StopFlag:
     def __enter__(self) -> StopFlag:
         try:
             for s in NAMES:
-                if s == signal.SIGHUP and ignored_at_start(s):
+                if s == SIGHUP and ignored_at_start(s):
                     continue
                 self._old[s] = signal.signal(s, self._handle)
         except ValueError:  # not in the main thread

@@ -44,6 +44,7 @@ from charrnn import data as D
 from charrnn import model as M
 from charrnn.errors import CharrnnError, Hangup, Interrupted, NothingToDo, Terminated, UsageError
 from charrnn.evaluate import evaluate
+from charrnn.portable import SIGHUP
 from charrnn.progress import SMOOTHING, Progress, Summary, banner, shown_loss
 from charrnn.runstate import RunState
 
@@ -457,7 +458,8 @@ def _told(files: rundir.RunDir, record: runstatus.Record) -> Iterator[None]:
 def stopped_by(signum: int | None, message: str) -> Interrupted:
     """The exit of a run stopped by ``signum`` (None: by a stop signal to another process of the
     run): Terminated (143) for SIGTERM, Hangup (129) for SIGHUP, else Interrupted (130)."""
-    cls = {signal.SIGTERM: Terminated, signal.SIGHUP: Hangup}.get(signum, Interrupted)
+    cls = {signal.SIGTERM: Terminated, **({SIGHUP: Hangup} if SIGHUP is not None else {})}.get(
+        signum, Interrupted)  # no SIGHUP on Windows
     err = cls(message)
     err.signal = signals.SIGNAL_NAMES.get(signum)
     return err
