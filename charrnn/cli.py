@@ -642,11 +642,14 @@ def gradcheck(cell, layers, dropout, tol, seed, verbose):
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed of the sampled text.")
 @click.option("--chars", type=click.IntRange(min=2), default=2000, show_default=True,
               help="Use at most this many characters of the text.")
+@click.option("--skip-unknown", is_flag=True,
+              help="Drop characters of --text that are not in the model's vocabulary (and count them) instead of "
+                   "failing.")
 @click.option("--layers",
               help="Layers to show, counted from 1, e.g. 1,2 (default: all); each adds about 1.33·chars·H bytes to the "
                    "page (twice for the LSTM's h and c).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="HTML page to write.")
-def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, layers, out_path):
+def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, skip_unknown, layers, out_path):
     """Write a web page showing hidden units and predictions over a text."""
     from charrnn import visualize as viz
     from charrnn.atomic import atomic_write
@@ -658,13 +661,14 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
                                  param_hint="'--layers'") from None
     ckpt_path = _checkpoint_file(ckpt_path, "visualizing")
     shown = viz.page_for(ckpt_path, text_path=text_path, prime=prime, length=length, temperature=temperature,
-                         seed=seed, chars=chars, layers=layer_list)
+                         seed=seed, chars=chars, layers=layer_list, skip_unknown=skip_unknown)
     body = shown.html.encode("utf-8")
     try:
         atomic_write(out_path, lambda f: f.write(body))
     except OSError as e:  # a missing or read-only folder, a full disk: the page asked for, named
         raise CharrnnError(f"{out_path}: cannot write ({e.strerror or e})") from None
-    click.echo(f"wrote {out_path}: {len(shown.text):,} characters, {len(body) / 1e6:.2f} MB", err=True)
+    skipped = f", {shown.skipped:,} unknown skipped" if shown.skipped else ""
+    click.echo(f"wrote {out_path}: {len(shown.text):,} characters{skipped}, {len(body) / 1e6:.2f} MB", err=True)
 
 
 def main():
