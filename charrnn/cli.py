@@ -648,7 +648,8 @@ def gradcheck(cell, layers, dropout, tol, seed, verbose):
 @click.option("--layers",
               help="Layers to show, counted from 1, e.g. 1,2 (default: all); each adds about 1.33·chars·H bytes to the "
                    "page (twice for the LSTM's h and c).")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="HTML page to write.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="HTML page to write (default: visualize.html beside the checkpoint, in its run directory).")
 def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, skip_unknown, layers, out_path):
     """Write a web page showing hidden units and predictions over a text."""
     from charrnn import visualize as viz
@@ -660,6 +661,10 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, ski
         raise click.BadParameter(f"{layers!r}: give layer numbers separated by commas, e.g. 1,2",
                                  param_hint="'--layers'") from None
     ckpt_path = _checkpoint_file(ckpt_path, "visualizing")
+    if out_path is None:  # the run's own page, as loss.png is its plot
+        from charrnn.rundir import RunDir
+
+        out_path = RunDir(os.path.dirname(ckpt_path) or ".").visualize
     shown = viz.page_for(ckpt_path, text_path=text_path, prime=prime, length=length, temperature=temperature,
                          seed=seed, chars=chars, layers=layer_list, skip_unknown=skip_unknown)
     body = shown.html.encode("utf-8")

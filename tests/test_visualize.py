@@ -437,3 +437,22 @@ def test_a_page_into_a_folder_that_cannot_take_it_names_the_file_asked_for(tmp_p
     line = one_line_error(run("visualize", "--checkpoint", ckpt, "--out", out), 1,
                           f"Error: {out}: cannot write ({reason})")
     assert ".tmp" not in line
+
+
+def test_without_out_the_page_is_the_runs_own_visualize_html(tmp_path, write_config, hostile_corpus):
+    path = train(tmp_path, write_config, hostile_corpus)  # tmp_path/run/ckpt.npz
+    before = set(os.listdir(tmp_path))
+    r = run("visualize", "--checkpoint", tmp_path / "run", "--chars", 50)
+    assert r.exit_code == 0, r.output
+    page = tmp_path / "run" / "visualize.html"
+    assert f"wrote {page}:" in r.stderr, r.stderr
+    assert Page(page.read_text(encoding="utf-8")).data["checkpoint"] == str(tmp_path / "run" / "best.npz")
+    assert set(os.listdir(tmp_path)) == before  # nothing beside the run directory
+    page.unlink()
+    assert run("visualize", "--checkpoint", path, "--chars", 50).exit_code == 0 and page.exists()
+    # --overwrite moves the old run's page aside with its other files: it shows the old model
+    cfg = small_config(write_config, hostile_corpus, steps=3)
+    assert run("train", "--config", cfg, "-q", "--out", tmp_path / "run", "--overwrite").exit_code == 0
+    assert not page.exists()
+    (aside,) = [p for p in (tmp_path / "run").iterdir() if p.name.startswith("replaced-")]
+    assert (aside / "visualize.html").exists()
