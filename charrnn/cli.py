@@ -68,10 +68,56 @@ def _stopped_in(exc):
     return None
 
 
+def _one_line(e: click.UsageError) -> "_Failure":
+    """Click's usage error as one ``Error: ...`` line, exit 2, instead of its three (the usage,
+    "Try 'charrnn train -h' for help.", a blank line, then the error): for an unknown option or
+    command, a missing value, option or argument, or an extra argument, the line itself says
+    where the list of them is (a bad value's line already names the option and what it takes)."""
+    message = e.format_message()
+    lost = isinstance(e, (click.NoSuchOption, click.BadOptionUsage, click.BadArgumentUsage, click.MissingParameter,
+                          click.exceptions.NoSuchCommand)) or (
+        type(e) is click.UsageError and message.startswith(("No such command", "Got unexpected extra argument")))
+    if lost and e.ctx is not None:
+        what = "commands" if isinstance(e.ctx.command, click.Group) else "options"
+        message += f" ({e.ctx.command_path} --help lists the {what})"
+    return _Failure(message, e.exit_code)
+
+
+def _in_context(parse_args):
+    """``parse_args`` that gives its context to the usage errors raised without one (Click's
+    parser raises "Option '--steps' requires an argument." so), for ``_one_line``'s hint."""
+    def parse(self, ctx, args):
+        try:
+            return parse_args(self, ctx, args)
+        except click.UsageError as e:
+            e.ctx = e.ctx or ctx
+            raise
+    return parse
+
+
+class _Command(click.Command):
+    parse_args = _in_context(click.Command.parse_args)
+
+
 class _Group(click.Group):
+    command_class = _Command
+    parse_args = _in_context(click.Group.parse_args)
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:  # the group's own options (charrnn --nope) are parsed here, before invoke
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # plain `charrnn`: the help, as Click shows it
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:  # a command's options are parsed here (and its own usage errors raised)
+            raise _one_line(e) from None
         except Interrupted as e:  # not an error: the run is saved and can be resumed
             raise _Stopped(str(e), e.exit_code) from None
         except KeyboardInterrupt as e:  # Ctrl-C outside a training loop (sample, eval, loading): quietly,
@@ -88,7 +134,7 @@ class _Group(click.Group):
             raise _Failure(f"out of memory: {e or 'an allocation failed'}", 1) from None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="charrnn", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="charrnn")
 def cli():
     """charrnn: character-level RNN, LSTM and GRU training in plain NumPy."""
