@@ -69,10 +69,56 @@ def _stopped_in(exc):
     return None
 
 
+def _one_line(e: click.UsageError) -> "_Failure":
+    """Click's usage error as one ``Error: ...`` line, exit 2, instead of its three (the usage,
+    "Try 'charrnn train -h' for help.", a blank line, then the error): for an unknown option or
+    command, a missing value, option or argument, or an extra argument, the line itself says
+    where the list of them is (a bad value's line already names the option and what it takes)."""
+    message = e.format_message()
+    lost = isinstance(e, (click.NoSuchOption, click.BadOptionUsage, click.BadArgumentUsage, click.MissingParameter,
+                          click.exceptions.NoSuchCommand)) or (
+        type(e) is click.UsageError and message.startswith(("No such command", "Got unexpected extra argument")))
+    if lost and e.ctx is not None:
+        what = "commands" if isinstance(e.ctx.command, click.Group) else "options"
+        message += f" ({e.ctx.command_path} --help lists the {what})"
+    return _Failure(message, e.exit_code)
+
+
+def _in_context(parse_args):
+    """``parse_args`` that gives its context to the usage errors raised without one (Click's
+    parser raises "Option '--steps' requires an argument." so), for ``_one_line``'s hint."""
+    def parse(self, ctx, args):
+        try:
+            return parse_args(self, ctx, args)
+        except click.UsageError as e:
+            e.ctx = e.ctx or ctx
+            raise
+    return parse
+
+
+class _Command(click.Command):
+    parse_args = _in_context(click.Command.parse_args)
+
+
 class _Group(click.Group):
+    command_class = _Command
+    parse_args = _in_context(click.Group.parse_args)
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:  # the group's own options (charrnn --nope) are parsed here, before invoke
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # plain `charrnn`: the help, as Click shows it
+        except click.UsageError as e:
+            raise _one_line(e) from None
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:  # a command's options are parsed here (and its own usage errors raised)
+            raise _one_line(e) from None
         except Interrupted as e:  # not an error: the run is saved and can be resumed
             raise _Stopped(str(e), e.exit_code) from None
         except KeyboardInterrupt as e:  # Ctrl-C outside a training loop (sample, eval, loading): quietly,
@@ -89,7 +135,7 @@ class _Group(click.Group):
             raise _Failure(f"out of memory: {e or 'an allocation failed'}", 1) from None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(name="charrnn", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="charrnn")
 def cli():
     """charrnn: character-level RNN, LSTM and GRU training in plain NumPy."""
@@ -643,11 +689,15 @@ def gradcheck(cell, layers, dropout, tol, seed, verbose):
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed of the sampled text.")
 @click.option("--chars", type=click.IntRange(min=2), default=2000, show_default=True,
               help="Use at most this many characters of the text.")
+@click.option("--skip-unknown", is_flag=True,
+              help="Drop characters of --text that are not in the model's vocabulary (and count them) instead of "
+                   "failing.")
 @click.option("--layers",
               help="Layers to show, counted from 1, e.g. 1,2 (default: all); each adds about 1.33·chars·H bytes to the "
                    "page (twice for the LSTM's h and c).")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="HTML page to write.")
-def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, layers, out_path):
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="HTML page to write (default: visualize.html beside the checkpoint, in its run directory).")
+def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, skip_unknown, layers, out_path):
     """Write a web page showing hidden units and predictions over a text."""
     from charrnn import visualize as viz
     from charrnn.atomic import atomic_write
@@ -658,14 +708,19 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, lay
         raise click.BadParameter(f"{layers!r}: give layer numbers separated by commas, e.g. 1,2",
                                  param_hint="'--layers'") from None
     ckpt_path = _checkpoint_file(ckpt_path, "visualizing")
+    if out_path is None:  # the run's own page, as loss.png is its plot
+        from charrnn.rundir import RunDir
+
+        out_path = RunDir(os.path.dirname(ckpt_path) or ".").visualize
     shown = viz.page_for(ckpt_path, text_path=text_path, prime=prime, length=length, temperature=temperature,
-                         seed=seed, chars=chars, layers=layer_list)
+                         seed=seed, chars=chars, layers=layer_list, skip_unknown=skip_unknown)
     body = shown.html.encode("utf-8")
     try:
         atomic_write(out_path, lambda f: f.write(body))
     except OSError as e:  # a missing or read-only folder, a full disk: the page asked for, named
         raise CharrnnError(f"{out_path}: cannot write ({e.strerror or e})") from None
-    click.echo(f"wrote {out_path}: {len(shown.text):,} characters, {len(body) / 1e6:.2f} MB", err=True)
+    skipped = f", {shown.skipped:,} unknown skipped" if shown.skipped else ""
+    click.echo(f"wrote {out_path}: {len(shown.text):,} characters{skipped}, {len(body) / 1e6:.2f} MB", err=True)
 
 
 def main():

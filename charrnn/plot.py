@@ -53,7 +53,7 @@ def plot_run(metrics_path: str, out_path: str, chars_per_step: int | None = None
             "charrnn plot needs matplotlib: pip install 'charrnn[plot]' (or pip install matplotlib)"
         ) from None
     train, val = read_metrics(metrics_path)
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100, layout="constrained")  # room for the legend below
     if train:
         steps = [m["step"] for m in train]
         ax.plot(steps, [m["loss"] for m in train], lw=0.6, alpha=0.4, label="training loss (the logged step)")
@@ -68,7 +68,8 @@ def plot_run(metrics_path: str, out_path: str, chars_per_step: int | None = None
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats per character)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_lines():  # below the axes, off the curves: a run's loss falls through every corner of the plot
+        fig.legend(loc="outside lower center", ncol=3, fontsize="small", frameon=False)
     if chars_per_step:
         def millions(s: float) -> float:
             return s * chars_per_step / 1e6
@@ -78,7 +79,6 @@ def plot_run(metrics_path: str, out_path: str, chars_per_step: int | None = None
 
         top = ax.secondary_xaxis("top", functions=(millions, steps))
         top.set_xlabel("characters seen (millions)")
-    fig.tight_layout()
     try:
         atomic_write(out_path, lambda f: fig.savefig(f, format="png"))
     except OSError as e:  # a missing or read-only folder, a full disk: the file asked for, named

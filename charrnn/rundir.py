@@ -45,10 +45,11 @@ METRICS = "metrics.jsonl"  # one JSON line per log line and per evaluation
 OLD_METRICS = "metrics.jsonl.old"  # the log of a run that a new one replaced in the same directory
 CONFIG = "config.yaml"  # the run's resolved config
 PLOT = "loss.png"  # charrnn plot's default picture
+VISUALIZE = "visualize.html"  # charrnn visualize's default page
 STATUS = "status.json"  # how the run ended (or "running"), for a requeue script: docs/robustness.md
 LOCK_NAME = ".lock"  # held by the run that writes here (``lock``)
 # What a run writes into its directory; --overwrite moves these (and nothing else) aside.
-RUN_FILES = (CKPT, BEST, METRICS, OLD_METRICS, CONFIG, PLOT, STATUS)
+RUN_FILES = (CKPT, BEST, METRICS, OLD_METRICS, CONFIG, PLOT, VISUALIZE, STATUS)
 CHECKPOINTS = (CKPT, BEST)
 REPLACED_PREFIX = "replaced-"
 # atomic_write's temporary files for the trainer's files: ".ckpt.npz.<8 random>.tmp"
@@ -58,7 +59,7 @@ TEMPORARY = re.compile(
 
 class RunDir:
     """The run directory ``path`` and its files (``.ckpt``, ``.best``, ``.metrics``,
-    ``.config``, ``.plot``, ``.status``: their paths)."""
+    ``.config``, ``.plot``, ``.visualize``, ``.status``: their paths)."""
 
     def __init__(self, path: str):
         self.path = path
@@ -67,6 +68,7 @@ class RunDir:
         self.metrics = os.path.join(path, METRICS)
         self.config = os.path.join(path, CONFIG)
         self.plot = os.path.join(path, PLOT)
+        self.visualize = os.path.join(path, VISUALIZE)
         self.status = os.path.join(path, STATUS)
 
     def create(self, config_text: str) -> None:

@@ -175,6 +175,44 @@ def test_bad_cli_arguments_exit_2(tmp_path):
     assert run("sample").exit_code == 2
 
 
+USAGE_ERRORS = [  # (arguments, what the one line says): Click's own usage errors, one of each kind
+    (["train", "--nope"], "Error: No such option '--nope'. (charrnn train --help lists the options)"),
+    (["train", "--steps"], "Error: Option '--steps' requires an argument. (charrnn train --help lists the options)"),
+    (["eval", "--checkpoint", CONFIGS, "--device", "tpu"],
+     "Error: Invalid value for '--device': 'tpu' is not one of 'cpu', 'gpu'."),
+    (["sample"], "Error: Missing option '--checkpoint'. (charrnn sample --help lists the options)"),
+    (["prepare"], "Error: Missing argument 'INPUTS...'. (charrnn prepare --help lists the options)"),
+    (["nosuch"], "Error: No such command 'nosuch'. (charrnn --help lists the commands)"),
+    (["--nope"], "Error: No such option '--nope'. (charrnn --help lists the commands)"),
+    (["gradcheck", "extra"],
+     "Error: Got unexpected extra argument (extra) (charrnn gradcheck --help lists the options)"),
+    (["train", "--resume", CONFIGS + "/smoke.yaml", "--init-from", CONFIGS + "/smoke.yaml"],
+     "Error: --resume and --init-from exclude each other"),  # one of the commands' own usage errors
+]
+
+
+@pytest.mark.parametrize("args, line", USAGE_ERRORS, ids=[" ".join(a[:2]) for a, _ in USAGE_ERRORS])
+def test_a_usage_error_is_one_line_and_exit_2(args, line):
+    r = run(*args)
+    assert r.exit_code == 2, r.output
+    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith(line), r.stderr  # no Usage line, no blank line
+    assert r.stdout == ""
+
+
+def test_usage_errors_are_one_line_from_the_program_itself():
+    """Through ``main()`` as the installed ``charrnn`` runs it (not Click's test runner)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for args, line in USAGE_ERRORS[:2] + USAGE_ERRORS[5:6]:
+        r = subprocess.run([sys.executable, "-m", "charrnn", *args], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert (r.returncode, r.stderr, r.stdout) == (2, line + "\n", ""), r
+
+
+def test_charrnn_alone_still_shows_its_help():
+    r = run()
+    assert "Usage: charrnn [OPTIONS] COMMAND" in r.output and "Error" not in r.output
+
+
 @pytest.fixture
 def trained(tmp_path):
     run("train", "--config", SMOKE, "--out", tmp_path / "good", "-q", "--steps", 5)

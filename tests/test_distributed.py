@@ -511,7 +511,7 @@ def test_a_usage_error_under_mpiexec_is_said_once(tmp_path):
     r = mpiexec("train", "--no-such-option")
     assert r.returncode == 2, r.stderr
     assert [line for line in r.stderr.splitlines() if line.startswith("Error")] == [
-        "Error: No such option '--no-such-option'."]
+        "Error: No such option '--no-such-option'. (charrnn train --help lists the options)"]
 
 
 @pytest.mark.slow

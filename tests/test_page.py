@@ -221,3 +221,55 @@ def test_the_page_requests_nothing(browser, made):
         "return Array.from(document.querySelectorAll('[src], [href], [srcset], [action]')).map(e => e.outerHTML)")
     assert linked == []
 
+
+
+def contrast(fg, bg):
+    """WCAG 2's contrast ratio of two sRGB colours (0-255 channels): (L1 + 0.05) / (L2 + 0.05)."""
+    def luminance(rgb):
+        c = np.asarray(rgb, dtype=np.float64) / 255
+        c = np.where(c <= 0.03928, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+    hi, lo = sorted((luminance(fg), luminance(bg)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def cell_colours():
+    """JS: each character's text and background colour as the browser renders them, [r, g, b]
+    each (a transparent background: the text box's white)."""
+    return """
+      const rgb = (c) => {
+        const v = c.match(/[\\d.]+/g).map(Number);
+        return v.length > 3 && v[3] === 0 ? [255, 255, 255] : v.slice(0, 3);
+      };
+      return Array.from(document.querySelectorAll('#text span')).map((s) => {
+        const st = getComputedStyle(s); return [rgb(st.color), rgb(st.backgroundColor)]; });"""
+
+
+def test_every_character_keeps_a_wcag_aa_contrast_with_its_colour(browser, tmp_path):
+    # Large weights: h saturates at ±1 and the loss passes 5 nats, so the ends of both colour
+    # scales (the saturated blue, red and purple) are on screen, with the middle (white).
+    vocab = D.build_vocab(TEXT)
+    spec = M.ModelSpec("lstm", len(vocab), 6)
+    params = M.init_params(spec, np.random.default_rng(0), np.float64, std=3.0)
+    html, data = viz.build(params, spec, vocab, TEXT, {"checkpoint": "x", "model": spec.describe(), "step": 0,
+                                                        "val_loss": None, "source": "test"})
+    (tmp_path / "p.html").write_text(html, encoding="utf-8")
+    load(browser, (tmp_path / "p.html").as_uri())
+    seen = []
+    for a in range(len(data["arrays"])):
+        for u in range(6):
+            browser.execute_script(f"const s = document.getElementById('array'); s.value = '{a}';"
+                                   f"s.dispatchEvent(new Event('change')); const u = document.getElementById('unit');"
+                                   f"u.value = '{u}'; u.dispatchEvent(new Event('change'))")
+            seen += browser.execute_script(cell_colours())
+    browser.execute_script("const m = document.getElementById('mode'); m.value = 'loss';"
+                           "m.dispatchEvent(new Event('change'))")
+    seen += browser.execute_script(cell_colours())
+    backgrounds = {tuple(bg) for _, bg in seen}
+    for end in ((66, 125, 208), (220, 72, 72), (143, 65, 176)):  # the scales' ends: 0.85 of blue, red, purple
+        assert end in backgrounds, (end, sorted(backgrounds)[:5])
+    assert (255, 255, 255) in backgrounds
+    worst = min(seen, key=lambda c: contrast(*c))
+    assert contrast(*worst) >= 4.5, f"text {worst[0]} on {worst[1]}: {contrast(*worst):.2f}:1"
+    inks = {tuple(fg) for fg, _ in seen}
+    assert inks == {(0, 0, 0), (255, 255, 255)}  # black on light, white on dark: both occur

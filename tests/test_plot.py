@@ -128,3 +128,26 @@ def test_plot_of_a_run_whose_config_is_damaged_still_draws_without_the_title(run
     assert r.exit_code == 0, r.output
     assert time.perf_counter() - t0 < 20  # matplotlib's first import is most of it
     assert (copy / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_legend_is_below_the_axes_off_the_curves(run_dir, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib", reason="matplotlib is the [plot] extra (and part of [test])")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    drawn = []
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), savefig(fig, *a, **k))[1])
+    assert run("plot", run_dir, "--out", tmp_path / "p.png").exit_code == 0
+    fig = drawn[0]
+    canvas = FigureCanvasAgg(fig)  # pyplot.close left the figure without one
+    canvas.draw()  # laid out as savefig laid it out (the same size and dpi)
+    renderer = canvas.get_renderer()
+    ax = fig.axes[0]
+    assert not ax.get_legend()  # no legend inside the axes, where the curves are
+    (legend,) = fig.legends
+    box, plotted = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert box.y1 < plotted.y0, (box, plotted)  # wholly below the data region: nothing drawn over a curve
+    assert box.y1 < ax.xaxis.get_tightbbox(renderer).y0  # and below the step axis's ticks and label
+    assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1 and fig.bbox.y0 <= box.y0  # on the picture
+    assert [t.get_text() for t in legend.get_texts()] == [line.get_label() for line in ax.get_lines()]

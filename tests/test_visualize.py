@@ -194,15 +194,68 @@ def test_sampled_text_is_the_sample_commands_text(tmp_path, write_config, hostil
     assert Page((tmp_path / "p.html").read_text(encoding="utf-8")).data["text"] == "\n" + s.stdout[:-1]
 
 
-def test_default_text_is_the_start_of_the_validation_split(tmp_path, write_config, hostile_corpus):
+def test_default_text_is_whole_lines_from_the_start_of_the_validation_split(tmp_path, write_config, hostile_corpus):
     path = train(tmp_path, write_config, hostile_corpus)
     r = run("visualize", "--checkpoint", path, "--chars", 100, "--out", tmp_path / "p.html")
     assert r.exit_code == 0, r.output
     ck = ckpt_io.load(str(path))
-    val = validation_split(ck.config, ck.vocab)
+    val = D.decode(validation_split(ck.config, ck.vocab)[:1100], ck.vocab)
     data = Page((tmp_path / "p.html").read_text(encoding="utf-8")).data
-    assert data["text"] == D.decode(val[:100], ck.vocab)
+    start = val.index("\n") + 1
+    assert 0 < start < 1000 and val[start - 1] == "\n"  # the split starts mid-line: there is a cut to make
+    end = val.rindex("\n", start, start + 100) + 1
+    assert end - start >= 50 and data["text"] == val[start:end]
     assert data["source"].startswith("validation split of")
+    # The state is warmed up on the characters before the shown text: the page's numbers are
+    # the model run over the split from its start, and the first character has a loss.
+    params = ckpt_io.weights(ck)
+    full = viz.trace(params, ck.spec, D.encode(val[:end], ck.vocab))
+    tr = Page((tmp_path / "p.html").read_text(encoding="utf-8")).data
+    loss = decode(tr["loss"], "<u2")
+    np.testing.assert_allclose(loss, np.minimum(np.rint(full.loss[start:] * 1000), 65534))
+    assert loss[0] != viz.NO_LOSS
+    cold = viz.trace(params, ck.spec, D.encode(val[start:end], ck.vocab))
+    assert not np.allclose(cold.arrays[(0, "h")][0], full.arrays[(0, "h")][start])  # the warm-up matters
+
+
+def test_at_lines_cuts_to_whole_lines_within_the_search():
+    from charrnn.visualize.checkpoint_page import LINE_SEARCH, at_lines
+
+    assert at_lines("rd.\nTwo\nthree\nfo", 100) == ("rd.\n", "Two\nthree\n")
+    assert at_lines("rd.\nTwo\nthree\nfo", 5) == ("rd.\n", "Two\n")
+    assert at_lines("rd.\nT\nwo three\n", 10) == ("rd.\n", "T\nwo three")  # a cut there keeps under half
+    assert at_lines("no line break", 5) == ("", "no li")
+    far = "x" * LINE_SEARCH + "\nyz\n"
+    assert at_lines(far, 10) == ("", "x" * 10)  # a line break beyond the search: the split's start
+
+
+def test_trace_warmup_is_the_tail_of_the_whole_trace():
+    spec = M.ModelSpec("gru", 9, 6, 2)
+    params = M.init_params(spec, np.random.default_rng(0), np.float64, std=0.5)
+    idx = np.random.default_rng(1).integers(0, 9, size=40)
+    whole, warm = viz.trace(params, spec, idx, chunk=7), viz.trace(params, spec, idx, chunk=7, warmup=15)
+    for key in whole.arrays:
+        assert np.array_equal(whole.arrays[key][15:], warm.arrays[key])
+    assert np.array_equal(whole.top_idx[15:], warm.top_idx) and np.array_equal(whole.loss[15:], warm.loss)
+    assert not np.isnan(warm.loss[0])
+
+
+def test_skip_unknown_drops_and_counts_the_characters_outside_the_vocabulary(tmp_path, write_config,
+                                                                              hostile_corpus):
+    path = train(tmp_path, write_config, hostile_corpus)
+    (tmp_path / "u.txt").write_text("snow ☃ and ☃☃ ice 日", encoding="utf-8")
+    out = tmp_path / "p.html"
+    r = run("visualize", "--checkpoint", path, "--text", tmp_path / "u.txt", "--skip-unknown", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert Page(out.read_text(encoding="utf-8")).data["text"] == "snow  and  ice "
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("wrote")]
+    assert "15 characters, 4 unknown skipped" in line, line
+    # --chars counts the characters kept; the unknown ones after the last of them are not counted
+    r = run("visualize", "--checkpoint", path, "--text", tmp_path / "u.txt", "--skip-unknown", "--chars", 8,
+            "--out", out)
+    assert r.exit_code == 0, r.output
+    assert Page(out.read_text(encoding="utf-8")).data["text"] == "snow  an"
+    assert "8 characters, 1 unknown skipped" in r.stderr, r.stderr
 
 
 def test_usage_errors(tmp_path, write_config, hostile_corpus):
@@ -217,7 +270,7 @@ def test_usage_errors(tmp_path, write_config, hostile_corpus):
     one_line_error(run("visualize", "--checkpoint", path, "--layers", "one", "--out", out), 2, "--layers")
     (tmp_path / "u.txt").write_text("snow ☃", encoding="utf-8")
     one_line_error(run("visualize", "--checkpoint", path, "--text", tmp_path / "u.txt", "--out", out), 1,
-                   "u.txt", "'☃' (U+2603)")
+                   "u.txt", "'☃' (U+2603)", "--skip-unknown")
     one_line_error(run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--chars", 1, "--out", out), 2,
                    "--chars")
     one_line_error(run("visualize", "--checkpoint", path, "--length", 5, "--temperature", "nan", "--out", out), 2,
@@ -384,3 +437,22 @@ def test_a_page_into_a_folder_that_cannot_take_it_names_the_file_asked_for(tmp_p
     line = one_line_error(run("visualize", "--checkpoint", ckpt, "--out", out), 1,
                           f"Error: {out}: cannot write ({reason})")
     assert ".tmp" not in line
+
+
+def test_without_out_the_page_is_the_runs_own_visualize_html(tmp_path, write_config, hostile_corpus):
+    path = train(tmp_path, write_config, hostile_corpus)  # tmp_path/run/ckpt.npz
+    before = set(os.listdir(tmp_path))
+    r = run("visualize", "--checkpoint", tmp_path / "run", "--chars", 50)
+    assert r.exit_code == 0, r.output
+    page = tmp_path / "run" / "visualize.html"
+    assert f"wrote {page}:" in r.stderr, r.stderr
+    assert Page(page.read_text(encoding="utf-8")).data["checkpoint"] == str(tmp_path / "run" / "best.npz")
+    assert set(os.listdir(tmp_path)) == before  # nothing beside the run directory
+    page.unlink()
+    assert run("visualize", "--checkpoint", path, "--chars", 50).exit_code == 0 and page.exists()
+    # --overwrite moves the old run's page aside with its other files: it shows the old model
+    cfg = small_config(write_config, hostile_corpus, steps=3)
+    assert run("train", "--config", cfg, "-q", "--out", tmp_path / "run", "--overwrite").exit_code == 0
+    assert not page.exists()
+    (aside,) = [p for p in (tmp_path / "run").iterdir() if p.name.startswith("replaced-")]
+    assert (aside / "visualize.html").exists()

@@ -4,6 +4,13 @@ What ``charrnn visualize`` does, as one call (``page_for``), so that the command
 its options and writes the file. The text is a file, a text sampled from the model (as
 ``charrnn sample`` prints it), or by default the start of the validation split of the corpus
 the run was trained on (``corpus.validation_split``: the trainer is not imported).
+
+The split starts wherever the corpus was cut, mostly inside a word: the default text starts
+after the first line break in the split's first ``LINE_SEARCH`` characters (when there is
+one) and ends after its last line break (when that keeps at least half of it). The
+characters skipped at the start are still read, first, to warm the model's state up: the
+page then shows what the model computes over that text in its context, as during training,
+rather than from a zero state at an arbitrary line.
 """
 
 import math
@@ -20,22 +27,54 @@ from charrnn.errors import CharrnnError, UsageError
 from charrnn.visualize.render import build
 from charrnn.visualize.tracing import sample_text
 
+LINE_SEARCH = 1000  # the default text starts at a line break found within this many characters
+
 
 class Visualization(NamedTuple):
     html: str  # the self-contained page
     text: str  # the N characters it shows
     source: str  # where they came from, as the page's header says
+    skipped: int = 0  # characters of --text dropped as not in the vocabulary (skip_unknown)
+
+
+def known_only(text: str, vocab: np.ndarray, chars: int) -> tuple[str, int]:
+    """The first ``chars`` characters of ``text`` that are in ``vocab``, and how many
+    characters not in it were dropped on the way to them."""
+    cps = D.code_points(text)
+    at = np.minimum(np.searchsorted(vocab, cps), len(vocab) - 1)
+    known = np.flatnonzero(vocab[at] == cps)
+    if len(known) <= chars:
+        return "".join(text[i] for i in known), len(text) - len(known)
+    end = int(known[chars - 1]) + 1  # the unknown ones after the last character kept are not counted
+    return "".join(text[i] for i in known[:chars]), end - chars
+
+
+def at_lines(text: str, chars: int) -> tuple[str, str]:
+    """At most ``chars`` characters of ``text`` cut to whole lines, as (context, shown): the
+    shown part starts after the first line break within ``LINE_SEARCH`` characters, when there
+    is one, and ends after its last line break, when that keeps at least half of it; the
+    context is everything before it."""
+    nl = text.find("\n", 0, LINE_SEARCH)
+    start = nl + 1 if 0 <= nl < len(text) - 2 else 0  # at least 2 characters left to show
+    shown = text[start:start + chars]
+    last = shown.rfind("\n")
+    if last + 1 >= max(2, len(shown) // 2):
+        shown = shown[:last + 1]
+    return text[:start], shown
 
 
 def page_for(ckpt_path: str, text_path: str | None = None, prime: str | None = None, length: int | None = None,
              temperature: float | None = None, seed: int | None = None, chars: int = 2000,
-             layers: Iterable[int] | None = None) -> Visualization:
+             layers: Iterable[int] | None = None, skip_unknown: bool = False) -> Visualization:
     """The page of ``ckpt_path``'s model over at most ``chars`` characters of a text.
 
     The text: the file ``text_path``; or, with ``length``, ``prime`` (default: a line break,
     as ``charrnn sample`` starts) and ``length`` characters sampled after it at ``temperature``
     (default: the run's sample.temperature) with ``seed``; or else the start of the run's
-    validation split. ``layers``: counted from 1 (None: all).
+    validation split, cut to whole lines, its state warmed up on what comes before them (the
+    module's docstring). ``layers``: counted from 1 (None: all). ``skip_unknown``: the
+    characters of ``text_path`` outside the vocabulary are dropped (and counted in
+    ``skipped``) instead of failing.
 
     Raises UsageError (exit 2) for options that contradict each other, a prime or layer the
     model cannot take, and a run without a validation split when no text is given;
@@ -52,8 +91,17 @@ def page_for(ckpt_path: str, text_path: str | None = None, prime: str | None = N
         raise CharrnnError(f"{ckpt_path}: a model of bytes (charrnn prepare --bytes) cannot be visualized yet: "
                            "the page colours characters, and a character may span several of its bytes")
     params = ckpt_io.weights(ck)  # the moving average of the weights, when the run keeps one
+    context, skipped = "", 0
     if text_path:
-        text, source = D.read_text(text_path)[:chars], str(text_path)
+        text, source = D.read_text(text_path), str(text_path)
+        if skip_unknown:
+            text, skipped = known_only(text, ck.vocab, chars)
+        else:
+            text = text[:chars]
+            try:
+                D.encode(text, ck.vocab)
+            except CharrnnError as e:
+                raise CharrnnError(f"{source}: {e}; pass --skip-unknown to drop them") from None
     elif length:
         try:  # no prime: as charrnn sample starts, after a line break (or the first character)
             indices = sampling.start_indices(prime, ck.vocab)
@@ -70,10 +118,11 @@ def page_for(ckpt_path: str, text_path: str | None = None, prime: str | None = N
                              "give --text FILE or --prime/--length")
         rel = os.path.relpath(ck.config.data.path)  # shorter in the page's header, where it is below here
         where = ck.config.data.path if rel.startswith("..") else rel
-        text, source = D.decode(val[:chars], ck.vocab), f"validation split of {where}"
+        context, text = at_lines(D.decode(val[:LINE_SEARCH + chars], ck.vocab), chars)
+        source = f"validation split of {where}"
     v = ck.run.val_loss
     val_loss = None if math.isnan(v) else f"{v:.3f} nats/char ({v / math.log(2):.3f} bits)"
     header = {"checkpoint": str(ckpt_path), "model": ck.spec.describe(), "step": ck.run.step, "val_loss": val_loss,
               "source": source}
-    html, _ = build(params, ck.spec, ck.vocab, text, header, layers)
-    return Visualization(html, text, source)
+    html, _ = build(params, ck.spec, ck.vocab, text, header, layers, context=context)
+    return Visualization(html, text, source, skipped)

@@ -49,12 +49,22 @@
   // Colours: 256 for activation codes (blue - white - red), 256 for loss (white - purple)
   function mix(a, b, t) { return a.map((x, i) => Math.round(x + (b[i] - x) * t)); }
   const WHITE = [255, 255, 255], RED = [214, 40, 40], BLUE = [33, 102, 200], PURPLE = [123, 31, 162];
-  const actColour = [], lossColour = [];
+  // The text on each colour: black or white, whichever contrasts more (WCAG 2's relative
+  // luminance and contrast ratio). One of them always reaches sqrt(21) = 4.58:1, above the
+  // 4.5:1 of level AA: black text on the saturated blue, red or purple would not.
+  function luminance(rgb) {
+    const [r, g, b] = rgb.map((x) => { x /= 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  }
+  function ink(rgb) { const L = luminance(rgb); return (L + 0.05) / 0.05 >= 1.05 / (L + 0.05) ? "#000" : "#fff"; }
+  const actColour = [], lossColour = [], actInk = [], lossInk = [];
   for (let q = 0; q < 256; q++) {
     const v = Math.max(-1, Math.min(1, (q - 128) / 127));
-    const c = v >= 0 ? mix(WHITE, RED, v * 0.85) : mix(WHITE, BLUE, -v * 0.85);
+    const c = v >= 0 ? mix(WHITE, RED, v * 0.85) : mix(WHITE, BLUE, -v * 0.85), p = mix(WHITE, PURPLE, 0.85 * q / 255);
     actColour.push("rgb(" + c + ")");
-    lossColour.push("rgb(" + mix(WHITE, PURPLE, 0.85 * q / 255) + ")");
+    actInk.push(ink(c));
+    lossColour.push("rgb(" + p + ")");
+    lossInk.push(ink(p));
   }
 
   // The text, one span per character, put on screen as text only
@@ -78,15 +88,16 @@
     const A = D.arrays[cur.a], H = A.H;
     if (modeSel.value === "loss") {
       for (let i = 0; i < N; i++) {
-        const l = loss[i];
-        spans[i].style.backgroundColor = l === NO_LOSS ? "" : lossColour[Math.min(255, Math.round(255 * l / LOSS_MAX))];
+        const l = loss[i], k = Math.min(255, Math.round(255 * l / LOSS_MAX));
+        spans[i].style.backgroundColor = l === NO_LOSS ? "" : lossColour[k];
+        spans[i].style.color = l === NO_LOSS ? "#000" : lossInk[k];  // on the page's white where nothing is coloured
       }
       $("lo").textContent = "0 nats";
       $("hi").textContent = "\u2265 5 nats";
       $("bar").style.background = "linear-gradient(to right, " + lossColour[0] + ", " + lossColour[255] + ")";
     } else {
       const q = arrayCodes(cur.a), off = cur.u * N;
-      for (let i = 0; i < N; i++) spans[i].style.backgroundColor = actColour[q[off + i]];
+      for (let i = 0; i < N; i++) { spans[i].style.backgroundColor = actColour[q[off + i]]; spans[i].style.color = actInk[q[off + i]]; }
       const s = A.scale ? A.scale[cur.u] : 1;
       $("lo").textContent = (-s).toPrecision(2);
       $("hi").textContent = "+" + s.toPrecision(2);

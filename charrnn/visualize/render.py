@@ -139,10 +139,11 @@ def page(data: dict) -> str:
 
 
 def build(params: dict, spec: M.ModelSpec, vocab: np.ndarray, text: str, header: Mapping,
-          layers: Iterable[int] | None = None, chunk: int = 256) -> tuple[str, dict]:
+          layers: Iterable[int] | None = None, chunk: int = 256, context: str = "") -> tuple[str, dict]:
     """Trace ``text`` and return the page's HTML and its data document.
 
-    vocab : (V,) code points; layers : layers counted from 1 to include (None: all). Raises
+    vocab : (V,) code points; layers : layers counted from 1 to include (None: all);
+    context : text read before ``text`` to warm the state up, not shown (``trace``'s warmup). Raises
     CharrnnError for a text shorter than 2 characters or with characters outside the
     vocabulary, UsageError for a layer the model does not have.
     """
@@ -154,10 +155,10 @@ def build(params: dict, spec: M.ModelSpec, vocab: np.ndarray, text: str, header:
             raise UsageError(f"--layers: layer {bad[0]} does not exist: the model has layers 1 to {spec.layers}")
         layers = sorted({n - 1 for n in layers})
     try:
-        indices = D.encode(text, vocab)
+        indices = D.encode(context + text, vocab)
     except CharrnnError as e:
         raise CharrnnError(f"{header.get('source', 'the text')}: {e}") from None
-    tr = trace(params, spec, indices, layers, chunk)
+    tr = trace(params, spec, indices, layers, chunk, warmup=len(context))
     data = page_data(text, vocab, tr, header)
     return page(data), data
 

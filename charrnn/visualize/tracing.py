@@ -30,7 +30,7 @@ class Trace(NamedTuple):
 
 
 def trace(params: dict, spec: M.ModelSpec, indices: Sequence[int], layers: Iterable[int] | None = None,
-          chunk: int = 256, k: int = TOP_K) -> Trace:
+          chunk: int = 256, k: int = TOP_K, warmup: int = 0) -> Trace:
     """Run the model over ``indices`` from a zero state and record what it computed.
 
     Parameters
@@ -40,6 +40,9 @@ def trace(params: dict, spec: M.ModelSpec, indices: Sequence[int], layers: Itera
     layers : the layers (from 0) whose states to keep; None: all.
     chunk : characters per ``model.forward`` call; the state is carried between calls, so
         the result does not depend on it (a test checks that).
+    warmup : the first ``warmup`` indices are read only to bring the state up to them (the
+        context before the shown text): the Trace covers the rest, and its first loss is
+        then a real one (what the context predicted), not nan.
 
     Returns a ``Trace``. ``arrays[(l, name)][t]`` is the state array ``name`` (``"h"``, or
     ``"c"`` for the LSTM) of layer l after reading character t, taken from the cell's cache
@@ -70,6 +73,8 @@ def trace(params: dict, spec: M.ModelSpec, indices: Sequence[int], layers: Itera
         top_idx[t0:t0 + len(x)] = order
         top_p[t0:t0 + len(x)] = np.take_along_axis(probs, order, axis=1)
     loss = np.concatenate([[np.nan], -logp_next[:-1]])
+    if warmup:  # the context is read like the rest (the same chunks, the same state), then left out
+        return Trace({key: a[warmup:] for key, a in arrays.items()}, top_idx[warmup:], top_p[warmup:], loss[warmup:])
     return Trace(arrays, top_idx, top_p, loss)
 
 
