@@ -199,6 +199,7 @@ def test_a_usage_error_is_one_line_and_exit_2(args, line):
     assert r.stdout == ""
 
 
+@pytest.mark.slow
 def test_usage_errors_are_one_line_from_the_program_itself():
     """Through ``main()`` as the installed ``charrnn`` runs it (not Click's test runner)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -43,6 +43,7 @@ UTF8ISH = st.lists(st.sampled_from([b"a", b"\n", "é".encode(), "春".encode(), 
                                     b"\xf0\x9f", b"\x80", b"\xbf", b"\xff", b"\xc0\xaf"]), max_size=40).map(b"".join)
 
 
+@pytest.mark.slow  # 300 examples
 @settings(max_examples=300, deadline=None)
 @given(raw=UTF8ISH, chunk_size=st.integers(1, 9))
 def test_pieces_decode_to_what_the_whole_file_decodes_to(tmp_path_factory, raw, chunk_size):

@@ -548,6 +548,7 @@ def test_train_and_eval_on_gpu_without_cupy_are_one_line_before_anything_is_writ
     one_line_error(r, 1, "pip install 'charrnn[gpu]'")
 
 
+@pytest.mark.slow
 def test_a_gpu_runs_checkpoint_resumes_exactly_on_the_cpu_with_its_counter_generator(tmp_path):
     """A GPU run keeps a CounterRNG's state (seed, draws) in its checkpoint; on the CPU the same
     generator draws the same masks on the host, so the resumed run is exact there too."""

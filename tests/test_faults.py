@@ -402,7 +402,7 @@ def fifo(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("command", ["train", "eval"])
+@pytest.mark.parametrize("command", ["train", pytest.param("eval", marks=pytest.mark.slow)])
 def test_ctrl_c_while_loading_a_text_exits_130_quietly(tmp_path, corpus, command):
     pipe = fifo(tmp_path)
     if command == "train":

@@ -169,6 +169,7 @@ def test_hovering_a_character_shows_its_top_five_and_its_loss(browser, made):
     assert "loss: none (the first character" in text
 
 
+@pytest.mark.slow
 def test_the_ranked_list_is_pythons_ranking(browser, made):
     load(browser, made.url)
     feats = viz.features(made.text)

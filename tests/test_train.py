@@ -174,7 +174,7 @@ def test_eval_command(tmp_path, write_config, corpus):
     assert r.exit_code == 0 and "bits/char" in r.stdout and "perplexity" in r.stdout
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", ["lstm", pytest.param("gru", marks=pytest.mark.slow)])
 def test_two_layer_gated_models_learn_and_sample(tmp_path, write_config, corpus, cell):
     cfg = small_config(write_config, corpus, steps=150, eval_every=150, log_every=1)
     r = run("train", "--config", cfg, "-q", "--set", f"model.cell={cell}", "--set", "model.layers=2",
@@ -268,6 +268,7 @@ def test_a_healthy_adagrad_start_is_not_divergence(tmp_path, sets):
         assert np.mean(losses[-50:]) < log_v - 0.5  # and the run learns
 
 
+@pytest.mark.slow
 def test_a_warm_up_start_is_not_divergence(tmp_path):
     from conftest import CONFIGS
 
