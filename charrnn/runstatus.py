@@ -37,6 +37,10 @@ class Record:
         self.files, self.created, self.writes = files, created, writes
         self.ours = False  # begun: the record in the directory is this run's
         self.outcome: tuple[str, str] | None = None  # (status, message) of a call that returned
+        # The exception the run ends with, as train._told made it: what ``recorded`` records when a
+        # late signal, striking inside contextlib's exit between the two, kept it from arriving
+        # there (the generator is then closed, and GeneratorExit is all it sees).
+        self.seen: BaseException | None = None
         # What continues a stopped call to the end it was heading for (train.Plan.resume_command,
         # set once the plan is made): a --stop-at pause is in it; the run's length and budget are
         # in the checkpoint's config.
@@ -147,6 +151,10 @@ def recorded(record: Record) -> Iterator[Record]:
     ``RUN/status.json`` as the run ends, however it ends (but ``kill -9``)."""
     try:
         yield record
+    except GeneratorExit:  # the run's exception never came here (see Record.seen)
+        if record.seen is not None:
+            _record_end(record, record.seen)
+        raise
     except BaseException as e:
         _record_end(record, e)
         raise

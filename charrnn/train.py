@@ -435,24 +435,32 @@ def _told(files: rundir.RunDir, record: runstatus.Record) -> Iterator[None]:
     try:
         yield
     except BaseException as e:
-        stop = signals.stop_in(e)  # a second signal, even where it made a library fail on its way
-        if stop is not None:
-            how = f"continue with: {record.resume_command}" if os.path.exists(files.ckpt) else "nothing to resume"
-            raise stopped_by(stop.signum, f"stopped at once by a second {signals.NAMES[stop.signum]}; "
-                                          f"{files.holds()}; {how}") from None
-        if isinstance(e, Diverged):
-            err = CharrnnError(f"{e}; {files.holds()}; try a lower optim.lr or enable clipping")
-            err.diverged = True  # for RUN/status.json
-            raise err from None
-        if isinstance(e, distributed.PeerLost):  # under MPI, a rank did not answer
-            when = "before the first step" if e.step is None else f"after step {e.step}"
-            how = f"continue with: {record.resume_command}" if os.path.exists(files.ckpt) else "nothing to resume"
-            message = f"{e} {when}; {files.holds()}; {how}"
-            err = stopped_by(e.signum, message) if e.signum else CharrnnError(message)
-            err.exit_code = e.exit_code
-            err.rank_lost = True  # for RUN/status.json: a resume is the way on once the ranks are back
-            raise err from None
-        raise
+        record.seen = _what_told(e, files, record)  # for status.json, should a late signal cut its way short
+        if record.seen is e:
+            raise
+        raise record.seen from None
+
+
+def _what_told(e: BaseException, files: rundir.RunDir, record: runstatus.Record) -> BaseException:
+    """The exception a run that raised ``e`` ends with (``e`` itself unless ``_told`` rewords it)."""
+    stop = signals.stop_in(e)  # a second signal, even where it made a library fail on its way
+    if stop is not None:
+        how = f"continue with: {record.resume_command}" if os.path.exists(files.ckpt) else "nothing to resume"
+        return stopped_by(stop.signum, f"stopped at once by a second {signals.NAMES[stop.signum]}; "
+                                      f"{files.holds()}; {how}")
+    if isinstance(e, Diverged):
+        err = CharrnnError(f"{e}; {files.holds()}; try a lower optim.lr or enable clipping")
+        err.diverged = True  # for RUN/status.json
+        return err
+    if isinstance(e, distributed.PeerLost):  # under MPI, a rank did not answer
+        when = "before the first step" if e.step is None else f"after step {e.step}"
+        how = f"continue with: {record.resume_command}" if os.path.exists(files.ckpt) else "nothing to resume"
+        message = f"{e} {when}; {files.holds()}; {how}"
+        err = stopped_by(e.signum, message) if e.signum else CharrnnError(message)
+        err.exit_code = e.exit_code
+        err.rank_lost = True  # for RUN/status.json: a resume is the way on once the ranks are back
+        return err
+    return e
 
 
 def stopped_by(signum: int | None, message: str) -> Interrupted:
