@@ -308,11 +308,12 @@ def live_page(directory, cell, layers, multiplicative):
                            nats=json.loads(r.stdout.strip().splitlines()[-1])["nats_per_char"])
 
 
-def python_probabilities(ck, text):
-    """The next-character distribution after ``text`` from the zero state, by model.forward."""
+def python_probabilities(ck, text, dtype=None):
+    """The next-character distribution after ``text`` from the zero state, by model.forward
+    (in the checkpoint's float32, or in ``dtype``)."""
     from charrnn import checkpoint as ckpt_io
 
-    params = ckpt_io.weights(ck)
+    params = {k: v if dtype is None else v.astype(dtype) for k, v in ckpt_io.weights(ck).items()}
     x = D.encode(text, ck.vocab)[:, None]
     logits, _, _ = M.forward(params, ck.spec, x, M.zero_state(ck.spec, 1, params["Why"].dtype))
     _, probs = M.target_log_probs(logits, np.zeros(len(x), dtype=np.int64))
@@ -338,6 +339,9 @@ def test_the_page_runs_the_model_as_python_does(browser, tmp_path, cell, layers,
         assert p_js.shape == p_py.shape == (len(ck.vocab),)
         assert np.ptp(p_py) > 0.01  # weights large enough that the distribution says something
         np.testing.assert_allclose(p_js, p_py, rtol=0, atol=1e-5, err_msg=f"after {n} characters")
+        # The page computes in float64 (JavaScript's numbers) over the float32 weights: the same
+        # numbers as the Python model in float64, to rounding, however long the text.
+        np.testing.assert_allclose(p_js, python_probabilities(ck, made.text[:n], np.float64), rtol=0, atol=1e-9)
     loss = browser.execute_script("return window.charrnn.loss(arguments[0])", made.text)
     assert loss == pytest.approx(made.nats, rel=1e-5), (loss, made.nats)
     # and not one stream from the start: charrnn eval's 32 streams, each from a zero state
