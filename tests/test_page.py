@@ -274,3 +274,159 @@ def test_every_character_keeps_a_wcag_aa_contrast_with_its_colour(browser, tmp_p
     assert contrast(*worst) >= 4.5, f"text {worst[0]} on {worst[1]}: {contrast(*worst):.2f}:1"
     inks = {tuple(fg) for fg, _ in seen}
     assert inks == {(0, 0, 0), (255, 255, 255)}  # black on light, white on dark: both occur
+
+
+# The model live in the page (live.js): its forward pass against the Python model's, for every
+# cell, depth and multiplicative option, on real checkpoints written by `charrnn train`.
+
+LIVE_TEXT_AT = (400, 700)  # the characters of the corpus the live tests read (all in its vocabulary)
+
+
+def live_page(directory, cell, layers, multiplicative):
+    """A real run of 1 step (H = 8, large weights), its page (`charrnn visualize --text`) and
+    `charrnn eval --json` of the same text file; returns what the tests compare."""
+    from conftest import corpus_text, run
+
+    corpus = directory / "c.txt"
+    corpus.write_text(corpus_text(1500), encoding="utf-8")
+    text = corpus_text(1500)[slice(*LIVE_TEXT_AT)]
+    (directory / "t.txt").write_text(text, encoding="utf-8")
+    (directory / "cfg.yaml").write_text(
+        f"data:\n  path: {corpus}\nmodel:\n  hidden_size: 8\ntrain:\n  seq_length: 8\n  batch_size: 2\n"
+        f"  steps: 1\n  log_every: 1\n  sample_every: 0\n  checkpoint_every: 1\n  out_dir: run\n", encoding="utf-8")
+    r = run("train", "--config", directory / "cfg.yaml", "-q", "--out", directory / "run",
+            "--set", f"model.cell={cell}", "--set", f"model.layers={layers}",
+            "--set", f"model.multiplicative={str(multiplicative).lower()}",
+            "--set", "model.init_std=1.0")  # large weights: a distribution far from uniform
+    assert r.exit_code == 0, r.output
+    ckpt = directory / "run" / "ckpt.npz"
+    r = run("visualize", "--checkpoint", ckpt, "--text", directory / "t.txt", "--out", directory / "p.html")
+    assert r.exit_code == 0, r.output
+    r = run("eval", "--checkpoint", ckpt, "--text", directory / "t.txt", "--json")
+    assert r.exit_code == 0, r.output
+    return SimpleNamespace(url=(directory / "p.html").as_uri(), ckpt=str(ckpt), text=text,
+                           nats=json.loads(r.stdout.strip().splitlines()[-1])["nats_per_char"])
+
+
+def python_probabilities(ck, text, dtype=None):
+    """The next-character distribution after ``text`` from the zero state, by model.forward
+    (in the checkpoint's float32, or in ``dtype``)."""
+    from charrnn import checkpoint as ckpt_io
+
+    params = {k: v if dtype is None else v.astype(dtype) for k, v in ckpt_io.weights(ck).items()}
+    x = D.encode(text, ck.vocab)[:, None]
+    logits, _, _ = M.forward(params, ck.spec, x, M.zero_state(ck.spec, 1, params["Why"].dtype))
+    _, probs = M.target_log_probs(logits, np.zeros(len(x), dtype=np.int64))
+    return probs[-1].astype(np.float64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mi"])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_the_page_runs_the_model_as_python_does(browser, tmp_path, cell, layers, multiplicative):
+    from charrnn import checkpoint as ckpt_io
+
+    made = live_page(tmp_path, cell, layers, multiplicative)
+    ck = ckpt_io.load(made.ckpt)
+    assert (ck.spec.cell, ck.spec.layers, ck.spec.multiplicative) == (cell, layers, multiplicative)
+    load(browser, made.url)
+    js = browser.execute_script("const c = window.charrnn; return [c.vocab, c.cell, c.layers, c.multiplicative]")
+    assert js == [[chr(c) for c in ck.vocab], cell, layers, multiplicative]
+    for n in (1, 7, 120, len(made.text)):
+        p_js = np.array(browser.execute_script("return window.charrnn.probabilities(arguments[0])", made.text[:n]))
+        p_py = python_probabilities(ck, made.text[:n])
+        assert p_js.shape == p_py.shape == (len(ck.vocab),)
+        assert np.ptp(p_py) > 0.01  # weights large enough that the distribution says something
+        np.testing.assert_allclose(p_js, p_py, rtol=0, atol=1e-5, err_msg=f"after {n} characters")
+        # The page computes in float64 (JavaScript's numbers) over the float32 weights: the same
+        # numbers as the Python model in float64, to rounding, however long the text.
+        np.testing.assert_allclose(p_js, python_probabilities(ck, made.text[:n], np.float64), rtol=0, atol=1e-9)
+    loss = browser.execute_script("return window.charrnn.loss(arguments[0])", made.text)
+    assert loss == pytest.approx(made.nats, rel=1e-5), (loss, made.nats)
+    # and not one stream from the start: charrnn eval's 32 streams, each from a zero state
+    one = browser.execute_script("return window.charrnn.loss(arguments[0], 1)", made.text)
+    assert abs(one - made.nats) > 1e-4
+
+
+@pytest.fixture(scope="module")
+def live_made(tmp_path_factory):
+    return live_page(tmp_path_factory.mktemp("live"), "lstm", 1, False)
+
+
+def test_choose_mode_appends_the_clicked_character_and_a_typed_one(browser, live_made):
+    load(browser, live_made.url)
+    prime = browser.find_element("id", "live-prime")
+    prime.clear()
+    prime.send_keys("the ")
+    browser.find_element("id", "live-choose").click()
+    out = browser.find_element("id", "live-out")
+    assert out.get_attribute("textContent") == "the "
+    buttons = browser.find_elements("css selector", "#live-choices button")
+    assert len(buttons) == 5
+    p = browser.execute_script("return window.charrnn.probabilities('the ')")
+    best = browser.execute_script("return window.charrnn.top(arguments[0], 5)", p)
+    assert [int(b.get_attribute("data-k")) for b in buttons] == best
+    assert sorted(p, reverse=True)[:5] == [p[k] for k in best]
+    buttons[2].click()
+    vocab = browser.execute_script("return window.charrnn.vocab")
+    assert out.get_attribute("textContent") == "the " + vocab[best[2]]
+    assert len(browser.find_elements("css selector", "#live-choices button")) == 5  # for the longer text
+    browser.find_element("id", "live-type").send_keys("e")
+    assert out.get_attribute("textContent") == "the " + vocab[best[2]] + "e"
+
+
+def test_generate_is_reproducible_and_the_prime_stays_text(browser, live_made):
+    load(browser, live_made.url)
+    vocab = set(browser.execute_script("return window.charrnn.vocab"))
+    assert {"<", ">", "="} - vocab  # the hostile prime below has characters the model never saw
+    hostile = '<img src=x onerror="window.pwned=1"><b>x</b>'
+    prime = browser.find_element("id", "live-prime")
+    prime.clear()
+    prime.send_keys(hostile)
+    browser.find_element("id", "live-generate").click()
+    browser.find_element("id", "live-choose").click()
+    time.sleep(0.3)  # an injected image's onerror would have fired by now
+    assert browser.execute_script("return window.pwned") is None
+    assert browser.execute_script("return document.querySelectorAll('img, #live b').length") == 0
+    assert browser.find_element("id", "live-out").get_attribute("textContent") == hostile  # shown as text
+    assert "is not in the model's vocabulary" in browser.find_element("id", "live-error").text
+    # A prime it knows: the same seed, the same text; another seed, another one.
+    prime.clear()
+    prime.send_keys("And ")
+    length = browser.find_element("id", "live-length")
+    length.clear()
+    length.send_keys("60")
+    texts = []
+    for seed in ("3", "3", "4"):
+        box = browser.find_element("id", "live-seed")
+        box.clear()
+        box.send_keys(seed)
+        browser.find_element("id", "live-generate").click()
+        texts.append(browser.find_element("id", "live-out").get_attribute("textContent"))
+    assert texts[0] == texts[1] != texts[2]
+    assert all(t.startswith("And ") and len(t) == 64 and set(t) <= vocab for t in texts)
+    assert browser.execute_script("return window.charrnn.generate('And ', 60, 0.8, 3)") == texts[0][4:]
+
+
+def test_a_model_over_the_size_limit_gets_a_page_without_weights_that_says_why(browser, tmp_path):
+    vocab = D.build_vocab(TEXT)
+    spec = M.ModelSpec("gru", len(vocab), 6, layers=2)
+    params = M.init_params(spec, np.random.default_rng(0), np.float32)
+    header = {"checkpoint": "big.npz", "model": spec.describe(), "step": 0, "val_loss": None, "source": "test"}
+    limit = viz.weights.weight_bytes(spec) - 4  # one float over
+    html, data = viz.build(params, spec, vocab, TEXT, header, weight_limit=limit)
+    assert "params" not in data["live"] and '"f32"' not in html
+    (tmp_path / "big.html").write_text(html, encoding="utf-8")
+    load(browser, (tmp_path / "big.html").as_uri())
+    note = browser.find_element("id", "live-note").text
+    assert "not in this page" in note and f"over the page's limit of {limit / 1e6:g} MB" in note, note
+    assert not browser.find_element("id", "live-box").is_displayed()
+    assert browser.execute_script("return window.charrnn.probabilities") is None
+    # At the limit exactly: the weights are in, and the box is shown.
+    html, data = viz.build(params, spec, vocab, TEXT, header, weight_limit=limit + 4)
+    assert set(data["live"]["params"]) == set(M.param_shapes(spec))
+    (tmp_path / "ok.html").write_text(html, encoding="utf-8")
+    load(browser, (tmp_path / "ok.html").as_uri())
+    assert browser.find_element("id", "live-box").is_displayed()
+    assert len(browser.execute_script("return window.charrnn.probabilities('KING')")) == len(vocab)

@@ -456,3 +456,23 @@ def test_without_out_the_page_is_the_runs_own_visualize_html(tmp_path, write_con
     assert not page.exists()
     (aside,) = [p for p in (tmp_path / "run").iterdir() if p.name.startswith("replaced-")]
     assert (aside / "visualize.html").exists()
+
+
+def test_the_weights_go_into_the_page_as_float32_up_to_the_limit():
+    vocab = D.build_vocab("abcab\n")
+    spec = M.ModelSpec("lstm", len(vocab), 3, layers=2, multiplicative=True)
+    params = M.init_params(spec, np.random.default_rng(1), np.float64, std=0.7)
+    n = viz.weights.weight_bytes(spec)
+    assert n == 4 * sum(a.size for a in params.values())
+    live = viz.weights.pack(params, spec, limit=n)
+    assert {k: live[k] for k in ("cell", "layers", "H", "V", "multiplicative", "bytes")} == \
+        {"cell": "lstm", "layers": 2, "H": 3, "V": len(vocab), "multiplicative": True, "bytes": n}
+    assert list(live["params"]) == list(M.param_shapes(spec))  # every parameter, in model order
+    for name, a in params.items():
+        got = np.frombuffer(base64.b64decode(live["params"][name]["f32"]), dtype="<f4")
+        assert live["params"][name]["shape"] == list(a.shape)
+        np.testing.assert_array_equal(got, a.astype(np.float32).ravel())  # row-major, float32, little-endian
+    over = viz.weights.pack(params, spec, limit=n - 1)
+    assert "params" not in over and f"over the page's limit of {(n - 1) / 1e6:g} MB" in over["omitted"]
+    html, data = viz.build(params, spec, vocab, "abcab\n", {"checkpoint": "c", "source": "s"}, weight_limit=n - 1)
+    assert data["live"] == over and '"f32"' not in html  # the key, not the script's word

@@ -11,12 +11,15 @@ the position in a line), and under every character the model's guesses for the n
   the self-contained HTML file (``page``, ``build``), made of the package's ``page.html``,
   ``page.css`` and ``page.js`` with the document inlined: no network, no external script,
   font or style; user text only as data, shown as text.
+- ``weights``: the model's weights packed into the page's document (``pack``, up to ``LIMIT``
+  bytes of float32), for the page's own forward pass (``live.js``, ``window.charrnn``).
 - ``checkpoint_page``: ``page_for``, the page of a checkpoint over a file, a sample or the
   run's validation split: what ``charrnn visualize`` writes.
 
 Letters: N characters of text, H hidden units, V vocabulary, K predictions kept (5).
 """
 
+from charrnn.visualize import weights
 from charrnn.visualize.checkpoint_page import Visualization, page_for
 from charrnn.visualize.render import build, json_for_script, page, page_data, page_files, quantize, state_scale
 from charrnn.visualize.tracing import (
@@ -35,5 +38,5 @@ from charrnn.visualize.tracing import (
 __all__ = [
     "FEATURES", "NO_LOSS", "TOP_K", "Pick", "Trace", "Visualization", "build", "correlations", "features",
     "json_for_script", "page", "page_data", "page_files", "page_for", "quantize", "rank_units", "sample_text",
-    "state_scale", "trace",
+    "state_scale", "trace", "weights",
 ]

@@ -3,7 +3,8 @@ one self-contained HTML file.
 
 The page is ``page.html``, ``page.css`` and ``page.js`` beside this module (package data,
 read with ``importlib.resources``), joined into one file: no network, no external script,
-font or style, so that it opens offline and can be mailed as it is. ``page.html`` holds four
+font or style, so that it opens offline and can be mailed as it is. ``live.js`` follows
+``page.js`` in the same script element: the model's forward pass over the document's weights. ``page.html`` holds four
 markers, each once: ``__TITLE__``, ``__STYLE__`` (page.css), ``__DATA__`` (the JSON document)
 and ``__SCRIPT__`` (page.js). They are replaced in one pass over the template, so that a
 marker inside the text or a file name is never replaced in its turn.
@@ -32,9 +33,10 @@ import numpy as np
 from charrnn import data as D
 from charrnn import model as M
 from charrnn.errors import CharrnnError, UsageError
+from charrnn.visualize import weights
 from charrnn.visualize.tracing import FEATURES, NO_LOSS, Trace, correlations, features, rank_units, trace
 
-PAGE_FILES = ("page.html", "page.css", "page.js")  # package data: pyproject.toml ships them in the wheel
+PAGE_FILES = ("page.html", "page.css", "page.js", "live.js")  # package data: pyproject.toml ships them in the wheel
 _MARKER = re.compile(r"__(TITLE|STYLE|DATA|SCRIPT)__")
 
 
@@ -132,15 +134,19 @@ def page(data: dict) -> str:
         "TITLE": html.escape(f"charrnn visualize: {data.get('checkpoint', '')}"),
         "STYLE": files["page.css"],
         "DATA": json_for_script(data),
-        "SCRIPT": files["page.js"],
+        "SCRIPT": files["page.js"] + files["live.js"],  # live.js: the model itself, when the document has it
     }
     # One pass over the template only: what is put in is not searched for markers again.
     return _MARKER.sub(lambda m: parts[m.group(1)], template)
 
 
 def build(params: dict, spec: M.ModelSpec, vocab: np.ndarray, text: str, header: Mapping,
-          layers: Iterable[int] | None = None, chunk: int = 256, context: str = "") -> tuple[str, dict]:
+          layers: Iterable[int] | None = None, chunk: int = 256, context: str = "",
+          weight_limit: int = weights.LIMIT) -> tuple[str, dict]:
     """Trace ``text`` and return the page's HTML and its data document.
+
+    The document's ``live`` entry holds the weights for the page's own forward pass
+    (``weights.pack``), or, above ``weight_limit`` bytes of float32 weights, why they are left out.
 
     vocab : (V,) code points; layers : layers counted from 1 to include (None: all);
     context : text read before ``text`` to warm the state up, not shown (``trace``'s warmup). Raises
@@ -160,5 +166,6 @@ def build(params: dict, spec: M.ModelSpec, vocab: np.ndarray, text: str, header:
         raise CharrnnError(f"{header.get('source', 'the text')}: {e}") from None
     tr = trace(params, spec, indices, layers, chunk, warmup=len(context))
     data = page_data(text, vocab, tr, header)
+    data["live"] = weights.pack(params, spec, weight_limit)
     return page(data), data
 
