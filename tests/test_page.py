@@ -10,6 +10,7 @@ One browser for the module; pages come from a small LSTM of random weights (floa
 Without Chromium, chromedriver or selenium the tests skip, saying which is missing.
 """
 
+import base64
 import json
 import os
 import re
@@ -214,6 +215,10 @@ def test_the_page_requests_nothing(browser, made):
     browser.execute_script("const m = document.getElementById('mode'); m.value = 'loss';"
                            "m.dispatchEvent(new Event('change'))")
     hover(browser, 20)
+    # Select, Match, Search (their sparklines are SVG made in the page, nothing loaded)
+    browser.execute_script("document.getElementById('sel-to').value = '5';"
+                           "document.getElementById('search-q').value = 'e'; const F = window.charrnnFind;"
+                           "F.runSelect(); F.runMatch(); F.runSearch()")
     events = [json.loads(e["message"])["message"] for e in browser.get_log("performance")]
     requested = [e["params"]["request"]["url"] for e in events if e["method"] == "Network.requestWillBeSent"]
     assert requested == [made.url]
@@ -430,3 +435,188 @@ def test_a_model_over_the_size_limit_gets_a_page_without_weights_that_says_why(b
     load(browser, (tmp_path / "ok.html").as_uri())
     assert browser.find_element("id", "live-box").is_displayed()
     assert len(browser.execute_script("return window.charrnn.probabilities('KING')")) == len(vocab)
+
+
+# Select, Match, Search (page.js): pages from crafted traces, with units planted where the
+# tests want them, so that what the page must find is known exactly.
+
+PLANT_TEXT = ('Find we a time for frighted peace to pant,\nAnd peace, and war: <img src=x onerror="window.pwned=1">\n'
+              'war and peace; "war" is war.\nThe peace of it.\n')
+
+
+def crafted_page(directory, text, arrays, name="crafted.html"):
+    """A page over ``text`` whose states are ``arrays`` ((layer, state) -> (N, H)), no model."""
+    vocab = D.build_vocab(text)
+    N = len(text)
+    top_idx = np.zeros((N, 5), dtype=np.int64)
+    top_p = np.full((N, 5), 0.2)
+    loss = np.concatenate([[np.nan], np.ones(N - 1)])
+    tr = viz.tracing.Trace(arrays, top_idx, top_p, loss)
+    header = {"checkpoint": "crafted.npz", "model": "crafted", "step": 0, "val_loss": None, "source": "test"}
+    data = viz.render.page_data(text, vocab, tr, header)
+    path = directory / name
+    path.write_text(viz.render.page(data), encoding="utf-8")
+    return SimpleNamespace(url=path.as_uri(), data=data)
+
+
+def stretches(text, word):
+    return [(m.start(), m.end()) for m in re.finditer(re.escape(word), text)]
+
+
+U, V, NEAR = 3, 5, 1  # U: on inside every "peace" only; V: inside "peace" and "war"; NEAR: one too early
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    N = len(PLANT_TEXT)
+    h = np.random.default_rng(1).uniform(-0.45, 0.45, (N, 8))  # never on at 0.5
+    h[:, U], h[:, V], h[:, NEAR] = -0.9, -0.2, -0.5
+    for s, e in stretches(PLANT_TEXT, "peace"):
+        h[s:e, U] = 0.9
+        h[s:e, V] = 0.6
+        h[s - 1:e, NEAR] = 0.8  # on just before the stretch too: not "off outside"
+    for s, e in stretches(PLANT_TEXT, "war"):
+        h[s:e, V] = 0.6
+    c = np.random.default_rng(2).uniform(-3, 3, (N, 8))  # a second array for the layer menu
+    return crafted_page(tmp_path_factory.mktemp("planted"), PLANT_TEXT, {(0, "h"): h, (0, "c"): c})
+
+
+def listed(driver, list_id):
+    return driver.execute_script(
+        f"return Array.from(document.querySelectorAll('#{list_id} li')).map(li => [+li.dataset.a, +li.dataset.u])")
+
+
+def set_value(driver, id_, value):
+    driver.execute_script("const e = document.getElementById(arguments[0]); e.value = arguments[1];", id_, str(value))
+
+
+@pytest.mark.slow
+def test_selecting_a_stretch_lists_the_unit_planted_there_first_and_match_finds_its_repeats(browser, planted):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    load(browser, planted.url)
+    s, e = stretches(PLANT_TEXT, "peace")[1]
+    spans = browser.find_elements("css selector", "#text span")
+    # A drag with the mouse over the second "peace": its characters become the stretch.
+    w = spans[s].size["width"]  # from the left edge of its first character to the right edge of its last
+    ActionChains(browser).move_to_element_with_offset(spans[s], -w // 2 + 1, 0).click_and_hold() \
+        .move_to_element_with_offset(spans[e - 1], w // 2 - 1, 0).release().perform()
+    assert browser.find_element("id", "sel-from").get_attribute("value") == str(s + 1)
+    assert browser.find_element("id", "sel-to").get_attribute("value") == str(e)
+    assert listed(browser, "sel-units") == [[0, U], [0, V]]  # NEAR is on just before it: not listed
+    assert len(browser.find_elements("css selector", "#sel-units li svg polyline")) == 2  # the sparklines
+    assert "2 of the 8 units" in browser.find_element("id", "sel-note").text
+    browser.find_elements("css selector", "#sel-units li")[0].click()  # colours the text by U
+    assert f"unit {U} of 8" in browser.find_element("id", "unitinfo").text
+    # Match, k = all (2): exactly the "peace"s; k = 1: the "war"s too (V alone).
+    browser.find_element("id", "match-go").click()
+    got = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#match-list li')).map(li => [+li.dataset.s, +li.dataset.e])")
+    assert sorted(map(tuple, got)) == stretches(PLANT_TEXT, "peace")
+    marked = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#text span'))"
+        ".map((s, i) => s.classList.contains('match') ? i : -1).filter(i => i >= 0)")
+    assert marked == [i for s0, e0 in stretches(PLANT_TEXT, "peace") for i in range(s0, e0)]
+    ctx = browser.find_elements("css selector", "#match-list li .ctx")[0]
+    assert "peace" == ctx.find_element("tag name", "b").text
+    set_value(browser, "match-k", 1)
+    browser.find_element("id", "match-go").click()
+    got = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#match-list li')).map(li => [+li.dataset.s, +li.dataset.e])")
+    assert sorted(map(tuple, got)) == sorted(stretches(PLANT_TEXT, "peace") + stretches(PLANT_TEXT, "war"))
+    # typed bounds and other thresholds
+    set_value(browser, "sel-from", s + 1)
+    set_value(browser, "sel-to", e)
+    set_value(browser, "sel-threshold", -0.6)
+    browser.find_element("id", "sel-go").click()
+    assert listed(browser, "sel-units") == [[0, U]]  # U's -0.9 outside is off; V's -0.2 and the rest on there
+    set_value(browser, "sel-threshold", 0.7)
+    browser.find_element("id", "sel-go").click()
+    assert listed(browser, "sel-units") == [[0, U]]  # V's 0.6 is under it
+    time.sleep(0.2)
+    assert browser.execute_script("return window.pwned") is None
+
+
+@pytest.mark.slow
+def test_search_ranks_the_unit_that_tracks_the_word_first_and_a_bad_regex_is_a_message(browser, planted):
+    load(browser, planted.url)
+    for query, regex in (("peace", False), ("pea+ce", True), ("p[e]ace|peace", True)):
+        set_value(browser, "search-q", query)
+        browser.execute_script("document.getElementById('search-regex').checked = arguments[0]", regex)
+        browser.execute_script("window.charrnnFind.runSearch()")  # throws into Python if the page would throw
+        ranked = listed(browser, "search-units")
+        assert ranked[0] == [0, U], (query, ranked)
+        assert browser.find_element("css selector", "#search-units li .r").text == "+1.00"
+        n = len(stretches(PLANT_TEXT, "peace"))
+        assert browser.find_element("id", "search-note").text.startswith(f"{n} occurrences")
+        assert len(browser.find_elements("css selector", "#text span.found")) == 5 * n
+    # r is tracing.correlations' r with the indicator, for every unit listed
+    ind = np.zeros(len(PLANT_TEXT))
+    for s, e in stretches(PLANT_TEXT, "war"):
+        ind[s:e] = 1
+    set_value(browser, "search-q", "war")
+    browser.execute_script("document.getElementById('search-regex').checked = false; window.charrnnFind.runSearch()")
+    shown = browser.execute_script("return window.charrnnFind.rankByIndicator("
+                                   "window.charrnnFind.occurrences('war', false), 100)")
+    assert shown[0]["u"] == V and shown[0]["a"] == 0
+    for x in shown:
+        A = planted.data["arrays"][x["a"]]
+        q = np.frombuffer(base64.b64decode(A["q"]), np.uint8).reshape(A["H"], -1)[x["u"]].astype(np.float64)
+        r = viz.correlations(q[:, None], {"war": ind})[0, 0]
+        assert x["r"] == pytest.approx(r, abs=1e-12)
+    # an invalid expression: one line on the page, no exception, nothing marked
+    set_value(browser, "search-q", "(peace")
+    browser.execute_script("document.getElementById('search-regex').checked = true; window.charrnnFind.runSearch()")
+    note = browser.find_element("id", "search-note")
+    assert note.text.startswith("not a regular expression: ") and "\n" not in note.text
+    assert listed(browser, "search-units") == [] and browser.find_elements("css selector", "#text span.found") == []
+
+
+def test_a_hostile_search_string_and_text_stay_text(browser, planted):
+    load(browser, planted.url)
+    hostile = '<img src=x onerror="window.pwned=1">'
+    for regex in (False, True):
+        set_value(browser, "search-q", hostile)
+        browser.execute_script("document.getElementById('search-regex').checked = arguments[0];"
+                               "window.charrnnFind.runSearch()", regex)
+        assert browser.find_element("id", "search-note").text.startswith("1 occurrences")
+        found = browser.execute_script("return Array.from(document.querySelectorAll('#text span.found'))"
+                                       ".map(s => s.textContent).join('')")
+        assert found == hostile
+    # a Match whose context shows the hostile text: a stretch next to it
+    s = PLANT_TEXT.index("<img")
+    set_value(browser, "sel-from", s - 3)
+    set_value(browser, "sel-to", s - 2)
+    browser.execute_script("window.charrnnFind.runSelect(); window.charrnnFind.runMatch()")
+    time.sleep(0.3)  # an injected image's onerror would have fired by now
+    assert browser.execute_script("return window.pwned") is None
+    assert browser.execute_script("return document.querySelectorAll('img').length") == 0
+    assert browser.execute_script("return document.scripts.length") == 2
+
+
+@pytest.mark.slow
+def test_select_match_and_search_answer_fast_on_10000_characters_of_512_units(browser, tmp_path):
+    N, H = 10000, 512
+    text = (TEXT * (N // len(TEXT) + 1))[:N]
+    h = np.random.default_rng(0).uniform(-1, 1, (N, H)).astype(np.float32)
+    s, e = 5000, 5010
+    h[s:e, 7] = 0.9
+    h[[s - 1, e], 7] = -0.9
+    load(browser, crafted_page(tmp_path, text, {(0, "h"): h}, "big.html").url)
+    times = browser.execute_script("""
+      const F = window.charrnnFind, ms = {};
+      const t = (name, f) => { const t0 = performance.now(), r = f(); ms[name] = performance.now() - t0; return r; };
+      t('first unitsOn (decodes the layer)', () => F.unitsOn(0, 5000, 5010, 0.5, 1));
+      const units = t('unitsOn', () => F.unitsOn(0, 5000, 5010, 0.5, 1));
+      t('unitsOn, 9,000 characters every unit passes', () => F.unitsOn(0, 500, 9500, -1, 1));  // the worst case
+      const wide = Array.from({length: 512}, (_, u) => u);
+      t('matchRuns, 512 units', () => F.matchRuns(0, wide, 0.5, 256));
+      const occ = t('occurrences', () => F.occurrences('peace', false));
+      t('first rankByIndicator (unit statistics)', () => F.rankByIndicator(occ, 15));
+      t('rankByIndicator', () => F.rankByIndicator(F.occurrences('[Aa]nd', false).concat(occ), 15));
+      ms.found = units.map(x => x.u);
+      return ms;""")
+    print(times)
+    assert 7 in times.pop("found")
+    for name, ms in times.items():
+        assert ms < 1000, (name, ms)

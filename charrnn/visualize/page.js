@@ -197,6 +197,282 @@
   }
   box.addEventListener("scroll", () => { if (pinned !== null) showAt(pinned); });  // a pinned tooltip follows its character
 
+  // Select, Match, Search (LSTMVis's Select and Match views, and a search): computed here, over
+  // the 8-bit codes of the document (q = 128 + 127 · value / scale), the numbers Python stored.
+  // A unit is "on" where its value ≥ t · its scale: on h (tanh's [-1, 1], scale 1) t itself; on
+  // c, t times that unit's largest |c| in this text. On codes: q ≥ 128 + 127 · t.
+  function onCode(t) { return 128 + 127 * t; }
+  function value(a, u, q) { return (q - 128) / 127 * (D.arrays[a].scale ? D.arrays[a].scale[u] : 1); }
+  function intIn(id, lo, hi, dflt) { const n = Math.floor(+$(id).value); return n >= lo && n <= hi ? n : dflt; }
+  function numIn(id, lo, hi, dflt) { const n = +$(id).value; return $(id).value !== "" && n >= lo && n <= hi ? n : dflt; }
+  // The units of array a on (≥ threshold t) over every character of [s, e) and off (< t) on
+  // each of the m characters just before s and just after e (those inside the text); ranked by
+  // their mean value inside minus their mean value on those outside characters, best first.
+  function unitsOn(a, s, e, t, m) {
+    const q = arrayCodes(a), H = D.arrays[a].H, T = onCode(t), out = [];
+    const lo = Math.max(0, s - m), hi = Math.min(N, e + m);
+    for (let u = 0; u < H; u++) {
+      const off = u * N;
+      let ok = true, sumIn = 0, sumOut = 0;
+      for (let i = s; i < e; i++) { const c = q[off + i]; if (c < T) { ok = false; break; } sumIn += c; }
+      if (!ok) continue;
+      for (let i = lo; i < s; i++) { const c = q[off + i]; if (c >= T) { ok = false; break; } sumOut += c; }
+      for (let i = e; ok && i < hi; i++) { const c = q[off + i]; if (c >= T) { ok = false; break; } sumOut += c; }
+      if (!ok) continue;
+      const nOut = (s - lo) + (hi - e), mIn = value(a, u, sumIn / (e - s));
+      out.push({ u: u, score: mIn - (nOut ? value(a, u, sumOut / nOut) : value(a, u, 128 + 127 * t)) });
+    }
+    out.sort((x, y) => y.score - x.score || x.u - y.u);
+    return out;
+  }
+  // Stretches where at least k of the units (of array a) are on together: for each character,
+  // how many are on; the maximal runs with ≥ k, ranked by the mean number on, then by length.
+  function matchRuns(a, units, t, k) {
+    const q = arrayCodes(a), T = onCode(t), count = new Uint16Array(N), runs = [];
+    units.forEach((u) => { const off = u * N; for (let i = 0; i < N; i++) if (q[off + i] >= T) count[i]++; });
+    for (let i = 0; i < N;) {
+      if (count[i] < k) { i++; continue; }
+      let j = i, sum = 0;
+      while (j < N && count[j] >= k) sum += count[j++];
+      runs.push({ s: i, e: j, agree: sum / (j - i) });
+      i = j;
+    }
+    runs.sort((x, y) => y.agree - x.agree || (y.e - y.s) - (x.e - x.s) || x.s - y.s);
+    return runs;
+  }
+  // Code-unit offsets of JavaScript strings to characters (code points, as `chars` counts).
+  let cuToCp = null;
+  function charAt(cu) {
+    if (!cuToCp) {
+      cuToCp = new Int32Array(D.text.length + 1);
+      let cp = 0;
+      for (let i = 0; i < D.text.length; i++) {
+        cuToCp[i] = cp;
+        const h = D.text.charCodeAt(i);
+        if (h >= 0xd800 && h < 0xdc00 && i + 1 < D.text.length) { cuToCp[++i] = cp; }
+        cp++;
+      }
+      cuToCp[D.text.length] = cp;
+    }
+    return cuToCp[cu];
+  }
+  // The occurrences of a string (or a regular expression) in the text, as character stretches
+  // [s, e); an invalid expression throws a SyntaxError (its message is shown, one line).
+  function occurrences(query, regex) {
+    const found = [];
+    if (!query) return found;
+    if (regex) {
+      const re = new RegExp(query, "gu");
+      let m;
+      while ((m = re.exec(D.text)) !== null) {
+        if (m[0].length === 0) { re.lastIndex++; continue; }  // an empty match marks nothing
+        found.push({ s: charAt(m.index), e: charAt(m.index + m[0].length) });
+      }
+    } else {
+      for (let i = D.text.indexOf(query); i >= 0; i = D.text.indexOf(query, i + query.length))
+        found.push({ s: charAt(i), e: charAt(i + query.length) });
+    }
+    return found;
+  }
+  // Every unit of every array ranked by |r|, r its Pearson correlation with the indicator of
+  // "inside a stretch" (1 inside, 0 outside): the measure tracing.correlations gives the
+  // built-in features (over the codes, an affine map of the values: r is the same). nan-free:
+  // an indicator that is constant (nothing found, or all of the text) gives [].
+  let codeStats = [];
+  function stats(a) {  // per unit: the mean code and sqrt of the sum of squared deviations
+    if (!codeStats[a]) {
+      const q = arrayCodes(a), H = D.arrays[a].H, mean = new Float64Array(H), norm = new Float64Array(H);
+      for (let u = 0; u < H; u++) {
+        const off = u * N;
+        let s = 0, ss = 0;
+        for (let i = 0; i < N; i++) s += q[off + i];
+        const mu = s / N;
+        for (let i = 0; i < N; i++) { const d = q[off + i] - mu; ss += d * d; }
+        mean[u] = mu;
+        norm[u] = Math.sqrt(ss);
+      }
+      codeStats[a] = { mean: mean, norm: norm };
+    }
+    return codeStats[a];
+  }
+  function rankByIndicator(stretches, top) {
+    const inside = new Uint8Array(N);
+    stretches.forEach((r) => inside.fill(1, r.s, r.e));
+    const idx = [];
+    for (let i = 0; i < N; i++) if (inside[i]) idx.push(i);
+    const M = idx.length, out = [];
+    if (M === 0 || M === N) return out;
+    const nf = Math.sqrt(M * (1 - M / N));  // the indicator's root sum of squared deviations
+    D.arrays.forEach((A, a) => {
+      const q = arrayCodes(a), st = stats(a);
+      for (let u = 0; u < A.H; u++) {
+        const off = u * N;
+        let s = 0;
+        for (let k = 0; k < M; k++) s += q[off + idx[k]];
+        const r = st.norm[u] > 0 ? (s - M * st.mean[u]) / (st.norm[u] * nf) : 0;
+        out.push({ a: a, u: u, r: r });
+      }
+    });
+    out.sort((x, y) => Math.abs(y.r) - Math.abs(x.r) || x.a - y.a || x.u - y.u);
+    return out.slice(0, top);
+  }
+
+  // Marks on the text: a CSS class on the character spans of some stretches.
+  const marks = { match: [], found: [], chosen: [] };
+  function mark(cls, stretches) {
+    marks[cls].forEach((i) => spans[i].classList.remove(cls));
+    marks[cls] = [];
+    stretches.forEach((r) => { for (let i = r.s; i < r.e; i++) { spans[i].classList.add(cls); marks[cls].push(i); } });
+  }
+  function scrollTo(i) { box.scrollTop += spans[i].getBoundingClientRect().top - box.getBoundingClientRect().top - box.clientHeight / 4; }
+  const SVG = "http://www.w3.org/2000/svg";
+  function svgEl(tag, attrs) {
+    const e = document.createElementNS(SVG, tag);
+    Object.keys(attrs).forEach((k) => e.setAttribute(k, attrs[k]));
+    return e;
+  }
+  // A unit's value over the stretch and CONTEXT characters either side: the stretch shaded, the
+  // threshold a dashed line, the value a polyline on [-scale, +scale].
+  const CONTEXT = 20, SW = 120, SH = 22;
+  function sparkline(a, u, s, e, t) {
+    const q = arrayCodes(a), lo = Math.max(0, s - CONTEXT), hi = Math.min(N, e + CONTEXT), n = hi - lo;
+    const x = (i) => (n > 1 ? (i - lo) / (n - 1) * (SW - 2) + 1 : SW / 2), y = (c) => SH - 1 - (c - 1) / 254 * (SH - 2);
+    const svg = svgEl("svg", { width: SW, height: SH, viewBox: "0 0 " + SW + " " + SH, "class": "spark" });
+    svg.appendChild(svgEl("rect", { x: x(s) - 0.5, y: 0, width: Math.max(1, x(e - 1) - x(s) + 1), height: SH, fill: "#ffe0b2" }));
+    svg.appendChild(svgEl("line", { x1: 0, x2: SW, y1: y(onCode(t)), y2: y(onCode(t)), stroke: "#888", "stroke-dasharray": "2,2" }));
+    const pts = [];
+    for (let i = lo; i < hi; i++) pts.push(x(i).toFixed(1) + "," + y(q[u * N + i]).toFixed(1));
+    svg.appendChild(svgEl("polyline", { points: pts.join(" "), fill: "none", stroke: "#c62828", "stroke-width": 1.2 }));
+    return svg;
+  }
+  function unitName(a, u) { return "L" + D.arrays[a].layer + " " + D.arrays[a].state + " unit " + u; }
+
+  $("selectdoc").textContent = "Drag over a stretch of the text (or type its first and last character, counted from 1 as the tooltip does). "
+    + "Units are listed that are on (value \u2265 threshold \u00d7 the unit's scale: on h, tanh's [\u22121, 1], the threshold itself; on c, times the unit's largest |c| here) "
+    + "over every character of the stretch and off on the characters just outside it (as many each side as \u201coutside\u201d says), "
+    + "in the layer chosen above, best first by their mean value inside minus their mean on those outside characters. "
+    + "Match finds the other stretches where at least k of them are on together; Search ranks every unit by its correlation (r) with \u201cinside an occurrence\u201d, as the features below.";
+  let found = { a: 0, units: [], t: 0.5 };
+  function runSelect() {
+    const note = $("sel-note"), list = $("sel-units");
+    list.textContent = "";
+    $("match-list").textContent = "";
+    $("match-note").textContent = "";
+    mark("match", []);
+    const from = intIn("sel-from", 1, N, 1), to = intIn("sel-to", from, N, from);
+    const t = numIn("sel-threshold", -1, 1, 0.5), m = intIn("sel-margin", 0, 3, 1), a = cur.a;
+    const s = from - 1, e = to;
+    const t0 = performance.now();
+    const units = unitsOn(a, s, e, t, m);
+    const ms = performance.now() - t0;
+    found = { a: a, units: units.map((x) => x.u), t: t, s: s, e: e };
+    mark("chosen", [{ s: s, e: e }]);
+    note.textContent = units.length + " of the " + D.arrays[a].H + " units of " + arrayName(a) + " are on over characters "
+      + from + " to " + to + " and off just outside (threshold " + t + ")" + (units.length > 50 ? "; the first 50:" : ".");
+    units.slice(0, 50).forEach((x) => {
+      const li = el("li");
+      li.dataset.a = a;
+      li.dataset.u = x.u;
+      li.appendChild(el("span", unitName(a, x.u)));
+      li.appendChild(sparkline(a, x.u, s, e, t));
+      li.appendChild(el("span", (x.score >= 0 ? "+" : "") + x.score.toFixed(2), "r"));
+      li.addEventListener("click", () => { modeSel.value = "act"; select(a, x.u); });
+      list.appendChild(li);
+    });
+    $("match-n").textContent = String(units.length);
+    $("match-k").max = Math.max(1, units.length);
+    $("match-k").value = Math.max(1, units.length);  // all of them by default
+    return ms;
+  }
+  function runMatch() {
+    const note = $("match-note"), list = $("match-list");
+    list.textContent = "";
+    if (!found.units.length) { note.textContent = "no units to match: select a stretch first"; mark("match", []); return 0; }
+    const n = found.units.length, k = intIn("match-k", 1, n, n);
+    const t0 = performance.now();
+    const runs = matchRuns(found.a, found.units, found.t, k);
+    const ms = performance.now() - t0;
+    mark("match", runs);
+    note.textContent = runs.length + " stretches where at least " + k + " of the " + n + " units are on together"
+      + (runs.length > 100 ? "; the first 100:" : ":");
+    runs.slice(0, 100).forEach((r) => {
+      const li = el("li"), ctx = el("span", undefined, "ctx"), flat = (x) => x.replace(/\n/g, "\u21b5");
+      li.dataset.s = r.s;
+      li.dataset.e = r.e;
+      ctx.appendChild(document.createTextNode(flat(chars.slice(Math.max(0, r.s - 12), r.s).join(""))));
+      ctx.appendChild(el("b", flat(chars.slice(r.s, r.e).join(""))));
+      ctx.appendChild(document.createTextNode(flat(chars.slice(r.e, r.e + 12).join(""))));
+      li.appendChild(ctx);
+      li.appendChild(el("span", r.agree.toFixed(1) + " on \u00b7 " + (r.e - r.s) + " ch" + (r.s === found.s && r.e === found.e ? " (the selection)" : ""), "r"));
+      li.addEventListener("click", () => scrollTo(r.s));
+      list.appendChild(li);
+    });
+    return ms;
+  }
+  function runSearch() {
+    const note = $("search-note"), list = $("search-units");
+    list.textContent = "";
+    note.className = "";
+    let occ;
+    const t0 = performance.now();
+    try {
+      occ = occurrences($("search-q").value, $("search-regex").checked);
+    } catch (err) {
+      mark("found", []);
+      note.className = "bad";
+      note.textContent = "not a regular expression: " + String(err.message).split("\n")[0];
+      return 0;
+    }
+    const ranked = rankByIndicator(occ, 15), ms = performance.now() - t0;
+    mark("found", occ);
+    if (!occ.length) { note.textContent = "not found in this text"; return ms; }
+    note.textContent = occ.length + " occurrences; the units whose value follows \u201cinside an occurrence\u201d best, by |r|"
+      + (ranked.length ? ":" : ": none (the occurrences cover the whole text)");
+    ranked.forEach((x) => {
+      const li = el("li");
+      li.dataset.a = x.a;
+      li.dataset.u = x.u;
+      li.appendChild(el("span", unitName(x.a, x.u)));
+      li.appendChild(el("span", (x.r >= 0 ? "+" : "") + x.r.toFixed(2), "r"));
+      li.addEventListener("click", () => { modeSel.value = "act"; select(x.a, x.u); });
+      list.appendChild(li);
+    });
+    if (occ.length) scrollTo(occ[0].s);
+    return ms;
+  }
+  $("sel-go").addEventListener("click", runSelect);
+  $("match-go").addEventListener("click", runMatch);
+  $("search-go").addEventListener("click", runSearch);
+  $("search-q").addEventListener("keydown", (e) => { if (e.key === "Enter") runSearch(); });
+  box.addEventListener("mouseup", () => {  // a drag over the text: the characters it covers become the stretch
+    const sel = window.getSelection();
+    if (!sel || sel.isCollapsed || !sel.rangeCount) return;
+    const r = sel.getRangeAt(0);
+    // a boundary inside character i's span: before it at offset 0, after it otherwise
+    const at = (node, offset) => {
+      let n = node;
+      while (n && n.i === undefined && n !== box) n = n.parentNode;
+      if (n && n.i !== undefined) return offset > 0 ? n.i + 1 : n.i;
+      if (node === box) {  // between the box's children: the next span's index
+        for (let k = offset; k < box.childNodes.length; k++) if (box.childNodes[k].i !== undefined) return box.childNodes[k].i;
+        return N;
+      }
+      let p = node;  // a text node of the box (a line break's): after the span before it
+      while (p && p.i === undefined) p = p.previousSibling;
+      return p ? p.i + 1 : 0;
+    };
+    const s = at(r.startContainer, r.startOffset), e = at(r.endContainer, r.endOffset);
+    if (e <= s) return;
+    $("sel-from").value = s + 1;
+    $("sel-to").value = e;
+    runSelect();
+  });
+  $("sel-to").max = N;
+  $("sel-from").max = N;
+  // For tests and measurements: the computations alone, on plain arguments.
+  window.charrnnFind = { unitsOn: unitsOn, matchRuns: matchRuns, occurrences: occurrences, rankByIndicator: rankByIndicator,
+    runSelect: runSelect, runMatch: runMatch, runSearch: runSearch };
+
   // Start at the best-ranked unit, or where the address says: #a=ARRAY&u=UNIT&mode=loss&tip=CHAR
   // (numbers only are read from it), so that a view can be linked to.
   const first = D.ranking.length ? D.ranking[0] : { array: 0, unit: 0 };
