@@ -325,7 +325,7 @@
     stretches.forEach((r) => { for (let i = r.s; i < r.e; i++) { spans[i].classList.add(cls); marks[cls].push(i); } });
   }
   function scrollTo(i) { box.scrollTop += spans[i].getBoundingClientRect().top - box.getBoundingClientRect().top - box.clientHeight / 4; }
-  const SVG = "http://www.w3.org/2000/svg";
+  const SVG = $("svg").namespaceURI;  // the HTML parser gives <svg> its namespace: no address written here
   function svgEl(tag, attrs) {
     const e = document.createElementNS(SVG, tag);
     Object.keys(attrs).forEach((k) => e.setAttribute(k, attrs[k]));
