@@ -477,7 +477,10 @@ def planted(tmp_path_factory):
         h[s - 1:e, NEAR] = 0.8  # on just before the stretch too: not "off outside"
     for s, e in stretches(PLANT_TEXT, "war"):
         h[s:e, V] = 0.6
-    c = np.random.default_rng(2).uniform(-3, 3, (N, 8))  # a second array for the layer menu
+    c = np.random.default_rng(2).uniform(-3, 3, (N, 8))  # c: its scale is each unit's largest |c|
+    c[:, 2] = -4.0
+    for s, e in stretches(PLANT_TEXT, "peace"):
+        c[s:e, 2] = np.linspace(2.3, 2.7, e - s)  # about 0.6 of its scale (4): on at 0.5, off at 0.7; r < 1
     return crafted_page(tmp_path_factory.mktemp("planted"), PLANT_TEXT, {(0, "h"): h, (0, "c"): c})
 
 
@@ -493,8 +496,10 @@ def set_value(driver, id_, value):
 @pytest.mark.slow
 def test_selecting_a_stretch_lists_the_unit_planted_there_first_and_match_finds_its_repeats(browser, planted):
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
 
     load(browser, planted.url)
+    Select(browser.find_element("id", "array")).select_by_value("0")  # Select looks in the layer chosen: h
     s, e = stretches(PLANT_TEXT, "peace")[1]
     spans = browser.find_elements("css selector", "#text span")
     # A drag with the mouse over the second "peace": its characters become the stretch.
@@ -533,6 +538,14 @@ def test_selecting_a_stretch_lists_the_unit_planted_there_first_and_match_finds_
     set_value(browser, "sel-threshold", 0.7)
     browser.find_element("id", "sel-go").click()
     assert listed(browser, "sel-units") == [[0, U]]  # V's 0.6 is under it
+    # the cell state c (the layer menu's second array): the threshold is a fraction of each unit's scale
+    Select(browser.find_element("id", "array")).select_by_value("1")
+    set_value(browser, "sel-threshold", 0.5)
+    browser.find_element("id", "sel-go").click()
+    assert listed(browser, "sel-units")[0] == [1, 2]
+    set_value(browser, "sel-threshold", 0.7)
+    browser.find_element("id", "sel-go").click()
+    assert [1, 2] not in listed(browser, "sel-units")
     time.sleep(0.2)
     assert browser.execute_script("return window.pwned") is None
 
@@ -570,6 +583,22 @@ def test_search_ranks_the_unit_that_tracks_the_word_first_and_a_bad_regex_is_a_m
     note = browser.find_element("id", "search-note")
     assert note.text.startswith("not a regular expression: ") and "\n" not in note.text
     assert listed(browser, "search-units") == [] and browser.find_elements("css selector", "#text span.found") == []
+
+
+def test_search_counts_characters_as_python_does_past_the_basic_plane(browser, tmp_path):
+    text = "a\U0001F600b peace \U0001F600\U0001F600 peace!\n"  # characters of two UTF-16 code units each
+    h = np.zeros((len(text), 2))
+    for s, e in stretches(text, "peace"):
+        h[s:e, 1] = 0.9
+    load(browser, crafted_page(tmp_path, text, {(0, "h"): h}).url)
+    for query, regex in (("peace", False), ("pe.ce", True), ("\U0001F600", False), ("\\p{Emoji_Presentation}", True)):
+        got = browser.execute_script("return window.charrnnFind.occurrences(arguments[0], arguments[1])"
+                                     ".map(r => [r.s, r.e])", query, regex)
+        want = [(m.start(), m.end()) for m in re.finditer("peace" if query[0] == "p" else "\U0001F600", text)]
+        assert [tuple(r) for r in got] == want, (query, got)
+    ranked = browser.execute_script("return window.charrnnFind.rankByIndicator("
+                                    "window.charrnnFind.occurrences('peace', false), 2)")
+    assert (ranked[0]["u"], round(ranked[0]["r"], 9)) == (1, 1.0)
 
 
 def test_a_hostile_search_string_and_text_stay_text(browser, planted):

@@ -360,7 +360,7 @@
     $("match-note").textContent = "";
     mark("match", []);
     const from = intIn("sel-from", 1, N, 1), to = intIn("sel-to", from, N, from);
-    const t = numIn("sel-threshold", -1, 1, 0.5), m = intIn("sel-margin", 0, 3, 1), a = cur.a;
+    const t = numIn("sel-threshold", -1, 1, 0.5), m = intIn("sel-margin", 1, 3, 1), a = cur.a;
     const s = from - 1, e = to;
     const t0 = performance.now();
     const units = unitsOn(a, s, e, t, m);
