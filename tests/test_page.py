@@ -649,3 +649,100 @@ def test_select_match_and_search_answer_fast_on_10000_characters_of_512_units(br
     assert 7 in times.pop("found")
     for name, ms in times.items():
         assert ms < 1000, (name, ms)
+
+
+# Compare with a second unit (page.js's compare): a band under each character in the second
+# unit's colour, the background staying the first unit's.
+
+COMPARE_TEXT = 'So shaken as we are, <img src=x onerror="window.pwned=1"> </script>\nso wan with care.\n'
+
+
+@pytest.fixture(scope="module")
+def two_layers(tmp_path_factory):
+    """A crafted trace of two layers (an LSTM's h and c in each), known values: unit A of layer 1
+    rises along the text, unit B of layer 2 falls, so that the two colours differ nearly everywhere."""
+    N = len(COMPARE_TEXT)
+    rng = np.random.default_rng(3)
+    arrays = {(layer, name): rng.uniform(-0.9, 0.9, (N, 6)) * (1 if name == "h" else 3)
+              for layer in (0, 1) for name in ("h", "c")}
+    arrays[(0, "h")][:, 2] = np.linspace(-0.95, 0.95, N)
+    arrays[(1, "h")][:, 4] = np.linspace(0.95, -0.95, N)
+    made = crafted_page(tmp_path_factory.mktemp("compare"), COMPARE_TEXT, arrays, "compare.html")
+    made.arrays = arrays
+    made.keys = list(arrays)
+    return made
+
+
+def shown_colours(driver):
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll('#text span')).map((s) => { const st = getComputedStyle(s);"
+        " return [st.backgroundColor, st.borderBottomStyle, st.borderBottomColor, st.borderBottomWidth]; })")
+
+
+def expected_colours(driver, made, key, u):
+    """The page's own colour (window.charrnnColours) of each character's code for unit u of ``key``."""
+    a = made.arrays[key]
+    q = viz.render.quantize(a, viz.state_scale(a, key[1]))[u]
+    act = driver.execute_script("return window.charrnnColours.act")
+    return [act[c].replace(",", ", ") for c in q]  # as getComputedStyle writes rgb(r, g, b)
+
+
+def choose(driver, select_id, unit_id, a, u):
+    driver.execute_script(
+        "const s = document.getElementById(arguments[0]); s.value = String(arguments[2]);"
+        "s.dispatchEvent(new Event('change'));"
+        "const i = document.getElementById(arguments[1]); i.value = String(arguments[3]);"
+        "i.dispatchEvent(new Event('change'))",
+        select_id, unit_id, a, u)
+
+
+def test_compare_colours_the_band_by_a_second_layers_unit_and_none_removes_it(browser, two_layers):
+    from selenium.webdriver.support.ui import Select
+
+    made = two_layers
+    load(browser, made.url)
+    assert all(style == "none" for _, style, _, _ in shown_colours(browser))  # no band until one is chosen
+    a1, a2 = made.keys.index((0, "h")), made.keys.index((1, "h"))
+    choose(browser, "array", "unit", a1, 2)
+    Select(browser.find_element("id", "cmp-array")).select_by_visible_text("layer 2 h (hidden state)")
+    choose(browser, "cmp-array", "cmp-unit", a2, 4)
+    back, band = expected_colours(browser, made, (0, "h"), 2), expected_colours(browser, made, (1, "h"), 4)
+    assert sum(x != y for x, y in zip(back, band, strict=True)) > len(back) * 0.8  # the two say which unit is which
+    shown = shown_colours(browser)
+    assert [bg for bg, _, _, _ in shown] == back
+    assert [c for _, _, c, _ in shown] == band
+    assert {(style, width) for _, style, _, width in shown} == {("solid", "4px")}
+    # the tooltip: both values, each to 3 places (stored to half an 8-bit step)
+    i = 10
+    text, _ = hover(browser, i)
+    v1 = float(re.search(r"L1 h unit 2: ([-+][0-9.]+)", text).group(1))
+    v2 = float(re.search(r"band: L2 h unit 4: ([-+][0-9.]+)", text).group(1))
+    assert abs(v1 - made.arrays[(0, "h")][i, 2]) <= 0.5 / 127 + 0.0005 + 1e-9
+    assert abs(v2 - made.arrays[(1, "h")][i, 4]) <= 0.5 / 127 + 0.0005 + 1e-9
+    # h against c of the same layer: the c band is on c's scale (each unit's largest |c|)
+    choose(browser, "cmp-array", "cmp-unit", made.keys.index((0, "c")), 1)
+    assert [c for _, _, c, _ in shown_colours(browser)] == expected_colours(browser, made, (0, "c"), 1)
+    # the main unit changes, the band stays
+    choose(browser, "array", "unit", a2, 4)
+    shown = shown_colours(browser)
+    assert [bg for bg, _, _, _ in shown] == band
+    assert [c for _, _, c, _ in shown] == expected_colours(browser, made, (0, "c"), 1)
+    # none: no band, and the tooltip shows one value
+    Select(browser.find_element("id", "cmp-array")).select_by_visible_text("none")
+    assert all(style == "none" for _, style, _, _ in shown_colours(browser))
+    assert "band:" not in hover(browser, i)[0]
+    # hostile text stays text, with the bands on
+    choose(browser, "cmp-array", "cmp-unit", a2, 4)
+    time.sleep(0.3)  # an injected image's onerror would have fired by now
+    assert browser.execute_script("return window.pwned") is None
+    assert browser.execute_script("return document.querySelectorAll('img').length") == 0
+    assert browser.execute_script("return document.scripts.length") == 2
+    spans = browser.execute_script("return Array.from(document.querySelectorAll('#text span')).map(s => s.textContent)")
+    assert spans == ["\u21b5" if c == "\n" else c for c in COMPARE_TEXT]
+
+
+def test_the_address_can_name_the_compared_unit(browser, two_layers):
+    browser.get("about:blank")  # else only the address's fragment would change: no new page
+    load(browser, two_layers.url + f"#a=0&u=2&ca={two_layers.keys.index((1, 'h'))}&cu=4")
+    assert [c for _, _, c, _ in shown_colours(browser)] == expected_colours(browser, two_layers, (1, "h"), 4)
+    assert browser.find_element("id", "cmp-unit").get_attribute("value") == "4"

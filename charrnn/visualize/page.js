@@ -129,6 +129,33 @@
     else if (e.key === "ArrowLeft") select(cur.a, cur.u - 1);
   });
 
+  // Compare with a second unit (of any array: another layer, or h against c): a band under each
+  // character in that unit's colour, the character's background staying the first unit's.
+  const cmpSel = $("cmp-array"), cmpIn = $("cmp-unit");
+  D.arrays.forEach((A, a) => { const o = el("option", arrayName(a)); o.value = a; cmpSel.appendChild(o); });
+  let cmp = { a: -1, u: 0 };  // a = -1: none
+  function paintCompare() {
+    if (cmp.a < 0) {
+      for (let i = 0; i < N; i++) { spans[i].classList.remove("band"); spans[i].style.borderBottomColor = ""; }
+      return;
+    }
+    const q = arrayCodes(cmp.a), off = cmp.u * N;
+    for (let i = 0; i < N; i++) { spans[i].classList.add("band"); spans[i].style.borderBottomColor = actColour[q[off + i]]; }
+  }
+  function compare(a, u) {
+    if (!(a >= 0 && a < D.arrays.length)) a = -1;
+    const H = a >= 0 ? D.arrays[a].H : 1;
+    cmp = { a: a, u: ((u % H) + H) % H };
+    cmpSel.value = String(a);
+    cmpIn.max = H - 1;
+    cmpIn.value = cmp.u;
+    cmpIn.disabled = a < 0;
+    paintCompare();
+  }
+  cmpSel.addEventListener("change", () => compare(+cmpSel.value, cmp.u));
+  cmpIn.addEventListener("change", () => compare(cmp.a, Math.floor(+cmpIn.value) || 0));
+  cmpIn.disabled = true;
+
   // Ranked units
   $("rankdoc").textContent = "Each unit's value over this text is correlated (Pearson r) with simple features of the text listed below; for each feature the " + D.per_feature + " units that follow it best are listed, all ordered by |r|. |r| near 1: the unit follows the feature closely; near 0: not at all. A high r says the unit goes with the feature here, not that this is all it does. Click one to colour the text by it.";
   const ol = $("ranking");
@@ -158,6 +185,10 @@
     const A = D.arrays[cur.a], q = arrayCodes(cur.a)[cur.u * N + i];
     const v = (q - 128) / 127 * (A.scale ? A.scale[cur.u] : 1);
     tip.appendChild(el("div", "L" + A.layer + " " + A.state + " unit " + cur.u + ": " + (v >= 0 ? "+" : "") + v.toFixed(3)));
+    if (cmp.a >= 0) {
+      const B = D.arrays[cmp.a], w = (arrayCodes(cmp.a)[cmp.u * N + i] - 128) / 127 * (B.scale ? B.scale[cmp.u] : 1);
+      tip.appendChild(el("div", "band: L" + B.layer + " " + B.state + " unit " + cmp.u + ": " + (w >= 0 ? "+" : "") + w.toFixed(3)));
+    }
     const l = loss[i];
     tip.appendChild(el("div", l === NO_LOSS ? "loss: none (the first character; nothing predicted it)"
       : "loss here: " + (l / 1000).toFixed(3) + " nats (the model gave it " + fmtP(Math.exp(-l / 1000)) + ")"));
@@ -470,10 +501,12 @@
   $("sel-to").max = N;
   $("sel-from").max = N;
   // For tests and measurements: the computations alone, on plain arguments.
+  window.charrnnColours = { act: actColour.slice() };  // code -> colour, for tests: what paint() and the band use
   window.charrnnFind = { unitsOn: unitsOn, matchRuns: matchRuns, occurrences: occurrences, rankByIndicator: rankByIndicator,
     runSelect: runSelect, runMatch: runMatch, runSearch: runSearch };
 
-  // Start at the best-ranked unit, or where the address says: #a=ARRAY&u=UNIT&mode=loss&tip=CHAR
+  // Start at the best-ranked unit, or where the address says: #a=ARRAY&u=UNIT&mode=loss&tip=CHAR,
+  // and ca=ARRAY&cu=UNIT for the unit compared with
   // (numbers only are read from it), so that a view can be linked to.
   const first = D.ranking.length ? D.ranking[0] : { array: 0, unit: 0 };
   const want = {};
@@ -482,6 +515,8 @@
   if (want.mode === "loss") modeSel.value = "loss";
   const a0 = num(want.a, 0, D.arrays.length - 1, first.array);
   select(a0, num(want.u, 0, D.arrays[a0].H - 1, a0 === first.array ? first.unit : 0));
+  const ca = num(want.ca, 0, D.arrays.length - 1, -1);
+  if (ca >= 0) compare(ca, num(want.cu, 0, D.arrays[ca].H - 1, 0));
   const t0 = num(want.tip, 0, N - 1, -1);
   if (t0 >= 0) {
     box.scrollTop += spans[t0].getBoundingClientRect().top - box.getBoundingClientRect().top - box.clientHeight / 4;
