@@ -720,7 +720,8 @@ def visualize(ckpt_path, text_path, prime, length, temperature, seed, chars, ski
     except OSError as e:  # a missing or read-only folder, a full disk: the page asked for, named
         raise CharrnnError(f"{out_path}: cannot write ({e.strerror or e})") from None
     skipped = f", {shown.skipped:,} unknown skipped" if shown.skipped else ""
-    click.echo(f"wrote {out_path}: {len(shown.text):,} characters{skipped}, {len(body) / 1e6:.2f} MB", err=True)
+    unit = "bytes" if isinstance(shown.text, bytes) else "characters"  # a model of bytes: its page counts bytes
+    click.echo(f"wrote {out_path}: {len(shown.text):,} {unit}{skipped}, {len(body) / 1e6:.2f} MB", err=True)
 
 
 def main():

@@ -696,6 +696,7 @@ def choose(driver, select_id, unit_id, a, u):
         select_id, unit_id, a, u)
 
 
+@pytest.mark.slow
 def test_compare_colours_the_band_by_a_second_layers_unit_and_none_removes_it(browser, two_layers):
     from selenium.webdriver.support.ui import Select
 
@@ -746,3 +747,60 @@ def test_the_address_can_name_the_compared_unit(browser, two_layers):
     load(browser, two_layers.url + f"#a=0&u=2&ca={two_layers.keys.index((1, 'h'))}&cu=4")
     assert [c for _, _, c, _ in shown_colours(browser)] == expected_colours(browser, two_layers, (1, "h"), 4)
     assert browser.find_element("id", "cmp-unit").get_attribute("value") == "4"
+
+
+# A model of bytes (`charrnn prepare --bytes`): a page of bytes, each multi-byte character shown
+# once, on its first byte, an invalid byte as its escape.
+
+BYTES_TEXT = ('So "caf\u00e9" \u65e5\u672c <script>window.pwned=5</script> <img src=x onerror="window.pwned=6">\n'
+              .encode() + b"\xe9 lone, \xf0\x9d\x84\x9e clef.\n")
+BYTES_SHOWN = ('So "caf\u00e9" \u65e5\u672c <script>window.pwned=5</script> <img src=x onerror="window.pwned=6">\u21b5'
+               '\\xe9 lone, \U0001d11e clef.\u21b5')  # the first byte of each character, as the page shows it
+
+
+@pytest.mark.slow
+def test_a_model_of_bytes_shows_each_byte_its_characters_whole_and_invalid_bytes_escaped(browser, tmp_path,
+                                                                                         write_config):
+    from conftest import corpus_text, run, small_config
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_bytes(corpus_text(3000).encode() + BYTES_TEXT * 3)
+    assert run("prepare", corpus, "--out", tmp_path / "prep", "--bytes", "-q").exit_code == 0
+    cfg = small_config(write_config, tmp_path / "prep", steps=3)
+    assert run("train", "--config", cfg, "--out", tmp_path / "run", "-q").exit_code == 0
+    (tmp_path / "t.bin").write_bytes(BYTES_TEXT)
+    out = tmp_path / "bytes.html"
+    r = run("visualize", "--checkpoint", tmp_path / "run" / "ckpt.npz", "--text", tmp_path / "t.bin", "--out", out)
+    assert r.exit_code == 0, r.output
+    assert f"{len(BYTES_TEXT)} bytes" in r.output
+    load(browser, out.as_uri())
+    time.sleep(0.3)  # an injected image's onerror would have fired by now
+    assert browser.execute_script("return window.pwned") is None
+    assert browser.execute_script("return document.querySelectorAll('img').length") == 0
+    assert browser.execute_script("return document.scripts.length") == 2
+    cells = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#text span')).map(s => [s.textContent, s.className])")
+    assert len(cells) == len(BYTES_TEXT)  # one cell per byte
+    assert "".join(t for t, cls in cells if "cont" not in cls) == BYTES_SHOWN
+    assert sum("cont" in cls for _, cls in cells) == len(BYTES_TEXT) - len(BYTES_SHOWN.replace("\\xe9", "."))
+    assert f"bytes {len(BYTES_TEXT)}" in browser.find_element("id", "meta").text
+    # the tooltip: the byte in hex, the character it is part of, the top five next bytes as Python ranks them
+    ck = viz.checkpoint_page.ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    tr = viz.trace(viz.checkpoint_page.ckpt_io.weights(ck), ck.spec, viz.render.byte_indices(BYTES_TEXT, ck.vocab))
+    i = BYTES_TEXT.index("\u65e5".encode()) + 1  # the second byte of 日
+    text, rows = hover(browser, i)
+    assert "byte 0x97, part of \u65e5 from byte" in text and f"byte {i + 1} of {len(BYTES_TEXT)}" in text
+    expect = [viz.render.byte_name(int(ck.vocab[j])) for j in tr.top_idx[i]]
+    assert [c for c, _ in rows] == [SHOWN.get(c, c) for c in expect]
+    np.testing.assert_allclose([float(p.rstrip("%")) for _, p in rows], 100 * tr.top_p[i],
+                               atol=0.05 + 100 / 65535 / 2 + 1e-9)
+    text, _ = hover(browser, BYTES_TEXT.index(b"\xe9 lone"))
+    assert "byte 0xe9" in text and "part of" not in text
+    # Search counts in characters and marks their bytes
+    set_value(browser, "search-q", "\u65e5\u672c")
+    browser.execute_script("window.charrnnFind.runSearch()")
+    marked = browser.execute_script("return Array.from(document.querySelectorAll('#text span'))"
+                                    ".map((s, i) => s.classList.contains('found') ? i : -1).filter(i => i >= 0)")
+    s = BYTES_TEXT.index("\u65e5\u672c".encode())
+    assert marked == list(range(s, s + 6))
+    assert "a model of bytes" in browser.find_element("id", "live-note").text

@@ -279,7 +279,7 @@ def test_usage_errors(tmp_path, write_config, hostile_corpus):
     assert not out.exists()
 
 
-def test_a_model_of_bytes_and_a_corpus_without_validation_are_refused_in_one_line(tmp_path, write_config):
+def test_a_model_of_bytes_gets_a_page_of_bytes_and_a_corpus_without_validation_is_refused(tmp_path, write_config):
     text = tmp_path / "c.txt"
     text.write_text(corpus_text(3000) + "é日", encoding="utf-8")
     out = tmp_path / "p.html"
@@ -287,11 +287,28 @@ def test_a_model_of_bytes_and_a_corpus_without_validation_are_refused_in_one_lin
         assert run("prepare", text, "--out", tmp_path / name, "-q", *options).exit_code == 0
         cfg = small_config(write_config, tmp_path / name, steps=3)
         assert run("train", "--config", cfg, "--out", tmp_path / f"run-{name}", "-q").exit_code == 0
-    one_line_error(run("visualize", "--checkpoint", tmp_path / "run-bytes" / "ckpt.npz", "--out", out), 1,
-                   "a model of bytes", "cannot be visualized yet")
     one_line_error(run("visualize", "--checkpoint", tmp_path / "run-all" / "ckpt.npz", "--out", out), 2,
                    "no validation split", "--text FILE")
     assert not out.exists()
+    # the validation split of a model of bytes, in bytes (the page itself: test_page.py)
+    r = run("visualize", "--checkpoint", tmp_path / "run-bytes" / "ckpt.npz", "--out", out, "--chars", 300)
+    assert r.exit_code == 0, r.output
+    assert " bytes," in r.output and out.exists()
+    data = Page(out.read_text(encoding="utf-8")).data
+    assert data["unit"] == "bytes" and len(data["cells"]) <= 300 and "a model of bytes" in data["live"]["omitted"]
+
+
+def test_byte_cells_show_whole_characters_once_and_invalid_bytes_escaped():
+    raw = "aé日".encode() + b"\xe9" + "𝄞".encode() + b"\xe6\x97" + b"\xed\xa0\x80"  # lone, cut, a surrogate
+    cells, starts, decoded = viz.render.byte_cells(raw)
+    dot = viz.render.CONTINUATION
+    assert cells == ["a", "é", dot, "日", dot, dot, "\\xe9", "𝄞", dot, dot, dot, "\\xe6", "\\x97",
+                     "\\xed", "\\xa0", "\\x80"]
+    assert len(cells) == len(raw)
+    assert starts == [0, 1, 3, 6, 7, 11, 12, 13, 14, 15, 16]
+    assert decoded == "aé日\ufffd𝄞" + "\ufffd" * 5
+    assert [viz.render.byte_name(b) for b in (0x41, 0x0A, 0x20, 0x7F, 0xE9, 0x00)] == ["A", "\n", " ", "0x7f", "0xe9",
+                                                                                        "0x00"]
 
 
 def test_trace_does_not_depend_on_the_chunk_length():

@@ -49,15 +49,15 @@ def known_only(text: str, vocab: np.ndarray, chars: int) -> tuple[str, int]:
     return "".join(text[i] for i in known[:chars]), end - chars
 
 
-def at_lines(text: str, chars: int) -> tuple[str, str]:
+def at_lines(text: str | bytes, chars: int) -> tuple[str, str] | tuple[bytes, bytes]:
     """At most ``chars`` characters of ``text`` cut to whole lines, as (context, shown): the
     shown part starts after the first line break within ``LINE_SEARCH`` characters, when there
     is one, and ends after its last line break, when that keeps at least half of it; the
     context is everything before it."""
-    nl = text.find("\n", 0, LINE_SEARCH)
+    nl = text.find(b"\n" if isinstance(text, bytes) else "\n", 0, LINE_SEARCH)  # text: str, or bytes
     start = nl + 1 if 0 <= nl < len(text) - 2 else 0  # at least 2 characters left to show
     shown = text[start:start + chars]
-    last = shown.rfind("\n")
+    last = shown.rfind(b"\n" if isinstance(text, bytes) else "\n")
     if last + 1 >= max(2, len(shown) // 2):
         shown = shown[:last + 1]
     return text[:start], shown
@@ -78,8 +78,9 @@ def page_for(ckpt_path: str, text_path: str | None = None, prime: str | None = N
 
     Raises UsageError (exit 2) for options that contradict each other, a prime or layer the
     model cannot take, and a run without a validation split when no text is given;
-    CharrnnError for a model of bytes, a text of fewer than 2 characters or one with
-    characters outside the vocabulary.
+    CharrnnError for a text of fewer than 2 characters or one with characters outside the
+    vocabulary. A model of bytes (``charrnn prepare --bytes``) gets a page of bytes, and
+    ``chars`` counts bytes.
     """
     if text_path and (prime is not None or length):
         raise UsageError("--text runs the model over a file; --prime and --length sample a text instead: "
@@ -87,11 +88,11 @@ def page_for(ckpt_path: str, text_path: str | None = None, prime: str | None = N
     if (prime is not None or temperature is not None or seed is not None) and not length:
         raise UsageError("--prime, --temperature and --seed sample a text: give --length N, the characters to sample")
     ck = ckpt_io.load(ckpt_path)
-    if ck.unit != "chars":  # the page shows, and its ranking reads, characters
-        raise CharrnnError(f"{ckpt_path}: a model of bytes (charrnn prepare --bytes) cannot be visualized yet: "
-                           "the page colours characters, and a character may span several of its bytes")
     params = ckpt_io.weights(ck)  # the moving average of the weights, when the run keeps one
     context, skipped = "", 0
+    if ck.unit == "bytes":  # the page shows each byte (render.byte_cells): the text is bytes throughout
+        return _bytes_page(ck, params, ckpt_path, text_path, prime, length, temperature, seed, chars, layers,
+                           skip_unknown)
     if text_path:
         text, source = D.read_text(text_path), str(text_path)
         if skip_unknown:
@@ -125,4 +126,57 @@ def page_for(ckpt_path: str, text_path: str | None = None, prime: str | None = N
     header = {"checkpoint": str(ckpt_path), "model": ck.spec.describe(), "step": ck.run.step, "val_loss": val_loss,
               "source": source}
     html, _ = build(params, ck.spec, ck.vocab, text, header, layers, context=context)
+    return Visualization(html, text, source, skipped)
+
+
+def _header(ck, ckpt_path, source: str) -> dict:
+    v = ck.run.val_loss
+    unit = "byte" if ck.unit == "bytes" else "char"
+    val_loss = None if math.isnan(v) else f"{v:.3f} nats/{unit} ({v / math.log(2):.3f} bits)"
+    return {"checkpoint": str(ckpt_path), "model": ck.spec.describe(), "step": ck.run.step, "val_loss": val_loss,
+            "source": source}
+
+
+def _bytes_page(ck, params, ckpt_path, text_path, prime, length, temperature, seed, chars, layers,
+                skip_unknown) -> Visualization:
+    """``page_for`` for a model of bytes: the text as bytes (a file's bytes as they are, invalid
+    UTF-8 included), ``chars`` of them."""
+    context, skipped = b"", 0
+    if text_path:
+        try:
+            with open(text_path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise CharrnnError(f"{text_path}: cannot read the text: {e.strerror}") from None
+        source = str(text_path)
+        if skip_unknown:
+            b = np.frombuffer(raw, np.uint8)
+            keep = np.isin(b, ck.vocab)
+            known = np.flatnonzero(keep)  # as known_only counts: the unknown ones after the last kept are not
+            skipped = len(b) - len(known) if len(known) <= chars else int(known[chars - 1]) + 1 - chars
+            text = bytes(b[known[:chars]])
+        else:
+            text = raw[:chars]
+    elif length:
+        try:
+            indices = sampling.start_indices(prime, ck.vocab, ck.unit)
+        except CharrnnError as e:
+            raise UsageError(f"--prime: {e}") from None
+        temperature = ck.config.sample.temperature if temperature is None else temperature
+        rng = np.random.default_rng(seed)
+        text = sample_text(params, ck.spec, ck.vocab, indices, length, rng, temperature, ck.unit)[:chars]
+        source = f"sampled at temperature {temperature:g}" + (f", seed {seed}" if seed is not None else "")
+    else:
+        val = corpus.validation_split(ck.config, ck.vocab, ck.unit, ckpt_path)
+        if len(val) == 0:
+            raise UsageError(f"{ckpt_path}: the run's corpus has no validation split; "
+                             "give --text FILE or --prime/--length")
+        rel = os.path.relpath(ck.config.data.path)
+        where = ck.config.data.path if rel.startswith("..") else rel
+        context, text = at_lines(bytes(ck.vocab[np.asarray(val[:LINE_SEARCH + chars], np.int64)].astype(np.uint8)),
+                                 chars)
+        source = f"validation split of {where}"
+    if len(text) < 2:
+        raise CharrnnError(f"{source}: the text to visualize has fewer than 2 bytes")
+    html, _ = build(params, ck.spec, ck.vocab, text, _header(ck, ckpt_path, source), layers, context=context)
     return Visualization(html, text, source, skipped)

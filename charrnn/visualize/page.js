@@ -17,8 +17,13 @@
     const b = bytes(b64);
     return new Uint16Array(b.buffer, 0, b.length >> 1);
   }
-  const chars = Array.from(D.text);  // by code point, as Python counts
+  // A model of bytes: one cell per byte (render.byte_cells), the character on its first byte
+  const BYTES = D.unit === "bytes";
+  const chars = BYTES ? D.cells : Array.from(D.text);  // by code point, as Python counts
   const N = chars.length, K = D.top.k;
+  const raw = BYTES ? bytes(D.raw) : null, isStart = new Uint8Array(N);
+  if (BYTES) D.char_start.forEach((s) => { if (s < N) isStart[s] = 1; });
+  function hex(b) { return "0x" + (b < 16 ? "0" : "") + b.toString(16); }
   const topIdx = D.top.dtype === "u8" ? bytes(D.top.idx) : u16(D.top.idx);
   const topP = u16(D.top.p), loss = u16(D.loss);
   const NO_LOSS = 65535, LOSS_MAX = 5000;  // millinats; colours saturate at 5 nats
@@ -38,7 +43,7 @@
   // Header
   $("title").textContent = "charrnn visualize \u2014 " + D.checkpoint;
   const meta = $("meta");
-  const parts = [["model", D.model], ["step", String(D.step)], ["validation loss", D.val_loss], ["text", D.source], ["characters", N.toLocaleString("en")]];
+  const parts = [["model", D.model], ["step", String(D.step)], ["validation loss", D.val_loss], ["text", D.source], [BYTES ? "bytes" : "characters", N.toLocaleString("en")]];
   parts.forEach(([k, v], i) => {
     if (v === null || v === undefined) return;
     if (meta.childNodes.length) meta.appendChild(document.createTextNode("  \u00b7  "));
@@ -74,6 +79,7 @@
     s.i = i;
     spans[i] = s;
     frag.appendChild(s);
+    if (BYTES && !isStart[i]) s.className = "cont";  // a character's later bytes
     if (c === "\n") { s.className = "nl"; frag.appendChild(document.createTextNode("\n")); }
   }
   box.appendChild(frag);
@@ -180,8 +186,13 @@
     tip.textContent = "";
     const head = el("div");
     head.appendChild(el("span", shown(chars[i]), "ch"));
-    head.appendChild(el("span", "  character " + (i + 1).toLocaleString("en") + " of " + N.toLocaleString("en"), "muted"));
+    head.appendChild(el("span", "  " + (BYTES ? "byte " : "character ") + (i + 1).toLocaleString("en") + " of " + N.toLocaleString("en"), "muted"));
     tip.appendChild(head);
+    if (BYTES) {  // the byte itself, and the character it is part of
+      let s = i;
+      while (s > 0 && !isStart[s]) s--;
+      tip.appendChild(el("div", "byte " + hex(raw[i]) + (isStart[i] ? "" : ", part of " + shown(chars[s]) + " from byte " + (s + 1))));
+    }
     const A = D.arrays[cur.a], q = arrayCodes(cur.a)[cur.u * N + i];
     const v = (q - 128) / 127 * (A.scale ? A.scale[cur.u] : 1);
     tip.appendChild(el("div", "L" + A.layer + " " + A.state + " unit " + cur.u + ": " + (v >= 0 ? "+" : "") + v.toFixed(3)));
@@ -192,8 +203,8 @@
     const l = loss[i];
     tip.appendChild(el("div", l === NO_LOSS ? "loss: none (the first character; nothing predicted it)"
       : "loss here: " + (l / 1000).toFixed(3) + " nats (the model gave it " + fmtP(Math.exp(-l / 1000)) + ")"));
-    tip.appendChild(el("div", "next character, the model's top " + K + ":", "muted"));
-    const tb = el("table"), nextc = i + 1 < N ? chars[i + 1] : null;
+    tip.appendChild(el("div", "next " + (BYTES ? "byte" : "character") + ", the model's top " + K + ":", "muted"));
+    const tb = el("table"), nextc = i + 1 < N ? (BYTES ? raw[i + 1] : chars[i + 1]) : null;
     for (let k = 0; k < K; k++) {
       const c = D.vocab[topIdx[i * K + k]], p = topP[i * K + k] / 65535, tr = el("tr");
       tr.appendChild(el("td", shown(c), "c"));
@@ -202,11 +213,11 @@
       b.style.width = Math.max(1, Math.round(80 * p)) + "px";
       bar.appendChild(b);
       tr.appendChild(bar);
-      if (c === nextc) tr.className = "hit";
+      if ((BYTES ? D.vocab_bytes[topIdx[i * K + k]] : c) === nextc) tr.className = "hit";
       tb.appendChild(tr);
     }
     tip.appendChild(tb);
-    if (nextc !== null) tip.appendChild(el("div", "actual next: " + shown(nextc), "muted"));
+    if (nextc !== null) tip.appendChild(el("div", "actual next: " + (BYTES ? shown(byteName(nextc)) : shown(nextc)), "muted"));
     tip.style.display = "block";
     const w = tip.offsetWidth, h = tip.offsetHeight;
     tip.style.left = Math.max(4, Math.min(x + 14, window.innerWidth - w - 4)) + "px";
@@ -215,6 +226,7 @@
     marked = spans[i];
     marked.classList.add("cur");
   }
+  function byteName(b) { return (b >= 0x20 && b < 0x7f) || b === 9 || b === 10 ? String.fromCharCode(b) : hex(b); }  // render.byte_name
   function hide() { tip.style.display = "none"; if (marked) marked.classList.remove("cur"); marked = null; }
   box.addEventListener("mousemove", (e) => { if (pinned === null && e.target.i !== undefined) show(e.target.i, e.clientX, e.clientY); });
   box.addEventListener("mouseleave", () => { if (pinned === null) hide(); });
@@ -285,7 +297,7 @@
       }
       cuToCp[D.text.length] = cp;
     }
-    return cuToCp[cu];
+    return BYTES ? D.char_start[cuToCp[cu]] : cuToCp[cu];  // bytes: the character's first byte
   }
   // The occurrences of a string (or a regular expression) in the text, as character stretches
   // [s, e); an invalid expression throws a SyntaxError (its message is shown, one line).

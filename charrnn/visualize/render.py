@@ -17,6 +17,10 @@ script puts it on screen through ``textContent``, never as markup.
 Size: activations are stored as 8-bit codes (``quantize``), unit-major, base64 in the JSON:
 about 4/3 · N · H bytes per layer and state array, 6.8 MB for 10,000 characters of H = 512.
 
+A model of bytes: the text is bytes, one cell per byte (``byte_cells``: a whole UTF-8
+character on its first byte, an invalid byte as its escape), the vocabulary shown as
+``byte_name`` gives it, and no live model (``BYTES_LIVE``).
+
 Letters: N characters of text, H hidden units, V vocabulary, K predictions kept (5).
 """
 
@@ -62,13 +66,66 @@ def _b64(a, dtype):
     return base64.b64encode(np.ascontiguousarray(a, dtype=dtype).tobytes()).decode("ascii")
 
 
-def page_data(text: str, vocab: np.ndarray, tr: Trace, header: Mapping, per_feature: int = 3) -> dict:
+CONTINUATION = "\u00b7"  # the cell of a byte that continues a character shown on its first byte
+
+
+def byte_cells(raw: bytes) -> tuple[list[str], list[int], str]:
+    """What each byte of ``raw`` shows on a page of a model of bytes.
+
+    Returns (cells, starts, decoded): cells, one per byte, the character on the first byte of
+    each whole UTF-8 character and ``CONTINUATION`` on its other bytes, an invalid byte (one
+    that does not begin a whole, valid sequence) as its escape ``\\xe9``; starts, the byte
+    offset of each character or invalid byte, then len(raw); decoded, those characters, an
+    invalid byte as U+FFFD (what the features and Search read).
+    """
+    cells, starts, chars = [], [], []
+    i, n = 0, len(raw)
+    while i < n:
+        b = raw[i]
+        size = 1 if b < 0x80 else 2 if 0xC2 <= b <= 0xDF else 3 if 0xE0 <= b <= 0xEF else 4 if 0xF0 <= b <= 0xF4 else 0
+        ch = None
+        if size and i + size <= n:
+            try:  # strict: no surrogates, no overlong forms
+                ch = raw[i:i + size].decode("utf-8")
+            except UnicodeDecodeError:
+                ch = None
+        starts.append(i)
+        if ch is None:
+            cells.append(f"\\x{b:02x}")
+            chars.append("\ufffd")
+            i += 1
+        else:
+            cells.append(ch)
+            cells.extend([CONTINUATION] * (size - 1))
+            chars.append(ch)
+            i += size
+    return cells, starts + [n], "".join(chars)
+
+
+def byte_name(b: int) -> str:
+    """A byte as the tooltip lists it: the character for printable ASCII (and tab, line break), else hex."""
+    return chr(b) if 0x20 <= b < 0x7F or b in (9, 10) else f"0x{b:02x}"
+
+
+def page_data(text: str | bytes, vocab: np.ndarray, tr: Trace, header: Mapping, per_feature: int = 3) -> dict:
     """The JSON document the page reads: text, vocabulary, activations, predictions, ranking.
 
-    text : the N characters ``tr`` was traced over; vocab : (V,) code points; header : what the
-    page's header shows (checkpoint, model, step, val_loss, source), copied into the document.
+    text : the N characters ``tr`` was traced over (for a model of bytes: the N bytes, as
+    bytes); vocab : (V,) code points (byte values); header : what the page's header shows
+    (checkpoint, model, step, val_loss, source), copied into the document.
     """
-    feats = features(text)
+    extra = {}
+    if isinstance(text, bytes):  # a model of bytes: one cell per byte, the features of its character
+        cells, starts, decoded = byte_cells(text)
+        owner = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+        feats = {k: v[owner] for k, v in features(decoded).items()}
+        extra = {"unit": "bytes", "cells": cells, "char_start": starts,
+                 "raw": _b64(np.frombuffer(text, np.uint8), np.uint8), "vocab_bytes": [int(b) for b in vocab]}
+        shown_vocab = [byte_name(int(b)) for b in vocab]
+        text = decoded
+    else:
+        feats = features(text)
+        shown_vocab = [chr(c) for c in vocab]
     names = list(feats)
     corrs = {key: correlations(a, feats) for key, a in tr.arrays.items()}
     keys = list(tr.arrays)
@@ -89,7 +146,8 @@ def page_data(text: str, vocab: np.ndarray, tr: Trace, header: Mapping, per_feat
     return {
         **header,
         "text": text,
-        "vocab": [chr(c) for c in vocab],
+        **extra,
+        "vocab": shown_vocab,
         "features": [{"name": n, "doc": FEATURES[n], "present": bool(np.ptp(feats[n]) > 0)} for n in names],
         "arrays": arrays,
         "per_feature": per_feature,
@@ -140,7 +198,23 @@ def page(data: dict) -> str:
     return _MARKER.sub(lambda m: parts[m.group(1)], template)
 
 
-def build(params: dict, spec: M.ModelSpec, vocab: np.ndarray, text: str, header: Mapping,
+def byte_indices(raw: bytes, vocab: np.ndarray) -> np.ndarray:
+    """Indices of the bytes of ``raw`` in a model of bytes' ``vocab``; a CharrnnError lists
+    the byte values it lacks (as ``data.encode`` does for a text)."""
+    b = np.frombuffer(raw, np.uint8).astype(np.int32)
+    idx = np.searchsorted(vocab, b)
+    missing = np.unique(b[vocab[np.minimum(idx, len(vocab) - 1)] != b])
+    if len(missing):
+        raise CharrnnError(f"{len(missing)} byte value(s) not in the model's vocabulary: "
+                           + ", ".join(f"0x{v:02x}" for v in missing))
+    return idx.astype(D.index_dtype(len(vocab)))
+
+
+BYTES_LIVE = ("a model of bytes: the live box reads a prime and writes characters, and a character may take "
+              "several bytes; the page shows the traced bytes only")
+
+
+def build(params: dict, spec: M.ModelSpec, vocab: np.ndarray, text: str | bytes, header: Mapping,
           layers: Iterable[int] | None = None, chunk: int = 256, context: str = "",
           weight_limit: int = weights.LIMIT) -> tuple[str, dict]:
     """Trace ``text`` and return the page's HTML and its data document.
@@ -149,7 +223,9 @@ def build(params: dict, spec: M.ModelSpec, vocab: np.ndarray, text: str, header:
     (``weights.pack``), or, above ``weight_limit`` bytes of float32 weights, why they are left out.
 
     vocab : (V,) code points; layers : layers counted from 1 to include (None: all);
-    context : text read before ``text`` to warm the state up, not shown (``trace``'s warmup). Raises
+    context : text read before ``text`` to warm the state up, not shown (``trace``'s warmup).
+    For a model of bytes ``text`` and ``context`` are bytes, and the page has no live model
+    (``BYTES_LIVE`` says why). Raises
     CharrnnError for a text shorter than 2 characters or with characters outside the
     vocabulary, UsageError for a layer the model does not have.
     """
@@ -160,12 +236,13 @@ def build(params: dict, spec: M.ModelSpec, vocab: np.ndarray, text: str, header:
         if bad:
             raise UsageError(f"--layers: layer {bad[0]} does not exist: the model has layers 1 to {spec.layers}")
         layers = sorted({n - 1 for n in layers})
+    is_bytes = isinstance(text, bytes)
     try:
-        indices = D.encode(context + text, vocab)
+        indices = byte_indices(context + text, vocab) if is_bytes else D.encode(context + text, vocab)
     except CharrnnError as e:
         raise CharrnnError(f"{header.get('source', 'the text')}: {e}") from None
     tr = trace(params, spec, indices, layers, chunk, warmup=len(context))
     data = page_data(text, vocab, tr, header)
-    data["live"] = weights.pack(params, spec, weight_limit)
+    data["live"] = {"omitted": BYTES_LIVE} if is_bytes else weights.pack(params, spec, weight_limit)
     return page(data), data
 

@@ -165,8 +165,12 @@ def rank_units(corrs: dict[tuple[int, str], np.ndarray], names: Sequence[str], p
 
 
 def sample_text(params: dict, spec: M.ModelSpec, vocab: np.ndarray, prime_indices: Sequence[int], length: int,
-                rng: np.random.Generator, temperature: float) -> str:
-    """The prime followed by ``length`` characters sampled from the model, as a string."""
+                rng: np.random.Generator, temperature: float, unit: str = "chars") -> str | bytes:
+    """The prime followed by ``length`` characters sampled from the model, as a string (for
+    the unit "bytes": the prime's bytes and ``length`` bytes, as bytes)."""
     state0 = sampling.prime(params, spec, prime_indices)
     drawn = sampling.generate(params, spec, int(prime_indices[-1]), state0, length, rng, temperature)
+    if unit == "bytes":
+        return bytes(vocab[np.concatenate([np.asarray(prime_indices, np.int64), np.asarray(drawn, np.int64)])]
+                     .astype(np.uint8))
     return "".join(chr(vocab[i]) for i in prime_indices) + "".join(chr(vocab[i]) for i in drawn)
