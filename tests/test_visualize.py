@@ -296,6 +296,20 @@ def test_a_model_of_bytes_gets_a_page_of_bytes_and_a_corpus_without_validation_i
     assert " bytes," in r.output and out.exists()
     data = Page(out.read_text(encoding="utf-8")).data
     assert data["unit"] == "bytes" and len(data["cells"]) <= 300 and "a model of bytes" in data["live"]["omitted"]
+    # a sampled text: the bytes `charrnn sample` writes
+    ckpt = tmp_path / "run-bytes" / "ckpt.npz"
+    r = run("visualize", "--checkpoint", ckpt, "--prime", "KING", "--length", 40, "--seed", 5, "--out", out)
+    assert r.exit_code == 0, r.output
+    data = Page(out.read_text(encoding="utf-8")).data
+    s = run("sample", "--checkpoint", ckpt, "--prime", "KING", "--length", 40, "--seed", 5)
+    assert base64.b64decode(data["raw"]) == s.stdout_bytes[:44] and len(data["cells"]) == 44
+    # --text: the file's bytes; one the model has not seen is one line, or dropped with --skip-unknown
+    (tmp_path / "t.bin").write_bytes(b"KING\xffKING")
+    one_line_error(run("visualize", "--checkpoint", ckpt, "--text", tmp_path / "t.bin", "--out", out), 1,
+                   "t.bin", "0xff", "--skip-unknown")
+    r = run("visualize", "--checkpoint", ckpt, "--text", tmp_path / "t.bin", "--skip-unknown", "--out", out)
+    assert r.exit_code == 0 and "8 bytes, 1 unknown skipped" in r.output, r.output
+    assert base64.b64decode(Page(out.read_text(encoding="utf-8")).data["raw"]) == b"KINGKING"
 
 
 def test_byte_cells_show_whole_characters_once_and_invalid_bytes_escaped():

@@ -24,7 +24,7 @@ from charrnn import checkpoint as ckpt_io
 from charrnn import corpus, sampling
 from charrnn import data as D
 from charrnn.errors import CharrnnError, UsageError
-from charrnn.visualize.render import build
+from charrnn.visualize.render import build, byte_indices
 from charrnn.visualize.tracing import sample_text
 
 LINE_SEARCH = 1000  # the default text starts at a line break found within this many characters
@@ -157,6 +157,10 @@ def _bytes_page(ck, params, ckpt_path, text_path, prime, length, temperature, se
             text = bytes(b[known[:chars]])
         else:
             text = raw[:chars]
+            try:
+                byte_indices(text, ck.vocab)
+            except CharrnnError as e:
+                raise CharrnnError(f"{source}: {e}; pass --skip-unknown to drop them") from None
     elif length:
         try:
             indices = sampling.start_indices(prime, ck.vocab, ck.unit)

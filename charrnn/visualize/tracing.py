@@ -171,6 +171,6 @@ def sample_text(params: dict, spec: M.ModelSpec, vocab: np.ndarray, prime_indice
     state0 = sampling.prime(params, spec, prime_indices)
     drawn = sampling.generate(params, spec, int(prime_indices[-1]), state0, length, rng, temperature)
     if unit == "bytes":
-        return bytes(vocab[np.concatenate([np.asarray(prime_indices, np.int64), np.asarray(drawn, np.int64)])]
+        return bytes(vocab[np.concatenate([np.asarray(prime_indices, np.int64), np.fromiter(drawn, np.int64)])]
                      .astype(np.uint8))
     return "".join(chr(vocab[i]) for i in prime_indices) + "".join(chr(vocab[i]) for i in drawn)
