@@ -89,44 +89,87 @@ def page_for(ckpt_path: str, text_path: str | None = None, prime: str | None = N
         raise UsageError("--prime, --temperature and --seed sample a text: give --length N, the characters to sample")
     ck = ckpt_io.load(ckpt_path)
     params = ckpt_io.weights(ck)  # the moving average of the weights, when the run keeps one
-    context, skipped = "", 0
-    if ck.unit == "bytes":  # the page shows each byte (render.byte_cells): the text is bytes throughout
-        return _bytes_page(ck, params, ckpt_path, text_path, prime, length, temperature, seed, chars, layers,
-                           skip_unknown)
+    context, skipped = (b"" if ck.unit == "bytes" else ""), 0  # what precedes the text (the state warms up on it)
     if text_path:
-        text, source = D.read_text(text_path), str(text_path)
-        if skip_unknown:
-            text, skipped = known_only(text, ck.vocab, chars)
-        else:
-            text = text[:chars]
-            try:
-                D.encode(text, ck.vocab)
-            except CharrnnError as e:
-                raise CharrnnError(f"{source}: {e}; pass --skip-unknown to drop them") from None
+        read = _bytes_of_file if ck.unit == "bytes" else _chars_of_file
+        text, source, skipped = read(ck, text_path, chars, skip_unknown)
     elif length:
-        try:  # no prime: as charrnn sample starts, after a line break (or the first character)
-            indices = sampling.start_indices(prime, ck.vocab)
-        except CharrnnError as e:
-            raise UsageError(f"--prime: {e}") from None
-        temperature = ck.config.sample.temperature if temperature is None else temperature
-        rng = np.random.default_rng(seed)
-        text = sample_text(params, ck.spec, ck.vocab, indices, length, rng, temperature)[:chars]
-        source = f"sampled at temperature {temperature:g}" + (f", seed {seed}" if seed is not None else "")
+        text, source = _sampled(ck, params, prime, length, temperature, seed, chars)
     else:
-        val = corpus.validation_split(ck.config, ck.vocab, ck.unit, ckpt_path)
-        if len(val) == 0:
-            raise UsageError(f"{ckpt_path}: the run's corpus has no validation split; "
-                             "give --text FILE or --prime/--length")
-        rel = os.path.relpath(ck.config.data.path)  # shorter in the page's header, where it is below here
-        where = ck.config.data.path if rel.startswith("..") else rel
-        context, text = at_lines(D.decode(val[:LINE_SEARCH + chars], ck.vocab), chars)
-        source = f"validation split of {where}"
-    v = ck.run.val_loss
-    val_loss = None if math.isnan(v) else f"{v:.3f} nats/char ({v / math.log(2):.3f} bits)"
-    header = {"checkpoint": str(ckpt_path), "model": ck.spec.describe(), "step": ck.run.step, "val_loss": val_loss,
-              "source": source}
-    html, _ = build(params, ck.spec, ck.vocab, text, header, layers, context=context)
+        context, text, source = _validation_start(ck, ckpt_path, chars)
+    if ck.unit == "bytes" and len(text) < 2:  # (a text of characters: build says it)
+        raise CharrnnError(f"{source}: the text to visualize has fewer than 2 bytes")
+    html, _ = build(params, ck.spec, ck.vocab, text, _header(ck, ckpt_path, source), layers, context=context)
     return Visualization(html, text, source, skipped)
+
+
+def _chars_of_file(ck, text_path, chars: int, skip_unknown: bool) -> tuple[str, str, int]:
+    """(text, source, skipped) of ``--text`` for a model of characters."""
+    text, source, skipped = D.read_text(text_path), str(text_path), 0
+    if skip_unknown:
+        text, skipped = known_only(text, ck.vocab, chars)
+    else:
+        text = text[:chars]
+        try:
+            D.encode(text, ck.vocab)
+        except CharrnnError as e:
+            raise CharrnnError(f"{source}: {e}; pass --skip-unknown to drop them") from None
+    return text, source, skipped
+
+
+def _bytes_of_file(ck, text_path, chars: int, skip_unknown: bool) -> tuple[bytes, str, int]:
+    """(text, source, skipped) of ``--text`` for a model of bytes: the file's bytes as they are
+    (invalid UTF-8 included), ``chars`` of them."""
+    try:
+        with open(text_path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise CharrnnError(f"{text_path}: cannot read the text: {e.strerror}") from None
+    source, skipped = str(text_path), 0
+    if skip_unknown:
+        b = np.frombuffer(raw, np.uint8)
+        keep = np.isin(b, ck.vocab)
+        known = np.flatnonzero(keep)  # as known_only counts: the unknown ones after the last kept are not
+        skipped = len(b) - len(known) if len(known) <= chars else int(known[chars - 1]) + 1 - chars
+        text = bytes(b[known[:chars]])
+    else:
+        text = raw[:chars]
+        try:
+            byte_indices(text, ck.vocab)
+        except CharrnnError as e:
+            raise CharrnnError(f"{source}: {e}; pass --skip-unknown to drop them") from None
+    return text, source, skipped
+
+
+def _sampled(ck, params, prime, length: int, temperature, seed, chars: int) -> tuple[str | bytes, str]:
+    """(text, source) sampled after ``prime`` (no prime: as charrnn sample starts, after a line
+    break, or the first character), as ``charrnn sample`` writes it."""
+    try:
+        indices = sampling.start_indices(prime, ck.vocab, ck.unit)
+    except CharrnnError as e:
+        raise UsageError(f"--prime: {e}") from None
+    temperature = ck.config.sample.temperature if temperature is None else temperature
+    rng = np.random.default_rng(seed)
+    text = sample_text(params, ck.spec, ck.vocab, indices, length, rng, temperature, ck.unit)[:chars]
+    return text, f"sampled at temperature {temperature:g}" + (f", seed {seed}" if seed is not None else "")
+
+
+def _validation_start(ck, ckpt_path, chars: int) -> tuple[str | bytes, str | bytes, str]:
+    """(context, text, source): the start of the run's validation split cut to whole lines, and
+    what precedes them (``at_lines``), in characters or, for a model of bytes, bytes."""
+    val = corpus.validation_split(ck.config, ck.vocab, ck.unit, ckpt_path)
+    if len(val) == 0:
+        raise UsageError(f"{ckpt_path}: the run's corpus has no validation split; "
+                         "give --text FILE or --prime/--length")
+    rel = os.path.relpath(ck.config.data.path)  # shorter in the page's header, where it is below here
+    where = ck.config.data.path if rel.startswith("..") else rel
+    head = val[:LINE_SEARCH + chars]
+    if ck.unit == "bytes":
+        start = bytes(ck.vocab[np.asarray(head, np.int64)].astype(np.uint8))
+    else:
+        start = D.decode(head, ck.vocab)
+    context, text = at_lines(start, chars)
+    return context, text, f"validation split of {where}"
 
 
 def _header(ck, ckpt_path, source: str) -> dict:
@@ -137,50 +180,3 @@ def _header(ck, ckpt_path, source: str) -> dict:
             "source": source}
 
 
-def _bytes_page(ck, params, ckpt_path, text_path, prime, length, temperature, seed, chars, layers,
-                skip_unknown) -> Visualization:
-    """``page_for`` for a model of bytes: the text as bytes (a file's bytes as they are, invalid
-    UTF-8 included), ``chars`` of them."""
-    context, skipped = b"", 0
-    if text_path:
-        try:
-            with open(text_path, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise CharrnnError(f"{text_path}: cannot read the text: {e.strerror}") from None
-        source = str(text_path)
-        if skip_unknown:
-            b = np.frombuffer(raw, np.uint8)
-            keep = np.isin(b, ck.vocab)
-            known = np.flatnonzero(keep)  # as known_only counts: the unknown ones after the last kept are not
-            skipped = len(b) - len(known) if len(known) <= chars else int(known[chars - 1]) + 1 - chars
-            text = bytes(b[known[:chars]])
-        else:
-            text = raw[:chars]
-            try:
-                byte_indices(text, ck.vocab)
-            except CharrnnError as e:
-                raise CharrnnError(f"{source}: {e}; pass --skip-unknown to drop them") from None
-    elif length:
-        try:
-            indices = sampling.start_indices(prime, ck.vocab, ck.unit)
-        except CharrnnError as e:
-            raise UsageError(f"--prime: {e}") from None
-        temperature = ck.config.sample.temperature if temperature is None else temperature
-        rng = np.random.default_rng(seed)
-        text = sample_text(params, ck.spec, ck.vocab, indices, length, rng, temperature, ck.unit)[:chars]
-        source = f"sampled at temperature {temperature:g}" + (f", seed {seed}" if seed is not None else "")
-    else:
-        val = corpus.validation_split(ck.config, ck.vocab, ck.unit, ckpt_path)
-        if len(val) == 0:
-            raise UsageError(f"{ckpt_path}: the run's corpus has no validation split; "
-                             "give --text FILE or --prime/--length")
-        rel = os.path.relpath(ck.config.data.path)
-        where = ck.config.data.path if rel.startswith("..") else rel
-        context, text = at_lines(bytes(ck.vocab[np.asarray(val[:LINE_SEARCH + chars], np.int64)].astype(np.uint8)),
-                                 chars)
-        source = f"validation split of {where}"
-    if len(text) < 2:
-        raise CharrnnError(f"{source}: the text to visualize has fewer than 2 bytes")
-    html, _ = build(params, ck.spec, ck.vocab, text, _header(ck, ckpt_path, source), layers, context=context)
-    return Visualization(html, text, source, skipped)
