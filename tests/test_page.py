@@ -524,6 +524,17 @@ def test_selecting_a_stretch_lists_the_unit_planted_there_first_and_match_finds_
     assert marked == [i for s0, e0 in stretches(PLANT_TEXT, "peace") for i in range(s0, e0)]
     ctx = browser.find_elements("css selector", "#match-list li .ctx")[0]
     assert "peace" == ctx.find_element("tag name", "b").text
+    # each match in sight in the panel: its first character inside its row's context box,
+    # and the selection's own row marked (its label once pushed the match out of sight)
+    clipped = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#match-list li')).filter(li => {"
+        " const c = li.querySelector('.ctx').getBoundingClientRect();"
+        " const b = li.querySelector('b').getBoundingClientRect();"
+        " return b.left < c.left || b.left + 8 > c.right; }).length")
+    assert clipped == 0
+    selves = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#match-list li.self')).map(li => +li.dataset.s)")
+    assert selves == [s]
     set_value(browser, "match-k", 1)
     browser.find_element("id", "match-go").click()
     got = browser.execute_script(

@@ -442,11 +442,15 @@
       const li = el("li"), ctx = el("span", undefined, "ctx"), flat = (x) => x.replace(/\n/g, "\u21b5");
       li.dataset.s = r.s;
       li.dataset.e = r.e;
-      ctx.appendChild(document.createTextNode(flat(chars.slice(Math.max(0, r.s - 12), r.s).join(""))));
+      // 6 characters before, 12 after: in the panel's width the match itself must stay in sight
+      // (the context is cut at its right end, never before the match begins)
+      const self = r.s === found.s && r.e === found.e;
+      ctx.appendChild(document.createTextNode(flat(chars.slice(Math.max(0, r.s - 6), r.s).join(""))));
       ctx.appendChild(el("b", flat(chars.slice(r.s, r.e).join(""))));
       ctx.appendChild(document.createTextNode(flat(chars.slice(r.e, r.e + 12).join(""))));
       li.appendChild(ctx);
-      li.appendChild(el("span", r.agree.toFixed(1) + " on \u00b7 " + (r.e - r.s) + " ch" + (r.s === found.s && r.e === found.e ? " (the selection)" : ""), "r"));
+      li.appendChild(el("span", r.agree.toFixed(1) + " on \u00b7 " + (r.e - r.s) + " ch", "r"));
+      if (self) { li.classList.add("self"); li.title = "the selection itself"; }
       li.addEventListener("click", () => scrollTo(r.s));
       list.appendChild(li);
     });
