@@ -545,9 +545,10 @@ def from_dict(data: Any, source: str, base_dir: str | None = None, origins: dict
     tc = sections.get("train", TrainConfig())
     if tc.variable_length and tc.seq_length < MIN_VARIABLE_T:
         # Below 10, T/2 falls under the floor of 5 and σ 5 is as wide as T: the rule no longer holds.
-        key = "train.seq_length" if "seq_length" in given.get("train", {}) else "train.variable_length"
-        raise UsageError(f"{where(key)}: train.variable_length needs train.seq_length ≥ {MIN_VARIABLE_T} (its "
-                         f"half-length draws are around T/2, floored at 5), got {tc.seq_length}")
+        named = "seq_length" in given.get("train", {}) and where("train.seq_length") != where("train.variable_length")
+        raise UsageError(f"{where('train.variable_length')}: train.variable_length needs train.seq_length ≥ "
+                         f"{MIN_VARIABLE_T} (its half-length draws are around T/2, floored at 5), got {tc.seq_length}"
+                         + (f" (from {where('train.seq_length')})" if named else ""))
     return Config(**sections)
 
 
