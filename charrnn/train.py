@@ -140,6 +140,25 @@ def train_step(run: RunState, X: Any, Y: Any, spec: M.ModelSpec, optimizer: Any,
     return loss
 
 
+def next_step(run: RunState, streams: D.Streams, spec: M.ModelSpec, cfg: C.Config) -> tuple[Any, Any, float]:
+    """The chunk (X, Y), each (n, B), and the learning rate of the run's next step: n is T, or
+    under ``train.variable_length`` the step's length, drawn from (seed, step) by
+    ``data.chunk_length`` (the same on every rank and after a resume), and the rate the
+    schedule's times n / T. The streams wrap (``runstate.next_batch``) before the rate is
+    taken, since the step schedule counts the epochs."""
+    tc = cfg.train
+    length = D.chunk_length(tc.seed, run.step + 1, tc.seq_length) if tc.variable_length else None
+    X, Y = runstate.next_batch(run, streams, spec, length)
+    lr = optim.learning_rate(cfg.optim, run.step + 1, run.epoch, tc.steps)
+    if length is not None:
+        # AWD-LSTM's rescaling (Merity, Keskar & Socher, section 4.1): adagrad, rmsprop and adam
+        # set an update's size by the rate, not by the gradient's, so a chunk of 5 characters
+        # would move the weights as far as one of T; at length / T its step weighs what its
+        # share of the characters does.
+        lr = lr * length / tc.seq_length
+    return X, Y, lr
+
+
 def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | None = None, steps: int | None = None,
           quiet: bool = False, out_dir: str | None = None, overwrite: bool = False, comm: Any = None,
           device_name: str | None = None, data_path: str | None = None, stop_at: int | None = None,
@@ -217,16 +236,7 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
                 while run.step < plan.stop_at and not comm.agreed(stop.set):  # all processes stop together
                     if session.out_of_time():
                         break
-                    # The step's length: T, or drawn from (seed, step), the same on every rank and resume.
-                    length = D.chunk_length(tc.seed, run.step + 1, tc.seq_length) if tc.variable_length else None
-                    X, Y = runstate.next_batch(run, streams, spec, length)
-                    lr = optim.learning_rate(cfg.optim, run.step + 1, run.epoch, tc.steps)
-                    if length is not None:
-                        # AWD-LSTM's rescaling (Merity et al., section 4.1): adagrad, rmsprop and adam
-                        # set an update's size by the rate, not by the gradient's, so a chunk of 5
-                        # characters would move the weights as far as one of T; at length / T its
-                        # step weighs what its share of characters does.
-                        lr = lr * length / tc.seq_length
+                    X, Y, lr = next_step(run, streams, spec, cfg)
                     loss = train_step(run, X, Y, spec, optimizer, lr, rules, comm)
                     if session.after_step(loss, lr, Y[-1, 0], len(Y)):
                         break
