@@ -2,7 +2,7 @@
 compared with, timing in turns, FLOP counts, the corpus and the machine's description.
 
 - ``CharrnnTrainer``: one call of ``step()`` is one pass of the body of the loop in
-  ``charrnn.train.train`` -- ``runstate.next_batch``, ``optim.learning_rate``,
+  ``charrnn.train.train`` -- ``train.next_step`` (``runstate.next_batch``, ``optim.learning_rate``),
   ``train.train_step`` (the finite check, the divergence rule, clipping, the optimizer's
   update, the weight average) -- on a run made by ``runstate.new_run`` from a real
   ``charrnn.config.Config`` (``config``). A benchmark times the code users run.
@@ -119,7 +119,9 @@ class CharrnnTrainer:
         self.cfg, self.comm = cfg, comm
         self.spec = M.ModelSpec.of(cfg.model, V)
         self.optimizer = optim.from_config(cfg.optim)
-        self.streams = D.Streams(data, cfg.train.batch_size, cfg.train.seq_length)
+        tc = cfg.train
+        self.streams = D.Streams(data, tc.batch_size, tc.seq_length,
+                                 D.longest_chunk(tc.seq_length) if tc.variable_length else None)
         self.rules = train.StepRules.of(cfg)
         self.xp = device.get_xp(cfg.model.device)
         self.run = runstate.new_run(cfg, self.spec, self.optimizer)
@@ -129,8 +131,7 @@ class CharrnnTrainer:
     def step(self) -> float:
         """One training step; the loss of its chunk."""
         run, cfg = self.run, self.cfg
-        X, Y = runstate.next_batch(run, self.streams, self.spec)
-        lr = optim.learning_rate(cfg.optim, run.step + 1, run.epoch, cfg.train.steps)
+        X, Y, lr = train.next_step(run, self.streams, self.spec, cfg)
         return train.train_step(run, X, Y, self.spec, self.optimizer, lr, self.rules, self.comm)
 
     def steps(self, n: int) -> None:

@@ -624,6 +624,11 @@ def plot(run_dir, out_path):
     try:  # B·T for the characters-seen axis, and the model for the title, from the run's config
         cfg = C.load(files.config)  # bounded and strict: a damaged config.yaml only costs the title
         chars_per_step = cfg.train.batch_size * cfg.train.seq_length
+        if cfg.train.variable_length:  # the axis is a line: the lengths' mean over (at most) the first 1,000 steps
+            from charrnn.data import mean_chunk_length
+
+            T = mean_chunk_length(cfg.train.seed, cfg.train.seq_length, min(cfg.train.steps, 1000))
+            chars_per_step = cfg.train.batch_size * T
         title += ": " + ModelSpec.of(cfg.model, vocab_size=0).describe()  # describe() does not use V
     except CharrnnError:
         pass

@@ -79,6 +79,7 @@ class ModelConfig:
 
 
 # The learning rate each optimizer starts from when optim.lr is not given.
+MIN_VARIABLE_T = 10  # train.variable_length's least seq_length (see from_dict)
 DEFAULT_LR = {"adagrad": 0.1, "rmsprop": 2e-3, "adam": 2e-3, "sgd": 0.1}
 
 
@@ -147,6 +148,11 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     seq_length: int = opt(25, int, "characters per chunk of truncated BPTT (T)", lo=1)
+    variable_length: bool = opt(  # the rule: charrnn.data.chunk_length
+        False, bool,
+        "AWD-LSTM's variable truncated BPTT: each step's chunk length is drawn from (train.seed, step): around T "
+        "(or T/2 on 5% of steps) with σ 5, at least 5, at most T + 20, and the step's learning rate is scaled by "
+        "length / T; needs seq_length ≥ 10")
     batch_size: int = opt(1, int, "parallel streams of the corpus (B)", lo=1)
     steps: int = opt(10000, int, "total optimizer steps of the run", lo=1)
     seed: int = opt(42, int, "seed for initialisation, dropout and preview samples", lo=0)
@@ -536,6 +542,13 @@ def from_dict(data: Any, source: str, base_dir: str | None = None, origins: dict
         sections[sname] = cls(**values)
         given[sname] = values
     sections["optim"] = _resolve_optim(sections.get("optim", OptimConfig()), given.get("optim", {}), where)
+    tc = sections.get("train", TrainConfig())
+    if tc.variable_length and tc.seq_length < MIN_VARIABLE_T:
+        # Below 10, T/2 falls under the floor of 5 and σ 5 is as wide as T: the rule no longer holds.
+        named = "seq_length" in given.get("train", {}) and where("train.seq_length") != where("train.variable_length")
+        raise UsageError(f"{where('train.variable_length')}: train.variable_length needs train.seq_length ≥ "
+                         f"{MIN_VARIABLE_T} (its half-length draws are around T/2, floored at 5), got {tc.seq_length}"
+                         + (f" (from {where('train.seq_length')})" if named else ""))
     return Config(**sections)
 
 

@@ -95,34 +95,81 @@ def decode(indices: Sequence[int] | np.ndarray, vocab: np.ndarray, unit: str = "
     return "".join(map(chr, symbols))
 
 
+# The draw of a variable chunk length (AWD-LSTM: Merity, Keskar & Socher, "Regularizing and
+# Optimizing LSTM Language Models", 2017, section 4.1, and their main.py).
+HALF_SHARE = 0.05  # the share of steps whose length is drawn around T/2 (theirs: 1 - 0.95)
+LENGTH_SIGMA = 5.0  # the standard deviation of the normal draw around T or T/2
+SHORTEST = 5  # the length is at least this
+LONGER_BY = 20  # and at most T + this (their cap against a rare huge draw)
+LENGTH_TAG = 0x62707474  # "bptt": keeps this generator apart from the others seeded by train.seed
+
+
+def longest_chunk(seq_length: int) -> int:
+    """The longest chunk ``chunk_length`` draws for the base length ``seq_length``: T + 20."""
+    return seq_length + LONGER_BY
+
+
+def chunk_length(seed: int, step: int, seq_length: int) -> int:
+    """The length of update number ``step`` (from 1) under ``train.variable_length``, a pure
+    function of (``seed``, ``step``, ``seq_length`` = T), as AWD-LSTM draws it (Merity, Keskar
+    & Socher, "Regularizing and Optimizing LSTM Language Models", section 4.1):
+
+        base = T with probability 0.95, else T / 2
+        length = min(max(5, int(normal(base, 5))), T + 20)   (int truncates, as theirs does)
+
+    The draws come from a NumPy generator seeded with (seed, step, LENGTH_TAG), never from
+    the run's generators: a resumed run, every rank of an MPI run and a run from a prepared
+    corpus draw the same lengths, and a checkpoint holds nothing new.
+    """
+    rng = np.random.default_rng([seed, step, LENGTH_TAG])
+    base = seq_length if rng.random() >= HALF_SHARE else seq_length / 2
+    return min(max(SHORTEST, int(rng.normal(base, LENGTH_SIGMA))), longest_chunk(seq_length))
+
+
+def mean_chunk_length(seed: int, seq_length: int, steps: int) -> float:
+    """The mean of ``chunk_length`` over the steps 1 to ``steps`` (the characters per stream a
+    run under ``train.variable_length`` reads per step, on average; a little under T)."""
+    return sum(chunk_length(seed, k, seq_length) for k in range(1, steps + 1)) / steps
+
+
 class Streams:
     """The training text laid out as B contiguous streams, torch-rnn style.
 
     Stream i starts at ``i · (N // B)`` and is ``L = N // B`` characters long, so row i of one
     batch continues row i of the previous one and the carried hidden state stays correct.
-    Each step reads the next T characters of every stream (targets shifted by one). When a
-    stream would run past its end, all streams go back to their start and the state is reset:
+    Each step reads the next T characters of every stream (targets shifted by one), or, with
+    ``train.variable_length``, the step's own length (``chunk_length``): ``wraps`` and
+    ``batch`` take it, and ``longest`` is the longest that will be asked for. When a stream
+    would run past its end, all streams go back to their start and the state is reset:
     for B = 1 this is exactly min-char-rnn's rule ``if p + seq_length + 1 >= len(data)``.
     """
 
-    def __init__(self, data: np.ndarray | DiskIndices, batch_size: int, seq_length: int) -> None:
+    def __init__(self, data: np.ndarray | DiskIndices, batch_size: int, seq_length: int,
+                 longest: int | None = None) -> None:
         N = len(data)
         self.data = data
         self.B, self.T = batch_size, seq_length
         self.L = N // batch_size
-        if self.L < seq_length + 1:
+        longest = seq_length if longest is None else longest
+        if self.L < longest + 1:
+            what = (f"(seq_length {seq_length} + 1)" if longest == seq_length else
+                    f"(train.variable_length's longest chunk, seq_length {seq_length} + {longest - seq_length}, + 1)")
             raise CharrnnError(
                 f"the training text has {N} characters; batch_size {batch_size} × "
-                f"(seq_length {seq_length} + 1) = {batch_size * (seq_length + 1)} are needed at least"
+                f"{what} = {batch_size * (longest + 1)} are needed at least"
             )
         self.starts = np.arange(batch_size, dtype=np.int64) * self.L
         self._offsets = np.arange(seq_length + 1, dtype=np.int64)[:, None] + self.starts[None, :]
 
-    def wraps(self, p: int) -> bool:
-        """True when the batch at position ``p`` would run past the end of a stream."""
-        return p + self.T + 1 >= self.L
+    def wraps(self, p: int, length: int | None = None) -> bool:
+        """True when the batch of ``length`` characters (default T) at position ``p`` would run
+        past the end of a stream."""
+        return p + (self.T if length is None else length) + 1 >= self.L
 
-    def batch(self, p: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and targets at position ``p``: two (T, B) int arrays."""
-        chunk = self.data[self._offsets + p]  # (T+1, B)
+    def batch(self, p: int, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Inputs and targets at position ``p``: two (T, B) int arrays, T = ``length`` if given."""
+        if length is None or length == self.T:
+            chunk = self.data[self._offsets + p]  # (T+1, B)
+        else:
+            chunk = self.data[np.arange(length + 1, dtype=np.int64)[:, None] + (self.starts + p)[None, :]]
         return chunk[:-1], chunk[1:]

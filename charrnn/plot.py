@@ -35,13 +35,14 @@ def _number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def plot_run(metrics_path: str, out_path: str, chars_per_step: int | None = None, title: str | None = None) -> None:
+def plot_run(metrics_path: str, out_path: str, chars_per_step: float | None = None, title: str | None = None) -> None:
     """Draw training loss (each logged step's, and the mean over each log window) and
     validation loss against steps into the PNG ``out_path``.
 
     The window mean is the training loss to read: min-char-rnn's smoothed loss (also in
-    metrics.jsonl) lags about 1,000 steps behind, and is not drawn. ``chars_per_step`` (B·T)
-    adds a second axis with the characters seen; ``title`` (the run and its model) tops it.
+    metrics.jsonl) lags about 1,000 steps behind, and is not drawn. ``chars_per_step`` (B·T, or B
+    times the mean length under ``train.variable_length``) adds a second axis with the characters
+    seen; ``title`` (the run and its model) tops it.
     """
     try:
         import matplotlib

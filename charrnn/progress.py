@@ -355,7 +355,9 @@ def banner(cfg: Any, corpus: Any, spec: Any, run: Any, run_dir: str, start: str,
         f"{n_train:,} for training, {n_val:,} for validation" + (f"; {notes}" if notes else ""),
         f"model     {spec.describe()}: {sum(p.size for p in run.params.values()):,} parameters, {cfg.model.dtype}",
         f"optimizer {o.name}, lr {o.lr:g}, {schedule}" + (f"; {extra}" if extra else ""),
-        f"batches   B={tc.batch_size} streams × T={tc.seq_length} characters; {tc.steps:,} steps"
+        f"batches   B={tc.batch_size} streams × T={tc.seq_length} characters"
+        + (" (variable: drawn per step, 5 to T + 20, the rate scaled by length / T)" if tc.variable_length else "")
+        + f"; {tc.steps:,} steps"
         + ("" if several else f"; BLAS threads {blas_threads()}"),
         *([processes_line(comm, tc.batch_size)] if several else []),
         f"run       {run_dir} ({start})",

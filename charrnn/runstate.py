@@ -40,7 +40,7 @@ class RunState:
     step: int = 0  # optimizer steps taken
     position: int = 0  # offset of the next chunk in every stream
     epoch: int = 0  # times the streams have wrapped
-    smooth_loss: float = float("nan")  # min-char-rnn's smoothed loss (per chunk, as it keeps it)
+    smooth_loss: float = float("nan")  # min-char-rnn's smoothed loss (per chunk of T = seq_length, as it keeps it)
     elapsed_s: float = 0.0  # wall time of training so far, across resumes
     val_loss: float = float("nan")  # last validation loss, nats per character (nan: none yet)
     best_val_loss: float = float("inf")  # lowest validation loss seen (the one in best.npz)
@@ -93,15 +93,17 @@ def on_host(run: RunState) -> RunState:
                    ema=device.to_host(run.ema), state=[tuple(device.to_host(list(s))) for s in run.state])
 
 
-def next_batch(run: RunState, streams: Streams, spec: M.ModelSpec) -> tuple[np.ndarray, np.ndarray]:
-    """The chunk at the run's position, (X, Y) each (T, B); when the streams would run past
-    their end, they start again (a new epoch) from a zero state (min-char-rnn's ``hprev``
-    reset when ``p + seq_length + 1`` passes the end of the data)."""
-    if streams.wraps(run.position):
+def next_batch(run: RunState, streams: Streams, spec: M.ModelSpec,
+               length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The chunk at the run's position, (X, Y) each (T, B), T = ``length`` (the step's, under
+    ``train.variable_length``) or the streams' T; when the streams would run past their end,
+    they start again (a new epoch) from a zero state (min-char-rnn's ``hprev`` reset when
+    ``p + seq_length + 1`` passes the end of the data)."""
+    if streams.wraps(run.position, length):
         run.position, run.epoch = 0, run.epoch + 1
         h = run.state[0][0]  # (B, H), or (B/N, H) under MPI, on the run's device
         run.state = M.zero_state(spec, len(h), h.dtype, device.array_module(h))
-    return streams.batch(run.position)
+    return streams.batch(run.position, length)
 
 
 def not_finite(run: RunState) -> str | None:

@@ -75,29 +75,34 @@ class StepRules(NamedTuple):
     clip_norm: float | None = None
     ema: float | None = None  # decay of the weights' moving average; None: not kept
     diverge_factor: float | None = None
+    seq_length: int | None = None  # T, per which chunk the smoothed loss is kept; None: the chunk's own length
 
     @classmethod
     def of(cls, cfg: C.Config) -> StepRules:
-        return cls(cfg.optim.clip_value, cfg.optim.clip_norm, cfg.optim.ema, cfg.train.diverge_factor)
+        return cls(cfg.optim.clip_value, cfg.optim.clip_norm, cfg.optim.ema, cfg.train.diverge_factor,
+                   cfg.train.seq_length)
 
 
 def train_step(run: RunState, X: Any, Y: Any, spec: M.ModelSpec, optimizer: Any, lr: float, rules: StepRules,
                comm: Any = distributed.SINGLE) -> float:
-    """One step of truncated BPTT on the chunk (X, Y), each (T, B), from the carried state:
+    """One step of truncated BPTT on the chunk (X, Y), each (n, B), from the carried state:
     loss and gradients, clipping, the optimizer's update at learning rate ``lr``, the weight
-    average; the state is carried on.
+    average; the state is carried on, the position moves on by n. The chunk's length n is
+    ``rules.seq_length`` (T), or under ``train.variable_length`` the step's drawn length.
 
     comm : the processes that share the B streams (``charrnn.distributed``): this one computes
         the loss and gradients of its own streams, ``comm.sum`` makes them those of all B.
-    Updates ``run`` in place and returns the loss of the chunk (summed over T, averaged over B).
+    Updates ``run`` in place and returns the loss of the chunk (summed over its n characters,
+    averaged over B); the smoothed loss is kept per chunk of T characters, whatever n is.
     Raises Diverged (and changes nothing) when the loss or a gradient is not finite, or the
     smoothed loss exceeds ``rules.diverge_factor`` times ``divergence_reference``.
     """
-    T, B = X.shape
+    n, B = X.shape  # n: this chunk's length
+    T = rules.seq_length or n  # the smoothed loss is kept per chunk of T characters
     dtype = run.params["Why"].dtype
     # The masks are drawn for all B streams, so the generator and the run are the same for any N.
     xp = device.array_module(run.params["Why"])
-    masks = M.dropout_masks(spec, (T, B, spec.hidden_size), run.rng, dtype, xp) if spec.dropout > 0 else None
+    masks = M.dropout_masks(spec, (n, B, spec.hidden_size), run.rng, dtype, xp) if spec.dropout > 0 else None
     # Overflow is the blow-up that the checks below (and a save's) report in one line: NumPy's
     # warnings about it would only repeat it on stderr, with source paths.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -110,17 +115,18 @@ def train_step(run: RunState, X: Any, Y: Any, spec: M.ModelSpec, optimizer: Any,
         # One read of one flag for all the gradients (on a GPU, a read per array would be a wait each).
         if not math.isfinite(loss) or not bool(xp.stack([xp.isfinite(g).all() for g in grads.values()]).all()):
             what = "loss" if not math.isfinite(loss) else "gradient"
-            raise Diverged(run.step + 1, f"the {what} is not finite (loss {loss / T} nats/char)")
-        smooth_loss = run.smooth_loss * SMOOTHING + loss * (1 - SMOOTHING)
-        first_loss = run.first_loss if run.step else loss / T
+            raise Diverged(run.step + 1, f"the {what} is not finite (loss {loss / n} nats/char)")
+        per_chunk = loss if n == T else loss / n * T  # a chunk of another length, as if it were T long
+        smooth_loss = run.smooth_loss * SMOOTHING + per_chunk * (1 - SMOOTHING)
+        first_loss = run.first_loss if run.step else loss / n
         factor = rules.diverge_factor
         ref = divergence_reference(first_loss, spec.vocab_size)
         if factor and smooth_loss / T > factor * ref:
             raise Diverged(run.step + 1, f"the smoothed loss, {smooth_loss / T:.4g} nats/char (this step "
-                                         f"{loss / T:.4g}), exceeds train.diverge_factor {factor:g} × {ref:.4g} "
+                                         f"{loss / n:.4g}), exceeds train.diverge_factor {factor:g} × {ref:.4g} "
                                          "(the larger of log V and the first step's loss)")
         run.state, run.smooth_loss, run.first_loss = state, smooth_loss, first_loss
-        run.loss_sum += loss / T
+        run.loss_sum += loss / n
         run.loss_steps += 1
         if rules.clip_value:
             optim.clip_by_value(grads, rules.clip_value)
@@ -129,9 +135,28 @@ def train_step(run: RunState, X: Any, Y: Any, spec: M.ModelSpec, optimizer: Any,
         optimizer.update(run.params, grads, run.opt_state, lr, run.step + 1)
         if run.ema is not None:
             optim.ema_update(run.ema, run.params, rules.ema)
-    run.position += T
+    run.position += n
     run.step += 1
     return loss
+
+
+def next_step(run: RunState, streams: D.Streams, spec: M.ModelSpec, cfg: C.Config) -> tuple[Any, Any, float]:
+    """The chunk (X, Y), each (n, B), and the learning rate of the run's next step: n is T, or
+    under ``train.variable_length`` the step's length, drawn from (seed, step) by
+    ``data.chunk_length`` (the same on every rank and after a resume), and the rate the
+    schedule's times n / T. The streams wrap (``runstate.next_batch``) before the rate is
+    taken, since the step schedule counts the epochs."""
+    tc = cfg.train
+    length = D.chunk_length(tc.seed, run.step + 1, tc.seq_length) if tc.variable_length else None
+    X, Y = runstate.next_batch(run, streams, spec, length)
+    lr = optim.learning_rate(cfg.optim, run.step + 1, run.epoch, tc.steps)
+    if length is not None:
+        # AWD-LSTM's rescaling (Merity, Keskar & Socher, section 4.1): adagrad, rmsprop and adam
+        # set an update's size by the rate, not by the gradient's, so a chunk of 5 characters
+        # would move the weights as far as one of T; at length / T its step weighs what its
+        # share of the characters does.
+        lr = lr * length / tc.seq_length
+    return X, Y, lr
 
 
 def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | None = None, steps: int | None = None,
@@ -182,7 +207,8 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
         # The corpus: the vocabulary, the training text as B streams, the held-out text.
         corpus = open_corpus(plan, comm)
         comm.same_corpus(corpus.identity, plan.cfg.data.path)  # every rank reads the same text
-        streams = D.Streams(corpus.train, tc.batch_size, tc.seq_length)
+        streams = D.Streams(corpus.train, tc.batch_size, tc.seq_length,
+                            D.longest_chunk(tc.seq_length) if tc.variable_length else None)
 
         # The model, the optimizer and the run's state: resumed whole, or new.
         spec = M.ModelSpec.of(cfg.model, len(corpus.vocab))
@@ -210,10 +236,9 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
                 while run.step < plan.stop_at and not comm.agreed(stop.set):  # all processes stop together
                     if session.out_of_time():
                         break
-                    X, Y = runstate.next_batch(run, streams, spec)
-                    lr = optim.learning_rate(cfg.optim, run.step + 1, run.epoch, tc.steps)
+                    X, Y, lr = next_step(run, streams, spec, cfg)
                     loss = train_step(run, X, Y, spec, optimizer, lr, rules, comm)
-                    if session.after_step(loss, lr, Y[-1, 0]):
+                    if session.after_step(loss, lr, Y[-1, 0], len(Y)):
                         break
                 progress.close_bar()
                 session.finish()  # the final validation and checkpoint; raises Interrupted after a signal
@@ -493,7 +518,9 @@ class Session:
         self.t_start = time.perf_counter()
         self.last_saved = run.step if resumed else None  # the step the checkpoint on disk holds
         self.last_eval = run.step if resumed and not math.isnan(run.val_loss) else None
-        self.window_t, self.window_steps = time.perf_counter(), 0  # the speed window since the last log line
+        self.window_t = time.perf_counter()  # the speed window since the last log line starts
+        self.window_chars = 0  # characters per stream of the window's steps (their chunks' lengths, summed)
+        self.chars = 0  # and of all this call's steps
         self.chars_per_s = 0.0
         self.train_end: float | None = None  # when the last step ended (the final validation and save come after)
         self.first_step = run.step  # this call's steps are those after it
@@ -513,15 +540,17 @@ class Session:
             return True
         return False
 
-    def after_step(self, loss: float, lr: float, last: int) -> bool:
-        """What follows the step just taken (``loss`` of its chunk at learning rate ``lr``;
-        ``last``: stream 0's last character, where a preview starts): a log line, a preview, a
-        validation, a checkpoint, each when it is due. True when the run should stop early."""
+    def after_step(self, loss: float, lr: float, last: int, length: int) -> bool:
+        """What follows the step just taken (``loss`` of its chunk of ``length`` characters at
+        learning rate ``lr``; ``last``: stream 0's last character, where a preview starts): a log
+        line, a preview, a validation, a checkpoint, each when it is due. True when the run should
+        stop early."""
         run, tc = self.run, self.cfg.train
-        self.window_steps += 1
+        self.window_chars += length
+        self.chars += length
         self.progress.bar.update(1)
         if run.step % tc.log_every == 0 or run.step == tc.steps:
-            self.log(loss, lr)
+            self.log(loss, lr, length)
         if tc.sample_every and run.step % tc.sample_every == 0 and not self.plan.quiet:
             self.preview(last)
         if len(self.corpus.val) and tc.eval_every and run.step % tc.eval_every == 0:
@@ -537,19 +566,19 @@ class Session:
             self.save(self.files.ckpt)
         return False
 
-    def log(self, loss: float, lr: float) -> None:
+    def log(self, loss: float, lr: float, length: int) -> None:
         """A line in metrics.jsonl and the bar's text: the training loss over the window since
-        the last line, and the speed over it."""
+        the last line, and the speed over it (``loss``: the last step's, of ``length`` characters)."""
         run, tc = self.run, self.cfg.train
         now = time.perf_counter()
-        self.chars_per_s = self.window_steps * tc.batch_size * tc.seq_length / max(now - self.window_t, 1e-9)
-        self.window_t, self.window_steps = now, 0
+        self.chars_per_s = tc.batch_size * self.window_chars / max(now - self.window_t, 1e-9)
+        self.window_t, self.window_chars = now, 0
         self.shown = shown_loss(run, tc)
         limit = tc.max_minutes
         self.progress.show(train=self.shown, speed=self.chars_per_s,
                            left_s=None if limit is None else 60 * limit - self.elapsed())
-        T = tc.seq_length
-        self.progress.log({"step": run.step, "epoch": run.epoch, "loss": loss / T,
+        T = tc.seq_length  # the smoothed loss is kept per chunk of T
+        self.progress.log({"step": run.step, "epoch": run.epoch, "loss": loss / length,
                            "smooth_loss": run.smooth_loss / T, "window_loss": run.loss_sum / run.loss_steps,
                            "lr": lr, "chars_per_s": round(self.chars_per_s, 1), "elapsed_s": round(self.elapsed(), 3)})
         run.loss_sum, run.loss_steps = 0.0, 0  # the next window starts
@@ -639,7 +668,7 @@ class Session:
         steps = run.step - self.first_step
         if steps:
             end = self.train_end if self.train_end is not None else time.perf_counter()
-            self.chars_per_s = steps * tc.batch_size * tc.seq_length / max(end - self.t_start - self.eval_s, 1e-9)
+            self.chars_per_s = tc.batch_size * self.chars / max(end - self.t_start - self.eval_s, 1e-9)
         best_step, best_path = self.best()
         return Summary(self.files.path, run.step, self.shown[0], self.shown[1], run.val_loss, run.best_val_loss,
                        self.chars_per_s, self.elapsed(), self.stopped, best_step, best_path)

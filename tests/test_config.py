@@ -40,7 +40,8 @@ def test_minchar_config_is_min_char_rnn():
     "text, message",
     [
         ("model:\n  hiden_size: 3\n", r"unknown key 'model.hiden_size' \(did you mean 'model.hidden_size'\?\)"),
-        ("train:\n  zzz: 3\n", r"unknown key 'train.zzz'; valid keys: train.seq_length, train.batch_size"),
+        ("train:\n  zzz: 3\n",
+         r"unknown key 'train.zzz'; valid keys: train.seq_length, train.variable_length, train.batch_size"),
         ("modle:\n  hidden_size: 3\n", r"unknown key 'modle' \(did you mean 'model'\?\)"),
         ("train:\n  learning_rate: 3\n", r"unknown key 'train.learning_rate' \(did you mean 'optim.lr'\?\)"),
         ("optim:\n  learning_rate: 3\n", r"unknown key 'optim.learning_rate' \(did you mean 'optim.lr'\?\)"),

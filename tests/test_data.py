@@ -66,3 +66,46 @@ def test_bytes_unit_encodes_and_decodes_utf8_bytes():
 def test_index_dtype_is_the_smallest_unsigned_type():
     assert [D.index_dtype(n) for n in (1, 256, 257, 65536, 65537)] == [
         np.uint8, np.uint8, np.uint16, np.uint16, np.uint32]
+
+
+# ----------------------------------------------------------------------------- variable chunk lengths
+
+
+def test_chunk_lengths_are_awd_lstms_draw():
+    T, n = 64, 4000
+    lengths = np.array([D.chunk_length(7, k, T) for k in range(1, n + 1)])
+    half = lengths < 0.75 * T  # T/2 and T are 6 σ apart: each draw is plainly one or the other
+    assert 0.04 < half.mean() < 0.06, f"share of half-length draws {half.mean():.4f}, expected about 0.05"
+    assert abs(lengths[~half].mean() - (T - 0.5)) < 0.5  # int() truncates: a mean of T - ½
+    assert abs(lengths[~half].std() - 5) < 0.3 and abs(lengths[half].mean() - (T / 2 - 0.5)) < 1.5
+    assert lengths.min() >= 5 and lengths.max() <= T + 20
+    assert [D.chunk_length(7, k, T) for k in range(1, 50)] == list(lengths[:49])  # a pure function of (seed, step)
+    assert [D.chunk_length(8, k, T) for k in range(1, 50)] != list(lengths[:49])  # another seed, other lengths
+
+
+def test_chunk_lengths_are_held_between_5_and_t_plus_20(monkeypatch):
+    T = 10  # half-length draws around 5: many under the floor
+    assert min(D.chunk_length(1, k, T) for k in range(1, 2000)) == 5
+    monkeypatch.setattr(D, "LENGTH_SIGMA", 60.0)  # wide enough to reach both bounds often
+    lengths = [D.chunk_length(1, k, T) for k in range(1, 500)]
+    assert min(lengths) == 5 and max(lengths) == T + 20 == D.longest_chunk(T)
+
+
+def test_streams_read_a_chunk_of_any_length_and_wrap_by_it():
+    data = np.arange(100)
+    s = D.Streams(data, batch_size=4, seq_length=5, longest=9)
+    X, Y = s.batch(3, 9)
+    assert X.shape == Y.shape == (9, 4)
+    assert list(X[:, 1]) == list(range(28, 37)) and list(Y[:, 1]) == list(range(29, 38))
+    for a, b in zip(s.batch(3, 5), s.batch(3), strict=True):  # the length T is the fixed path
+        assert np.array_equal(a, b)
+    for p in range(25):
+        for length in (5, 7, 9):
+            assert s.wraps(p, length) == (p + length + 1 >= 25), (p, length)
+    assert not s.wraps(17, 5) and s.wraps(17, 7)  # where T still fits, a longer chunk wraps
+
+
+def test_a_corpus_too_short_for_the_longest_chunk_is_a_clear_error():
+    D.Streams(np.arange(60), batch_size=2, seq_length=10)
+    with pytest.raises(CharrnnError, match=r"longest chunk, seq_length 10 \+ 20, \+ 1\) = 62 are needed"):
+        D.Streams(np.arange(60), batch_size=2, seq_length=10, longest=30)

@@ -254,6 +254,8 @@ CASES = {
         model={"cell": "gru", "layers": 2, "multiplicative": True},
         optim={"name": "adam", "lr": 0.01, "weight_decay": 0.1, "clip_norm": 1.0, "schedule": "cosine",
                "warmup_steps": 5}),
+    "lstm-dropout-adam-variable-length": dict(model={"cell": "lstm", "dropout": 0.3},
+                                              optim={"name": "adam", "lr": 0.01}, train={"variable_length": True}),
 }
 
 

@@ -119,8 +119,10 @@ def ckpt_arrays(path):
     return arrays, cfg
 
 
-@pytest.mark.parametrize("text", ["ascii", "unicode"])
-def test_text_file_and_prepared_directory_train_bitwise_identically(tmp_path, write_config, text):
+@pytest.mark.parametrize("text, sets", [
+    pytest.param("ascii", [], id="ascii"), pytest.param("unicode", [], id="unicode"),
+    pytest.param("ascii", ["train.variable_length=true", "train.seq_length=12"], id="ascii-variable-length")])
+def test_text_file_and_prepared_directory_train_bitwise_identically(tmp_path, write_config, text, sets):
     corpus = tmp_path / "c.txt"
     corpus.write_text(corpus_text(3000) if text == "ascii" else UNICODE * 12, encoding="utf-8")
     assert run("prepare", corpus, "--out", tmp_path / "prep", "-q").exit_code == 0
@@ -128,7 +130,8 @@ def test_text_file_and_prepared_directory_train_bitwise_identically(tmp_path, wr
     for name, data in (("txt", corpus), ("prep", tmp_path / "prep")):
         cfg = small_config(write_config, data, steps=30, eval_every=10, sample_every=10)
         out = tmp_path / name
-        r = run("train", "--config", cfg, "--out", out, "--set", "model.layers=2", "--set", "model.dropout=0.2")
+        r = run("train", "--config", cfg, "--out", out, "--set", "model.layers=2", "--set", "model.dropout=0.2",
+                *[a for s in sets for a in ("--set", s)])
         assert r.exit_code == 0, r.output
         sample = run("sample", "--checkpoint", out / "ckpt.npz", "-n", 60, "--seed", 4)
         runs[name] = (metrics(out), ckpt_arrays(out / "ckpt.npz"), ckpt_arrays(out / "best.npz"), sample.stdout,

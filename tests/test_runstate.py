@@ -90,3 +90,21 @@ def test_a_new_run_starts_as_min_char_rnn_does():
     assert all(np.array_equal(again.params[k], weights[k]) for k in weights)
     # the generator is where it would be without --init-from: the run's dropout masks do not change
     assert checkpoint.generator_state(again.rng) == checkpoint.generator_state(run.rng)
+
+
+def test_next_batch_with_the_steps_length_wraps_by_that_length():
+    cfg = small_config()
+    spec = M.ModelSpec.of(cfg.model, V)
+    run = new_run(cfg, spec, optim.from_config(cfg.optim))
+    data = np.arange(90) % V
+    streams = Streams(data, batch_size=3, seq_length=5, longest=9)  # 30 per stream
+    run.state = [tuple(np.ones_like(a) for a in s) for s in run.state]
+    run.position = 20
+    X, Y = next_batch(run, streams, spec, 8)  # 20 + 8 + 1 < 30: read on, although T + 20 would not fit
+    assert run.epoch == 0 and run.position == 20 and X.shape == (8, 3)
+    assert np.array_equal(X[:, 2], data[80:88]) and np.array_equal(Y[:, 2], data[81:89])
+    assert all(a.all() for s in run.state for a in s)
+    X, _ = next_batch(run, streams, spec, 9)  # 20 + 9 + 1 reaches the end: a new epoch from zero
+    assert run.epoch == 1 and run.position == 0 and X.shape == (9, 3)
+    assert np.array_equal(X[:, 2], data[60:69])
+    assert all(not a.any() for s in run.state for a in s)

@@ -84,9 +84,10 @@ RESUME_CASES = [
     ["optim.name=adam", "optim.weight_decay=0.1", "optim.schedule=linear", "optim.warmup_steps=10",
      "optim.min_lr=0"],
     ["model.cell=gru", "model.multiplicative=true", "model.layers=2", "optim.name=adam", "optim.ema=0.9"],
+    ["train.variable_length=true", "train.seq_length=12", "model.dropout=0.1", "optim.name=adam"],
 ]
 RESUME_IDS = ["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout", "lstm-2-layers",
-              "gru-2-layers", "adam-ema", "adamw-linear", "gru-multiplicative"]
+              "gru-2-layers", "adam-ema", "adamw-linear", "gru-multiplicative", "variable-length"]
 FAST_RESUME = ("adam-cosine", "gru-multiplicative")  # the fast loop's two; the others run with the slow tests
 
 
@@ -112,7 +113,8 @@ def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, s
         assert np.array_equal(a.run.ema[k], b.run.ema[k]), k
     assert timeless(tmp_path / "whole") == timeless(tmp_path / "half")
     lrs = {m["lr"] for m in metrics(tmp_path / "whole") if "lr" in m}
-    assert len(lrs) > 1 or "schedule" not in " ".join(sets)  # the schedules do change the rate
+    varies = "schedule" in " ".join(sets) or "train.variable_length=true" in sets
+    assert len(lrs) > 1 or not varies  # the schedules (and the lengths) do change the rate
     best_a, best_b = (ckpt_io.load(str(tmp_path / d / "best.npz")) for d in ("whole", "half"))
     assert best_a.run.step == best_b.run.step and all(np.array_equal(best_a.run.params[k], best_b.run.params[k])
                                                       for k in best_a.run.params)
@@ -644,3 +646,71 @@ def test_the_summary_speed_is_the_mean_over_the_call_not_the_last_window(tmp_pat
     with open(tmp_path / "run" / "metrics.jsonl", encoding="utf-8") as f:
         last_window = [json.loads(x) for x in f if '"chars_per_s"' in x][-1]["chars_per_s"]
     assert 1.6 * last_window < speed < 2.4 * last_window, (speed, last_window)
+
+
+# ----------------------------------------------------------------------------- variable-length BPTT
+
+
+def test_variable_lengths_move_the_position_by_each_drawn_length_through_the_wraps(tmp_path, write_config):
+    from charrnn import data as D
+
+    corpus = first_chars(tmp_path, 600)
+    cfg = small_config(write_config, corpus, steps=60, seq_length=12, checkpoint_every=0, eval_every=0)
+    run("train", "--config", cfg, "-q", "--set", "train.variable_length=true")
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    tc = ck.config.train
+    L = len(open_corpus(ck.config.data.path, ck.config.data.val_fraction).train) // tc.batch_size
+    position = epoch = 0
+    lengths = [D.chunk_length(tc.seed, k, tc.seq_length) for k in range(1, 61)]
+    for n in lengths:  # the streams' rule (runstate.next_batch), with each step's own length
+        if position + n + 1 >= L:
+            position, epoch = 0, epoch + 1
+        position += n
+    assert len(set(lengths)) > 5 and epoch >= 2, "the test needs lengths that differ and streams that wrap"
+    assert (ck.run.position, ck.run.epoch) == (position, epoch)
+    assert [m["epoch"] for m in metrics(tmp_path / "run") if "loss" in m][-1] == epoch
+
+
+def test_a_steps_rate_is_scaled_by_its_length_and_its_loss_is_per_character_of_it(tmp_path, write_config):
+    """One step of plain SGD: the weights move by lr · length / T times the gradient of the
+    chunk of the drawn length, and the logged loss is per character of that length."""
+    from charrnn import data as D
+    from charrnn import model as M
+    from charrnn import optim
+    from charrnn.progress import SMOOTHING
+    from charrnn.runstate import new_run, next_batch
+
+    corpus = first_chars(tmp_path, 600)
+    sets = ["train.variable_length=true", "train.seq_length=40", "train.seed=37", "optim.name=sgd",
+            "optim.momentum=0", "optim.clip_value=null", "optim.lr=0.5", "model.dtype=float64"]
+    cfg = small_config(write_config, corpus, steps=1, checkpoint_every=0, eval_every=0)
+    run("train", "--config", cfg, "-q", *[a for s in sets for a in ("--set", s)])
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    n, T = D.chunk_length(37, 1, 40), 40  # seed 37: a half-length draw
+    assert n < T - 10, f"the test needs a first chunk well short of T, not {n}"
+    start = new_run(ck.config, ck.spec, optim.from_config(ck.config.optim))
+    train = open_corpus(ck.config.data.path, ck.config.data.val_fraction).train
+    X, Y = next_batch(start, D.Streams(train, 2, T, D.longest_chunk(T)), ck.spec, n)
+    assert X.shape == (n, 2)
+    loss, grads, _, _ = M.loss_and_grads(start.params, ck.spec, X, Y, start.state)
+    for k, g in grads.items():
+        np.testing.assert_allclose(ck.run.params[k], start.params[k] - 0.5 * n / T * g, rtol=0, atol=1e-12,
+                                   err_msg=k)
+    (m,) = [m for m in metrics(tmp_path / "run") if "loss" in m]
+    assert m["lr"] == 0.5 * n / T and ck.run.position == n
+    assert math.isclose(m["loss"], loss / n, rel_tol=1e-12)
+    assert math.isclose(m["window_loss"], loss / n, rel_tol=1e-12)
+    # The smoothed loss counts the chunk as if it were T long.
+    expected = (start.smooth_loss * SMOOTHING + loss / n * T * (1 - SMOOTHING)) / T
+    assert math.isclose(m["smooth_loss"], expected, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("sets, source", [
+    (["train.seq_length=9", "train.variable_length=true"], "(from --set train.seq_length=9)"),
+    (["train.variable_length=true"], "cfg.yaml)"),  # seq_length 8 in the file
+])
+def test_variable_lengths_below_seq_length_10_are_refused_in_one_line(write_config, corpus, sets, source):
+    cfg = small_config(write_config, corpus)
+    r = run("train", "--config", cfg, *[a for s in sets for a in ("--set", s)])
+    one_line_error(r, 2, "--set train.variable_length=true: train.variable_length needs train.seq_length ≥ 10",
+                   "got 9" if "train.seq_length=9" in sets else "got 8", source)
