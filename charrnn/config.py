@@ -67,6 +67,12 @@ class ModelConfig:
         False, bool,
         "multiplicative integration (Wu et al. 2016): each recurrent product scaled unit by unit by Wmx x_t + bm, a "
         "gain chosen by the input character")
+    # Ba, Kiros & Hinton 2016: each gate block of the input and the recurrent part normalized
+    # on its own (charrnn.layernorm); built for the gated cells, refused for rnn in from_dict.
+    layer_norm: bool = opt(
+        False, bool,
+        "layer normalization (Ba et al. 2016), lstm and gru only: the input and the recurrent part of each gate "
+        "normalized separately over its H units, times gains gx, gh (and the LSTM's cell, gc, bc)")
     init_std: float = opt(
         0.01, float,
         "weights start as N(0, 1) · init_std (min-char-rnn: 0.01); biases start at 0",
@@ -535,6 +541,10 @@ def from_dict(data: Any, source: str, base_dir: str | None = None, origins: dict
             values[key] = value
         sections[sname] = cls(**values)
         given[sname] = values
+    model = sections.get("model")
+    if model is not None and model.layer_norm and model.cell == "rnn":
+        key = "model.layer_norm"
+        raise UsageError(f"{where(key)}: {key} applies to model.cell lstm and gru only, not rnn")
     sections["optim"] = _resolve_optim(sections.get("optim", OptimConfig()), given.get("optim", {}), where)
     return Config(**sections)
 

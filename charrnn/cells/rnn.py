@@ -52,7 +52,7 @@ def prepare(Whh: Array, batch_size: int) -> Array:
 
 
 def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | None = None,
-            xm: Array | None = None) -> tuple[Array, tuple[Array, ...], Cache]:
+            xm: Array | None = None, norm: tuple[Array, ...] | None = None) -> tuple[Array, tuple[Array, ...], Cache]:
     """Run the recurrence over one chunk.
 
     Parameters
@@ -63,6 +63,8 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | 
     Whh : (H, H) recurrent weights.
     prepared : ``prepare(Whh, B)`` if the caller already has it (sampling reuses it for every
         character); None computes it here.
+    norm : must be None: layer normalization is built for the LSTM and the GRU only
+        (``model.layer_norm`` is refused for ``model.cell: rnn``).
 
     Returns
     -------
@@ -70,6 +72,8 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | 
     state : ``(h_{T-1},)``, to carry into the next chunk.
     cache : Cache for ``backward``.
     """
+    if norm is not None:
+        raise ValueError("the rnn cell has no layer normalization (model.layer_norm needs model.cell lstm or gru)")
     T = xa.shape[0]
     (h0,) = state0
     xp = array_module(xa)
@@ -99,7 +103,7 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | 
 
 
 def backward(dhs: Array, dstate: tuple[Array, ...],
-             cache: Cache) -> tuple[Array, Array, tuple[Array, ...], Array | None]:
+             cache: Cache) -> tuple[Array, Array, tuple[Array, ...], Array | None, None]:
     """Backpropagate through the chunk, carrying ``dhnext`` from step t+1 to t.
 
     Parameters
@@ -117,6 +121,7 @@ def backward(dhs: Array, dstate: tuple[Array, ...],
     dWhh : (H, H).
     dstate0 : ``(dh_{-1},)`` gradient with respect to the carried-in state.
     dxm : (T, B, H) gradient with respect to the multipliers ``xm``, or None without them.
+    dnorm : always None: this cell has no layer normalization.
     """
     hs, Whh, xm, rec = cache
     T = dhs.shape[0]
@@ -139,4 +144,4 @@ def backward(dhs: Array, dstate: tuple[Array, ...],
     # Σ_t dhraw_t h_{t-1}ᵀ over all steps and streams in one product.
     dWhh = drec.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1)
     dxm = None if xm is None else dxa * rec  # dm_t = dhraw ⊙ Whh h_{t-1}
-    return dxa, dWhh, (dhnext,), dxm
+    return dxa, dWhh, (dhnext,), dxm, None
