@@ -84,9 +84,13 @@ RESUME_CASES = [
     ["optim.name=adam", "optim.weight_decay=0.1", "optim.schedule=linear", "optim.warmup_steps=10",
      "optim.min_lr=0"],
     ["model.cell=gru", "model.multiplicative=true", "model.layers=2", "optim.name=adam", "optim.ema=0.9"],
+    ["model.cell=gru", "model.layer_norm=true", "model.multiplicative=true", "model.layers=2", "optim.name=adam",
+     "optim.weight_decay=0.1"],
+    ["model.cell=lstm", "model.layer_norm=true", "model.layers=2", "model.dropout=0.1", "optim.name=rmsprop"],
 ]
 RESUME_IDS = ["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout", "lstm-2-layers",
-              "gru-2-layers", "adam-ema", "adamw-linear", "gru-multiplicative"]
+              "gru-2-layers", "adam-ema", "adamw-linear", "gru-multiplicative", "gru-layer-norm-adamw",
+              "lstm-layer-norm"]
 FAST_RESUME = ("adam-cosine", "gru-multiplicative")  # the fast loop's two; the others run with the slow tests
 
 
@@ -108,6 +112,8 @@ def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, s
         assert np.array_equal(a.run.opt_state[k], b.run.opt_state[k]), k
     assert (a.run.ema is None) == (b.run.ema is None) == ("optim.ema=0.9" not in sets)
     assert ("Wmx_1" in a.run.params) == ("model.multiplicative=true" in sets)
+    assert ("gh_1" in a.run.params) == any(k.endswith(".gh_1") for k in a.run.opt_state) \
+        == ("model.layer_norm=true" in sets)
     for k in a.run.ema or {}:
         assert np.array_equal(a.run.ema[k], b.run.ema[k]), k
     assert timeless(tmp_path / "whole") == timeless(tmp_path / "half")
