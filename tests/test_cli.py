@@ -340,7 +340,7 @@ def test_gradcheck_lists_the_layer_norm_models_of_the_gated_cells():
 def test_gradcheck_verbose_prints_a_row_per_array():
     r = run("gradcheck", "--cell", "rnn", "--layers", "1", "--dropout", "0", "--verbose")
     assert r.exit_code == 0, r.output
-    rows = [line[27:41].rstrip() for line in r.stdout.splitlines()[1:-1]]
+    rows = [line[31:45].rstrip() for line in r.stdout.splitlines()[1:-1]]
     assert rows == ["Wxh", "Whh", "bh", "Why", "by", "state0.0.h"] + ["Wxh", "Whh", "bh", "Wmx", "bm", "Why", "by",
                                                                       "state0.0.h"]
 
