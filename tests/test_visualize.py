@@ -502,8 +502,8 @@ def test_the_weights_go_into_the_page_as_float32_up_to_the_limit():
     n = viz.weights.weight_bytes(spec)
     assert n == 4 * sum(a.size for a in params.values())
     live = viz.weights.pack(params, spec, limit=n)
-    assert {k: live[k] for k in ("cell", "layers", "H", "V", "multiplicative", "bytes")} == \
-        {"cell": "lstm", "layers": 2, "H": 3, "V": len(vocab), "multiplicative": True, "bytes": n}
+    assert {k: live[k] for k in ("cell", "layers", "H", "V", "multiplicative", "layer_norm", "bytes")} == \
+        {"cell": "lstm", "layers": 2, "H": 3, "V": len(vocab), "multiplicative": True, "layer_norm": False, "bytes": n}
     assert list(live["params"]) == list(M.param_shapes(spec))  # every parameter, in model order
     for name, a in params.items():
         got = np.frombuffer(base64.b64decode(live["params"][name]["f32"]), dtype="<f4")
