@@ -79,6 +79,11 @@ class ModelSpec:
     multiplicative: bool = False  # multiplicative integration (see the module docstring)
     layer_norm: bool = False  # layer normalization, lstm and gru only (see the module docstring)
 
+    def __post_init__(self) -> None:
+        cell = CELLS.get(self.cell)
+        if self.layer_norm and cell is not None and not cell.NORM:
+            raise ValueError(f"model.layer_norm needs a cell with layer normalization (lstm or gru), not {self.cell}")
+
     @classmethod
     def of(cls, model_config: ModelConfig, vocab_size: int) -> ModelSpec:
         """The spec of a config's ``model`` section, for a vocabulary of ``vocab_size``."""
@@ -116,10 +121,8 @@ def param_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
             shapes[pname("bm", layer)] = (G * H,)
         if spec.layer_norm:
             shapes[pname("gx", layer)] = (G * H,)
-            shapes[pname("gh", layer)] = (G * H,)
-            if spec.cell == "lstm":
-                shapes[pname("gc", layer)] = (H,)
-                shapes[pname("bc", layer)] = (H,)
+            for name, k in spec.module.NORM.items():  # gh; the LSTM's gc, bc
+                shapes[pname(name, layer)] = (k * H,)
     shapes["Why"] = (V, H)
     shapes["by"] = (V,)
     return shapes
@@ -258,9 +261,7 @@ def forward(params: Arrays, spec: ModelSpec, X: Array, state0: State, masks: lis
             else:
                 xm = (x.reshape(T * B, -1) @ params[pname("Wmx", layer)].T).reshape(T, B, -1)
                 xm += params[pname("bm", layer)]
-        norm = None
-        if spec.layer_norm:
-            norm = tuple(params[pname(n, layer)] for n in (("gh", "gc", "bc") if spec.cell == "lstm" else ("gh",)))
+        norm = tuple(params[pname(n, layer)] for n in cell.NORM) if spec.layer_norm else None
         hs, s, c = cell.forward(xa, state0[layer], Whh, prepared["cells"][layer], xm=xm, norm=norm)
         state.append(s)
         cell_caches.append(c)
@@ -334,7 +335,7 @@ def backward(params: Arrays, spec: ModelSpec, Y: Array, cache: Cache, probs: Arr
         grads[pname("Whh", layer)] = dWhh
         grads[pname("bh", layer)] = dxa2.sum(axis=0)
         if spec.layer_norm:
-            for n, d in zip(("gh", "gc", "bc"), dnorm, strict=False):
+            for n, d in zip(cell.NORM, dnorm, strict=True):
                 grads[pname(n, layer)] = d
         if spec.multiplicative:  # m_t enters like xa: the same two gradients, from dxm
             dxm2 = dxm.reshape(N, -1)

@@ -313,11 +313,15 @@ def test_layer_norm_cells_match_torch_autograd_of_their_equations(torch, cell, l
 
 
 def test_layer_norm_is_refused_for_the_rnn_cell():
-    spec = M.ModelSpec("rnn", V, H, 1, 0.0, False, True)
-    params, X, Y, state0 = random_problem(M.ModelSpec("lstm", V, H, 1, 0.0, False, True), 3, 2)
+    with pytest.raises(ValueError, match=r"model.layer_norm needs a cell with layer normalization \(lstm or gru\), "
+                                         r"not rnn"):
+        M.ModelSpec("rnn", V, H, 1, 0.0, False, True)
     with pytest.raises(ValueError, match="model.layer_norm needs model.cell lstm or gru"):
-        CELLS["rnn"].forward(np.zeros((3, 2, H)), state0[0][:1], np.zeros((H, H)), norm=(np.ones(H),))
-    assert spec.describe() == "rnn, 1 layer(s) of 5, layer norm"
+        CELLS["rnn"].forward(np.zeros((3, 2, H)), (np.zeros((2, H)),), np.zeros((H, H)), norm=(np.ones(H),))
+    assert M.ModelSpec("gru", V, H, 1, 0.0, True, True).describe() == "gru, 1 layer(s) of 5, multiplicative, layer norm"
+    shapes = M.param_shapes(M.ModelSpec("lstm", V, H, 2, 0.0, False, True))
+    assert [(n, shapes[n]) for n in ("gx_1", "gh_1", "gc_1", "bc_1")] == \
+        [("gx_1", (4 * H,)), ("gh_1", (4 * H,)), ("gc_1", (H,)), ("bc_1", (H,))]
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

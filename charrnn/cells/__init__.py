@@ -4,6 +4,8 @@ Every cell module exposes the same contract, so ``model.py`` can stack any of th
 
 - ``GATES``: how many H-sized blocks its input pre-activation has (rows of ``Wxh``).
 - ``STATE``: the names of the arrays it carries from chunk to chunk (``("h",)`` or ``("h", "c")``).
+- ``NORM``: the names of its layer-norm parameters of the recurrent part, in ``norm``'s order,
+  each with its size in units of H (``{"gh": 3}`` for the GRU); empty: no layer normalization.
 - ``forward(xa, state0, Whh, prepared=None, xm=None, norm=None) -> (hs, state, cache)``
 - ``backward(dhs, dstate, cache) -> (dxa, dWhh, dstate0, dxm, dnorm)``
 

@@ -60,6 +60,7 @@ from charrnn.device import Array, array_module
 
 GATES = 3
 STATE = ("h",)
+NORM = {"gh": GATES}  # layer norm's parameters of the recurrent part (``norm``), each (k·H,)
 
 
 class Cache(NamedTuple):

@@ -63,6 +63,7 @@ from charrnn.device import Array, array_module
 
 GATES = 4
 STATE = ("h", "c")
+NORM = {"gh": GATES, "gc": 1, "bc": 1}  # layer norm's parameters of the recurrent part and the cell (``norm``), (k·H,)
 
 
 class Cache(NamedTuple):

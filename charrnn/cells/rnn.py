@@ -31,6 +31,7 @@ from charrnn.device import Array, array_module
 
 GATES = 1
 STATE = ("h",)
+NORM: dict[str, int] = {}  # no layer normalization: ``norm`` is refused
 
 
 class Cache(NamedTuple):
