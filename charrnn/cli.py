@@ -657,7 +657,7 @@ def gradcheck(cell, layers, dropout, tol, seed, verbose):
         click.echo(f"{'model':<30} {'arrays':>6} {'max rel error':>14}  worst array")
     for c in cells:
         for n in depths:
-            norms = (False,) if c == "rnn" else (False, True)  # layer_norm: the gated cells only
+            norms = (False, True) if CELLS[c].NORM else (False,)  # layer_norm where the cell has it
             for d, mult, ln in itertools.product(drops, (False, True), norms):
                 label = (f"{c} x{n}" + (" mult" if mult else "") + (" ln" if ln else "")
                          + (f" dropout {d:g}" if d else ""))

@@ -26,7 +26,7 @@ paper's ``α ⊙ Wx ⊙ Uh + β₁ ⊙ Uh + β₂ ⊙ Wx + b`` with its two inpu
 cells apply m_t inside their time loop (``xm``); each layer adds ``Wmx`` (G·H, D) and
 ``bm`` (G·H,). With m_t = 1 it is the plain cell exactly.
 
-**Layer normalization** (``layer_norm``, lstm and gru; Ba, Kiros & Hinton 2016, "Layer
+**Layer normalization** (``layer_norm``, every cell; Ba, Kiros & Hinton 2016, "Layer
 Normalization"): the input part and the recurrent part of each gate's pre-activation are
 normalized separately, each H-block over its H units (``charrnn.layernorm``), and scaled by
 gains; ``bh`` stays the one bias:
@@ -36,7 +36,7 @@ gains; ``bh`` stays the one bias:
 The input part does not depend on the recurrence, so it is normalized here, outside the time
 loop: for layer 0 the (V, G·H) table Wxhᵀ once per chunk (then gathered), for layer l ≥ 1 the
 T·B rows. The recurrent part is normalized by the cell, inside its loop (``norm``: the
-layer's ``gh``, and the LSTM's ``gc``, ``bc`` of its normalized cell). Each layer adds ``gx``
+layer's ``gh``, and the LSTM's ``gc``, ``bc`` of its normalized cell: the cell's ``NORM``). Each layer adds ``gx``
 and ``gh`` (G·H,), starting at 1, and the LSTM's ``gc`` (H,) = 1 and ``bc`` (H,) = 0.
 
 The carried state is a list with one tuple per layer, holding the arrays named by the
@@ -77,12 +77,12 @@ class ModelSpec:
     layers: int = 1  # L
     dropout: float = 0.0  # on non-recurrent connections only (between layers, before output)
     multiplicative: bool = False  # multiplicative integration (see the module docstring)
-    layer_norm: bool = False  # layer normalization, lstm and gru only (see the module docstring)
+    layer_norm: bool = False  # layer normalization (see the module docstring), for a cell with NORM
 
     def __post_init__(self) -> None:
         cell = CELLS.get(self.cell)
         if self.layer_norm and cell is not None and not cell.NORM:
-            raise ValueError(f"model.layer_norm needs a cell with layer normalization (lstm or gru), not {self.cell}")
+            raise ValueError(f"model.layer_norm needs a cell with layer normalization (a NORM), not {self.cell}")
 
     @classmethod
     def of(cls, model_config: ModelConfig, vocab_size: int) -> ModelSpec:

@@ -1,11 +1,11 @@
 """Tests of the recurrent cells (rnn, lstm, gru) through the model that stacks them.
 
 - numeric gradient checks (float64) for 1 and 2 layers, with and without dropout, plain
-  and with multiplicative integration, and the gated cells with layer normalization;
+  and with multiplicative integration, and with layer normalization;
 - cross-checks against PyTorch autograd: ``nn.RNN`` and ``nn.LSTM`` with our weights
   copied in, and our GRU (reset gate before the product, as *循环神经网络* writes it) written
-  by hand with torch operations; the layer-normalized GRU and LSTM written with torch
-  operations and ``torch.nn.functional.layer_norm`` per gate block.
+  by hand with torch operations; the layer-normalized cells written with torch operations
+  and ``torch.nn.functional.layer_norm`` per gate block.
 
 Sizes are small (V=7, H=5) so the whole file runs in a few seconds. The model's own
 behaviour (carried state, the loss's averaging, shapes, initialisation, dropout masks) is
@@ -22,8 +22,8 @@ from charrnn.gradcheck import check_gradients
 
 V, H = 7, 5  # vocabulary, hidden units
 CELL_NAMES = ["rnn", "lstm", "gru"]
-# (cell, layer_norm): layer normalization is built for the gated cells only
-CELL_NORMS = [("rnn", False), ("lstm", False), ("lstm", True), ("gru", False), ("gru", True)]
+# (cell, layer_norm)
+CELL_NORMS = [("rnn", False), ("rnn", True), ("lstm", False), ("lstm", True), ("gru", False), ("gru", True)]
 CELL_NORM_IDS = [c + ("-ln" if ln else "") for c, ln in CELL_NORMS]
 
 
@@ -263,9 +263,9 @@ def test_lstm_init_bias_is_torch_forget_block(torch):
 
 @pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_layer_norm_cells_match_torch_autograd_of_their_equations(torch, cell, layers, multiplicative):
-    """Ba, Kiros & Hinton's layer-normalized GRU and LSTM written with torch operations,
+    """Ba, Kiros & Hinton's layer-normalized cells written with torch operations,
     ``torch.nn.functional.layer_norm`` on each gate block with weight = its gain (no bias),
     eps 1e-5: the same loss and every gradient (gains included) as ours."""
     T, B = 6, 3
@@ -290,7 +290,9 @@ def test_layer_norm_cells_match_torch_autograd_of_their_equations(torch, cell, l
             x = inputs[t]
             m = x @ P[M.pname("Wmx", layer)].T + P[M.pname("bm", layer)] if multiplicative else 1.0
             xa = N(x @ U.T, gx, G) + b
-            if cell == "gru":
+            if cell == "rnn":
+                h = torch.tanh(N(m * (h @ W.T), gh, 1) + xa)
+            elif cell == "gru":
                 mrz, mh = (m[:, : 2 * H], m[:, 2 * H :]) if multiplicative else (1.0, 1.0)
                 rz = torch.sigmoid(N(mrz * (h @ W[: 2 * H].T), gh[: 2 * H], 2) + xa[:, : 2 * H])
                 r, z = rz[:, :H], rz[:, H:]
@@ -312,19 +314,19 @@ def test_layer_norm_cells_match_torch_autograd_of_their_equations(torch, cell, l
     _compare(spec, ours, loss.item(), grads, dstate0)
 
 
-def test_layer_norm_is_refused_for_the_rnn_cell():
-    with pytest.raises(ValueError, match=r"model.layer_norm needs a cell with layer normalization \(lstm or gru\), "
+def test_layer_norm_is_refused_for_a_cell_without_norm(monkeypatch):
+    monkeypatch.setattr(CELLS["rnn"], "NORM", {})  # as a cell that declares no layer normalization
+    with pytest.raises(ValueError, match=r"model.layer_norm needs a cell with layer normalization \(a NORM\), "
                                          r"not rnn"):
         M.ModelSpec("rnn", V, H, 1, 0.0, False, True)
-    with pytest.raises(ValueError, match="model.layer_norm needs model.cell lstm or gru"):
-        CELLS["rnn"].forward(np.zeros((3, 2, H)), (np.zeros((2, H)),), np.zeros((H, H)), norm=(np.ones(H),))
+    monkeypatch.undo()
     assert M.ModelSpec("gru", V, H, 1, 0.0, True, True).describe() == "gru, 1 layer(s) of 5, multiplicative, layer norm"
     shapes = M.param_shapes(M.ModelSpec("lstm", V, H, 2, 0.0, False, True))
     assert [(n, shapes[n]) for n in ("gx_1", "gh_1", "gc_1", "bc_1")] == \
         [("gx_1", (4 * H,)), ("gh_1", (4 * H,)), ("gc_1", (H,)), ("bc_1", (H,))]
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("cell", CELL_NAMES)
 def test_layer_norm_model_is_invariant_to_rescaling_the_weights(cell):
     """What the normalization is for: scaling Wxh and Whh of every layer by 7 changes no
     output (each pre-activation block is normalized), up to ε's share in the variance."""

@@ -55,7 +55,6 @@ def test_minchar_config_is_min_char_rnn():
         ("optim:\n  lr: -1\n", r"optim.lr must be a number > 0.0, or null, got -1"),
         ("optim:\n  lr: .nan\n", r"optim.lr must be a number"),
         ("optim:\n  ema: 1.0\n", r"optim.ema must be a number > 0.0 and < 1.0, or null, got 1.0"),
-        ("model:\n  layer_norm: true\n", r"model.layer_norm applies to model.cell lstm and gru only, not rnn"),
         ("model:\n  cell: rnn\n  layer_norm: yes please\n", r"model.layer_norm must be true or false"),
         ("train: 5\n", r"train must be a mapping"),
         ("- a\n- b\n", r"expected a mapping of sections"),
@@ -397,7 +396,11 @@ def test_every_shipped_config_and_its_corpus_are_package_data():
         assert any(fnmatch.fnmatch(corpus, p) for p in patterns["charrnn.shipped.data"]), (name, corpus)
 
 
-def test_layer_norm_refused_for_rnn_from_the_command_line_names_the_set(write_config):
+def test_layer_norm_is_refused_for_a_cell_without_it_in_one_line(write_config, monkeypatch):
+    from charrnn.cells import CELLS
+
+    assert C.load(write_config(GOOD), ["model.layer_norm=true"]).model.layer_norm is True
+    monkeypatch.setattr(CELLS["rnn"], "NORM", {})  # as a cell that declares no layer normalization
     with pytest.raises(UsageError, match=r"--set model.layer_norm=true: model.layer_norm applies to model.cell lstm "
                                          r"and gru only, not rnn") as e:
         C.load(write_config(GOOD), ["model.layer_norm=true"])

@@ -85,8 +85,6 @@ def problem(spec, seed=0):
 @pytest.mark.parametrize("layers,dropout,multiplicative", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_float64_gradients_on_the_gpu_equal_the_cpus(cell, layers, dropout, multiplicative, layer_norm, fused):
-    if layer_norm and cell == "rnn":
-        pytest.skip("model.layer_norm is refused for model.cell rnn")
     spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative, layer_norm)
     params, X, Y, state0, dstate, masks = problem(spec)
     for ds in (None, dstate):

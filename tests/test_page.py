@@ -329,8 +329,9 @@ def python_probabilities(ck, text, dtype=None):
 @pytest.mark.slow
 @pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mi"])
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell, layer_norm", [("rnn", False), ("lstm", False), ("lstm", True), ("gru", False),
-                                               ("gru", True)], ids=["rnn", "lstm", "lstm-ln", "gru", "gru-ln"])
+@pytest.mark.parametrize("cell, layer_norm", [("rnn", False), ("rnn", True), ("lstm", False), ("lstm", True),
+                                               ("gru", False), ("gru", True)],
+                         ids=["rnn", "rnn-ln", "lstm", "lstm-ln", "gru", "gru-ln"])
 def test_the_page_runs_the_model_as_python_does(browser, tmp_path, cell, layer_norm, layers, multiplicative):
     from charrnn import checkpoint as ckpt_io
 

@@ -17,7 +17,8 @@ adding ``xa``; ``dxm`` is their gradient (None without them).
 (``model.layer_norm``; ``charrnn.layernorm``): ``(gh,)`` for the GRU, ``(gh, gc, bc)`` for the
 LSTM (whose cell is normalized too on its way to h_t). ``dnorm`` is a tuple of their gradients,
 of the same shapes (None without them). ``xa`` then comes normalized already (gx ⊙ N(U x_t) +
-b, from ``model.py``). The rnn cell has none: it refuses a ``norm`` and returns None. The cache
+b, from ``model.py``); the rnn's is ``(gh,)`` too. A cell without layer normalization
+declares ``NORM = {}``: ``ModelSpec`` and the config then refuse ``model.layer_norm`` for it. The cache
 keeps ``hs`` (and the LSTM's raw ``cs``), which ``charrnn.visualize.tracing`` reads by name.
 
 ``xa`` is the input pre-activation ``Wxh x_t + bh`` for all T steps at once, (T, B, GATES*H):

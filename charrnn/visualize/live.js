@@ -66,11 +66,13 @@
   // (gx ⊙ N(Wxh x_t) + bh with layer norm), xm = Wmx x_t + bm or null; s = the layer's state,
   // [h] or [h, c]; n = the layer's layer-norm parameters {gh, gc, bc} or null; returns the new state.
   const STEP = {
-    rnn(xa, xm, s, Whh) {  // docs/math.md, Forward: h_t = tanh(m_t ⊙ (Whh h_{t-1}) + Wxh x_t + bh)
+    rnn(xa, xm, s, Whh, n) {  // docs/math.md, Forward: h_t = tanh(m_t ⊙ (Whh h_{t-1}) + Wxh x_t + bh)
       const [hprev] = s;
       const a = matvec(Whh, H, 0, H, hprev, new Float64Array(H));  // Whh h_{t-1}
+      if (xm) for (let k = 0; k < H; k++) a[k] *= xm[k];
+      if (n) layerNorm(a, 0, 1, n.gh, 0);  // gh ⊙ N(·)
       const h = new Float64Array(H);
-      for (let k = 0; k < H; k++) h[k] = Math.tanh((xm ? a[k] * xm[k] : a[k]) + xa[k]);
+      for (let k = 0; k < H; k++) h[k] = Math.tanh(a[k] + xa[k]);
       return [h];
     },
     lstm(xa, xm, s, Whh, n) {  // docs/math.md, LSTM; blocks i, f, g, o
