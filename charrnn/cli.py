@@ -657,24 +657,26 @@ def gradcheck(cell, layers, dropout, tol, seed, verbose):
     drops = [0.0] + ([dropout] if dropout > 0 else [])
     worst = 0.0
     if verbose:
-        click.echo(f"{'model':<26} {'parameter':<14} {'shape':<10} {'max rel error':>14}")
+        click.echo(f"{'model':<30} {'parameter':<14} {'shape':<10} {'max rel error':>14}")
     else:
-        click.echo(f"{'model':<26} {'arrays':>6} {'max rel error':>14}  worst array")
+        click.echo(f"{'model':<30} {'arrays':>6} {'max rel error':>14}  worst array")
     for c in cells:
         for n in depths:
-            for d, mult in itertools.product(drops, (False, True)):
-                label = f"{c} x{n}" + (" mult" if mult else "") + (f" dropout {d:g}" if d else "")
-                rows = check_gradients(ModelSpec(c, 7, 5, n, d, mult), seed=seed)
+            norms = (False, True) if CELLS[c].NORM else (False,)  # layer_norm where the cell has it
+            for d, mult, ln in itertools.product(drops, (False, True), norms):
+                label = (f"{c} x{n}" + (" mult" if mult else "") + (" ln" if ln else "")
+                         + (f" dropout {d:g}" if d else ""))
+                rows = check_gradients(ModelSpec(c, 7, 5, n, d, mult, ln), seed=seed)
                 worst = max([worst] + [row.max_rel_error for row in rows])
                 if verbose:
                     for row in rows:
                         flag = "" if row.max_rel_error <= tol else "  FAIL"
                         shape = "x".join(map(str, row.shape))
-                        click.echo(f"{label:<26} {row.name:<14} {shape:<10} {row.max_rel_error:>14.2e}{flag}")
+                        click.echo(f"{label:<30} {row.name:<14} {shape:<10} {row.max_rel_error:>14.2e}{flag}")
                 else:
                     top = max(rows, key=lambda row: row.max_rel_error)
                     flag = "" if top.max_rel_error <= tol else "  FAIL"
-                    click.echo(f"{label:<26} {len(rows):>6} {top.max_rel_error:>14.2e}  {top.name}{flag}")
+                    click.echo(f"{label:<30} {len(rows):>6} {top.max_rel_error:>14.2e}  {top.name}{flag}")
     verdict = "passed" if worst <= tol else "FAILED"
     click.echo(f"gradcheck {verdict}: largest relative error {worst:.2e} (tolerance {tol:g})")
     if worst > tol:

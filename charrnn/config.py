@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from charrnn.cells import CELLS
 from charrnn.errors import UsageError
 from charrnn.optim import DECAYING
 
@@ -67,6 +68,12 @@ class ModelConfig:
         False, bool,
         "multiplicative integration (Wu et al. 2016): each recurrent product scaled unit by unit by Wmx x_t + bm, a "
         "gain chosen by the input character")
+    # Ba, Kiros & Hinton 2016: each gate block of the input and the recurrent part normalized
+    # on its own (charrnn.layernorm); refused in from_dict for a cell that declares no NORM.
+    layer_norm: bool = opt(
+        False, bool,
+        "layer normalization (Ba et al. 2016): the input and the recurrent part of each gate normalized separately "
+        "over its H units, times gains gx, gh (and the LSTM's cell, gc, bc)")
     init_std: float = opt(
         0.01, float,
         "weights start as N(0, 1) · init_std (min-char-rnn: 0.01); biases start at 0",
@@ -541,6 +548,10 @@ def from_dict(data: Any, source: str, base_dir: str | None = None, origins: dict
             values[key] = value
         sections[sname] = cls(**values)
         given[sname] = values
+    model = sections.get("model")
+    if model is not None and model.layer_norm and not CELLS[model.cell].NORM:
+        key, cells = "model.layer_norm", " and ".join(c for c, m in CELLS.items() if m.NORM)
+        raise UsageError(f"{where(key)}: {key} applies to model.cell {cells} only, not {model.cell}")
     sections["optim"] = _resolve_optim(sections.get("optim", OptimConfig()), given.get("optim", {}), where)
     tc = sections.get("train", TrainConfig())
     if tc.variable_length and tc.seq_length < MIN_VARIABLE_T:

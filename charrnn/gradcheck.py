@@ -16,6 +16,11 @@ from charrnn import model as M
 from charrnn.device import Array, Arrays
 
 DEFAULT_EPS = 1e-3  # the finite-difference step (see numerical_gradient)
+# With layer normalization: N divides by a block's standard deviation, and a block of H = 5
+# random values can have σ ≈ 0.1, so the loss's higher derivatives (and the ε⁶ truncation
+# error) grow by powers of 1/σ: at ε = 1e-3 single elements of Wxh reached 5e-4, at 1e-4 all
+# stay under 1e-7 (rounding, ~1e-16 · |loss| / ε, is still far below the floor).
+LAYER_NORM_EPS = 1e-4
 
 
 class Row(NamedTuple):
@@ -83,12 +88,12 @@ def random_problem(spec: M.ModelSpec, T: int, B: int, rng: np.random.Generator,
                    std: float = 0.5) -> tuple[Arrays, Array, Array, M.State]:
     """A float64 model and a chunk to check it on: (params, X, Y, state0).
 
-    Weights N(0, 1) · std and non-zero biases too (so their paths matter), random (T, B)
+    Weights N(0, 1) · std, non-zero biases and gains other than 1 (so their paths matter), random (T, B)
     inputs and targets, and a random non-zero carried state (h, and c for the LSTM).
     """
     params = M.init_params(spec, rng, dtype=np.float64, std=std)
     for name, p in params.items():
-        if name.startswith("b"):
+        if name.startswith(("b", "gx", "gh", "gc")):
             p += rng.standard_normal(p.shape) * std
     X = rng.integers(0, spec.vocab_size, size=(T, B))
     Y = rng.integers(0, spec.vocab_size, size=(T, B))
@@ -106,7 +111,7 @@ def check_gradients(
     B: int = 3,
     seed: int = 0,
     std: float = 0.5,
-    eps: float = DEFAULT_EPS,
+    eps: float | None = None,
     loss_and_grads: Callable[..., M.StepResult] = M.loss_and_grads,
 ) -> list[Row]:
     """Check every parameter's gradient and the gradient of the initial state.
@@ -117,12 +122,16 @@ def check_gradients(
         masks, used for every evaluation, so the check is exact with dropout too.
     T, B : chunk length and number of streams (both > 1 to exercise the recurrence).
     std : scale of the random weights (large enough for non-trivial gradients).
+    eps : the finite-difference step; None: ``DEFAULT_EPS``, or ``LAYER_NORM_EPS`` for a
+        model with ``layer_norm``.
     loss_and_grads : the function under test (replaceable, so the checker can be tested
         against a deliberately broken gradient).
 
     Returns a list of ``Row`` (one per parameter, then one per initial-state array); every
     error is measured with the floor of the model's largest gradient (``max_relative_error``).
     """
+    if eps is None:
+        eps = LAYER_NORM_EPS if spec.layer_norm else DEFAULT_EPS
     rng = np.random.default_rng(seed)
     params, X, Y, state0 = random_problem(spec, T, B, rng, std)
     masks = (

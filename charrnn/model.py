@@ -26,6 +26,19 @@ paper's ``α ⊙ Wx ⊙ Uh + β₁ ⊙ Uh + β₂ ⊙ Wx + b`` with its two inpu
 cells apply m_t inside their time loop (``xm``); each layer adds ``Wmx`` (G·H, D) and
 ``bm`` (G·H,). With m_t = 1 it is the plain cell exactly.
 
+**Layer normalization** (``layer_norm``, every cell; Ba, Kiros & Hinton 2016, "Layer
+Normalization"): the input part and the recurrent part of each gate's pre-activation are
+normalized separately, each H-block over its H units (``charrnn.layernorm``), and scaled by
+gains; ``bh`` stays the one bias:
+
+    a_t = gh ⊙ N(W h_{t-1}) + gx ⊙ N(Wxh x_t) + bh
+
+The input part does not depend on the recurrence, so it is normalized here, outside the time
+loop: for layer 0 the (V, G·H) table Wxhᵀ once per chunk (then gathered), for layer l ≥ 1 the
+T·B rows. The recurrent part is normalized by the cell, inside its loop (``norm``: the
+layer's ``gh``, and the LSTM's ``gc``, ``bc`` of its normalized cell: the cell's ``NORM``). Each layer adds ``gx``
+and ``gh`` (G·H,), starting at 1, and the LSTM's ``gc`` (H,) = 1 and ``bc`` (H,) = 0.
+
 The carried state is a list with one tuple per layer, holding the arrays named by the
 cell's ``STATE`` (``(h,)`` or ``(h, c)``), each (B, H).
 
@@ -43,6 +56,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from numpy.typing import DTypeLike
 
+from charrnn import layernorm
 from charrnn.cells import CELLS
 from charrnn.device import Array, Arrays, CounterRNG, array_module, lazy_float
 
@@ -63,17 +77,24 @@ class ModelSpec:
     layers: int = 1  # L
     dropout: float = 0.0  # on non-recurrent connections only (between layers, before output)
     multiplicative: bool = False  # multiplicative integration (see the module docstring)
+    layer_norm: bool = False  # layer normalization (see the module docstring), for a cell with NORM
+
+    def __post_init__(self) -> None:
+        cell = CELLS.get(self.cell)
+        if self.layer_norm and cell is not None and not cell.NORM:
+            raise ValueError(f"model.layer_norm needs a cell with layer normalization (a NORM), not {self.cell}")
 
     @classmethod
     def of(cls, model_config: ModelConfig, vocab_size: int) -> ModelSpec:
         """The spec of a config's ``model`` section, for a vocabulary of ``vocab_size``."""
         mc = model_config
-        return cls(mc.cell, vocab_size, mc.hidden_size, mc.layers, mc.dropout, mc.multiplicative)
+        return cls(mc.cell, vocab_size, mc.hidden_size, mc.layers, mc.dropout, mc.multiplicative, mc.layer_norm)
 
     def describe(self) -> str:
-        """``gru, 1 layer(s) of 384`` (``, multiplicative`` when it is): for messages."""
+        """``gru, 1 layer(s) of 384`` (``, multiplicative``, ``, layer norm`` when it is): for messages."""
         return (f"{self.cell}, {self.layers} layer(s) of {self.hidden_size}"
-                + (", multiplicative" if self.multiplicative else ""))
+                + (", multiplicative" if self.multiplicative else "")
+                + (", layer norm" if self.layer_norm else ""))
 
     @property
     def module(self) -> ModuleType:
@@ -98,6 +119,10 @@ def param_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
         if spec.multiplicative:
             shapes[pname("Wmx", layer)] = (G * H, D)
             shapes[pname("bm", layer)] = (G * H,)
+        if spec.layer_norm:
+            shapes[pname("gx", layer)] = (G * H,)
+            for name, k in spec.module.NORM.items():  # gh; the LSTM's gc, bc
+                shapes[pname(name, layer)] = (k * H,)
     shapes["Why"] = (V, H)
     shapes["by"] = (V,)
     return shapes
@@ -106,14 +131,15 @@ def param_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
 def init_params(spec: ModelSpec, rng: np.random.Generator, dtype: DTypeLike = np.float32,
                 std: float = 0.01) -> Arrays:
     """min-char-rnn's initialisation: weights ``N(0, 1) · std``, biases zero (but the
-    multipliers' ``bm``, one: a multiplicative model starts close to the plain one).
+    multipliers' ``bm``, one: a multiplicative model starts close to the plain one), and the
+    layer norm's gains ``gx``, ``gh``, ``gc`` one.
 
     Cells may adjust their own biases afterwards (``cell.init_bias``, e.g. the LSTM's
     forget gate), so that the same initial weights serve every cell type.
     """
     params = {}
     for name, shape in param_shapes(spec).items():
-        if name.startswith("bm"):
+        if name.startswith(("bm", "gx", "gh", "gc")):
             params[name] = np.ones(shape, dtype=dtype)
         elif name.startswith("b"):
             params[name] = np.zeros(shape, dtype=dtype)
@@ -157,6 +183,7 @@ class Cache(NamedTuple):
     cell_caches: list  # per layer: the cell's cache
     masks: list[Array | None] | None  # per layer: (T, B, H) dropout mask or None
     top: Array  # (T·B, H) the (masked) top-layer output read by the softmax
+    norms: list | None = None  # per layer: layernorm.Cache of the input part (only with layer_norm)
 
 
 def prepare(params: Arrays, spec: ModelSpec, batch_size: int) -> dict[str, Any]:
@@ -164,14 +191,23 @@ def prepare(params: Arrays, spec: ModelSpec, batch_size: int) -> dict[str, Any]:
 
     Layer 0's input table ``Wxhᵀ + bh`` (V, G·H), whose rows the inputs gather (the same
     sums as adding bh after the gather, one pass fewer), ``Wmxᵀ + bm`` likewise for a
-    multiplicative model, and each cell's ``prepare(Whh, batch_size)``. ``forward``
+    multiplicative model, and each cell's ``prepare(Whh, batch_size)``. With layer_norm the
+    table is ``gx ⊙ N(Wxhᵀ) + bh`` (each of the V rows normalized blockwise), and
+    ``xa_norm`` holds the normalization's cache for ``backward``. ``forward``
     computes it for every chunk (the
     weights change between chunks); sampling computes it once per generated text, where
     it would otherwise be most of the cost of each character.
     """
     cell = spec.module
+    xa_norm = None
+    if spec.layer_norm:
+        xa_table, xa_norm = layernorm.forward(params["Wxh"].T, params["gx"], cell.GATES)
+        xa_table += params["bh"]  # (V, G·H), row v: gx ⊙ N(Wxh x) + bh for x = v
+    else:
+        xa_table = params["Wxh"].T + params["bh"]  # (V, G·H), row v: Wxh x + bh for x = v
     return {
-        "xa_table": params["Wxh"].T + params["bh"],  # (V, G·H), row v: Wxh x + bh for x = v
+        "xa_table": xa_table,
+        "xa_norm": xa_norm,
         "xm_table": params["Wmx"].T + params["bm"] if spec.multiplicative else None,  # Wmx x + bm
         "cells": [cell.prepare(params[pname("Whh", layer)], batch_size) for layer in range(spec.layers)],
     }
@@ -202,6 +238,7 @@ def forward(params: Arrays, spec: ModelSpec, X: Array, state0: State, masks: lis
     if prepared is None:
         prepared = prepare(params, spec, B)
     state, layer_inputs, cell_caches = [], [], []
+    norms = [prepared["xa_norm"]] if spec.layer_norm else None
     x = None
     for layer in range(spec.layers):
         Wxh, Whh, bh = (params[pname(n, layer)] for n in ("Wxh", "Whh", "bh"))
@@ -211,7 +248,11 @@ def forward(params: Arrays, spec: ModelSpec, X: Array, state0: State, masks: lis
             xa = prepared["xa_table"][X]  # (T, B, G·H)
         else:
             layer_inputs.append(x)
-            xa = (x.reshape(T * B, -1) @ Wxh.T).reshape(T, B, -1)  # (T, B, G·H)
+            xa = x.reshape(T * B, -1) @ Wxh.T  # (T·B, G·H)
+            if spec.layer_norm:  # gx ⊙ N(Wxh x_t), all T·B rows at once
+                xa, c = layernorm.forward(xa, params[pname("gx", layer)], cell.GATES)
+                norms.append(c)
+            xa = xa.reshape(T, B, -1)  # (T, B, G·H)
             xa += bh
         xm = None  # m_t = Wmx x_t + bm, (T, B, G·H), the same way as xa
         if spec.multiplicative:
@@ -220,14 +261,15 @@ def forward(params: Arrays, spec: ModelSpec, X: Array, state0: State, masks: lis
             else:
                 xm = (x.reshape(T * B, -1) @ params[pname("Wmx", layer)].T).reshape(T, B, -1)
                 xm += params[pname("bm", layer)]
-        hs, s, c = cell.forward(xa, state0[layer], Whh, prepared["cells"][layer], xm=xm)
+        norm = tuple(params[pname(n, layer)] for n in cell.NORM) if spec.layer_norm else None
+        hs, s, c = cell.forward(xa, state0[layer], Whh, prepared["cells"][layer], xm=xm, norm=norm)
         state.append(s)
         cell_caches.append(c)
         x = hs if masks is None or masks[layer] is None else hs * masks[layer]
     top = x.reshape(T * B, -1)
     logits = top @ params["Why"].T
     logits += params["by"]
-    return logits, state, Cache(X, layer_inputs, cell_caches, masks, top)
+    return logits, state, Cache(X, layer_inputs, cell_caches, masks, top, norms)
 
 
 def target_log_probs(logits: Array, Y: Array) -> tuple[Array, Array]:
@@ -288,10 +330,13 @@ def backward(params: Arrays, spec: ModelSpec, Y: Array, cache: Cache, probs: Arr
             if dstate is not None
             else tuple(xp.zeros_like(dx[0]) for _ in cell.STATE)
         )
-        dxa, dWhh, dstate0[layer], dxm = cell.backward(dx, ds, cache.cell_caches[layer])
+        dxa, dWhh, dstate0[layer], dxm, dnorm = cell.backward(dx, ds, cache.cell_caches[layer])
         dxa2 = dxa.reshape(N, -1)  # (T·B, G·H)
         grads[pname("Whh", layer)] = dWhh
         grads[pname("bh", layer)] = dxa2.sum(axis=0)
+        if spec.layer_norm:
+            for n, d in zip(cell.NORM, dnorm, strict=True):
+                grads[pname(n, layer)] = d
         if spec.multiplicative:  # m_t enters like xa: the same two gradients, from dxm
             dxm2 = dxm.reshape(N, -1)
             grads[pname("bm", layer)] = dxm2.sum(axis=0)
@@ -301,11 +346,17 @@ def backward(params: Arrays, spec: ModelSpec, Y: Array, cache: Cache, probs: Arr
             # a (T·B, V) one-hot: several times faster than np.add.at at these sizes.
             onehot = xp.zeros((N, spec.vocab_size), dtype=dxa.dtype)
             onehot[xp.arange(N), cache.X.reshape(-1)] = 1
-            grads[pname("Wxh", layer)] = dxa2.T @ onehot
+            if spec.layer_norm:  # d(table) (V, G·H), then back through the normalization of its rows
+                dW, grads["gx"] = layernorm.backward(onehot.T @ dxa2, cache.norms[0])
+                grads["Wxh"] = xp.ascontiguousarray(dW.T)
+            else:
+                grads[pname("Wxh", layer)] = dxa2.T @ onehot
             if spec.multiplicative:
                 grads[pname("Wmx", layer)] = dxm2.T @ onehot
         else:
             x2 = cache.layer_inputs[layer - 1].reshape(N, -1)
+            if spec.layer_norm:  # the gradient at Wxh x_t, before its normalization
+                dxa2, grads[pname("gx", layer)] = layernorm.backward(dxa2, cache.norms[layer])
             grads[pname("Wxh", layer)] = dxa2.T @ x2
             dx = dxa2 @ Wxh
             if spec.multiplicative:

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT
 
 CORE = ["cells/rnn.py", "cells/lstm.py", "cells/gru.py", "cells/__init__.py", "model.py", "optim.py",
-        "gradcheck.py", "evaluate.py", "sampling.py", "device.py", "kernels.py", "data.py"]
+        "gradcheck.py", "evaluate.py", "sampling.py", "device.py", "kernels.py", "data.py", "layernorm.py"]
 RUN = ["runstate.py", "train.py", "checkpoint.py", "rundir.py", "progress.py", "signals.py", "distributed.py",
        "corpus.py", "identity.py", "config.py", "runtime.py", "errors.py", "portable.py"]
 

@@ -1,10 +1,11 @@
 """Tests of the recurrent cells (rnn, lstm, gru) through the model that stacks them.
 
 - numeric gradient checks (float64) for 1 and 2 layers, with and without dropout, plain
-  and with multiplicative integration;
+  and with multiplicative integration, and with layer normalization;
 - cross-checks against PyTorch autograd: ``nn.RNN`` and ``nn.LSTM`` with our weights
   copied in, and our GRU (reset gate before the product, as *循环神经网络* writes it) written
-  by hand with torch operations.
+  by hand with torch operations; the layer-normalized cells written with torch operations
+  and ``torch.nn.functional.layer_norm`` per gate block.
 
 Sizes are small (V=7, H=5) so the whole file runs in a few seconds. The model's own
 behaviour (carried state, the loss's averaging, shapes, initialisation, dropout masks) is
@@ -21,6 +22,9 @@ from charrnn.gradcheck import check_gradients
 
 V, H = 7, 5  # vocabulary, hidden units
 CELL_NAMES = ["rnn", "lstm", "gru"]
+# (cell, layer_norm)
+CELL_NORMS = [("rnn", False), ("rnn", True), ("lstm", False), ("lstm", True), ("gru", False), ("gru", True)]
+CELL_NORM_IDS = [c + ("-ln" if ln else "") for c, ln in CELL_NORMS]
 
 
 def random_problem(spec, T, B, seed=0, std=0.5):
@@ -46,11 +50,12 @@ def assert_close(ours, ref, what, rel=1e-6):
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 # 2 layers: the slow part of the suite's math, run with the slow tests
 @pytest.mark.parametrize("layers", [1, pytest.param(2, marks=pytest.mark.slow)])
-@pytest.mark.parametrize("cell", CELL_NAMES)
-def test_gradients_match_finite_differences(cell, layers, dropout, multiplicative):
-    rows = check_gradients(M.ModelSpec(cell, V, H, layers, dropout, multiplicative))
-    expected = {*M.param_shapes(M.ModelSpec(cell, V, H, layers, 0.0, multiplicative))}
+@pytest.mark.parametrize("cell, layer_norm", CELL_NORMS, ids=CELL_NORM_IDS)
+def test_gradients_match_finite_differences(cell, layer_norm, layers, dropout, multiplicative):
+    rows = check_gradients(M.ModelSpec(cell, V, H, layers, dropout, multiplicative, layer_norm))
+    expected = {*M.param_shapes(M.ModelSpec(cell, V, H, layers, 0.0, multiplicative, layer_norm))}
     assert multiplicative == ("Wmx" in expected)
+    assert layer_norm == ("gx" in expected) == ("gh" in expected)
     expected |= {f"state0.{layer}.{s}" for layer in range(layers) for s in CELLS[cell].STATE}
     assert {r.name for r in rows} == expected
     bad = [r for r in rows if not r.max_rel_error <= 1e-6]
@@ -251,3 +256,88 @@ def test_lstm_init_bias_is_torch_forget_block(torch):
     c0 = torch.randn(1, 2, H, dtype=torch.float64)
     _, (_, c1) = net(torch.zeros(1, 2, V, dtype=torch.float64), (torch.zeros_like(c0), c0))
     assert torch.allclose(c1, c0, atol=1e-12), "init_bias's block is not torch's forget gate"
+
+
+# ---------------------------------------------------------------- layer normalization
+
+
+@pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_layer_norm_cells_match_torch_autograd_of_their_equations(torch, cell, layers, multiplicative):
+    """Ba, Kiros & Hinton's layer-normalized cells written with torch operations,
+    ``torch.nn.functional.layer_norm`` on each gate block with weight = its gain (no bias),
+    eps 1e-5: the same loss and every gradient (gains included) as ours."""
+    T, B = 6, 3
+    F = torch.nn.functional
+    spec = M.ModelSpec(cell, V, H, layers, 0.0, multiplicative, True)
+    params, X, Y, state0 = random_problem(spec, T, B, seed=7)
+    ours = M.loss_and_grads(params, spec, X, Y, state0)
+    G = spec.module.GATES
+
+    def N(a, gain, blocks):  # each H-block of a's last axis normalized on its own
+        return torch.cat([F.layer_norm(a[:, k * H : (k + 1) * H], (H,), gain[k * H : (k + 1) * H], None, 1e-5)
+                          for k in range(blocks)], dim=1)
+
+    P = {name: torch.from_numpy(p.copy()).requires_grad_() for name, p in params.items()}
+    s0 = [tuple(torch.from_numpy(a.copy()).requires_grad_() for a in s) for s in state0]
+    inputs = torch.nn.functional.one_hot(torch.from_numpy(X), V).double()  # (T, B, V)
+    for layer in range(layers):
+        U, W, b, gx, gh = (P[M.pname(n, layer)] for n in ("Wxh", "Whh", "bh", "gx", "gh"))
+        h, hs = s0[layer][0], []
+        c = s0[layer][1] if cell == "lstm" else None
+        for t in range(T):
+            x = inputs[t]
+            m = x @ P[M.pname("Wmx", layer)].T + P[M.pname("bm", layer)] if multiplicative else 1.0
+            xa = N(x @ U.T, gx, G) + b
+            if cell == "rnn":
+                h = torch.tanh(N(m * (h @ W.T), gh, 1) + xa)
+            elif cell == "gru":
+                mrz, mh = (m[:, : 2 * H], m[:, 2 * H :]) if multiplicative else (1.0, 1.0)
+                rz = torch.sigmoid(N(mrz * (h @ W[: 2 * H].T), gh[: 2 * H], 2) + xa[:, : 2 * H])
+                r, z = rz[:, :H], rz[:, H:]
+                h_cand = torch.tanh(N(mh * ((r * h) @ W[2 * H :].T), gh[2 * H :], 1) + xa[:, 2 * H :])
+                h = z * h + (1 - z) * h_cand
+            else:
+                a = N(m * (h @ W.T), gh, 4) + xa
+                i, f, g, o = (torch.sigmoid(a[:, :H]), torch.sigmoid(a[:, H : 2 * H]),
+                              torch.tanh(a[:, 2 * H : 3 * H]), torch.sigmoid(a[:, 3 * H :]))
+                c = f * c + i * g
+                h = o * torch.tanh(F.layer_norm(c, (H,), P[M.pname("gc", layer)], P[M.pname("bc", layer)], 1e-5))
+            hs.append(h)
+        inputs = torch.stack(hs)
+    loss = _torch_loss(torch, inputs @ P["Why"].T + P["by"], Y)
+    loss.backward()
+
+    grads = {name: p.grad.numpy() for name, p in P.items()}
+    dstate0 = [tuple(a.grad.numpy() for a in s) for s in s0]
+    _compare(spec, ours, loss.item(), grads, dstate0)
+
+
+def test_layer_norm_is_refused_for_a_cell_without_norm(monkeypatch):
+    monkeypatch.setattr(CELLS["rnn"], "NORM", {})  # as a cell that declares no layer normalization
+    with pytest.raises(ValueError, match=r"model.layer_norm needs a cell with layer normalization \(a NORM\), "
+                                         r"not rnn"):
+        M.ModelSpec("rnn", V, H, 1, 0.0, False, True)
+    monkeypatch.undo()
+    assert M.ModelSpec("gru", V, H, 1, 0.0, True, True).describe() == "gru, 1 layer(s) of 5, multiplicative, layer norm"
+    shapes = M.param_shapes(M.ModelSpec("lstm", V, H, 2, 0.0, False, True))
+    assert [(n, shapes[n]) for n in ("gx_1", "gh_1", "gc_1", "bc_1")] == \
+        [("gx_1", (4 * H,)), ("gh_1", (4 * H,)), ("gc_1", (H,)), ("bc_1", (H,))]
+
+
+@pytest.mark.parametrize("cell", CELL_NAMES)
+def test_layer_norm_model_is_invariant_to_rescaling_the_weights(cell):
+    """What the normalization is for: scaling Wxh and Whh of every layer by 7 changes no
+    output (each pre-activation block is normalized), up to ε's share in the variance."""
+    spec = M.ModelSpec(cell, V, H, 2, 0.0, False, True)
+    params, X, Y, state0 = random_problem(spec, 5, 3, seed=2)
+    scaled = {n: p * 7 if n.startswith(("Wxh", "Whh")) else p for n, p in params.items()}
+    a, _ = M.loss_only(params, spec, X, Y, state0)
+    b, _ = M.loss_only(scaled, spec, X, Y, state0)
+    assert abs(a - b) < 1e-4 * abs(a), (a, b)
+    plain = M.ModelSpec(cell, V, H, 2)
+    pp = {n: p for n, p in params.items() if n in M.param_shapes(plain)}
+    c, _ = M.loss_only(pp, plain, X, Y, state0)
+    d, _ = M.loss_only({n: p * 7 if n.startswith(("Wxh", "Whh")) else p for n, p in pp.items()}, plain, X, Y, state0)
+    assert abs(c - d) > 1e-2 * abs(c), "the plain model should change: the test would not detect a no-op"

@@ -208,6 +208,9 @@ def test_each_format_version_loads_with_the_defaults_it_implies(version):
     text = TINY_BYTES.decode("utf-8")
     assert "".join(map(chr, ck.vocab)) == "".join(sorted(set(text))) and len(ck.vocab) == 10
     assert ck.config.model.hidden_size == 4 and ck.run.params["Whh"].shape == (4, 4)
+    # written before model.layer_norm existed: their config lacks the key, read as false
+    assert "layer_norm" not in json.loads(str(arrays["config"]))["model"]
+    assert ck.config.model.layer_norm is False and ck.spec.layer_norm is False and "gh" not in ck.run.params
     assert ck.unit == "chars" and ck.run.step == 2
     assert np.isfinite(ck.run.val_loss) and ck.run.best_val_loss == ck.run.val_loss
     if version < 3:  # no corpus record, and the divergence rule's scalars at their defaults

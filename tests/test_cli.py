@@ -321,19 +321,31 @@ def test_gradcheck_command_prints_a_line_per_model_and_fails_above_tolerance():
     r = run("gradcheck", "--cell", "rnn", "--layers", "2")
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    models = ["rnn x2", "rnn x2 mult", "rnn x2 dropout 0.25", "rnn x2 mult dropout 0.25"]
-    assert [line[:26].rstrip() for line in lines[1:-1]] == models  # a header, a line per model, the verdict
+    models = ["rnn x2", "rnn x2 ln", "rnn x2 mult", "rnn x2 mult ln", "rnn x2 dropout 0.25", "rnn x2 ln dropout 0.25",
+              "rnn x2 mult dropout 0.25", "rnn x2 mult ln dropout 0.25"]
+    assert [line[:30].rstrip() for line in lines[1:-1]] == models  # a header, a line per model, the verdict
     assert lines[-1].startswith("gradcheck passed")
     r = run("gradcheck", "--cell", "rnn", "--layers", "1", "--tol", "1e-30")
-    assert r.exit_code == 1 and "gradcheck FAILED" in r.stdout and r.stdout.count("  FAIL") == 4
+    assert r.exit_code == 1 and "gradcheck FAILED" in r.stdout and r.stdout.count("  FAIL") == 8
+
+
+@pytest.mark.slow
+def test_gradcheck_lists_the_layer_norm_models_of_the_gated_cells():
+    r = run("gradcheck", "--cell", "gru", "--layers", "1", "--dropout", "0")
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert [line[:30].rstrip() for line in lines[1:-1]] == ["gru x1", "gru x1 ln", "gru x1 mult", "gru x1 mult ln"]
+    assert [int(line[30:37]) for line in lines[1:-1]] == [6, 8, 8, 10]  # + gx, gh with layer_norm
 
 
 def test_gradcheck_verbose_prints_a_row_per_array():
     r = run("gradcheck", "--cell", "rnn", "--layers", "1", "--dropout", "0", "--verbose")
     assert r.exit_code == 0, r.output
-    rows = [line[27:41].rstrip() for line in r.stdout.splitlines()[1:-1]]
-    assert rows == ["Wxh", "Whh", "bh", "Why", "by", "state0.0.h"] + ["Wxh", "Whh", "bh", "Wmx", "bm", "Why", "by",
-                                                                      "state0.0.h"]
+    rows = [line[31:45].rstrip() for line in r.stdout.splitlines()[1:-1]]
+    assert rows == (["Wxh", "Whh", "bh", "Why", "by", "state0.0.h"] + ["Wxh", "Whh", "bh", "gx", "gh", "Why", "by",
+                                                                       "state0.0.h"]
+                    + ["Wxh", "Whh", "bh", "Wmx", "bm", "Why", "by", "state0.0.h"]
+                    + ["Wxh", "Whh", "bh", "Wmx", "bm", "gx", "gh", "Why", "by", "state0.0.h"])
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):

@@ -56,6 +56,7 @@ def test_minchar_config_is_min_char_rnn():
         ("optim:\n  lr: -1\n", r"optim.lr must be a number > 0.0, or null, got -1"),
         ("optim:\n  lr: .nan\n", r"optim.lr must be a number"),
         ("optim:\n  ema: 1.0\n", r"optim.ema must be a number > 0.0 and < 1.0, or null, got 1.0"),
+        ("model:\n  cell: rnn\n  layer_norm: yes please\n", r"model.layer_norm must be true or false"),
         ("train: 5\n", r"train must be a mapping"),
         ("- a\n- b\n", r"expected a mapping of sections"),
         ("model: [unclosed\n", r"not valid YAML at line \d+, column \d+"),
@@ -394,3 +395,15 @@ def test_every_shipped_config_and_its_corpus_are_package_data():
         corpus = os.path.relpath(os.path.normpath(os.path.join(CONFIGS, data_path)), os.path.join(root, "data"))
         assert not corpus.startswith(".."), (name, data_path)  # in data/, shipped beside configs/
         assert any(fnmatch.fnmatch(corpus, p) for p in patterns["charrnn.shipped.data"]), (name, corpus)
+
+
+def test_layer_norm_is_refused_for_a_cell_without_it_in_one_line(write_config, monkeypatch):
+    from charrnn.cells import CELLS
+
+    assert C.load(write_config(GOOD), ["model.layer_norm=true"]).model.layer_norm is True
+    monkeypatch.setattr(CELLS["rnn"], "NORM", {})  # as a cell that declares no layer normalization
+    with pytest.raises(UsageError, match=r"--set model.layer_norm=true: model.layer_norm applies to model.cell lstm "
+                                         r"and gru only, not rnn") as e:
+        C.load(write_config(GOOD), ["model.layer_norm=true"])
+    assert "\n" not in str(e.value)
+    assert C.load(write_config(GOOD), ["model.layer_norm=true", "model.cell=gru"]).model.layer_norm is True

@@ -274,11 +274,15 @@ def test_the_pretend_device_refuses_numpy(pretend_device):
 V, H, T, B = 7, 5, 6, 3
 
 
-@pytest.mark.parametrize("layers,dropout,multiplicative", [(1, 0.0, False), (2, 0.3, True)],
-                         ids=["1-layer", "2-layers-dropout-mult"])
-@pytest.mark.parametrize("cell", sorted(CELLS))
-def test_forward_and_backward_run_on_the_device_module_alone(pretend_device, cell, layers, dropout, multiplicative):
-    spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative)
+@pytest.mark.parametrize("cell,layers,dropout,multiplicative,layer_norm",
+                         [(c, 1, 0.0, False, False) for c in sorted(CELLS)]
+                         + [(c, 2, 0.3, True, False) for c in sorted(CELLS)]
+                         + [(c, 2, 0.3, True, True) for c in sorted(CELLS)],
+                         ids=[f"{c}-{k}" for k in ("1-layer", "2-layers-dropout-mult", "2-layers-dropout-mult-ln")
+                              for c in sorted(CELLS)])
+def test_forward_and_backward_run_on_the_device_module_alone(pretend_device, cell, layers, dropout, multiplicative,
+                                                             layer_norm):
+    spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative, layer_norm)
     rng = np.random.default_rng(0)
     params, X, Y, state0 = gradcheck.random_problem(spec, T, B, rng, 0.5)
     dstate = [tuple(rng.standard_normal((B, H)) for _ in s) for s in state0]  # a carried gradient

@@ -81,10 +81,11 @@ def problem(spec, seed=0):
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "plain"])
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["no-ln", "ln"])
 @pytest.mark.parametrize("layers,dropout,multiplicative", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("cell", sorted(CELLS))
-def test_float64_gradients_on_the_gpu_equal_the_cpus(cell, layers, dropout, multiplicative, fused):
-    spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative)
+def test_float64_gradients_on_the_gpu_equal_the_cpus(cell, layers, dropout, multiplicative, layer_norm, fused):
+    spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative, layer_norm)
     params, X, Y, state0, dstate, masks = problem(spec)
     for ds in (None, dstate):
         ref = M.loss_and_grads(params, spec, X, Y, state0, masks, ds)

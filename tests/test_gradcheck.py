@@ -43,9 +43,9 @@ def test_dropping_dhnext_fails(monkeypatch):
         hs, Whh = cache[:2]
         for t in range(dhs.shape[0]):
             dxa[t] = (1 - hs[t + 1] ** 2) * dhs[t]  # no dhnext
-        _, dWhh, dstate0, dxm = real_backward(dhs, dstate, cache)
+        _, dWhh, dstate0, dxm, dnorm = real_backward(dhs, dstate, cache)
         TB = dxa.shape[0] * dxa.shape[1]
-        return dxa, dxa.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1), dstate0, dxm
+        return dxa, dxa.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1), dstate0, dxm, dnorm
 
     monkeypatch.setattr(rnn, "backward", no_carry)
     rows = {r.name: r.max_rel_error for r in check_gradients(SPEC)}

@@ -173,10 +173,12 @@ def test_fused_kernels_compiled_for_the_cpu_equal_the_numpy_steps(compiled, monk
         assert e <= rel, f"{cell} {name}: the fused kernels differ from the NumPy steps by {e:.2e} (relative)"
 
 
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["plain", "ln"])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_a_model_with_the_fused_kernels_has_the_numpy_gradients(compiled, monkeypatch, cell):
-    """Through model.loss_and_grads: 2 layers, dropout, multiplicative, a carried gradient."""
-    spec = M.ModelSpec(cell, 9, 8, 2, 0.25, True)
+def test_a_model_with_the_fused_kernels_has_the_numpy_gradients(compiled, monkeypatch, cell, layer_norm):
+    """Through model.loss_and_grads: 2 layers, dropout, multiplicative, a carried gradient;
+    with layer normalization, which the cells apply before the kernels (and around the LSTM's)."""
+    spec = M.ModelSpec(cell, 9, 8, 2, 0.25, True, layer_norm)
     rng = np.random.default_rng(1)
     params, X, Y, state0 = gradcheck.random_problem(spec, 6, 4, rng, 0.5)
     masks = M.dropout_masks(spec, (6, 4, 8), rng, np.float64)

@@ -84,10 +84,14 @@ RESUME_CASES = [
     ["optim.name=adam", "optim.weight_decay=0.1", "optim.schedule=linear", "optim.warmup_steps=10",
      "optim.min_lr=0"],
     ["model.cell=gru", "model.multiplicative=true", "model.layers=2", "optim.name=adam", "optim.ema=0.9"],
+    ["model.cell=gru", "model.layer_norm=true", "model.multiplicative=true", "model.layers=2", "optim.name=adam",
+     "optim.weight_decay=0.1"],
+    ["model.cell=lstm", "model.layer_norm=true", "model.layers=2", "model.dropout=0.1", "optim.name=rmsprop"],
     ["train.variable_length=true", "train.seq_length=12", "model.dropout=0.1", "optim.name=adam"],
 ]
 RESUME_IDS = ["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout", "lstm-2-layers",
-              "gru-2-layers", "adam-ema", "adamw-linear", "gru-multiplicative", "variable-length"]
+              "gru-2-layers", "adam-ema", "adamw-linear", "gru-multiplicative", "gru-layer-norm-adamw",
+              "lstm-layer-norm", "variable-length"]
 FAST_RESUME = ("adam-cosine", "gru-multiplicative")  # the fast loop's two; the others run with the slow tests
 
 
@@ -109,6 +113,8 @@ def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, s
         assert np.array_equal(a.run.opt_state[k], b.run.opt_state[k]), k
     assert (a.run.ema is None) == (b.run.ema is None) == ("optim.ema=0.9" not in sets)
     assert ("Wmx_1" in a.run.params) == ("model.multiplicative=true" in sets)
+    assert ("gh_1" in a.run.params) == any(k.endswith(".gh_1") for k in a.run.opt_state) \
+        == ("model.layer_norm=true" in sets)
     for k in a.run.ema or {}:
         assert np.array_equal(a.run.ema[k], b.run.ema[k]), k
     assert timeless(tmp_path / "whole") == timeless(tmp_path / "half")

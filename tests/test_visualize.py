@@ -5,6 +5,7 @@ is needed."""
 
 import base64
 import json
+import math
 import os
 from html.parser import HTMLParser
 
@@ -66,10 +67,12 @@ def hostile_corpus(tmp_path):
     return path
 
 
-def train(tmp_path, write_config, hostile_corpus, cell="rnn", layers=1, multiplicative=False, out="run"):
+def train(tmp_path, write_config, hostile_corpus, cell="rnn", layers=1, multiplicative=False, out="run",
+          layer_norm=False):
     cfg = small_config(write_config, hostile_corpus, steps=3)
     r = run("train", "--config", cfg, "-q", "--out", tmp_path / out, "--set", f"model.cell={cell}",
             "--set", f"model.layers={layers}", "--set", f"model.multiplicative={str(multiplicative).lower()}",
+            "--set", f"model.layer_norm={str(layer_norm).lower()}",
             "--set", "model.init_std=0.3")  # large weights: activations spread over [-1, 1]
     assert r.exit_code == 0, r.output
     return tmp_path / out / "ckpt.npz"
@@ -124,12 +127,14 @@ def check_page(html, ck, text, layers):
     return data
 
 
-@pytest.mark.parametrize("cell, layers, multiplicative",
-                         [("rnn", 1, False), ("rnn", 2, True), ("lstm", 2, False), ("lstm", 1, True),
-                          ("gru", 2, True), ("gru", 1, False)])
+@pytest.mark.parametrize("cell, layers, multiplicative, layer_norm",
+                         [("rnn", 1, False, False), ("rnn", 2, True, False), ("lstm", 2, False, False),
+                          ("lstm", 1, True, False), ("gru", 2, True, False), ("gru", 1, False, False),
+                          ("lstm", 2, True, True), ("gru", 1, False, True)])
 def test_page_holds_text_activations_and_predictions_for_every_cell(tmp_path, write_config, hostile_corpus, cell,
-                                                                    layers, multiplicative):
-    path = train(tmp_path, write_config, hostile_corpus, cell, layers, multiplicative)
+                                                                    layers, multiplicative, layer_norm):
+    path = train(tmp_path, write_config, hostile_corpus, cell, layers, multiplicative, layer_norm=layer_norm)
+    assert ckpt_io.load(str(path)).spec.layer_norm == layer_norm
     text = corpus_text()[5000:5300]  # more than one 256-character chunk
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
     r = run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--out", tmp_path / "p.html")
@@ -497,8 +502,8 @@ def test_the_weights_go_into_the_page_as_float32_up_to_the_limit():
     n = viz.weights.weight_bytes(spec)
     assert n == 4 * sum(a.size for a in params.values())
     live = viz.weights.pack(params, spec, limit=n)
-    assert {k: live[k] for k in ("cell", "layers", "H", "V", "multiplicative", "bytes")} == \
-        {"cell": "lstm", "layers": 2, "H": 3, "V": len(vocab), "multiplicative": True, "bytes": n}
+    assert {k: live[k] for k in ("cell", "layers", "H", "V", "multiplicative", "layer_norm", "bytes")} == \
+        {"cell": "lstm", "layers": 2, "H": 3, "V": len(vocab), "multiplicative": True, "layer_norm": False, "bytes": n}
     assert list(live["params"]) == list(M.param_shapes(spec))  # every parameter, in model order
     for name, a in params.items():
         got = np.frombuffer(base64.b64decode(live["params"][name]["f32"]), dtype="<f4")
@@ -508,3 +513,20 @@ def test_the_weights_go_into_the_page_as_float32_up_to_the_limit():
     assert "params" not in over and f"over the page's limit of {(n - 1) / 1e6:g} MB" in over["omitted"]
     html, data = viz.build(params, spec, vocab, "abcab\n", {"checkpoint": "c", "source": "s"}, weight_limit=n - 1)
     assert data["live"] == over and '"f32"' not in html  # the key, not the script's word
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_layer_norm_checkpoint_samples_and_evaluates(tmp_path, write_config, hostile_corpus, cell):
+    """sample and eval of a layer-norm run: the model its checkpoint describes, gains and all
+    (its page is test_page_holds_text_activations_and_predictions_for_every_cell's)."""
+    path = train(tmp_path, write_config, hostile_corpus, cell, 2, layer_norm=True)
+    ck = ckpt_io.load(str(path))
+    assert ck.spec.describe() == f"{cell}, 2 layer(s) of {ck.spec.hidden_size}, layer norm"
+    assert {"gx", "gh", "gx_1", "gh_1"} <= set(ck.run.params) and ("bc_1" in ck.run.params) == (cell == "lstm")
+    assert not np.array_equal(ck.run.params["gh"], np.ones_like(ck.run.params["gh"]))  # trained: the gains moved
+    r = run("sample", "--checkpoint", path, "-n", 50, "--seed", 2)
+    assert r.exit_code == 0, r.output
+    assert len(r.stdout) >= 40
+    r = run("eval", "--checkpoint", path, "--json")
+    assert r.exit_code == 0, r.output
+    assert math.isfinite(json.loads(r.stdout.strip().splitlines()[-1])["nats_per_char"])

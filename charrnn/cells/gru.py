@@ -36,6 +36,16 @@ by its block of m_t before the input is added:
 Backward, the gradient at each product is m ⊙ (its da) (it takes da's place in drh,
 dhnext and dWhh), and ``dm = da ⊙ (the product)``.
 
+With layer normalization (``norm=(gh,)``, see ``model.py`` and ``charrnn.layernorm``; Ba,
+Kiros & Hinton 2016, "Layer Normalization") each recurrent term is normalized, block by
+block, and scaled by its gain before the (already normalized) input part is added:
+
+    [r, z]_t = σ(gh_rz ⊙ N(W_rz h_{t-1}) + xa_rz),   h̃_t = tanh(gh_h ⊙ N(W_h (r_t ⊙ h_{t-1})) + xa_h)
+
+(N over each H-block; with multipliers too, N of m ⊙ (the product)). Backward, each
+recurrent term's da passes through ``layernorm.backward`` (which gives dgh) before it
+reaches the product, where it takes da's place as above.
+
 Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
 ``Whh h`` is written ``h @ Whh.T``.
 """
@@ -45,11 +55,12 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-from charrnn import kernels
+from charrnn import kernels, layernorm
 from charrnn.device import Array, array_module
 
 GATES = 3
 STATE = ("h",)
+NORM = {"gh": GATES}  # layer norm's parameters of the recurrent part (``norm``), each (k·H,)
 
 
 class Cache(NamedTuple):
@@ -62,6 +73,8 @@ class Cache(NamedTuple):
     mh: Array | None = None  # (T, B, H) multiplier of the candidate's product (only with xm)
     arz: Array | None = None  # (T, B, 2H) W_rz h_{t-1} (only with xm)
     ah: Array | None = None  # (T, B, H) W_h (r ⊙ h_{t-1}) (only with xm)
+    lnrz: list | None = None  # per step: layernorm.Cache of the r, z recurrent terms (only with norm)
+    lnh: list | None = None  # per step: layernorm.Cache of the candidate's recurrent term (only with norm)
 
 
 def _sigmoid_(a, xp):
@@ -112,7 +125,7 @@ def _forward_state(xp, hc, xa_t, rz, hprev, h):
 
 
 def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: tuple[Array, Array] | None = None,
-            xm: Array | None = None) -> tuple[Array, tuple[Array, ...], Cache]:
+            xm: Array | None = None, norm: tuple[Array, ...] | None = None) -> tuple[Array, tuple[Array, ...], Cache]:
     """Run the recurrence over one chunk.
 
     Parameters
@@ -123,6 +136,8 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: tuple[Ar
     Whh : (3H, H) recurrent weights.
     prepared : ``prepare(Whh, B)`` if the caller already has it (sampling reuses it for every
         character); None computes it here.
+    norm : ``(gh,)`` with gh (3H,) the gains of layer normalization of the recurrent terms, or
+        None (off).
 
     Returns
     -------
@@ -152,6 +167,10 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: tuple[Ar
         ah = xp.empty((T, B, H), dtype=xa.dtype)
         mrz = xp.ascontiguousarray(xm[:, :, : 2 * H])
         mh = xp.ascontiguousarray(xm[:, :, 2 * H :])
+    lnrz = lnh = None
+    if norm is not None:
+        lnrz, lnh = [], []
+        gh_rz, gh_h = norm[0][: 2 * H], norm[0][2 * H :]
     for t in range(T):
         rz, hc, hprev = rzs[t], hcs[t], hs[t]
         if mi:
@@ -159,14 +178,20 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: tuple[Ar
             xp.multiply(arz[t], mrz[t], out=rz)
         else:
             xp.dot(hprev, WrzT, out=rz)  # W_r h_{t-1}, W_z h_{t-1} in one product
+        if norm is not None:  # the recurrent term normalized before the kernels add the input's
+            rz[...], c = layernorm.forward(rz, gh_rz, 2)
+            lnrz.append(c)
         gates(rz, xa[t], hprev, rhs[t])  # r, z, and r ⊙ h_{t-1}
         if mi:
             xp.dot(rhs[t], WhT, out=ah[t])
             xp.multiply(ah[t], mh[t], out=hc)
         else:
             xp.dot(rhs[t], WhT, out=hc)  # W_h (r ⊙ h_{t-1})
+        if norm is not None:
+            hc[...], c = layernorm.forward(hc, gh_h, 1)
+            lnh.append(c)
         new_state(hc, xa[t], rz, hprev, hs[t + 1])  # h̃ and h_t
-    return hs[1:], (hs[T],), Cache(hs, rzs, hcs, rhs, Whh, mrz, mh, arz, ah)
+    return hs[1:], (hs[T],), Cache(hs, rzs, hcs, rhs, Whh, mrz, mh, arz, ah, lnrz, lnh)
 
 
 def _backward_state(xp, tmp, dhs_t, dhnext, hprev, hc, rz, dh, da):
@@ -213,7 +238,7 @@ def _backward_gates(xp, tmp, drh, hprev, dh, rz, da):
 
 
 def backward(dhs: Array, dstate: tuple[Array, ...],
-             cache: Cache) -> tuple[Array, Array, tuple[Array, ...], Array | None]:
+             cache: Cache) -> tuple[Array, Array, tuple[Array, ...], Array | None, tuple[Array, ...] | None]:
     """Backpropagate through the chunk, carrying ``dhnext`` from step t+1 to t.
 
     Parameters
@@ -231,8 +256,10 @@ def backward(dhs: Array, dstate: tuple[Array, ...],
     dWhh : (3H, H).
     dstate0 : ``(dh_{-1},)`` gradient with respect to the carried-in state.
     dxm : (T, B, 3H) gradient with respect to the multipliers ``xm``, or None without them.
+    dnorm : ``(dgh,)`` (3H,) gradient with respect to ``norm``'s gains, or None without it.
     """
-    hs, rzs, hcs, rhs, Whh, mrz, mh, arz, ah = cache
+    hs, rzs, hcs, rhs, Whh, mrz, mh, arz, ah, lnrz, lnh = cache
+    ln = lnrz is not None
     mi = mrz is not None
     T, B, H = dhs.shape
     xp = array_module(dhs)
@@ -240,6 +267,11 @@ def backward(dhs: Array, dstate: tuple[Array, ...],
     if mi:
         grz, gh = xp.empty_like(arz), xp.empty_like(ah)  # m ⊙ da: the gradients at the products
         dxm = xp.empty((T, B, GATES * H), dtype=dhs.dtype)
+    dnorm = None
+    if ln:  # the gradients at the recurrent terms before normalization, and of the gains
+        prz, ph = xp.empty((T, B, 2 * H), dtype=dhs.dtype), xp.empty((T, B, H), dtype=dhs.dtype)
+        dgh = xp.zeros(GATES * H, dtype=dhs.dtype)
+        dnorm = (dgh,)
     Wrz, Wh = Whh[: 2 * H], Whh[2 * H :]  # (2H, H), (H, H)
     dxa = xp.empty((T, B, GATES * H), dtype=dhs.dtype)
     dh = xp.empty((B, H), dtype=dhs.dtype)
@@ -255,22 +287,34 @@ def backward(dhs: Array, dstate: tuple[Array, ...],
         da, hprev = dxa[t], hs[t]
         dahc = da[:, 2 * H :]
         through_state(dhs[t], dhnext, hprev, hcs[t], rzs[t], dh, da)  # dh; daz, dah̃
+        qh = dahc  # the gradient at the candidate's recurrent term (before its normalization)
+        if ln:
+            ph[t], dg = layernorm.backward(dahc, lnh[t])
+            dgh[2 * H :] += dg
+            qh = ph[t]
         # h̃ = tanh(W_h (r ⊙ h_{t-1}) + ...)
-        drh = (xp.multiply(dahc, mh[t], out=gh[t]) if mi else dahc) @ Wh  # W_hᵀ dah̃, in row form
+        drh = (xp.multiply(qh, mh[t], out=gh[t]) if mi else qh) @ Wh  # W_hᵀ dah̃, in row form
         dhnext = through_gates(drh, hprev, dh, rzs[t], da)  # dar; dh ⊙ z + drh ⊙ r
-        dhnext += (xp.multiply(da[:, : 2 * H], mrz[t], out=grz[t]) if mi else da[:, : 2 * H]) @ Wrz
+        qrz = da[:, : 2 * H]
+        if ln:
+            prz[t], dg = layernorm.backward(qrz, lnrz[t])
+            dgh[: 2 * H] += dg
+            qrz = prz[t]
+        dhnext += (xp.multiply(qrz, mrz[t], out=grz[t]) if mi else qrz) @ Wrz
         if mi:  # dm = da ⊙ (the product), here while da is in cache
-            xp.multiply(da[:, : 2 * H], arz[t], out=dxm[t, :, : 2 * H])
-            xp.multiply(dahc, ah[t], out=dxm[t, :, 2 * H :])
+            xp.multiply(qrz, arz[t], out=dxm[t, :, : 2 * H])
+            xp.multiply(qh, ah[t], out=dxm[t, :, 2 * H :])
     TB = T * B
     # Σ_t of the outer products over all steps and streams: the r, z blocks saw
     # h_{t-1}, the candidate saw r ⊙ h_{t-1} (of da, or with multipliers of m ⊙ da).
     if mi:
         drz2, dhc2 = grz.reshape(TB, -1), gh.reshape(TB, -1)
+    elif ln:
+        drz2, dhc2 = prz.reshape(TB, -1), ph.reshape(TB, -1)
     else:
         dxa2 = dxa.reshape(TB, -1)
         drz2, dhc2 = dxa2[:, : 2 * H], dxa2[:, 2 * H :]
     dWhh = xp.empty_like(Whh)
     xp.matmul(drz2.T, hs[:-1].reshape(TB, -1), out=dWhh[: 2 * H])
     xp.matmul(dhc2.T, rhs.reshape(TB, -1), out=dWhh[2 * H :])
-    return dxa, dWhh, (dhnext,), dxm
+    return dxa, dWhh, (dhnext,), dxm, dnorm

@@ -31,6 +31,22 @@ With multiplicative integration (``xm`` given, see ``model.py``) the product is 
 m_t, block by block: ``a_t = m_t ⊙ (W h_{t-1}) + U x_t + b``. Then the gradient at the
 product is ``m_t ⊙ da`` (it takes da's place in dWhh and dhnext), and ``dm_t = da ⊙ W h_{t-1}``.
 
+With layer normalization (``norm=(gh, gc, bc)``, see ``model.py`` and ``charrnn.layernorm``;
+Ba, Kiros & Hinton 2016, "Layer Normalization", their LSTM of section 3.1), each of the four
+H-blocks of the recurrent term is normalized and scaled by its gain, and so is the cell
+before its tanh (the input part ``xa`` comes normalized from the model):
+
+    a_t = gh ⊙ N(W h_{t-1}) + xa_t          (N of m_t ⊙ (W h_{t-1}) with multipliers)
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t         (unchanged; ``cs`` holds this raw c_t)
+    h_t = o_t ⊙ tanh(gc ⊙ N(c_t) + bc)
+
+Backward, with u_t = gc ⊙ N(c_t) + bc and ``tcs`` holding tanh(u_t): dao as above with this
+tanh, ``du = dh ⊙ o ⊙ (1 - tanh²(u_t))`` (dbc = Σ du), dc = dcnext + the layer norm's
+backward of du (which gives dgc), and da passes through the recurrent term's layer norm
+(giving dgh) before it reaches the product. The gate arithmetic of this backward step is its
+own NumPy lines (``_backward_step_ln``): the normalization of c_t sits in the middle of the
+step, where the fused kernel cannot reach across the H units.
+
 Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
 ``Whh h`` is written ``h @ Whh.T``.
 """
@@ -42,11 +58,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from charrnn import kernels
+from charrnn import kernels, layernorm
 from charrnn.device import Array, array_module
 
 GATES = 4
 STATE = ("h", "c")
+NORM = {"gh": GATES, "gc": 1, "bc": 1}  # layer norm's parameters of the recurrent part and the cell (``norm``), (k·H,)
 
 
 class Cache(NamedTuple):
@@ -57,6 +74,9 @@ class Cache(NamedTuple):
     Whh: Array  # (4H, H)
     xm: Array | None = None  # (T, B, 4H) multipliers m_t, or None
     rec: Array | None = None  # (T, B, 4H) Whh h_{t-1} before the multiplier (only with xm)
+    norm: tuple | None = None  # (gh, gc, bc) of layer normalization, or None
+    lna: list | None = None  # per step: layernorm.Cache of the recurrent term (only with norm)
+    lnc: list | None = None  # per step: layernorm.Cache of c_t (only with norm); tcs then holds tanh(u_t)
 
 
 def init_bias(bh: Array) -> None:
@@ -121,7 +141,7 @@ def _forward_step(xp, s, k, ig, a, xa_t, c_prev, c, tc, h):
 
 
 def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | None = None,
-            xm: Array | None = None) -> tuple[Array, tuple[Array, ...], Cache]:
+            xm: Array | None = None, norm: tuple[Array, ...] | None = None) -> tuple[Array, tuple[Array, ...], Cache]:
     """Run the recurrence over one chunk.
 
     Parameters
@@ -132,6 +152,8 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | 
     Whh : (4H, H) recurrent weights.
     prepared : ``prepare(Whh, B)`` if the caller already has it (sampling reuses it for every
         character); None computes it here.
+    norm : ``(gh, gc, bc)``, gh (4H,), gc and bc (H,): the gains of layer normalization of the
+        recurrent term and the cell's gain and bias, or None (off).
 
     Returns
     -------
@@ -159,6 +181,10 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | 
     # dot rather than matmul: the same BLAS call with less overhead per call
     dot, multiply = xp.dot, xp.multiply
     rec = None if xm is None else xp.empty_like(xa)
+    lna = lnc = None
+    if norm is not None:
+        lna, lnc = [], []
+        gh, gc, bc = norm
     for t in range(T):
         a = gates[t]
         if xm is None:
@@ -166,12 +192,21 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | 
         else:
             dot(hs[t], WhhT, out=rec[t])
             multiply(rec[t], xm[t], out=a)  # m_t ⊙ W h_{t-1}
+        if norm is not None:
+            a[...], ca = layernorm.forward(a, gh, GATES)
+            lna.append(ca)
         step(a, xa[t], cs[t], cs[t + 1], tcs[t], hs[t + 1])
-    return hs[1:], (hs[T], cs[T]), Cache(hs, cs, gates, tcs, Whh, xm, rec)
+        if norm is not None:  # the step's c_t stands; its tanh(c_t) and h_t are redone from u_t
+            u, cc = layernorm.forward(cs[t + 1], gc, 1)
+            u += bc
+            xp.tanh(u, out=tcs[t])
+            multiply(a[:, 3 * H :], tcs[t], out=hs[t + 1])  # h_t = o ⊙ tanh(u_t)
+            lnc.append(cc)
+    return hs[1:], (hs[T], cs[T]), Cache(hs, cs, gates, tcs, Whh, xm, rec, norm, lna, lnc)
 
 
 def backward(dhs: Array, dstate: tuple[Array, ...],
-             cache: Cache) -> tuple[Array, Array, tuple[Array, ...], Array | None]:
+             cache: Cache) -> tuple[Array, Array, tuple[Array, ...], Array | None, tuple[Array, ...] | None]:
     """Backpropagate through the chunk, carrying ``dhnext`` and ``dcnext`` from t+1 to t.
 
     Parameters
@@ -189,8 +224,9 @@ def backward(dhs: Array, dstate: tuple[Array, ...],
     dWhh : (4H, H).
     dstate0 : ``(dh_{-1}, dc_{-1})`` gradient with respect to the carried-in state.
     dxm : (T, B, 4H) gradient with respect to the multipliers ``xm``, or None without them.
+    dnorm : ``(dgh, dgc, dbc)`` gradients with respect to ``norm``, or None without it.
     """
-    hs, cs, gates, tcs, Whh, xm, rec = cache
+    hs, cs, gates, tcs, Whh, xm, rec, norm, lna, lnc = cache
     T, B, H = dhs.shape
     dt = dhs.dtype
     xp = array_module(dhs)
@@ -202,18 +238,53 @@ def backward(dhs: Array, dstate: tuple[Array, ...],
         step = fused.lstm_backward_step
     else:
         step = functools.partial(_backward_step, xp, *(xp.empty((B, H), dtype=dt) for _ in range(3)))
+    dnorm = None
+    dpre = dxa  # the gradient at the recurrent term (before its normalization, with norm)
+    if norm is not None:
+        step = functools.partial(_backward_step_ln, xp)
+        dpre = xp.empty_like(dxa)
+        dnorm = tuple(xp.zeros_like(p) for p in norm)
     # With multipliers, the gradient at the product W h_{t-1} is m_t ⊙ da.
-    drec = dxa if xm is None else xp.empty_like(dxa)
+    drec = dpre if xm is None else xp.empty_like(dxa)
     for t in reversed(range(T)):
-        dcnext = step(gates[t], cs[t], tcs[t], dhs[t], dhnext, dcnext, dxa[t], dcbuf)
+        if norm is None:
+            dcnext = step(gates[t], cs[t], tcs[t], dhs[t], dhnext, dcnext, dxa[t], dcbuf)
+        else:
+            dcnext = step(gates[t], cs[t], tcs[t], dhs[t], dhnext, dcnext, dxa[t], lnc[t], dnorm)
+            dpre[t], dg = layernorm.backward(dxa[t], lna[t])
+            dnorm[0][...] += dg
         if xm is not None:
-            xp.multiply(dxa[t], xm[t], out=drec[t])
+            xp.multiply(dpre[t], xm[t], out=drec[t])
         dhnext = xp.dot(drec[t], Whh, out=dhbuf)  # Whhᵀ [dai, daf, dag, dao], in row form: all blocks at once
     TB = T * B
     # Σ_t da_t h_{t-1}ᵀ over all steps and streams in one product.
     dWhh = drec.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1)
-    dxm = None if xm is None else dxa * rec  # dm_t = da ⊙ W h_{t-1}
-    return dxa, dWhh, (dhnext, dcnext), dxm
+    dxm = None if xm is None else dpre * rec  # dm_t = da ⊙ W h_{t-1}
+    return dxa, dWhh, (dhnext, dcnext), dxm, dnorm
+
+
+def _backward_step_ln(xp, a, c_prev, tu, dhs_t, dhnext, dcnext, da, lnc, dnorm):
+    """One step's gate gradients with layer normalization of c_t (``norm`` on).
+
+    a : (B, 4H) i, f, g, o.  c_prev : (B, H) c_{t-1}.  tu : (B, H) tanh(u_t), u_t = gc ⊙ N(c_t) + bc.
+    dhs_t, dhnext, dcnext : as in ``_backward_step``.  da : (B, 4H) receives [dai, daf, dag, dao].
+    lnc : layernorm.Cache of c_t.  dnorm : (dgh, dgc, dbc), to which dgc and dbc are added.
+    Returns dcnext for step t-1, a new array.
+    """
+    H = c_prev.shape[1]
+    i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
+    dh = dhs_t + dhnext
+    da[:, 3 * H :] = dh * tu * o * (1 - o)  # dao, through h_t = o ⊙ tanh(u_t)
+    du = dh * o * (1 - tu * tu)
+    dnorm[2][...] += du.sum(axis=0)  # dbc
+    dc, dgc = layernorm.backward(du, lnc)
+    dnorm[1][...] += dgc
+    dc += dcnext
+    # through c_t = f ⊙ c_{t-1} + i ⊙ g
+    da[:, :H] = dc * g * i * (1 - i)
+    da[:, H : 2 * H] = dc * c_prev * f * (1 - f)
+    da[:, 2 * H : 3 * H] = dc * i * (1 - g * g)
+    return dc * f
 
 
 def _backward_step(xp, dh, dc, q, a, c_prev, tc, dhs_t, dhnext, dcnext, da, dcout):

@@ -19,6 +19,11 @@ With multiplicative integration (``xm`` given, see ``model.py``) the product is 
 m_t: ``h_t = tanh(m_t ⊙ (Whh h_{t-1}) + Wxh x_t + bh)``. Then the gradient at the product
 is ``m_t ⊙ dhraw`` (it takes dhraw's place in dWhh and dhnext), and ``dm_t = dhraw ⊙ Whh h_{t-1}``.
 
+With layer normalization (``norm=(gh,)``, see ``model.py`` and ``charrnn.layernorm``; Ba, Kiros
+& Hinton 2016, "Layer Normalization"): ``h_t = tanh(gh ⊙ N(Whh h_{t-1}) + xa_t)``, xa_t coming
+normalized from the model (N of m_t ⊙ (Whh h_{t-1}) with multipliers). Backward, dhraw passes
+through ``layernorm.backward`` (giving dgh) before it reaches the product.
+
 Letters: T time steps, B streams, H hidden units. Row vectors: h is (B, H), so
 ``Whh h`` is written ``h @ Whh.T``.
 """
@@ -27,10 +32,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from charrnn import layernorm
 from charrnn.device import Array, array_module
 
 GATES = 1
 STATE = ("h",)
+NORM = {"gh": GATES}  # layer norm's gain of the recurrent part (``norm``), (H,)
 
 
 class Cache(NamedTuple):
@@ -38,6 +45,7 @@ class Cache(NamedTuple):
     Whh: Array  # (H, H)
     xm: Array | None = None  # (T, B, H) multipliers m_t, or None
     rec: Array | None = None  # (T, B, H) Whh h_{t-1} before the multiplier (only with xm)
+    lns: list | None = None  # per step: layernorm.Cache of the recurrent term (only with norm)
 
 
 def prepare(Whh: Array, batch_size: int) -> Array:
@@ -52,7 +60,7 @@ def prepare(Whh: Array, batch_size: int) -> Array:
 
 
 def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | None = None,
-            xm: Array | None = None) -> tuple[Array, tuple[Array, ...], Cache]:
+            xm: Array | None = None, norm: tuple[Array, ...] | None = None) -> tuple[Array, tuple[Array, ...], Cache]:
     """Run the recurrence over one chunk.
 
     Parameters
@@ -63,6 +71,8 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | 
     Whh : (H, H) recurrent weights.
     prepared : ``prepare(Whh, B)`` if the caller already has it (sampling reuses it for every
         character); None computes it here.
+    norm : ``(gh,)`` with gh (H,) the gain of layer normalization of the recurrent term, or
+        None (off).
 
     Returns
     -------
@@ -81,25 +91,32 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: Array, prepared: Array | 
     dot, tanh = xp.dot, xp.tanh
     # Two loops rather than a test per step: at min-char-rnn's B = 1 the calls in this loop
     # are most of the cost, so the plain one is kept exactly as it was.
-    if xm is None:
+    if xm is None and norm is None:
         for t in range(T):
             h = hs[t + 1]
             dot(hs[t], WhhT, out=h)  # Whh h_{t-1}
             h += xa[t]  # + Wxh x_t + bh
             tanh(h, out=h)
         return hs[1:], (hs[T],), Cache(hs, Whh)
-    rec = xp.empty_like(xa)
+    rec = None if xm is None else xp.empty_like(xa)
+    lns = None if norm is None else []
     for t in range(T):
         h = hs[t + 1]
-        dot(hs[t], WhhT, out=rec[t])  # Whh h_{t-1}
-        xp.multiply(rec[t], xm[t], out=h)  # m_t ⊙ Whh h_{t-1}
+        if xm is None:
+            dot(hs[t], WhhT, out=h)  # Whh h_{t-1}
+        else:
+            dot(hs[t], WhhT, out=rec[t])  # Whh h_{t-1}
+            xp.multiply(rec[t], xm[t], out=h)  # m_t ⊙ Whh h_{t-1}
+        if norm is not None:
+            h[...], c = layernorm.forward(h, norm[0], 1)  # gh ⊙ N(·)
+            lns.append(c)
         h += xa[t]  # + Wxh x_t + bh
         tanh(h, out=h)
-    return hs[1:], (hs[T],), Cache(hs, Whh, xm, rec)
+    return hs[1:], (hs[T],), Cache(hs, Whh, xm, rec, lns)
 
 
 def backward(dhs: Array, dstate: tuple[Array, ...],
-             cache: Cache) -> tuple[Array, Array, tuple[Array, ...], Array | None]:
+             cache: Cache) -> tuple[Array, Array, tuple[Array, ...], Array | None, tuple[Array, ...] | None]:
     """Backpropagate through the chunk, carrying ``dhnext`` from step t+1 to t.
 
     Parameters
@@ -117,8 +134,9 @@ def backward(dhs: Array, dstate: tuple[Array, ...],
     dWhh : (H, H).
     dstate0 : ``(dh_{-1},)`` gradient with respect to the carried-in state.
     dxm : (T, B, H) gradient with respect to the multipliers ``xm``, or None without them.
+    dnorm : ``(dgh,)`` (H,) gradient with respect to ``norm``'s gain, or None without it.
     """
-    hs, Whh, xm, rec = cache
+    hs, Whh, xm, rec, lns = cache
     T = dhs.shape[0]
     xp = array_module(dhs)
     # tanh' = 1 - h_t² for all steps at once: it does not depend on the recurrence.
@@ -127,16 +145,24 @@ def backward(dhs: Array, dstate: tuple[Array, ...],
     (dhnext,) = dstate
     buf = xp.empty_like(dhs[0])  # dhnext lives here from the first step on
     dot, add = xp.dot, xp.add
+    dnorm = None
+    dpre = dxa  # the gradient at the recurrent term (before its normalization, with norm)
+    if lns is not None:
+        dpre = xp.empty_like(dxa)
+        dnorm = (xp.zeros(dxa.shape[2], dtype=dxa.dtype),)
     # With multipliers, the gradient at the product Whh h_{t-1} is m_t ⊙ dhraw.
-    drec = dxa if xm is None else xp.empty_like(dxa)
+    drec = dpre if xm is None else xp.empty_like(dxa)
     for t in reversed(range(T)):
         dhraw = dxa[t]  # holds 1 - h_t² until overwritten here
         dhraw *= add(dhs[t], dhnext, out=buf)  # (1 - h_t²) ⊙ (dhs[t] + dhnext)
+        if lns is not None:
+            dpre[t], dg = layernorm.backward(dhraw, lns[t])
+            dnorm[0][...] += dg
         if xm is not None:
-            xp.multiply(dhraw, xm[t], out=drec[t])
+            xp.multiply(dpre[t], xm[t], out=drec[t])
         dhnext = dot(drec[t], Whh, out=buf)  # Whhᵀ dhraw, in row form
     TB = dxa.shape[0] * dxa.shape[1]
     # Σ_t dhraw_t h_{t-1}ᵀ over all steps and streams in one product.
     dWhh = drec.reshape(TB, -1).T @ hs[:-1].reshape(TB, -1)
-    dxm = None if xm is None else dxa * rec  # dm_t = dhraw ⊙ Whh h_{t-1}
-    return dxa, dWhh, (dhnext,), dxm
+    dxm = None if xm is None else dpre * rec  # dm_t = dhraw ⊙ Whh h_{t-1}
+    return dxa, dWhh, (dhnext,), dxm, dnorm

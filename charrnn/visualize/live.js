@@ -1,7 +1,7 @@
 // The model live in the page: charrnn/model.py's forward pass, one character at a time (B = 1),
 // over the float32 weights of the document's "live" entry (charrnn/visualize/weights.py).
 // The names and the order of operations are model.py's and charrnn/cells/*.py's; the equations
-// are docs/math.md's ("Forward", "LSTM", "GRU", "Multiplicative integration"). Numbers are
+// are docs/math.md's ("Forward", "LSTM", "GRU", "Multiplicative integration", "Layer normalization"). Numbers are
 // JavaScript's float64 over the float32 weights. Text the user types is only ever data here:
 // it is looked up in the vocabulary and shown through textContent, never as markup.
 "use strict";
@@ -23,7 +23,7 @@
   }
   const params = {};
   for (const name in W.params) params[name] = floats(W.params[name].f32);
-  const cell = W.cell, L = W.layers, H = W.H, V = W.V, MI = W.multiplicative;
+  const cell = W.cell, L = W.layers, H = W.H, V = W.V, MI = W.multiplicative, LN = !!W.layer_norm;
   const G = { rnn: 1, lstm: 4, gru: 3 }[cell];  // the cell's GATES
   const vocab = D.vocab.slice();
   const index = new Map(vocab.map((c, i) => [c, i]));
@@ -45,45 +45,69 @@
     for (let i = 0; i < rows; i++) out[i] = A[i * cols + v] + b[i];
     return out;
   }
+  // charrnn/layernorm.py's forward, in place: each of the blocks of H values of a (from a[off])
+  // normalized over its H units (mean 0, variance 1, ε = 1e-5 inside the root), times gain[goff ..].
+  function layerNorm(a, off, blocks, gain, goff) {
+    for (let k = 0; k < blocks; k++) {
+      const o = off + k * H;
+      let mu = 0, v = 0;
+      for (let j = 0; j < H; j++) mu += a[o + j];
+      mu /= H;
+      for (let j = 0; j < H; j++) v += (a[o + j] - mu) * (a[o + j] - mu);
+      const rstd = 1 / Math.sqrt(v / H + 1e-5);
+      for (let j = 0; j < H; j++) a[o + j] = (a[o + j] - mu) * rstd * gain[goff + k * H + j];
+    }
+    return a;
+  }
   // σ(a) as the cells compute it, 0.5 (1 + tanh(a/2)): never overflows.
   const sigmoid = (a) => 0.5 * (1 + Math.tanh(0.5 * a));
 
-  // One step of each cell (charrnn/cells/*.py's forward loop body, B = 1). xa = Wxh x_t + bh,
-  // xm = Wmx x_t + bm or null; s = the layer's state, [h] or [h, c]; returns the new state.
+  // One step of each cell (charrnn/cells/*.py's forward loop body, B = 1). xa = Wxh x_t + bh
+  // (gx ⊙ N(Wxh x_t) + bh with layer norm), xm = Wmx x_t + bm or null; s = the layer's state,
+  // [h] or [h, c]; n = the layer's layer-norm parameters {gh, gc, bc} or null; returns the new state.
   const STEP = {
-    rnn(xa, xm, s, Whh) {  // docs/math.md, Forward: h_t = tanh(m_t ⊙ (Whh h_{t-1}) + Wxh x_t + bh)
+    rnn(xa, xm, s, Whh, n) {  // docs/math.md, Forward: h_t = tanh(m_t ⊙ (Whh h_{t-1}) + Wxh x_t + bh)
       const [hprev] = s;
       const a = matvec(Whh, H, 0, H, hprev, new Float64Array(H));  // Whh h_{t-1}
+      if (xm) for (let k = 0; k < H; k++) a[k] *= xm[k];
+      if (n) layerNorm(a, 0, 1, n.gh, 0);  // gh ⊙ N(·)
       const h = new Float64Array(H);
-      for (let k = 0; k < H; k++) h[k] = Math.tanh((xm ? a[k] * xm[k] : a[k]) + xa[k]);
+      for (let k = 0; k < H; k++) h[k] = Math.tanh(a[k] + xa[k]);
       return [h];
     },
-    lstm(xa, xm, s, Whh) {  // docs/math.md, LSTM; blocks i, f, g, o
+    lstm(xa, xm, s, Whh, n) {  // docs/math.md, LSTM; blocks i, f, g, o
       const [hprev, cprev] = s;
       const a = matvec(Whh, H, 0, 4 * H, hprev, new Float64Array(4 * H));  // W h_{t-1}, all four blocks
+      if (xm) for (let k = 0; k < 4 * H; k++) a[k] *= xm[k];  // m_t ⊙ W h_{t-1}
+      if (n) layerNorm(a, 0, 4, n.gh, 0);  // gh ⊙ N(·), block by block
       for (let k = 0; k < 4 * H; k++) {
-        if (xm) a[k] *= xm[k];  // m_t ⊙ W h_{t-1}
         a[k] += xa[k];  // + U x_t + b
         a[k] = k >= 2 * H && k < 3 * H ? Math.tanh(a[k]) : sigmoid(a[k]);  // g = tanh; i, f, o = σ
       }
       const c = new Float64Array(H), h = new Float64Array(H);
       for (let k = 0; k < H; k++) {
-        const i = a[k], f = a[H + k], g = a[2 * H + k], o = a[3 * H + k];
+        const i = a[k], f = a[H + k], g = a[2 * H + k];
         c[k] = f * cprev[k] + i * g;  // c_t = f ⊙ c_{t-1} + i ⊙ g
-        h[k] = o * Math.tanh(c[k]);  // h_t = o ⊙ tanh(c_t)
       }
+      // h_t = o ⊙ tanh(c_t), or with layer norm o ⊙ tanh(gc ⊙ N(c_t) + bc) (c_t itself is carried raw)
+      const u = n ? layerNorm(Float64Array.from(c), 0, 1, n.gc, 0) : c;
+      for (let k = 0; k < H; k++) h[k] = a[3 * H + k] * Math.tanh(n ? u[k] + n.bc[k] : u[k]);
       return [h, c];
     },
-    gru(xa, xm, s, Whh) {  // docs/math.md, GRU; blocks r, z, h̃
+    gru(xa, xm, s, Whh, n) {  // docs/math.md, GRU; blocks r, z, h̃
       const [hprev] = s;
       const rz = matvec(Whh, H, 0, 2 * H, hprev, new Float64Array(2 * H));  // W_r h_{t-1}, W_z h_{t-1}
-      for (let k = 0; k < 2 * H; k++) rz[k] = sigmoid((xm ? rz[k] * xm[k] : rz[k]) + xa[k]);  // r, z
+      if (xm) for (let k = 0; k < 2 * H; k++) rz[k] *= xm[k];
+      if (n) layerNorm(rz, 0, 2, n.gh, 0);  // gh_rz ⊙ N(·), the r and z blocks each
+      for (let k = 0; k < 2 * H; k++) rz[k] = sigmoid(rz[k] + xa[k]);  // r, z
       const rh = new Float64Array(H);
       for (let k = 0; k < H; k++) rh[k] = rz[k] * hprev[k];  // r ⊙ h_{t-1}
       const hc = matvec(Whh, H, 2 * H, H, rh, new Float64Array(H));  // W_h (r ⊙ h_{t-1})
+      if (xm) for (let k = 0; k < H; k++) hc[k] *= xm[2 * H + k];
+      if (n) layerNorm(hc, 0, 1, n.gh, 2 * H);  // gh_h ⊙ N(·)
       const h = new Float64Array(H);
       for (let k = 0; k < H; k++) {
-        hc[k] = Math.tanh((xm ? hc[k] * xm[2 * H + k] : hc[k]) + xa[2 * H + k]);  // h̃
+        hc[k] = Math.tanh(hc[k] + xa[2 * H + k]);  // h̃
         h[k] = hc[k] + rz[H + k] * (hprev[k] - hc[k]);  // z ⊙ h_{t-1} + (1 - z) ⊙ h̃, as the cell writes it
       }
       return [h];
@@ -102,10 +126,14 @@
       const D_ = layer === 0 ? V : H;
       let xa, xm = null;
       if (layer === 0) {
-        xa = column(Wxh, bh, G * H, D_, v);  // Wxh x_t + bh: column x_t of Wxh
+        if (LN) {  // gx ⊙ N(Wxh x_t) + bh: model.prepare's table row v
+          xa = layerNorm(column(Wxh, new Float64Array(G * H), G * H, D_, v), 0, G, params.gx, 0);
+          for (let k = 0; k < G * H; k++) xa[k] += bh[k];
+        } else xa = column(Wxh, bh, G * H, D_, v);  // Wxh x_t + bh: column x_t of Wxh
         if (MI) xm = column(params.Wmx, params.bm, G * H, D_, v);  // m_t = Wmx x_t + bm
       } else {
         xa = matvec(Wxh, D_, 0, G * H, x, new Float64Array(G * H));
+        if (LN) layerNorm(xa, 0, G, params[pname("gx", layer)], 0);  // gx ⊙ N(Wxh x_t)
         for (let k = 0; k < G * H; k++) xa[k] += bh[k];
         if (MI) {
           const bm = params[pname("bm", layer)];
@@ -113,7 +141,9 @@
           for (let k = 0; k < G * H; k++) xm[k] += bm[k];
         }
       }
-      const s = STEP[cell](xa, xm, state[layer], Whh);
+      const n = LN ? { gh: params[pname("gh", layer)], gc: params[pname("gc", layer)], bc: params[pname("bc", layer)] }
+        : null;
+      const s = STEP[cell](xa, xm, state[layer], Whh, n);
       next.push(s);
       x = s[0];  // no dropout at inference
     }
@@ -205,7 +235,8 @@
   function top(p, k) {  // the k likeliest indices, likeliest first
     return Array.from(p.keys()).sort((a, b) => p[b] - p[a] || a - b).slice(0, k);
   }
-  window.charrnn = { vocab, cell, layers: L, H, V, multiplicative: MI, probabilities, loss, generate, top };
+  window.charrnn = { vocab, cell, layers: L, H, V, multiplicative: MI, layer_norm: LN, probabilities, loss, generate,
+    top };
 
   // The box: generate, or choose each next character from the top five.
   const shown = (c) => (c === " " ? "\u2423" : c === "\n" ? "\u21b5" : c === "\t" ? "\u21e5" : c);
@@ -246,5 +277,5 @@
     showChoices();
   });
   note.textContent = "The model itself runs in this page (" + W.cell + ", " + L + " layer(s) of " + H +
-    (MI ? ", multiplicative" : "") + "; " + (W.bytes / 1e6).toFixed(2) + " MB of float32 weights).";
+    (MI ? ", multiplicative" : "") + (LN ? ", layer norm" : "") + "; " + (W.bytes / 1e6).toFixed(2) + " MB of float32 weights).";
 })();

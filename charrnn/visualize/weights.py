@@ -29,7 +29,8 @@ def weight_bytes(spec: M.ModelSpec) -> int:
 def pack(params: dict, spec: M.ModelSpec, limit: int = LIMIT) -> dict:
     """The ``live`` entry of the page's document: the spec and the weights, or why they are left out.
 
-    Returns ``{"cell", "layers", "H", "V", "multiplicative", "bytes", "params": {name: {"shape", "f32"}}}``
+    Returns ``{"cell", "layers", "H", "V", "multiplicative", "layer_norm", "bytes", "params": {name: {"shape",
+    "f32"}}}``
     or, when the float32 weights take more than ``limit`` bytes, ``{"omitted": reason, "bytes", "limit"}``.
     """
     n = weight_bytes(spec)
@@ -44,4 +45,4 @@ def pack(params: dict, spec: M.ModelSpec, limit: int = LIMIT) -> dict:
             raise ValueError(f"parameter {name} has shape {a.shape}, expected {shape}")
         packed[name] = {"shape": list(shape), "f32": base64.b64encode(a.tobytes()).decode("ascii")}
     return {"cell": spec.cell, "layers": spec.layers, "H": spec.hidden_size, "V": spec.vocab_size,
-            "multiplicative": spec.multiplicative, "bytes": n, "params": packed}
+            "multiplicative": spec.multiplicative, "layer_norm": spec.layer_norm, "bytes": n, "params": packed}
