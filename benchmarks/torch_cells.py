@@ -76,8 +76,8 @@ def _log_scan(log_a: torch.Tensor, log_b: torch.Tensor, h0: torch.Tensor) -> tor
 def _loop_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
     """h_t = a_t ⊙ h_{t-1} + b_t, one elementwise step per t: (T, B, H)."""
     hs, h = [], h0
-    for t in range(a.shape[0]):
-        h = a[t] * h + b[t]
+    for a_t, b_t in zip(a.unbind(0), b.unbind(0), strict=True):
+        h = a_t * h + b_t
         hs.append(h)
     return torch.stack(hs)
 
@@ -102,8 +102,8 @@ class CharModel(torch.nn.Module):
 
     def zero_state(self, B: int, dev: Any = "cpu") -> list:
         """The state at a stream's start: per layer (h,) or (h, c), each (B, H) zeros."""
-        n = 2 if self.cell == "lstm" else 1
-        return [tuple(torch.zeros(B, self.H, device=dev) for _ in range(n)) for _ in range(self.layers)]
+        n, dtype = (2 if self.cell == "lstm" else 1), self.w["Why"].dtype
+        return [tuple(torch.zeros(B, self.H, device=dev, dtype=dtype) for _ in range(n)) for _ in range(self.layers)]
 
     def forward(self, X: torch.Tensor, state: list) -> tuple[torch.Tensor, list]:
         """X (T, B) indices, state per layer -> logits (T, B, V), the state after the chunk."""
@@ -138,20 +138,24 @@ class CharModel(torch.nn.Module):
         gh = self.w[_name("gh", layer)] if self.layer_norm else None
         (h,) = state
         hs = []
+        # Per-step views made once (unbind): indexing xa[t] in the loop would make its
+        # backward write a zeroed (T, B, 3H) gradient per step.
+        xrz, xh = xa[..., : 2 * H].unbind(0), xa[..., 2 * H :].unbind(0)
+        mrz, mh = (xm[..., : 2 * H].unbind(0), xm[..., 2 * H :].unbind(0)) if xm is not None else (None, None)
         for t in range(xa.shape[0]):
             arz = h @ Wrz  # (B, 2H)
             if xm is not None:
-                arz = arz * xm[t, :, : 2 * H]
+                arz = arz * mrz[t]
             if gh is not None:
                 arz = _norm(arz, gh[: 2 * H], 2)
-            rz = torch.sigmoid(arz + xa[t, :, : 2 * H])
+            rz = torch.sigmoid(arz + xrz[t])
             r, z = rz[:, :H], rz[:, H:]
             ah = (r * h) @ Wh
             if xm is not None:
-                ah = ah * xm[t, :, 2 * H :]
+                ah = ah * mh[t]
             if gh is not None:
                 ah = _norm(ah, gh[2 * H :], 1)
-            hc = torch.tanh(ah + xa[t, :, 2 * H :])
+            hc = torch.tanh(ah + xh[t])
             h = hc + z * (h - hc)
             hs.append(h)
         return torch.stack(hs), (h,)
@@ -165,13 +169,14 @@ class CharModel(torch.nn.Module):
             gh, gc, bc = (self.w[_name(n, layer)] for n in ("gh", "gc", "bc"))
         h, c = state
         hs = []
+        xs, ms = xa.unbind(0), (xm.unbind(0) if xm is not None else None)  # per-step views, made once
         for t in range(xa.shape[0]):
             a = h @ WhhT  # (B, 4H)
             if xm is not None:
-                a = a * xm[t]
+                a = a * ms[t]
             if ln:
                 a = _norm(a, gh, 4)
-            a = a + xa[t]
+            a = a + xs[t]
             i, f, o = torch.sigmoid(a[:, :H]), torch.sigmoid(a[:, H : 2 * H]), torch.sigmoid(a[:, 3 * H :])
             g = torch.tanh(a[:, 2 * H : 3 * H])
             c = f * c + i * g
