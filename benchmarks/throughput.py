@@ -13,6 +13,21 @@ Rows:
 5. Sampling: characters per second generating 5,000 characters one at a time from a
    512-unit LSTM, charrnn's ``sampling.generate`` against the usual PyTorch loop.
 6. Peak resident memory of a ``charrnn train`` run at row 3's settings, in a subprocess.
+7. GRU 384 multiplicative, T=32, B=32, Adam (lr 0.005, β₂ 0.99; configs/shakespeare.yaml's
+   model, init_std 0.05), clip ±5: against the same cell written with torch operations
+   (``benchmarks/torch_cells.py``: charrnn's GRU applies r before the product, and torch has
+   no multiplicative integration).
+8. LN-GRU and 9. LN-LSTM, H=512 (``model.layer_norm``), at row 2's settings: against the
+   same cells in torch operations (``torch.nn.functional.layer_norm`` per gate block).
+10. minGRU and 11. minLSTM, 2 layers of 512, residual, at row 2's settings: against the
+   same cells in torch operations, all gates from one product, the recurrence either a loop
+   over T or the log-space parallel scan (Heinsen 2023, as Feng et al.'s code), whichever
+   is faster here, decided by timing as rows 2-4 pick torch's configuration.
+
+Rows 7-11 start both sides from the same weights, and check before timing that the torch
+reference gives charrnn's loss on one chunk to 1e-4 (``harness.same_loss``; the references'
+gradients are checked in tests/test_benchmarks.py). A row whose cell or option this checkout
+lacks says so in its cell of the table instead of failing.
 
 Training throughput is B·T characters per optimizer step. charrnn's step is the one users
 run, the body of ``charrnn train``'s loop (``harness.CharrnnTrainer``: ``runstate.next_batch``,
@@ -24,14 +39,21 @@ take turns (A B A B ...) timing a block of steps, ``--repeats`` times; the table
 side's median and the ratio of the medians. Turns make the ratio fair on a machine that
 something else may also be using: both sides see the same disturbances.
 
-FLOPs per character count the model's matrix products: forward ``2·G·H·H`` (recurrent)
-``+ 2·H·V`` (output); the input is a lookup (no FLOPs); training is forward + backward
-≈ 3× forward. GFLOP/s = FLOPs per character × characters per second, compared with the
-machine's peak (``--peak-gflops``, about 300 for large float32 products on 2 cores here).
+FLOPs per character count the model's matrix products (``harness.forward_flops``): forward,
+per layer, ``2·G·H·H`` for the recurrent product (none for minGRU and minLSTM), ``2·G·H·H``
+for the input product of each layer ≥ 1 and as much again for its ``Wmx`` (multiplicative),
+and ``2·H·V`` for the output; layer 0's input and multipliers are lookups (no FLOPs), layer
+norm, gates and residual sums are not products. Training is forward + backward = 3× forward
+(each product takes two of its size backward). GFLOP/s = FLOPs per character × characters
+per second = FLOPs per step ÷ step time; "% peak" divides it by the machine's float32 GEMM
+peak, measured in the same process before and after the rows (``harness.gemm_peak_gflops``:
+the fastest of five 2048 × 2048 ``np.matmul``, on the BLAS threads the rows use; the higher
+of the two; ``--peak-gflops`` overrides it). Row 1 runs in float64 and is divided by the
+float32 peak all the same.
 
 Run from the repository root::
 
-    python benchmarks/throughput.py                # the full table (about 3.5 minutes)
+    python benchmarks/throughput.py                # the full table (rows 1-6: about 3.5 minutes idle)
     python benchmarks/throughput.py --quick        # a smoke run (about 1 minute)
     python benchmarks/throughput.py --rows 2,3 --json out.json
 """
