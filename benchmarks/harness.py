@@ -9,6 +9,8 @@ compared with, timing in turns, FLOP counts, the corpus and the machine's descri
 - ``MinCharLoop``: min-char-rnn's training loop as the gist writes it, on its ``lossFun``
   (``benchmarks/minchar_gist.py``, the one copy, which ``tests/test_minchar_parity.py`` uses too).
 - ``torch_module``, ``TorchModel``, ``TorchTrainer``, ``torch_sample``: the PyTorch reference,
+  and ``torch_reference``, ``same_loss``: charrnn's own cells in torch operations
+  (``benchmarks/torch_cells.py``) for the cells torch lacks, checked to compute charrnn's loss;
   imported only when asked for (``torch_module()`` is None where torch is not installed, and
   the benchmarks then skip its rows with a message); importing this module never imports torch.
 - ``timed``, ``interleave``, ``fastest``, ``block_steps``: sides timed in turns (A B A B ...),
@@ -98,7 +100,7 @@ def recurrent(cell: str) -> bool:
     return getattr(CELLS[cell], "RECURRENT", True)
 
 
-def forward_flops(G: int, H: int, V: int, layers: int = 1, recurrent: bool = True,
+def forward_flops(G: int, H: int, V: int, layers: int = 1, recurrent_product: bool = True,
                   multiplicative: bool = False) -> int:
     """FLOPs of the matrix products of one character's forward pass, per layer and the output:
 
@@ -112,7 +114,7 @@ def forward_flops(G: int, H: int, V: int, layers: int = 1, recurrent: bool = Tru
     per = 2 * G * H * H
     products = 0
     for layer in range(layers):
-        products += recurrent + (layer >= 1) * (1 + multiplicative)
+        products += recurrent_product + (layer >= 1) * (1 + multiplicative)
     return products * per + 2 * H * V
 
 
@@ -373,8 +375,8 @@ def same_loss(cr: CharrnnTrainer, model: Any, rtol: float = 1e-4) -> tuple[float
         logits, _ = model(torch.from_numpy(X.astype(np.int64)), model.zero_state(B))
         y = torch.from_numpy(Y.astype(np.int64)).reshape(-1)
         theirs = float(torch.nn.functional.cross_entropy(logits.reshape(len(y), -1), y, reduction="sum")) / B
-    assert abs(ours - theirs) <= rtol * abs(ours), \
-        f"{cr.spec.describe()}: charrnn's loss {ours!r}, the torch reference's {theirs!r}"
+    if not abs(ours - theirs) <= rtol * abs(ours):
+        raise AssertionError(f"{cr.spec.describe()}: charrnn's loss {ours!r}, the torch reference's {theirs!r}")
     return ours, theirs
 
 
