@@ -9,11 +9,14 @@ compared with, timing in turns, FLOP counts, the corpus and the machine's descri
 - ``MinCharLoop``: min-char-rnn's training loop as the gist writes it, on its ``lossFun``
   (``benchmarks/minchar_gist.py``, the one copy, which ``tests/test_minchar_parity.py`` uses too).
 - ``torch_module``, ``TorchModel``, ``TorchTrainer``, ``torch_sample``: the PyTorch reference,
+  and ``torch_reference``, ``same_loss``: charrnn's own cells in torch operations
+  (``benchmarks/torch_cells.py``) for the cells torch lacks, checked to compute charrnn's loss;
   imported only when asked for (``torch_module()`` is None where torch is not installed, and
   the benchmarks then skip its rows with a message); importing this module never imports torch.
 - ``timed``, ``interleave``, ``fastest``, ``block_steps``: sides timed in turns (A B A B ...),
   with an optional ``sync`` (a GPU's) called before a clock is read.
-- ``gates``, ``train_flops_per_char``, ``sample_flops_per_char``: the model's matrix products.
+- ``forward_flops``, ``train_flops_per_char``, ``sample_flops_per_char``: the model's matrix
+  products; ``gemm_peak_gflops``: the machine's float32 GEMM rate, measured, that "% peak" divides by.
 - ``read_corpus``, ``blas_info``, ``cpu_name``.
 
 Letters: B streams, T characters per chunk, H hidden units, V vocabulary, G gates.
@@ -44,6 +47,7 @@ from charrnn import config as C  # noqa: E402
 from charrnn import data as D  # noqa: E402
 from charrnn import device, distributed, optim, runstate, train  # noqa: E402
 from charrnn import model as M  # noqa: E402
+from charrnn.cells import CELLS  # noqa: E402
 
 CORPUS = ROOT / "data" / "shakespeare_tiny.txt"
 
@@ -86,18 +90,56 @@ def cpu_name() -> str:
 
 
 def gates(cell: str) -> int:
-    """G: the gates of ``cell``, from the shape of its recurrent weight (G·H, H)."""
-    return M.param_shapes(M.ModelSpec(cell, 1, 1))["Whh"][0]
+    """G: the gate blocks of ``cell`` (rows of its input weight: G·H)."""
+    return CELLS[cell].GATES
 
 
-def sample_flops_per_char(cell: str, H: int, V: int) -> int:
-    """Forward: ``2·G·H·H`` (recurrent) ``+ 2·H·V`` (output); the input is a lookup."""
-    return 2 * gates(cell) * H * H + 2 * H * V
+def recurrent(cell: str) -> bool:
+    """Whether ``cell`` has a recurrent product (``RECURRENT``, True when absent: minGRU and
+    minLSTM have none)."""
+    return getattr(CELLS[cell], "RECURRENT", True)
 
 
-def train_flops_per_char(cell: str, H: int, V: int) -> int:
-    """Forward + backward, about 3× the forward."""
-    return 3 * sample_flops_per_char(cell, H, V)
+def forward_flops(G: int, H: int, V: int, layers: int = 1, recurrent_product: bool = True,
+                  multiplicative: bool = False) -> int:
+    """FLOPs of the matrix products of one character's forward pass, per layer and the output:
+
+    - the recurrent product ``W h_{t-1}``, ``2·G·H·H``, where the cell has one;
+    - the input product ``Wxh x_t``: a lookup at layer 0 (a one-hot x_t selects a column: no
+      FLOPs), ``2·G·H·H`` at each layer ≥ 1, whose input is the H-vector below;
+    - multiplicative integration's ``Wmx x_t``: likewise a lookup at layer 0, ``2·G·H·H`` above;
+      its elementwise products count nothing, nor do gates, layer norm or the residual sum;
+    - the output ``Why h``, ``2·H·V``.
+    """
+    per = 2 * G * H * H
+    products = 0
+    for layer in range(layers):
+        products += recurrent_product + (layer >= 1) * (1 + multiplicative)
+    return products * per + 2 * H * V
+
+
+def sample_flops_per_char(cell: str, H: int, V: int, layers: int = 1, multiplicative: bool = False) -> int:
+    """Forward FLOPs per character of a ``cell`` model (``forward_flops``)."""
+    return forward_flops(gates(cell), H, V, layers, recurrent(cell), multiplicative)
+
+
+def train_flops_per_char(cell: str, H: int, V: int, layers: int = 1, multiplicative: bool = False) -> int:
+    """Forward + backward: 3× the forward's products, since every product ``Y = X W`` counted
+    there takes two of its size backward (``dX = dY Wᵀ``, ``dW = Xᵀ dY``); the lookups, which
+    count nothing forward, count nothing backward either."""
+    return 3 * sample_flops_per_char(cell, H, V, layers, multiplicative)
+
+
+def gemm_peak_gflops(n: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+    """The machine's float32 matrix-product rate, measured: GFLOP/s (``2·n³`` per product) of
+    the fastest of ``repeats`` square ``np.matmul`` of n × n, after one untimed, on NumPy's BLAS
+    with the threads it has now (those the rows run with). What "% peak" divides by."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+    c = np.empty((n, n), dtype=dtype)
+    np.matmul(a, b, out=c)
+    best = min(timed(lambda: np.matmul(a, b, out=c)) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
 
 
 # ----------------------------------------------------------------------------- charrnn's step
@@ -140,14 +182,18 @@ class CharrnnTrainer:
 
 
 def trainer(data, V, cell, H, T, B, *, dtype="float32", lr=0.05, optimizer="adagrad", clip_value=5.0, clip_norm=None,
-            init_std=0.01, multiplicative=False, device_name="cpu", seed=0, comm=distributed.SINGLE,
-            layer_norm=False) -> CharrnnTrainer:
-    """A ``CharrnnTrainer`` of one layer of H ``cell`` units at these settings (a constant
+            init_std=0.01, multiplicative=False, layers=1, layer_norm=False, residual=False, optim_extra=None,
+            device_name="cpu", seed=0, comm=distributed.SINGLE) -> CharrnnTrainer:
+    """A ``CharrnnTrainer`` of ``layers`` layers of H ``cell`` units at these settings (a constant
     learning rate; defaults: the CPU benchmarks' Adagrad at 0.05, clipping at ±5, min-char-rnn's
-    initial weights)."""
-    cfg = config({"cell": cell, "hidden_size": H, "dtype": np.dtype(dtype).name, "multiplicative": multiplicative,
-                  "init_std": init_std, "device": device_name, "layer_norm": layer_norm},
-                 {"name": optimizer, "lr": lr, "clip_value": clip_value, "clip_norm": clip_norm},
+    initial weights). multiplicative, layer_norm, residual: the ``model.*`` keys of those names;
+    optim_extra: more ``optim.*`` keys (e.g. ``{"beta2": 0.99}``)."""
+    model = {"cell": cell, "hidden_size": H, "layers": layers, "dtype": np.dtype(dtype).name,
+             "multiplicative": multiplicative, "init_std": init_std, "device": device_name}
+    # Only when on: a checkout without these keys then still runs every other row.
+    model.update({k: True for k, on in (("layer_norm", layer_norm), ("residual", residual)) if on})
+    cfg = config(model,
+                 {"name": optimizer, "lr": lr, "clip_value": clip_value, "clip_norm": clip_norm, **(optim_extra or {})},
                  {"seq_length": T, "batch_size": B, "seed": seed})
     return CharrnnTrainer(cfg, data, V, comm)
 
@@ -237,20 +283,23 @@ class TorchTrainer:
     host, the loss summed over T and averaged over B, backward, clipping, the update, the state
     detached and carried on (zeroed where the streams wrap).
 
-    optimizer: "adagrad" or "adam" (fused on CUDA); clip_value / clip_norm as charrnn's;
-    mkldnn, tf32: the backend flags set before every step (None: left as they are).
-    ``step()`` returns the loss as a tensor, unread (reading it waits for the device)."""
+    optimizer: "adagrad" or "adam" (fused on CUDA; betas as given, or torch's); clip_value /
+    clip_norm as charrnn's; mkldnn, tf32: the backend flags set before every step (None: left
+    as they are); model: a module with ``forward(X, state)`` and ``zero_state(B, dev)`` (a
+    ``torch_cells.CharModel``, from ``torch_reference``), or None for ``TorchModel(cell, V, H,
+    onehot)``. ``step()`` returns the loss as a tensor, unread (reading it waits for the device)."""
 
-    def __init__(self, data, V, cell, H, T, B, *, lr, onehot, optimizer="adagrad", clip_value=None, clip_norm=None,
-                 dev="cpu", mkldnn=None, tf32=None, seed=0):
+    def __init__(self, data, V, cell, H, T, B, *, lr, onehot=False, optimizer="adagrad", clip_value=None,
+                 clip_norm=None, betas=None, dev="cpu", mkldnn=None, tf32=None, model=None, seed=0):
         torch = self.torch = torch_module()
         torch.manual_seed(seed)
         self.dev = torch.device(dev)
         self.mkldnn, self.tf32 = mkldnn, tf32
-        self.model = TorchModel(cell, V, H, onehot).to(self.dev)
+        self.model = (TorchModel(cell, V, H, onehot) if model is None else model).to(self.dev)
         params = self.model.parameters()
         if optimizer == "adam":
-            self.opt = torch.optim.Adam(params, lr=lr, fused=self.dev.type == "cuda")
+            extra = {"betas": betas} if betas else {}
+            self.opt = torch.optim.Adam(params, lr=lr, fused=self.dev.type == "cuda", **extra)
         else:
             self.opt = torch.optim.Adagrad(params, lr=lr)
         self.streams = D.Streams(data, B, T)
@@ -259,6 +308,8 @@ class TorchTrainer:
         self.p, self.state = 0, self._zero()
 
     def _zero(self):
+        if hasattr(self.model, "zero_state"):
+            return self.model.zero_state(self.B, self.dev)
         h = self.torch.zeros(1, self.B, self.H, device=self.dev)
         return (h, self.torch.zeros_like(h)) if self.cell == "lstm" else h
 
@@ -283,13 +334,51 @@ class TorchTrainer:
         if self.clip_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
         self.opt.step()
-        self.state = tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+        self.state = _detached(state)
         self.p += self.T
         return loss.detach()
 
     def steps(self, n: int) -> None:
         for _ in range(n):
             self.step()
+
+
+def _detached(state):
+    """The carried state cut from the graph: a tensor, or tuples and lists of them."""
+    if isinstance(state, tuple | list):
+        return type(state)(_detached(s) for s in state)
+    return state.detach()
+
+
+def torch_reference(cr: CharrnnTrainer, scan: str = "loop") -> Any:
+    """The model of ``cr`` written with torch operations (``torch_cells.CharModel``: charrnn's
+    own cells, for the rows whose cell torch does not ship), on a copy of cr's weights now.
+    scan: the minimal cells' recurrence, "loop" or "log" (Heinsen's parallel scan)."""
+    import torch_cells  # this folder; imports torch
+
+    spec, run = cr.spec, cr.run
+    params = {k: device.to_host(v) for k, v in run.params.items()}
+    return torch_cells.CharModel(params, spec.cell, spec.layers, spec.multiplicative,
+                                 getattr(spec, "layer_norm", False), getattr(spec, "residual", False), scan)
+
+
+def same_loss(cr: CharrnnTrainer, model: Any, rtol: float = 1e-4) -> tuple[float, float]:
+    """charrnn's loss and ``model``'s (a ``torch_reference``) on the first chunk of cr's
+    streams from the zero state, on the weights they hold now: (charrnn's, torch's). Raises
+    AssertionError when they differ by more than ``rtol`` of charrnn's: a reference that
+    computes another function must not be timed."""
+    torch = torch_module()
+    X, Y = cr.streams.batch(0)
+    B = X.shape[1]
+    params = {k: device.to_host(v) for k, v in cr.run.params.items()}
+    ours = float(M.loss_only(params, cr.spec, X, Y, M.zero_state(cr.spec, B, np.dtype(cr.cfg.model.dtype)))[0])
+    with torch.no_grad():
+        logits, _ = model(torch.from_numpy(X.astype(np.int64)), model.zero_state(B))
+        y = torch.from_numpy(Y.astype(np.int64)).reshape(-1)
+        theirs = float(torch.nn.functional.cross_entropy(logits.reshape(len(y), -1), y, reduction="sum")) / B
+    if not abs(ours - theirs) <= rtol * abs(ours):
+        raise AssertionError(f"{cr.spec.describe()}: charrnn's loss {ours!r}, the torch reference's {theirs!r}")
+    return ours, theirs
 
 
 def torch_sample(model, first, length, gen, mkldnn, temperature=1.0):
