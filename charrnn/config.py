@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from charrnn.cells import CELLS, recurrent
 from charrnn.errors import UsageError
 from charrnn.optim import DECAYING
 
@@ -56,7 +57,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    cell: str = opt("rnn", str, "recurrent cell", choices=("rnn", "lstm", "gru"))
+    cell: str = opt(
+        "rnn", str,
+        "recurrent cell; mingru and minlstm (Feng et al. 2024) have gates that read only the input, no recurrent "
+        "weights",
+        choices=tuple(CELLS))
     hidden_size: int = opt(100, int, "hidden units per layer (H)", lo=1)
     layers: int = opt(1, int, "stacked recurrent layers", lo=1, hi=16)
     dropout: float = opt(
@@ -67,6 +72,11 @@ class ModelConfig:
         False, bool,
         "multiplicative integration (Wu et al. 2016): each recurrent product scaled unit by unit by Wmx x_t + bm, a "
         "gain chosen by the input character")
+    # Feng et al. 2024 stack their minGRU and minLSTM layers this way; it works for any cell.
+    residual: bool = opt(
+        False, bool,
+        "residual connections: layer l ≥ 1 outputs its h plus its input, before that layer's dropout (needs "
+        "model.layers ≥ 2)")
     init_std: float = opt(
         0.01, float,
         "weights start as N(0, 1) · init_std (min-char-rnn: 0.01); biases start at 0",
@@ -536,7 +546,23 @@ def from_dict(data: Any, source: str, base_dir: str | None = None, origins: dict
         sections[sname] = cls(**values)
         given[sname] = values
     sections["optim"] = _resolve_optim(sections.get("optim", OptimConfig()), given.get("optim", {}), where)
+    _check_model(sections.get("model", ModelConfig()), given.get("model", {}), where)
     return Config(**sections)
+
+
+def _check_model(m, given, where):
+    """Refuse model settings that do not go together: multiplicative integration of a cell with
+    no recurrent product, residual connections of a single layer."""
+    def source(key, other):  # the sources of both keys, when they differ
+        a, b = where(key), where(other)
+        return a if a == b or other.partition(".")[2] not in given else f"{a} (and {b} for {other})"
+
+    if m.multiplicative and not recurrent(CELLS[m.cell]):
+        raise UsageError(f"{source('model.multiplicative', 'model.cell')}: model.multiplicative: true has no recurrent "
+                         f"product to scale in model.cell {m.cell}; use rnn, lstm or gru, or multiplicative: false")
+    if m.residual and m.layers < 2:
+        raise UsageError(f"{source('model.residual', 'model.layers')}: model.residual: true needs model.layers ≥ 2 "
+                         f"(layer 0 has no input of size H to add), got {m.layers}")
 
 
 def _resolve_optim(o, given, where):

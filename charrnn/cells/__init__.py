@@ -4,6 +4,9 @@ Every cell module exposes the same contract, so ``model.py`` can stack any of th
 
 - ``GATES``: how many H-sized blocks its input pre-activation has (rows of ``Wxh``).
 - ``STATE``: the names of the arrays it carries from chunk to chunk (``("h",)`` or ``("h", "c")``).
+- ``RECURRENT`` (optional, True when absent): False for a cell whose gates read only the
+  input (minGRU, minLSTM): it has no ``Whh``, takes ``Whh=None`` and returns ``dWhh = None``,
+  and has no ``prepare``.
 - ``forward(xa, state0, Whh, prepared=None, xm=None) -> (hs, state, cache)``
 - ``backward(dhs, dstate, cache) -> (dxa, dWhh, dstate0, dxm)``
 
@@ -21,6 +24,13 @@ run each step's gate arithmetic as one fused kernel (``charrnn.kernels``); their
 step functions (``_forward_step`` and so on) are what those kernels are checked against.
 """
 
-from charrnn.cells import gru, lstm, rnn
+from types import ModuleType
 
-CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
+from charrnn.cells import gru, lstm, mingru, minlstm, rnn
+
+CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru, "mingru": mingru, "minlstm": minlstm}
+
+
+def recurrent(cell: ModuleType) -> bool:
+    """Whether a cell module has recurrent weights (``RECURRENT``, True when absent)."""
+    return getattr(cell, "RECURRENT", True)
