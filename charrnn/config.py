@@ -552,17 +552,21 @@ def from_dict(data: Any, source: str, base_dir: str | None = None, origins: dict
 
 def _check_model(m, given, where):
     """Refuse model settings that do not go together: multiplicative integration of a cell with
-    no recurrent product, residual connections of a single layer."""
-    def source(key, other):  # the sources of both keys, when they differ
-        a, b = where(key), where(other)
-        return a if a == b or other.partition(".")[2] not in given else f"{a} (and {b} for {other})"
+    no recurrent product, residual connections of a single layer. The message names the source
+    of the first key, and of the second where that differs (a ``--set`` over a file)."""
+
+    def also(key, other):
+        named = other.partition(".")[2] in given and where(other) != where(key)
+        return f" ({other} from {where(other)})" if named else ""
 
     if m.multiplicative and not recurrent(CELLS[m.cell]):
-        raise UsageError(f"{source('model.multiplicative', 'model.cell')}: model.multiplicative: true has no recurrent "
-                         f"product to scale in model.cell {m.cell}; use rnn, lstm or gru, or multiplicative: false")
+        key = "model.multiplicative"
+        raise UsageError(f"{where(key)}: model.multiplicative: true has no recurrent product to scale in model.cell "
+                         f"{m.cell}; use rnn, lstm or gru, or multiplicative: false{also(key, 'model.cell')}")
     if m.residual and m.layers < 2:
-        raise UsageError(f"{source('model.residual', 'model.layers')}: model.residual: true needs model.layers ≥ 2 "
-                         f"(layer 0 has no input of size H to add), got {m.layers}")
+        key = "model.residual"
+        raise UsageError(f"{where(key)}: model.residual: true needs model.layers ≥ 2 (layer 0 has no input of size H "
+                         f"to add), got {m.layers}{also(key, 'model.layers')}")
 
 
 def _resolve_optim(o, given, where):
