@@ -16,10 +16,14 @@ from charrnn import model as M
 from charrnn.device import Array, Arrays
 
 DEFAULT_EPS = 1e-3  # the finite-difference step (see numerical_gradient)
-# A problem is drawn again while a pre-activation lies within KINK_MARGIN·ε of a kink of its
-# cell (``kink_distance``): the stencil reaches 3ε in a parameter, which moves a pre-activation
-# by 3ε times an input of at most ~2, so 10ε keeps every difference on one side.
+# A cell with a kink (``kink_distance``: minGRU's and minLSTM's g) is checked with a step ε
+# that keeps KINK_MARGIN·ε·X below the distance of the nearest pre-activation to the kink, X the
+# largest input of any layer (at least 1, layer 0's one-hot): the stencil moves a parameter by
+# 3ε, a pre-activation by 3ε times an input, and more through the layers below, so 10ε·X keeps
+# every difference on one side. The step shrinks at most MAX_SHRINK-fold (1e-4: rounding,
+# 1e-16·|loss|/ε, still two orders below the tolerance); a problem that needs more is drawn again.
 KINK_MARGIN = 10
+MAX_SHRINK = 10
 MAX_DRAWS = 1000
 
 
@@ -120,8 +124,9 @@ def check_gradients(
     ----------
     spec : ModelSpec (small: e.g. V=7, H=5). ``spec.dropout > 0`` draws one fixed set of
         masks, used for every evaluation, so the check is exact with dropout too. For a cell
-        with a ``kink_distance`` (minGRU, minLSTM) the problem is drawn again, from the same
-        generator, while a pre-activation lies within ``KINK_MARGIN`` ε of the kink.
+        with a ``kink_distance`` (minGRU, minLSTM) ``eps`` shrinks to keep the differences on
+        one side of the kink, and the problem is drawn again (from the same generator) where
+        that would take it below ``eps / MAX_SHRINK`` (see ``KINK_MARGIN``).
     T, B : chunk length and number of streams (both > 1 to exercise the recurrence).
     std : scale of the random weights (large enough for non-trivial gradients).
     loss_and_grads : the function under test (replaceable, so the checker can be tested
@@ -139,14 +144,20 @@ def check_gradients(
             if spec.dropout > 0
             else None
         )
+        if kink_distance is None:
+            break
         # A cell whose nonlinearity has a kink (minGRU's and minLSTM's g, at 0) is smooth only
-        # away from it: draw again while a pre-activation lies within the stencil's reach.
-        if kink_distance is None or min(
-                kink_distance(c) for c in M.forward(params, spec, X, state0, masks)[2].cell_caches) > KINK_MARGIN * eps:
+        # away from it: the step shrinks to keep the stencil's reach on one side of the nearest
+        # kink, down to eps / MAX_SHRINK; closer than that, the problem is drawn again.
+        cache = M.forward(params, spec, X, state0, masks)[2]
+        reach = KINK_MARGIN * max([1.0] + [float(np.abs(x).max()) for x in cache.layer_inputs])
+        step = min(kink_distance(c) for c in cache.cell_caches) / reach
+        if step >= eps / MAX_SHRINK:
+            eps = min(eps, step)
             break
     else:
-        raise ValueError(f"no random problem for {spec.describe()} kept its pre-activations {KINK_MARGIN} ε "
-                         f"from a kink in {MAX_DRAWS} draws")
+        raise ValueError(f"no random problem for {spec.describe()} kept its pre-activations away from a kink "
+                         f"in {MAX_DRAWS} draws")
     result = loss_and_grads(params, spec, X, Y, state0, masks)
 
     def f():

@@ -75,6 +75,10 @@ class ModelSpec:
     multiplicative: bool = False  # multiplicative integration (see the module docstring)
     residual: bool = False  # layer l ≥ 1 outputs h_l + its input (see the module docstring)
 
+    def __post_init__(self) -> None:
+        if self.multiplicative and not recurrent(CELLS[self.cell]):
+            raise ValueError(f"{self.cell} has no recurrent product for multiplicative integration to scale")
+
     @classmethod
     def of(cls, model_config: ModelConfig, vocab_size: int) -> ModelSpec:
         """The spec of a config's ``model`` section, for a vocabulary of ``vocab_size``."""
