@@ -287,7 +287,7 @@ def test_every_character_keeps_a_wcag_aa_contrast_with_its_colour(browser, tmp_p
 LIVE_TEXT_AT = (400, 700)  # the characters of the corpus the live tests read (all in its vocabulary)
 
 
-def live_page(directory, cell, layers, multiplicative):
+def live_page(directory, cell, layers, multiplicative, residual=False):
     """A real run of 1 step (H = 8, large weights), its page (`charrnn visualize --text`) and
     `charrnn eval --json` of the same text file; returns what the tests compare."""
     from conftest import corpus_text, run
@@ -302,6 +302,7 @@ def live_page(directory, cell, layers, multiplicative):
     r = run("train", "--config", directory / "cfg.yaml", "-q", "--out", directory / "run",
             "--set", f"model.cell={cell}", "--set", f"model.layers={layers}",
             "--set", f"model.multiplicative={str(multiplicative).lower()}",
+            "--set", f"model.residual={str(residual).lower()}",
             "--set", "model.init_std=1.0")  # large weights: a distribution far from uniform
     assert r.exit_code == 0, r.output
     ckpt = directory / "run" / "ckpt.npz"
@@ -325,19 +326,27 @@ def python_probabilities(ck, text, dtype=None):
     return probs[-1].astype(np.float64)
 
 
+# Every cell × 1 and 2 layers × multiplicative (the cells with a recurrent product), and residual
+# connections at 2 layers.
+LIVE_MODELS = [(c, n, mi, False) for c in ("rnn", "lstm", "gru") for n in (1, 2) for mi in (False, True)] + \
+    [(c, n, False, False) for c in ("mingru", "minlstm") for n in (1, 2)] + \
+    [(c, 2, False, True) for c in ("lstm", "mingru", "minlstm")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mi"])
-@pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_the_page_runs_the_model_as_python_does(browser, tmp_path, cell, layers, multiplicative):
+@pytest.mark.parametrize(("cell", "layers", "multiplicative", "residual"), LIVE_MODELS,
+                         ids=[f"{c}-{n}" + "-mi" * mi + "-residual" * r for c, n, mi, r in LIVE_MODELS])
+def test_the_page_runs_the_model_as_python_does(browser, tmp_path, cell, layers, multiplicative, residual):
     from charrnn import checkpoint as ckpt_io
 
-    made = live_page(tmp_path, cell, layers, multiplicative)
+    made = live_page(tmp_path, cell, layers, multiplicative, residual)
     ck = ckpt_io.load(made.ckpt)
-    assert (ck.spec.cell, ck.spec.layers, ck.spec.multiplicative) == (cell, layers, multiplicative)
+    assert (ck.spec.cell, ck.spec.layers, ck.spec.multiplicative, ck.spec.residual) == (cell, layers, multiplicative,
+                                                                                        residual)
     load(browser, made.url)
-    js = browser.execute_script("const c = window.charrnn; return [c.vocab, c.cell, c.layers, c.multiplicative]")
-    assert js == [[chr(c) for c in ck.vocab], cell, layers, multiplicative]
+    js = browser.execute_script("const c = window.charrnn; return [c.vocab, c.cell, c.layers, c.multiplicative, "
+                                "c.residual]")
+    assert js == [[chr(c) for c in ck.vocab], cell, layers, multiplicative, residual]
     for n in (1, 7, 120, len(made.text)):
         p_js = np.array(browser.execute_script("return window.charrnn.probabilities(arguments[0])", made.text[:n]))
         p_py = python_probabilities(ck, made.text[:n])

@@ -66,10 +66,12 @@ def hostile_corpus(tmp_path):
     return path
 
 
-def train(tmp_path, write_config, hostile_corpus, cell="rnn", layers=1, multiplicative=False, out="run"):
+def train(tmp_path, write_config, hostile_corpus, cell="rnn", layers=1, multiplicative=False, out="run",
+          residual=False):
     cfg = small_config(write_config, hostile_corpus, steps=3)
     r = run("train", "--config", cfg, "-q", "--out", tmp_path / out, "--set", f"model.cell={cell}",
             "--set", f"model.layers={layers}", "--set", f"model.multiplicative={str(multiplicative).lower()}",
+            "--set", f"model.residual={str(residual).lower()}",
             "--set", "model.init_std=0.3")  # large weights: activations spread over [-1, 1]
     assert r.exit_code == 0, r.output
     return tmp_path / out / "ckpt.npz"
@@ -124,12 +126,15 @@ def check_page(html, ck, text, layers):
     return data
 
 
-@pytest.mark.parametrize("cell, layers, multiplicative",
-                         [("rnn", 1, False), ("rnn", 2, True), ("lstm", 2, False), ("lstm", 1, True),
-                          ("gru", 2, True), ("gru", 1, False)])
+@pytest.mark.parametrize("cell, layers, multiplicative, residual",
+                         [("rnn", 1, False, False), ("rnn", 2, True, False), ("lstm", 2, False, False),
+                          ("lstm", 1, True, False), ("gru", 2, True, False), ("gru", 1, False, False),
+                          ("mingru", 1, False, False), ("minlstm", 2, False, False), ("mingru", 2, False, True),
+                          ("gru", 2, False, True)])
 def test_page_holds_text_activations_and_predictions_for_every_cell(tmp_path, write_config, hostile_corpus, cell,
-                                                                    layers, multiplicative):
-    path = train(tmp_path, write_config, hostile_corpus, cell, layers, multiplicative)
+                                                                    layers, multiplicative, residual):
+    path = train(tmp_path, write_config, hostile_corpus, cell, layers, multiplicative, residual=residual)
+    assert ckpt_io.load(str(path)).spec.residual == residual
     text = corpus_text()[5000:5300]  # more than one 256-character chunk
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
     r = run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--out", tmp_path / "p.html")
@@ -497,8 +502,8 @@ def test_the_weights_go_into_the_page_as_float32_up_to_the_limit():
     n = viz.weights.weight_bytes(spec)
     assert n == 4 * sum(a.size for a in params.values())
     live = viz.weights.pack(params, spec, limit=n)
-    assert {k: live[k] for k in ("cell", "layers", "H", "V", "multiplicative", "bytes")} == \
-        {"cell": "lstm", "layers": 2, "H": 3, "V": len(vocab), "multiplicative": True, "bytes": n}
+    assert {k: live[k] for k in ("cell", "layers", "H", "V", "multiplicative", "residual", "bytes")} == \
+        {"cell": "lstm", "layers": 2, "H": 3, "V": len(vocab), "multiplicative": True, "residual": False, "bytes": n}
     assert list(live["params"]) == list(M.param_shapes(spec))  # every parameter, in model order
     for name, a in params.items():
         got = np.frombuffer(base64.b64decode(live["params"][name]["f32"]), dtype="<f4")

@@ -41,6 +41,7 @@ from charrnn.device import Array, array_module
 GATES = 2
 STATE = ("h",)
 RECURRENT = False  # no Whh: the gates read the input only
+BOUNDED_H = False  # h > 0 but not ≤ 1 (g(a) = a + 0.5 above 0): the page scales it per unit, as c
 
 
 class Cache(NamedTuple):
