@@ -315,9 +315,12 @@ def test_min_cells_match_torch_autograd_of_the_papers_equations(torch, cell, lay
 def test_min_cells_g_is_the_papers():
     """g(a) = a + 0.5 for a ≥ 0, σ(a) below: continuous at 0, positive everywhere."""
     a = np.array([-10.0, -2.0, -1e-9, 0.0, 1e-9, 3.0])
-    val, pos = mingru.g(a)
+    val, _, pos = mingru.g(a)
     np.testing.assert_allclose(val, np.where(a >= 0, a + 0.5, 1 / (1 + np.exp(-a))), rtol=1e-10)
     assert (val > 0).all() and abs(val[2] - val[3]) < 1e-9 and pos.tolist() == [False] * 3 + [True] * 3
+    assert val[3] == 0.5 and val[5] == 3.5  # exactly a + 0.5 above 0
+    np.testing.assert_allclose(mingru.log_sigmoid(np.array([-800.0, -3.0, 0.0, 3.0, 800.0])),
+                               [-800.0, -np.log1p(np.exp(3.0)), -np.log(2), -np.log1p(np.exp(-3.0)), 0.0], rtol=1e-14)
 
 
 def test_lstm_init_bias_is_torch_forget_block(torch):

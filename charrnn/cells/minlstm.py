@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from charrnn.cells import mingru
-from charrnn.cells.mingru import g, g_prime, scan, scan_backward, sigmoid
+from charrnn.cells.mingru import g, g_prime, log_sigmoid, scan, scan_backward, sigmoid
 from charrnn.device import Array, array_module
 
 GATES = 3
@@ -50,7 +50,8 @@ class Cache(NamedTuple):
     i: Array  # (T, B, H) input gate σ(U_i x_t + b_i)
     fn: Array  # (T, B, H) normalized forget gate f' = f / (f + i)
     hc: Array  # (T, B, H) candidate h̃
-    pos: Array  # (T, B, H) bool: the candidate's pre-activation ≥ 0 (g's branch)
+    sg: Array  # (T, B, H) σ(min(a, 0)) of the candidate's pre-activation a (g's sigmoid part)
+    pos: Array  # (T, B, H) bool: a ≥ 0 (g's branch)
 
 
 def forward(xa: Array, state0: tuple[Array, ...], Whh: None = None, prepared: None = None,
@@ -72,17 +73,15 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: None = None, prepared: No
     if Whh is not None or xm is not None:
         raise ValueError("minlstm has no recurrent weights and no multiplicative integration: pass Whh=None, xm=None")
     H = xa.shape[2] // GATES
-    xp = array_module(xa)
     (h0,) = state0
     af, ai = xa[:, :, :H], xa[:, :, H : 2 * H]
     f, i = sigmoid(af), sigmoid(ai)
-    # d = log f - log i = softplus(-ai) - softplus(-af);  f' = σ(d)
-    d = xp.logaddexp(0, -ai)
-    d -= xp.logaddexp(0, -af)
+    d = log_sigmoid(af)  # d = log f - log i;  f' = σ(d)
+    d -= log_sigmoid(ai)
     fn = sigmoid(d)
-    hc, pos = g(xa[:, :, 2 * H :])
+    hc, sg, pos = g(xa[:, :, 2 * H :])
     hs = scan(fn, (1 - fn) * hc, h0)  # h_t = f' ⊙ h_{t-1} + i' ⊙ h̃
-    return hs[1:], (hs[-1],), Cache(hs, f, i, fn, hc, pos)
+    return hs[1:], (hs[-1],), Cache(hs, f, i, fn, hc, sg, pos)
 
 
 def backward(dhs: Array, dstate: tuple[Array, ...],
@@ -103,7 +102,7 @@ def backward(dhs: Array, dstate: tuple[Array, ...],
     dstate0 : ``(dh_{-1},)`` gradient with respect to the carried-in state.
     dxm : None.
     """
-    hs, f, i, fn, hc, pos = cache
+    hs, f, i, fn, hc, sg, pos = cache
     T, B, H = dhs.shape
     xp = array_module(dhs)
     (dh_last,) = dstate
@@ -117,5 +116,5 @@ def backward(dhs: Array, dstate: tuple[Array, ...],
     xp.multiply(dd, i - 1, out=dxa[:, :, H : 2 * H])  # -dd ⊙ (1 - i)
     dah = dxa[:, :, 2 * H :]
     xp.multiply(dH, inn, out=dah)
-    dah *= g_prime(hc, pos)  # dH ⊙ i' ⊙ g'
+    dah *= g_prime(sg, pos)  # dH ⊙ i' ⊙ g'
     return dxa, None, (dh0,), None

@@ -50,8 +50,8 @@
   const sigmoid = (a) => 0.5 * (1 + Math.tanh(0.5 * a));
   // The paper's g of minGRU and minLSTM (cells/mingru.py): a + 0.5 for a ≥ 0, σ(a) below.
   const g = (a) => (a >= 0 ? a + 0.5 : sigmoid(a));
-  // log(1 + e^a) without overflow (NumPy's logaddexp(0, a)).
-  const softplus = (a) => Math.max(a, 0) + Math.log1p(Math.exp(-Math.abs(a)));
+  // log σ(a) = min(a, 0) - log(1 + e^{-|a|}), without overflow (cells/mingru.py's log_sigmoid).
+  const logSigmoid = (a) => Math.min(a, 0) - Math.log1p(Math.exp(-Math.abs(a)));
 
   // One step of each cell (charrnn/cells/*.py's forward loop body, B = 1). xa = Wxh x_t + bh,
   // xm = Wmx x_t + bm or null; s = the layer's state, [h] or [h, c]; returns the new state.
@@ -106,8 +106,8 @@
       const [hprev] = s;
       const h = new Float64Array(H);
       for (let k = 0; k < H; k++) {
-        // f' = f / (f + i) = σ(d), d = softplus(-a_i) - softplus(-a_f), as the cell computes it
-        const fn = sigmoid(softplus(-xa[H + k]) - softplus(-xa[k])), hc = g(xa[2 * H + k]);
+        // f' = f / (f + i) = σ(d), d = log σ(a_f) - log σ(a_i), as the cell computes it
+        const fn = sigmoid(logSigmoid(xa[k]) - logSigmoid(xa[H + k])), hc = g(xa[2 * H + k]);
         h[k] = fn * hprev[k] + (1 - fn) * hc;
       }
       return [h];
