@@ -34,6 +34,8 @@ def test_model_spec_of_a_config_and_its_description():
     cfg = C.from_dict({"data": {"path": "c.txt"}, "model": {"cell": "minlstm", "layers": 2, "residual": True}}, "test")
     spec = M.ModelSpec.of(cfg.model, 30)
     assert spec.residual and spec.describe() == "minlstm, 2 layer(s) of 100, residual"
+    with pytest.raises(ValueError, match="mingru has no recurrent product"):
+        M.ModelSpec("mingru", 30, 12, multiplicative=True)
 
 
 # ---------------------------------------------------------------- param_shapes, init_params

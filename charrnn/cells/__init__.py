@@ -7,6 +7,10 @@ Every cell module exposes the same contract, so ``model.py`` can stack any of th
 - ``RECURRENT`` (optional, True when absent): False for a cell whose gates read only the
   input (minGRU, minLSTM): it has no ``Whh``, takes ``Whh=None`` and returns ``dWhh = None``,
   and has no ``prepare``.
+- ``BOUNDED_H`` (optional, True when absent): False where h is not kept in [-1, 1] (the page
+  scales such an h per unit); ``kink_distance(cache)`` (optional): for a nonlinearity with a
+  kink, how close the chunk's pre-activations came to it (``charrnn.gradcheck`` keeps its
+  finite differences off it).
 - ``forward(xa, state0, Whh, prepared=None, xm=None) -> (hs, state, cache)``
 - ``backward(dhs, dstate, cache) -> (dxa, dWhh, dstate0, dxm)``
 
