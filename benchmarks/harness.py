@@ -141,12 +141,13 @@ class CharrnnTrainer:
 
 def trainer(data, V, cell, H, T, B, *, dtype="float32", lr=0.05, optimizer="adagrad", clip_value=5.0, clip_norm=None,
             init_std=0.01, multiplicative=False, device_name="cpu", seed=0, comm=distributed.SINGLE,
-            layer_norm=False) -> CharrnnTrainer:
-    """A ``CharrnnTrainer`` of one layer of H ``cell`` units at these settings (a constant
-    learning rate; defaults: the CPU benchmarks' Adagrad at 0.05, clipping at ±5, min-char-rnn's
-    initial weights)."""
+            layer_norm=False, layers=1, residual=False) -> CharrnnTrainer:
+    """A ``CharrnnTrainer`` of ``layers`` layers (default one) of H ``cell`` units at these settings
+    (a constant learning rate; defaults: the CPU benchmarks' Adagrad at 0.05, clipping at ±5,
+    min-char-rnn's initial weights)."""
     cfg = config({"cell": cell, "hidden_size": H, "dtype": np.dtype(dtype).name, "multiplicative": multiplicative,
-                  "init_std": init_std, "device": device_name, "layer_norm": layer_norm},
+                  "init_std": init_std, "device": device_name, "layer_norm": layer_norm, "layers": layers,
+                  "residual": residual},
                  {"name": optimizer, "lr": lr, "clip_value": clip_value, "clip_norm": clip_norm},
                  {"seq_length": T, "batch_size": B, "seed": seed})
     return CharrnnTrainer(cfg, data, V, comm)
