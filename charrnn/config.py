@@ -559,7 +559,8 @@ def from_dict(data: Any, source: str, base_dir: str | None = None, origins: dict
         given[sname] = values
     model = sections.get("model")
     if model is not None and model.layer_norm and not CELLS[model.cell].NORM:
-        key, cells = "model.layer_norm", " and ".join(c for c, m in CELLS.items() if m.NORM)
+        key, names = "model.layer_norm", [c for c, m in CELLS.items() if m.NORM]
+        cells = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)  # "rnn, lstm and gru"
         raise UsageError(f"{where(key)}: {key} applies to model.cell {cells} only, not {model.cell}")
     sections["optim"] = _resolve_optim(sections.get("optim", OptimConfig()), given.get("optim", {}), where)
     tc = sections.get("train", TrainConfig())

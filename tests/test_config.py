@@ -429,8 +429,8 @@ def test_layer_norm_is_refused_for_the_min_cells_in_one_line(write_config, cell)
     """The min cells declare ``NORM = {}`` (no recurrent part to normalize): the config and ModelSpec say so."""
     from charrnn import model as M
 
-    with pytest.raises(UsageError, match=rf"--set model.layer_norm=true: model.layer_norm applies to model.cell rnn "
-                                         rf"and lstm and gru only, not {cell}$") as e:
+    with pytest.raises(UsageError, match=rf"--set model.layer_norm=true: model.layer_norm applies to model.cell rnn, "
+                                         rf"lstm and gru only, not {cell}$") as e:
         C.load(write_config(GOOD), [f"model.cell={cell}", "model.layer_norm=true"])
     assert "\n" not in str(e.value)
     with pytest.raises(ValueError, match=f"not {cell}"):
