@@ -53,7 +53,7 @@ RUNS = {  # name: (config, steps, extra arguments)
 # Config keys added since the script's reference commit, at their defaults: a run that leaves
 # them as they are has the config it had then (a value set otherwise still changes the hash).
 ADDED_KEYS = {("train", "peer_timeout"): 600.0, ("train", "log_seconds"): 10.0, ("train", "variable_length"): False,
-              ("model", "layer_norm"): False}
+              ("model", "layer_norm"): False, ("model", "residual"): False}
 
 
 def digest_npz(path):

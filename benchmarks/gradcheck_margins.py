@@ -16,7 +16,7 @@ import argparse
 import itertools
 import time
 
-from charrnn.cells import CELLS
+from charrnn.cells import CELLS, recurrent
 from charrnn.gradcheck import DEFAULT_EPS, check_gradients
 from charrnn.model import ModelSpec
 
@@ -31,19 +31,23 @@ def main(argv=None):
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     overall, checks = 0.0, 0
-    print(f"{'cell':<5} {'depth':>5} {'checks':>6} {'largest error':>14} {'margin':>7}  where")
+    print(f"{'cell':<7} {'depth':>5} {'checks':>6} {'largest error':>14} {'margin':>7}  where")
     for cell, depth in itertools.product(args.cells, args.depths):
         worst, where, n = 0.0, "", 0
-        for mult, drop, seed in itertools.product((False, True), (0.0, 0.25), range(args.seeds)):
-            rows = check_gradients(ModelSpec(cell, 7, 5, depth, drop, mult), seed=seed, eps=args.eps)
+        # mingru and minlstm have no recurrent product (no mult), so residual (depth ≥ 2) instead
+        options = [(False, False), (True, False) if recurrent(CELLS[cell]) else (False, True)]
+        if depth == 1:
+            options = options[:1] + [o for o in options[1:] if o[0]]
+        for (mult, res), drop, seed in itertools.product(options, (0.0, 0.25), range(args.seeds)):
+            rows = check_gradients(ModelSpec(cell, 7, 5, depth, drop, mult, residual=res), seed=seed, eps=args.eps)
             top = max(rows, key=lambda r: r.max_rel_error)
             n += 1
             if top.max_rel_error > worst:
-                label = ("mult " if mult else "") + (f"dropout {drop:g} " if drop else "")
+                label = ("mult " if mult else "") + ("residual " if res else "") + (f"dropout {drop:g} " * bool(drop))
                 worst, where = top.max_rel_error, f"{label}seed {seed}, {top.name}"
         checks += n
         overall = max(overall, worst)
-        print(f"{cell:<5} {depth:>5} {n:>6} {worst:>14.2e} {args.tol / worst:>6.0f}x  {where}", flush=True)
+        print(f"{cell:<7} {depth:>5} {n:>6} {worst:>14.2e} {args.tol / worst:>6.0f}x  {where}", flush=True)
     verdict = "all pass" if overall <= args.tol else "SOME FAIL"
     print(f"{checks} checks at eps {args.eps:g}: largest error {overall:.2e}, {verdict} "
           f"(tolerance {args.tol:g}, margin {args.tol / overall:.1f}x); {time.perf_counter() - t0:.0f} s")

@@ -189,9 +189,8 @@ def trainer(data, V, cell, H, T, B, *, dtype="float32", lr=0.05, optimizer="adag
     initial weights). multiplicative, layer_norm, residual: the ``model.*`` keys of those names;
     optim_extra: more ``optim.*`` keys (e.g. ``{"beta2": 0.99}``)."""
     model = {"cell": cell, "hidden_size": H, "layers": layers, "dtype": np.dtype(dtype).name,
-             "multiplicative": multiplicative, "init_std": init_std, "device": device_name}
-    # Only when on: a checkout without these keys then still runs every other row.
-    model.update({k: True for k, on in (("layer_norm", layer_norm), ("residual", residual)) if on})
+             "multiplicative": multiplicative, "init_std": init_std, "device": device_name,
+             "layer_norm": layer_norm, "residual": residual}
     cfg = config(model,
                  {"name": optimizer, "lr": lr, "clip_value": clip_value, "clip_norm": clip_norm, **(optim_extra or {})},
                  {"seq_length": T, "batch_size": B, "seed": seed})

@@ -26,12 +26,13 @@ import harness as HN  # noqa: E402  (this folder: charrnn's step as users run it
 
 from charrnn import model as M  # noqa: E402
 from charrnn import optim, runstate, train  # noqa: E402
+from charrnn.cells import CELLS  # noqa: E402
 from charrnn.runtime import tune_allocator  # noqa: E402
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("cell", choices=("rnn", "lstm", "gru"))
+    ap.add_argument("cell", choices=list(CELLS))
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)

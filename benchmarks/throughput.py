@@ -76,8 +76,6 @@ import harness as HN  # noqa: E402  (this folder: charrnn's step as users run it
 
 from charrnn import model as M  # noqa: E402
 from charrnn import sampling  # noqa: E402
-from charrnn.cells import CELLS  # noqa: E402
-from charrnn.errors import UsageError  # noqa: E402
 from charrnn.runtime import tune_allocator  # noqa: E402
 
 ROOT, CORPUS = HN.ROOT, HN.CORPUS
@@ -139,14 +137,11 @@ def row_cell(args, data, V, row, name, cell, H, T, B, *, layers=1, multiplicativ
     timed. ``scans``: the minimal cells' recurrences to try on the torch side (a loop over T,
     Heinsen's log-space scan); the faster, by timing, is the one compared."""
     res = dict(row=row, name=name, reference="PyTorch ops, charrnn's cell", unit="chars/s", target=None,
-               flops_per_char=HN.train_flops_per_char(cell, H, V, layers, multiplicative) if cell in CELLS else None)
+               flops_per_char=HN.train_flops_per_char(cell, H, V, layers, multiplicative) )
     lr = args.lr if lr is None else lr
-    try:
-        cr = HN.trainer(data, V, cell, H, T, B, lr=lr, optimizer=optimizer, init_std=init_std, layers=layers,
-                        multiplicative=multiplicative, layer_norm=layer_norm, residual=residual,
-                        optim_extra={"beta2": betas[1]} if betas else None)
-    except UsageError as e:  # this checkout lacks the cell or the option
-        return dict(res, charrnn=None, ref=None, skipped=f"skipped: this checkout cannot build it ({e})")
+    cr = HN.trainer(data, V, cell, H, T, B, lr=lr, optimizer=optimizer, init_std=init_std, layers=layers,
+                    multiplicative=multiplicative, layer_norm=layer_norm, residual=residual,
+                    optim_extra={"beta2": betas[1]} if betas else None)
     sides = {"charrnn": lambda: cr.steps(args.steps)}
     if HN.torch_module() is not None:
         cands = {}
@@ -262,9 +257,6 @@ def render(header, rows, peak):
                          f"{'yes' if met else 'NO'} | — | — | — |")
             continue
         target = "—" if r["target"] is None else f"≥ {r['target']:g}×"
-        if r["charrnn"] is None:
-            lines.append(f"| {r['row']} | {r['name']} | {r['skipped']} | — | — | {target} | — | — | — | — |")
-            continue
         fpc = r["flops_per_char"]
         cr_cell = f"{fmt_rate(r['charrnn'])} chars/s"
         if r.get("ref") is None:

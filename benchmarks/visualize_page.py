@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from charrnn import model as M  # noqa: E402
 from charrnn import visualize as viz  # noqa: E402
+from charrnn.cells import CELLS  # noqa: E402
 from charrnn.data import build_vocab, read_text  # noqa: E402
 
 PROBE = """<script>
@@ -65,7 +66,7 @@ def browser_timings(page, chromium, runs=3):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--cell", choices=("rnn", "lstm", "gru"), default="gru")
+    ap.add_argument("--cell", choices=list(CELLS), default="gru")
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--chars", type=int, default=10_000)

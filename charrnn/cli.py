@@ -18,6 +18,7 @@ import click
 import numpy as np
 
 from charrnn import __version__
+from charrnn.cells import CELLS, recurrent
 from charrnn.distributed import ends_together, speaks
 from charrnn.errors import CharrnnError, Interrupted
 from charrnn.portable import STOP_SIGNALS
@@ -637,7 +638,7 @@ def plot(run_dir, out_path):
 
 
 @cli.command()
-@click.option("--cell", type=click.Choice(["rnn", "lstm", "gru"]), help="Check only this cell (default: every cell).")
+@click.option("--cell", type=click.Choice(list(CELLS)), help="Check only this cell (default: every cell).")
 @click.option("--layers", type=click.IntRange(min=1, max=4), help="Check only this depth (default: 1 and 2).")
 @click.option("--dropout", type=FiniteFloatRange(0, 1, max_open=True), default=0.25, show_default=True,
               help="Dropout probability of a second, fixed-mask check (0: skip it).")
@@ -647,8 +648,9 @@ def plot(run_dir, out_path):
               help="Seed of the random model and chunk.")
 @click.option("--verbose", "-v", is_flag=True, help="A row per parameter and initial state, not a line per model.")
 def gradcheck(cell, layers, dropout, tol, seed, verbose):
-    """Check analytic gradients against finite differences (float64)."""
-    from charrnn.cells import CELLS
+    """Check analytic gradients against finite differences (float64): every cell, plain, with
+    multiplicative integration (cells with a recurrent product), layer norm (cells with a NORM), both, and
+    residual (2 layers or more; with layer norm too)."""
     from charrnn.gradcheck import check_gradients
     from charrnn.model import ModelSpec
 
@@ -657,26 +659,30 @@ def gradcheck(cell, layers, dropout, tol, seed, verbose):
     drops = [0.0] + ([dropout] if dropout > 0 else [])
     worst = 0.0
     if verbose:
-        click.echo(f"{'model':<30} {'parameter':<14} {'shape':<10} {'max rel error':>14}")
+        click.echo(f"{'model':<32} {'parameter':<14} {'shape':<10} {'max rel error':>14}")
     else:
-        click.echo(f"{'model':<30} {'arrays':>6} {'max rel error':>14}  worst array")
+        click.echo(f"{'model':<32} {'arrays':>6} {'max rel error':>14}  worst array")
     for c in cells:
         for n in depths:
+            mults = (False, True) if recurrent(CELLS[c]) else (False,)  # where the cell has a recurrent product
             norms = (False, True) if CELLS[c].NORM else (False,)  # layer_norm where the cell has it
-            for d, mult, ln in itertools.product(drops, (False, True), norms):
+            variants = [(mult, ln, False) for mult in mults for ln in norms]
+            if n >= 2:  # residual needs a layer with an input of size H; with layer norm too where there is one
+                variants += [(False, ln, True) for ln in norms]
+            for d, (mult, ln, res) in itertools.product(drops, variants):
                 label = (f"{c} x{n}" + (" mult" if mult else "") + (" ln" if ln else "")
-                         + (f" dropout {d:g}" if d else ""))
-                rows = check_gradients(ModelSpec(c, 7, 5, n, d, mult, ln), seed=seed)
+                         + (" residual" if res else "") + (f" dropout {d:g}" if d else ""))
+                rows = check_gradients(ModelSpec(c, 7, 5, n, d, mult, ln, res), seed=seed)
                 worst = max([worst] + [row.max_rel_error for row in rows])
                 if verbose:
                     for row in rows:
                         flag = "" if row.max_rel_error <= tol else "  FAIL"
                         shape = "x".join(map(str, row.shape))
-                        click.echo(f"{label:<30} {row.name:<14} {shape:<10} {row.max_rel_error:>14.2e}{flag}")
+                        click.echo(f"{label:<32} {row.name:<14} {shape:<10} {row.max_rel_error:>14.2e}{flag}")
                 else:
                     top = max(rows, key=lambda row: row.max_rel_error)
                     flag = "" if top.max_rel_error <= tol else "  FAIL"
-                    click.echo(f"{label:<30} {len(rows):>6} {top.max_rel_error:>14.2e}  {top.name}{flag}")
+                    click.echo(f"{label:<32} {len(rows):>6} {top.max_rel_error:>14.2e}  {top.name}{flag}")
     verdict = "passed" if worst <= tol else "FAILED"
     click.echo(f"gradcheck {verdict}: largest relative error {worst:.2e} (tolerance {tol:g})")
     if worst > tol:

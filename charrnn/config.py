@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from charrnn.cells import CELLS
+from charrnn.cells import CELLS, recurrent
 from charrnn.errors import UsageError
 from charrnn.optim import DECAYING
 
@@ -57,7 +57,11 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    cell: str = opt("rnn", str, "recurrent cell", choices=("rnn", "lstm", "gru"))
+    cell: str = opt(
+        "rnn", str,
+        "recurrent cell; mingru and minlstm (Feng et al. 2024) have gates that read only the input, no recurrent "
+        "weights",
+        choices=tuple(CELLS))
     hidden_size: int = opt(100, int, "hidden units per layer (H)", lo=1)
     layers: int = opt(1, int, "stacked recurrent layers", lo=1, hi=16)
     dropout: float = opt(
@@ -74,6 +78,11 @@ class ModelConfig:
         False, bool,
         "layer normalization (Ba et al. 2016): the input and the recurrent part of each gate normalized separately "
         "over its H units, times gains gx, gh (and the LSTM's cell, gc, bc)")
+    # Feng et al. 2024 stack their minGRU and minLSTM layers this way; it works for any cell.
+    residual: bool = opt(
+        False, bool,
+        "residual connections: layer l ≥ 1 outputs its h plus its input, before that layer's dropout (needs "
+        "model.layers ≥ 2)")
     init_std: float = opt(
         0.01, float,
         "weights start as N(0, 1) · init_std (min-char-rnn: 0.01); biases start at 0",
@@ -550,7 +559,8 @@ def from_dict(data: Any, source: str, base_dir: str | None = None, origins: dict
         given[sname] = values
     model = sections.get("model")
     if model is not None and model.layer_norm and not CELLS[model.cell].NORM:
-        key, cells = "model.layer_norm", " and ".join(c for c, m in CELLS.items() if m.NORM)
+        key, names = "model.layer_norm", [c for c, m in CELLS.items() if m.NORM]
+        cells = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)  # "rnn, lstm and gru"
         raise UsageError(f"{where(key)}: {key} applies to model.cell {cells} only, not {model.cell}")
     sections["optim"] = _resolve_optim(sections.get("optim", OptimConfig()), given.get("optim", {}), where)
     tc = sections.get("train", TrainConfig())
@@ -560,7 +570,27 @@ def from_dict(data: Any, source: str, base_dir: str | None = None, origins: dict
         raise UsageError(f"{where('train.variable_length')}: train.variable_length needs train.seq_length ≥ "
                          f"{MIN_VARIABLE_T} (its half-length draws are around T/2, floored at 5), got {tc.seq_length}"
                          + (f" (from {where('train.seq_length')})" if named else ""))
+    _check_model(sections.get("model", ModelConfig()), given.get("model", {}), where)
     return Config(**sections)
+
+
+def _check_model(m, given, where):
+    """Refuse model settings that do not go together: multiplicative integration of a cell with
+    no recurrent product, residual connections of a single layer. The message names the source
+    of the first key, and of the second where that differs (a ``--set`` over a file)."""
+
+    def also(key, other):
+        named = other.partition(".")[2] in given and where(other) != where(key)
+        return f" ({other} from {where(other)})" if named else ""
+
+    if m.multiplicative and not recurrent(CELLS[m.cell]):
+        key = "model.multiplicative"
+        raise UsageError(f"{where(key)}: model.multiplicative: true has no recurrent product to scale in model.cell "
+                         f"{m.cell}; use rnn, lstm or gru, or multiplicative: false{also(key, 'model.cell')}")
+    if m.residual and m.layers < 2:
+        key = "model.residual"
+        raise UsageError(f"{where(key)}: model.residual: true needs model.layers ≥ 2 (layer 0 has no input of size H "
+                         f"to add), got {m.layers}{also(key, 'model.layers')}")
 
 
 def _resolve_optim(o, given, where):

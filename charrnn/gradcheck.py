@@ -21,6 +21,15 @@ DEFAULT_EPS = 1e-3  # the finite-difference step (see numerical_gradient)
 # error) grow by powers of 1/σ: at ε = 1e-3 single elements of Wxh reached 5e-4, at 1e-4 all
 # stay under 1e-7 (rounding, ~1e-16 · |loss| / ε, is still far below the floor).
 LAYER_NORM_EPS = 1e-4
+# A cell with a kink (``kink_distance``: minGRU's and minLSTM's g) is checked with a step ε
+# that keeps KINK_MARGIN·ε·X below the distance of the nearest pre-activation to the kink, X the
+# largest input of any layer (at least 1, layer 0's one-hot): the stencil moves a parameter by
+# 3ε, a pre-activation by 3ε times an input, and more through the layers below, so 10ε·X keeps
+# every difference on one side. The step shrinks at most MAX_SHRINK-fold (1e-4: rounding,
+# 1e-16·|loss|/ε, still two orders below the tolerance); a problem that needs more is drawn again.
+KINK_MARGIN = 10
+MAX_SHRINK = 10
+MAX_DRAWS = 1000
 
 
 class Row(NamedTuple):
@@ -119,7 +128,10 @@ def check_gradients(
     Parameters
     ----------
     spec : ModelSpec (small: e.g. V=7, H=5). ``spec.dropout > 0`` draws one fixed set of
-        masks, used for every evaluation, so the check is exact with dropout too.
+        masks, used for every evaluation, so the check is exact with dropout too. For a cell
+        with a ``kink_distance`` (minGRU, minLSTM) ``eps`` shrinks to keep the differences on
+        one side of the kink, and the problem is drawn again (from the same generator) where
+        that would take it below ``eps / MAX_SHRINK`` (see ``KINK_MARGIN``).
     T, B : chunk length and number of streams (both > 1 to exercise the recurrence).
     std : scale of the random weights (large enough for non-trivial gradients).
     eps : the finite-difference step; None: ``DEFAULT_EPS``, or ``LAYER_NORM_EPS`` for a
@@ -133,12 +145,28 @@ def check_gradients(
     if eps is None:
         eps = LAYER_NORM_EPS if spec.layer_norm else DEFAULT_EPS
     rng = np.random.default_rng(seed)
-    params, X, Y, state0 = random_problem(spec, T, B, rng, std)
-    masks = (
-        M.dropout_masks(spec, (T, B, spec.hidden_size), rng, np.float64)
-        if spec.dropout > 0
-        else None
-    )
+    kink_distance = getattr(spec.module, "kink_distance", None)
+    for _ in range(MAX_DRAWS):
+        params, X, Y, state0 = random_problem(spec, T, B, rng, std)
+        masks = (
+            M.dropout_masks(spec, (T, B, spec.hidden_size), rng, np.float64)
+            if spec.dropout > 0
+            else None
+        )
+        if kink_distance is None:
+            break
+        # A cell whose nonlinearity has a kink (minGRU's and minLSTM's g, at 0) is smooth only
+        # away from it: the step shrinks to keep the stencil's reach on one side of the nearest
+        # kink, down to eps / MAX_SHRINK; closer than that, the problem is drawn again.
+        cache = M.forward(params, spec, X, state0, masks)[2]
+        reach = KINK_MARGIN * max([1.0] + [float(np.abs(x).max()) for x in cache.layer_inputs])
+        step = min(kink_distance(c) for c in cache.cell_caches) / reach
+        if step >= eps / MAX_SHRINK:
+            eps = min(eps, step)
+            break
+    else:
+        raise ValueError(f"no random problem for {spec.describe()} kept its pre-activations away from a kink "
+                         f"in {MAX_DRAWS} draws")
     result = loss_and_grads(params, spec, X, Y, state0, masks)
 
     def f():

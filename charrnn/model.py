@@ -6,12 +6,22 @@
     loss = -Σ_t log p_t[y_t], averaged over the B streams
 
 Letters used in every docstring: T time steps in a chunk, B streams (batch), V vocabulary
-size, H hidden units, G gate blocks of the cell (1 rnn, 4 lstm, 3 gru), L layers.
+size, H hidden units, G gate blocks of the cell (1 rnn, 4 lstm, 3 gru, 2 mingru, 3 minlstm), L layers.
 
 Parameters are a dict of arrays keyed by name. Layer 0 uses min-char-rnn's names
 ``Wxh`` (G·H, V), ``Whh`` (G·H, H), ``bh`` (G·H,); layer l ≥ 1 adds ``_l``: ``Wxh_1`` (G·H, H),
 ``Whh_1``, ``bh_1``. The output layer is ``Why`` (V, H), ``by`` (V,). A one-layer vanilla
 model therefore has exactly min-char-rnn's five arrays, and its weights carry over.
+A cell without recurrent weights (``RECURRENT = False``: minGRU, minLSTM) has no ``Whh``.
+
+**Residual connections** (``residual``, layers ≥ 2; as the stacked models of Feng et al.
+2024, "Were RNNs All We Needed?"): layer l ≥ 1 outputs its cell's h plus its own input,
+
+    y_l = h_l + x_l        (x_l = the layer's input: layer l-1's output after its dropout mask)
+    x_{l+1} = y_l ⊙ mask_l (dropout applies to the sum, as to a plain layer's h)
+
+and the gradient reaching y_l flows into both, so dx_l = Wxh_lᵀ dxa_l + dy_l. Layer 0 (input
+of size V) has none. The carried state is the cell's h, not y.
 
 **Multiplicative integration** (``multiplicative``; Wu et al. 2016, "On Multiplicative
 Integration with Recurrent Neural Networks"): every recurrent product is scaled, unit by unit,
@@ -57,7 +67,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from charrnn import layernorm
-from charrnn.cells import CELLS
+from charrnn.cells import CELLS, recurrent
 from charrnn.device import Array, Arrays, CounterRNG, array_module, lazy_float
 
 if TYPE_CHECKING:
@@ -71,30 +81,36 @@ State = list[tuple[Array, ...]]
 class ModelSpec:
     """The architecture: everything needed to build, check or run a set of parameters."""
 
-    cell: str  # "rnn" | "lstm" | "gru"
+    cell: str  # a name in charrnn.cells.CELLS: "rnn" | "lstm" | "gru" | "mingru" | "minlstm"
     vocab_size: int  # V
     hidden_size: int  # H
     layers: int = 1  # L
     dropout: float = 0.0  # on non-recurrent connections only (between layers, before output)
     multiplicative: bool = False  # multiplicative integration (see the module docstring)
     layer_norm: bool = False  # layer normalization (see the module docstring), for a cell with NORM
+    residual: bool = False  # layer l ≥ 1 outputs h_l + its input (see the module docstring)
 
     def __post_init__(self) -> None:
         cell = CELLS.get(self.cell)
         if self.layer_norm and cell is not None and not cell.NORM:
             raise ValueError(f"model.layer_norm needs a cell with layer normalization (a NORM), not {self.cell}")
+        if self.multiplicative and cell is not None and not recurrent(cell):
+            raise ValueError(f"{self.cell} has no recurrent product for multiplicative integration to scale")
 
     @classmethod
     def of(cls, model_config: ModelConfig, vocab_size: int) -> ModelSpec:
         """The spec of a config's ``model`` section, for a vocabulary of ``vocab_size``."""
         mc = model_config
-        return cls(mc.cell, vocab_size, mc.hidden_size, mc.layers, mc.dropout, mc.multiplicative, mc.layer_norm)
+        return cls(mc.cell, vocab_size, mc.hidden_size, mc.layers, mc.dropout, mc.multiplicative, mc.layer_norm,
+                   mc.residual)
 
     def describe(self) -> str:
-        """``gru, 1 layer(s) of 384`` (``, multiplicative``, ``, layer norm`` when it is): for messages."""
+        """``gru, 1 layer(s) of 384`` (``, multiplicative``, ``, layer norm``, ``, residual`` when it is): for
+        messages."""
         return (f"{self.cell}, {self.layers} layer(s) of {self.hidden_size}"
                 + (", multiplicative" if self.multiplicative else "")
-                + (", layer norm" if self.layer_norm else ""))
+                + (", layer norm" if self.layer_norm else "")
+                + (", residual" if self.residual else ""))
 
     @property
     def module(self) -> ModuleType:
@@ -110,11 +126,13 @@ def pname(base: str, layer: int) -> str:
 def param_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every parameter of ``spec``, in a fixed order."""
     G, H, V = spec.module.GATES, spec.hidden_size, spec.vocab_size
+    rec = recurrent(spec.module)
     shapes = {}
     for layer in range(spec.layers):
         D = V if layer == 0 else H
         shapes[pname("Wxh", layer)] = (G * H, D)
-        shapes[pname("Whh", layer)] = (G * H, H)
+        if rec:
+            shapes[pname("Whh", layer)] = (G * H, H)
         shapes[pname("bh", layer)] = (G * H,)
         if spec.multiplicative:
             shapes[pname("Wmx", layer)] = (G * H, D)
@@ -191,7 +209,8 @@ def prepare(params: Arrays, spec: ModelSpec, batch_size: int) -> dict[str, Any]:
 
     Layer 0's input table ``Wxhᵀ + bh`` (V, G·H), whose rows the inputs gather (the same
     sums as adding bh after the gather, one pass fewer), ``Wmxᵀ + bm`` likewise for a
-    multiplicative model, and each cell's ``prepare(Whh, batch_size)``. With layer_norm the
+    multiplicative model, and each cell's ``prepare(Whh, batch_size)`` (None for a cell
+    without recurrent weights). With layer_norm the
     table is ``gx ⊙ N(Wxhᵀ) + bh`` (each of the V rows normalized blockwise), and
     ``xa_norm`` holds the normalization's cache for ``backward``. ``forward``
     computes it for every chunk (the
@@ -209,7 +228,8 @@ def prepare(params: Arrays, spec: ModelSpec, batch_size: int) -> dict[str, Any]:
         "xa_table": xa_table,
         "xa_norm": xa_norm,
         "xm_table": params["Wmx"].T + params["bm"] if spec.multiplicative else None,  # Wmx x + bm
-        "cells": [cell.prepare(params[pname("Whh", layer)], batch_size) for layer in range(spec.layers)],
+        "cells": [cell.prepare(params[pname("Whh", layer)], batch_size) if recurrent(cell) else None
+                  for layer in range(spec.layers)],
     }
 
 
@@ -240,8 +260,10 @@ def forward(params: Arrays, spec: ModelSpec, X: Array, state0: State, masks: lis
     state, layer_inputs, cell_caches = [], [], []
     norms = [prepared["xa_norm"]] if spec.layer_norm else None
     x = None
+    rec = recurrent(cell)
     for layer in range(spec.layers):
-        Wxh, Whh, bh = (params[pname(n, layer)] for n in ("Wxh", "Whh", "bh"))
+        Wxh, bh = params[pname("Wxh", layer)], params[pname("bh", layer)]
+        Whh = params[pname("Whh", layer)] if rec else None
         if layer == 0:
             # Wxh x_t for a one-hot x_t is column x_t of Wxh: gather rows of Wxhᵀ + bh
             # (a contiguous table), for all T·B positions at once.
@@ -265,6 +287,8 @@ def forward(params: Arrays, spec: ModelSpec, X: Array, state0: State, masks: lis
         hs, s, c = cell.forward(xa, state0[layer], Whh, prepared["cells"][layer], xm=xm, norm=norm)
         state.append(s)
         cell_caches.append(c)
+        if spec.residual and layer > 0:
+            hs = hs + x  # y_l = h_l + x_l, before the mask (a new array: the cell's cache holds h)
         x = hs if masks is None or masks[layer] is None else hs * masks[layer]
     top = x.reshape(T * B, -1)
     logits = top @ params["Why"].T
@@ -332,7 +356,8 @@ def backward(params: Arrays, spec: ModelSpec, Y: Array, cache: Cache, probs: Arr
         )
         dxa, dWhh, dstate0[layer], dxm, dnorm = cell.backward(dx, ds, cache.cell_caches[layer])
         dxa2 = dxa.reshape(N, -1)  # (T·B, G·H)
-        grads[pname("Whh", layer)] = dWhh
+        if dWhh is not None:  # None: a cell without recurrent weights
+            grads[pname("Whh", layer)] = dWhh
         grads[pname("bh", layer)] = dxa2.sum(axis=0)
         if spec.layer_norm:
             for n, d in zip(cell.NORM, dnorm, strict=True):
@@ -358,7 +383,10 @@ def backward(params: Arrays, spec: ModelSpec, Y: Array, cache: Cache, probs: Arr
             if spec.layer_norm:  # the gradient at Wxh x_t, before its normalization
                 dxa2, grads[pname("gx", layer)] = layernorm.backward(dxa2, cache.norms[layer])
             grads[pname("Wxh", layer)] = dxa2.T @ x2
+            dout = dx  # (T, B, H) the gradient at the layer's output y_l (before its mask)
             dx = dxa2 @ Wxh
+            if spec.residual:  # y_l = h_l + x_l: x_l gets dy_l as well
+                dx += dout.reshape(N, -1)
             if spec.multiplicative:
                 Wmx = params[pname("Wmx", layer)]
                 grads[pname("Wmx", layer)] = dxm2.T @ x2

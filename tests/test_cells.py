@@ -1,11 +1,14 @@
-"""Tests of the recurrent cells (rnn, lstm, gru) through the model that stacks them.
+"""Tests of the recurrent cells (rnn, lstm, gru, mingru, minlstm) through the model that stacks them.
 
 - numeric gradient checks (float64) for 1 and 2 layers, with and without dropout, plain
-  and with multiplicative integration, and with layer normalization;
+  and with multiplicative integration (not for mingru and minlstm: no recurrent product),
+  with layer normalization (rnn, lstm, gru), and with residual connections at 2 layers (with
+  and without layer normalization);
 - cross-checks against PyTorch autograd: ``nn.RNN`` and ``nn.LSTM`` with our weights
   copied in, and our GRU (reset gate before the product, as *循环神经网络* writes it) written
   by hand with torch operations; the layer-normalized cells written with torch operations
-  and ``torch.nn.functional.layer_norm`` per gate block.
+  and ``torch.nn.functional.layer_norm`` per gate block; and so minGRU and minLSTM (Feng et
+  al. 2024), in their sequential form, with and without residual connections.
 
 Sizes are small (V=7, H=5) so the whole file runs in a few seconds. The model's own
 behaviour (carried state, the loss's averaging, shapes, initialisation, dropout masks) is
@@ -17,14 +20,27 @@ import pytest
 
 from charrnn import gradcheck
 from charrnn import model as M
-from charrnn.cells import CELLS, lstm
+from charrnn.cells import CELLS, lstm, mingru, recurrent
 from charrnn.gradcheck import check_gradients
 
 V, H = 7, 5  # vocabulary, hidden units
-CELL_NAMES = ["rnn", "lstm", "gru"]
-# (cell, layer_norm)
-CELL_NORMS = [("rnn", False), ("rnn", True), ("lstm", False), ("lstm", True), ("gru", False), ("gru", True)]
+CELL_NAMES = ["rnn", "lstm", "gru", "mingru", "minlstm"]  # every cell: a test keeps it equal to CELLS
+MIN_CELLS = ["mingru", "minlstm"]  # no recurrent weights
+# (cell, layer_norm): every cell plain, and with layer normalization where it has a NORM
+CELL_NORMS = [(c, ln) for c in CELL_NAMES for ln in ((False, True) if CELLS[c].NORM else (False,))]
 CELL_NORM_IDS = [c + ("-ln" if ln else "") for c, ln in CELL_NORMS]
+NORM_CELLS = [c for c in CELL_NAMES if CELLS[c].NORM]  # the cells with layer normalization
+
+
+def skip_multiplicative(cell, multiplicative):
+    """The multiplicative rows skip the cells that have no recurrent product to scale."""
+    if multiplicative and not recurrent(CELLS[cell]):
+        pytest.skip(f"{cell} has no recurrent product: no multiplicative integration")
+
+
+def test_cell_names_are_every_cell():
+    assert CELL_NAMES == list(CELLS)
+    assert [c for c, ln in CELL_NORMS if ln] == ["rnn", "lstm", "gru"]  # the min cells have no NORM
 
 
 def random_problem(spec, T, B, seed=0, std=0.5):
@@ -52,10 +68,25 @@ def assert_close(ours, ref, what, rel=1e-6):
 @pytest.mark.parametrize("layers", [1, pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("cell, layer_norm", CELL_NORMS, ids=CELL_NORM_IDS)
 def test_gradients_match_finite_differences(cell, layer_norm, layers, dropout, multiplicative):
-    rows = check_gradients(M.ModelSpec(cell, V, H, layers, dropout, multiplicative, layer_norm))
+    skip_multiplicative(cell, multiplicative)
+    _check(M.ModelSpec(cell, V, H, layers, dropout, multiplicative, layer_norm))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("cell, layer_norm", CELL_NORMS, ids=CELL_NORM_IDS)
+def test_residual_gradients_match_finite_differences(cell, layer_norm, dropout):
+    """Residual connections for every cell, and together with layer normalization (rnn, lstm, gru)."""
+    _check(M.ModelSpec(cell, V, H, 2, dropout, layer_norm=layer_norm, residual=True))
+
+
+def _check(spec):
+    cell, layers, multiplicative, layer_norm = spec.cell, spec.layers, spec.multiplicative, spec.layer_norm
+    rows = check_gradients(spec)
     expected = {*M.param_shapes(M.ModelSpec(cell, V, H, layers, 0.0, multiplicative, layer_norm))}
     assert multiplicative == ("Wmx" in expected)
     assert layer_norm == ("gx" in expected) == ("gh" in expected)
+    assert recurrent(CELLS[cell]) == ("Whh" in expected)
     expected |= {f"state0.{layer}.{s}" for layer in range(layers) for s in CELLS[cell].STATE}
     assert {r.name for r in rows} == expected
     bad = [r for r in rows if not r.max_rel_error <= 1e-6]
@@ -73,6 +104,7 @@ def test_multiplicative_with_unit_multipliers_is_the_plain_cell(cell, layers):
     """With Wmx = 0 and bm = 1 every m_t is 1: the same loss, gradients and state as the
     plain model with the same other weights; and dbm is then Σ_t dxa ⊙ (W h_{t-1}),
     which is not zero, so the multipliers do learn."""
+    skip_multiplicative(cell, True)
     plain = M.ModelSpec(cell, V, H, layers)
     mult = M.ModelSpec(cell, V, H, layers, 0.0, True)
     params, X, Y, state0 = random_problem(plain, 5, 3, seed=6)
@@ -100,6 +132,7 @@ def test_multiplicative_with_unit_multipliers_is_the_plain_cell(cell, layers):
 @pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("cell", CELL_NAMES)
 def test_float32_stays_float32_and_saturation_raises_no_warning(cell, multiplicative):
+    skip_multiplicative(cell, multiplicative)
     spec = M.ModelSpec(cell, V, H, 2, 0.0, multiplicative)
     rng = np.random.default_rng(3)
     # std=50: pre-activations in the hundreds saturate every gate; the sigmoid must not
@@ -241,6 +274,64 @@ def test_gru_matches_torch_autograd_of_its_equations(torch, layers, multiplicati
     _compare(spec, ours, loss.item(), grads, dstate0)
 
 
+def _torch_g(torch, a):
+    """The paper's g: a + 0.5 for a ≥ 0, σ(a) below."""
+    return torch.where(a >= 0, a + 0.5, torch.sigmoid(a))
+
+
+@pytest.mark.parametrize(("layers", "residual", "dropout"), [(1, False, 0.0), (2, False, 0.0), (2, True, 0.0),
+                                                             (2, True, 0.3)])
+@pytest.mark.parametrize("cell", MIN_CELLS)
+def test_min_cells_match_torch_autograd_of_the_papers_equations(torch, cell, layers, residual, dropout):
+    """minGRU and minLSTM as Feng et al. 2024 write them, sequentially, with torch operations
+    (minLSTM's f / (f + i) directly, not our log-space form); residual: layer l ≥ 1 outputs
+    h + its input, then the dropout mask. Same loss and every gradient, by autograd."""
+    T, B = 6, 3
+    spec = M.ModelSpec(cell, V, H, layers, dropout, residual=residual)
+    params, X, Y, state0 = random_problem(spec, T, B, seed=7)
+    masks = M.dropout_masks(spec, (T, B, H), np.random.default_rng(8), np.float64) if dropout else None
+    ours = M.loss_and_grads(params, spec, X, Y, state0, masks)
+
+    P = {name: torch.from_numpy(p.copy()).requires_grad_() for name, p in params.items()}
+    h0 = [torch.from_numpy(s[0].copy()).requires_grad_() for s in state0]
+    inputs = torch.nn.functional.one_hot(torch.from_numpy(X), V).double()  # (T, B, V)
+    for layer in range(layers):
+        U, b = P[M.pname("Wxh", layer)], P[M.pname("bh", layer)]
+        h, hs = h0[layer], []
+        for t in range(T):
+            a = inputs[t] @ U.T + b
+            if cell == "mingru":
+                z, h_cand = torch.sigmoid(a[:, :H]), _torch_g(torch, a[:, H:])
+                h = (1 - z) * h + z * h_cand
+            else:
+                f, i = torch.sigmoid(a[:, :H]), torch.sigmoid(a[:, H : 2 * H])
+                h_cand = _torch_g(torch, a[:, 2 * H :])
+                h = f / (f + i) * h + i / (f + i) * h_cand
+            hs.append(h)
+        out = torch.stack(hs)
+        if residual and layer > 0:
+            out = out + inputs
+        inputs = out if masks is None else out * torch.from_numpy(masks[layer])
+    loss = _torch_loss(torch, inputs @ P["Why"].T + P["by"], Y)
+    loss.backward()
+
+    grads = {name: p.grad.numpy() for name, p in P.items()}
+    assert "Whh" not in grads
+    dstate0 = [(h.grad.numpy(),) for h in h0]
+    _compare(spec, ours, loss.item(), grads, dstate0)
+
+
+def test_min_cells_g_is_the_papers():
+    """g(a) = a + 0.5 for a ≥ 0, σ(a) below: continuous at 0, positive everywhere."""
+    a = np.array([-10.0, -2.0, -1e-9, 0.0, 1e-9, 3.0])
+    val, _, pos = mingru.g(a)
+    np.testing.assert_allclose(val, np.where(a >= 0, a + 0.5, 1 / (1 + np.exp(-a))), rtol=1e-10)
+    assert (val > 0).all() and abs(val[2] - val[3]) < 1e-9 and pos.tolist() == [False] * 3 + [True] * 3
+    assert val[3] == 0.5 and val[5] == 3.5  # exactly a + 0.5 above 0
+    np.testing.assert_allclose(mingru.log_sigmoid(np.array([-800.0, -3.0, 0.0, 3.0, 800.0])),
+                               [-800.0, -np.log1p(np.exp(3.0)), -np.log(2), -np.log1p(np.exp(-3.0)), 0.0], rtol=1e-14)
+
+
 def test_lstm_init_bias_is_torch_forget_block(torch):
     """The block init_bias sets is the one torch's nn.LSTM uses as its forget gate: with
     every weight zero, that block's bias at +30 and the others at -30, f ≈ 1 and i ≈ 0,
@@ -263,7 +354,7 @@ def test_lstm_init_bias_is_torch_forget_block(torch):
 
 @pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", NORM_CELLS)
 def test_layer_norm_cells_match_torch_autograd_of_their_equations(torch, cell, layers, multiplicative):
     """Ba, Kiros & Hinton's layer-normalized cells written with torch operations,
     ``torch.nn.functional.layer_norm`` on each gate block with weight = its gain (no bias),
@@ -326,7 +417,7 @@ def test_layer_norm_is_refused_for_a_cell_without_norm(monkeypatch):
         [("gx_1", (4 * H,)), ("gh_1", (4 * H,)), ("gc_1", (H,)), ("bc_1", (H,))]
 
 
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell", NORM_CELLS)
 def test_layer_norm_model_is_invariant_to_rescaling_the_weights(cell):
     """What the normalization is for: scaling Wxh and Whh of every layer by 7 changes no
     output (each pre-activation block is normalized), up to ε's share in the variance."""

@@ -321,10 +321,17 @@ def test_gradcheck_command_prints_a_line_per_model_and_fails_above_tolerance():
     r = run("gradcheck", "--cell", "rnn", "--layers", "2")
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    models = ["rnn x2", "rnn x2 ln", "rnn x2 mult", "rnn x2 mult ln", "rnn x2 dropout 0.25", "rnn x2 ln dropout 0.25",
-              "rnn x2 mult dropout 0.25", "rnn x2 mult ln dropout 0.25"]
-    assert [line[:30].rstrip() for line in lines[1:-1]] == models  # a header, a line per model, the verdict
+    models = ["rnn x2", "rnn x2 ln", "rnn x2 mult", "rnn x2 mult ln", "rnn x2 residual", "rnn x2 ln residual"]
+    models += [m + " dropout 0.25" for m in models]
+    assert [line[:32].rstrip() for line in lines[1:-1]] == models  # a header, a line per model, the verdict
     assert lines[-1].startswith("gradcheck passed")
+    for cell in ("mingru", "minlstm"):  # no recurrent product: no mult rows
+        r = run("gradcheck", "--cell", cell, "--dropout", "0")
+        assert r.exit_code == 0, r.output
+        rows = [line[:32].rstrip() for line in r.stdout.splitlines()[1:-1]]
+        assert rows == [f"{cell} x1", f"{cell} x2", f"{cell} x2 residual"]
+        arrays = [int(line[32:39]) for line in r.stdout.splitlines()[1:-1]]
+        assert arrays == [5, 8, 8]  # Wxh, bh (per layer), Why, by, state0 (per layer): no Whh
     r = run("gradcheck", "--cell", "rnn", "--layers", "1", "--tol", "1e-30")
     assert r.exit_code == 1 and "gradcheck FAILED" in r.stdout and r.stdout.count("  FAIL") == 8
 
@@ -334,14 +341,14 @@ def test_gradcheck_lists_the_layer_norm_models_of_the_gated_cells():
     r = run("gradcheck", "--cell", "gru", "--layers", "1", "--dropout", "0")
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
-    assert [line[:30].rstrip() for line in lines[1:-1]] == ["gru x1", "gru x1 ln", "gru x1 mult", "gru x1 mult ln"]
-    assert [int(line[30:37]) for line in lines[1:-1]] == [6, 8, 8, 10]  # + gx, gh with layer_norm
+    assert [line[:32].rstrip() for line in lines[1:-1]] == ["gru x1", "gru x1 ln", "gru x1 mult", "gru x1 mult ln"]
+    assert [int(line[32:39]) for line in lines[1:-1]] == [6, 8, 8, 10]  # + gx, gh with layer_norm
 
 
 def test_gradcheck_verbose_prints_a_row_per_array():
     r = run("gradcheck", "--cell", "rnn", "--layers", "1", "--dropout", "0", "--verbose")
     assert r.exit_code == 0, r.output
-    rows = [line[31:45].rstrip() for line in r.stdout.splitlines()[1:-1]]
+    rows = [line[33:47].rstrip() for line in r.stdout.splitlines()[1:-1]]
     assert rows == (["Wxh", "Whh", "bh", "Why", "by", "state0.0.h"] + ["Wxh", "Whh", "bh", "gx", "gh", "Why", "by",
                                                                        "state0.0.h"]
                     + ["Wxh", "Whh", "bh", "Wmx", "bm", "Why", "by", "state0.0.h"]

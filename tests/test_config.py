@@ -50,7 +50,13 @@ def test_minchar_config_is_min_char_rnn():
         ("model:\n  hidden_size: true\n", r"model.hidden_size must be an integer"),
         ("model:\n  hidden_size: 0\n", r"model.hidden_size must be an integer ≥ 1, got 0"),
         ("model:\n  dropout: 1.0\n", r"model.dropout must be a number ≥ 0.0 and < 1.0, got 1.0"),
-        ("model:\n  cell: transformer\n", r"model.cell must be one of rnn, lstm, gru, got 'transformer'"),
+        ("model:\n  cell: transformer\n",
+         r"model.cell must be one of rnn, lstm, gru, mingru, minlstm, got 'transformer'"),
+        ("model:\n  cell: mingru\n  multiplicative: true\n",
+         r"model.multiplicative: true has no recurrent product to scale in model.cell mingru; use rnn, lstm or gru"),
+        ("model:\n  cell: minlstm\n  multiplicative: true\n", r"in model.cell minlstm"),
+        ("model:\n  residual: true\n", r"model.residual: true needs model.layers ≥ 2 .*, got 1"),
+        ("model:\n  residual: 1\n", r"model.residual must be true or false, got 1"),
         ("model:\n  multiplicative: 1\n", r"model.multiplicative must be true or false, got 1"),
         ("model:\n  multiplicative: sometimes\n", r"model.multiplicative must be true or false, got 'sometimes'"),
         ("optim:\n  lr: -1\n", r"optim.lr must be a number > 0.0, or null, got -1"),
@@ -186,7 +192,8 @@ def test_deeply_nested_yaml_is_a_one_line_error(write_config):
         ("optim.lr=abc", "--set optim.lr=abc: optim.lr must be a number > 0.0, or null, got 'abc'"),
         ("optim.lr=1e999", "--set optim.lr=1e999: optim.lr must be a number > 0.0, or null, got '1e999'"),
         ("optim.lr=" + "9" * 400, "optim.lr must be a number > 0.0, or null, got 999999"),  # beyond float's range
-        ("model.cell=[1, 2", "--set model.cell=[1, 2: model.cell must be one of rnn, lstm, gru, got '[1, 2'"),
+        ("model.cell=[1, 2",
+         "--set model.cell=[1, 2: model.cell must be one of rnn, lstm, gru, mingru, minlstm, got '[1, 2'"),
         ("train.steps=0", "--set train.steps=0: train.steps must be an integer ≥ 1, got 0"),
         ("data.path=", "--set data.path=: data.path is required"),
         ("data.path=a\0b", "--set data.path=a\\x00b: data.path must be a path, and a path cannot hold a NUL character"),
@@ -194,16 +201,24 @@ def test_deeply_nested_yaml_is_a_one_line_error(write_config):
         ("optim.name=sgd", "cfg.yaml: optim.eps applies to adagrad and rmsprop and adam only, not to optim.name sgd "
                            "(from --set optim.name=sgd)"),
         ("model.hidden_size=" + "x" * 500, "got 'xxxxxxxxx"),
+        ("model.multiplicative=true", "--set model.multiplicative=true: model.multiplicative: true has no recurrent "
+                                      "product to scale in model.cell minlstm; use rnn, lstm or gru, or "
+                                      "multiplicative: false (model.cell from "),
+        ("model.layers=1", "cfg.yaml: model.residual: true needs model.layers ≥ 2 (layer 0 has no input of size H to "
+                           "add), got 1 (model.layers from --set model.layers=1)"),
     ],
 )
 def test_errors_in_set_values_name_the_set(write_config, override, message):
-    path = write_config(GOOD + "optim:\n  eps: 1.0e-6\n")
+    model = "  cell: minlstm\n  layers: 2\n  residual: true\n" if override.startswith("model.") else ""  # GOOD's model
+    path = write_config(GOOD + model + "optim:\n  eps: 1.0e-6\n")
     with pytest.raises(UsageError) as e:
         C.load(path, [override])
     assert message in str(e.value)
     assert "\n" not in str(e.value) and len(str(e.value)) < 300
-    if override.startswith("optim.name"):
+    if override.startswith(("optim.name", "model.layers")):
         assert str(e.value).startswith(path)
+    elif override.startswith("model.multiplicative"):  # the other key's source is named too
+        assert str(e.value).startswith("--set ") and str(e.value).endswith(f"(model.cell from {path})")
     else:
         assert str(e.value).startswith("--set ") and "cfg.yaml" not in str(e.value)
 
@@ -407,3 +422,16 @@ def test_layer_norm_is_refused_for_a_cell_without_it_in_one_line(write_config, m
         C.load(write_config(GOOD), ["model.layer_norm=true"])
     assert "\n" not in str(e.value)
     assert C.load(write_config(GOOD), ["model.layer_norm=true", "model.cell=gru"]).model.layer_norm is True
+
+
+@pytest.mark.parametrize("cell", ["mingru", "minlstm"])
+def test_layer_norm_is_refused_for_the_min_cells_in_one_line(write_config, cell):
+    """The min cells declare ``NORM = {}`` (no recurrent part to normalize): the config and ModelSpec say so."""
+    from charrnn import model as M
+
+    with pytest.raises(UsageError, match=rf"--set model.layer_norm=true: model.layer_norm applies to model.cell rnn, "
+                                         rf"lstm and gru only, not {cell}$") as e:
+        C.load(write_config(GOOD), [f"model.cell={cell}", "model.layer_norm=true"])
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=f"not {cell}"):
+        M.ModelSpec(cell, 7, 5, layer_norm=True)

@@ -35,7 +35,7 @@ from conftest import ROOT
 from charrnn import checkpoint as ckpt_io
 from charrnn import device, gradcheck, kernels, optim, sampling
 from charrnn import model as M
-from charrnn.cells import CELLS
+from charrnn.cells import CELLS, recurrent
 from charrnn.errors import CharrnnError, UsageError
 from charrnn.evaluate import evaluate
 
@@ -274,15 +274,20 @@ def test_the_pretend_device_refuses_numpy(pretend_device):
 V, H, T, B = 7, 5, 6, 3
 
 
-@pytest.mark.parametrize("cell,layers,dropout,multiplicative,layer_norm",
-                         [(c, 1, 0.0, False, False) for c in sorted(CELLS)]
-                         + [(c, 2, 0.3, True, False) for c in sorted(CELLS)]
-                         + [(c, 2, 0.3, True, True) for c in sorted(CELLS)],
-                         ids=[f"{c}-{k}" for k in ("1-layer", "2-layers-dropout-mult", "2-layers-dropout-mult-ln")
-                              for c in sorted(CELLS)])
+# Every cell at 1 layer, at 2 with dropout and mult (the min cells, which have no recurrent product: residual
+# instead), with layer norm too (the cells with a NORM), and the GRU with layer norm and residual.
+DEVICE_MODELS = ([(c, 1, 0.0, False, False, False) for c in sorted(CELLS)]
+                 + [(c, 2, 0.3, recurrent(CELLS[c]), False, not recurrent(CELLS[c])) for c in sorted(CELLS)]
+                 + [(c, 2, 0.3, True, True, False) for c in sorted(CELLS) if CELLS[c].NORM]
+                 + [("gru", 2, 0.3, False, True, True)])
+
+
+@pytest.mark.parametrize("cell,layers,dropout,multiplicative,layer_norm,residual", DEVICE_MODELS,
+                         ids=[f"{c}-{n}-layers" + "-dropout" * bool(d) + "-mult" * mi + "-ln" * ln + "-residual" * r
+                              for c, n, d, mi, ln, r in DEVICE_MODELS])
 def test_forward_and_backward_run_on_the_device_module_alone(pretend_device, cell, layers, dropout, multiplicative,
-                                                             layer_norm):
-    spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative, layer_norm)
+                                                             layer_norm, residual):
+    spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative, layer_norm, residual)
     rng = np.random.default_rng(0)
     params, X, Y, state0 = gradcheck.random_problem(spec, T, B, rng, 0.5)
     dstate = [tuple(rng.standard_normal((B, H)) for _ in s) for s in state0]  # a carried gradient
@@ -358,7 +363,7 @@ def _constant(lr):
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_evaluate_runs_on_the_device_and_reads_back_once(pretend_device, cell):
-    spec = M.ModelSpec(cell, V, H, 2, multiplicative=True)
+    spec = M.ModelSpec(cell, V, H, 2, multiplicative=recurrent(CELLS[cell]))  # the min cells have no mult
     params = M.init_params(spec, np.random.default_rng(4), np.float64, std=0.5)
     data = np.random.default_rng(5).integers(0, V, size=203)  # 202 pairs: the last stream is short
     ref = evaluate(params, spec, data, batch_size=4, seq_length=16)

@@ -27,6 +27,7 @@ from conftest import ROOT, first_chars, run
 
 from charrnn import checkpoint as ckpt_io
 from charrnn import distributed
+from charrnn.cells import CELLS, recurrent
 
 try:
     import mpi4py  # noqa: F401
@@ -232,8 +233,8 @@ def test_evaluation_split_between_processes_adds_up_to_one_process():
             return x
 
     rng = np.random.default_rng(0)
-    for cell in ("rnn", "lstm", "gru"):
-        spec = M.ModelSpec(cell, 7, 5, 2, 0.0, True)
+    for cell in CELLS:
+        spec = M.ModelSpec(cell, 7, 5, 2, 0.0, recurrent(CELLS[cell]))
         params = M.init_params(spec, rng, np.float64, 0.3)
         for n_chars, N in [(300, 2), (300, 3), (3, 4), (2, 5)]:
             data = rng.integers(0, 7, n_chars).astype(np.uint8)

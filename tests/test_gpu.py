@@ -27,7 +27,7 @@ from conftest import CORPUS, run, small_config
 from charrnn import checkpoint as ckpt_io
 from charrnn import device, gradcheck, kernels, optim
 from charrnn import model as M
-from charrnn.cells import CELLS
+from charrnn.cells import CELLS, recurrent
 from charrnn.data import Streams, build_vocab, encode, read_text
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
@@ -85,7 +85,13 @@ def problem(spec, seed=0):
 @pytest.mark.parametrize("layers,dropout,multiplicative", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_float64_gradients_on_the_gpu_equal_the_cpus(cell, layers, dropout, multiplicative, layer_norm, fused):
-    spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative, layer_norm)
+    if multiplicative and not recurrent(CELLS[cell]):
+        pytest.skip(f"{cell} has no recurrent product: no multiplicative integration")
+    if layer_norm and not CELLS[cell].NORM:
+        pytest.skip(f"{cell} has no layer normalization (no NORM)")
+    # the min cells (no mult rows) take residual connections at 2 layers instead
+    spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative, layer_norm,
+                       layers > 1 and not recurrent(CELLS[cell]))
     params, X, Y, state0, dstate, masks = problem(spec)
     for ds in (None, dstate):
         ref = M.loss_and_grads(params, spec, X, Y, state0, masks, ds)
@@ -145,7 +151,7 @@ def test_evaluate_on_the_gpu_equals_the_cpu_in_float32(cell):
     text = read_text(CORPUS)[:20000]
     vocab = build_vocab(text)
     data = encode(text, vocab)
-    spec = M.ModelSpec(cell, len(vocab), 64, 2, multiplicative=cell == "gru")
+    spec = M.ModelSpec(cell, len(vocab), 64, 2, multiplicative=cell == "gru", residual=cell == "mingru")
     # Weights of a trainable size (recurrent gain below 1): with std 0.3 at H = 64 the
     # recurrence is chaotic, and one-ulp differences (another tanh) grow over the 1,250 steps.
     params = M.init_params(spec, np.random.default_rng(2), np.float32, std=0.08)
@@ -179,7 +185,7 @@ def test_fifty_float64_training_steps_on_the_gpu_match_the_cpu(cell):
     text = read_text(CORPUS)[:6000]
     vocab = build_vocab(text)
     data = encode(text, vocab)
-    spec = M.ModelSpec(cell, len(vocab), 32, 2, multiplicative=cell != "rnn")
+    spec = M.ModelSpec(cell, len(vocab), 32, 2, multiplicative=cell in ("lstm", "gru"), residual=cell == "minlstm")
     params = M.init_params(spec, np.random.default_rng(3), np.float64, std=0.1)
     ref = train_loop({k: v.copy() for k, v in params.items()}, spec, data, 50, np)
     ours = train_loop(on_gpu(params), spec, data, 50, cupy)

@@ -11,13 +11,13 @@ import math
 
 import numpy as np
 import pytest
-from test_cells import CELL_NAMES, H, V, assert_close, random_problem
+from test_cells import CELL_NAMES, H, V, assert_close, random_problem, skip_multiplicative
 
 from charrnn import config as C
 from charrnn import model as M
-from charrnn.cells import CELLS
+from charrnn.cells import CELLS, recurrent
 
-G = {"rnn": 1, "lstm": 4, "gru": 3}  # gate blocks
+G = {"rnn": 1, "lstm": 4, "gru": 3, "mingru": 2, "minlstm": 3}  # gate blocks
 
 
 # ---------------------------------------------------------------- ModelSpec
@@ -31,6 +31,16 @@ def test_model_spec_of_a_config_and_its_description():
     assert spec.module is CELLS["gru"]
     assert spec.describe() == "gru, 2 layer(s) of 12, multiplicative"
     assert M.ModelSpec("rnn", 5, 8).describe() == "rnn, 1 layer(s) of 8"
+    cfg = C.from_dict({"data": {"path": "c.txt"}, "model": {"cell": "minlstm", "layers": 2, "residual": True}}, "test")
+    spec = M.ModelSpec.of(cfg.model, 30)
+    assert spec.residual and spec.describe() == "minlstm, 2 layer(s) of 100, residual"
+    cfg = C.from_dict({"data": {"path": "c.txt"}, "model": {"cell": "lstm", "layers": 2, "layer_norm": True,
+                                                           "residual": True}}, "test")
+    spec = M.ModelSpec.of(cfg.model, 30)
+    assert spec == M.ModelSpec("lstm", 30, 100, 2, 0.0, False, True, True)  # layer_norm, then residual
+    assert spec.describe() == "lstm, 2 layer(s) of 100, layer norm, residual"
+    with pytest.raises(ValueError, match="mingru has no recurrent product"):
+        M.ModelSpec("mingru", 30, 12, multiplicative=True)
 
 
 # ---------------------------------------------------------------- param_shapes, init_params
@@ -39,10 +49,13 @@ def test_model_spec_of_a_config_and_its_description():
 @pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("cell", CELL_NAMES)
 def test_param_shapes_follow_the_module_docstring(cell, multiplicative):
+    skip_multiplicative(cell, multiplicative)
     g = G[cell] * H
     shapes = M.param_shapes(M.ModelSpec(cell, V, H, 2, 0.0, multiplicative))
     expected = {"Wxh": (g, V), "Whh": (g, H), "bh": (g,), "Wxh_1": (g, H), "Whh_1": (g, H), "bh_1": (g,),
                 "Why": (V, H), "by": (V,)}
+    if not recurrent(CELLS[cell]):  # minGRU, minLSTM: no recurrent weights
+        del expected["Whh"], expected["Whh_1"]
     if multiplicative:
         expected.update({"Wmx": (g, V), "bm": (g,), "Wmx_1": (g, H), "bm_1": (g,)})
     assert {k: tuple(v) for k, v in shapes.items()} == expected
@@ -159,12 +172,32 @@ def test_the_softmax_loss_neither_overflows_nor_underflows():
     assert math.isclose(loss, math.log(3), rel_tol=1e-12)  # -log 1 - log(1/3)
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("cell", ["gru", "mingru"])
+def test_a_residual_layer_outputs_its_h_plus_its_input_then_the_mask(cell, dropout):
+    """y_l = h_l + x_l for l ≥ 1, and dropout's mask applies to the sum; layer 0 has none."""
+    T, B = 5, 3
+    spec = M.ModelSpec(cell, V, H, 3, dropout, residual=True)
+    params, X, _, state0 = random_problem(spec, T, B, seed=4)
+    masks = M.dropout_masks(spec, (T, B, H), np.random.default_rng(5), np.float64) if dropout else [None] * 3
+    _, _, cache = M.forward(params, spec, X, state0, masks if dropout else None)
+    h = [c.hs[1:] for c in cache.cell_caches]
+    outputs = cache.layer_inputs + [cache.top.reshape(T, B, H)]
+    mask = [np.ones((T, B, H)) if m is None else m for m in masks]
+    np.testing.assert_array_equal(outputs[0], h[0] * mask[0])
+    for layer in (1, 2):
+        np.testing.assert_array_equal(outputs[layer], (h[layer] + outputs[layer - 1]) * mask[layer])
+    plain, _, _ = M.forward(params, M.ModelSpec(cell, V, H, 3, dropout), X, state0, masks if dropout else None)
+    assert not np.allclose(plain, M.forward(params, spec, X, state0, masks if dropout else None)[0])
+
+
 # ---------------------------------------------------------------- backward (loss_and_grads)
 
 
 @pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("cell", CELL_NAMES)
 def test_loss_and_grads_returns_a_gradient_of_each_parameters_shape_and_the_state(cell, multiplicative):
+    skip_multiplicative(cell, multiplicative)
     T, B = 4, 3
     spec = M.ModelSpec(cell, V, H, 2, 0.0, multiplicative)
     params, X, Y, state0 = random_problem(spec, T, B, seed=6)
@@ -186,13 +219,17 @@ def _hidden_states(cache, T, B):
     return [x for x in cache.layer_inputs] + [cache.top.reshape(T, B, -1)]
 
 
+@pytest.mark.parametrize("residual", [False, True], ids=["", "residual"])
 @pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", CELL_NAMES)
-def test_two_chunks_with_carried_state_equal_one_long_chunk(cell, layers, dropout, multiplicative):
+def test_two_chunks_with_carried_state_equal_one_long_chunk(cell, layers, dropout, multiplicative, residual):
+    skip_multiplicative(cell, multiplicative)
+    if residual and layers == 1:
+        pytest.skip("residual connections need 2 layers")
     T, B = 4, 3
-    spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative)
+    spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative, residual=residual)
     params, X, Y, state0 = random_problem(spec, 2 * T, B, seed=1)
     masks = (
         M.dropout_masks(spec, (2 * T, B, H), np.random.default_rng(2), np.float64)

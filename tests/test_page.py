@@ -282,12 +282,12 @@ def test_every_character_keeps_a_wcag_aa_contrast_with_its_colour(browser, tmp_p
 
 
 # The model live in the page (live.js): its forward pass against the Python model's, for every
-# cell, depth, multiplicative and layer-norm option, on real checkpoints written by `charrnn train`.
+# cell, depth, multiplicative, layer-norm and residual option, on real checkpoints written by `charrnn train`.
 
 LIVE_TEXT_AT = (400, 700)  # the characters of the corpus the live tests read (all in its vocabulary)
 
 
-def live_page(directory, cell, layers, multiplicative, layer_norm=False):
+def live_page(directory, cell, layers, multiplicative, layer_norm=False, residual=False):
     """A real run of 1 step (H = 8, large weights), its page (`charrnn visualize --text`) and
     `charrnn eval --json` of the same text file; returns what the tests compare."""
     from conftest import corpus_text, run
@@ -303,6 +303,7 @@ def live_page(directory, cell, layers, multiplicative, layer_norm=False):
             "--set", f"model.cell={cell}", "--set", f"model.layers={layers}",
             "--set", f"model.multiplicative={str(multiplicative).lower()}",
             "--set", f"model.layer_norm={str(layer_norm).lower()}",
+            "--set", f"model.residual={str(residual).lower()}",
             "--set", "model.init_std=1.0")  # large weights: a distribution far from uniform
     assert r.exit_code == 0, r.output
     ckpt = directory / "run" / "ckpt.npz"
@@ -326,23 +327,29 @@ def python_probabilities(ck, text, dtype=None):
     return probs[-1].astype(np.float64)
 
 
+# Every cell × 1 and 2 layers × multiplicative and layer norm (the cells with a recurrent product
+# and a NORM), residual connections at 2 layers, and residual with layer norm.
+LIVE_MODELS = [(c, n, mi, ln, False) for c in ("rnn", "lstm", "gru") for n in (1, 2) for mi in (False, True)
+               for ln in (False, True)] + \
+    [(c, n, False, False, False) for c in ("mingru", "minlstm") for n in (1, 2)] + \
+    [(c, 2, False, False, True) for c in ("lstm", "mingru", "minlstm")] + [("gru", 2, False, True, True)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mi"])
-@pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell, layer_norm", [("rnn", False), ("rnn", True), ("lstm", False), ("lstm", True),
-                                               ("gru", False), ("gru", True)],
-                         ids=["rnn", "rnn-ln", "lstm", "lstm-ln", "gru", "gru-ln"])
-def test_the_page_runs_the_model_as_python_does(browser, tmp_path, cell, layer_norm, layers, multiplicative):
+@pytest.mark.parametrize(("cell", "layers", "multiplicative", "layer_norm", "residual"), LIVE_MODELS,
+                         ids=[f"{c}-{n}" + "-mi" * mi + "-ln" * ln + "-residual" * r
+                              for c, n, mi, ln, r in LIVE_MODELS])
+def test_the_page_runs_the_model_as_python_does(browser, tmp_path, cell, layers, multiplicative, layer_norm, residual):
     from charrnn import checkpoint as ckpt_io
 
-    made = live_page(tmp_path, cell, layers, multiplicative, layer_norm)
+    made = live_page(tmp_path, cell, layers, multiplicative, layer_norm, residual)
     ck = ckpt_io.load(made.ckpt)
-    assert (ck.spec.cell, ck.spec.layers, ck.spec.multiplicative, ck.spec.layer_norm) == \
-        (cell, layers, multiplicative, layer_norm)
+    assert (ck.spec.cell, ck.spec.layers, ck.spec.multiplicative, ck.spec.layer_norm, ck.spec.residual) == \
+        (cell, layers, multiplicative, layer_norm, residual)
     load(browser, made.url)
-    js = browser.execute_script(
-        "const c = window.charrnn; return [c.vocab, c.cell, c.layers, c.multiplicative, c.layer_norm]")
-    assert js == [[chr(c) for c in ck.vocab], cell, layers, multiplicative, layer_norm]
+    js = browser.execute_script("const c = window.charrnn; return [c.vocab, c.cell, c.layers, c.multiplicative, "
+                                "c.layer_norm, c.residual]")
+    assert js == [[chr(c) for c in ck.vocab], cell, layers, multiplicative, layer_norm, residual]
     for n in (1, 7, 120, len(made.text)):
         p_js = np.array(browser.execute_script("return window.charrnn.probabilities(arguments[0])", made.text[:n]))
         p_py = python_probabilities(ck, made.text[:n])

@@ -10,6 +10,7 @@ from conftest import CONFIGS, ROOT, corpus_text, one_line_error, run
 
 from charrnn import model as M
 from charrnn import sampling
+from charrnn.cells import CELLS, recurrent
 from charrnn.cli import cli
 from charrnn.errors import CharrnnError
 
@@ -193,10 +194,10 @@ def _model(cell="lstm", layers=2, V=6, H=8, mult=True, seed=0):
     return spec, M.init_params(spec, np.random.default_rng(seed), np.float64, std=0.5)
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(CELLS))
 @pytest.mark.parametrize("layers", [1, 2])
 def test_priming_in_chunks_is_priming_character_by_character(cell, layers):
-    spec, params = _model(cell, layers)
+    spec, params = _model(cell, layers, mult=recurrent(CELLS[cell]))
     indices = np.random.default_rng(1).integers(0, 6, 1000)
     by_char = M.zero_state(spec, 1, np.float64)
     for i in indices[:-1]:
@@ -270,8 +271,8 @@ def test_sample_i_of_a_batch_is_sample_i_alone(loaded, n, kw):
 
 def test_a_batch_of_any_cell_is_its_samples_alone():
     vocab = np.array([ord(c) for c in "\n abcd"], dtype=np.int32)
-    for cell in ("rnn", "lstm", "gru"):
-        spec, params = _model(cell)
+    for cell in CELLS:
+        spec, params = _model(cell, mult=recurrent(CELLS[cell]))
         many = "".join(sampling.samples(params, spec, vocab, "chars", "ab", 200, None, 5, seed=9))
         one = ["".join(sampling.samples(params, spec, vocab, "chars", "ab", 200, None, 1, seed=9, first_index=i))
                for i in range(5)]

@@ -88,11 +88,20 @@ RESUME_CASES = [
      "optim.weight_decay=0.1"],
     ["model.cell=lstm", "model.layer_norm=true", "model.layers=2", "model.dropout=0.1", "optim.name=rmsprop"],
     ["train.variable_length=true", "train.seq_length=12", "model.dropout=0.1", "optim.name=adam"],
+    ["model.cell=mingru", "model.layers=2", "model.residual=true", "model.dropout=0.1", "optim.name=adam"],
+    ["model.cell=minlstm", "model.layers=2", "optim.name=rmsprop"],
 ]
 RESUME_IDS = ["adam-cosine", "rmsprop-step", "sgd-momentum-clipnorm", "adagrad-dropout", "lstm-2-layers",
               "gru-2-layers", "adam-ema", "adamw-linear", "gru-multiplicative", "gru-layer-norm-adamw",
-              "lstm-layer-norm", "variable-length"]
+              "lstm-layer-norm", "variable-length", "mingru-residual", "minlstm"]
 FAST_RESUME = ("adam-cosine", "gru-multiplicative")  # the fast loop's two; the others run with the slow tests
+
+
+def test_the_min_cells_refuse_multiplicative_in_one_line(tmp_path, write_config, corpus):
+    cfg = small_config(write_config, corpus, steps=2)
+    r = run("train", "--config", cfg, "-q", "--set", "model.cell=mingru", "--set", "model.multiplicative=true")
+    one_line_error(r, 2, "model.multiplicative: true has no recurrent product to scale in model.cell mingru")
+    assert "Traceback" not in r.output
 
 
 @pytest.mark.parametrize("sets", [pytest.param(c, id=i, marks=() if i in FAST_RESUME else pytest.mark.slow)
@@ -115,6 +124,7 @@ def test_exact_resume_for_every_optimizer_and_schedule(tmp_path, write_config, s
     assert ("Wmx_1" in a.run.params) == ("model.multiplicative=true" in sets)
     assert ("gh_1" in a.run.params) == any(k.endswith(".gh_1") for k in a.run.opt_state) \
         == ("model.layer_norm=true" in sets)
+    assert ("Whh" in a.run.params) == (not any(s.startswith("model.cell=min") for s in sets))
     for k in a.run.ema or {}:
         assert np.array_equal(a.run.ema[k], b.run.ema[k]), k
     assert timeless(tmp_path / "whole") == timeless(tmp_path / "half")
@@ -182,7 +192,8 @@ def test_eval_command(tmp_path, write_config, corpus):
     assert r.exit_code == 0 and "bits/char" in r.stdout and "perplexity" in r.stdout
 
 
-@pytest.mark.parametrize("cell", ["lstm", pytest.param("gru", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("cell", ["lstm", pytest.param("gru", marks=pytest.mark.slow),
+                                  pytest.param("minlstm", marks=pytest.mark.slow)])
 def test_two_layer_gated_models_learn_and_sample(tmp_path, write_config, corpus, cell):
     cfg = small_config(write_config, corpus, steps=150, eval_every=150, log_every=1)
     r = run("train", "--config", cfg, "-q", "--set", f"model.cell={cell}", "--set", "model.layers=2",
@@ -193,9 +204,13 @@ def test_two_layer_gated_models_learn_and_sample(tmp_path, write_config, corpus,
     late = float(np.mean(losses[-10:]))
     assert abs(losses[0] - start) < 0.05 and late < start - 0.8, (losses[0], late)
     ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
-    assert ck.spec.cell == cell and set(ck.run.params) >= {"Wxh", "Whh", "bh", "Wxh_1", "Whh_1", "bh_1", "Why", "by"}
-    G = {"lstm": 4, "gru": 3}[cell]
-    assert ck.run.params["Whh_1"].shape == (G * 32, 32)
+    if cell == "minlstm":  # no recurrent weights
+        assert ck.spec.cell == cell and set(ck.run.params) == {"Wxh", "bh", "Wxh_1", "bh_1", "Why", "by"}
+    else:
+        assert ck.spec.cell == cell and set(ck.run.params) >= {"Wxh", "Whh", "bh", "Wxh_1", "Whh_1", "bh_1", "Why",
+                                                              "by"}
+    G = {"lstm": 4, "gru": 3, "minlstm": 3}[cell]
+    assert ck.run.params["Wxh_1"].shape == (G * 32, 32)
     assert len(ck.run.state) == 2 and len(ck.run.state[0]) == (2 if cell == "lstm" else 1)
     s = run("sample", "--checkpoint", tmp_path / "run" / "ckpt.npz", "-n", 100, "--seed", 0, "--prime", "The ")
     assert s.exit_code == 0 and s.stdout.startswith("The ") and len(s.stdout) == 4 + 100 + 1
@@ -207,9 +222,10 @@ def test_two_layer_gated_models_learn_and_sample(tmp_path, write_config, corpus,
     one_line_error(r, 1, "does not match the config's (rnn, 1 layer(s) of 16)")
     r = run("train", "--config", cfg, "-q", "--out", tmp_path / "bad", "--init-from", tmp_path / "run" / "ckpt.npz",
             "--set", f"model.cell={cell}", "--set", "model.layers=2", "--set", "model.hidden_size=32",
-            "--set", "model.multiplicative=true")
+            "--set", "model.multiplicative=true" if cell != "minlstm" else "model.residual=true")
+    other = "multiplicative" if cell != "minlstm" else "residual"  # minlstm has no multiplicative integration
     one_line_error(r, 1, f"its model ({cell}, 2 layer(s) of 32) does not match the config's "
-                         f"({cell}, 2 layer(s) of 32, multiplicative)")
+                         f"({cell}, 2 layer(s) of 32, {other})")
 
 
 # --- Divergence ------------------------------------------------------------------------------

@@ -68,11 +68,12 @@ def hostile_corpus(tmp_path):
 
 
 def train(tmp_path, write_config, hostile_corpus, cell="rnn", layers=1, multiplicative=False, out="run",
-          layer_norm=False):
+          layer_norm=False, residual=False):
     cfg = small_config(write_config, hostile_corpus, steps=3)
     r = run("train", "--config", cfg, "-q", "--out", tmp_path / out, "--set", f"model.cell={cell}",
             "--set", f"model.layers={layers}", "--set", f"model.multiplicative={str(multiplicative).lower()}",
             "--set", f"model.layer_norm={str(layer_norm).lower()}",
+            "--set", f"model.residual={str(residual).lower()}",
             "--set", "model.init_std=0.3")  # large weights: activations spread over [-1, 1]
     assert r.exit_code == 0, r.output
     return tmp_path / out / "ckpt.npz"
@@ -127,14 +128,20 @@ def check_page(html, ck, text, layers):
     return data
 
 
-@pytest.mark.parametrize("cell, layers, multiplicative, layer_norm",
-                         [("rnn", 1, False, False), ("rnn", 2, True, False), ("lstm", 2, False, False),
-                          ("lstm", 1, True, False), ("gru", 2, True, False), ("gru", 1, False, False),
-                          ("lstm", 2, True, True), ("gru", 1, False, True)])
+@pytest.mark.parametrize("cell, layers, multiplicative, layer_norm, residual",
+                         [("rnn", 1, False, False, False), ("rnn", 2, True, False, False),
+                          ("lstm", 2, False, False, False), ("lstm", 1, True, False, False),
+                          ("gru", 2, True, False, False), ("gru", 1, False, False, False),
+                          ("lstm", 2, True, True, False), ("gru", 1, False, True, False),
+                          ("mingru", 1, False, False, False), ("minlstm", 2, False, False, False),
+                          ("mingru", 2, False, False, True), ("gru", 2, False, False, True),
+                          ("lstm", 2, False, True, True)])
 def test_page_holds_text_activations_and_predictions_for_every_cell(tmp_path, write_config, hostile_corpus, cell,
-                                                                    layers, multiplicative, layer_norm):
-    path = train(tmp_path, write_config, hostile_corpus, cell, layers, multiplicative, layer_norm=layer_norm)
-    assert ckpt_io.load(str(path)).spec.layer_norm == layer_norm
+                                                                    layers, multiplicative, layer_norm, residual):
+    path = train(tmp_path, write_config, hostile_corpus, cell, layers, multiplicative, layer_norm=layer_norm,
+                 residual=residual)
+    spec = ckpt_io.load(str(path)).spec
+    assert (spec.layer_norm, spec.residual) == (layer_norm, residual)
     text = corpus_text()[5000:5300]  # more than one 256-character chunk
     (tmp_path / "t.txt").write_text(text, encoding="utf-8")
     r = run("visualize", "--checkpoint", path, "--text", tmp_path / "t.txt", "--out", tmp_path / "p.html")
@@ -502,8 +509,9 @@ def test_the_weights_go_into_the_page_as_float32_up_to_the_limit():
     n = viz.weights.weight_bytes(spec)
     assert n == 4 * sum(a.size for a in params.values())
     live = viz.weights.pack(params, spec, limit=n)
-    assert {k: live[k] for k in ("cell", "layers", "H", "V", "multiplicative", "layer_norm", "bytes")} == \
-        {"cell": "lstm", "layers": 2, "H": 3, "V": len(vocab), "multiplicative": True, "layer_norm": False, "bytes": n}
+    assert {k: live[k] for k in ("cell", "layers", "H", "V", "multiplicative", "layer_norm", "residual", "bytes")} == \
+        {"cell": "lstm", "layers": 2, "H": 3, "V": len(vocab), "multiplicative": True, "layer_norm": False,
+         "residual": False, "bytes": n}
     assert list(live["params"]) == list(M.param_shapes(spec))  # every parameter, in model order
     for name, a in params.items():
         got = np.frombuffer(base64.b64decode(live["params"][name]["f32"]), dtype="<f4")

@@ -6,6 +6,13 @@ Every cell module exposes the same contract, so ``model.py`` can stack any of th
 - ``STATE``: the names of the arrays it carries from chunk to chunk (``("h",)`` or ``("h", "c")``).
 - ``NORM``: the names of its layer-norm parameters of the recurrent part, in ``norm``'s order,
   each with its size in units of H (``{"gh": 3}`` for the GRU); empty: no layer normalization.
+- ``RECURRENT`` (optional, True when absent): False for a cell whose gates read only the
+  input (minGRU, minLSTM): it has no ``Whh``, takes ``Whh=None`` and returns ``dWhh = None``,
+  and has no ``prepare``.
+- ``BOUNDED_H`` (optional, True when absent): False where h is not kept in [-1, 1] (the page
+  scales such an h per unit); ``kink_distance(cache)`` (optional): for a nonlinearity with a
+  kink, how close the chunk's pre-activations came to it (``charrnn.gradcheck`` keeps its
+  finite differences off it).
 - ``forward(xa, state0, Whh, prepared=None, xm=None, norm=None) -> (hs, state, cache)``
 - ``backward(dhs, dstate, cache) -> (dxa, dWhh, dstate0, dxm, dnorm)``
 
@@ -31,6 +38,13 @@ run each step's gate arithmetic as one fused kernel (``charrnn.kernels``); their
 step functions (``_forward_step`` and so on) are what those kernels are checked against.
 """
 
-from charrnn.cells import gru, lstm, rnn
+from types import ModuleType
 
-CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru}
+from charrnn.cells import gru, lstm, mingru, minlstm, rnn
+
+CELLS = {"rnn": rnn, "lstm": lstm, "gru": gru, "mingru": mingru, "minlstm": minlstm}
+
+
+def recurrent(cell: ModuleType) -> bool:
+    """Whether a cell module has recurrent weights (``RECURRENT``, True when absent)."""
+    return getattr(cell, "RECURRENT", True)

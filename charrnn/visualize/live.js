@@ -1,7 +1,8 @@
 // The model live in the page: charrnn/model.py's forward pass, one character at a time (B = 1),
 // over the float32 weights of the document's "live" entry (charrnn/visualize/weights.py).
 // The names and the order of operations are model.py's and charrnn/cells/*.py's; the equations
-// are docs/math.md's ("Forward", "LSTM", "GRU", "Multiplicative integration", "Layer normalization"). Numbers are
+// are docs/math.md's ("Forward", "LSTM", "GRU", "Multiplicative integration", "Layer normalization",
+// "minGRU and minLSTM", "Residual connections"). Numbers are
 // JavaScript's float64 over the float32 weights. Text the user types is only ever data here:
 // it is looked up in the vocabulary and shown through textContent, never as markup.
 "use strict";
@@ -23,8 +24,8 @@
   }
   const params = {};
   for (const name in W.params) params[name] = floats(W.params[name].f32);
-  const cell = W.cell, L = W.layers, H = W.H, V = W.V, MI = W.multiplicative, LN = !!W.layer_norm;
-  const G = { rnn: 1, lstm: 4, gru: 3 }[cell];  // the cell's GATES
+  const cell = W.cell, L = W.layers, H = W.H, V = W.V, MI = W.multiplicative, LN = !!W.layer_norm, RES = !!W.residual;
+  const G = { rnn: 1, lstm: 4, gru: 3, mingru: 2, minlstm: 3 }[cell];  // the cell's GATES
   const vocab = D.vocab.slice();
   const index = new Map(vocab.map((c, i) => [c, i]));
   const pname = (base, layer) => (layer === 0 ? base : base + "_" + layer);  // model.pname
@@ -61,6 +62,10 @@
   }
   // σ(a) as the cells compute it, 0.5 (1 + tanh(a/2)): never overflows.
   const sigmoid = (a) => 0.5 * (1 + Math.tanh(0.5 * a));
+  // The paper's g of minGRU and minLSTM (cells/mingru.py): a + 0.5 for a ≥ 0, σ(a) below.
+  const g = (a) => (a >= 0 ? a + 0.5 : sigmoid(a));
+  // log σ(a) = min(a, 0) - log(1 + e^{-|a|}), without overflow (cells/mingru.py's log_sigmoid).
+  const logSigmoid = (a) => Math.min(a, 0) - Math.log1p(Math.exp(-Math.abs(a)));
 
   // One step of each cell (charrnn/cells/*.py's forward loop body, B = 1). xa = Wxh x_t + bh
   // (gx ⊙ N(Wxh x_t) + bh with layer norm), xm = Wmx x_t + bm or null; s = the layer's state,
@@ -112,16 +117,37 @@
       }
       return [h];
     },
+    mingru(xa, xm, s) {  // docs/math.md, minGRU; blocks z, h̃; no recurrent weights
+      const [hprev] = s;
+      const h = new Float64Array(H);
+      for (let k = 0; k < H; k++) {
+        const z = sigmoid(xa[k]), hc = g(xa[H + k]);
+        h[k] = (1 - z) * hprev[k] + z * hc;  // as the scan: a ⊙ h_{t-1} + b
+      }
+      return [h];
+    },
+    minlstm(xa, xm, s) {  // docs/math.md, minLSTM; blocks f, i, h̃; no recurrent weights
+      const [hprev] = s;
+      const h = new Float64Array(H);
+      for (let k = 0; k < H; k++) {
+        // f' = f / (f + i) = σ(d), d = log σ(a_f) - log σ(a_i), as the cell computes it
+        const fn = sigmoid(logSigmoid(xa[k]) - logSigmoid(xa[H + k])), hc = g(xa[2 * H + k]);
+        h[k] = fn * hprev[k] + (1 - fn) * hc;
+      }
+      return [h];
+    },
   };
 
   function zeroState() {  // model.zero_state for one stream
     return Array.from({ length: L }, () => Array.from({ length: cell === "lstm" ? 2 : 1 }, () => new Float64Array(H)));
   }
-  // model.forward for one character index v: each layer reads the layer below's h_t; returns the new state.
+  // model.forward for one character index v: each layer reads the layer below's output; returns the
+  // new state, with the top layer's output as its .top.
   function step(state, v) {
     const next = [];
     let x = null;
     for (let layer = 0; layer < L; layer++) {
+      // Whh is undefined for mingru and minlstm (weights.pack writes what model.param_shapes lists)
       const Wxh = params[pname("Wxh", layer)], Whh = params[pname("Whh", layer)], bh = params[pname("bh", layer)];
       const D_ = layer === 0 ? V : H;
       let xa, xm = null;
@@ -145,12 +171,17 @@
         : null;
       const s = STEP[cell](xa, xm, state[layer], Whh, n);
       next.push(s);
-      x = s[0];  // no dropout at inference
+      if (RES && layer > 0) {  // y_l = h_l + x_l (model.py's residual connections); the state stays h_l
+        const y = new Float64Array(H);
+        for (let k = 0; k < H; k++) y[k] = s[0][k] + x[k];
+        x = y;
+      } else x = s[0];  // no dropout at inference
     }
+    next.top = x;  // the top layer's output, which the softmax reads
     return next;
   }
-  function logits(state) {  // Why h_t + by, of the top layer
-    const z = matvec(params.Why, H, 0, V, state[L - 1][0], new Float64Array(V));
+  function logits(state) {  // Why y + by, of the top layer's output (h_t, or h_t + x_t with residual)
+    const z = matvec(params.Why, H, 0, V, state.top, new Float64Array(V));
     for (let k = 0; k < V; k++) z[k] += params.by[k];
     return z;
   }
@@ -235,7 +266,7 @@
   function top(p, k) {  // the k likeliest indices, likeliest first
     return Array.from(p.keys()).sort((a, b) => p[b] - p[a] || a - b).slice(0, k);
   }
-  window.charrnn = { vocab, cell, layers: L, H, V, multiplicative: MI, layer_norm: LN, probabilities, loss, generate,
+  window.charrnn = { vocab, cell, layers: L, H, V, multiplicative: MI, layer_norm: LN, residual: RES, probabilities, loss, generate,
     top };
 
   // The box: generate, or choose each next character from the top five.
@@ -277,5 +308,5 @@
     showChoices();
   });
   note.textContent = "The model itself runs in this page (" + W.cell + ", " + L + " layer(s) of " + H +
-    (MI ? ", multiplicative" : "") + (LN ? ", layer norm" : "") + "; " + (W.bytes / 1e6).toFixed(2) + " MB of float32 weights).";
+    (MI ? ", multiplicative" : "") + (LN ? ", layer norm" : "") + (RES ? ", residual" : "") + "; " + (W.bytes / 1e6).toFixed(2) + " MB of float32 weights).";
 })();

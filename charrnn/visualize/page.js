@@ -243,7 +243,8 @@
   // Select, Match, Search (LSTMVis's Select and Match views, and a search): computed here, over
   // the 8-bit codes of the document (q = 128 + 127 · value / scale), the numbers Python stored.
   // A unit is "on" where its value ≥ t · its scale: on h (tanh's [-1, 1], scale 1) t itself; on
-  // c, t times that unit's largest |c| in this text. On codes: q ≥ 128 + 127 · t.
+  // c, and on the h of mingru and minlstm (unbounded), t times that unit's largest |value| in this
+  // text. On codes: q ≥ 128 + 127 · t.
   function onCode(t) { return 128 + 127 * t; }
   function value(a, u, q) { return (q - 128) / 127 * (D.arrays[a].scale ? D.arrays[a].scale[u] : 1); }
   function intIn(id, lo, hi, dflt) { const n = Math.floor(+$(id).value); return n >= lo && n <= hi ? n : dflt; }
@@ -391,7 +392,7 @@
   function unitName(a, u) { return "L" + D.arrays[a].layer + " " + D.arrays[a].state + " unit " + u; }
 
   $("selectdoc").textContent = "Drag over a stretch of the text (or type its first and last character, counted from 1 as the tooltip does). "
-    + "Units are listed that are on (value \u2265 threshold \u00d7 the unit's scale: on h, tanh's [\u22121, 1], the threshold itself; on c, times the unit's largest |c| here) "
+    + "Units are listed that are on (value \u2265 threshold \u00d7 the unit's scale: on h, tanh's [\u22121, 1], the threshold itself; on c, and on the unbounded h of mingru and minlstm, times the unit's largest |value| here) "
     + "over every character of the stretch and off on the characters just outside it (as many each side as \u201coutside\u201d says), "
     + "in the layer chosen above, best first by their mean value inside minus their mean on those outside characters. "
     + "Match finds the other stretches where at least k of them are on together; Search ranks every unit by its correlation (r) with \u201cinside an occurrence\u201d, as the features below.";

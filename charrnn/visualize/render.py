@@ -54,9 +54,11 @@ def quantize(a: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.clip(q, 1, 255).astype(np.uint8).T.copy()
 
 
-def state_scale(a: np.ndarray, name: str) -> np.ndarray:
-    """Per-unit scale (H,) for ``quantize`` of a (N, H): 1 for h (in [-1, 1] for every cell), else max |a|."""
-    if name == "h":
+def state_scale(a: np.ndarray, name: str, bounded_h: bool = True) -> np.ndarray:
+    """Per-unit scale (H,) for ``quantize`` of a (N, H): 1 for h where the cell keeps it in [-1, 1]
+    (rnn, lstm, gru: ``bounded_h``), else max |a| (c; the h of mingru and minlstm, which g leaves
+    unbounded above: ``BOUNDED_H = False`` in their modules)."""
+    if name == "h" and bounded_h:
         return np.ones(a.shape[1])
     m = np.abs(a).max(axis=0).astype(np.float64)
     return np.where(m > 0, m, 1.0)
@@ -107,12 +109,14 @@ def byte_name(b: int) -> str:
     return chr(b) if 0x20 <= b < 0x7F or b in (9, 10) else f"0x{b:02x}"
 
 
-def page_data(text: str | bytes, vocab: np.ndarray, tr: Trace, header: Mapping, per_feature: int = 3) -> dict:
+def page_data(text: str | bytes, vocab: np.ndarray, tr: Trace, header: Mapping, per_feature: int = 3,
+              bounded_h: bool = True) -> dict:
     """The JSON document the page reads: text, vocabulary, activations, predictions, ranking.
 
     text : the N characters ``tr`` was traced over (for a model of bytes: the N bytes, as
     bytes); vocab : (V,) code points (byte values); header : what the page's header shows
-    (checkpoint, model, step, val_loss, source), copied into the document.
+    (checkpoint, model, step, val_loss, source), copied into the document; bounded_h : whether
+    the cell keeps h in [-1, 1] (its module's ``BOUNDED_H``, True when absent; see ``state_scale``).
     """
     extra = {}
     if isinstance(text, bytes):  # a model of bytes: one cell per byte, the features of its character
@@ -131,12 +135,12 @@ def page_data(text: str | bytes, vocab: np.ndarray, tr: Trace, header: Mapping, 
     keys = list(tr.arrays)
     arrays = []
     for (layer, name), a in tr.arrays.items():
-        scale = state_scale(a, name)
+        scale = state_scale(a, name, bounded_h)
         arrays.append({
             "layer": layer + 1,
             "state": name,
             "H": int(a.shape[1]),
-            "scale": None if name == "h" else [float(s) for s in scale],
+            "scale": None if name == "h" and bounded_h else [float(s) for s in scale],
             "q": _b64(quantize(a, scale), np.uint8),
             # rounded to 0.01: shown, not computed with
             "corr": [[None if np.isnan(v) else round(float(v), 2) for v in row] for row in corrs[(layer, name)]],
@@ -242,7 +246,7 @@ def build(params: dict, spec: M.ModelSpec, vocab: np.ndarray, text: str | bytes,
     except CharrnnError as e:
         raise CharrnnError(f"{header.get('source', 'the text')}: {e}") from None
     tr = trace(params, spec, indices, layers, chunk, warmup=len(context))
-    data = page_data(text, vocab, tr, header)
+    data = page_data(text, vocab, tr, header, bounded_h=getattr(spec.module, "BOUNDED_H", True))
     data["live"] = {"omitted": BYTES_LIVE} if is_bytes else weights.pack(params, spec, weight_limit)
     return page(data), data
 

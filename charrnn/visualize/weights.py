@@ -2,7 +2,7 @@
 
 ``pack`` writes every parameter of ``model.param_shapes`` as float32, little-endian, base64,
 row-major in its NumPy shape, with the spec the script needs to run them (cell, layers, H, V,
-multiplicative). Dropout is not packed: it is off at inference, as in ``charrnn eval`` and
+multiplicative, residual). Dropout is not packed: it is off at inference, as in ``charrnn eval`` and
 ``charrnn sample``. The result goes into the page's JSON document (``render.build``), so the
 weights are data like the text: never script, never markup.
 
@@ -29,8 +29,8 @@ def weight_bytes(spec: M.ModelSpec) -> int:
 def pack(params: dict, spec: M.ModelSpec, limit: int = LIMIT) -> dict:
     """The ``live`` entry of the page's document: the spec and the weights, or why they are left out.
 
-    Returns ``{"cell", "layers", "H", "V", "multiplicative", "layer_norm", "bytes", "params": {name: {"shape",
-    "f32"}}}``
+    Returns ``{"cell", "layers", "H", "V", "multiplicative", "layer_norm", "residual", "bytes", "params": {name:
+    {"shape", "f32"}}}``
     or, when the float32 weights take more than ``limit`` bytes, ``{"omitted": reason, "bytes", "limit"}``.
     """
     n = weight_bytes(spec)
@@ -45,4 +45,5 @@ def pack(params: dict, spec: M.ModelSpec, limit: int = LIMIT) -> dict:
             raise ValueError(f"parameter {name} has shape {a.shape}, expected {shape}")
         packed[name] = {"shape": list(shape), "f32": base64.b64encode(a.tobytes()).decode("ascii")}
     return {"cell": spec.cell, "layers": spec.layers, "H": spec.hidden_size, "V": spec.vocab_size,
-            "multiplicative": spec.multiplicative, "layer_norm": spec.layer_norm, "bytes": n, "params": packed}
+            "multiplicative": spec.multiplicative, "layer_norm": spec.layer_norm, "residual": spec.residual,
+            "bytes": n, "params": packed}
