@@ -317,6 +317,7 @@ def test_files_are_written_with_the_mode_of_a_plainly_written_file(tmp_path, tra
         assert mode == (trained.parent / "metrics.jsonl").stat().st_mode & 0o777, name
 
 
+@pytest.mark.slow
 def test_gradcheck_command_prints_a_line_per_model_and_fails_above_tolerance():
     r = run("gradcheck", "--cell", "rnn", "--layers", "2")
     assert r.exit_code == 0, r.output

@@ -219,15 +219,15 @@ def _hidden_states(cache, T, B):
     return [x for x in cache.layer_inputs] + [cache.top.reshape(T, B, -1)]
 
 
-@pytest.mark.parametrize("residual", [False, True], ids=["", "residual"])
-@pytest.mark.parametrize("multiplicative", [False, True], ids=["plain", "mult"])
+# the combinations a model can have: residual needs 2 layers, multiplicative a recurrent product
+CARRIED = [pytest.param(c, L, m, r, id=f"{c}-{L}-{'mult' if m else 'plain'}{'-residual' if r else ''}")
+           for c in CELL_NAMES for L in (1, 2) for m in (False, True) for r in (False, True)
+           if (L == 2 or not r) and (not m or recurrent(CELLS[c]))]
+
+
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
-@pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", CELL_NAMES)
+@pytest.mark.parametrize("cell, layers, multiplicative, residual", CARRIED)
 def test_two_chunks_with_carried_state_equal_one_long_chunk(cell, layers, dropout, multiplicative, residual):
-    skip_multiplicative(cell, multiplicative)
-    if residual and layers == 1:
-        pytest.skip("residual connections need 2 layers")
     T, B = 4, 3
     spec = M.ModelSpec(cell, V, H, layers, dropout, multiplicative, residual=residual)
     params, X, Y, state0 = random_problem(spec, 2 * T, B, seed=1)
