@@ -11,13 +11,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import stat
-import tempfile
 from collections.abc import Callable
 from typing import IO, Any
 
 from charrnn import portable
 from charrnn.errors import CharrnnError
+
+# A new file of this process: never one that is there already, never through a link at its name.
+_TEMPORARY_FLAGS = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | portable.NOFOLLOW | getattr(os, "O_BINARY", 0)
+                    | getattr(os, "O_CLOEXEC", 0))
 
 
 def _new_file_mode() -> int:
@@ -33,19 +37,31 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any], hold: Callable[[]
     ``hold``: a context manager factory to call ``write`` inside (``signals.StopFlag.held``,
     so that a second Ctrl-C waits for the serialization and then discards the file).
 
-    mkstemp creates the temporary file readable by its owner only (0600); it gets the mode a
+    The temporary file is created readable by its owner only (0600); it gets the mode a
     plainly written file would have, so that a run's checkpoints, config and plots are as
     readable as its metrics.jsonl.
     """
     directory = os.path.dirname(os.path.abspath(path))
-    # mkstemp opens with O_CREAT | O_EXCL (and O_NOFOLLOW): the temporary is always a new file of
-    # this process, never one a link planted at its name points to; os.replace (rename) then
-    # replaces whatever is at ``path``, a symbolic link included, instead of writing through it.
+    # Opened with O_CREAT | O_EXCL (and O_NOFOLLOW): the temporary is always a new file of this
+    # process, never one a link planted at its name points to; os.replace (rename) then replaces
+    # whatever is at ``path``, a symbolic link included, instead of writing through it. The name
+    # is chosen before the file is made, inside the ``try``: a Ctrl-C that lands as the open
+    # returns (tempfile.mkstemp's window, where its caller never learns the name) still finds
+    # the file to remove.
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    except OSError as e:  # a missing or read-only folder: named as the file the caller asked for
-        raise _naming(e, path, None) from None
-    try:
+        for _ in range(100):
+            tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+            try:
+                fd = os.open(tmp, _TEMPORARY_FLAGS, 0o600)
+                break
+            except FileExistsError:  # that name is taken (another writer's, a planted file): not ours
+                tmp = None
+            except OSError as e:  # a missing or read-only folder: named as the file the caller asked for
+                tmp = None
+                raise _naming(e, path, None) from None
+        else:
+            raise CharrnnError(f"{path}: no free temporary name beside it")
         portable.set_mode(fd, tmp, _new_file_mode())  # the file opened, not whatever the name holds by now
         with os.fdopen(fd, "wb") as f:
             with hold() if hold is not None else contextlib.nullcontext():
@@ -55,7 +71,8 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], Any], hold: Callable[[]
         os.replace(tmp, path)
     except BaseException as e:
         try:
-            os.unlink(tmp)
+            if tmp is not None:
+                os.unlink(tmp)
         except OSError:
             pass
         if isinstance(e, OSError):
@@ -69,7 +86,7 @@ def _naming(e: OSError, path: str, tmp: str | None) -> OSError:
     """``e`` as an error about ``path`` when it is about the temporary file (or about no file: a
     write into it that failed, a full disk), so that a message built from ``e.filename`` names
     the file the user knows of, never the hidden ``.NAME.XXXXXXXX.tmp``; ``e`` itself otherwise.
-    ``tmp`` None: mkstemp failed, on a temporary name of its own."""
+    ``tmp`` None: the temporary file could not be made."""
     if e.errno is None or (tmp is not None and e.filename not in (None, tmp)):
         return e
     return OSError(e.errno, e.strerror, path)  # the subclass of the errno (FileNotFoundError, ...)
