@@ -301,7 +301,7 @@ def test_a_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, trained, 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 def test_files_are_written_with_the_mode_of_a_plainly_written_file(tmp_path, trained):
-    """mkstemp's temporary files are 0600; what replaces them gets 0666 less the umask, as
+    """atomic_write's temporary files are 0600; what replaces them gets 0666 less the umask, as
     metrics.jsonl (written with open()) does."""
     old = os.umask(0o022)
     try:
