@@ -438,3 +438,14 @@ def test_layer_norm_model_is_invariant_to_rescaling_the_weights(cell):
     c, _ = M.loss_only(pp, plain, X, Y, state0)
     d, _ = M.loss_only({n: p * 7 if n.startswith(("Wxh", "Whh")) else p for n, p in pp.items()}, plain, X, Y, state0)
     assert abs(c - d) > 1e-2 * abs(c), "the plain model should change: the test would not detect a no-op"
+
+
+@pytest.mark.parametrize("cell", [c for c in CELL_NAMES if not recurrent(CELLS[c])])
+@pytest.mark.parametrize("given", ["Whh", "xm", "norm"])
+def test_a_min_cell_refuses_the_recurrent_arguments_it_has_no_use_for(cell, given):
+    mod = CELLS[cell]
+    xa = np.zeros((2, 1, mod.GATES * 3))
+    extra = {"Whh": np.zeros((3, 3)), "xm": np.ones_like(xa), "norm": (np.ones(3),)}[given]
+    with pytest.raises(ValueError, match=f"{cell} has no recurrent weights"):
+        mod.forward(xa, (np.zeros((1, 3)),), **{given: extra})
+    mod.forward(xa, (np.zeros((1, 3)),))  # without them: runs

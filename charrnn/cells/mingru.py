@@ -111,6 +111,14 @@ def kink_distance(cache: NamedTuple) -> float:
     return float(xp.abs(xp.where(pos, hc - 0.5, below)).min())
 
 
+def no_recurrence(cell: str, Whh: Array | None, xm: Array | None, norm: tuple | None) -> None:
+    """The contract's recurrent arguments, which a min cell has no use for, must be None (the
+    model never passes them: a value here is a caller's mistake, not something to ignore)."""
+    if Whh is not None or xm is not None or norm is not None:
+        raise ValueError(f"{cell} has no recurrent weights, multiplicative integration or layer norm: "
+                         "pass Whh=None, xm=None, norm=None")
+
+
 def scan(a: Array, b: Array, h0: Array) -> Array:
     """hs (T+1, B, H) with hs[0] = h0 and hs[t+1] = a_t ⊙ hs[t] + b_t; a, b (T, B, H), h0 (B, H).
 
@@ -160,9 +168,7 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: None = None, prepared: No
     state : ``(h_{T-1},)``, to carry into the next chunk.
     cache : Cache for ``backward``.
     """
-    if Whh is not None or xm is not None or norm is not None:
-        raise ValueError("mingru has no recurrent weights, multiplicative integration or layer norm: "
-                         "pass Whh=None, xm=None, norm=None")
+    no_recurrence("mingru", Whh, xm, norm)
     H = xa.shape[2] // GATES
     (h0,) = state0
     z = sigmoid(xa[:, :, :H])  # (T, B, H), all steps at once

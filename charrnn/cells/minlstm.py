@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from charrnn.cells import mingru
-from charrnn.cells.mingru import g, g_prime, log_sigmoid, scan, scan_backward, sigmoid
+from charrnn.cells.mingru import g, g_prime, log_sigmoid, no_recurrence, scan, scan_backward, sigmoid
 from charrnn.device import Array, array_module
 
 GATES = 3
@@ -72,9 +72,7 @@ def forward(xa: Array, state0: tuple[Array, ...], Whh: None = None, prepared: No
     state : ``(h_{T-1},)``, to carry into the next chunk.
     cache : Cache for ``backward``.
     """
-    if Whh is not None or xm is not None or norm is not None:
-        raise ValueError("minlstm has no recurrent weights, multiplicative integration or layer norm: "
-                         "pass Whh=None, xm=None, norm=None")
+    no_recurrence("minlstm", Whh, xm, norm)
     H = xa.shape[2] // GATES
     (h0,) = state0
     af, ai = xa[:, :, :H], xa[:, :, H : 2 * H]
