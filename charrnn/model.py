@@ -36,7 +36,7 @@ paper's ``α ⊙ Wx ⊙ Uh + β₁ ⊙ Uh + β₂ ⊙ Wx + b`` with its two inpu
 cells apply m_t inside their time loop (``xm``); each layer adds ``Wmx`` (G·H, D) and
 ``bm`` (G·H,). With m_t = 1 it is the plain cell exactly.
 
-**Layer normalization** (``layer_norm``, every cell; Ba, Kiros & Hinton 2016, "Layer
+**Layer normalization** (``layer_norm``, for rnn, lstm and gru; Ba, Kiros & Hinton 2016, "Layer
 Normalization"): the input part and the recurrent part of each gate's pre-activation are
 normalized separately, each H-block over its H units (``charrnn.layernorm``), and scaled by
 gains; ``bh`` stays the one bias:
