@@ -194,8 +194,13 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
     locked = rundir.lock(files.path) if comm.rank == 0 else contextlib.nullcontext()
     with locked, runstatus.recorded(record), _told(files, record):  # status.json sees the message _told makes
         # The plan: the config (a resumed run's own), where to stop, where to write, on what device.
-        plan = make_plan(cfg, resume, init_from, steps, files, overwrite, device_name, quiet or comm.rank != 0, comm,
-                         data_path, stop_at, minutes)
+        try:
+            plan = make_plan(cfg, resume, init_from, steps, files, overwrite, device_name, quiet or comm.rank != 0,
+                             comm, data_path, stop_at, minutes)
+        except NothingToDo:  # a finished run: what a kill -9 in its last write left still goes
+            if comm.rank == 0:
+                files.remove_temporaries()
+            raise
         record.resume_command = plan.resume_command  # what a stopped call of this plan is continued with
         cfg, tc = plan.cfg, plan.cfg.train
         comm.heed(tc.peer_timeout)  # under MPI: how long a collective waits for a rank that does not answer

@@ -212,6 +212,22 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path, corpus):
 
 
 @pytest.mark.slow
+def test_a_finished_run_resumed_with_nothing_to_do_still_removes_what_a_kill_left(tmp_path, corpus):
+    """A kill -9 during a finished run's last write (its status.json, a checkpoint) leaves a
+    temporary; the resume that then has nothing to do must still remove it, as any resume does
+    (test_kill_9_at_random_moments_loses_nothing once found one left: a kill at the last step)."""
+    cfg = write_config(tmp_path / "cfg.yaml", corpus, steps=6, eval_every=0, log_every=1)
+    run_dir = tmp_path / "run"
+    assert train("--config", cfg, "--out", run_dir, "-q").returncode == 0
+    for name in (".status.json.897278d3.tmp", ".ckpt.npz.abcd1234.tmp"):
+        (run_dir / name).write_bytes(b"half written")
+    (run_dir / ".loss.png.abcd1234.tmp").write_text("a plot being written: not the run's to remove")
+    done = train("--resume", run_dir / "ckpt.npz", "-q")
+    assert done.returncode == 0 and "nothing to do" in done.stderr, done.stderr
+    assert temporaries(run_dir) == [".loss.png.abcd1234.tmp"]
+
+
+@pytest.mark.slow
 def test_kill_9_during_a_checkpoint_write_leaves_a_temporary_that_the_next_run_removes(tmp_path, corpus):
     # A model whose checkpoint (9 MB) takes a while to write, so the kill lands inside the write.
     cfg = write_config(tmp_path / "cfg.yaml", corpus, hidden_size=1024, steps=6, eval_every=0, log_every=1)
