@@ -121,8 +121,14 @@ def row_train(args, data, V, cell, row, target):
         cands.clear()
         res["reference"] += f" ({HN.torch_config(*best)})"
         sides["ref"] = lambda: tt.steps(args.steps)
+    return timed_row(res, sides, args, args.steps * T * B)
+
+
+def timed_row(res, sides, args, chars):
+    """``res`` with the medians of the sides' turns (``chars`` characters per turn), taken in
+    turns; the reference's rate None, and the row marked skipped, when there is no torch side."""
     times = HN.interleave(sides, args.repeats, args.warmup)
-    med = HN.median_rates(times, dict.fromkeys(sides, args.steps * T * B))
+    med = HN.median_rates(times, dict.fromkeys(sides, chars))
     res["charrnn"] = med["charrnn"]
     res["ref"] = med.get("ref")
     if "ref" not in sides:
@@ -137,7 +143,7 @@ def row_cell(args, data, V, row, name, cell, H, T, B, *, layers=1, multiplicativ
     timed. ``scans``: the minimal cells' recurrences to try on the torch side (a loop over T,
     Heinsen's log-space scan); the faster, by timing, is the one compared."""
     res = dict(row=row, name=name, reference="PyTorch ops, charrnn's cell", unit="chars/s", target=None,
-               flops_per_char=HN.train_flops_per_char(cell, H, V, layers, multiplicative) )
+               flops_per_char=HN.train_flops_per_char(cell, H, V, layers, multiplicative))
     lr = args.lr if lr is None else lr
     cr = HN.trainer(data, V, cell, H, T, B, lr=lr, optimizer=optimizer, init_std=init_std, layers=layers,
                     multiplicative=multiplicative, layer_norm=layer_norm, residual=residual,
@@ -159,13 +165,7 @@ def row_cell(args, data, V, row, name, cell, H, T, B, *, layers=1, multiplicativ
         tt = cands[best]
         cands.clear()
         sides["ref"] = lambda: tt.steps(args.steps)
-    times = HN.interleave(sides, args.repeats, args.warmup)
-    med = HN.median_rates(times, dict.fromkeys(sides, args.steps * T * B))
-    res["charrnn"] = med["charrnn"]
-    res["ref"] = med.get("ref")
-    if "ref" not in sides:
-        res["skipped"] = HN.TORCH_MISSING
-    return res
+    return timed_row(res, sides, args, args.steps * T * B)
 
 
 def row_sample(args, data, V):
