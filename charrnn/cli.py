@@ -177,8 +177,8 @@ class _ConfigOption(click.Option):
               help="Train at most this many more minutes (sets train.max_minutes to the run's training time so far "
                    "plus this); with --resume, continues a run that stopped on its time budget.")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed (overrides train.seed).")
-@click.option("--resume", type=click.Path(exists=True, dir_okay=False),
-              help="Continue the run saved in this checkpoint exactly.")
+@click.option("--resume", type=click.Path(exists=True),
+              help="Continue the run saved in this checkpoint exactly; a run directory: its ckpt.npz.")
 @click.option("--init-from", type=click.Path(exists=True, dir_okay=False),
               help="Start a new run from this checkpoint's weights (same vocabulary and model shape).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -202,7 +202,7 @@ def train(config_path, data_path, out_dir, steps, stop_at, minutes, seed, resume
     from charrnn import config as C
     from charrnn.errors import NothingToDo
     from charrnn.progress import summary_line
-    from charrnn.rundir import RunDir, run_name
+    from charrnn.rundir import RunDir, resumed_in, run_name
     from charrnn.train import train as run_training
 
     if resume and init_from:
@@ -214,6 +214,7 @@ def train(config_path, data_path, out_dir, steps, stop_at, minutes, seed, resume
                                    "and --seed do not apply (--steps N makes it N steps long, --minutes M gives it M "
                                    "more minutes; --data only says where its corpus is now; use --init-from to start "
                                    "a new run from its weights)")
+        resume = resumed_in(resume)
         cfg = None
     else:
         if not config_path and not data_path:

@@ -35,7 +35,7 @@ import numpy as np
 
 from charrnn import portable
 from charrnn.atomic import atomic_write, open_own
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, UsageError
 from charrnn.progress import damage_warning, read_log
 
 # The files of a run directory, by what they hold.
@@ -230,6 +230,18 @@ def checkpoint_in(path: str) -> str:
             return os.path.join(path, name)
     raise CharrnnError(f"{path}: a directory without {BEST} or {CKPT}; give a checkpoint file, or a run "
                        "directory that holds one")
+
+
+def resumed_in(path: str) -> str:
+    """The checkpoint ``train --resume PATH`` means: PATH itself, or in a run directory its
+    ckpt.npz (where the run last stood; its best.npz is an earlier step, and resuming from it
+    is a rewind that must be asked for by name); a directory without one is a UsageError."""
+    if not os.path.isdir(path):
+        return path
+    if os.path.isfile(os.path.join(path, CKPT)):
+        return os.path.join(path, CKPT)
+    raise UsageError(f"--resume {path}: a directory without {CKPT}; give a checkpoint file, or the directory of a "
+                     f"run that has saved one")
 
 
 def run_name(data_path: str, config_path: str | None = None) -> str:

@@ -100,6 +100,29 @@ def test_resume_drops_metrics_logged_after_the_checkpoint(tmp_path, write_config
     assert [m["step"] for m in read_metrics(out / "metrics.jsonl") if "loss" in m] == list(range(1, 13))
 
 
+def test_resume_of_a_run_directory_continues_its_ckpt_npz_not_its_best_npz(tmp_path, write_config):
+    """--resume RUN means RUN/ckpt.npz, where the run last stood: a run paused past its best
+    validation resumes from the pause (from best.npz it would be refused as a rewind), and
+    ends as the run resumed from the file by name does; a directory without ckpt.npz is a
+    usage error naming it."""
+    corpus = first_chars(tmp_path, 3000)
+    cfg = small_config(write_config, corpus, steps=24, eval_every=5)
+    by_dir, by_file = tmp_path / "dir", tmp_path / "file"
+    for out in (by_dir, by_file):
+        assert run("train", "--config", cfg, "-q", "--out", out, "--stop-at", 12).exit_code == 0
+    assert ckpt_io.load(str(by_dir / "best.npz")).run.step == 10  # the best is behind the pause
+    r = run("train", "--resume", by_dir)
+    assert r.exit_code == 0, r.output
+    assert f"resuming at step 12 from {by_dir / 'ckpt.npz'}" in r.stderr
+    assert run("train", "--resume", by_file / "ckpt.npz", "-q").exit_code == 0
+    a, b = ckpt_io.load(str(by_dir / "ckpt.npz")), ckpt_io.load(str(by_file / "ckpt.npz"))
+    assert a.run.step == b.run.step == 24
+    assert all(np.array_equal(a.run.params[k], b.run.params[k]) for k in a.run.params)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line_error(run("train", "--resume", empty), 2, f"--resume {empty}: a directory without ckpt.npz")
+
+
 def test_init_from_starts_a_new_run_from_the_weights(tmp_path, write_config):
     corpus = first_chars(tmp_path, 3000)
     cfg = small_config(write_config, corpus, steps=10)
