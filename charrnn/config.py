@@ -168,7 +168,7 @@ class TrainConfig:
         False, bool,
         "AWD-LSTM's variable truncated BPTT: each step's chunk length is drawn from (train.seed, step): around T "
         "(or T/2 on 5% of steps) with σ 5, at least 5, at most T + 20, and the step's learning rate is scaled by "
-        "length / T; needs seq_length ≥ 10")
+        "length / T (not sgd's: its gradient of the summed loss already is); needs seq_length ≥ 10")
     batch_size: int = opt(1, int, "parallel streams of the corpus (B)", lo=1)
     steps: int = opt(10000, int, "total optimizer steps of the run", lo=1)
     seed: int = opt(42, int, "seed for initialisation, dropout and preview samples", lo=0)
@@ -205,6 +205,11 @@ class TrainConfig:
         None, float,
         "stop (with a checkpoint and a final evaluation) after this much training time; null: no limit",
         lo=0.0, lo_open=True, nullable=True)
+    fit_to_budget: bool = opt(  # the rule: charrnn.train.fitted_length
+        False, bool,
+        "with max_minutes and a cosine or linear schedule: every 50 steps, project from the speed of the last 500 "
+        "where the budget will end, and make that the run's length (train.steps is then its upper bound), so that "
+        "the schedule decays to min_lr in time instead of being cut off on a slower machine; each change is logged")
     diverge_factor: float | None = opt(
         3.0, float,
         "stop as diverged when min-char-rnn's smoothed training loss per character exceeds this multiple of the larger"
@@ -570,8 +575,22 @@ def from_dict(data: Any, source: str, base_dir: str | None = None, origins: dict
         raise UsageError(f"{where('train.variable_length')}: train.variable_length needs train.seq_length ≥ "
                          f"{MIN_VARIABLE_T} (its half-length draws are around T/2, floored at 5), got {tc.seq_length}"
                          + (f" (from {where('train.seq_length')})" if named else ""))
+    if tc.fit_to_budget:
+        key = "train.fit_to_budget"
+        if tc.max_minutes is None:
+            raise UsageError(f"{where(key)}: {key} fits the run's length to train.max_minutes, which is null"
+                             f"{_from(where, key, 'train.max_minutes')}: give a budget, or {key}: false")
+        if sections["optim"].schedule not in DECAYING:
+            raise UsageError(f"{where(key)}: {key} ends a cosine or linear schedule within train.max_minutes; "
+                             f"optim.schedule is {sections['optim'].schedule}"
+                             f"{_from(where, key, 'optim.schedule')}, which the budget alone stops in time")
     _check_model(sections.get("model", ModelConfig()), given.get("model", {}), where)
     return Config(**sections)
+
+
+def _from(where, key, other):
+    """`` (from SOURCE)`` when ``other``'s value came from another source than ``key``'s."""
+    return f" (from {where(other)})" if where(other) != where(key) else ""
 
 
 def _check_model(m, given, where):

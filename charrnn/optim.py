@@ -274,6 +274,12 @@ def from_config(o: OptimConfig) -> Optimizer:
 # The schedules that warm up and then decay to ``min_lr`` at the last step.
 DECAYING = ("cosine", "linear")
 
+# The optimizers whose update size the rate sets, whatever the gradient's scale (each divides
+# by a running root mean square): under ``train.variable_length`` their rate is scaled by
+# length / T. SGD's update is the rate times the gradient, which for the chunk's summed loss
+# is already about length / T as large, so it is not scaled again.
+SCALE_FREE = ("adagrad", "rmsprop", "adam")
+
 
 def learning_rate(o: OptimConfig, step: int, epoch: int, total_steps: int) -> float:
     """The learning rate for update number ``step`` (from 1) of ``total_steps``.

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from charrnn.atomic import open_own
 from charrnn.errors import CharrnnError
+from charrnn.optim import SCALE_FREE
 
 SMOOTHING = 0.999  # min-char-rnn: smooth_loss = smooth_loss * 0.999 + loss * 0.001
 
@@ -259,6 +260,13 @@ class Progress:
         if not self.quiet:
             self.bar.write(text, file=sys.stderr)
 
+    def set_total(self, total: int) -> None:
+        """The step the bar (and the plain line's ``step N/TOTAL``) now runs to."""
+        self.total = total
+        if not self.plain:
+            self.bar.total = total
+            self.bar.refresh()
+
     def close_bar(self) -> None:
         """End the bar (the log stays open): what follows the last step prints below it."""
         self.bar.close()
@@ -356,7 +364,9 @@ def banner(cfg: Any, corpus: Any, spec: Any, run: Any, run_dir: str, start: str,
         f"model     {spec.describe()}: {sum(p.size for p in run.params.values()):,} parameters, {cfg.model.dtype}",
         f"optimizer {o.name}, lr {o.lr:g}, {schedule}" + (f"; {extra}" if extra else ""),
         f"batches   B={tc.batch_size} streams × T={tc.seq_length} characters"
-        + (" (variable: drawn per step, 5 to T + 20, the rate scaled by length / T)" if tc.variable_length else "")
+        + ((" (variable: drawn per step, 5 to T + 20" + (", the rate scaled by length / T)"
+                                                         if o.name in SCALE_FREE else ")"))
+           if tc.variable_length else "")
         + f"; {tc.steps:,} steps"
         + ("" if several else f"; BLAS threads {blas_threads()}"),
         *([processes_line(comm, tc.batch_size)] if several else []),

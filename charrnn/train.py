@@ -144,17 +144,19 @@ def next_step(run: RunState, streams: D.Streams, spec: M.ModelSpec, cfg: C.Confi
     """The chunk (X, Y), each (n, B), and the learning rate of the run's next step: n is T, or
     under ``train.variable_length`` the step's length, drawn from (seed, step) by
     ``data.chunk_length`` (the same on every rank and after a resume), and the rate the
-    schedule's times n / T. The streams wrap (``runstate.next_batch``) before the rate is
-    taken, since the step schedule counts the epochs."""
+    schedule's times n / T for the optimizers in ``optim.SCALE_FREE`` (SGD's gradient of the
+    summed loss already shrinks with n). The streams wrap (``runstate.next_batch``) before the
+    rate is taken, since the step schedule counts the epochs."""
     tc = cfg.train
     length = D.chunk_length(tc.seed, run.step + 1, tc.seq_length) if tc.variable_length else None
     X, Y = runstate.next_batch(run, streams, spec, length)
     lr = optim.learning_rate(cfg.optim, run.step + 1, run.epoch, tc.steps)
-    if length is not None:
+    if length is not None and cfg.optim.name in optim.SCALE_FREE:
         # AWD-LSTM's rescaling (Merity, Keskar & Socher, section 4.1): adagrad, rmsprop and adam
         # set an update's size by the rate, not by the gradient's, so a chunk of 5 characters
         # would move the weights as far as one of T; at length / T its step weighs what its
-        # share of the characters does.
+        # share of the characters does. (AWD-LSTM's loss is a mean per character, so its SGD
+        # needs the scaling too; the loss here is summed over the chunk, as min-char-rnn's is.)
         lr = lr * length / tc.seq_length
     return X, Y, lr
 
@@ -232,16 +234,18 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
             print(banner(cfg, corpus, spec, run, files.path, plan.start, comm), file=sys.stderr)
 
         # The loop: batch, learning rate, step, and what follows a step.
+        # (The session's plan is the one to read from here on: under train.fit_to_budget it
+        # changes the run's length as the run goes.)
         rules = StepRules.of(cfg)
         with signals.StopFlag() as stop, Progress(files.metrics if comm.rank == 0 else None, plan.stop_at, run.step,
                                                   plan.quiet, tc.log_seconds) as progress:
-            session = Session(plan, run, corpus, spec, progress, stop, comm)
+            session = Session(plan, run, corpus, spec, progress, stop, comm, record)
             comm.heed(tc.peer_timeout, stop)  # a stop signal also ends a wait for a rank that does not answer
             try:
-                while run.step < plan.stop_at and not comm.agreed(stop.set):  # all processes stop together
+                while run.step < session.plan.stop_at and not comm.agreed(stop.set):  # all processes stop together
                     if session.out_of_time():
                         break
-                    X, Y, lr = next_step(run, streams, spec, cfg)
+                    X, Y, lr = next_step(run, streams, spec, session.cfg)
                     loss = train_step(run, X, Y, spec, optimizer, lr, rules, comm)
                     if session.after_step(loss, lr, Y[-1, 0], len(Y)):
                         break
@@ -251,7 +255,7 @@ def train(cfg: C.Config | None, *, resume: str | None = None, init_from: str | N
                 e.step = run.step  # the last step this rank completed, for the message (_told)
                 raise
         summary = session.summary()
-        record.returned(summary, tc.steps)
+        record.returned(summary, session.cfg.train.steps)
     return summary
 
 
@@ -505,6 +509,24 @@ def stopped_by(signum: int | None, message: str) -> Interrupted:
 
 # ----------------------------------------------------------------------------- around the steps
 
+FIT_EVERY = 50  # train.fit_to_budget: steps between two projections of where the budget ends
+FIT_WINDOW = 10  # the speed of the last FIT_WINDOW × FIT_EVERY steps is what a projection uses
+FIT_SHARE = 0.98  # of the budget, what the steps may fill: the rest is room for the speed to sag
+
+
+def fitted_length(step: int, limit: int, left_s: float, s_per_step: float, current: int) -> int:
+    """``train.fit_to_budget``'s rule: the run's length once ``step`` steps are done, when the
+    steps may take ``left_s`` seconds more (``FIT_SHARE`` of the budget, less the training time
+    so far) and a step takes ``s_per_step`` (with the validations, previews and saves between
+    steps, as they came in the recent steps): the steps that fit, capped by ``limit`` (the length
+    the call was given) and at least step + 1. ``current`` (the length now) is kept unless the fit
+    differs from it by more than 2% of the steps left, so that the noise of the speed does not
+    move the schedule at every projection. Under a decaying schedule a shorter length lowers the
+    rate at once (the cosine is computed against the new end), a longer one raises it a little."""
+    new = min(limit, step + max(1, int(left_s / s_per_step)))
+    return current if abs(new - current) <= max(1, (current - step) // 50) else new
+
+
 
 class Session:
     """One call of ``train``, in its run directory: the work around the steps (log lines,
@@ -515,9 +537,10 @@ class Session:
     """
 
     def __init__(self, plan: Plan, run: RunState, corpus: CO.Corpus, spec: M.ModelSpec, progress: Progress,
-                 stop: signals.StopFlag, comm: Any):
+                 stop: signals.StopFlag, comm: Any, record: runstatus.Record | None = None):
         self.plan, self.cfg, self.files = plan, plan.cfg, plan.files
         self.run, self.corpus, self.spec, self.progress, self.stop, self.comm = run, corpus, spec, progress, stop, comm
+        self.record = record  # its resume command follows the plan when train.fit_to_budget changes it
         resumed = plan.checkpoint is not None
         self.elapsed_before = run.elapsed_s  # training time of earlier calls (a resumed run's)
         self.t_start = time.perf_counter()
@@ -532,6 +555,8 @@ class Session:
         self.eval_s = 0.0  # time this call spent in validations between steps: not training speed
         self.shown = (float("nan"), "no step taken")  # the training loss for the summary, and what it is
         self.stopped = "done"  # or "early stopping", "time budget"
+        self.limit = plan.cfg.train.steps  # train.fit_to_budget's cap: the length this call was given
+        self.marks: list[tuple[int, float]] = []  # (step, elapsed) at each projection, for the speed
 
     def elapsed(self) -> float:
         """Training time of the run so far, across resumes, seconds."""
@@ -569,7 +594,42 @@ class Session:
                 return True
         if tc.checkpoint_every and run.step % tc.checkpoint_every == 0 and self.last_saved != run.step:
             self.save(self.files.ckpt)
+        if tc.fit_to_budget and run.step % FIT_EVERY == 0:
+            self.fit_to_budget()
         return False
+
+    def fit_to_budget(self) -> None:
+        """``train.fit_to_budget``: where the budget ends at the speed of the recent steps
+        (``fitted_length``), made the run's length. Rank 0's clock decides, for every rank."""
+        run, tc = self.run, self.cfg.train
+        self.marks.append((run.step, self.elapsed()))
+        marks = self.marks[-FIT_WINDOW - 1:]
+        (s0, t0), (s1, t1) = marks[0], marks[-1]
+        if s1 - s0 < 4 * FIT_EVERY:  # the first steps of a call (and their start-up) are not its speed yet
+            return
+        left_s = FIT_SHARE * 60 * tc.max_minutes - t1
+        new = fitted_length(run.step, self.limit, left_s, (t1 - t0) / (s1 - s0), tc.steps)
+        new = int(self.comm.total(float(new) if self.comm.rank == 0 else 0.0))
+        if new != tc.steps:
+            self.set_length(new, (s1 - s0) * tc.batch_size * tc.seq_length / (t1 - t0))
+
+    def set_length(self, steps: int, speed: float) -> None:
+        """Make ``steps`` the run's length (``train.steps``: the schedule, the final validation and
+        the next checkpoint follow it), log it and say it (``speed``: chars/s it was fitted at)."""
+        run, old = self.run, self.cfg.train.steps
+        self.cfg = replace(self.cfg, train=replace(self.cfg.train, steps=steps))
+        # The length is the checkpoint's now, not a --steps to repeat; a --stop-at past it is moot.
+        self.plan = replace(self.plan, cfg=self.cfg, stop_at=min(self.plan.stop_at, steps), steps_given=False)
+        if self.record is not None:
+            self.record.resume_command = self.plan.resume_command
+        self.progress.set_total(self.plan.stop_at)
+        self.progress.log({"step": run.step, "steps": steps, "was": old, "fitted_chars_per_s": round(speed, 1),
+                           "elapsed_s": round(self.elapsed(), 3)})
+        if self.comm.rank == 0:
+            self.files.create(C.dump_yaml(self.cfg))  # the run's config.yaml says its length
+        self.progress.write(f"train.fit_to_budget: at {speed:,.0f} chars/s, {steps:,} steps fit in the budget "
+                            f"(train.max_minutes {self.cfg.train.max_minutes:g}); the run's length is now {steps:,} "
+                            f"(was {old:,})")
 
     def log(self, loss: float, lr: float, length: int) -> None:
         """A line in metrics.jsonl and the bar's text: the training loss over the window since

@@ -693,9 +693,13 @@ def test_variable_lengths_move_the_position_by_each_drawn_length_through_the_wra
     assert [m["epoch"] for m in metrics(tmp_path / "run") if "loss" in m][-1] == epoch
 
 
-def test_a_steps_rate_is_scaled_by_its_length_and_its_loss_is_per_character_of_it(tmp_path, write_config):
-    """One step of plain SGD: the weights move by lr · length / T times the gradient of the
-    chunk of the drawn length, and the logged loss is per character of that length."""
+@pytest.mark.parametrize("name, scaled", [("sgd", False), ("adam", True)])
+def test_a_steps_rate_is_scaled_by_its_length_for_adam_not_sgd_and_its_loss_is_per_character_of_it(
+        tmp_path, write_config, name, scaled):
+    """One step on a chunk of the drawn length: Adam's rate is the schedule's times length / T
+    (its update's size is set by the rate); SGD's is not scaled, since the gradient of the
+    chunk's summed loss already is about length / T as large. The weights move by the
+    optimizer's update at that rate, and the logged loss is per character of the length."""
     from charrnn import data as D
     from charrnn import model as M
     from charrnn import optim
@@ -703,23 +707,29 @@ def test_a_steps_rate_is_scaled_by_its_length_and_its_loss_is_per_character_of_i
     from charrnn.runstate import new_run, next_batch
 
     corpus = first_chars(tmp_path, 600)
-    sets = ["train.variable_length=true", "train.seq_length=40", "train.seed=37", "optim.name=sgd",
-            "optim.momentum=0", "optim.clip_value=null", "optim.lr=0.5", "model.dtype=float64"]
+    sets = ["train.variable_length=true", "train.seq_length=40", "train.seed=37", f"optim.name={name}",
+            "optim.clip_value=null", "optim.lr=0.5", "model.dtype=float64"] + (["optim.momentum=0"] if name == "sgd" else [])
     cfg = small_config(write_config, corpus, steps=1, checkpoint_every=0, eval_every=0)
-    run("train", "--config", cfg, "-q", *[a for s in sets for a in ("--set", s)])
+    assert run("train", "--config", cfg, "-q", *[a for s in sets for a in ("--set", s)]).exit_code == 0
     ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
     n, T = D.chunk_length(37, 1, 40), 40  # seed 37: a half-length draw
     assert n < T - 10, f"the test needs a first chunk well short of T, not {n}"
-    start = new_run(ck.config, ck.spec, optim.from_config(ck.config.optim))
+    lr = 0.5 * n / T if scaled else 0.5
+    optimizer = optim.from_config(ck.config.optim)
+    start = new_run(ck.config, ck.spec, optimizer)
     train = open_corpus(ck.config.data.path, ck.config.data.val_fraction).train
     X, Y = next_batch(start, D.Streams(train, 2, T, D.longest_chunk(T)), ck.spec, n)
     assert X.shape == (n, 2)
     loss, grads, _, _ = M.loss_and_grads(start.params, ck.spec, X, Y, start.state)
-    for k, g in grads.items():
-        np.testing.assert_allclose(ck.run.params[k], start.params[k] - 0.5 * n / T * g, rtol=0, atol=1e-12,
-                                   err_msg=k)
+    expected = {k: v.copy() for k, v in start.params.items()}
+    optimizer.update(expected, grads, start.opt_state, lr, 1)
+    if name == "sgd":  # the update written out, as the docstring says it
+        for k, g in grads.items():
+            np.testing.assert_allclose(expected[k], start.params[k] - lr * g, rtol=0, atol=1e-12, err_msg=k)
+    for k in grads:
+        np.testing.assert_allclose(ck.run.params[k], expected[k], rtol=0, atol=1e-12, err_msg=k)
     (m,) = [m for m in metrics(tmp_path / "run") if "loss" in m]
-    assert m["lr"] == 0.5 * n / T and ck.run.position == n
+    assert m["lr"] == lr and ck.run.position == n
     assert math.isclose(m["loss"], loss / n, rel_tol=1e-12)
     assert math.isclose(m["window_loss"], loss / n, rel_tol=1e-12)
     # The smoothed loss counts the chunk as if it were T long.
@@ -736,3 +746,130 @@ def test_variable_lengths_below_seq_length_10_are_refused_in_one_line(write_conf
     r = run("train", "--config", cfg, *[a for s in sets for a in ("--set", s)])
     one_line_error(r, 2, "--set train.variable_length=true: train.variable_length needs train.seq_length ≥ 10",
                    "got 9" if "train.seq_length=9" in sets else "got 8", source)
+
+
+# ----------------------------------------------------------------------------- train.fit_to_budget
+
+
+def test_fitted_length_fills_the_time_left_within_the_cap_and_keeps_still_for_noise():
+    from charrnn.train import fitted_length
+
+    step_s = 1 / 128  # a power of two: the arithmetic below is exact
+    assert fitted_length(250, 1000, 64 * step_s, step_s, 1000) == 314  # the budget ends first
+    assert fitted_length(250, 1000, 100.0, step_s, 1000) == 1000  # never past the length the call was given
+    assert fitted_length(250, 1000, 0.0, step_s, 1000) == 251  # out of time: the next step is the last
+    assert fitted_length(250, 1000, -1.0, step_s, 1000) == 251
+    # A fit within 2% of the steps left keeps the length (64 steps left: within 1)...
+    assert fitted_length(250, 1000, 65 * step_s, step_s, 314) == 314
+    assert fitted_length(250, 1000, 66 * step_s, step_s, 314) == 316  # ...one 2 steps further moves it
+    # With 5,000 steps left, 100 either way is noise; more than that moves the length, either way.
+    assert fitted_length(10_000, 20_000, 5_100 * step_s, step_s, 15_000) == 15_000
+    assert fitted_length(10_000, 20_000, 4_900 * step_s, step_s, 15_000) == 15_000
+    assert fitted_length(10_000, 20_000, 5_101 * step_s, step_s, 15_000) == 15_101
+    assert fitted_length(10_000, 20_000, 4_899 * step_s, step_s, 15_000) == 14_899
+
+
+def fake_clock(monkeypatch, step_s):
+    """Every training step takes exactly ``step_s`` seconds of the clock the run reads (and
+    nothing else takes any): what the budget and its projections see is then exact."""
+    import time as _time
+
+    from charrnn import train as T
+
+    now = [0.0]
+    real = T.train_step
+
+    def step(*a, **k):
+        now[0] += step_s
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "train_step", step)
+    monkeypatch.setattr(_time, "perf_counter", lambda: now[0])
+
+
+FIT = ["--set", "train.max_minutes=0.0625", "--set", "optim.name=adam", "--set", "optim.schedule=cosine",
+       "--set", "optim.warmup_steps=260", "--set", "optim.lr=0.01", "--set", "optim.min_lr=0.0005"]
+
+
+def test_fit_to_budget_ends_the_schedule_where_the_budget_ends(tmp_path, write_config, monkeypatch):
+    """Steps of 1/128 s and a budget of 3.75 s (480 steps): without the fit the budget cuts a
+    1,000-step cosine at step 480 with the rate far from min_lr; with it the projection at step
+    250 makes the 470 steps that fill 98% of the budget the run's length, the later ones keep
+    it, and the run ends there, finished, at min_lr, its checkpoint and config.yaml saying 470.
+    Fitted during the warm-up (whose rate does not depend on the length), it is the very run
+    that --steps 470 trains."""
+    fake_clock(monkeypatch, 1 / 128)
+    corpus = first_chars(tmp_path, 4000)
+    cfg = small_config(write_config, corpus, steps=1000, log_every=1, eval_every=0, checkpoint_every=0)
+    cut, fitted, given = tmp_path / "cut", tmp_path / "fitted", tmp_path / "given"
+    assert run("train", "--config", cfg, "-q", *FIT, "--out", cut).exit_code == 0
+    r = run("train", "--config", cfg, *FIT, "--set", "train.fit_to_budget=true", "--out", fitted)
+    assert r.exit_code == 0, r.output
+    assert "train.fit_to_budget: at 2,048 chars/s, 470 steps fit in the budget (train.max_minutes 0.0625); the " \
+           "run's length is now 470 (was 1,000)" in r.stderr
+    assert run("train", "--config", cfg, "-q", *FIT, "--steps", 470, "--set", "train.max_minutes=null",
+               "--out", given).exit_code == 0
+
+    lines = [m for m in metrics(cut) if "loss" in m]
+    assert lines[-1]["step"] == 480 and lines[-1]["lr"] > 0.007  # cut off high on the cosine
+    assert json.loads((cut / "status.json").read_text())["status"] == "time budget"
+    lines = [m for m in metrics(fitted) if "loss" in m]
+    assert lines[-1]["step"] == 470 and lines[-1]["lr"] == 0.0005
+    assert [m for m in metrics(fitted) if "was" in m] == [
+        {"step": 250, "steps": 470, "was": 1000, "fitted_chars_per_s": 2048.0, "elapsed_s": 1.953}]
+    assert json.loads((fitted / "status.json").read_text())["status"] == "finished"
+    a, b = ckpt_io.load(str(fitted / "ckpt.npz")), ckpt_io.load(str(given / "ckpt.npz"))
+    assert a.config.train.steps == 470 and "steps: 470" in (fitted / "config.yaml").read_text()
+    assert a.run.step == b.run.step == 470 and a.run.val_loss == b.run.val_loss
+    for k in a.run.params:
+        assert np.array_equal(a.run.params[k], b.run.params[k]), k
+
+
+def test_a_budget_that_is_not_reached_changes_nothing(tmp_path, write_config, monkeypatch):
+    """Steps of 1/1024 s, 1,000 of them in a 3.75-s budget: the fit never moves the length, and
+    the run is bit for bit the run without it."""
+    fake_clock(monkeypatch, 1 / 1024)
+    corpus = first_chars(tmp_path, 4000)
+    cfg = small_config(write_config, corpus, steps=1000, log_every=100, eval_every=0, checkpoint_every=0)
+    on, off = tmp_path / "on", tmp_path / "off"
+    assert run("train", "--config", cfg, "-q", *FIT, "--set", "train.fit_to_budget=true", "--out", on).exit_code == 0
+    assert run("train", "--config", cfg, "-q", *FIT, "--out", off).exit_code == 0
+    assert not [m for m in metrics(on) if "was" in m]
+    a, b = ckpt_io.load(str(on / "ckpt.npz")), ckpt_io.load(str(off / "ckpt.npz"))
+    assert a.run.step == b.run.step == 1000
+    for k in a.run.params:
+        assert np.array_equal(a.run.params[k], b.run.params[k]), k
+
+
+def test_a_fitted_run_paused_and_resumed_keeps_its_length(tmp_path, write_config, monkeypatch):
+    """A pause after the fit (--stop-at 280) saves the fitted length in the checkpoint; a plain
+    --resume goes on to step 470, not 1,000, and ends as the uninterrupted fitted run."""
+    fake_clock(monkeypatch, 1 / 128)
+    corpus = first_chars(tmp_path, 4000)
+    cfg = small_config(write_config, corpus, steps=1000, log_every=10, eval_every=0, checkpoint_every=0)
+    whole, half = tmp_path / "whole", tmp_path / "half"
+    fit = [*FIT, "--set", "train.fit_to_budget=true"]
+    assert run("train", "--config", cfg, "-q", *fit, "--out", whole).exit_code == 0
+    assert run("train", "--config", cfg, "-q", *fit, "--out", half, "--stop-at", 280).exit_code == 0
+    ck = ckpt_io.load(str(half / "ckpt.npz"))
+    assert (ck.run.step, ck.config.train.steps) == (280, 470)
+    assert json.loads((half / "status.json").read_text())["status"] == "paused"
+    assert run("train", "--resume", half, "-q").exit_code == 0
+    a, b = ckpt_io.load(str(whole / "ckpt.npz")), ckpt_io.load(str(half / "ckpt.npz"))
+    assert a.run.step == b.run.step == 470
+    for k in a.run.params:
+        assert np.array_equal(a.run.params[k], b.run.params[k]), k
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["train.fit_to_budget=true"],
+     "--set train.fit_to_budget=true: train.fit_to_budget fits the run's length to train.max_minutes, which is "
+     "null (from {cfg}): give a budget, or train.fit_to_budget: false"),
+    (["train.max_minutes=1", "optim.schedule=constant", "train.fit_to_budget=true"],
+     "train.fit_to_budget ends a cosine or linear schedule within train.max_minutes; optim.schedule is constant "
+     "(from --set optim.schedule=constant), which the budget alone stops in time"),
+])
+def test_fit_to_budget_without_a_budget_or_a_decaying_schedule_is_refused(write_config, corpus, sets, message):
+    cfg = small_config(write_config, corpus)
+    r = run("train", "--config", cfg, *[a for s in sets for a in ("--set", s)])
+    one_line_error(r, 2, message.format(cfg=cfg))
