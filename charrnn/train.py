@@ -556,7 +556,8 @@ class Session:
         self.shown = (float("nan"), "no step taken")  # the training loss for the summary, and what it is
         self.stopped = "done"  # or "early stopping", "time budget"
         self.limit = plan.cfg.train.steps  # train.fit_to_budget's cap: the length this call was given
-        self.marks: list[tuple[int, float]] = []  # (step, elapsed) at each projection, for the speed
+        self.pause_at = plan.stop_at if plan.pauses else None  # this call's --stop-at, which a new length keeps
+        self.marks: list[tuple[int, float]] = []  # (step, elapsed) of the last projections, for the speed
 
     def elapsed(self) -> float:
         """Training time of the run so far, across resumes, seconds."""
@@ -603,10 +604,10 @@ class Session:
         (``fitted_length``), made the run's length. Rank 0's clock decides, for every rank."""
         run, tc = self.run, self.cfg.train
         self.marks.append((run.step, self.elapsed()))
-        marks = self.marks[-FIT_WINDOW - 1:]
-        (s0, t0), (s1, t1) = marks[0], marks[-1]
-        if s1 - s0 < 4 * FIT_EVERY:  # the first steps of a call (and their start-up) are not its speed yet
+        if len(self.marks) <= FIT_WINDOW:  # a call's first steps (and its start-up) are not its speed yet
             return
+        del self.marks[:-FIT_WINDOW - 1]
+        (s0, t0), (s1, t1) = self.marks[0], self.marks[-1]
         left_s = FIT_SHARE * 60 * tc.max_minutes - t1
         new = fitted_length(run.step, self.limit, left_s, (t1 - t0) / (s1 - s0), tc.steps)
         new = int(self.comm.total(float(new) if self.comm.rank == 0 else 0.0))
@@ -619,7 +620,8 @@ class Session:
         run, old = self.run, self.cfg.train.steps
         self.cfg = replace(self.cfg, train=replace(self.cfg.train, steps=steps))
         # The length is the checkpoint's now, not a --steps to repeat; a --stop-at past it is moot.
-        self.plan = replace(self.plan, cfg=self.cfg, stop_at=min(self.plan.stop_at, steps), steps_given=False)
+        stop_at = steps if self.pause_at is None else min(self.pause_at, steps)
+        self.plan = replace(self.plan, cfg=self.cfg, stop_at=stop_at, steps_given=False)
         if self.record is not None:
             self.record.resume_command = self.plan.resume_command
         self.progress.set_total(self.plan.stop_at)

@@ -708,7 +708,8 @@ def test_a_steps_rate_is_scaled_by_its_length_for_adam_not_sgd_and_its_loss_is_p
 
     corpus = first_chars(tmp_path, 600)
     sets = ["train.variable_length=true", "train.seq_length=40", "train.seed=37", f"optim.name={name}",
-            "optim.clip_value=null", "optim.lr=0.5", "model.dtype=float64"] + (["optim.momentum=0"] if name == "sgd" else [])
+            "optim.clip_value=null", "optim.lr=0.5", "model.dtype=float64"]
+    sets += ["optim.momentum=0"] if name == "sgd" else []
     cfg = small_config(write_config, corpus, steps=1, checkpoint_every=0, eval_every=0)
     assert run("train", "--config", cfg, "-q", *[a for s in sets for a in ("--set", s)]).exit_code == 0
     ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
@@ -770,8 +771,9 @@ def test_fitted_length_fills_the_time_left_within_the_cap_and_keeps_still_for_no
 
 
 def fake_clock(monkeypatch, step_s):
-    """Every training step takes exactly ``step_s`` seconds of the clock the run reads (and
-    nothing else takes any): what the budget and its projections see is then exact."""
+    """Every training step takes exactly ``step_s(step)`` seconds (of the step it is about to
+    take, counted from 1) of the clock the run reads, and nothing else takes any: what the
+    budget and its projections see is then exact."""
     import time as _time
 
     from charrnn import train as T
@@ -779,84 +781,105 @@ def fake_clock(monkeypatch, step_s):
     now = [0.0]
     real = T.train_step
 
-    def step(*a, **k):
-        now[0] += step_s
-        return real(*a, **k)
+    def step(run, *a, **k):
+        now[0] += step_s(run.step + 1)
+        return real(run, *a, **k)
 
     monkeypatch.setattr(T, "train_step", step)
     monkeypatch.setattr(_time, "perf_counter", lambda: now[0])
 
 
-FIT = ["--set", "train.max_minutes=0.0625", "--set", "optim.name=adam", "--set", "optim.schedule=cosine",
-       "--set", "optim.warmup_steps=260", "--set", "optim.lr=0.01", "--set", "optim.min_lr=0.0005"]
+# A budget of 1/128 minute (0.46875 s, of which 98% is 0.459375 s) and a warm-up of 600 steps:
+# powers of two, so that the projections below are exact.
+FIT = ["--set", "train.max_minutes=0.0078125", "--set", "optim.name=adam", "--set", "optim.schedule=cosine",
+       "--set", "optim.warmup_steps=600", "--set", "optim.lr=0.01", "--set", "optim.min_lr=0.0005"]
 
 
 def test_fit_to_budget_ends_the_schedule_where_the_budget_ends(tmp_path, write_config, monkeypatch):
-    """Steps of 1/128 s and a budget of 3.75 s (480 steps): without the fit the budget cuts a
-    1,000-step cosine at step 480 with the rate far from min_lr; with it the projection at step
-    250 makes the 470 steps that fill 98% of the budget the run's length, the later ones keep
-    it, and the run ends there, finished, at min_lr, its checkpoint and config.yaml saying 470.
-    Fitted during the warm-up (whose rate does not depend on the length), it is the very run
-    that --steps 470 trains."""
-    fake_clock(monkeypatch, 1 / 128)
+    """Steps of 1/2048 s and a budget of 0.46875 s (960 steps): without the fit the budget cuts a
+    2,000-step cosine at step 960 with the rate far from min_lr; with it the first projection,
+    at step 550 once 500 steps are measured, makes the 940 steps that fill 98% of the budget
+    the run's length, the later ones keep it, and the run ends there, finished, at min_lr, its
+    checkpoint and config.yaml saying 940. Fitted during the warm-up (whose rate does not depend
+    on the length), it is the very run that --steps 940 trains."""
+    fake_clock(monkeypatch, lambda step: 1 / 2048)
     corpus = first_chars(tmp_path, 4000)
-    cfg = small_config(write_config, corpus, steps=1000, log_every=1, eval_every=0, checkpoint_every=0)
+    cfg = small_config(write_config, corpus, steps=2000, log_every=1, eval_every=0, checkpoint_every=0)
     cut, fitted, given = tmp_path / "cut", tmp_path / "fitted", tmp_path / "given"
     assert run("train", "--config", cfg, "-q", *FIT, "--out", cut).exit_code == 0
     r = run("train", "--config", cfg, *FIT, "--set", "train.fit_to_budget=true", "--out", fitted)
     assert r.exit_code == 0, r.output
-    assert "train.fit_to_budget: at 2,048 chars/s, 470 steps fit in the budget (train.max_minutes 0.0625); the " \
-           "run's length is now 470 (was 1,000)" in r.stderr
-    assert run("train", "--config", cfg, "-q", *FIT, "--steps", 470, "--set", "train.max_minutes=null",
-               "--out", given).exit_code == 0
+    assert "train.fit_to_budget: at 32,768 chars/s, 940 steps fit in the budget (train.max_minutes 0.0078125); " \
+           "the run's length is now 940 (was 2,000)" in r.stderr
+    assert run("train", "--config", cfg, "-q", *FIT, "--steps", 940, "--out", given).exit_code == 0
 
     lines = [m for m in metrics(cut) if "loss" in m]
-    assert lines[-1]["step"] == 480 and lines[-1]["lr"] > 0.007  # cut off high on the cosine
+    assert lines[-1]["step"] == 960 and lines[-1]["lr"] > 0.008  # cut off high on the cosine
     assert json.loads((cut / "status.json").read_text())["status"] == "time budget"
     lines = [m for m in metrics(fitted) if "loss" in m]
-    assert lines[-1]["step"] == 470 and lines[-1]["lr"] == 0.0005
+    assert lines[-1]["step"] == 940 and lines[-1]["lr"] == 0.0005
     assert [m for m in metrics(fitted) if "was" in m] == [
-        {"step": 250, "steps": 470, "was": 1000, "fitted_chars_per_s": 2048.0, "elapsed_s": 1.953}]
+        {"step": 550, "steps": 940, "was": 2000, "fitted_chars_per_s": 32768.0, "elapsed_s": 0.269}]
     assert json.loads((fitted / "status.json").read_text())["status"] == "finished"
     a, b = ckpt_io.load(str(fitted / "ckpt.npz")), ckpt_io.load(str(given / "ckpt.npz"))
-    assert a.config.train.steps == 470 and "steps: 470" in (fitted / "config.yaml").read_text()
-    assert a.run.step == b.run.step == 470 and a.run.val_loss == b.run.val_loss
+    assert a.config.train.steps == 940 and "steps: 940" in (fitted / "config.yaml").read_text()
+    assert a.run.step == b.run.step == 940 and a.run.val_loss == b.run.val_loss
     for k in a.run.params:
         assert np.array_equal(a.run.params[k], b.run.params[k]), k
 
 
-def test_a_budget_that_is_not_reached_changes_nothing(tmp_path, write_config, monkeypatch):
-    """Steps of 1/1024 s, 1,000 of them in a 3.75-s budget: the fit never moves the length, and
-    the run is bit for bit the run without it."""
-    fake_clock(monkeypatch, 1 / 1024)
+def test_a_machine_that_speeds_up_lengthens_the_fitted_run_again(tmp_path, write_config, monkeypatch):
+    """Slow steps (1/2048 s) up to step 700, then four times faster: the projection at 550 cuts
+    the 4,000 steps to 940, and as the faster steps fill the window the length grows again; the
+    run ends at its last length, finished, inside the budget (not paused at the 940 it was once
+    given)."""
+    fake_clock(monkeypatch, lambda step: 1 / 2048 if step <= 700 else 1 / 8192)
     corpus = first_chars(tmp_path, 4000)
-    cfg = small_config(write_config, corpus, steps=1000, log_every=100, eval_every=0, checkpoint_every=0)
+    cfg = small_config(write_config, corpus, steps=4000, log_every=50, eval_every=0, checkpoint_every=0)
+    assert run("train", "--config", cfg, "-q", *FIT, "--set", "train.fit_to_budget=true").exit_code == 0
+    changes = [(m["step"], m["steps"]) for m in metrics(tmp_path / "run") if "was" in m]
+    assert changes[0] == (550, 940) and len(changes) > 3, changes
+    lengths = [n for _, n in changes]
+    assert lengths == sorted(lengths), changes  # it only grew after the first cut
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    assert ck.run.step == ck.config.train.steps == lengths[-1] > 1500
+    assert ck.run.elapsed_s < 0.46875
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "finished"
+    assert [m for m in metrics(tmp_path / "run") if "loss" in m][-1]["lr"] == 0.0005
+
+
+def test_a_budget_that_is_not_reached_changes_nothing(tmp_path, write_config, monkeypatch):
+    """Steps of 1/8192 s, 2,000 of them in a 0.46875-s budget: the fit never moves the length,
+    and the run is bit for bit the run without it."""
+    fake_clock(monkeypatch, lambda step: 1 / 8192)
+    corpus = first_chars(tmp_path, 4000)
+    cfg = small_config(write_config, corpus, steps=2000, log_every=100, eval_every=0, checkpoint_every=0)
     on, off = tmp_path / "on", tmp_path / "off"
     assert run("train", "--config", cfg, "-q", *FIT, "--set", "train.fit_to_budget=true", "--out", on).exit_code == 0
     assert run("train", "--config", cfg, "-q", *FIT, "--out", off).exit_code == 0
     assert not [m for m in metrics(on) if "was" in m]
     a, b = ckpt_io.load(str(on / "ckpt.npz")), ckpt_io.load(str(off / "ckpt.npz"))
-    assert a.run.step == b.run.step == 1000
+    assert a.run.step == b.run.step == 2000
     for k in a.run.params:
         assert np.array_equal(a.run.params[k], b.run.params[k]), k
 
 
 def test_a_fitted_run_paused_and_resumed_keeps_its_length(tmp_path, write_config, monkeypatch):
-    """A pause after the fit (--stop-at 280) saves the fitted length in the checkpoint; a plain
-    --resume goes on to step 470, not 1,000, and ends as the uninterrupted fitted run."""
-    fake_clock(monkeypatch, 1 / 128)
+    """A pause after the fit (--stop-at 800) saves the fitted length in the checkpoint; a plain
+    --resume goes on to step 940, not 2,000, and ends as the uninterrupted fitted run."""
+    fake_clock(monkeypatch, lambda step: 1 / 2048)
     corpus = first_chars(tmp_path, 4000)
-    cfg = small_config(write_config, corpus, steps=1000, log_every=10, eval_every=0, checkpoint_every=0)
+    cfg = small_config(write_config, corpus, steps=2000, log_every=10, eval_every=0, checkpoint_every=0)
     whole, half = tmp_path / "whole", tmp_path / "half"
     fit = [*FIT, "--set", "train.fit_to_budget=true"]
     assert run("train", "--config", cfg, "-q", *fit, "--out", whole).exit_code == 0
-    assert run("train", "--config", cfg, "-q", *fit, "--out", half, "--stop-at", 280).exit_code == 0
+    assert run("train", "--config", cfg, "-q", *fit, "--out", half, "--stop-at", 800).exit_code == 0
     ck = ckpt_io.load(str(half / "ckpt.npz"))
-    assert (ck.run.step, ck.config.train.steps) == (280, 470)
+    assert (ck.run.step, ck.config.train.steps) == (800, 940)
     assert json.loads((half / "status.json").read_text())["status"] == "paused"
     assert run("train", "--resume", half, "-q").exit_code == 0
     a, b = ckpt_io.load(str(whole / "ckpt.npz")), ckpt_io.load(str(half / "ckpt.npz"))
-    assert a.run.step == b.run.step == 470
+    assert a.run.step == b.run.step == 940
     for k in a.run.params:
         assert np.array_equal(a.run.params[k], b.run.params[k]), k
 
