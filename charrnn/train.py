@@ -514,16 +514,22 @@ FIT_WINDOW = 10  # the speed of the last FIT_WINDOW × FIT_EVERY steps is what a
 FIT_SHARE = 0.98  # of the budget, what the steps may fill: the rest is room for the speed to sag
 
 
-def fitted_length(step: int, limit: int, left_s: float, s_per_step: float, current: int) -> int:
+def fitted_length(step: int, limit: int, left_s: float, s_per_step: float, current: int, eval_every: int = 0,
+                  eval_s: float = 0.0) -> int:
     """``train.fit_to_budget``'s rule: the run's length once ``step`` steps are done, when the
     steps may take ``left_s`` seconds more (``FIT_SHARE`` of the budget, less the training time
-    so far) and a step takes ``s_per_step`` (with the validations, previews and saves between
-    steps, as they came in the recent steps): the steps that fit, capped by ``limit`` (the length
-    the call was given) and at least step + 1. ``current`` (the length now) is kept unless the fit
-    differs from it by more than 2% of the steps left, so that the noise of the speed does not
-    move the schedule at every projection. Under a decaying schedule a shorter length lowers the
-    rate at once (the cosine is computed against the new end), a longer one raises it a little."""
-    new = min(limit, step + max(1, int(left_s / s_per_step)))
+    so far), a step takes ``s_per_step`` (with the previews and saves between steps, as they
+    came in the recent steps) and a validation every ``eval_every`` steps takes ``eval_s``: the
+    steps that fit, with the validations they hold, capped by ``limit`` (the length the call was
+    given) and at least step + 1. ``current`` (the length now) is kept unless the fit differs
+    from it by more than 2% of the steps left, so that the noise of the speed does not move the
+    schedule at every projection. Under a decaying schedule a shorter length lowers the rate at
+    once (the cosine is computed against the new end), a longer one raises it a little."""
+    n = left_s / s_per_step
+    for _ in range(3):  # the validations within the steps that fit, and the steps that fit beside them
+        evals = (step + max(0, int(n))) // eval_every - step // eval_every if eval_every else 0
+        n = (left_s - evals * eval_s) / s_per_step
+    new = min(limit, step + max(1, int(n)))
     return current if abs(new - current) <= max(1, (current - step) // 50) else new
 
 
@@ -553,6 +559,7 @@ class Session:
         self.train_end: float | None = None  # when the last step ended (the final validation and save come after)
         self.first_step = run.step  # this call's steps are those after it
         self.eval_s = 0.0  # time this call spent in validations between steps: not training speed
+        self.last_eval_s = 0.0  # and the last of them (train.fit_to_budget counts those still to come)
         self.shown = (float("nan"), "no step taken")  # the training loss for the summary, and what it is
         self.stopped = "done"  # or "early stopping", "time budget"
         self.limit = plan.cfg.train.steps  # train.fit_to_budget's cap: the length this call was given
@@ -590,6 +597,7 @@ class Session:
             spent = time.perf_counter() - t_eval
             self.window_t += spent  # evaluation time is not training speed
             self.eval_s += spent
+            self.last_eval_s = spent
             if patience_out:
                 self.stopped = "early stopping"
                 return True
@@ -603,16 +611,19 @@ class Session:
         """``train.fit_to_budget``: where the budget ends at the speed of the recent steps
         (``fitted_length``), made the run's length. Rank 0's clock decides, for every rank."""
         run, tc = self.run, self.cfg.train
-        self.marks.append((run.step, self.elapsed()))
+        now = self.elapsed()
+        self.marks.append((run.step, now - self.eval_s))  # the validations are counted apart
         if len(self.marks) <= FIT_WINDOW:  # a call's first steps (and its start-up) are not its speed yet
             return
         del self.marks[:-FIT_WINDOW - 1]
         (s0, t0), (s1, t1) = self.marks[0], self.marks[-1]
-        left_s = FIT_SHARE * 60 * tc.max_minutes - t1
-        new = fitted_length(run.step, self.limit, left_s, (t1 - t0) / (s1 - s0), tc.steps)
+        per_step = (t1 - t0) / (s1 - s0)
+        evals = tc.eval_every if len(self.corpus.val) else 0
+        new = fitted_length(run.step, self.limit, FIT_SHARE * 60 * tc.max_minutes - now, per_step, tc.steps, evals,
+                            self.last_eval_s)
         new = int(self.comm.total(float(new) if self.comm.rank == 0 else 0.0))
         if new != tc.steps:
-            self.set_length(new, (s1 - s0) * tc.batch_size * tc.seq_length / (t1 - t0))
+            self.set_length(new, tc.batch_size * tc.seq_length / per_step)
 
     def set_length(self, steps: int, speed: float) -> None:
         """Make ``steps`` the run's length (``train.steps``: the schedule, the final validation and

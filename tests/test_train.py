@@ -768,6 +768,11 @@ def test_fitted_length_fills_the_time_left_within_the_cap_and_keeps_still_for_no
     assert fitted_length(10_000, 20_000, 4_900 * step_s, step_s, 15_000) == 15_000
     assert fitted_length(10_000, 20_000, 5_101 * step_s, step_s, 15_000) == 15_101
     assert fitted_length(10_000, 20_000, 4_899 * step_s, step_s, 15_000) == 14_899
+    # 100 s left: 12,800 steps, less the validations among them (one a second, every 1,000 steps):
+    # 11,392 steps and the 11 validations at 1,000 to 11,000 take the 100 s.
+    assert fitted_length(0, 100_000, 100.0, step_s, 100_000, 1000, 1.0) == 11_392
+    assert fitted_length(500, 100_000, 100.0, step_s, 100_000, 1000, 1.0) == 500 + 11_392
+    assert fitted_length(0, 100_000, 100.0, step_s, 100_000, 1000, 0.0) == 12_800  # none measured yet
 
 
 def fake_clock(monkeypatch, step_s):
@@ -787,6 +792,7 @@ def fake_clock(monkeypatch, step_s):
 
     monkeypatch.setattr(T, "train_step", step)
     monkeypatch.setattr(_time, "perf_counter", lambda: now[0])
+    return now
 
 
 # A budget of 1/128 minute (0.46875 s, of which 98% is 0.459375 s) and a warm-up of 600 steps:
@@ -846,6 +852,32 @@ def test_a_machine_that_speeds_up_lengthens_the_fitted_run_again(tmp_path, write
     assert ck.run.elapsed_s < 0.46875
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "finished"
     assert [m for m in metrics(tmp_path / "run") if "loss" in m][-1]["lr"] == 0.0005
+
+
+def test_the_fit_counts_the_validations_apart_from_the_steps(tmp_path, write_config, monkeypatch):
+    """Steps of 1/2048 s and a validation every 300 steps that takes 1/64 s: the speed is that
+    of the steps alone (the validation at 300 inside the first window does not slow it), and
+    the validation still to come (at 600) is taken out of the time left, so that the run ends
+    at the 876 steps that fill 98% of the budget with both validations in it."""
+    from charrnn import train as T
+
+    now = fake_clock(monkeypatch, lambda step: 1 / 2048)
+    real = T.evaluate
+
+    def evaluate(*a, **k):
+        now[0] += 1 / 64
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "evaluate", evaluate)
+    corpus = first_chars(tmp_path, 4000)
+    cfg = small_config(write_config, corpus, steps=2000, log_every=50, eval_every=300, checkpoint_every=0)
+    assert run("train", "--config", cfg, "-q", *FIT, "--set", "train.fit_to_budget=true").exit_code == 0
+    changes = [(m["step"], m["steps"], m["fitted_chars_per_s"]) for m in metrics(tmp_path / "run") if "was" in m]
+    assert changes == [(550, 876, 32768.0)]
+    ck = ckpt_io.load(str(tmp_path / "run" / "ckpt.npz"))
+    # Its steps and the validations at 300 and 600 took 0.45898 s of the 0.46875; the final one came after.
+    assert ck.run.step == 876 and ck.run.elapsed_s == 876 / 2048 + 3 / 64
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "finished"
 
 
 def test_a_budget_that_is_not_reached_changes_nothing(tmp_path, write_config, monkeypatch):
