@@ -533,7 +533,6 @@ def fitted_length(step: int, limit: int, left_s: float, s_per_step: float, curre
     return current if abs(new - current) <= max(1, (current - step) // 50) else new
 
 
-
 class Session:
     """One call of ``train``, in its run directory: the work around the steps (log lines,
     previews, validation, checkpoints, the finish) and its bookkeeping, as named fields.
@@ -564,7 +563,7 @@ class Session:
         self.stopped = "done"  # or "early stopping", "time budget"
         self.limit = plan.cfg.train.steps  # train.fit_to_budget's cap: the length this call was given
         self.pause_at = plan.stop_at if plan.pauses else None  # this call's --stop-at, which a new length keeps
-        self.marks: list[tuple[int, float]] = []  # (step, elapsed) of the last projections, for the speed
+        self.marks: list[tuple[int, float]] = []  # (step, training time less validations) at the last projections
 
     def elapsed(self) -> float:
         """Training time of the run so far, across resumes, seconds."""
