@@ -13,7 +13,7 @@ Rows:
 5. Sampling: characters per second generating 5,000 characters one at a time from a
    512-unit LSTM, charrnn's ``sampling.generate`` against the usual PyTorch loop.
 6. Peak resident memory of a ``charrnn train`` run at row 3's settings, in a subprocess.
-7. GRU 384 multiplicative, T=32, B=32, Adam (lr 0.005, β₂ 0.99; configs/shakespeare.yaml's
+7. GRU 448 multiplicative, T=32, B=32, Adam (lr 0.005, β₂ 0.99; configs/shakespeare.yaml's
    model, init_std 0.05), clip ±5: against the same cell written with torch operations
    (``benchmarks/torch_cells.py``: charrnn's GRU applies r before the product, and torch has
    no multiplicative integration).
@@ -326,8 +326,8 @@ def main(argv=None):
         (4, lambda: row_train(args, data, V, "gru", 4, 1.2)),
         (5, lambda: row_sample(args, data, V)),
         (6, lambda: row_memory(args)),
-        (7, lambda: row_cell(args, data, V, 7, "GRU 384 multiplicative T=32 B=32 float32 Adam "
-                             "(configs/shakespeare.yaml's model)", "gru", 384, 32, 32, multiplicative=True,
+        (7, lambda: row_cell(args, data, V, 7, "GRU 448 multiplicative T=32 B=32 float32 Adam "
+                             "(configs/shakespeare.yaml's model)", "gru", 448, 32, 32, multiplicative=True,
                              optimizer="adam", lr=0.005, betas=(0.9, 0.99), init_std=0.05)),
         (8, lambda: row_cell(args, data, V, 8, "LN-GRU H=512 T=64 B=32 float32", "gru", 512, 64, 32,
                              layer_norm=True)),

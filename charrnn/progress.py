@@ -347,13 +347,17 @@ def banner(cfg: Any, corpus: Any, spec: Any, run: Any, run_dir: str, start: str,
     processes, ``charrnn.distributed``): with more than one, a line says how many train, and
     the BLAS threads are per process."""
     o, tc = cfg.optim, cfg.train
+    # Under train.fit_to_budget (only with a budget and a decaying schedule: charrnn.config) the
+    # run's end follows the machine's speed, and train.steps is its upper bound.
+    fitted = tc.fit_to_budget
     n_train, n_val = len(corpus.train), len(corpus.val)
     if o.schedule == "constant":
         schedule = "constant rate"
     elif o.schedule == "step":
         schedule = f"× {o.decay_rate:g} per epoch from epoch {o.decay_after}"
     else:
-        schedule = f"{o.schedule} to {o.min_lr:g} at step {tc.steps:,} after {o.warmup_steps:,} steps of warm-up"
+        end = f"the fitted end (step {tc.steps:,} at most)" if fitted else f"step {tc.steps:,}"
+        schedule = f"{o.schedule} to {o.min_lr:g} at {end} after {o.warmup_steps:,} steps of warm-up"
     extra = ", ".join(f"{name} {value:g}" for name, value in
                       (("clip_value", o.clip_value), ("clip_norm", o.clip_norm), ("ema", o.ema)) if value)
     notes = text_notes(getattr(corpus, "crlf", None), int(getattr(corpus, "bom", False)))
@@ -367,7 +371,8 @@ def banner(cfg: Any, corpus: Any, spec: Any, run: Any, run_dir: str, start: str,
         + ((" (variable: drawn per step, 5 to T + 20" + (", the rate scaled by length / T)"
                                                          if o.name in SCALE_FREE else ")"))
            if tc.variable_length else "")
-        + f"; {tc.steps:,} steps"
+        + (f"; {tc.steps:,} steps at most, as many as fit in {tc.max_minutes:g} minutes (train.fit_to_budget)"
+           if fitted else f"; {tc.steps:,} steps")
         + ("" if several else f"; BLAS threads {blas_threads()}"),
         *([processes_line(comm, tc.batch_size)] if several else []),
         f"run       {run_dir} ({start})",

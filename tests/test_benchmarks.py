@@ -46,7 +46,7 @@ def test_the_flops_count_every_product_of_the_model(cell, layers, multiplicative
 
 @pytest.mark.parametrize("what, args, forward", [
     # configs/shakespeare.yaml's model: one recurrent product of 3 blocks (Wmx at layer 0 is a lookup)
-    ("gru 384 multiplicative", (3, 384, V, 1, True, True), 2 * 3 * 384 * 384 + 2 * 384 * V),
+    ("gru 448 multiplicative", (3, 448, V, 1, True, True), 2 * 3 * 448 * 448 + 2 * 448 * V),
     # layer 1: recurrent, input and Wmx products
     ("lstm 2×512 multiplicative", (4, 512, V, 2, True, True), 4 * 2 * 4 * 512 * 512 + 2 * 512 * V),
     # no recurrent product: only layer 1's input GEMM and the output

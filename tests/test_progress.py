@@ -164,6 +164,25 @@ def test_the_banner_says_how_many_processes_and_threads_train(monkeypatch, write
     assert len(one) == 5 and not any(line.startswith("processes") for line in one)
 
 
+def test_the_banner_says_when_the_length_is_fitted_to_the_budget(monkeypatch, write_config, corpus):
+    """Under train.fit_to_budget train.steps is only the bound: the banner says so, twice."""
+    from charrnn import config as C
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    text = types.SimpleNamespace(train=np.zeros(90), val=np.zeros(10), vocab=list("abc"))
+    spec = types.SimpleNamespace(describe=lambda: "rnn, 1 layer(s) of 16")
+    run_ = types.SimpleNamespace(params={"Wxh": np.zeros((3, 16))})
+    cfg = C.load(small_config(write_config, corpus, batch_size=32, max_minutes=9.6),
+                 ["optim.schedule=cosine", "train.fit_to_budget=true"])
+    lines = P.banner(cfg, text, spec, run_, "RUN", "new").splitlines()
+    assert "cosine to " in lines[2] and " at the fitted end (step 20 at most) after " in lines[2], lines[2]
+    assert lines[3] == ("batches   B=32 streams × T=8 characters; 20 steps at most, as many as fit in 9.6 minutes "
+                        "(train.fit_to_budget); BLAS threads 2 (OPENBLAS_NUM_THREADS)")
+    plain = P.banner(C.load(small_config(write_config, corpus, batch_size=32, max_minutes=9.6),
+                            ["optim.schedule=cosine"]), text, spec, run_, "RUN", "new").splitlines()
+    assert "at step 20 after" in plain[2] and plain[3].endswith("; 20 steps; BLAS threads 2 (OPENBLAS_NUM_THREADS)")
+
+
 @pytest.mark.parametrize("every_s, shown", [(None, list(range(4, 41, 4))), (10.0, [4, 16, 28, 40])])
 def test_log_seconds_thins_the_plain_lines_and_keeps_the_last(monkeypatch, capsys, every_s, shown):
     """A step a second, a log step every 4: with train.log_seconds 10 a line is printed only when
