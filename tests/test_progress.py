@@ -138,11 +138,11 @@ def test_no_plain_lines_when_quiet(capsys):
     assert capsys.readouterr().err == ""
 
 
-def banner_of(comm, monkeypatch, write_config, corpus):
+def banner_of(comm, monkeypatch, write_config, corpus, sets=(), **train):
     from charrnn import config as C
 
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
-    cfg = C.load(small_config(write_config, corpus, batch_size=32))
+    cfg = C.load(small_config(write_config, corpus, batch_size=32, **train), list(sets))
     text = types.SimpleNamespace(train=np.zeros(90), val=np.zeros(10), vocab=list("abc"))
     spec = types.SimpleNamespace(describe=lambda: "rnn, 1 layer(s) of 16")
     run_ = types.SimpleNamespace(params={"Wxh": np.zeros((3, 16))})
@@ -166,20 +166,12 @@ def test_the_banner_says_how_many_processes_and_threads_train(monkeypatch, write
 
 def test_the_banner_says_when_the_length_is_fitted_to_the_budget(monkeypatch, write_config, corpus):
     """Under train.fit_to_budget train.steps is only the bound: the banner says so, twice."""
-    from charrnn import config as C
-
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
-    text = types.SimpleNamespace(train=np.zeros(90), val=np.zeros(10), vocab=list("abc"))
-    spec = types.SimpleNamespace(describe=lambda: "rnn, 1 layer(s) of 16")
-    run_ = types.SimpleNamespace(params={"Wxh": np.zeros((3, 16))})
-    cfg = C.load(small_config(write_config, corpus, batch_size=32, max_minutes=9.6),
-                 ["optim.schedule=cosine", "train.fit_to_budget=true"])
-    lines = P.banner(cfg, text, spec, run_, "RUN", "new").splitlines()
+    cosine = ["optim.schedule=cosine"]
+    lines = banner_of(None, monkeypatch, write_config, corpus, cosine + ["train.fit_to_budget=true"], max_minutes=9.6)
     assert "cosine to " in lines[2] and " at the fitted end (step 20 at most) after " in lines[2], lines[2]
     assert lines[3] == ("batches   B=32 streams × T=8 characters; 20 steps at most, as many as fit in 9.6 minutes "
                         "(train.fit_to_budget); BLAS threads 2 (OPENBLAS_NUM_THREADS)")
-    plain = P.banner(C.load(small_config(write_config, corpus, batch_size=32, max_minutes=9.6),
-                            ["optim.schedule=cosine"]), text, spec, run_, "RUN", "new").splitlines()
+    plain = banner_of(None, monkeypatch, write_config, corpus, cosine, max_minutes=9.6)
     assert "at step 20 after" in plain[2] and plain[3].endswith("; 20 steps; BLAS threads 2 (OPENBLAS_NUM_THREADS)")
 
 
